@@ -1,0 +1,2 @@
+//! kepu sync core.
+pub mod ids;
