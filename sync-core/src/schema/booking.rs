@@ -1,0 +1,314 @@
+//! The booking document: one visit of one school group to one venue slot.
+//!
+//! ```text
+//! { kind: "booking", schema, venue, slot, school, party_size, requested_by, requested_at,
+//!   status?: "confirmed" | "waitlisted" | "cancelled"   (server only; absent = requested)
+//!   decided_at?, cancelled_at?, cancelled_by?, guide? (schema 2),
+//!   roster:     { "<pupil>": <added_at> },
+//!   check_ins:  { "<pupil>/<device>": { "<scan id>": { at, method, proof, by } } },
+//!   check_outs: { "<pupil>/<device>": { "<scan id>": { at, method, by } } },
+//!   notes:      { "<note id>": { at, by, role, text } } }
+//! ```
+
+use std::collections::BTreeMap;
+
+use automerge::{ROOT, ReadDoc};
+
+use crate::doc_read as r;
+use crate::ids::{DeviceId, PupilId, SchoolId, SlotId, UserId, VenueId};
+
+/// Root keys of a booking.
+pub mod key {
+    /// Venue id.
+    pub const VENUE: &str = "venue";
+    /// Slot id.
+    pub const SLOT: &str = "slot";
+    /// School id.
+    pub const SCHOOL: &str = "school";
+    /// Number of places asked for.
+    pub const PARTY_SIZE: &str = "party_size";
+    /// The teacher who asked.
+    pub const REQUESTED_BY: &str = "requested_by";
+    /// When the teacher asked (device time, ms).
+    pub const REQUESTED_AT: &str = "requested_at";
+    /// Server decision.
+    pub const STATUS: &str = "status";
+    /// When the server decided.
+    pub const DECIDED_AT: &str = "decided_at";
+    /// Place in the wait list, when wait-listed.
+    pub const WAIT_POSITION: &str = "wait_position";
+    /// When the booking was cancelled by a teacher or the venue.
+    pub const CANCELLED_AT: &str = "cancelled_at";
+    /// Who cancelled.
+    pub const CANCELLED_BY: &str = "cancelled_by";
+    /// A guide group label chosen by the venue (schema 2).
+    pub const GUIDE: &str = "guide";
+    /// Pupils expected on the visit.
+    pub const ROSTER: &str = "roster";
+    /// Check-in scans.
+    pub const CHECK_INS: &str = "check_ins";
+    /// Check-out scans.
+    pub const CHECK_OUTS: &str = "check_outs";
+    /// Notes.
+    pub const NOTES: &str = "notes";
+}
+
+/// The status the server decided, or `Requested` until it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Waiting for the server's decision (made offline, or not yet synced).
+    Requested,
+    /// The server confirmed places.
+    Confirmed,
+    /// The slot was full when the request reached the server.
+    Waitlisted,
+    /// Cancelled by the school or the venue.
+    Cancelled,
+}
+
+impl Status {
+    /// Text form stored in the document.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::Confirmed => "confirmed",
+            Self::Waitlisted => "waitlisted",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the text form.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "requested" => Self::Requested,
+            "confirmed" => Self::Confirmed,
+            "waitlisted" => Self::Waitlisted,
+            "cancelled" => Self::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// How a pupil was scanned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScanMethod {
+    /// The pupil's phone scanned the gate's rotating code.
+    GateCode,
+    /// A teacher or gate device scanned the pupil's pass.
+    PassScan,
+    /// A teacher ticked the pupil off by hand.
+    Manual,
+}
+
+impl ScanMethod {
+    /// Text form stored in the document.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::GateCode => "gate_code",
+            Self::PassScan => "pass_scan",
+            Self::Manual => "manual",
+        }
+    }
+
+    /// Parses the text form.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "gate_code" => Self::GateCode,
+            "pass_scan" => Self::PassScan,
+            "manual" => Self::Manual,
+            _ => return None,
+        })
+    }
+}
+
+/// One scan, as recorded by one device.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Scan {
+    /// The scanned pupil.
+    pub pupil: PupilId,
+    /// The device that recorded it.
+    pub device: DeviceId,
+    /// The scan's own id (UUID v7 text).
+    pub scan_id: String,
+    /// Device time of the scan, unix ms.
+    pub at: i64,
+    /// How.
+    pub method: ScanMethod,
+    /// The encoded proof (gate proof or pass), if any.
+    pub proof: Option<String>,
+    /// The user of the device.
+    pub by: Option<UserId>,
+}
+
+/// A note on the booking.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Note {
+    /// Note id.
+    pub id: String,
+    /// Time, unix ms.
+    pub at: i64,
+    /// Author.
+    pub by: Option<UserId>,
+    /// Author's role.
+    pub role: String,
+    /// Text.
+    pub text: String,
+}
+
+/// A booking read from its merged document.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Booking {
+    /// Schema version the document was created with.
+    pub schema: i64,
+    /// Venue.
+    pub venue: VenueId,
+    /// Slot.
+    pub slot: SlotId,
+    /// School.
+    pub school: SchoolId,
+    /// Places asked for.
+    pub party_size: u32,
+    /// Teacher who asked.
+    pub requested_by: Option<UserId>,
+    /// When (device time).
+    pub requested_at: i64,
+    /// The server's decision, `Requested` if none yet. A cancellation wins over any.
+    pub status: Status,
+    /// Place on the wait list.
+    pub wait_position: Option<u32>,
+    /// When cancelled.
+    pub cancelled_at: Option<i64>,
+    /// Guide label (schema 2).
+    pub guide: Option<String>,
+    /// Pupils expected, with the time they were added.
+    pub roster: BTreeMap<PupilId, i64>,
+    /// Every check-in scan, in (pupil, device, scan id) order.
+    pub check_ins: Vec<Scan>,
+    /// Every check-out scan.
+    pub check_outs: Vec<Scan>,
+    /// Notes by id.
+    pub notes: Vec<Note>,
+}
+
+/// Splits `"<pupil>/<device>"`.
+#[must_use]
+pub fn split_scan_key(key: &str) -> Option<(PupilId, DeviceId)> {
+    let (p, d) = key.split_once('/')?;
+    Some((p.parse().ok()?, d.parse().ok()?))
+}
+
+/// Builds `"<pupil>/<device>"`.
+#[must_use]
+pub fn scan_key(pupil: PupilId, device: DeviceId) -> String {
+    format!("{pupil}/{device}")
+}
+
+fn read_scans<D: ReadDoc>(doc: &D, container: &str, out: &mut Vec<Scan>) {
+    let Some(obj) = r::map(doc, &ROOT, container) else {
+        return;
+    };
+    for key in r::keys(doc, &obj) {
+        let Some((pupil, device)) = split_scan_key(&key) else {
+            continue;
+        };
+        let Some(per_device) = r::map(doc, &obj, &key) else {
+            continue;
+        };
+        for scan_id in r::keys(doc, &per_device) {
+            let Some(rec) = r::map(doc, &per_device, &scan_id) else {
+                continue;
+            };
+            let (Some(at), Some(method)) = (
+                r::int(doc, &rec, "at"),
+                r::string(doc, &rec, "method").and_then(|m| ScanMethod::parse(&m)),
+            ) else {
+                continue;
+            };
+            out.push(Scan {
+                pupil,
+                device,
+                scan_id,
+                at,
+                method,
+                proof: r::string(doc, &rec, "proof"),
+                by: r::parsed(doc, &rec, "by"),
+            });
+        }
+    }
+}
+
+impl Booking {
+    /// Reads a booking; `None` if the document is not a well-formed booking.
+    pub fn read<D: ReadDoc>(doc: &D) -> Option<Self> {
+        if crate::schema::kind_of(doc)? != crate::schema::DocKind::Booking {
+            return None;
+        }
+        let cancelled_at = r::int(doc, &ROOT, key::CANCELLED_AT);
+        let decided = r::string(doc, &ROOT, key::STATUS)
+            .and_then(|s| Status::parse(&s))
+            .unwrap_or(Status::Requested);
+        let status = if cancelled_at.is_some() {
+            Status::Cancelled
+        } else {
+            decided
+        };
+        let mut roster = BTreeMap::new();
+        if let Some(obj) = r::map(doc, &ROOT, key::ROSTER) {
+            for k in r::keys(doc, &obj) {
+                if let Ok(p) = k.parse::<PupilId>() {
+                    roster.insert(p, r::int(doc, &obj, &k).unwrap_or(0));
+                }
+            }
+        }
+        let mut check_ins = Vec::new();
+        read_scans(doc, key::CHECK_INS, &mut check_ins);
+        let mut check_outs = Vec::new();
+        read_scans(doc, key::CHECK_OUTS, &mut check_outs);
+        let mut notes = Vec::new();
+        if let Some(obj) = r::map(doc, &ROOT, key::NOTES) {
+            for id in r::keys(doc, &obj) {
+                if let Some(n) = r::map(doc, &obj, &id) {
+                    notes.push(Note {
+                        at: r::int(doc, &n, "at").unwrap_or(0),
+                        by: r::parsed(doc, &n, "by"),
+                        role: r::string(doc, &n, "role").unwrap_or_default(),
+                        text: r::string(doc, &n, "text").unwrap_or_default(),
+                        id,
+                    });
+                }
+            }
+        }
+        Some(Self {
+            schema: crate::schema::schema_of(doc),
+            venue: r::parsed(doc, &ROOT, key::VENUE)?,
+            slot: r::parsed(doc, &ROOT, key::SLOT)?,
+            school: r::parsed(doc, &ROOT, key::SCHOOL)?,
+            party_size: r::int(doc, &ROOT, key::PARTY_SIZE)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0),
+            requested_by: r::parsed(doc, &ROOT, key::REQUESTED_BY),
+            requested_at: r::int(doc, &ROOT, key::REQUESTED_AT).unwrap_or(0),
+            status,
+            wait_position: r::int(doc, &ROOT, key::WAIT_POSITION).and_then(|n| u32::try_from(n).ok()),
+            cancelled_at,
+            guide: r::string(doc, &ROOT, key::GUIDE),
+            roster,
+            check_ins,
+            check_outs,
+            notes,
+        })
+    }
+
+    /// The server-decided status alone, ignoring cancellation.
+    pub fn decided_status<D: ReadDoc>(doc: &D) -> Status {
+        r::string(doc, &ROOT, key::STATUS)
+            .and_then(|s| Status::parse(&s))
+            .unwrap_or(Status::Requested)
+    }
+}

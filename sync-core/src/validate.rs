@@ -1,0 +1,541 @@
+//! Validation before merge: may this writer make these changes to this document?
+//!
+//! The server calls [`validate`] on every incoming batch before the changes reach the
+//! stored document; a device calls it (through [`crate::edits`]) before it writes, so a
+//! well-behaved device is never refused. The rules are stated once in
+//! `docs/conflict-rules.md`.
+
+use std::collections::HashSet;
+
+use automerge::{Automerge, ChangeHash, ObjId, Patch, PatchAction, Prop, ROOT, ReadDoc, ScalarValue, Value};
+
+use crate::doc_read as r;
+use crate::ids::{PupilId, SchoolId, UserId, VenueId};
+use crate::schema::{self, DocKind, activity_log, booking, school_log, venue};
+use crate::writer::{Role, Writer};
+
+/// Machine-readable reasons for a refusal. The text forms are stable API: devices show
+/// them and admins filter on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefusalCode {
+    /// The writer's role may not write this field of this kind of document.
+    RoleMayNotWrite,
+    /// Only the server decides a booking's status.
+    StatusIsServerOnly,
+    /// A scan or confirmation must be recorded under the writer's own device id.
+    NotOwnDevice,
+    /// A pupil may only check themselves in.
+    NotOwnPupil,
+    /// A pupil may only check in on a booking whose roster holds them.
+    NotOnRoster,
+    /// Venue staff may only touch their own venue's documents.
+    OtherVenue,
+    /// Teachers may only touch their own school's documents.
+    OtherSchool,
+    /// The writer is not the owner of this log.
+    NotOwner,
+    /// A recorded scan is never changed.
+    ScanImmutable,
+    /// Nothing is deleted from this part of the document (check-ins above all).
+    NoDelete,
+    /// A field that is not in the schema.
+    UnknownField,
+    /// A field fixed at creation (kind, venue, school, …).
+    ImmutableField,
+    /// The writer may not create this kind of document.
+    MayNotCreate,
+    /// A value of the wrong type or out of range.
+    MalformedValue,
+    /// The document has no known kind.
+    UnknownKind,
+    /// The change depends on a change that was refused.
+    DependsOnRefused,
+    /// The proof attached to a check-in does not verify.
+    BadProof,
+}
+
+impl RefusalCode {
+    /// The stable text form.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::RoleMayNotWrite => "role-may-not-write",
+            Self::StatusIsServerOnly => "status-is-server-only",
+            Self::NotOwnDevice => "not-own-device",
+            Self::NotOwnPupil => "not-own-pupil",
+            Self::NotOnRoster => "not-on-roster",
+            Self::OtherVenue => "other-venue",
+            Self::OtherSchool => "other-school",
+            Self::NotOwner => "not-owner",
+            Self::ScanImmutable => "scan-immutable",
+            Self::NoDelete => "no-delete",
+            Self::UnknownField => "unknown-field",
+            Self::ImmutableField => "immutable-field",
+            Self::MayNotCreate => "may-not-create",
+            Self::MalformedValue => "malformed-value",
+            Self::UnknownKind => "unknown-kind",
+            Self::DependsOnRefused => "depends-on-refused",
+            Self::BadProof => "bad-proof",
+        }
+    }
+}
+
+/// A refusal: the reason and the document path it concerns (ids in paths are
+/// pseudonymous; no names or free text are ever echoed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[error("{} at {path}", code.as_str())]
+pub struct Refusal {
+    /// Why.
+    pub code: RefusalCode,
+    /// Where, as `/`-joined keys (`status`, `check_ins/<pupil>/<device>`).
+    pub path: String,
+}
+
+impl Refusal {
+    fn at(code: RefusalCode, path: &[String]) -> Self {
+        Self { code, path: path.join("/") }
+    }
+}
+
+/// What a patch does, reduced to what the rules care about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Act {
+    PutScalar,
+    PutObject,
+    Delete,
+    Other,
+}
+
+struct Ctx<'a> {
+    doc: &'a Automerge,
+    writer: &'a Writer,
+    created: bool,
+    new_objects: HashSet<ObjId>,
+}
+
+/// May `writer` read `doc`? Deny looks exactly like unknown on the wire.
+#[must_use]
+pub fn can_read(writer: &Writer, doc: &Automerge) -> bool {
+    let Some(kind) = schema::kind_of(doc) else {
+        return writer.role == Role::Server;
+    };
+    if matches!(writer.role, Role::Server | Role::BureauAdmin) {
+        return true;
+    }
+    match kind {
+        DocKind::Venue | DocKind::Revocations => true,
+        DocKind::Booking => match writer.role {
+            Role::Teacher => same_school(doc, writer, booking::key::SCHOOL),
+            Role::VenueStaff => same_venue(doc, writer, booking::key::VENUE),
+            Role::Pupil => writer.pupil.is_some_and(|p| on_roster(doc, p)),
+            _ => false,
+        },
+        DocKind::ActivityLog => match writer.role {
+            Role::Volunteer => r::parsed::<_, UserId>(doc, &ROOT, activity_log::key::VOLUNTEER) == Some(writer.user),
+            Role::Teacher => same_school(doc, writer, activity_log::key::SCHOOL),
+            Role::VenueStaff => writer.venue.is_some_and(|v| activity_venues(doc).contains(&v)),
+            _ => false,
+        },
+        DocKind::SchoolLog => match writer.role {
+            Role::Teacher => same_school(doc, writer, school_log::key::SCHOOL),
+            Role::VenueStaff => true,
+            _ => false,
+        },
+    }
+}
+
+fn same_school(doc: &Automerge, writer: &Writer, key: &str) -> bool {
+    writer.school.is_some() && r::parsed::<_, SchoolId>(doc, &ROOT, key) == writer.school
+}
+
+fn same_venue(doc: &Automerge, writer: &Writer, key: &str) -> bool {
+    writer.venue.is_some() && r::parsed::<_, VenueId>(doc, &ROOT, key) == writer.venue
+}
+
+fn on_roster(doc: &Automerge, pupil: PupilId) -> bool {
+    r::map(doc, &ROOT, booking::key::ROSTER).is_some_and(|ro| doc.get(&ro, pupil.to_string()).ok().flatten().is_some())
+}
+
+fn activity_venues(doc: &Automerge) -> Vec<VenueId> {
+    let Some(acts) = r::map(doc, &ROOT, activity_log::key::ACTIVITIES) else {
+        return Vec::new();
+    };
+    r::keys(doc, &acts)
+        .iter()
+        .filter_map(|k| r::map(doc, &acts, k))
+        .filter_map(|a| r::parsed(doc, &a, "venue"))
+        .collect()
+}
+
+/// Validates the changes between `before_heads` and the current heads of `doc` (which
+/// already contains them) as written by `writer`. `before_heads` empty means the batch
+/// creates the document.
+///
+/// # Errors
+/// The first [`Refusal`] found.
+pub fn validate(doc: &Automerge, before_heads: &[ChangeHash], writer: &Writer) -> Result<(), Refusal> {
+    let after_heads = doc.get_heads();
+    if after_heads == before_heads {
+        return Ok(());
+    }
+    let patches = doc.diff(before_heads, &after_heads);
+    validate_patches(doc, before_heads.is_empty(), &patches, writer)
+}
+
+/// Validates already computed patches. See [`validate`].
+///
+/// # Errors
+/// The first [`Refusal`] found.
+pub fn validate_patches(doc: &Automerge, created: bool, patches: &[Patch], writer: &Writer) -> Result<(), Refusal> {
+    let Some(kind) = schema::kind_of(doc) else {
+        return Err(Refusal::at(RefusalCode::UnknownKind, &[]));
+    };
+    let mut ctx = Ctx { doc, writer, created, new_objects: HashSet::new() };
+    if created {
+        check_create(&ctx, kind)?;
+    }
+    for p in patches {
+        let (path, act) = flatten(p, &mut ctx.new_objects);
+        if act == Act::Other && matches!(p.action, PatchAction::Conflict { .. }) {
+            continue;
+        }
+        if act == Act::Other {
+            return Err(Refusal::at(RefusalCode::UnknownField, &path));
+        }
+        // The object a put lands in, to tell new entries from edits of existing ones.
+        let parent_is_new = ctx.new_objects.contains(&p.obj);
+        check(&ctx, kind, &path, act, parent_is_new, &p.action).map_err(|code| Refusal::at(code, &path))?;
+    }
+    Ok(())
+}
+
+fn flatten(p: &Patch, new_objects: &mut HashSet<ObjId>) -> (Vec<String>, Act) {
+    let mut path: Vec<String> = p
+        .path
+        .iter()
+        .map(|(_, prop)| match prop {
+            Prop::Map(k) => k.clone(),
+            Prop::Seq(i) => format!("#{i}"),
+        })
+        .collect();
+    let act = match &p.action {
+        PatchAction::PutMap { key, value, .. } => {
+            path.push(key.clone());
+            match value {
+                (Value::Object(_), id) => {
+                    new_objects.insert(id.clone());
+                    Act::PutObject
+                }
+                (Value::Scalar(_), _) => Act::PutScalar,
+            }
+        }
+        PatchAction::DeleteMap { key } => {
+            path.push(key.clone());
+            Act::Delete
+        }
+        PatchAction::Conflict { prop } => {
+            path.push(match prop {
+                Prop::Map(k) => k.clone(),
+                Prop::Seq(i) => format!("#{i}"),
+            });
+            Act::Other
+        }
+        _ => Act::Other,
+    };
+    (path, act)
+}
+
+fn check_create(ctx: &Ctx<'_>, kind: DocKind) -> Result<(), Refusal> {
+    let w = ctx.writer;
+    let doc = ctx.doc;
+    let ok = match (kind, w.role) {
+        (_, Role::Server) => true,
+        (DocKind::Venue, Role::BureauAdmin) => true,
+        (DocKind::Venue, Role::VenueStaff) => same_venue(doc, w, venue::key::VENUE),
+        (DocKind::Booking, Role::Teacher) => same_school(doc, w, booking::key::SCHOOL),
+        (DocKind::ActivityLog, Role::Volunteer) => {
+            r::parsed::<_, UserId>(doc, &ROOT, activity_log::key::VOLUNTEER) == Some(w.user)
+        }
+        (DocKind::SchoolLog, Role::Teacher) => same_school(doc, w, school_log::key::SCHOOL),
+        _ => false,
+    };
+    if ok { Ok(()) } else { Err(Refusal::at(RefusalCode::MayNotCreate, &[kind.as_str().to_owned()])) }
+}
+
+fn is_int(action: &PatchAction) -> bool {
+    matches!(
+        action,
+        PatchAction::PutMap { value: (Value::Scalar(s), _), .. }
+            if matches!(s.as_ref(), ScalarValue::Int(_) | ScalarValue::Uint(_) | ScalarValue::Timestamp(_))
+    )
+}
+
+fn is_str(action: &PatchAction) -> bool {
+    matches!(action, PatchAction::PutMap { value: (Value::Scalar(s), _), .. } if matches!(s.as_ref(), ScalarValue::Str(_)))
+}
+
+fn str_value(action: &PatchAction) -> Option<String> {
+    match action {
+        PatchAction::PutMap { value: (Value::Scalar(s), _), .. } => match s.as_ref() {
+            ScalarValue::Str(t) => Some(t.to_string()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+type Rule = Result<(), RefusalCode>;
+
+fn require(cond: bool, code: RefusalCode) -> Rule {
+    if cond { Ok(()) } else { Err(code) }
+}
+
+fn check(ctx: &Ctx<'_>, kind: DocKind, path: &[String], act: Act, parent_is_new: bool, action: &PatchAction) -> Rule {
+    let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    // Root identity fields are fixed at creation, for everyone.
+    if let [field] = p.as_slice()
+        && (*field == schema::KIND || is_identity(kind, field))
+    {
+        return require(ctx.created, RefusalCode::ImmutableField);
+    }
+    if let [field] = p.as_slice()
+        && *field == schema::SCHEMA
+    {
+        require(is_int(action), RefusalCode::MalformedValue)?;
+        return require(ctx.created || ctx.writer.role == Role::Server, RefusalCode::ImmutableField);
+    }
+    match kind {
+        DocKind::Booking => check_booking(ctx, &p, act, parent_is_new, action),
+        DocKind::Venue => check_venue(ctx, &p, act),
+        DocKind::ActivityLog => check_activity_log(ctx, &p, act, parent_is_new, action),
+        DocKind::SchoolLog => check_school_log(ctx, &p, act, parent_is_new),
+        DocKind::Revocations => {
+            require(ctx.writer.role == Role::Server, RefusalCode::RoleMayNotWrite)?;
+            require(p.first() == Some(&crate::schema::revocations::PASSES), RefusalCode::UnknownField)
+        }
+    }
+}
+
+fn is_identity(kind: DocKind, field: &str) -> bool {
+    match kind {
+        DocKind::Booking => [booking::key::VENUE, booking::key::SLOT, booking::key::SCHOOL, booking::key::REQUESTED_BY, booking::key::REQUESTED_AT].contains(&field),
+        DocKind::Venue => field == venue::key::VENUE,
+        DocKind::ActivityLog => [activity_log::key::VOLUNTEER, activity_log::key::SCHOOL].contains(&field),
+        DocKind::SchoolLog => [school_log::key::SCHOOL, school_log::key::YEAR].contains(&field),
+        DocKind::Revocations => false,
+    }
+}
+
+fn is_container(kind: DocKind, field: &str) -> bool {
+    match kind {
+        DocKind::Booking => [booking::key::ROSTER, booking::key::CHECK_INS, booking::key::CHECK_OUTS, booking::key::NOTES].contains(&field),
+        DocKind::Venue => [venue::key::PROFILE, venue::key::INSTRUMENTS, venue::key::SLOTS, venue::key::GATES].contains(&field),
+        DocKind::ActivityLog => [activity_log::key::ACTIVITIES, activity_log::key::CONFIRMATIONS].contains(&field),
+        DocKind::SchoolLog => [school_log::key::SESSIONS, school_log::key::LECTURES, school_log::key::TOUR_STOPS, school_log::key::TOUR_ATTENDANCE].contains(&field),
+        DocKind::Revocations => field == crate::schema::revocations::PASSES,
+    }
+}
+
+/// Skeleton containers may only be created with the document.
+fn container_rule(ctx: &Ctx<'_>, kind: DocKind, p: &[&str], act: Act) -> Option<Rule> {
+    if let [field] = p
+        && is_container(kind, field)
+    {
+        return Some(if act == Act::PutObject && ctx.created {
+            Ok(())
+        } else if act == Act::Delete {
+            Err(RefusalCode::NoDelete)
+        } else {
+            Err(RefusalCode::ImmutableField)
+        });
+    }
+    None
+}
+
+fn booking_scope(ctx: &Ctx<'_>) -> Rule {
+    let w = ctx.writer;
+    match w.role {
+        Role::Server => Ok(()),
+        Role::Teacher => require(same_school(ctx.doc, w, booking::key::SCHOOL), RefusalCode::OtherSchool),
+        Role::VenueStaff => require(same_venue(ctx.doc, w, booking::key::VENUE), RefusalCode::OtherVenue),
+        Role::Pupil => Ok(()),
+        Role::Volunteer | Role::BureauAdmin => Err(RefusalCode::RoleMayNotWrite),
+    }
+}
+
+fn check_booking(ctx: &Ctx<'_>, p: &[&str], act: Act, parent_is_new: bool, action: &PatchAction) -> Rule {
+    use booking::key;
+    if let Some(rule) = container_rule(ctx, DocKind::Booking, p, act) {
+        return rule;
+    }
+    let w = ctx.writer;
+    booking_scope(ctx)?;
+    match p {
+        [key::STATUS | key::DECIDED_AT | key::WAIT_POSITION] => {
+            require(w.role == Role::Server, RefusalCode::StatusIsServerOnly)?;
+            if p[0] == key::STATUS && act == Act::PutScalar {
+                require(
+                    str_value(action).and_then(|s| booking::Status::parse(&s)).is_some(),
+                    RefusalCode::MalformedValue,
+                )?;
+            }
+            Ok(())
+        }
+        [key::PARTY_SIZE] => {
+            require(matches!(w.role, Role::Teacher | Role::Server), RefusalCode::RoleMayNotWrite)?;
+            require(ctx.created || w.role == Role::Server, RefusalCode::ImmutableField)?;
+            require(is_int(action), RefusalCode::MalformedValue)
+        }
+        [key::CANCELLED_AT | key::CANCELLED_BY] => {
+            require(act != Act::Delete, RefusalCode::NoDelete)?;
+            require(matches!(w.role, Role::Teacher | Role::VenueStaff | Role::Server), RefusalCode::RoleMayNotWrite)
+        }
+        [key::GUIDE] => {
+            require(matches!(w.role, Role::VenueStaff | Role::Server), RefusalCode::RoleMayNotWrite)?;
+            require(act == Act::Delete || is_str(action), RefusalCode::MalformedValue)
+        }
+        [key::ROSTER, pupil] => {
+            require(matches!(w.role, Role::Teacher | Role::Server), RefusalCode::RoleMayNotWrite)?;
+            require(pupil.parse::<PupilId>().is_ok(), RefusalCode::MalformedValue)?;
+            require(act != Act::PutObject, RefusalCode::MalformedValue)
+        }
+        [key::CHECK_INS | key::CHECK_OUTS, rest @ ..] => check_scan(ctx, rest, act, parent_is_new, action),
+        [key::NOTES, _id, rest @ ..] => {
+            require(w.role != Role::Pupil, RefusalCode::RoleMayNotWrite)?;
+            require(act != Act::Delete, RefusalCode::NoDelete)?;
+            match rest {
+                [] => require(act == Act::PutObject, RefusalCode::MalformedValue),
+                [_field] => require(parent_is_new, RefusalCode::ScanImmutable),
+                _ => Err(RefusalCode::UnknownField),
+            }
+        }
+        _ => Err(RefusalCode::UnknownField),
+    }
+}
+
+fn check_scan(ctx: &Ctx<'_>, rest: &[&str], act: Act, parent_is_new: bool, action: &PatchAction) -> Rule {
+    let w = ctx.writer;
+    require(act != Act::Delete, RefusalCode::NoDelete)?;
+    let Some(key) = rest.first() else {
+        return Err(RefusalCode::UnknownField);
+    };
+    let Some((pupil, device)) = booking::split_scan_key(key) else {
+        return Err(RefusalCode::MalformedValue);
+    };
+    if w.role != Role::Server {
+        require(device == w.device, RefusalCode::NotOwnDevice)?;
+    }
+    if w.role == Role::Pupil {
+        require(w.pupil == Some(pupil), RefusalCode::NotOwnPupil)?;
+        require(on_roster(ctx.doc, pupil), RefusalCode::NotOnRoster)?;
+    }
+    match rest {
+        [_] | [_, _] => require(act == Act::PutObject, RefusalCode::MalformedValue),
+        [_, _, field] => {
+            // Scan records are written once, in the change that creates them.
+            require(parent_is_new, RefusalCode::ScanImmutable)?;
+            match *field {
+                "at" => require(is_int(action), RefusalCode::MalformedValue),
+                "method" => require(
+                    str_value(action).and_then(|m| booking::ScanMethod::parse(&m)).is_some(),
+                    RefusalCode::MalformedValue,
+                ),
+                "proof" | "by" => require(is_str(action), RefusalCode::MalformedValue),
+                _ => Err(RefusalCode::UnknownField),
+            }
+        }
+        _ => Err(RefusalCode::UnknownField),
+    }
+}
+
+fn check_venue(ctx: &Ctx<'_>, p: &[&str], act: Act) -> Rule {
+    if let Some(rule) = container_rule(ctx, DocKind::Venue, p, act) {
+        return rule;
+    }
+    let w = ctx.writer;
+    match w.role {
+        Role::Server | Role::BureauAdmin => {}
+        Role::VenueStaff => require(same_venue(ctx.doc, w, venue::key::VENUE), RefusalCode::OtherVenue)?,
+        _ => return Err(RefusalCode::RoleMayNotWrite),
+    }
+    match p {
+        [venue::key::PROFILE, field] => {
+            let known = venue::PROFILE_TEXT_FIELDS.contains(field) || ["lat", "lon", "after_school", "updated_at"].contains(field);
+            require(known, RefusalCode::UnknownField)
+        }
+        [venue::key::SLOTS | venue::key::INSTRUMENTS | venue::key::GATES, _id] => Ok(()),
+        [venue::key::SLOTS, _id, "start" | "end" | "capacity" | "label"]
+        | [venue::key::INSTRUMENTS, _id, "name" | "value_yuan" | "bookable"]
+        | [venue::key::GATES, _id, "key"] => require(act != Act::PutObject, RefusalCode::MalformedValue),
+        _ => Err(RefusalCode::UnknownField),
+    }
+}
+
+fn check_activity_log(ctx: &Ctx<'_>, p: &[&str], act: Act, parent_is_new: bool, action: &PatchAction) -> Rule {
+    use activity_log::key;
+    if let Some(rule) = container_rule(ctx, DocKind::ActivityLog, p, act) {
+        return rule;
+    }
+    let w = ctx.writer;
+    require(act != Act::Delete, RefusalCode::NoDelete)?;
+    let owner = r::parsed::<_, UserId>(ctx.doc, &ROOT, key::VOLUNTEER) == Some(w.user);
+    match p {
+        [key::ACTIVITIES, _id, rest @ ..] => {
+            require(w.role == Role::Server || (w.role == Role::Volunteer && owner), RefusalCode::NotOwner)?;
+            match rest {
+                [] => require(act == Act::PutObject, RefusalCode::MalformedValue),
+                ["venue"] => require(str_value(action).and_then(|v| v.parse::<VenueId>().ok()).is_some(), RefusalCode::MalformedValue),
+                ["start" | "minutes"] => require(is_int(action), RefusalCode::MalformedValue),
+                ["activity_kind" | "description"] => require(is_str(action), RefusalCode::MalformedValue),
+                _ => Err(RefusalCode::UnknownField),
+            }
+        }
+        [key::CONFIRMATIONS, ckey, rest @ ..] => {
+            let Some((activity, device)) = ckey.rsplit_once('/') else {
+                return Err(RefusalCode::MalformedValue);
+            };
+            if w.role != Role::Server {
+                require(w.role == Role::VenueStaff, RefusalCode::RoleMayNotWrite)?;
+                require(device.parse().ok() == Some(w.device), RefusalCode::NotOwnDevice)?;
+                let venue = r::map(ctx.doc, &ROOT, key::ACTIVITIES)
+                    .and_then(|a| r::map(ctx.doc, &a, activity))
+                    .and_then(|a| r::parsed::<_, VenueId>(ctx.doc, &a, "venue"));
+                require(venue.is_some() && venue == w.venue, RefusalCode::OtherVenue)?;
+            }
+            match rest {
+                [] => require(act == Act::PutObject, RefusalCode::MalformedValue),
+                [_field] => require(parent_is_new, RefusalCode::ScanImmutable),
+                _ => Err(RefusalCode::UnknownField),
+            }
+        }
+        _ => Err(RefusalCode::UnknownField),
+    }
+}
+
+fn check_school_log(ctx: &Ctx<'_>, p: &[&str], act: Act, parent_is_new: bool) -> Rule {
+    use school_log::key;
+    if let Some(rule) = container_rule(ctx, DocKind::SchoolLog, p, act) {
+        return rule;
+    }
+    let w = ctx.writer;
+    require(act != Act::Delete, RefusalCode::NoDelete)?;
+    let teacher = w.role == Role::Teacher && same_school(ctx.doc, w, key::SCHOOL);
+    let tour_staff = w.role == Role::VenueStaff;
+    match p {
+        [key::SESSIONS | key::LECTURES, _id, rest @ ..] => {
+            require(teacher || w.role == Role::Server, if w.role == Role::Teacher { RefusalCode::OtherSchool } else { RefusalCode::RoleMayNotWrite })?;
+            require(rest.is_empty() || parent_is_new, RefusalCode::ScanImmutable)
+        }
+        [key::TOUR_STOPS, _id, rest @ ..] => {
+            require(teacher || tour_staff || w.role == Role::Server, RefusalCode::RoleMayNotWrite)?;
+            require(rest.is_empty() || parent_is_new, RefusalCode::ScanImmutable)
+        }
+        [key::TOUR_ATTENDANCE, akey] => {
+            require(teacher || tour_staff || w.role == Role::Server, RefusalCode::RoleMayNotWrite)?;
+            let device = akey.rsplit('/').next().and_then(|d| d.parse().ok());
+            require(w.role == Role::Server || device == Some(w.device), RefusalCode::NotOwnDevice)
+        }
+        _ => Err(RefusalCode::UnknownField),
+    }
+}
