@@ -1,0 +1,196 @@
+//! Command line and environment configuration (clap derive); `kepu-server --help` is
+//! generated from these doc comments.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::{Error, Result};
+
+/// kepu: the offline-first backend of Hunan's "双走进" science-education programme.
+///
+/// Without a subcommand it serves (same as `serve`). Data lives in SQLite under
+/// `--data-dir` unless `DATABASE_URL` names a PostgreSQL database.
+#[derive(Debug, Parser)]
+#[command(name = "kepu-server", version, about, long_about)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options shared by every subcommand.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve HTTP and sync (the default).
+    Serve,
+    /// Administer accounts and devices directly in the database.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+/// Server configuration, from flags or environment variables.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "KEPU_BIND",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub bind: SocketAddr,
+    /// Directory for the embedded SQLite database (created on first start).
+    #[arg(long, env = "KEPU_DATA_DIR", default_value = "./data", global = true)]
+    pub data_dir: PathBuf,
+    /// Database URL: `sqlite://FILE` or `postgres://USER@HOST/DB`.
+    /// Default: the SQLite file `<data-dir>/kepu.db`.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// The server's signing seed as 64 hex digits. Default: generated on first start and
+    /// kept in the database.
+    #[arg(long, env = "KEPU_SERVER_SEED", global = true, hide_env_values = true)]
+    pub server_seed: Option<String>,
+    /// Seed a clearly marked sample province (idempotent) and print demo enrollment codes.
+    #[arg(long, env = "KEPU_DEMO", global = true)]
+    pub demo: bool,
+}
+
+impl Config {
+    /// A configuration for the given data directory with every other option at its default.
+    #[must_use]
+    pub fn with_data_dir(data_dir: PathBuf) -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir,
+            database_url: None,
+            server_seed: None,
+            demo: false,
+        }
+    }
+
+    /// The database URL to connect to; for SQLite the data directory is created.
+    ///
+    /// # Errors
+    /// The data directory cannot be created or is not valid UTF-8.
+    pub fn resolve_database_url(&self) -> Result<String> {
+        if let Some(url) = &self.database_url {
+            return Ok(url.clone());
+        }
+        std::fs::create_dir_all(&self.data_dir)?;
+        let file = self.data_dir.join("kepu.db");
+        let path = file
+            .to_str()
+            .ok_or_else(|| Error::Config("data directory is not valid UTF-8".into()))?;
+        Ok(format!("sqlite://{path}?mode=rwc"))
+    }
+
+    /// The configured server seed, if any.
+    ///
+    /// # Errors
+    /// The seed is not 64 hex digits.
+    pub fn parsed_server_seed(&self) -> Result<Option<[u8; 32]>> {
+        let Some(text) = &self.server_seed else {
+            return Ok(None);
+        };
+        let mut seed = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut seed)
+            .map_err(|_| Error::Config("KEPU_SERVER_SEED must be 64 hex digits".into()))?;
+        Ok(Some(seed))
+    }
+}
+
+/// `kepu-server admin …` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a city or prefecture (市州).
+    CreateCity {
+        /// Its name, e.g. 长沙市.
+        #[arg(long)]
+        name: String,
+    },
+    /// Create a county or district (县市区) in a city.
+    CreateCounty {
+        /// The city's id.
+        #[arg(long)]
+        city: String,
+        /// Its name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Create a school in a county.
+    CreateSchool {
+        /// The county's id.
+        #[arg(long)]
+        county: String,
+        /// Its name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Create a science venue in a county.
+    CreateVenue {
+        /// The county's id.
+        #[arg(long)]
+        county: String,
+        /// Its name.
+        #[arg(long)]
+        name: String,
+        /// Its kind (science_museum, education_base, study_practice_base, university_lab, research_facility).
+        #[arg(long, default_value = "science_museum")]
+        kind: String,
+    },
+    /// Create a user; prints the user id and a first enrollment code.
+    CreateUser {
+        /// pupil, volunteer, teacher, venue-staff or bureau-admin.
+        #[arg(long)]
+        role: String,
+        /// The school (pupils, teachers, volunteers).
+        #[arg(long)]
+        school: Option<String>,
+        /// The venue (venue staff).
+        #[arg(long)]
+        venue: Option<String>,
+        /// A display name (for pupils: the name the school chooses).
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+    /// Issue a one-time enrollment code for a user.
+    EnrollCode {
+        /// The user's id.
+        #[arg(long)]
+        user: String,
+        /// Days until the code expires.
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+    },
+    /// Import a school's pupils from a CSV file (`display_name`, optional `external_ref`).
+    ImportPupils {
+        /// The school's id.
+        #[arg(long)]
+        school: String,
+        /// The CSV file.
+        file: PathBuf,
+    },
+    /// Erase a pupil's personal data (name, pass, link to the school).
+    ErasePupil {
+        /// The pupil's id.
+        #[arg(long)]
+        pupil: String,
+    },
+    /// Revoke a device: its token stops working and its connections are closed.
+    RevokeDevice {
+        /// The device's id.
+        #[arg(long)]
+        device: String,
+    },
+    /// List enrolled devices with their last sync and pending refusals.
+    ListDevices {
+        /// Only this user's devices.
+        #[arg(long)]
+        user: Option<String>,
+    },
+}

@@ -1,0 +1,74 @@
+//! The server's one error type. Messages name their data but never personal data
+//! (names, tokens, codes); the HTTP mapping lives in `http/error_response.rs`.
+
+use crate::accounts::AuthError;
+
+/// Everything that can go wrong in the server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database failed (connection, constraint, query).
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying the embedded migrations failed.
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A file or socket failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The configuration cannot be used.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// A referenced record does not exist.
+    #[error("unknown {kind} {id}")]
+    NotFound {
+        /// What was looked up (`school`, `device`, …).
+        kind: &'static str,
+        /// Its id (never a name).
+        id: String,
+    },
+    /// The request is malformed or breaks a rule.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The record already exists (e.g. a name taken within its county).
+    #[error("{0}")]
+    Conflict(String),
+    /// An enrollment code is malformed, unknown, used or expired (not told apart).
+    #[error("enrollment code is invalid, used or expired")]
+    EnrollmentCodeRejected,
+    /// The caller could not be authenticated.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The route exists but not with this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The caller is authenticated but may not do this.
+    #[error("not allowed: {0}")]
+    Forbidden(&'static str),
+    /// A stored value does not parse (corrupt or foreign data).
+    #[error("corrupt stored value in {0}")]
+    Corrupt(&'static str),
+}
+
+/// Shorthand used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A not-found error for the given kind and id.
+    pub fn not_found(kind: &'static str, id: impl std::fmt::Display) -> Self {
+        Self::NotFound {
+            kind,
+            id: id.to_string(),
+        }
+    }
+
+    /// Maps unique-constraint violations to [`Error::Conflict`] with the given message.
+    #[must_use]
+    pub fn conflict_if_unique(self, message: &str) -> Self {
+        match &self {
+            Self::Database(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                Self::Conflict(message.to_owned())
+            }
+            _ => self,
+        }
+    }
+}

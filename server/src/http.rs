@@ -1,0 +1,80 @@
+//! The HTTP surface. Each `http/<area>.rs` owns a router over [`AppState`]; [`routes`]
+//! merges them and [`router`] adds the fallbacks, tracing and state. The sync endpoint
+//! joins by adding its route to [`routes`].
+
+mod admin;
+mod auth;
+mod devices;
+mod enroll;
+mod error_response;
+mod health;
+mod json;
+mod prometheus;
+mod venues;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use tower_http::trace::TraceLayer;
+
+pub use auth::{AdminDevice, AuthenticatedDevice};
+pub use error_response::ErrorBody;
+pub use json::ApiJson;
+
+use crate::app_state::AppState;
+use crate::error::Error;
+
+/// Every route, without state: merge more routers (e.g. `/sync`) into this.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .merge(health::router())
+        .merge(prometheus::router())
+        .merge(venues::router())
+        .merge(enroll::router())
+        .merge(devices::router())
+        .merge(admin::router())
+}
+
+/// The complete application for `routes`: JSON fallbacks for unknown routes and methods,
+/// request metrics, and a trace span per request that records the method and the matched
+/// route only (never the query string, which may carry a token, nor any header).
+pub fn router_with(routes: Router<AppState>, state: AppState) -> Router {
+    routes
+        .fallback(|| async { Error::not_found("route", "") })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let route = request
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map_or("unmatched", MatchedPath::as_str);
+                tracing::info_span!("http", method = %request.method(), route)
+            }),
+        )
+        .with_state(state)
+}
+
+/// The complete application with the standard [`routes`].
+pub fn router(state: AppState) -> Router {
+    router_with(routes(), state)
+}
+
+async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let class = match response.status().as_u16() {
+        100..=399 => "ok",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    state
+        .metrics
+        .http_requests_total
+        .with_label_values(&[class])
+        .inc();
+    response
+}

@@ -1,0 +1,77 @@
+//! The one JSON error shape, `{"error": {"code": "...", "message": "..."}}`, and the one
+//! place that maps [`Error`] to HTTP. 5xx bodies are generic; their cause is logged here.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::accounts::AuthError;
+use crate::error::Error;
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// A machine-readable code and a human-readable message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable code, e.g. `invalid_token`.
+    pub code: String,
+    /// Message for people; never personal data or internals.
+    pub message: String,
+}
+
+/// Builds an error response with the standard shape.
+pub fn error_response(status: StatusCode, code: &str, message: String) -> Response {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: code.to_owned(),
+            message,
+        },
+    };
+    let mut response = (status, Json(body)).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            Self::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            Self::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
+            Self::EnrollmentCodeRejected => (StatusCode::BAD_REQUEST, "invalid_enrollment_code"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::Auth(AuthError::Missing) => (StatusCode::UNAUTHORIZED, "missing_token"),
+            Self::Auth(AuthError::Invalid) => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            Self::Auth(AuthError::Revoked) => (StatusCode::UNAUTHORIZED, "device_revoked"),
+            Self::Auth(AuthError::Store(_))
+            | Self::Database(_)
+            | Self::Migrate(_)
+            | Self::Io(_)
+            | Self::Config(_)
+            | Self::Corrupt(_) => {
+                tracing::error!(error = %self, "request failed");
+                return error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal server error".into(),
+                );
+            }
+        };
+        let message = match &self {
+            Self::NotFound { kind: "route", .. } => "no such route".to_owned(),
+            other => other.to_string(),
+        };
+        error_response(status, code, message)
+    }
+}

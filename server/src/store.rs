@@ -1,0 +1,120 @@
+//! The relational store: one code path over SQLite and PostgreSQL through sqlx's `Any`
+//! driver. Queries use numbered `$1` placeholders (both backends accept them), times are
+//! unix milliseconds, ids are uuid text and bytes are BLOB/BYTEA.
+//!
+//! Each concept's queries live in their own file under `store/` as an `impl Store` block.
+
+mod backend;
+mod devices;
+mod enrollment;
+mod geo;
+mod refusals;
+mod rows;
+mod server_keys;
+mod users;
+
+use std::sync::Arc;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Executor};
+
+pub use backend::Backend;
+pub use devices::{DeviceAuthRecord, DeviceRecord};
+pub use geo::{City, County, School, Venue};
+pub use refusals::Refusal;
+pub use users::{ErasedPupil, NewUser, User};
+
+use crate::error::{Error, Result};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// A handle on the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    server_seed: Arc<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`), applies the migrations and
+    /// loads (or, on first start, creates) the server signing seed. A configured seed is
+    /// stored on first start and must match the stored one afterwards.
+    ///
+    /// # Errors
+    /// Unknown scheme, connection or migration failure, or a seed mismatch.
+    pub async fn open(url: &str, configured_seed: Option<[u8; 32]>) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let max_connections = match backend {
+            Backend::Sqlite => 8,
+            Backend::Postgres => 16,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .connect(url)
+            .await?;
+        if backend == Backend::Sqlite {
+            // WAL is persistent in the file; setting it once is enough.
+            pool.execute("PRAGMA journal_mode = WAL").await?;
+        }
+        match backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        }
+        let server_seed = server_keys::load_or_create_seed(&pool, configured_seed).await?;
+        tracing::info!(backend = backend.name(), "store opened");
+        Ok(Self {
+            pool,
+            backend,
+            server_seed: Arc::new(server_seed),
+        })
+    }
+
+    /// The connection pool, for queries that live outside this module (documents,
+    /// projections).
+    #[must_use]
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Which database this is.
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The server's 32-byte signing seed (check-in proofs, pupil passes). Never log it.
+    #[must_use]
+    pub fn server_seed(&self) -> &[u8; 32] {
+        &self.server_seed
+    }
+
+    /// Checks that the database answers.
+    ///
+    /// # Errors
+    /// The database does not answer.
+    pub async fn ping(&self) -> Result<()> {
+        self.pool.execute("SELECT 1").await?;
+        Ok(())
+    }
+
+    /// Closes every connection (after the server stopped).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Parses a uuid column, reporting corrupt data without echoing it.
+pub(crate) fn parse_uuid(text: &str, table: &'static str) -> Result<uuid::Uuid> {
+    uuid::Uuid::parse_str(text).map_err(|_| Error::Corrupt(table))
+}

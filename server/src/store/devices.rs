@@ -1,0 +1,178 @@
+//! Enrolled devices: token hashes, revocation, last sync and pending refusals.
+
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use uuid::Uuid;
+
+use super::rows;
+use crate::accounts::Role;
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// What authentication needs about a device, read in one query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceAuthRecord {
+    /// The device.
+    pub device_id: Uuid,
+    /// Its user.
+    pub user_id: Uuid,
+    /// The user's role.
+    pub role: Role,
+    /// The user's school.
+    pub school_id: Option<Uuid>,
+    /// The user's venue.
+    pub venue_id: Option<Uuid>,
+    /// When the device was revoked.
+    pub revoked_at: Option<i64>,
+    /// When the user was erased.
+    pub user_erased_at: Option<i64>,
+}
+
+/// A device as admins see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceRecord {
+    /// The device.
+    pub id: Uuid,
+    /// Its user.
+    pub user_id: Uuid,
+    /// The user's role.
+    pub role: Role,
+    /// Enrollment time (unix ms).
+    pub created_at: i64,
+    /// Revocation time (unix ms), if revoked.
+    pub revoked_at: Option<i64>,
+    /// Last sync (unix ms), if it ever synced.
+    pub last_sync_at: Option<i64>,
+    /// The app version it reported.
+    pub app_version: Option<String>,
+    /// Refusals the device has not yet acknowledged.
+    pub pending_refusals: i64,
+}
+
+fn device_record(row: &AnyRow) -> Result<DeviceRecord> {
+    let role: String = row.try_get("role")?;
+    Ok(DeviceRecord {
+        id: rows::uuid(row, "id", "devices")?,
+        user_id: rows::uuid(row, "user_id", "devices")?,
+        role: role.parse().map_err(|_| Error::Corrupt("users"))?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        last_sync_at: row.try_get("last_sync_at")?,
+        app_version: row.try_get("app_version")?,
+        pending_refusals: row.try_get("pending_refusals")?,
+    })
+}
+
+impl Store {
+    /// The device holding this token hash, with its user's role and affiliations.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn device_by_token_hash(
+        &self,
+        token_hash: &[u8],
+    ) -> Result<Option<DeviceAuthRecord>> {
+        let row = sqlx::query(
+            "SELECT d.id, d.user_id, d.revoked_at, u.role, u.school_id, u.venue_id, u.erased_at \
+             FROM devices d JOIN users u ON u.id = d.user_id WHERE d.token_hash = $1",
+        )
+        .bind(token_hash.to_vec())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let role: String = row.try_get("role")?;
+        Ok(Some(DeviceAuthRecord {
+            device_id: rows::uuid(&row, "id", "devices")?,
+            user_id: rows::uuid(&row, "user_id", "devices")?,
+            role: role.parse().map_err(|_| Error::Corrupt("users"))?,
+            school_id: rows::opt_uuid(&row, "school_id", "users")?,
+            venue_id: rows::opt_uuid(&row, "venue_id", "users")?,
+            revoked_at: row.try_get("revoked_at")?,
+            user_erased_at: row.try_get("erased_at")?,
+        }))
+    }
+
+    /// Replaces the token hash of a live device. Returns false if the device is unknown or
+    /// revoked.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn replace_token_hash(&self, device_id: Uuid, new_hash: &[u8]) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE devices SET token_hash = $2 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(device_id.to_string())
+                .bind(new_hash.to_vec())
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Revokes a device. Returns false if it was unknown or already revoked.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn revoke_device(&self, device_id: Uuid, now: i64) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE devices SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(device_id.to_string())
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// One device.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn device(&self, device_id: Uuid) -> Result<Option<DeviceRecord>> {
+        let row = sqlx::query(
+            "SELECT d.id, d.user_id, u.role, d.created_at, d.revoked_at, d.last_sync_at, \
+             d.app_version, d.pending_refusals FROM devices d JOIN users u ON u.id = d.user_id \
+             WHERE d.id = $1",
+        )
+        .bind(device_id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(device_record).transpose()
+    }
+
+    /// Devices, newest first, optionally of one user.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn list_devices(&self, user_id: Option<Uuid>) -> Result<Vec<DeviceRecord>> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.user_id, u.role, d.created_at, d.revoked_at, d.last_sync_at, \
+             d.app_version, d.pending_refusals FROM devices d JOIN users u ON u.id = d.user_id \
+             WHERE ($1 IS NULL OR d.user_id = $1) ORDER BY d.created_at DESC, d.id",
+        )
+        .bind(user_id.map(|id| id.to_string()))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(device_record).collect()
+    }
+
+    /// Records that a device synced (and the app version it reports, if any).
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn touch_device_sync(
+        &self,
+        device_id: Uuid,
+        now: i64,
+        app_version: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE devices SET last_sync_at = $2, app_version = COALESCE($3, app_version) \
+             WHERE id = $1",
+        )
+        .bind(device_id.to_string())
+        .bind(now)
+        .bind(app_version)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

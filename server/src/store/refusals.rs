@@ -1,0 +1,81 @@
+//! Refusals: changes a device sent that the server would not merge, kept for admins and
+//! for the device to show.
+
+use serde::Serialize;
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::rows;
+use crate::error::Result;
+use crate::store::Store;
+
+/// One refused change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refusal {
+    /// Its id.
+    pub id: Uuid,
+    /// The device that sent it.
+    pub device_id: Uuid,
+    /// The document (bs58check id).
+    pub doc_id: String,
+    /// A machine-readable reason.
+    pub code: String,
+    /// A human-readable detail (never personal data).
+    pub detail: String,
+    /// When it was refused (unix ms).
+    pub at: i64,
+}
+
+impl Store {
+    /// Records a refusal and counts it as pending for the device.
+    ///
+    /// # Errors
+    /// A database failure (e.g. unknown device).
+    pub async fn record_refusal(&self, refusal: &Refusal) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO refusals (id, device_id, doc_id, code, detail, at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(refusal.id.to_string())
+        .bind(refusal.device_id.to_string())
+        .bind(&refusal.doc_id)
+        .bind(&refusal.code)
+        .bind(&refusal.detail)
+        .bind(refusal.at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE devices SET pending_refusals = pending_refusals + 1 WHERE id = $1")
+            .bind(refusal.device_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A device's refusals, oldest first.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn refusals_of_device(&self, device_id: Uuid) -> Result<Vec<Refusal>> {
+        let rows = sqlx::query(
+            "SELECT id, device_id, doc_id, code, detail, at FROM refusals \
+             WHERE device_id = $1 ORDER BY at, id",
+        )
+        .bind(device_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Refusal {
+                    id: rows::uuid(row, "id", "refusals")?,
+                    device_id: rows::uuid(row, "device_id", "refusals")?,
+                    doc_id: row.try_get("doc_id")?,
+                    code: row.try_get("code")?,
+                    detail: row.try_get("detail")?,
+                    at: row.try_get("at")?,
+                })
+            })
+            .collect()
+    }
+}
