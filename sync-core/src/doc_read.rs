@@ -33,7 +33,8 @@ pub fn int<D: ReadDoc>(doc: &D, obj: &ObjId, key: &str) -> Option<i64> {
         ScalarValue::Int(i) | ScalarValue::Timestamp(i) => Some(i),
         ScalarValue::Uint(u) => i64::try_from(u).ok(),
         ScalarValue::Counter(c) => Some(i64::from(&c)),
-        ScalarValue::F64(f) if f.is_finite() => {
+        ScalarValue::F64(f) if f.is_finite() =>
+        {
             #[allow(clippy::cast_possible_truncation)]
             Some(f as i64)
         }

@@ -313,7 +313,11 @@ fn ts(at: i64) -> ScalarValue {
     ScalarValue::Timestamp(at)
 }
 
-fn ensure_map<T: Transactable>(tx: &mut T, parent: &ObjId, key: &str) -> Result<ObjId, automerge::AutomergeError> {
+fn ensure_map<T: Transactable>(
+    tx: &mut T,
+    parent: &ObjId,
+    key: &str,
+) -> Result<ObjId, automerge::AutomergeError> {
     if let Some(id) = crate::doc_read::map(tx, parent, key) {
         return Ok(id);
     }
@@ -321,7 +325,8 @@ fn ensure_map<T: Transactable>(tx: &mut T, parent: &ObjId, key: &str) -> Result<
 }
 
 fn root_map(tx: &impl Transactable, key: &str) -> Result<ObjId, automerge::AutomergeError> {
-    crate::doc_read::map(tx, &ROOT, key).ok_or_else(|| automerge::AutomergeError::InvalidObjId(key.to_owned()))
+    crate::doc_read::map(tx, &ROOT, key)
+        .ok_or_else(|| automerge::AutomergeError::InvalidObjId(key.to_owned()))
 }
 
 fn skeleton<T: Transactable>(tx: &mut T, kind: DocKind, containers: &[&str]) -> TxResult {
@@ -339,12 +344,31 @@ fn write<T: Transactable>(tx: &mut T, writer: &Writer, now: i64, edit: &Edit) ->
     let by = writer.user.to_string();
     match edit {
         Edit::CreateVenue { venue } => {
-            skeleton(tx, DocKind::Venue, &[venue::key::PROFILE, venue::key::INSTRUMENTS, venue::key::SLOTS, venue::key::GATES])?;
+            skeleton(
+                tx,
+                DocKind::Venue,
+                &[
+                    venue::key::PROFILE,
+                    venue::key::INSTRUMENTS,
+                    venue::key::SLOTS,
+                    venue::key::GATES,
+                ],
+            )?;
             tx.put(ROOT, venue::key::VENUE, venue.to_string())?;
         }
-        Edit::CreateBooking { venue, slot, school, party_size, roster } => {
+        Edit::CreateBooking {
+            venue,
+            slot,
+            school,
+            party_size,
+            roster,
+        } => {
             use booking::key;
-            skeleton(tx, DocKind::Booking, &[key::ROSTER, key::CHECK_INS, key::CHECK_OUTS, key::NOTES])?;
+            skeleton(
+                tx,
+                DocKind::Booking,
+                &[key::ROSTER, key::CHECK_INS, key::CHECK_OUTS, key::NOTES],
+            )?;
             tx.put(ROOT, key::VENUE, venue.to_string())?;
             tx.put(ROOT, key::SLOT, slot.to_string())?;
             tx.put(ROOT, key::SCHOOL, school.to_string())?;
@@ -357,7 +381,14 @@ fn write<T: Transactable>(tx: &mut T, writer: &Writer, now: i64, edit: &Edit) ->
             }
         }
         Edit::CreateActivityLog { volunteer, school } => {
-            skeleton(tx, DocKind::ActivityLog, &[activity_log::key::ACTIVITIES, activity_log::key::CONFIRMATIONS])?;
+            skeleton(
+                tx,
+                DocKind::ActivityLog,
+                &[
+                    activity_log::key::ACTIVITIES,
+                    activity_log::key::CONFIRMATIONS,
+                ],
+            )?;
             tx.put(ROOT, activity_log::key::VOLUNTEER, volunteer.to_string())?;
             if let Some(s) = school {
                 tx.put(ROOT, activity_log::key::SCHOOL, s.to_string())?;
@@ -365,7 +396,16 @@ fn write<T: Transactable>(tx: &mut T, writer: &Writer, now: i64, edit: &Edit) ->
         }
         Edit::CreateSchoolLog { school, year } => {
             use school_log::key;
-            skeleton(tx, DocKind::SchoolLog, &[key::SESSIONS, key::LECTURES, key::TOUR_STOPS, key::TOUR_ATTENDANCE])?;
+            skeleton(
+                tx,
+                DocKind::SchoolLog,
+                &[
+                    key::SESSIONS,
+                    key::LECTURES,
+                    key::TOUR_STOPS,
+                    key::TOUR_ATTENDANCE,
+                ],
+            )?;
             tx.put(ROOT, key::SCHOOL, school.to_string())?;
             tx.put(ROOT, key::YEAR, *year)?;
         }
@@ -380,11 +420,38 @@ fn write<T: Transactable>(tx: &mut T, writer: &Writer, now: i64, edit: &Edit) ->
             let r = root_map(tx, booking::key::ROSTER)?;
             tx.delete(&r, pupil.to_string())?;
         }
-        Edit::CheckIn { pupil, scan_id, method, proof } => {
-            write_scan(tx, writer, now, booking::key::CHECK_INS, *pupil, scan_id, *method, proof.as_deref())?;
+        Edit::CheckIn {
+            pupil,
+            scan_id,
+            method,
+            proof,
+        } => {
+            write_scan(
+                tx,
+                writer,
+                now,
+                booking::key::CHECK_INS,
+                *pupil,
+                scan_id,
+                *method,
+                proof.as_deref(),
+            )?;
         }
-        Edit::CheckOut { pupil, scan_id, method } => {
-            write_scan(tx, writer, now, booking::key::CHECK_OUTS, *pupil, scan_id, *method, None)?;
+        Edit::CheckOut {
+            pupil,
+            scan_id,
+            method,
+        } => {
+            write_scan(
+                tx,
+                writer,
+                now,
+                booking::key::CHECK_OUTS,
+                *pupil,
+                scan_id,
+                *method,
+                None,
+            )?;
         }
         Edit::AddNote { note_id, text } => {
             let n = root_map(tx, booking::key::NOTES)?;
@@ -398,7 +465,10 @@ fn write<T: Transactable>(tx: &mut T, writer: &Writer, now: i64, edit: &Edit) ->
             tx.put(ROOT, booking::key::CANCELLED_AT, ts(now))?;
             tx.put(ROOT, booking::key::CANCELLED_BY, by)?;
         }
-        Edit::Decide { status, wait_position } => {
+        Edit::Decide {
+            status,
+            wait_position,
+        } => {
             tx.put(ROOT, booking::key::STATUS, status.as_str())?;
             tx.put(ROOT, booking::key::DECIDED_AT, ts(now))?;
             match wait_position {
@@ -411,7 +481,11 @@ fn write<T: Transactable>(tx: &mut T, writer: &Writer, now: i64, edit: &Edit) ->
             }
         }
         Edit::SetGuide { guide } => tx.put(ROOT, booking::key::GUIDE, guide.as_str())?,
-        Edit::SetProfile { fields, location, after_school } => {
+        Edit::SetProfile {
+            fields,
+            location,
+            after_school,
+        } => {
             let p = root_map(tx, venue::key::PROFILE)?;
             for (k, v) in fields {
                 tx.put(&p, k.as_str(), v.as_str())?;
@@ -425,7 +499,13 @@ fn write<T: Transactable>(tx: &mut T, writer: &Writer, now: i64, edit: &Edit) ->
             }
             tx.put(&p, "updated_at", ts(now))?;
         }
-        Edit::PutSlot { slot, start, end, capacity, label } => {
+        Edit::PutSlot {
+            slot,
+            start,
+            end,
+            capacity,
+            label,
+        } => {
             let s = root_map(tx, venue::key::SLOTS)?;
             let rec = ensure_map(tx, &s, &slot.to_string())?;
             tx.put(&rec, "start", ts(*start))?;
@@ -438,14 +518,26 @@ fn write<T: Transactable>(tx: &mut T, writer: &Writer, now: i64, edit: &Edit) ->
             let rec = ensure_map(tx, &g, &device.to_string())?;
             tx.put(&rec, "key", key.as_str())?;
         }
-        Edit::PutInstrument { id, name, value_yuan, bookable } => {
+        Edit::PutInstrument {
+            id,
+            name,
+            value_yuan,
+            bookable,
+        } => {
             let i = root_map(tx, venue::key::INSTRUMENTS)?;
             let rec = ensure_map(tx, &i, id)?;
             tx.put(&rec, "name", name.as_str())?;
             tx.put(&rec, "value_yuan", *value_yuan)?;
             tx.put(&rec, "bookable", *bookable)?;
         }
-        Edit::LogActivity { activity_id, venue, activity_kind, start, minutes, description } => {
+        Edit::LogActivity {
+            activity_id,
+            venue,
+            activity_kind,
+            start,
+            minutes,
+            description,
+        } => {
             let a = root_map(tx, activity_log::key::ACTIVITIES)?;
             let rec = tx.put_object(&a, activity_id.as_str(), ObjType::Map)?;
             tx.put(&rec, "venue", venue.to_string())?;
@@ -454,9 +546,17 @@ fn write<T: Transactable>(tx: &mut T, writer: &Writer, now: i64, edit: &Edit) ->
             tx.put(&rec, "minutes", i64::from(*minutes))?;
             tx.put(&rec, "description", description.as_str())?;
         }
-        Edit::ConfirmActivity { activity_id, approved, minutes } => {
+        Edit::ConfirmActivity {
+            activity_id,
+            approved,
+            minutes,
+        } => {
             let c = root_map(tx, activity_log::key::CONFIRMATIONS)?;
-            let rec = tx.put_object(&c, activity_log::confirmation_key(activity_id, writer.device), ObjType::Map)?;
+            let rec = tx.put_object(
+                &c,
+                activity_log::confirmation_key(activity_id, writer.device),
+                ObjType::Map,
+            )?;
             tx.put(&rec, "at", ts(now))?;
             tx.put(&rec, "by", by)?;
             tx.put(&rec, "approved", *approved)?;
@@ -464,7 +564,18 @@ fn write<T: Transactable>(tx: &mut T, writer: &Writer, now: i64, edit: &Edit) ->
                 tx.put(&rec, "minutes", i64::from(*m))?;
             }
         }
-        Edit::LogSession { id, at, topic, minutes } | Edit::LogLecture { id, at, topic, minutes } => {
+        Edit::LogSession {
+            id,
+            at,
+            topic,
+            minutes,
+        }
+        | Edit::LogLecture {
+            id,
+            at,
+            topic,
+            minutes,
+        } => {
             let container = if matches!(edit, Edit::LogSession { .. }) {
                 school_log::key::SESSIONS
             } else {
@@ -477,7 +588,12 @@ fn write<T: Transactable>(tx: &mut T, writer: &Writer, now: i64, edit: &Edit) ->
             tx.put(&rec, "minutes", i64::from(*minutes))?;
             tx.put(&rec, "by", by)?;
         }
-        Edit::AddTourStop { id, at, location, days } => {
+        Edit::AddTourStop {
+            id,
+            at,
+            location,
+            days,
+        } => {
             let c = root_map(tx, school_log::key::TOUR_STOPS)?;
             let rec = tx.put_object(&c, id.as_str(), ObjType::Map)?;
             tx.put(&rec, "at", ts(*at))?;
@@ -542,12 +658,21 @@ pub fn check_applies(doc: &Automerge, edit: &Edit) -> Result<(), EditError> {
 ///
 /// # Errors
 /// When the edit does not fit the document, or automerge fails.
-pub fn apply_unchecked(doc: &mut Automerge, writer: &Writer, now: i64, edit: &Edit) -> Result<Option<ChangeHash>, EditError> {
+pub fn apply_unchecked(
+    doc: &mut Automerge,
+    writer: &Writer,
+    now: i64,
+    edit: &Edit,
+) -> Result<Option<ChangeHash>, EditError> {
     check_applies(doc, edit)?;
     doc.transact_with(
-        |_| CommitOptions::default().with_message(edit.name()).with_time(now / 1000),
+        |_| {
+            CommitOptions::default()
+                .with_message(edit.name())
+                .with_time(now / 1000)
+        },
         |tx| write(tx, writer, now, edit),
     )
-        .map(|ok| ok.hash)
-        .map_err(|f| EditError::Automerge(f.error.to_string()))
+    .map(|ok| ok.hash)
+    .map_err(|f| EditError::Automerge(f.error.to_string()))
 }

@@ -1,11 +1,14 @@
 //! kepu sync core.
-pub mod ids;
 pub mod doc_id;
-pub mod wire;
-pub mod proof;
 pub mod doc_read;
 pub mod edits;
-pub mod schema;
-pub mod validate;
-pub mod writer;
+pub mod engine;
+pub mod ids;
+pub mod mem_store;
+pub mod proof;
 pub mod rules;
+pub mod schema;
+pub mod sim;
+pub mod validate;
+pub mod wire;
+pub mod writer;

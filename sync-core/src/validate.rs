@@ -7,7 +7,9 @@
 
 use std::collections::HashSet;
 
-use automerge::{Automerge, ChangeHash, ObjId, Patch, PatchAction, Prop, ROOT, ReadDoc, ScalarValue, Value};
+use automerge::{
+    Automerge, ChangeHash, ObjId, Patch, PatchAction, Prop, ROOT, ReadDoc, ScalarValue, Value,
+};
 
 use crate::doc_read as r;
 use crate::ids::{PupilId, SchoolId, UserId, VenueId};
@@ -94,7 +96,10 @@ pub struct Refusal {
 
 impl Refusal {
     fn at(code: RefusalCode, path: &[String]) -> Self {
-        Self { code, path: path.join("/") }
+        Self {
+            code,
+            path: path.join("/"),
+        }
     }
 }
 
@@ -132,9 +137,14 @@ pub fn can_read(writer: &Writer, doc: &Automerge) -> bool {
             _ => false,
         },
         DocKind::ActivityLog => match writer.role {
-            Role::Volunteer => r::parsed::<_, UserId>(doc, &ROOT, activity_log::key::VOLUNTEER) == Some(writer.user),
+            Role::Volunteer => {
+                r::parsed::<_, UserId>(doc, &ROOT, activity_log::key::VOLUNTEER)
+                    == Some(writer.user)
+            }
             Role::Teacher => same_school(doc, writer, activity_log::key::SCHOOL),
-            Role::VenueStaff => writer.venue.is_some_and(|v| activity_venues(doc).contains(&v)),
+            Role::VenueStaff => writer
+                .venue
+                .is_some_and(|v| activity_venues(doc).contains(&v)),
             _ => false,
         },
         DocKind::SchoolLog => match writer.role {
@@ -154,7 +164,8 @@ fn same_venue(doc: &Automerge, writer: &Writer, key: &str) -> bool {
 }
 
 fn on_roster(doc: &Automerge, pupil: PupilId) -> bool {
-    r::map(doc, &ROOT, booking::key::ROSTER).is_some_and(|ro| doc.get(&ro, pupil.to_string()).ok().flatten().is_some())
+    r::map(doc, &ROOT, booking::key::ROSTER)
+        .is_some_and(|ro| doc.get(&ro, pupil.to_string()).ok().flatten().is_some())
 }
 
 fn activity_venues(doc: &Automerge) -> Vec<VenueId> {
@@ -174,7 +185,11 @@ fn activity_venues(doc: &Automerge) -> Vec<VenueId> {
 ///
 /// # Errors
 /// The first [`Refusal`] found.
-pub fn validate(doc: &Automerge, before_heads: &[ChangeHash], writer: &Writer) -> Result<(), Refusal> {
+pub fn validate(
+    doc: &Automerge,
+    before_heads: &[ChangeHash],
+    writer: &Writer,
+) -> Result<(), Refusal> {
     let after_heads = doc.get_heads();
     if after_heads == before_heads {
         return Ok(());
@@ -187,11 +202,21 @@ pub fn validate(doc: &Automerge, before_heads: &[ChangeHash], writer: &Writer) -
 ///
 /// # Errors
 /// The first [`Refusal`] found.
-pub fn validate_patches(doc: &Automerge, created: bool, patches: &[Patch], writer: &Writer) -> Result<(), Refusal> {
+pub fn validate_patches(
+    doc: &Automerge,
+    created: bool,
+    patches: &[Patch],
+    writer: &Writer,
+) -> Result<(), Refusal> {
     let Some(kind) = schema::kind_of(doc) else {
         return Err(Refusal::at(RefusalCode::UnknownKind, &[]));
     };
-    let mut ctx = Ctx { doc, writer, created, new_objects: HashSet::new() };
+    let mut ctx = Ctx {
+        doc,
+        writer,
+        created,
+        new_objects: HashSet::new(),
+    };
     if created {
         check_create(&ctx, kind)?;
     }
@@ -205,7 +230,8 @@ pub fn validate_patches(doc: &Automerge, created: bool, patches: &[Patch], write
         }
         // The object a put lands in, to tell new entries from edits of existing ones.
         let parent_is_new = ctx.new_objects.contains(&p.obj);
-        check(&ctx, kind, &path, act, parent_is_new, &p.action).map_err(|code| Refusal::at(code, &path))?;
+        check(&ctx, kind, &path, act, parent_is_new, &p.action)
+            .map_err(|code| Refusal::at(code, &path))?;
     }
     Ok(())
 }
@@ -260,7 +286,14 @@ fn check_create(ctx: &Ctx<'_>, kind: DocKind) -> Result<(), Refusal> {
         (DocKind::SchoolLog, Role::Teacher) => same_school(doc, w, school_log::key::SCHOOL),
         _ => false,
     };
-    if ok { Ok(()) } else { Err(Refusal::at(RefusalCode::MayNotCreate, &[kind.as_str().to_owned()])) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Refusal::at(
+            RefusalCode::MayNotCreate,
+            &[kind.as_str().to_owned()],
+        ))
+    }
 }
 
 fn is_int(action: &PatchAction) -> bool {
@@ -277,7 +310,10 @@ fn is_str(action: &PatchAction) -> bool {
 
 fn str_value(action: &PatchAction) -> Option<String> {
     match action {
-        PatchAction::PutMap { value: (Value::Scalar(s), _), .. } => match s.as_ref() {
+        PatchAction::PutMap {
+            value: (Value::Scalar(s), _),
+            ..
+        } => match s.as_ref() {
             ScalarValue::Str(t) => Some(t.to_string()),
             _ => None,
         },
@@ -291,7 +327,14 @@ fn require(cond: bool, code: RefusalCode) -> Rule {
     if cond { Ok(()) } else { Err(code) }
 }
 
-fn check(ctx: &Ctx<'_>, kind: DocKind, path: &[String], act: Act, parent_is_new: bool, action: &PatchAction) -> Rule {
+fn check(
+    ctx: &Ctx<'_>,
+    kind: DocKind,
+    path: &[String],
+    act: Act,
+    parent_is_new: bool,
+    action: &PatchAction,
+) -> Rule {
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
     // Root identity fields are fixed at creation, for everyone.
     if let [field] = p.as_slice()
@@ -303,7 +346,10 @@ fn check(ctx: &Ctx<'_>, kind: DocKind, path: &[String], act: Act, parent_is_new:
         && *field == schema::SCHEMA
     {
         require(is_int(action), RefusalCode::MalformedValue)?;
-        return require(ctx.created || ctx.writer.role == Role::Server, RefusalCode::ImmutableField);
+        return require(
+            ctx.created || ctx.writer.role == Role::Server,
+            RefusalCode::ImmutableField,
+        );
     }
     match kind {
         DocKind::Booking => check_booking(ctx, &p, act, parent_is_new, action),
@@ -311,17 +357,32 @@ fn check(ctx: &Ctx<'_>, kind: DocKind, path: &[String], act: Act, parent_is_new:
         DocKind::ActivityLog => check_activity_log(ctx, &p, act, parent_is_new, action),
         DocKind::SchoolLog => check_school_log(ctx, &p, act, parent_is_new),
         DocKind::Revocations => {
-            require(ctx.writer.role == Role::Server, RefusalCode::RoleMayNotWrite)?;
-            require(p.first() == Some(&crate::schema::revocations::PASSES), RefusalCode::UnknownField)
+            require(
+                ctx.writer.role == Role::Server,
+                RefusalCode::RoleMayNotWrite,
+            )?;
+            require(
+                p.first() == Some(&crate::schema::revocations::PASSES),
+                RefusalCode::UnknownField,
+            )
         }
     }
 }
 
 fn is_identity(kind: DocKind, field: &str) -> bool {
     match kind {
-        DocKind::Booking => [booking::key::VENUE, booking::key::SLOT, booking::key::SCHOOL, booking::key::REQUESTED_BY, booking::key::REQUESTED_AT].contains(&field),
+        DocKind::Booking => [
+            booking::key::VENUE,
+            booking::key::SLOT,
+            booking::key::SCHOOL,
+            booking::key::REQUESTED_BY,
+            booking::key::REQUESTED_AT,
+        ]
+        .contains(&field),
         DocKind::Venue => field == venue::key::VENUE,
-        DocKind::ActivityLog => [activity_log::key::VOLUNTEER, activity_log::key::SCHOOL].contains(&field),
+        DocKind::ActivityLog => {
+            [activity_log::key::VOLUNTEER, activity_log::key::SCHOOL].contains(&field)
+        }
         DocKind::SchoolLog => [school_log::key::SCHOOL, school_log::key::YEAR].contains(&field),
         DocKind::Revocations => false,
     }
@@ -329,10 +390,32 @@ fn is_identity(kind: DocKind, field: &str) -> bool {
 
 fn is_container(kind: DocKind, field: &str) -> bool {
     match kind {
-        DocKind::Booking => [booking::key::ROSTER, booking::key::CHECK_INS, booking::key::CHECK_OUTS, booking::key::NOTES].contains(&field),
-        DocKind::Venue => [venue::key::PROFILE, venue::key::INSTRUMENTS, venue::key::SLOTS, venue::key::GATES].contains(&field),
-        DocKind::ActivityLog => [activity_log::key::ACTIVITIES, activity_log::key::CONFIRMATIONS].contains(&field),
-        DocKind::SchoolLog => [school_log::key::SESSIONS, school_log::key::LECTURES, school_log::key::TOUR_STOPS, school_log::key::TOUR_ATTENDANCE].contains(&field),
+        DocKind::Booking => [
+            booking::key::ROSTER,
+            booking::key::CHECK_INS,
+            booking::key::CHECK_OUTS,
+            booking::key::NOTES,
+        ]
+        .contains(&field),
+        DocKind::Venue => [
+            venue::key::PROFILE,
+            venue::key::INSTRUMENTS,
+            venue::key::SLOTS,
+            venue::key::GATES,
+        ]
+        .contains(&field),
+        DocKind::ActivityLog => [
+            activity_log::key::ACTIVITIES,
+            activity_log::key::CONFIRMATIONS,
+        ]
+        .contains(&field),
+        DocKind::SchoolLog => [
+            school_log::key::SESSIONS,
+            school_log::key::LECTURES,
+            school_log::key::TOUR_STOPS,
+            school_log::key::TOUR_ATTENDANCE,
+        ]
+        .contains(&field),
         DocKind::Revocations => field == crate::schema::revocations::PASSES,
     }
 }
@@ -357,14 +440,26 @@ fn booking_scope(ctx: &Ctx<'_>) -> Rule {
     let w = ctx.writer;
     match w.role {
         Role::Server => Ok(()),
-        Role::Teacher => require(same_school(ctx.doc, w, booking::key::SCHOOL), RefusalCode::OtherSchool),
-        Role::VenueStaff => require(same_venue(ctx.doc, w, booking::key::VENUE), RefusalCode::OtherVenue),
+        Role::Teacher => require(
+            same_school(ctx.doc, w, booking::key::SCHOOL),
+            RefusalCode::OtherSchool,
+        ),
+        Role::VenueStaff => require(
+            same_venue(ctx.doc, w, booking::key::VENUE),
+            RefusalCode::OtherVenue,
+        ),
         Role::Pupil => Ok(()),
         Role::Volunteer | Role::BureauAdmin => Err(RefusalCode::RoleMayNotWrite),
     }
 }
 
-fn check_booking(ctx: &Ctx<'_>, p: &[&str], act: Act, parent_is_new: bool, action: &PatchAction) -> Rule {
+fn check_booking(
+    ctx: &Ctx<'_>,
+    p: &[&str],
+    act: Act,
+    parent_is_new: bool,
+    action: &PatchAction,
+) -> Rule {
     use booking::key;
     if let Some(rule) = container_rule(ctx, DocKind::Booking, p, act) {
         return rule;
@@ -376,31 +471,56 @@ fn check_booking(ctx: &Ctx<'_>, p: &[&str], act: Act, parent_is_new: bool, actio
             require(w.role == Role::Server, RefusalCode::StatusIsServerOnly)?;
             if p[0] == key::STATUS && act == Act::PutScalar {
                 require(
-                    str_value(action).and_then(|s| booking::Status::parse(&s)).is_some(),
+                    str_value(action)
+                        .and_then(|s| booking::Status::parse(&s))
+                        .is_some(),
                     RefusalCode::MalformedValue,
                 )?;
             }
             Ok(())
         }
         [key::PARTY_SIZE] => {
-            require(matches!(w.role, Role::Teacher | Role::Server), RefusalCode::RoleMayNotWrite)?;
-            require(ctx.created || w.role == Role::Server, RefusalCode::ImmutableField)?;
+            require(
+                matches!(w.role, Role::Teacher | Role::Server),
+                RefusalCode::RoleMayNotWrite,
+            )?;
+            require(
+                ctx.created || w.role == Role::Server,
+                RefusalCode::ImmutableField,
+            )?;
             require(is_int(action), RefusalCode::MalformedValue)
         }
         [key::CANCELLED_AT | key::CANCELLED_BY] => {
             require(act != Act::Delete, RefusalCode::NoDelete)?;
-            require(matches!(w.role, Role::Teacher | Role::VenueStaff | Role::Server), RefusalCode::RoleMayNotWrite)
+            require(
+                matches!(w.role, Role::Teacher | Role::VenueStaff | Role::Server),
+                RefusalCode::RoleMayNotWrite,
+            )
         }
         [key::GUIDE] => {
-            require(matches!(w.role, Role::VenueStaff | Role::Server), RefusalCode::RoleMayNotWrite)?;
-            require(act == Act::Delete || is_str(action), RefusalCode::MalformedValue)
+            require(
+                matches!(w.role, Role::VenueStaff | Role::Server),
+                RefusalCode::RoleMayNotWrite,
+            )?;
+            require(
+                act == Act::Delete || is_str(action),
+                RefusalCode::MalformedValue,
+            )
         }
         [key::ROSTER, pupil] => {
-            require(matches!(w.role, Role::Teacher | Role::Server), RefusalCode::RoleMayNotWrite)?;
-            require(pupil.parse::<PupilId>().is_ok(), RefusalCode::MalformedValue)?;
+            require(
+                matches!(w.role, Role::Teacher | Role::Server),
+                RefusalCode::RoleMayNotWrite,
+            )?;
+            require(
+                pupil.parse::<PupilId>().is_ok(),
+                RefusalCode::MalformedValue,
+            )?;
             require(act != Act::PutObject, RefusalCode::MalformedValue)
         }
-        [key::CHECK_INS | key::CHECK_OUTS, rest @ ..] => check_scan(ctx, rest, act, parent_is_new, action),
+        [key::CHECK_INS | key::CHECK_OUTS, rest @ ..] => {
+            check_scan(ctx, rest, act, parent_is_new, action)
+        }
         [key::NOTES, _id, rest @ ..] => {
             require(w.role != Role::Pupil, RefusalCode::RoleMayNotWrite)?;
             require(act != Act::Delete, RefusalCode::NoDelete)?;
@@ -414,7 +534,13 @@ fn check_booking(ctx: &Ctx<'_>, p: &[&str], act: Act, parent_is_new: bool, actio
     }
 }
 
-fn check_scan(ctx: &Ctx<'_>, rest: &[&str], act: Act, parent_is_new: bool, action: &PatchAction) -> Rule {
+fn check_scan(
+    ctx: &Ctx<'_>,
+    rest: &[&str],
+    act: Act,
+    parent_is_new: bool,
+    action: &PatchAction,
+) -> Rule {
     let w = ctx.writer;
     require(act != Act::Delete, RefusalCode::NoDelete)?;
     let Some(key) = rest.first() else {
@@ -438,7 +564,9 @@ fn check_scan(ctx: &Ctx<'_>, rest: &[&str], act: Act, parent_is_new: bool, actio
             match *field {
                 "at" => require(is_int(action), RefusalCode::MalformedValue),
                 "method" => require(
-                    str_value(action).and_then(|m| booking::ScanMethod::parse(&m)).is_some(),
+                    str_value(action)
+                        .and_then(|m| booking::ScanMethod::parse(&m))
+                        .is_some(),
                     RefusalCode::MalformedValue,
                 ),
                 "proof" | "by" => require(is_str(action), RefusalCode::MalformedValue),
@@ -456,23 +584,46 @@ fn check_venue(ctx: &Ctx<'_>, p: &[&str], act: Act) -> Rule {
     let w = ctx.writer;
     match w.role {
         Role::Server | Role::BureauAdmin => {}
-        Role::VenueStaff => require(same_venue(ctx.doc, w, venue::key::VENUE), RefusalCode::OtherVenue)?,
+        Role::VenueStaff => require(
+            same_venue(ctx.doc, w, venue::key::VENUE),
+            RefusalCode::OtherVenue,
+        )?,
         _ => return Err(RefusalCode::RoleMayNotWrite),
     }
     match p {
         [venue::key::PROFILE, field] => {
-            let known = venue::PROFILE_TEXT_FIELDS.contains(field) || ["lat", "lon", "after_school", "updated_at"].contains(field);
+            let known = venue::PROFILE_TEXT_FIELDS.contains(field)
+                || ["lat", "lon", "after_school", "updated_at"].contains(field);
             require(known, RefusalCode::UnknownField)
         }
-        [venue::key::SLOTS | venue::key::INSTRUMENTS | venue::key::GATES, _id] => Ok(()),
-        [venue::key::SLOTS, _id, "start" | "end" | "capacity" | "label"]
-        | [venue::key::INSTRUMENTS, _id, "name" | "value_yuan" | "bookable"]
-        | [venue::key::GATES, _id, "key"] => require(act != Act::PutObject, RefusalCode::MalformedValue),
+        [
+            venue::key::SLOTS | venue::key::INSTRUMENTS | venue::key::GATES,
+            _id,
+        ] => Ok(()),
+        [
+            venue::key::SLOTS,
+            _id,
+            "start" | "end" | "capacity" | "label",
+        ]
+        | [
+            venue::key::INSTRUMENTS,
+            _id,
+            "name" | "value_yuan" | "bookable",
+        ]
+        | [venue::key::GATES, _id, "key"] => {
+            require(act != Act::PutObject, RefusalCode::MalformedValue)
+        }
         _ => Err(RefusalCode::UnknownField),
     }
 }
 
-fn check_activity_log(ctx: &Ctx<'_>, p: &[&str], act: Act, parent_is_new: bool, action: &PatchAction) -> Rule {
+fn check_activity_log(
+    ctx: &Ctx<'_>,
+    p: &[&str],
+    act: Act,
+    parent_is_new: bool,
+    action: &PatchAction,
+) -> Rule {
     use activity_log::key;
     if let Some(rule) = container_rule(ctx, DocKind::ActivityLog, p, act) {
         return rule;
@@ -482,12 +633,22 @@ fn check_activity_log(ctx: &Ctx<'_>, p: &[&str], act: Act, parent_is_new: bool, 
     let owner = r::parsed::<_, UserId>(ctx.doc, &ROOT, key::VOLUNTEER) == Some(w.user);
     match p {
         [key::ACTIVITIES, _id, rest @ ..] => {
-            require(w.role == Role::Server || (w.role == Role::Volunteer && owner), RefusalCode::NotOwner)?;
+            require(
+                w.role == Role::Server || (w.role == Role::Volunteer && owner),
+                RefusalCode::NotOwner,
+            )?;
             match rest {
                 [] => require(act == Act::PutObject, RefusalCode::MalformedValue),
-                ["venue"] => require(str_value(action).and_then(|v| v.parse::<VenueId>().ok()).is_some(), RefusalCode::MalformedValue),
+                ["venue"] => require(
+                    str_value(action)
+                        .and_then(|v| v.parse::<VenueId>().ok())
+                        .is_some(),
+                    RefusalCode::MalformedValue,
+                ),
                 ["start" | "minutes"] => require(is_int(action), RefusalCode::MalformedValue),
-                ["activity_kind" | "description"] => require(is_str(action), RefusalCode::MalformedValue),
+                ["activity_kind" | "description"] => {
+                    require(is_str(action), RefusalCode::MalformedValue)
+                }
                 _ => Err(RefusalCode::UnknownField),
             }
         }
@@ -497,7 +658,10 @@ fn check_activity_log(ctx: &Ctx<'_>, p: &[&str], act: Act, parent_is_new: bool, 
             };
             if w.role != Role::Server {
                 require(w.role == Role::VenueStaff, RefusalCode::RoleMayNotWrite)?;
-                require(device.parse().ok() == Some(w.device), RefusalCode::NotOwnDevice)?;
+                require(
+                    device.parse().ok() == Some(w.device),
+                    RefusalCode::NotOwnDevice,
+                )?;
                 let venue = r::map(ctx.doc, &ROOT, key::ACTIVITIES)
                     .and_then(|a| r::map(ctx.doc, &a, activity))
                     .and_then(|a| r::parsed::<_, VenueId>(ctx.doc, &a, "venue"));
@@ -524,17 +688,33 @@ fn check_school_log(ctx: &Ctx<'_>, p: &[&str], act: Act, parent_is_new: bool) ->
     let tour_staff = w.role == Role::VenueStaff;
     match p {
         [key::SESSIONS | key::LECTURES, _id, rest @ ..] => {
-            require(teacher || w.role == Role::Server, if w.role == Role::Teacher { RefusalCode::OtherSchool } else { RefusalCode::RoleMayNotWrite })?;
+            require(
+                teacher || w.role == Role::Server,
+                if w.role == Role::Teacher {
+                    RefusalCode::OtherSchool
+                } else {
+                    RefusalCode::RoleMayNotWrite
+                },
+            )?;
             require(rest.is_empty() || parent_is_new, RefusalCode::ScanImmutable)
         }
         [key::TOUR_STOPS, _id, rest @ ..] => {
-            require(teacher || tour_staff || w.role == Role::Server, RefusalCode::RoleMayNotWrite)?;
+            require(
+                teacher || tour_staff || w.role == Role::Server,
+                RefusalCode::RoleMayNotWrite,
+            )?;
             require(rest.is_empty() || parent_is_new, RefusalCode::ScanImmutable)
         }
         [key::TOUR_ATTENDANCE, akey] => {
-            require(teacher || tour_staff || w.role == Role::Server, RefusalCode::RoleMayNotWrite)?;
+            require(
+                teacher || tour_staff || w.role == Role::Server,
+                RefusalCode::RoleMayNotWrite,
+            )?;
             let device = akey.rsplit('/').next().and_then(|d| d.parse().ok());
-            require(w.role == Role::Server || device == Some(w.device), RefusalCode::NotOwnDevice)
+            require(
+                w.role == Role::Server || device == Some(w.device),
+                RefusalCode::NotOwnDevice,
+            )
         }
         _ => Err(RefusalCode::UnknownField),
     }

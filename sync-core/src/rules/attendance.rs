@@ -14,7 +14,9 @@ pub const LATE_ARRIVAL_MS: i64 = 30 * 60 * 1000;
 
 /// What is odd about a check-in. Anomalous scans still count as attendance: nothing a
 /// device recorded is dropped, it is shown for what it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AnomalyKind {
     /// The pupil is not on the roster.
@@ -139,7 +141,12 @@ pub fn attendance(booking: &Booking, slot: Option<&Slot>) -> Attendance {
                 out.left += 1;
             }
             let mut flag = |kind| {
-                out.anomalies.push(Anomaly { kind, pupil, device: c.device, at: c.at });
+                out.anomalies.push(Anomaly {
+                    kind,
+                    pupil,
+                    device: c.device,
+                    at: c.at,
+                });
             };
             if !on_roster {
                 flag(AnomalyKind::WalkIn);

@@ -52,7 +52,11 @@ pub fn decide<K: Clone>(capacity: u32, requests: &[SlotRequest<K>]) -> Vec<Decis
                     }
                 }
             };
-            Decision { booking: r.booking.clone(), status, wait_position }
+            Decision {
+                booking: r.booking.clone(),
+                status,
+                wait_position,
+            }
         })
         .collect()
 }
@@ -63,12 +67,23 @@ mod tests {
     use proptest::prelude::*;
 
     fn req(b: u32, n: u32, s: Status) -> SlotRequest<u32> {
-        SlotRequest { booking: b, party_size: n, status: s }
+        SlotRequest {
+            booking: b,
+            party_size: n,
+            status: s,
+        }
     }
 
     #[test]
     fn last_places_go_to_the_first_request_received() {
-        let d = decide(40, &[req(1, 30, Status::Confirmed), req(2, 10, Status::Requested), req(3, 10, Status::Requested)]);
+        let d = decide(
+            40,
+            &[
+                req(1, 30, Status::Confirmed),
+                req(2, 10, Status::Requested),
+                req(3, 10, Status::Requested),
+            ],
+        );
         assert_eq!(d[1].status, Status::Confirmed);
         assert_eq!(d[2].status, Status::Waitlisted);
         assert_eq!(d[2].wait_position, Some(1));
@@ -77,17 +92,45 @@ mod tests {
     #[test]
     fn cancellation_promotes_without_demoting_anyone() {
         // A(5) confirmed, B(6) wait-listed, C(5) confirmed; A cancels.
-        let d = decide(10, &[req(1, 5, Status::Cancelled), req(2, 6, Status::Waitlisted), req(3, 5, Status::Confirmed)]);
-        assert_eq!(d[2].status, Status::Confirmed, "a confirmed booking is never demoted");
+        let d = decide(
+            10,
+            &[
+                req(1, 5, Status::Cancelled),
+                req(2, 6, Status::Waitlisted),
+                req(3, 5, Status::Confirmed),
+            ],
+        );
+        assert_eq!(
+            d[2].status,
+            Status::Confirmed,
+            "a confirmed booking is never demoted"
+        );
         // C keeps its 5 places; B's 6 do not fit beside them, so B keeps waiting.
-        assert_eq!((d[1].status, d[1].wait_position), (Status::Waitlisted, Some(1)));
-        let d = decide(10, &[req(1, 5, Status::Cancelled), req(2, 5, Status::Waitlisted), req(3, 5, Status::Confirmed)]);
-        assert_eq!(d[1].status, Status::Confirmed, "freed places go to the wait list");
+        assert_eq!(
+            (d[1].status, d[1].wait_position),
+            (Status::Waitlisted, Some(1))
+        );
+        let d = decide(
+            10,
+            &[
+                req(1, 5, Status::Cancelled),
+                req(2, 5, Status::Waitlisted),
+                req(3, 5, Status::Confirmed),
+            ],
+        );
+        assert_eq!(
+            d[1].status,
+            Status::Confirmed,
+            "freed places go to the wait list"
+        );
     }
 
     #[test]
     fn empty_party_is_never_confirmed() {
-        assert_eq!(decide(10, &[req(1, 0, Status::Requested)])[0].status, Status::Waitlisted);
+        assert_eq!(
+            decide(10, &[req(1, 0, Status::Requested)])[0].status,
+            Status::Waitlisted
+        );
     }
 
     proptest! {

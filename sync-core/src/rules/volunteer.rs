@@ -28,12 +28,17 @@ pub fn decision<'a>(log: &'a ActivityLog, activity: &str) -> Option<&'a Confirma
 /// Adds up a volunteer's minutes. A confirmation may lower the minutes, never raise them.
 #[must_use]
 pub fn minutes(log: &ActivityLog) -> Minutes {
-    let mut m = Minutes { activities: log.activities.len(), ..Minutes::default() };
+    let mut m = Minutes {
+        activities: log.activities.len(),
+        ..Minutes::default()
+    };
     for a in &log.activities {
         let claimed = u64::from(a.minutes);
         match decision(log, &a.id) {
             None => m.unconfirmed += claimed,
-            Some(c) if c.approved => m.confirmed += c.minutes.map_or(claimed, |x| u64::from(x).min(claimed)),
+            Some(c) if c.approved => {
+                m.confirmed += c.minutes.map_or(claimed, |x| u64::from(x).min(claimed));
+            }
             Some(_) => m.declined += claimed,
         }
     }

@@ -295,7 +295,8 @@ impl Booking {
             requested_by: r::parsed(doc, &ROOT, key::REQUESTED_BY),
             requested_at: r::int(doc, &ROOT, key::REQUESTED_AT).unwrap_or(0),
             status,
-            wait_position: r::int(doc, &ROOT, key::WAIT_POSITION).and_then(|n| u32::try_from(n).ok()),
+            wait_position: r::int(doc, &ROOT, key::WAIT_POSITION)
+                .and_then(|n| u32::try_from(n).ok()),
             cancelled_at,
             guide: r::string(doc, &ROOT, key::GUIDE),
             roster,

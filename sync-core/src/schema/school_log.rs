@@ -100,7 +100,10 @@ impl SchoolLog {
                 if let (Some(stop), Some(Ok(pupil))) =
                     (parts.next(), parts.next().map(str::parse::<PupilId>))
                 {
-                    tour_attendance.entry(stop.to_owned()).or_default().insert(pupil);
+                    tour_attendance
+                        .entry(stop.to_owned())
+                        .or_default()
+                        .insert(pupil);
                 }
             }
         }

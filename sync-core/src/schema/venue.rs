@@ -97,7 +97,8 @@ pub struct Venue {
 fn float<D: ReadDoc>(doc: &D, obj: &automerge::ObjId, k: &str) -> Option<f64> {
     match r::scalar(doc, obj, k)? {
         automerge::ScalarValue::F64(f) => Some(f),
-        automerge::ScalarValue::Int(i) => {
+        automerge::ScalarValue::Int(i) =>
+        {
             #[allow(clippy::cast_precision_loss)]
             Some(i as f64)
         }

@@ -1,0 +1,225 @@
+//! What the engine asks its host to do, and what the host answers.
+
+use automerge::ChangeHash;
+
+use crate::doc_id::DocumentId;
+use crate::schema::DocKind;
+use crate::validate::Refusal;
+use crate::writer::Writer;
+
+/// One connection to a remote peer, numbered by the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// One storage task, numbered by the engine and answered by [`crate::engine::Input::IoDone`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(pub u64);
+
+/// A change as stored: its hash (the idempotency key) and raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChange {
+    /// Change hash.
+    pub hash: ChangeHash,
+    /// `Change::raw_bytes()`.
+    pub bytes: Vec<u8>,
+}
+
+/// Storage described as data. The host runs each task and answers with its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageTask {
+    /// Load a document: its snapshot, change rows and persisted sync states.
+    Load {
+        /// Document.
+        doc: DocumentId,
+    },
+    /// Append change rows, idempotent by hash. The engine releases replies that
+    /// acknowledge these changes only after this task completes.
+    Append {
+        /// Document.
+        doc: DocumentId,
+        /// Kind (known once the document has its skeleton).
+        kind: Option<DocKind>,
+        /// The new changes.
+        changes: Vec<StoredChange>,
+        /// The document's heads once these are stored.
+        heads: Vec<ChangeHash>,
+    },
+    /// Replace the snapshot and delete exactly the change rows listed (those the engine
+    /// knows are inside the snapshot), never others appended meanwhile.
+    Compact {
+        /// Document.
+        doc: DocumentId,
+        /// `save()` of the document.
+        snapshot: Vec<u8>,
+        /// Heads of the snapshot.
+        heads: Vec<ChangeHash>,
+        /// Change rows now covered by the snapshot.
+        delete: Vec<ChangeHash>,
+    },
+    /// Remember what a peer (by its storage id) has of a document.
+    SaveSyncState {
+        /// Document.
+        doc: DocumentId,
+        /// The peer's storage id.
+        peer: String,
+        /// `sync::State::encode()`.
+        state: Vec<u8>,
+    },
+    /// Client: the server refused these local changes. Move them out of the document's
+    /// change rows into the refused list (kept and shown, never silently dropped) and
+    /// replace the stored document by `snapshot`.
+    Quarantine {
+        /// Document.
+        doc: DocumentId,
+        /// Refused changes (and those that depended on them).
+        changes: Vec<StoredChange>,
+        /// Why.
+        refusal: Refusal,
+        /// The document without them.
+        snapshot: Vec<u8>,
+    },
+    /// Client: this device may no longer read the document; drop the local copy.
+    Forget {
+        /// Document.
+        doc: DocumentId,
+    },
+}
+
+/// A loaded document as the host found it in storage.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// The latest snapshot, if any.
+    pub snapshot: Option<Vec<u8>>,
+    /// Change rows not covered by the snapshot (in any order).
+    pub changes: Vec<StoredChange>,
+    /// Persisted sync states by peer storage id.
+    pub sync_states: Vec<(String, Vec<u8>)>,
+}
+
+/// The host's answer to a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IoResult {
+    /// A `Load` finished.
+    Loaded(Loaded),
+    /// Any other task finished.
+    Done,
+    /// The task failed; the engine acknowledges nothing that depended on it.
+    Failed(String),
+}
+
+/// Something the host may want to know or show.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Changes to a document were merged and are durable (after `Append` completed).
+    DocChanged {
+        /// Document.
+        doc: DocumentId,
+        /// Kind, if known.
+        kind: Option<DocKind>,
+    },
+    /// Server: a writer's changes were refused. Client: the server refused ours.
+    Refused {
+        /// Connection.
+        conn: Option<ConnId>,
+        /// Document.
+        doc: DocumentId,
+        /// Who wrote them (server side).
+        writer: Option<Box<Writer>>,
+        /// Why.
+        refusal: Refusal,
+        /// How many changes.
+        changes: usize,
+    },
+    /// A peer completed the handshake.
+    PeerJoined {
+        /// Connection.
+        conn: ConnId,
+        /// The peer's storage id, if it persists.
+        storage_id: Option<String>,
+    },
+    /// Client: the server has every local change of this document.
+    Synced {
+        /// Document.
+        doc: DocumentId,
+    },
+    /// Client: the server does not have the document or this device may not read it.
+    Unavailable {
+        /// Document.
+        doc: DocumentId,
+    },
+    /// Client: read access was lost; the local copy is being dropped.
+    AccessLost {
+        /// Document.
+        doc: DocumentId,
+    },
+    /// A local edit was applied and is being stored.
+    EditApplied {
+        /// Document.
+        doc: DocumentId,
+    },
+    /// A local edit could not be applied.
+    EditFailed {
+        /// Document.
+        doc: DocumentId,
+        /// Why (no personal data).
+        error: String,
+    },
+    /// A storage task failed.
+    StorageFailed {
+        /// Document.
+        doc: DocumentId,
+        /// Why.
+        error: String,
+    },
+    /// A protocol error from or about a connection.
+    ProtocolError {
+        /// Connection.
+        conn: ConnId,
+        /// What.
+        error: String,
+    },
+    /// An ephemeral message arrived (client) for the app.
+    Ephemeral {
+        /// Document.
+        doc: DocumentId,
+        /// Payload.
+        data: Vec<u8>,
+    },
+    /// A document left memory.
+    Evicted {
+        /// Document.
+        doc: DocumentId,
+    },
+}
+
+/// Everything one call to [`crate::engine::Engine::handle`] asks of the host.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Frames to send.
+    pub sends: Vec<(ConnId, Vec<u8>)>,
+    /// Storage tasks to run.
+    pub tasks: Vec<(TaskId, StorageTask)>,
+    /// Things to know.
+    pub events: Vec<Event>,
+    /// Connections to close (after sending their frames).
+    pub close: Vec<ConnId>,
+}
+
+impl Effects {
+    /// Nothing to do.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.sends.is_empty()
+            && self.tasks.is_empty()
+            && self.events.is_empty()
+            && self.close.is_empty()
+    }
+
+    /// Appends another call's effects.
+    pub fn extend(&mut self, other: Self) {
+        self.sends.extend(other.sends);
+        self.tasks.extend(other.tasks);
+        self.events.extend(other.events);
+        self.close.extend(other.close);
+    }
+}

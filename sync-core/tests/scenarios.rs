@@ -1,0 +1,636 @@
+//! Scenario tests on the deterministic simulator. Each reads like the product.
+
+use kepu_sync_core::doc_id::DocumentId;
+use kepu_sync_core::edits::Edit;
+use kepu_sync_core::engine::Event;
+use kepu_sync_core::ids::{DeviceId, PupilId, SchoolId, SlotId, UserId, VenueId};
+use kepu_sync_core::rules::attendance::{AnomalyKind, attendance};
+use kepu_sync_core::rules::capacity::{SlotRequest, decide};
+use kepu_sync_core::rules::volunteer::minutes;
+use kepu_sync_core::schema::activity_log::ActivityLog;
+use kepu_sync_core::schema::booking::{Booking, ScanMethod, Status};
+use kepu_sync_core::schema::venue::Venue;
+use kepu_sync_core::sim::{Faults, Sim};
+use kepu_sync_core::validate::RefusalCode;
+use kepu_sync_core::writer::{Role, Writer};
+
+const HOUR: i64 = 3_600_000;
+
+struct World {
+    sim: Sim,
+    school: SchoolId,
+    venue: VenueId,
+    slot: SlotId,
+    venue_doc: DocumentId,
+    pupils: Vec<PupilId>,
+}
+
+impl World {
+    fn new(seed: u64, capacity: u32) -> Self {
+        let server = Writer::server(DeviceId(uuid::Uuid::from_u128(1)));
+        let mut sim = Sim::new(seed, server);
+        let school = SchoolId(uuid::Uuid::from_u128(10));
+        let venue = VenueId(uuid::Uuid::from_u128(20));
+        let slot = SlotId(uuid::Uuid::from_u128(30));
+        let venue_doc = sim.new_doc_id();
+        sim.server_edit(venue_doc, Edit::CreateVenue { venue });
+        let start = sim.now + HOUR;
+        sim.server_edit(
+            venue_doc,
+            Edit::PutSlot {
+                slot,
+                start,
+                end: start + 2 * HOUR,
+                capacity,
+                label: "周三课后".into(),
+            },
+        );
+        let pupils = (0..8)
+            .map(|i| PupilId(uuid::Uuid::from_u128(100 + i)))
+            .collect();
+        Self {
+            sim,
+            school,
+            venue,
+            slot,
+            venue_doc,
+            pupils,
+        }
+    }
+
+    fn writer(&self, n: u128, role: Role) -> Writer {
+        Writer {
+            device: DeviceId(uuid::Uuid::from_u128(1000 + n)),
+            user: UserId(uuid::Uuid::from_u128(2000 + n)),
+            role,
+            school: matches!(role, Role::Teacher | Role::Pupil | Role::Volunteer)
+                .then_some(self.school),
+            venue: (role == Role::VenueStaff).then_some(self.venue),
+            pupil: None,
+        }
+    }
+
+    fn teacher(&mut self, n: u128) -> usize {
+        let w = self.writer(n, Role::Teacher);
+        self.sim.add_device(w)
+    }
+
+    fn pupil_phone(&mut self, n: u128, pupil: PupilId) -> usize {
+        let mut w = self.writer(n, Role::Pupil);
+        w.pupil = Some(pupil);
+        self.sim.add_device(w)
+    }
+
+    fn gate(&mut self, n: u128) -> usize {
+        let w = self.writer(n, Role::VenueStaff);
+        self.sim.add_device(w)
+    }
+
+    fn book(&mut self, teacher: usize, party: u32, roster: Vec<PupilId>) -> DocumentId {
+        let doc = self.sim.new_doc_id();
+        let (venue, slot, school) = (self.venue, self.slot, self.school);
+        self.sim.edit(
+            teacher,
+            doc,
+            Edit::CreateBooking {
+                venue,
+                slot,
+                school,
+                party_size: party,
+                roster,
+            },
+        );
+        doc
+    }
+
+    /// The server's capacity decision over bookings in the order it received them.
+    fn server_decides(&mut self, arrival: &[DocumentId]) {
+        let venue = Venue::read(self.sim.server.doc(&self.venue_doc).unwrap()).unwrap();
+        let cap = venue.slot(self.slot).unwrap().capacity;
+        let requests: Vec<SlotRequest<DocumentId>> = arrival
+            .iter()
+            .map(|d| {
+                let b = Booking::read(self.sim.server.doc(d).expect("server holds the booking"))
+                    .unwrap();
+                SlotRequest {
+                    booking: *d,
+                    party_size: b.party_size,
+                    status: b.status,
+                }
+            })
+            .collect();
+        for (d, r) in decide(cap, &requests).into_iter().zip(&requests) {
+            if d.status != r.status {
+                self.sim.server_edit(
+                    d.booking,
+                    Edit::Decide {
+                        status: d.status,
+                        wait_position: d.wait_position,
+                    },
+                );
+            }
+        }
+    }
+
+    fn check_in(&mut self, device: usize, doc: DocumentId, pupil: PupilId, method: ScanMethod) {
+        let scan_id = self.sim.new_entry_id();
+        self.sim.edit(
+            device,
+            doc,
+            Edit::CheckIn {
+                pupil,
+                scan_id,
+                method,
+                proof: None,
+            },
+        );
+    }
+}
+
+fn booking_on(sim: &Sim, node: Option<usize>, doc: &DocumentId) -> Booking {
+    let d = match node {
+        None => sim.server.doc(doc),
+        Some(i) => sim.devices[i].doc(doc),
+    };
+    Booking::read(d.expect("document loaded")).expect("a booking")
+}
+
+#[test]
+fn two_phones_scan_the_same_pupil_offline_and_the_pupil_counts_once() {
+    let mut w = World::new(7, 60);
+    let t = w.teacher(1);
+    let p0 = w.pupils[0];
+    let phone = w.pupil_phone(2, p0);
+    let gate = w.gate(3);
+    let b = w.book(t, 30, w.pupils.clone());
+    w.sim.settle();
+    w.server_decides(&[b]);
+    w.sim.want(phone, b);
+    w.sim.want(gate, b);
+    w.sim.settle();
+    assert_eq!(
+        booking_on(&w.sim, Some(phone), &b).status,
+        Status::Confirmed
+    );
+
+    w.sim.disconnect_all();
+    w.sim.advance(HOUR);
+    w.check_in(phone, b, p0, ScanMethod::GateCode);
+    w.sim.advance(40_000);
+    w.check_in(gate, b, p0, ScanMethod::PassScan);
+    w.check_in(gate, b, w.pupils[1], ScanMethod::PassScan);
+    w.sim.settle();
+
+    for node in [None, Some(t), Some(phone), Some(gate)] {
+        let a = attendance(&booking_on(&w.sim, node, &b), None);
+        assert_eq!(a.arrived, 2, "two pupils arrived, seen from {node:?}");
+        let p = a.pupils.iter().find(|p| p.pupil == p0).unwrap();
+        assert_eq!(
+            p.counted.as_ref().unwrap().device,
+            w.sim.device_id(phone),
+            "the earliest scan counts"
+        );
+        assert_eq!(
+            p.duplicates.len(),
+            1,
+            "the gate's later scan is kept as a duplicate"
+        );
+        assert_eq!(p.duplicates[0].device, w.sim.device_id(gate));
+        assert_eq!(a.missing.len(), 6);
+    }
+}
+
+#[test]
+fn two_teachers_book_the_last_places_offline_and_everyone_sees_one_confirmed_one_waitlisted() {
+    let mut w = World::new(11, 40);
+    let first = w.teacher(1);
+    let b0 = w.book(first, 30, vec![]);
+    w.sim.settle();
+    w.server_decides(&[b0]);
+    w.sim.settle();
+    w.sim.disconnect_all();
+    let t1 = w.teacher(2);
+    let t2 = w.teacher(3);
+    let b1 = w.book(t1, 10, vec![]);
+    let b2 = w.book(t2, 10, vec![]);
+    assert_eq!(
+        booking_on(&w.sim, Some(t1), &b1).status,
+        Status::Requested,
+        "offline: shown as requested"
+    );
+    // t2 reaches the server first.
+    w.sim.set_online(t2, true);
+    w.sim.run(10_000);
+    w.sim.set_online(t1, true);
+    w.sim.run(10_000);
+    w.server_decides(&[b0, b2, b1]);
+    w.sim.settle();
+    for node in [None, Some(t1)] {
+        assert_eq!(booking_on(&w.sim, node, &b1).status, Status::Waitlisted);
+        assert_eq!(booking_on(&w.sim, node, &b1).wait_position, Some(1));
+    }
+    for node in [None, Some(t2)] {
+        assert_eq!(booking_on(&w.sim, node, &b2).status, Status::Confirmed);
+    }
+    // The first booking cancels; the wait-listed one moves up.
+    w.sim.edit(first, b0, Edit::CancelBooking);
+    w.sim.settle();
+    w.server_decides(&[b0, b2, b1]);
+    w.sim.settle();
+    assert_eq!(booking_on(&w.sim, Some(t1), &b1).status, Status::Confirmed);
+}
+
+#[test]
+fn a_volunteer_logs_offline_staff_confirm_and_minutes_add_up() {
+    let mut w = World::new(13, 60);
+    let vw = w.writer(1, Role::Volunteer);
+    let volunteer_user = vw.user;
+    let vol = w.sim.add_device(vw);
+    let staff = w.gate(2);
+    let log = w.sim.new_doc_id();
+    let school = w.school;
+    w.sim.edit(
+        vol,
+        log,
+        Edit::CreateActivityLog {
+            volunteer: volunteer_user,
+            school: Some(school),
+        },
+    );
+    let ids: Vec<String> = (0..3).map(|_| w.sim.new_entry_id()).collect();
+    for (i, a) in ids.iter().enumerate() {
+        let start = w.sim.now;
+        w.sim.edit(
+            vol,
+            log,
+            Edit::LogActivity {
+                activity_id: a.clone(),
+                venue: w.venue,
+                activity_kind: "guided_tour".into(),
+                start,
+                minutes: 30 + 15 * u32::try_from(i).unwrap(),
+                description: "讲解".into(),
+            },
+        );
+    }
+    assert_eq!(
+        minutes(&ActivityLog::read(w.sim.devices[vol].doc(&log).unwrap()).unwrap()).unconfirmed,
+        30 + 45 + 60
+    );
+    w.sim.settle();
+    w.sim.want(staff, log);
+    w.sim.settle();
+    w.sim.set_online(staff, false);
+    w.sim.edit(
+        staff,
+        log,
+        Edit::ConfirmActivity {
+            activity_id: ids[0].clone(),
+            approved: true,
+            minutes: None,
+        },
+    );
+    w.sim.edit(
+        staff,
+        log,
+        Edit::ConfirmActivity {
+            activity_id: ids[1].clone(),
+            approved: true,
+            minutes: Some(40),
+        },
+    );
+    w.sim.edit(
+        staff,
+        log,
+        Edit::ConfirmActivity {
+            activity_id: ids[2].clone(),
+            approved: false,
+            minutes: None,
+        },
+    );
+    w.sim.settle();
+    let m = minutes(&ActivityLog::read(w.sim.devices[vol].doc(&log).unwrap()).unwrap());
+    assert_eq!((m.confirmed, m.declined, m.unconfirmed), (30 + 40, 60, 0));
+    assert!(w.sim.server.refusals().next().is_none());
+}
+
+#[test]
+fn a_pupil_editing_a_booking_status_is_refused_and_their_own_check_in_still_lands() {
+    let mut w = World::new(17, 60);
+    let t = w.teacher(1);
+    let p0 = w.pupils[0];
+    let phone = w.pupil_phone(2, p0);
+    let b = w.book(t, 30, w.pupils.clone());
+    w.sim.settle();
+    w.sim.want(phone, b);
+    w.sim.settle();
+    w.sim.set_online(phone, false);
+    w.check_in(phone, b, p0, ScanMethod::GateCode);
+    // A tampered app writes the status; the honest app would refuse locally:
+    w.sim.edit(
+        phone,
+        b,
+        Edit::Decide {
+            status: Status::Confirmed,
+            wait_position: None,
+        },
+    );
+    assert!(
+        w.sim.devices[phone]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::EditFailed { .. })),
+        "the device refuses before writing"
+    );
+    w.sim.edit_unchecked(
+        phone,
+        b,
+        &Edit::Decide {
+            status: Status::Confirmed,
+            wait_position: None,
+        },
+    );
+    w.sim.settle();
+
+    let refusal = w.sim.server.refusals().next().expect("the server refused");
+    assert_eq!(refusal.code, RefusalCode::StatusIsServerOnly);
+    assert_eq!(
+        booking_on(&w.sim, None, &b).status,
+        Status::Requested,
+        "nothing refused was merged"
+    );
+    assert_eq!(
+        attendance(&booking_on(&w.sim, None, &b), None).arrived,
+        1,
+        "the check-in landed"
+    );
+    let back = w.sim.devices[phone]
+        .refusals()
+        .next()
+        .expect("the phone was told why");
+    assert_eq!(back.code, RefusalCode::StatusIsServerOnly);
+    assert_eq!(
+        booking_on(&w.sim, Some(phone), &b).status,
+        Status::Requested,
+        "the phone dropped its refused change"
+    );
+    assert_eq!(
+        w.sim.devices[phone].store.refused.len(),
+        1,
+        "and kept it aside, not silently"
+    );
+    // Later syncs are clean: no refusal loop.
+    let before = w.sim.server.refusals().count();
+    w.check_in(phone, b, p0, ScanMethod::GateCode);
+    w.sim.settle();
+    assert_eq!(w.sim.server.refusals().count(), before);
+}
+
+#[test]
+fn pupils_may_not_check_in_others_or_when_not_on_the_roster() {
+    let mut w = World::new(19, 60);
+    let t = w.teacher(1);
+    let p0 = w.pupils[0];
+    let phone = w.pupil_phone(2, p0);
+    let b = w.book(t, 30, vec![p0]);
+    w.sim.settle();
+    w.sim.want(phone, b);
+    w.sim.settle();
+    let other = w.pupils[1];
+    let scan_id = w.sim.new_entry_id();
+    w.sim.edit_unchecked(
+        phone,
+        b,
+        &Edit::CheckIn {
+            pupil: other,
+            scan_id,
+            method: ScanMethod::GateCode,
+            proof: None,
+        },
+    );
+    w.sim.settle();
+    assert_eq!(
+        w.sim.server.refusals().last().unwrap().code,
+        RefusalCode::NotOwnPupil
+    );
+    assert_eq!(attendance(&booking_on(&w.sim, None, &b), None).arrived, 0);
+}
+
+#[test]
+fn venue_staff_of_one_venue_cannot_touch_another_venues_booking() {
+    let mut w = World::new(23, 60);
+    let t = w.teacher(1);
+    let b = w.book(t, 30, vec![w.pupils[0]]);
+    w.sim.settle();
+    let mut other = w.writer(2, Role::VenueStaff);
+    other.venue = Some(VenueId(uuid::Uuid::from_u128(999)));
+    let g = w.sim.add_device(other);
+    w.sim.want(g, b);
+    w.sim.settle();
+    assert!(
+        w.sim.devices[g]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Unavailable { .. })),
+        "deny looks like unknown"
+    );
+    assert!(
+        w.sim.devices[g]
+            .doc(&b)
+            .is_none_or(|d| d.get_heads().is_empty())
+    );
+    // Same answer for a document that does not exist at all.
+    let ghost = w.sim.new_doc_id();
+    w.sim.want(g, ghost);
+    w.sim.settle();
+    let unavailable = w.sim.devices[g]
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Unavailable { .. }))
+        .count();
+    assert_eq!(unavailable, 2);
+}
+
+#[test]
+fn a_server_crash_after_persisting_but_before_replying_loses_nothing() {
+    let mut w = World::new(29, 60);
+    let t = w.teacher(1);
+    let b = w.book(t, 30, w.pupils.clone());
+    w.sim.settle();
+    w.sim.set_online(t, false);
+    for p in w.pupils.clone() {
+        w.check_in(t, b, p, ScanMethod::Manual);
+    }
+    w.sim.server.auto_io = false;
+    w.sim.set_online(t, true);
+    w.sim.run(10_000);
+    assert_eq!(
+        attendance(&booking_on(&w.sim, None, &b), None).arrived,
+        8,
+        "merged in memory, not yet acknowledged"
+    );
+    let stored_before_crash = w.sim.server.store.stored_bytes(&b);
+    assert!(stored_before_crash > 0);
+    w.sim.crash_server();
+    w.sim.settle();
+    assert_eq!(
+        attendance(&booking_on(&w.sim, None, &b), None).arrived,
+        8,
+        "every check-in survived the crash"
+    );
+    assert!(
+        w.sim.devices[t]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Synced { .. }))
+    );
+}
+
+#[test]
+fn a_pupil_removed_from_the_roster_loses_the_booking_on_their_phone() {
+    let mut w = World::new(31, 60);
+    let t = w.teacher(1);
+    let p0 = w.pupils[0];
+    let phone = w.pupil_phone(2, p0);
+    let b = w.book(t, 30, vec![p0]);
+    w.sim.settle();
+    w.sim.want(phone, b);
+    w.sim.settle();
+    assert!(w.sim.devices[phone].doc(&b).is_some());
+    w.sim.edit(t, b, Edit::RemoveFromRoster { pupil: p0 });
+    w.sim.settle();
+    assert!(
+        w.sim.devices[phone]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::AccessLost { .. }))
+    );
+    assert!(w.sim.devices[phone].doc(&b).is_none());
+    assert!(
+        !w.sim.devices[phone].store.docs.contains_key(&b),
+        "the local copy is gone from storage"
+    );
+}
+
+#[test]
+fn a_check_in_for_a_cancelled_booking_is_kept_and_flagged() {
+    let mut w = World::new(37, 60);
+    let t = w.teacher(1);
+    let gate = w.gate(2);
+    let b = w.book(t, 30, vec![w.pupils[0]]);
+    w.sim.settle();
+    w.server_decides(&[b]);
+    w.sim.want(gate, b);
+    w.sim.settle();
+    w.sim.disconnect_all();
+    w.sim.edit(t, b, Edit::CancelBooking);
+    w.check_in(gate, b, w.pupils[0], ScanMethod::PassScan);
+    w.check_in(gate, b, w.pupils[5], ScanMethod::PassScan);
+    w.sim.settle();
+    let a = attendance(&booking_on(&w.sim, None, &b), None);
+    assert_eq!(a.arrived, 2, "nothing a device recorded is dropped");
+    let kinds: Vec<AnomalyKind> = a.anomalies.iter().map(|x| x.kind).collect();
+    assert!(kinds.contains(&AnomalyKind::CancelledBooking));
+    assert!(kinds.contains(&AnomalyKind::WalkIn));
+}
+
+#[test]
+fn a_device_crash_loses_nothing_it_returned_from() {
+    let mut w = World::new(41, 60);
+    let t = w.teacher(1);
+    let b = w.book(t, 30, w.pupils.clone());
+    w.check_in(t, b, w.pupils[0], ScanMethod::Manual);
+    w.sim.crash_device(t);
+    w.sim.settle();
+    assert_eq!(attendance(&booking_on(&w.sim, None, &b), None).arrived, 1);
+}
+
+#[test]
+fn reconnecting_after_a_day_offline_sends_only_what_is_new() {
+    let mut w = World::new(43, 60);
+    let t = w.teacher(1);
+    let b = w.book(t, 60, w.pupils.clone());
+    w.sim.settle();
+    w.sim.disconnect_all();
+    w.check_in(t, b, w.pupils[0], ScanMethod::Manual);
+    w.sim.crash_device(t); // restart from storage: persisted sync state only
+    w.sim.reconnect_all();
+    let steps = w.sim.run(10_000);
+    assert!(
+        steps <= 8,
+        "a resumed sync takes a handful of frames, took {steps}"
+    );
+    assert_eq!(attendance(&booking_on(&w.sim, None, &b), None).arrived, 1);
+}
+
+#[test]
+fn idle_documents_leave_server_memory_and_come_back_on_demand() {
+    let mut w = World::new(47, 60);
+    let t = w.teacher(1);
+    let docs: Vec<DocumentId> = (0..5).map(|_| w.book(t, 1, vec![])).collect();
+    w.sim.settle();
+    w.sim.disconnect_all();
+    w.sim.advance(10 * 60 * 1000);
+    w.sim.tick();
+    assert_eq!(w.sim.server.engine.docs_in_memory(), 0);
+    w.check_in(t, docs[3], w.pupils[0], ScanMethod::Manual);
+    w.sim.settle();
+    assert_eq!(
+        attendance(&booking_on(&w.sim, None, &docs[3]), None).arrived,
+        1
+    );
+}
+
+#[test]
+fn a_teacher_may_not_decide_a_booking_status() {
+    let mut w = World::new(53, 60);
+    let t = w.teacher(1);
+    let b = w.book(t, 30, vec![]);
+    w.sim.settle();
+    w.sim.edit_unchecked(
+        t,
+        b,
+        &Edit::Decide {
+            status: Status::Confirmed,
+            wait_position: None,
+        },
+    );
+    w.sim.settle();
+    assert_eq!(
+        w.sim.server.refusals().last().unwrap().code,
+        RefusalCode::StatusIsServerOnly
+    );
+    assert_eq!(booking_on(&w.sim, None, &b).status, Status::Requested);
+}
+
+#[test]
+fn faults_duplicates_and_reordering_do_not_break_convergence() {
+    let mut w = World::new(59, 60);
+    let t = w.teacher(1);
+    let b = w.book(t, 30, w.pupils.clone());
+    w.sim.settle();
+    let gates: Vec<usize> = (0..3).map(|i| w.gate(10 + i)).collect();
+    for g in &gates {
+        w.sim.want(*g, b);
+    }
+    w.sim.settle();
+    w.sim.disconnect_all();
+    for (k, g) in gates.iter().enumerate() {
+        for p in w.pupils.clone().iter().skip(k) {
+            w.check_in(*g, b, *p, ScanMethod::PassScan);
+        }
+    }
+    w.sim.faults = Faults {
+        drop_pct: 3,
+        duplicate_pct: 5,
+        reorder: true,
+    };
+    w.sim.settle();
+    w.sim.faults = Faults::default();
+    w.sim.settle();
+    let server = booking_on(&w.sim, None, &b);
+    assert_eq!(attendance(&server, None).arrived, 8);
+    for g in gates {
+        assert_eq!(booking_on(&w.sim, Some(g), &b), server);
+    }
+}
