@@ -105,8 +105,8 @@ pub async fn execute_with(
             if store.school(school.0).await?.is_none() {
                 return Err(Error::not_found("school", school));
             }
-            let input = std::fs::File::open(&file)?;
-            let (rows, errors) = crate::accounts::parse_pupils_csv(std::io::BufReader::new(input))?;
+            let input = std::fs::read(&file)?;
+            let (rows, errors) = crate::accounts::parse_pupils_csv(&input)?;
             let bar = if rows.len() >= PROGRESS_THRESHOLD {
                 ProgressBar::with_draw_target(Some(rows.len() as u64), ProgressDrawTarget::stderr())
             } else {

@@ -3,7 +3,6 @@
 //! content), good rows are kept.
 
 use std::collections::HashSet;
-use std::io::Read;
 
 use kepu_sync_core::ids::{PupilId, SchoolId};
 use serde::Serialize;
@@ -80,12 +79,50 @@ fn clean(value: &str, what: &str) -> std::result::Result<Option<String>, String>
     Ok(Some(value.to_owned()))
 }
 
+/// The csv crate does not count skipped blank lines; this counts newlines before each
+/// record's first byte instead, so reported lines match what an editor shows. Records
+/// come in order, so counting is incremental.
+struct LineCounter<'a> {
+    input: &'a [u8],
+    counted_to: usize,
+    line: u64,
+}
+
+impl LineCounter<'_> {
+    fn line_at(&mut self, position: &csv::Position) -> u64 {
+        let mut end =
+            usize::try_from(position.byte()).map_or(self.input.len(), |b| b.min(self.input.len()));
+        // A record's position can point at the blank lines skipped before it.
+        while self
+            .input
+            .get(end)
+            .is_some_and(|b| matches!(b, b'\n' | b'\r'))
+        {
+            end += 1;
+        }
+        if end > self.counted_to {
+            let newlines = self.input[self.counted_to..end]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            self.line += newlines as u64;
+            self.counted_to = end;
+        }
+        self.line
+    }
+}
+
 /// Reads a pupils CSV. A missing `display_name` column fails the whole file; every other
 /// problem is a [`RowError`] for its line.
 ///
 /// # Errors
 /// [`Error::InvalidInput`] if the header is unreadable or lacks `display_name`.
-pub fn parse_pupils_csv(input: impl Read) -> Result<(Vec<PupilRow>, Vec<RowError>)> {
+pub fn parse_pupils_csv(input: &[u8]) -> Result<(Vec<PupilRow>, Vec<RowError>)> {
+    let mut lines = LineCounter {
+        input,
+        counted_to: 0,
+        line: 1,
+    };
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)
@@ -118,7 +155,7 @@ pub fn parse_pupils_csv(input: impl Read) -> Result<(Vec<PupilRow>, Vec<RowError
             Ok(false) => break,
             Ok(true) => {}
             Err(err) => {
-                let line = err.position().map_or(last_line + 1, csv::Position::line);
+                let line = err.position().map_or(last_line + 1, |p| lines.line_at(p));
                 errors.push(RowError {
                     line,
                     reason: "unreadable CSV row".into(),
@@ -130,7 +167,9 @@ pub fn parse_pupils_csv(input: impl Read) -> Result<(Vec<PupilRow>, Vec<RowError
                 continue;
             }
         }
-        let line = record.position().map_or(last_line + 1, csv::Position::line);
+        let line = record
+            .position()
+            .map_or(last_line + 1, |p| lines.line_at(p));
         last_line = line;
         if record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
             continue; // blank line
@@ -238,7 +277,7 @@ mod tests {
 
     #[test]
     fn header_without_display_name_is_refused() {
-        assert!(parse_pupils_csv("name\nx\n".as_bytes()).is_err());
+        assert!(parse_pupils_csv(b"name\nx\n").is_err());
     }
 
     #[test]
@@ -246,7 +285,7 @@ mod tests {
         let mut csv = b"display_name\n".to_vec();
         csv.extend_from_slice(b"\xff\xfe\n");
         csv.extend_from_slice("赵六\n".as_bytes());
-        let (rows, errors) = parse_pupils_csv(csv.as_slice()).unwrap();
+        let (rows, errors) = parse_pupils_csv(&csv).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].line, 2);

@@ -287,10 +287,10 @@ async fn insert_user(tx: &mut Transaction<'static, Any>, user: &NewUser, now: i6
             Role::BureauAdmin => (None, None),
         };
     if let Some(school_id) = school_id {
-        require_row(&mut **tx, "schools", "school", school_id).await?;
+        require_row(tx, "schools", "school", school_id).await?;
     }
     if let Some(venue_id) = venue_id {
-        require_row(&mut **tx, "venues", "venue", venue_id).await?;
+        require_row(tx, "venues", "venue", venue_id).await?;
     }
     let serial = (user.role == Role::Pupil).then_some(1_i64);
     sqlx::query(

@@ -1,0 +1,7 @@
+//! kepu-server integration tests, one binary. The store suite and the HTTP suite each run
+//! against SQLite (temp dir) and PostgreSQL (a fresh database per test, from
+//! `KEPU_TEST_PG_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`).
+
+mod http_api;
+mod store_suite;
+mod support;

@@ -1,0 +1,503 @@
+//! The store conformance suite: every case runs against SQLite and PostgreSQL.
+
+use kepu_server::Store;
+use kepu_server::accounts::{Accounts, AuthError, Role, parse_pupils_csv};
+use kepu_server::clock::{DAY_MS, now_ms};
+use kepu_server::error::Error;
+use kepu_server::ids::new_id;
+use kepu_server::store::{NewUser, Refusal};
+use kepu_sync_core::ids::{DeviceId, PupilId, SchoolId};
+use sqlx::{Column, Row};
+
+use crate::support::{TestDb, place, user};
+
+macro_rules! store_suite {
+    ($backend:ident, $db:expr, [$($case:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let db = crate::support::TestDb::new($db).await;
+                    super::$case(&db).await;
+                    db.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! all_cases {
+    ($backend:ident, $db:expr) => {
+        store_suite!(
+            $backend,
+            $db,
+            [
+                reopening_keeps_the_server_seed,
+                configured_seed_must_match_the_stored_one,
+                enrollment_code_works_once,
+                expired_enrollment_code_is_refused,
+                identity_carries_role_school_venue_and_pupil_id,
+                revoked_device_is_refused_and_announced,
+                rotation_kills_the_old_token,
+                erasure_removes_the_name_everywhere_and_keeps_counts,
+                erasing_twice_changes_nothing,
+                roles_need_their_affiliation,
+                duplicate_school_name_in_a_county_is_a_conflict,
+                refusals_are_recorded_and_pending,
+                pupil_import_keeps_good_rows,
+                devices_list_by_user_with_last_sync,
+                venues_are_listed_by_name,
+            ]
+        );
+    };
+}
+
+all_cases!(sqlite, crate::support::Db::Sqlite);
+all_cases!(postgres, crate::support::Db::Postgres);
+
+async fn reopening_keeps_the_server_seed(db: &TestDb) {
+    let again = Store::open(&db.url, None).await.unwrap();
+    assert_eq!(again.server_seed(), db.store.server_seed());
+    assert_ne!(db.store.server_seed(), &[0u8; 32]);
+    again.close().await;
+}
+
+async fn configured_seed_must_match_the_stored_one(db: &TestDb) {
+    let stored = *db.store.server_seed();
+    let same = Store::open(&db.url, Some(stored)).await.unwrap();
+    same.close().await;
+    let mut other = stored;
+    other[0] ^= 1;
+    assert!(matches!(
+        Store::open(&db.url, Some(other)).await,
+        Err(Error::Config(_))
+    ));
+}
+
+async fn enrollment_code_works_once(db: &TestDb) {
+    let accounts = Accounts::new(db.store.clone());
+    let p = place(&db.store).await;
+    let teacher = user(
+        &db.store,
+        Role::Teacher,
+        Some(p.school),
+        None,
+        Some("王老师"),
+    )
+    .await;
+    let code = accounts.issue_enrollment_code(teacher, 7).await.unwrap();
+    let first = accounts
+        .enroll(code.code.expose(), Some("1.0"))
+        .await
+        .unwrap();
+    assert_eq!(first.user_id.0, teacher);
+    assert_eq!(first.role, Role::Teacher);
+    assert!(matches!(
+        accounts.enroll(code.code.expose(), None).await,
+        Err(Error::EnrollmentCodeRejected)
+    ));
+    assert!(matches!(
+        accounts.enroll("0000000000", None).await,
+        Err(Error::EnrollmentCodeRejected)
+    ));
+    let devices = db.store.list_devices(Some(teacher)).await.unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].app_version.as_deref(), Some("1.0"));
+}
+
+async fn expired_enrollment_code_is_refused(db: &TestDb) {
+    let accounts = Accounts::new(db.store.clone());
+    let admin = user(&db.store, Role::BureauAdmin, None, None, None).await;
+    let code = kepu_server::accounts::EnrollmentCode::generate();
+    let now = now_ms();
+    db.store
+        .insert_enrollment_code(&code.hash(), admin, now - 8 * DAY_MS, now - DAY_MS)
+        .await
+        .unwrap();
+    assert!(matches!(
+        accounts.enroll(code.expose(), None).await,
+        Err(Error::EnrollmentCodeRejected)
+    ));
+    assert_eq!(
+        db.store.purge_expired_enrollment_codes(now).await.unwrap(),
+        1
+    );
+}
+
+async fn identity_carries_role_school_venue_and_pupil_id(db: &TestDb) {
+    let accounts = Accounts::new(db.store.clone());
+    let p = place(&db.store).await;
+    let pupil = user(&db.store, Role::Pupil, Some(p.school), None, Some("张小明")).await;
+    let staff = user(&db.store, Role::VenueStaff, None, Some(p.venue), None).await;
+    let code = accounts.issue_enrollment_code(pupil, 7).await.unwrap();
+    let enrolled = accounts.enroll(code.code.expose(), None).await.unwrap();
+    assert_eq!(enrolled.pupil_id, Some(PupilId(pupil)));
+    let identity = accounts
+        .authenticator()
+        .authenticate(&enrolled.token)
+        .await
+        .unwrap();
+    assert_eq!(identity.role, Role::Pupil);
+    assert_eq!(identity.school_id, Some(SchoolId(p.school)));
+    assert_eq!(identity.pupil_id, Some(PupilId(pupil)));
+    assert_eq!(identity.device_id, enrolled.device_id);
+
+    let code = accounts.issue_enrollment_code(staff, 7).await.unwrap();
+    let enrolled = accounts.enroll(code.code.expose(), None).await.unwrap();
+    let identity = accounts
+        .authenticator()
+        .authenticate(&enrolled.token)
+        .await
+        .unwrap();
+    assert_eq!(identity.venue_id.map(|v| v.0), Some(p.venue));
+    assert_eq!(identity.pupil_id, None);
+    assert!(matches!(
+        accounts.authenticator().authenticate("garbage").await,
+        Err(AuthError::Invalid)
+    ));
+    let unknown = kepu_server::accounts::DeviceToken::generate();
+    assert!(matches!(
+        accounts
+            .authenticator()
+            .authenticate(unknown.expose())
+            .await,
+        Err(AuthError::Invalid)
+    ));
+}
+
+async fn revoked_device_is_refused_and_announced(db: &TestDb) {
+    let accounts = Accounts::new(db.store.clone());
+    let admin = user(&db.store, Role::BureauAdmin, None, None, None).await;
+    let code = accounts.issue_enrollment_code(admin, 7).await.unwrap();
+    let enrolled = accounts.enroll(code.code.expose(), None).await.unwrap();
+    let mut revocations = accounts.authenticator().subscribe_revocations();
+    assert!(
+        accounts
+            .authenticator()
+            .revoke(enrolled.device_id)
+            .await
+            .unwrap()
+    );
+    assert_eq!(revocations.recv().await.unwrap(), enrolled.device_id);
+    assert!(matches!(
+        accounts.authenticator().authenticate(&enrolled.token).await,
+        Err(AuthError::Revoked)
+    ));
+    assert!(
+        !accounts
+            .authenticator()
+            .revoke(enrolled.device_id)
+            .await
+            .unwrap()
+    );
+}
+
+async fn rotation_kills_the_old_token(db: &TestDb) {
+    let accounts = Accounts::new(db.store.clone());
+    let admin = user(&db.store, Role::BureauAdmin, None, None, None).await;
+    let code = accounts.issue_enrollment_code(admin, 7).await.unwrap();
+    let enrolled = accounts.enroll(code.code.expose(), None).await.unwrap();
+    let auth = accounts.authenticator();
+    let identity = auth.authenticate(&enrolled.token).await.unwrap();
+    let new_token = accounts
+        .rotate_token(&identity, enrolled.device_id)
+        .await
+        .unwrap();
+    assert!(matches!(
+        auth.authenticate(&enrolled.token).await,
+        Err(AuthError::Invalid)
+    ));
+    assert_eq!(
+        auth.authenticate(new_token.expose())
+            .await
+            .unwrap()
+            .device_id,
+        enrolled.device_id
+    );
+    let other = DeviceId(new_id());
+    assert!(matches!(
+        accounts.rotate_token(&identity, other).await,
+        Err(Error::Forbidden(_))
+    ));
+}
+
+/// Every text and blob value in every table, for "the name is gone everywhere".
+async fn database_contains(store: &Store, needle: &str) -> Vec<String> {
+    let tables = [
+        "cities",
+        "counties",
+        "schools",
+        "venues",
+        "users",
+        "school_erased_pupils",
+        "pass_revocations",
+        "devices",
+        "enrollment_codes",
+        "refusals",
+        "server_keys",
+        "documents",
+        "changes",
+        "sync_states",
+    ];
+    let mut found = Vec::new();
+    for table in tables {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {table}")))
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        for row in &rows {
+            for (i, column) in row.columns().iter().enumerate() {
+                let text = row.try_get::<Option<String>, _>(i).ok().flatten();
+                let bytes = row.try_get::<Option<Vec<u8>>, _>(i).ok().flatten();
+                let hit = text.is_some_and(|t| t.contains(needle))
+                    || bytes
+                        .is_some_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()));
+                if hit {
+                    found.push(format!("{table}.{}", column.name()));
+                }
+            }
+        }
+    }
+    found
+}
+
+async fn erasure_removes_the_name_everywhere_and_keeps_counts(db: &TestDb) {
+    let accounts = Accounts::new(db.store.clone());
+    let p = place(&db.store).await;
+    let name = "李小红";
+    let pupil = db_pupil(&db.store, p.school, name, Some("XH-0042")).await;
+    let _other = db_pupil(&db.store, p.school, "王芳", None).await;
+    let code = accounts.issue_enrollment_code(pupil, 7).await.unwrap();
+    let enrolled = accounts.enroll(code.code.expose(), None).await.unwrap();
+    let _unused_code = accounts.issue_enrollment_code(pupil, 7).await.unwrap();
+    let before = db.store.anonymous_pupil_count(p.school).await.unwrap();
+    assert_eq!(before, 2);
+    assert_eq!(
+        database_contains(&db.store, name).await,
+        vec!["users.display_name"]
+    );
+
+    let mut revocations = accounts.authenticator().subscribe_revocations();
+    let erased = accounts.erase_pupil(PupilId(pupil)).await.unwrap();
+    assert!(erased.changed);
+    assert_eq!(erased.revoked_pass_serial, Some(1));
+    assert_eq!(erased.revoked_devices, vec![enrolled.device_id.0]);
+    assert_eq!(revocations.recv().await.unwrap(), enrolled.device_id);
+
+    assert!(database_contains(&db.store, name).await.is_empty());
+    assert!(database_contains(&db.store, "XH-0042").await.is_empty());
+    let stored = db.store.user(pupil).await.unwrap().unwrap();
+    assert_eq!(stored.display_name, None);
+    assert_eq!(stored.school_id, None);
+    assert_eq!(stored.pupil_pass_serial, None);
+    assert!(stored.erased_at.is_some());
+    assert_eq!(
+        db.store.anonymous_pupil_count(p.school).await.unwrap(),
+        before
+    );
+    assert_eq!(db.store.pass_revocations().await.unwrap(), vec![(pupil, 1)]);
+    assert!(matches!(
+        accounts.authenticator().authenticate(&enrolled.token).await,
+        Err(AuthError::Revoked)
+    ));
+    assert_eq!(
+        db.store
+            .open_enrollment_codes(pupil, now_ms())
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(accounts.issue_enrollment_code(pupil, 7).await.is_err());
+}
+
+async fn db_pupil(
+    store: &Store,
+    school: uuid::Uuid,
+    name: &str,
+    external_ref: Option<&str>,
+) -> uuid::Uuid {
+    let pupil = NewUser {
+        id: new_id(),
+        role: Role::Pupil,
+        school_id: Some(school),
+        venue_id: None,
+        display_name: Some(name.to_owned()),
+        external_ref: external_ref.map(str::to_owned),
+    };
+    store.create_user(&pupil, now_ms()).await.unwrap();
+    pupil.id
+}
+
+async fn erasing_twice_changes_nothing(db: &TestDb) {
+    let accounts = Accounts::new(db.store.clone());
+    let p = place(&db.store).await;
+    let pupil = db_pupil(&db.store, p.school, "赵六", None).await;
+    accounts.erase_pupil(PupilId(pupil)).await.unwrap();
+    let again = accounts.erase_pupil(PupilId(pupil)).await.unwrap();
+    assert!(!again.changed);
+    assert_eq!(db.store.anonymous_pupil_count(p.school).await.unwrap(), 1);
+    let teacher = user(&db.store, Role::Teacher, Some(p.school), None, None).await;
+    assert!(matches!(
+        accounts.erase_pupil(PupilId(teacher)).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        accounts.erase_pupil(PupilId(new_id())).await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+async fn roles_need_their_affiliation(db: &TestDb) {
+    let p = place(&db.store).await;
+    let mut teacher = NewUser {
+        id: new_id(),
+        role: Role::Teacher,
+        school_id: None,
+        venue_id: None,
+        display_name: None,
+        external_ref: None,
+    };
+    assert!(matches!(
+        db.store.create_user(&teacher, now_ms()).await,
+        Err(Error::InvalidInput(_))
+    ));
+    teacher.school_id = Some(new_id());
+    assert!(matches!(
+        db.store.create_user(&teacher, now_ms()).await,
+        Err(Error::NotFound { kind: "school", .. })
+    ));
+    teacher.school_id = Some(p.school);
+    db.store.create_user(&teacher, now_ms()).await.unwrap();
+    let staff = NewUser {
+        id: new_id(),
+        role: Role::VenueStaff,
+        school_id: None,
+        venue_id: None,
+        display_name: None,
+        external_ref: None,
+    };
+    assert!(matches!(
+        db.store.create_user(&staff, now_ms()).await,
+        Err(Error::InvalidInput(_))
+    ));
+}
+
+async fn duplicate_school_name_in_a_county_is_a_conflict(db: &TestDb) {
+    let p = place(&db.store).await;
+    assert!(matches!(
+        db.store.create_school(new_id(), p.county, "博才小学").await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(matches!(
+        db.store.create_school(new_id(), new_id(), "x").await,
+        Err(Error::NotFound { kind: "county", .. })
+    ));
+    assert!(matches!(
+        db.store.create_school(new_id(), p.county, "  ").await,
+        Err(Error::InvalidInput(_))
+    ));
+}
+
+async fn refusals_are_recorded_and_pending(db: &TestDb) {
+    let accounts = Accounts::new(db.store.clone());
+    let admin = user(&db.store, Role::BureauAdmin, None, None, None).await;
+    let code = accounts.issue_enrollment_code(admin, 7).await.unwrap();
+    let enrolled = accounts.enroll(code.code.expose(), None).await.unwrap();
+    let refusal = Refusal {
+        id: new_id(),
+        device_id: enrolled.device_id.0,
+        doc_id: "4NMNnkMhL8jXrdJ9jamS58PAVdXu".into(),
+        code: "forbidden_write".into(),
+        detail: "a pupil may only write their own check-in".into(),
+        at: now_ms(),
+    };
+    db.store.record_refusal(&refusal).await.unwrap();
+    assert_eq!(
+        db.store
+            .refusals_of_device(enrolled.device_id.0)
+            .await
+            .unwrap(),
+        vec![refusal]
+    );
+    let device = db
+        .store
+        .device(enrolled.device_id.0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(device.pending_refusals, 1);
+}
+
+async fn pupil_import_keeps_good_rows(db: &TestDb) {
+    let accounts = Accounts::new(db.store.clone());
+    let p = place(&db.store).await;
+    let csv = "display_name,external_ref\n张三,1\n,2\n李四,3\n王五,1\n";
+    let (rows, errors) = parse_pupils_csv(csv.as_bytes()).unwrap();
+    let mut progress = Vec::new();
+    let report = accounts
+        .import_pupils(SchoolId(p.school), rows, errors, |n| progress.push(n))
+        .await
+        .unwrap();
+    assert_eq!(report.imported, 2);
+    assert_eq!(
+        report.errors.iter().map(|e| e.line).collect::<Vec<_>>(),
+        vec![3, 5]
+    );
+    assert_eq!(progress, vec![2]);
+    assert_eq!(db.store.anonymous_pupil_count(p.school).await.unwrap(), 2);
+    let first = db
+        .store
+        .user(report.pupils[0].pupil_id.0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.display_name.as_deref(), Some("张三"));
+    assert_eq!(first.pupil_pass_serial, Some(1));
+    assert!(matches!(
+        accounts
+            .import_pupils(SchoolId(new_id()), Vec::new(), Vec::new(), |_| {})
+            .await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+async fn devices_list_by_user_with_last_sync(db: &TestDb) {
+    let accounts = Accounts::new(db.store.clone());
+    let a = user(&db.store, Role::BureauAdmin, None, None, None).await;
+    let b = user(&db.store, Role::BureauAdmin, None, None, None).await;
+    for u in [a, a, b] {
+        let code = accounts.issue_enrollment_code(u, 7).await.unwrap();
+        accounts.enroll(code.code.expose(), None).await.unwrap();
+    }
+    assert_eq!(db.store.list_devices(None).await.unwrap().len(), 3);
+    let of_a = db.store.list_devices(Some(a)).await.unwrap();
+    assert_eq!(of_a.len(), 2);
+    db.store
+        .touch_device_sync(of_a[0].id, 1234, Some("2.0"))
+        .await
+        .unwrap();
+    let device = db.store.device(of_a[0].id).await.unwrap().unwrap();
+    assert_eq!(device.last_sync_at, Some(1234));
+    assert_eq!(device.app_version.as_deref(), Some("2.0"));
+}
+
+async fn venues_are_listed_by_name(db: &TestDb) {
+    let p = place(&db.store).await;
+    db.store
+        .create_venue(new_id(), p.county, "长沙市青少年宫", "education_base")
+        .await
+        .unwrap();
+    let venues = db.store.list_venues().await.unwrap();
+    assert_eq!(venues.len(), 2);
+    assert!(
+        venues
+            .iter()
+            .any(|v| v.id == p.venue && v.kind == "science_museum")
+    );
+    assert!(matches!(
+        db.store
+            .create_venue(new_id(), p.county, "x", "Bad Kind!")
+            .await,
+        Err(Error::InvalidInput(_))
+    ));
+}

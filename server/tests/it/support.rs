@@ -1,0 +1,253 @@
+//! Test databases (SQLite in a temp dir, PostgreSQL as a fresh database per test) and a
+//! test server bound to 127.0.0.1:0.
+
+use std::net::SocketAddr;
+
+use kepu_server::accounts::{Accounts, Role};
+use kepu_server::clock::now_ms;
+use kepu_server::ids::new_id;
+use kepu_server::store::NewUser;
+use kepu_server::{Config, Store};
+use sqlx::{Connection, Executor};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// Which database a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty database that is removed when the test finishes.
+pub struct TestDb {
+    pub url: String,
+    pub store: Store,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    Dir(tempfile::TempDir),
+    Postgres { admin_url: String, name: String },
+}
+
+fn pg_base_url() -> String {
+    std::env::var("KEPU_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// `base` with its database name replaced.
+fn with_database(base: &str, name: &str) -> String {
+    let (without_query, query) = match base.split_once('?') {
+        Some((a, q)) => (a, Some(q)),
+        None => (base, None),
+    };
+    let scheme_end = without_query.find("://").map_or(0, |i| i + 3);
+    let path_start = without_query[scheme_end..]
+        .find('/')
+        .map_or(without_query.len(), |i| i + scheme_end);
+    let mut url = format!("{}/{name}", &without_query[..path_start]);
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    url
+}
+
+impl TestDb {
+    pub async fn new(db: Db) -> Self {
+        sqlx::any::install_default_drivers();
+        match db {
+            Db::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("kepu.db").display());
+                let store = Store::open(&url, None).await.expect("open sqlite store");
+                Self {
+                    url,
+                    store,
+                    cleanup: Cleanup::Dir(dir),
+                }
+            }
+            Db::Postgres => {
+                let admin_url = pg_base_url();
+                let name = format!("kepu_test_{}", kepu_server::ids::new_id().simple());
+                let mut conn = sqlx::AnyConnection::connect(&admin_url)
+                    .await
+                    .expect("PostgreSQL must be running (see KEPU_TEST_PG_URL)");
+                conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .await
+                    .expect("create test database");
+                conn.close().await.ok();
+                let url = with_database(&admin_url, &name);
+                let store = Store::open(&url, None).await.expect("open postgres store");
+                Self {
+                    url,
+                    store,
+                    cleanup: Cleanup::Postgres { admin_url, name },
+                }
+            }
+        }
+    }
+
+    /// A configuration that points at this database.
+    pub fn config(&self) -> Config {
+        let mut config = Config::with_data_dir(std::env::temp_dir());
+        config.database_url = Some(self.url.clone());
+        config
+    }
+
+    pub async fn finish(self) {
+        self.store.close().await;
+        match self.cleanup {
+            Cleanup::Dir(dir) => drop(dir),
+            Cleanup::Postgres { admin_url, name } => {
+                if let Ok(mut conn) = sqlx::AnyConnection::connect(&admin_url).await {
+                    conn.execute(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .await
+                    .ok();
+                    conn.close().await.ok();
+                }
+            }
+        }
+    }
+}
+
+/// A small province: one city, county, school and venue.
+pub struct Place {
+    pub county: Uuid,
+    pub school: Uuid,
+    pub venue: Uuid,
+}
+
+pub async fn place(store: &Store) -> Place {
+    let city = store.create_city(new_id(), "长沙市").await.unwrap().id;
+    let county = store
+        .create_county(new_id(), city, "岳麓区")
+        .await
+        .unwrap()
+        .id;
+    let school = store
+        .create_school(new_id(), county, "博才小学")
+        .await
+        .unwrap()
+        .id;
+    let venue = store
+        .create_venue(new_id(), county, "湖南省科技馆", "science_museum")
+        .await
+        .unwrap()
+        .id;
+    Place {
+        county,
+        school,
+        venue,
+    }
+}
+
+pub async fn user(
+    store: &Store,
+    role: Role,
+    school: Option<Uuid>,
+    venue: Option<Uuid>,
+    name: Option<&str>,
+) -> Uuid {
+    let user = NewUser {
+        id: new_id(),
+        role,
+        school_id: school,
+        venue_id: venue,
+        display_name: name.map(str::to_owned),
+        external_ref: None,
+    };
+    store.create_user(&user, now_ms()).await.unwrap();
+    user.id
+}
+
+/// A running server on 127.0.0.1:0 over a test database.
+pub struct TestServer {
+    pub db: TestDb,
+    pub accounts: Accounts,
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<kepu_server::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start(db: Db) -> Self {
+        let db = TestDb::new(db).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(kepu_server::run(db.config(), listener, async move {
+            let _ = stopped.await;
+        }));
+        let accounts = Accounts::new(db.store.clone());
+        Self {
+            db,
+            accounts,
+            addr,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Enrolls a device for `user` over HTTP; returns (device id, token).
+    pub async fn enroll(&self, user: Uuid) -> (String, String) {
+        let code = self.accounts.issue_enrollment_code(user, 7).await.unwrap();
+        let response = self
+            .http
+            .post(self.url("/api/enroll"))
+            .json(&serde_json::json!({ "code": code.code.expose(), "app_version": "test/1" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.unwrap();
+        (
+            body["device_id"].as_str().unwrap().to_owned(),
+            body["token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// A bureau admin's token.
+    pub async fn admin_token(&self) -> String {
+        let admin = user(&self.db.store, Role::BureauAdmin, None, None, None).await;
+        self.enroll(admin).await.1
+    }
+
+    /// Stops the server gracefully and removes the database.
+    pub async fn finish(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("server task")
+                .expect("server ran cleanly");
+        }
+        self.db.finish().await;
+    }
+}
+
+/// Asserts the standard error shape and returns its code.
+pub async fn error_code(response: reqwest::Response, status: u16) -> String {
+    assert_eq!(response.status(), status);
+    let body: serde_json::Value = response.json().await.expect("error body is JSON");
+    let code = body["error"]["code"]
+        .as_str()
+        .expect("error.code")
+        .to_owned();
+    assert!(
+        body["error"]["message"].is_string(),
+        "error.message in {body}"
+    );
+    code
+}
