@@ -175,7 +175,7 @@ pub async fn seed(accounts: &Accounts) -> Result<DemoSeed> {
     ];
     let labels = [
         "bureau admin",
-        "venue staff, 湖南省科技馆",
+        "venue staff, 湖南省科技馆（示例）",
         "junior volunteer",
     ];
     let mut staff = Vec::new();

@@ -47,6 +47,7 @@ macro_rules! all_cases {
                 pupil_import_keeps_good_rows,
                 devices_list_by_user_with_last_sync,
                 venues_are_listed_by_name,
+                admin_cli_bootstraps_an_admin_and_imports_pupils,
             ]
         );
     };
@@ -500,4 +501,52 @@ async fn venues_are_listed_by_name(db: &TestDb) {
             .await,
         Err(Error::InvalidInput(_))
     ));
+}
+
+async fn admin_cli_bootstraps_an_admin_and_imports_pupils(db: &TestDb) {
+    use kepu_server::admin_cli::execute_with;
+    use kepu_server::config::AdminCommand;
+
+    let accounts = Accounts::new(db.store.clone());
+    let mut out = Vec::new();
+    execute_with(
+        &accounts,
+        AdminCommand::CreateUser {
+            role: "bureau-admin".into(),
+            school: None,
+            venue: None,
+            display_name: None,
+        },
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let code = text
+        .lines()
+        .find_map(|l| l.strip_prefix("enrollment code "))
+        .expect("the code is printed");
+    let enrolled = accounts.enroll(code, None).await.unwrap();
+    assert_eq!(enrolled.role, Role::BureauAdmin);
+
+    let p = place(&db.store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pupils.csv");
+    std::fs::write(&file, "display_name,external_ref\n甲,1\n\n乙,2\n,3\n").unwrap();
+    let mut out = Vec::new();
+    execute_with(
+        &accounts,
+        AdminCommand::ImportPupils {
+            school: p.school.to_string(),
+            file,
+        },
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.starts_with("imported 2 pupils\n"), "{text}");
+    assert!(text.contains("line 5: display_name is empty"), "{text}");
+    assert!(!text.contains('甲'), "no names in the output");
+    assert_eq!(db.store.anonymous_pupil_count(p.school).await.unwrap(), 2);
 }
