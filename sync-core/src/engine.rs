@@ -718,7 +718,11 @@ impl Engine {
             return;
         };
         let before = e.doc.get_heads();
-        if let Err(err) = e.doc.receive_sync_message(&mut state, message) {
+        let mut log = automerge::PatchLog::new(server);
+        if let Err(err) = e
+            .doc
+            .receive_sync_message_log_patches(&mut state, message, &mut log)
+        {
             // Roll back whatever part was applied; the peer starts over.
             if let Ok(mut f) = e.doc.fork_at(&before) {
                 f.set_actor(actor(&self.config));
@@ -748,7 +752,8 @@ impl Engine {
         let after = e.doc.get_heads();
         if after != before {
             if let (true, Some(w)) = (server, writer) {
-                self.merge_validated(conn, doc, &before, &w);
+                let patches = e.doc.make_patches(&mut log);
+                self.merge_validated(conn, doc, &before, &patches, &w);
             } else {
                 self.persist_new(doc, &before);
             }
@@ -766,12 +771,13 @@ impl Engine {
         conn: ConnId,
         doc: DocumentId,
         before: &[ChangeHash],
+        patches: &[automerge::Patch],
         writer: &Writer,
     ) {
         let Some(e) = self.docs.get_mut(&doc) else {
             return;
         };
-        let verdict = validate::validate(&e.doc, before, writer);
+        let verdict = validate::validate_patches(&e.doc, before.is_empty(), patches, writer);
         if verdict.is_ok() {
             self.persist_new(doc, before);
             return;
@@ -797,7 +803,11 @@ impl Engine {
                 continue;
             }
             let b = rolled.get_heads();
-            if rolled.apply_changes([change]).is_err() {
+            let mut log = automerge::PatchLog::active();
+            if rolled
+                .apply_changes_log_patches([change], &mut log)
+                .is_err()
+            {
                 refused_set.insert(hash);
                 refused.push((
                     hash,
@@ -808,7 +818,8 @@ impl Engine {
                 ));
                 continue;
             }
-            if let Err(r) = validate::validate(&rolled, &b, writer) {
+            let patches = rolled.make_patches(&mut log);
+            if let Err(r) = validate::validate_patches(&rolled, b.is_empty(), &patches, writer) {
                 refused_set.insert(hash);
                 refused.push((hash, r));
                 if let Ok(mut f) = rolled.fork_at(&b) {

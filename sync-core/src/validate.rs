@@ -109,6 +109,9 @@ enum Act {
     PutScalar,
     PutObject,
     Delete,
+    /// A concurrent write that lost (or tied) at a key: checked for rights like a put;
+    /// its value is not visible in the patch.
+    Conflict,
     Other,
 }
 
@@ -222,9 +225,6 @@ pub fn validate_patches(
     }
     for p in patches {
         let (path, act) = flatten(p, &mut ctx.new_objects);
-        if act == Act::Other && matches!(p.action, PatchAction::Conflict { .. }) {
-            continue;
-        }
         if act == Act::Other {
             return Err(Refusal::at(RefusalCode::UnknownField, &path));
         }
@@ -265,7 +265,7 @@ fn flatten(p: &Patch, new_objects: &mut HashSet<ObjId>) -> (Vec<String>, Act) {
                 Prop::Map(k) => k.clone(),
                 Prop::Seq(i) => format!("#{i}"),
             });
-            Act::Other
+            Act::Conflict
         }
         _ => Act::Other,
     };
@@ -297,15 +297,17 @@ fn check_create(ctx: &Ctx<'_>, kind: DocKind) -> Result<(), Refusal> {
 }
 
 fn is_int(action: &PatchAction) -> bool {
-    matches!(
-        action,
-        PatchAction::PutMap { value: (Value::Scalar(s), _), .. }
-            if matches!(s.as_ref(), ScalarValue::Int(_) | ScalarValue::Uint(_) | ScalarValue::Timestamp(_))
-    )
+    matches!(action, PatchAction::Conflict { .. })
+        || matches!(
+            action,
+            PatchAction::PutMap { value: (Value::Scalar(s), _), .. }
+                if matches!(s.as_ref(), ScalarValue::Int(_) | ScalarValue::Uint(_) | ScalarValue::Timestamp(_))
+        )
 }
 
 fn is_str(action: &PatchAction) -> bool {
-    matches!(action, PatchAction::PutMap { value: (Value::Scalar(s), _), .. } if matches!(s.as_ref(), ScalarValue::Str(_)))
+    matches!(action, PatchAction::Conflict { .. })
+        || matches!(action, PatchAction::PutMap { value: (Value::Scalar(s), _), .. } if matches!(s.as_ref(), ScalarValue::Str(_)))
 }
 
 fn str_value(action: &PatchAction) -> Option<String> {

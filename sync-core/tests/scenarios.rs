@@ -634,3 +634,60 @@ fn faults_duplicates_and_reordering_do_not_break_convergence() {
         assert_eq!(booking_on(&w.sim, Some(g), &b), server);
     }
 }
+
+mod convergence {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// Random offline histories over a teacher and three gates, with lost, duplicated
+        /// and reordered frames, converge to equal documents and equal attendance.
+        #[test]
+        fn random_interleavings_converge(seed in any::<u64>(), ops in proptest::collection::vec((0usize..4, 0usize..8, 0u8..5), 1..60)) {
+            let mut w = World::new(seed, 60);
+            let t = w.teacher(1);
+            let b = w.book(t, 30, w.pupils[..6].to_vec());
+            let gates: Vec<usize> = (0..3).map(|i| w.gate(10 + i)).collect();
+            w.sim.settle();
+            for g in &gates {
+                w.sim.want(*g, b);
+            }
+            w.sim.settle();
+            w.sim.disconnect_all();
+            w.sim.faults = Faults { drop_pct: seed % 4, duplicate_pct: (seed >> 8) % 6, reorder: true };
+            let devices = [t, gates[0], gates[1], gates[2]];
+            for (dev, pupil, action) in ops {
+                let d = devices[dev];
+                let p = w.pupils[pupil];
+                match action {
+                    0 | 1 => w.check_in(d, b, p, ScanMethod::PassScan),
+                    2 => {
+                        let scan_id = w.sim.new_entry_id();
+                        w.sim.edit(d, b, Edit::CheckOut { pupil: p, scan_id, method: ScanMethod::PassScan });
+                    }
+                    3 => {
+                        w.sim.set_online(d, true);
+                    }
+                    _ => {
+                        w.sim.run(usize::from(u8::try_from(pupil).unwrap()) * 3);
+                        w.sim.set_online(d, false);
+                    }
+                }
+                w.sim.advance(1_000);
+            }
+            w.sim.settle();
+            w.sim.faults = Faults::default();
+            w.sim.settle();
+            let server = booking_on(&w.sim, None, &b);
+            let expected = attendance(&server, None);
+            for d in devices {
+                let local = booking_on(&w.sim, Some(d), &b);
+                prop_assert_eq!(&local, &server);
+                prop_assert_eq!(attendance(&local, None), expected.clone());
+            }
+            prop_assert!(w.sim.server.refusals().next().is_none(), "honest devices are never refused");
+        }
+    }
+}
