@@ -1,0 +1,812 @@
+//! The uniffi API: thin wrappers over [`crate::client::Core`] that convert ids to text,
+//! views to records and errors to [`ApiError`] (in one place, [`From<Error>`]).
+//!
+//! Synchronous methods write to the device's SQLite file and return once the write is
+//! durable; call them off the UI thread (a Kotlin `Dispatchers.IO` coroutine, a Swift
+//! `Task`). `enroll` and `sync_now` are async and run on the library's own tokio runtime.
+
+// uniffi lifts arguments as owned values; borrowing them is not an option at the FFI.
+#![allow(clippy::needless_pass_by_value)]
+
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+
+use kepu_sync_core::doc_id::DocumentId;
+use kepu_sync_core::rules::attendance::Attendance;
+use kepu_sync_core::schema::DocKind;
+use kepu_sync_core::schema::booking::Booking;
+use tokio::sync::watch;
+
+use crate::client::actions::{Receipt, parse_doc};
+use crate::client::core::{Core, DocListener, Status, SyncListener};
+use crate::client::error::Error;
+use crate::client::identity::Identity as CoreIdentity;
+use crate::client::net::{self, Until};
+
+/// The library's runtime: two worker threads, started on first use.
+static RUNTIME: LazyLock<Result<tokio::runtime::Runtime, String>> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("kepu-rt")
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+});
+
+fn runtime() -> Result<&'static tokio::runtime::Runtime, ApiError> {
+    RUNTIME.as_ref().map_err(|e| ApiError::Other {
+        reason: format!("cannot start the runtime: {e}"),
+    })
+}
+
+/// What went wrong, in the few kinds an app acts on differently. Never carries personal
+/// data (names, tokens, codes).
+#[derive(Debug, thiserror::Error, uniffi::Error)]
+pub enum ApiError {
+    /// No network, the server did not answer, the connection broke: retry later.
+    #[error("network: {reason}")]
+    Network {
+        /// What happened.
+        reason: String,
+    },
+    /// The server (or this device's own rules) refused: `device-revoked`,
+    /// `not-enrolled`, `invalid_enrollment_code`, a refusal code such as
+    /// `not-on-roster`.
+    #[error("rejected: {reason}")]
+    Rejected {
+        /// Machine-readable reason.
+        reason: String,
+    },
+    /// The local store failed (disk full, corrupt file).
+    #[error("storage: {reason}")]
+    Storage {
+        /// What happened.
+        reason: String,
+    },
+    /// Bad input: a forged or expired code, a malformed id, a booking not on this device.
+    #[error("invalid input: {reason}")]
+    InvalidInput {
+        /// Why.
+        reason: String,
+    },
+    /// Anything else.
+    #[error("{reason}")]
+    Other {
+        /// What happened.
+        reason: String,
+    },
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Sqlite(err) => {
+                tracing::error!(error = %err, "storage failed");
+                Self::Storage {
+                    reason: "the local store failed".into(),
+                }
+            }
+            Error::Storage(reason) => {
+                tracing::error!(%reason, "storage failed");
+                Self::Storage { reason }
+            }
+            Error::Network(reason) => Self::Network { reason },
+            Error::Rejected(reason) => Self::Rejected { reason },
+            Error::InvalidInput(reason) => Self::InvalidInput { reason },
+            Error::NotEnrolled => Self::Rejected {
+                reason: "not-enrolled".into(),
+            },
+            Error::Revoked => Self::Rejected {
+                reason: net::DEVICE_REVOKED.into(),
+            },
+            Error::Other(reason) => {
+                tracing::warn!(%reason, "client error");
+                Self::Other { reason }
+            }
+        }
+    }
+}
+
+impl From<uniffi::UnexpectedUniFFICallbackError> for ApiError {
+    fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
+        Self::Other {
+            reason: format!("callback failed: {}", e.reason),
+        }
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Who this device is enrolled as (the token stays inside the library).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct Identity {
+    /// Device id.
+    pub device_id: String,
+    /// User id.
+    pub user_id: String,
+    /// `pupil`, `volunteer`, `teacher`, `venue_staff` or `bureau_admin`.
+    pub role: String,
+    /// School of a pupil, volunteer or teacher.
+    pub school_id: Option<String>,
+    /// Venue of venue staff.
+    pub venue_id: Option<String>,
+    /// Pseudonymous pupil id of a pupil.
+    pub pupil_id: Option<String>,
+}
+
+impl From<CoreIdentity> for Identity {
+    fn from(i: CoreIdentity) -> Self {
+        Self {
+            device_id: i.device.to_string(),
+            user_id: i.user.to_string(),
+            role: i.role.as_str().to_owned(),
+            school_id: i.school.map(|s| s.to_string()),
+            venue_id: i.venue.map(|v| v.to_string()),
+            pupil_id: i.pupil.map(|p| p.to_string()),
+        }
+    }
+}
+
+/// A document on this device.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct DocumentInfo {
+    /// Document id (bs58check, as in `automerge:` URLs).
+    pub doc_id: String,
+    /// `venue`, `booking`, `activity_log`, `school_log`, `revocations`; `None` while
+    /// asked for and not yet received.
+    pub kind: Option<String>,
+}
+
+/// A scan recorded by this device.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct CheckInReceipt {
+    /// The pupil.
+    pub pupil_id: String,
+    /// The scan's id.
+    pub scan_id: String,
+    /// Device time, unix ms.
+    pub at_ms: i64,
+    /// The pupil was already counted; this scan is kept as a duplicate.
+    pub already_counted: bool,
+}
+
+impl From<Receipt> for CheckInReceipt {
+    fn from(r: Receipt) -> Self {
+        Self {
+            pupil_id: r.pupil.to_string(),
+            scan_id: r.scan_id,
+            at_ms: r.at,
+            already_counted: r.already_counted,
+        }
+    }
+}
+
+/// One pupil on a visit.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct PupilRow {
+    /// Pseudonymous pupil id.
+    pub pupil_id: String,
+    /// On the roster (false: a walk-in).
+    pub on_roster: bool,
+    /// Counted as arrived.
+    pub arrived: bool,
+    /// Inside now.
+    pub inside: bool,
+    /// The check-in that counts (the earliest), unix ms.
+    pub checked_in_at_ms: Option<i64>,
+    /// Device that recorded it.
+    pub counted_by_device: Option<String>,
+    /// Latest check-out, unix ms.
+    pub checked_out_at_ms: Option<i64>,
+    /// Every check-in scan of this pupil (1 + duplicates).
+    pub scans: u32,
+}
+
+/// An anomaly on a counted check-in (shown, never dropped).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct Anomaly {
+    /// `walk_in`, `cancelled_booking`, `unconfirmed_booking`, `outside_slot`.
+    pub kind: String,
+    /// The pupil.
+    pub pupil_id: String,
+}
+
+/// Attendance of a visit, the same on every device that holds the same merged booking.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct Roster {
+    /// Booking document.
+    pub booking_doc: String,
+    /// `requested`, `confirmed`, `waitlisted`, `cancelled`.
+    pub status: String,
+    /// Pupils on the roster.
+    pub expected: u32,
+    /// Pupils counted as arrived, each once.
+    pub arrived: u32,
+    /// Inside now.
+    pub inside_now: u32,
+    /// Checked in, then out.
+    pub left: u32,
+    /// Roster pupils not arrived.
+    pub missing: Vec<String>,
+    /// Per pupil.
+    pub pupils: Vec<PupilRow>,
+    /// Anomalies.
+    pub anomalies: Vec<Anomaly>,
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn roster_record(doc: &DocumentId, b: &Booking, a: &Attendance) -> Roster {
+    Roster {
+        booking_doc: doc.to_string(),
+        status: b.status.as_str().to_owned(),
+        expected: count(a.expected),
+        arrived: count(a.arrived),
+        inside_now: count(a.inside_now),
+        left: count(a.left),
+        missing: a.missing.iter().map(ToString::to_string).collect(),
+        pupils: a
+            .pupils
+            .iter()
+            .map(|p| PupilRow {
+                pupil_id: p.pupil.to_string(),
+                on_roster: p.on_roster,
+                arrived: p.counted.is_some(),
+                inside: p.inside,
+                checked_in_at_ms: p.counted.as_ref().map(|s| s.at),
+                counted_by_device: p.counted.as_ref().map(|s| s.device.to_string()),
+                checked_out_at_ms: p.last_check_out.as_ref().map(|s| s.at),
+                scans: count(usize::from(p.counted.is_some()) + p.duplicates.len()),
+            })
+            .collect(),
+        anomalies: a
+            .anomalies
+            .iter()
+            .map(|x| Anomaly {
+                kind: x.kind.as_str().to_owned(),
+                pupil_id: x.pupil.to_string(),
+            })
+            .collect(),
+    }
+}
+
+/// A booking as this device sees it.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct BookingInfo {
+    /// Booking document.
+    pub doc_id: String,
+    /// Venue.
+    pub venue_id: String,
+    /// Slot.
+    pub slot_id: String,
+    /// School.
+    pub school_id: String,
+    /// Places asked for.
+    pub party_size: u32,
+    /// `requested` until the server decides, then `confirmed` or `waitlisted`;
+    /// `cancelled`.
+    pub status: String,
+    /// Place on the wait list.
+    pub wait_position: Option<u32>,
+}
+
+fn booking_record(doc: &DocumentId, b: &Booking) -> BookingInfo {
+    BookingInfo {
+        doc_id: doc.to_string(),
+        venue_id: b.venue.to_string(),
+        slot_id: b.slot.to_string(),
+        school_id: b.school.to_string(),
+        party_size: b.party_size,
+        status: b.status.as_str().to_owned(),
+        wait_position: b.wait_position,
+    }
+}
+
+/// One of a pupil's visits.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct Visit {
+    /// The booking.
+    pub booking: BookingInfo,
+    /// When this pupil's counted check-in was.
+    pub checked_in_at_ms: Option<i64>,
+    /// Latest check-out.
+    pub checked_out_at_ms: Option<i64>,
+}
+
+/// A volunteer's minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Record)]
+pub struct VolunteerMinutes {
+    /// Confirmed by venue staff.
+    pub confirmed: u64,
+    /// Not yet decided.
+    pub unconfirmed: u64,
+    /// Declined.
+    pub declined: u64,
+    /// Activities logged.
+    pub activities: u32,
+}
+
+/// Changes the server refused (kept on the device, shown to the user).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct Refusal {
+    /// Document.
+    pub doc_id: String,
+    /// Machine-readable reason (`not-on-roster`, `role-may-not-write`, …).
+    pub code: String,
+    /// Where in the document.
+    pub path: String,
+    /// How many changes.
+    pub changes: u64,
+    /// When the device learnt of it, unix ms.
+    pub at_ms: i64,
+}
+
+/// The sync status an app shows.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct SyncStatus {
+    /// Local changes the server has not acknowledged yet.
+    pub pending_changes: u64,
+    /// Last sync that reached every document, unix ms.
+    pub last_sync_ms: Option<i64>,
+    /// Refusals with their reasons.
+    pub refusals: Vec<Refusal>,
+    /// Connected to the server now.
+    pub connected: bool,
+    /// The last network problem, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// The server revoked this device; the local data was wiped.
+    pub revoked: bool,
+    /// The device is enrolled.
+    pub enrolled: bool,
+    /// Frame bytes sent since the app started.
+    pub bytes_sent: u64,
+    /// Frame bytes received since the app started.
+    pub bytes_received: u64,
+}
+
+impl From<&Status> for SyncStatus {
+    fn from(s: &Status) -> Self {
+        Self {
+            pending_changes: s.pending_changes,
+            last_sync_ms: s.last_sync_ms,
+            refusals: s
+                .refusals
+                .iter()
+                .map(|r| Refusal {
+                    doc_id: r.doc.to_string(),
+                    code: r.code.clone(),
+                    path: r.path.clone(),
+                    changes: r.changes,
+                    at_ms: r.at,
+                })
+                .collect(),
+            connected: s.connected,
+            last_error: s.last_error.clone(),
+            revoked: s.revoked,
+            enrolled: s.enrolled,
+            bytes_sent: s.bytes_sent,
+            bytes_received: s.bytes_received,
+        }
+    }
+}
+
+/// What one `sync_now` reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Record)]
+pub struct SyncReport {
+    /// Documents in sync with the server.
+    pub synced: u32,
+    /// Documents the server does not have (yet) or this device may not read.
+    pub unavailable: u32,
+    /// Batches of changes the server refused (see `sync_status().refusals`).
+    pub refused: u32,
+}
+
+/// Told when a document changed (locally or from the server). After a revocation wipe
+/// the sync observer reports `revoked`; every document is gone.
+#[uniffi::export(with_foreign)]
+pub trait DocumentObserver: Send + Sync {
+    /// A document changed; `kind` is `None` when it was dropped.
+    ///
+    /// # Errors
+    /// Whatever the app's callback throws; it is ignored.
+    fn on_document_changed(&self, doc_id: String, kind: Option<String>) -> Result<(), ApiError>;
+}
+
+/// Told when the sync status may have changed.
+#[uniffi::export(with_foreign)]
+pub trait SyncObserver: Send + Sync {
+    /// The new status.
+    ///
+    /// # Errors
+    /// Whatever the app's callback throws; it is ignored.
+    fn on_sync_status(&self, status: SyncStatus) -> Result<(), ApiError>;
+}
+
+struct DocAdapter(Arc<dyn DocumentObserver>);
+
+impl DocListener for DocAdapter {
+    fn changed(&self, doc: DocumentId, kind: Option<DocKind>) {
+        if let Err(e) = self
+            .0
+            .on_document_changed(doc.to_string(), kind.map(|k| k.as_str().to_owned()))
+        {
+            tracing::debug!(error = %e, "document observer failed");
+        }
+    }
+}
+
+struct SyncAdapter(Arc<dyn SyncObserver>);
+
+impl SyncListener for SyncAdapter {
+    fn changed(&self, status: &Status) {
+        if let Err(e) = self.0.on_sync_status(status.into()) {
+            tracing::debug!(error = %e, "sync observer failed");
+        }
+    }
+}
+
+/// Returned by `observe_*`: call `cancel()` to stop the callbacks.
+#[derive(uniffi::Object)]
+pub struct ObserverHandle {
+    core: Weak<Core>,
+    id: u64,
+}
+
+#[uniffi::export]
+impl ObserverHandle {
+    /// Stops the callbacks (idempotent).
+    pub fn cancel(&self) {
+        if let Some(core) = self.core.upgrade() {
+            core.remove_listener(self.id);
+        }
+    }
+}
+
+struct Background {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// One install of the app: its local store, identity and sync.
+#[derive(uniffi::Object)]
+pub struct KepuClient {
+    core: Arc<Core>,
+    background: Mutex<Option<Background>>,
+}
+
+impl std::fmt::Debug for KepuClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KepuClient").finish_non_exhaustive()
+    }
+}
+
+impl KepuClient {
+    /// The core (Rust tests and benchmarks).
+    #[must_use]
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+}
+
+#[uniffi::export]
+impl KepuClient {
+    /// Opens (creating or upgrading) the store in `dir`, for the server at `server_url`
+    /// (`https://host`). `server_public_key` (base64url, 43 characters) verifies gate
+    /// codes and pupil passes offline; without it the key stored at enrollment is used.
+    ///
+    /// # Errors
+    /// The store cannot be opened, or the key is malformed.
+    #[uniffi::constructor(default(server_public_key = None))]
+    pub fn open(
+        dir: String,
+        server_url: String,
+        server_public_key: Option<String>,
+    ) -> ApiResult<Arc<Self>> {
+        let core = Core::open(
+            std::path::Path::new(&dir),
+            &server_url,
+            server_public_key.as_deref(),
+        )?;
+        Ok(Arc::new(Self {
+            core: Arc::new(core),
+            background: Mutex::new(None),
+        }))
+    }
+
+    /// Enrolls this install with the one-time code scanned from a QR (online, once).
+    ///
+    /// # Errors
+    /// `Network`, or `Rejected { reason: "invalid_enrollment_code" }`.
+    pub async fn enroll(&self, code: String) -> ApiResult<Identity> {
+        let core = Arc::clone(&self.core);
+        let identity = runtime()?
+            .spawn(async move { core.enroll(&code).await })
+            .await
+            .map_err(|_| ApiError::Other {
+                reason: "enrollment was interrupted".into(),
+            })??;
+        Ok(identity.into())
+    }
+
+    /// Who this device is, if enrolled.
+    pub fn identity(&self) -> Option<Identity> {
+        self.core.identity().ok().flatten().map(Into::into)
+    }
+
+    /// Documents this device holds (and those asked for, with no kind yet).
+    ///
+    /// # Errors
+    /// Not enrolled, storage.
+    pub fn documents(&self) -> ApiResult<Vec<DocumentInfo>> {
+        Ok(self
+            .core
+            .documents()?
+            .into_iter()
+            .map(|(d, k)| DocumentInfo {
+                doc_id: d.to_string(),
+                kind: k.map(|k| k.as_str().to_owned()),
+            })
+            .collect())
+    }
+
+    /// Asks for a document shared with this device (a booking from a QR); fetched on the
+    /// next sync.
+    ///
+    /// # Errors
+    /// Malformed id, not enrolled.
+    pub fn add_document(&self, doc_id: String) -> ApiResult<()> {
+        Ok(self.core.want(parse_doc(&doc_id)?)?)
+    }
+
+    /// Pupil: check in by scanning the venue gate's rotating code (verified offline).
+    ///
+    /// # Errors
+    /// `InvalidInput` for a forged, expired or other venue's code.
+    pub fn check_in_with_gate_code(
+        &self,
+        booking_doc: String,
+        code: String,
+    ) -> ApiResult<CheckInReceipt> {
+        let doc = parse_doc(&booking_doc)?;
+        Ok(self.core.check_in_with_gate_code(doc, &code)?.into())
+    }
+
+    /// Check a pupil out (a pupil's device: themselves; others name `pupil_id`).
+    ///
+    /// # Errors
+    /// Booking not held, bad pupil id.
+    #[uniffi::method(default(pupil_id = None))]
+    pub fn check_out(
+        &self,
+        booking_doc: String,
+        pupil_id: Option<String>,
+    ) -> ApiResult<CheckInReceipt> {
+        let doc = parse_doc(&booking_doc)?;
+        Ok(self.core.check_out(doc, pupil_id.as_deref())?.into())
+    }
+
+    /// Pupil: own visits.
+    ///
+    /// # Errors
+    /// Not a pupil's device.
+    pub fn my_visits(&self) -> ApiResult<Vec<Visit>> {
+        let me = self.core.require_identity()?;
+        Ok(self
+            .core
+            .my_visits()?
+            .into_iter()
+            .map(|(doc, b)| {
+                let a = kepu_sync_core::rules::attendance::attendance(&b, None);
+                let row = a.pupils.iter().find(|p| Some(p.pupil) == me.pupil);
+                Visit {
+                    booking: booking_record(&doc, &b),
+                    checked_in_at_ms: row.and_then(|r| r.counted.as_ref().map(|s| s.at)),
+                    checked_out_at_ms: row.and_then(|r| r.last_check_out.as_ref().map(|s| s.at)),
+                }
+            })
+            .collect())
+    }
+
+    /// Teacher or gate: scan a pupil's pass (verified offline) and check them in.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a forged, expired or revoked pass.
+    pub fn scan_pupil_pass(
+        &self,
+        booking_doc: String,
+        pass_code: String,
+    ) -> ApiResult<CheckInReceipt> {
+        let doc = parse_doc(&booking_doc)?;
+        Ok(self.core.scan_pupil_pass(doc, &pass_code)?.into())
+    }
+
+    /// Who is in, who is missing, who left.
+    ///
+    /// # Errors
+    /// Booking not held.
+    pub fn roster(&self, booking_doc: String) -> ApiResult<Roster> {
+        let doc = parse_doc(&booking_doc)?;
+        let (b, a) = self.core.roster(&doc)?;
+        Ok(roster_record(&doc, &b, &a))
+    }
+
+    /// A booking held on this device.
+    ///
+    /// # Errors
+    /// Booking not held.
+    pub fn booking(&self, booking_doc: String) -> ApiResult<BookingInfo> {
+        let doc = parse_doc(&booking_doc)?;
+        Ok(booking_record(&doc, &self.core.booking(&doc)?))
+    }
+
+    /// Teacher: ask for places on a slot (offline is fine). Returns the new booking
+    /// document; its status is `requested` until the server decides.
+    ///
+    /// # Errors
+    /// Bad ids, not a teacher.
+    pub fn request_booking(
+        &self,
+        venue_id: String,
+        slot_id: String,
+        party_size: u32,
+        roster: Vec<String>,
+    ) -> ApiResult<String> {
+        Ok(self
+            .core
+            .request_booking(&venue_id, &slot_id, party_size, &roster)?
+            .to_string())
+    }
+
+    /// Volunteer: log an activity; returns its id.
+    ///
+    /// # Errors
+    /// Not a volunteer, bad venue id, out-of-range minutes.
+    pub fn log_activity(
+        &self,
+        venue_id: String,
+        activity_kind: String,
+        start_ms: i64,
+        minutes: u32,
+        description: String,
+    ) -> ApiResult<String> {
+        Ok(self
+            .core
+            .log_activity(&venue_id, &activity_kind, start_ms, minutes, &description)?)
+    }
+
+    /// Volunteer: the id of their activity log document (share it with venue staff).
+    ///
+    /// # Errors
+    /// Not a volunteer.
+    pub fn activity_log_doc(&self) -> ApiResult<String> {
+        Ok(self.core.own_activity_log()?.to_string())
+    }
+
+    /// Venue staff: confirm (or decline) an activity, optionally with fewer minutes.
+    ///
+    /// # Errors
+    /// Log not held, another venue's activity.
+    #[uniffi::method(default(minutes = None))]
+    pub fn confirm_activity(
+        &self,
+        log_doc: String,
+        activity_id: String,
+        approved: bool,
+        minutes: Option<u32>,
+    ) -> ApiResult<()> {
+        let doc = parse_doc(&log_doc)?;
+        Ok(self
+            .core
+            .confirm_activity(doc, &activity_id, approved, minutes)?)
+    }
+
+    /// A volunteer's minutes (their own log when `log_doc` is `None`).
+    ///
+    /// # Errors
+    /// Log not held.
+    #[uniffi::method(default(log_doc = None))]
+    pub fn volunteer_minutes(&self, log_doc: Option<String>) -> ApiResult<VolunteerMinutes> {
+        let doc = log_doc.as_deref().map(parse_doc).transpose()?;
+        let (_, m) = self.core.volunteer_minutes(doc)?;
+        Ok(VolunteerMinutes {
+            confirmed: m.confirmed,
+            unconfirmed: m.unconfirmed,
+            declined: m.declined,
+            activities: count(m.activities),
+        })
+    }
+
+    /// Connects, syncs every document, and returns once they are in sync.
+    ///
+    /// # Errors
+    /// `Network`, or `Rejected { reason: "device-revoked" }` (the store was wiped).
+    pub async fn sync_now(&self) -> ApiResult<SyncReport> {
+        let core = Arc::clone(&self.core);
+        let result = runtime()?
+            .spawn(async move {
+                let r = net::connect_and_sync(&core, Until::Synced, None).await;
+                if let Err(e) = &r {
+                    core.set_error(Some(e.to_string()));
+                }
+                r
+            })
+            .await
+            .map_err(|_| ApiError::Other {
+                reason: "sync was interrupted".into(),
+            })??;
+        Ok(SyncReport {
+            synced: result.synced,
+            unavailable: result.unavailable,
+            refused: result.refused,
+        })
+    }
+
+    /// Keeps a connection open while the network allows, reconnecting with backoff.
+    ///
+    /// # Errors
+    /// The runtime could not start.
+    pub fn start_background_sync(&self) -> ApiResult<()> {
+        let mut bg = self
+            .background
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if bg.as_ref().is_some_and(|b| !b.task.is_finished()) {
+            return Ok(());
+        }
+        let (stop, rx) = watch::channel(false);
+        let task = runtime()?.spawn(net::background(Arc::clone(&self.core), rx));
+        *bg = Some(Background { stop, task });
+        Ok(())
+    }
+
+    /// Stops background sync (the open connection closes cleanly).
+    pub fn stop_background_sync(&self) {
+        let bg = self
+            .background
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(bg) = bg {
+            let _ = bg.stop.send(true);
+            if let Ok(rt) = runtime() {
+                let task = bg.task;
+                rt.spawn(async move {
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+                });
+            }
+        }
+    }
+
+    /// Pending changes, last successful sync, refusals with reasons.
+    ///
+    /// # Errors
+    /// Storage.
+    pub fn sync_status(&self) -> ApiResult<SyncStatus> {
+        Ok((&self.core.status()?).into())
+    }
+
+    /// Calls `observer` whenever a document changes.
+    pub fn observe_documents(&self, observer: Arc<dyn DocumentObserver>) -> Arc<ObserverHandle> {
+        let id = self.core.add_doc_listener(Arc::new(DocAdapter(observer)));
+        Arc::new(ObserverHandle {
+            core: Arc::downgrade(&self.core),
+            id,
+        })
+    }
+
+    /// Calls `observer` whenever the sync status may have changed.
+    pub fn observe_sync(&self, observer: Arc<dyn SyncObserver>) -> Arc<ObserverHandle> {
+        let id = self.core.add_sync_listener(Arc::new(SyncAdapter(observer)));
+        Arc::new(ObserverHandle {
+            core: Arc::downgrade(&self.core),
+            id,
+        })
+    }
+}
+
+impl Drop for KepuClient {
+    fn drop(&mut self) {
+        self.stop_background_sync();
+    }
+}

@@ -1,0 +1,680 @@
+//! The client core: the store, the sans-IO engine in client mode and the connections,
+//! behind one lock. Every input runs to completion under that lock: the engine's storage
+//! tasks are executed (and committed) before the call returns, so a local edit that
+//! returned is on disk. Observers are called after the lock is released.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use automerge::Automerge;
+use kepu_sync_core::doc_id::DocumentId;
+use kepu_sync_core::edits::Edit;
+use kepu_sync_core::engine::{Config, ConnId, Engine, Event, Input, Mode, StorageTask};
+use kepu_sync_core::proof::ServerPublicKey;
+use kepu_sync_core::schema::DocKind;
+use tokio::sync::mpsc;
+
+use super::error::{Error, Result};
+use super::identity::Identity;
+use super::store::{Store, StoredRefusal};
+
+/// Something for a connection's writer task.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A binary frame.
+    Frame(Vec<u8>),
+    /// Close the connection.
+    Close,
+}
+
+/// Told about merged, durable document changes.
+pub trait DocListener: Send + Sync {
+    /// `doc` changed (a local edit or changes from the server).
+    fn changed(&self, doc: DocumentId, kind: Option<DocKind>);
+}
+
+/// Told when the sync status may have changed.
+pub trait SyncListener: Send + Sync {
+    /// Read [`Core::status`] for the details.
+    fn changed(&self, status: &Status);
+}
+
+/// The sync status an app shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    /// Local changes the server has not acknowledged.
+    pub pending_changes: u64,
+    /// Last sync that reached every document, unix ms.
+    pub last_sync_ms: Option<i64>,
+    /// Refused changes, grouped by document and reason.
+    pub refusals: Vec<StoredRefusal>,
+    /// A connection to the server is open.
+    pub connected: bool,
+    /// The last network problem, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// The server revoked this device and the local data was wiped.
+    pub revoked: bool,
+    /// The device is enrolled.
+    pub enrolled: bool,
+    /// Frame bytes sent since the app started.
+    pub bytes_sent: u64,
+    /// Frame bytes received since the app started.
+    pub bytes_received: u64,
+}
+
+struct Session {
+    identity: Identity,
+    engine: Engine,
+    conns: HashMap<ConnId, mpsc::UnboundedSender<Outbound>>,
+}
+
+struct State {
+    store: Store,
+    session: Option<Session>,
+}
+
+#[derive(Default)]
+struct Net {
+    connected: usize,
+    last_error: Option<String>,
+    revoked: bool,
+}
+
+#[derive(Default)]
+struct Listeners {
+    next: u64,
+    docs: HashMap<u64, Arc<dyn DocListener>>,
+    sync: HashMap<u64, Arc<dyn SyncListener>>,
+}
+
+/// The client core, shared as `Arc<Core>`.
+pub struct Core {
+    server_url: String,
+    server_key: Mutex<Option<ServerPublicKey>>,
+    state: Mutex<State>,
+    net: Mutex<Net>,
+    listeners: Mutex<Listeners>,
+    next_conn: AtomicU64,
+    /// Frame bytes sent.
+    pub bytes_sent: AtomicU64,
+    /// Frame bytes received.
+    pub bytes_received: AtomicU64,
+    pub(crate) http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Now, unix milliseconds.
+#[must_use]
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// `N` random bytes from the operating system.
+#[must_use]
+pub fn random<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    rand::fill(&mut out);
+    out
+}
+
+fn new_engine(identity: &Identity) -> Engine {
+    Engine::new(Config::new(
+        Mode::Client,
+        identity.peer_id(),
+        identity.storage_id.clone(),
+        identity.actor,
+        identity.writer(),
+    ))
+}
+
+impl Core {
+    /// Opens the store in `dir` for the server at `server_url`.
+    ///
+    /// # Errors
+    /// The store cannot be opened, or `server_public_key` is malformed.
+    pub fn open(dir: &Path, server_url: &str, server_public_key: Option<&str>) -> Result<Self> {
+        let store = Store::open(dir)?;
+        Self::with_store(store, server_url, server_public_key)
+    }
+
+    /// A core over an already opened store.
+    ///
+    /// # Errors
+    /// `server_public_key` is malformed or the stored identity is corrupt.
+    pub fn with_store(
+        store: Store,
+        server_url: &str,
+        server_public_key: Option<&str>,
+    ) -> Result<Self> {
+        let key_text = match server_public_key {
+            Some(k) => Some(k.to_owned()),
+            None => store.meta("server_public_key")?,
+        };
+        let server_key = key_text
+            .map(|k| {
+                ServerPublicKey::from_base64(&k)
+                    .map_err(|_| Error::InvalidInput("malformed server public key".into()))
+            })
+            .transpose()?;
+        let mut state = State {
+            store,
+            session: None,
+        };
+        if let Some(identity) = Identity::load(&state.store)? {
+            start_session(&mut state, identity)?;
+        }
+        Ok(Self {
+            server_url: server_url.trim_end_matches('/').to_owned(),
+            server_key: Mutex::new(server_key),
+            state: Mutex::new(state),
+            net: Mutex::new(Net::default()),
+            listeners: Mutex::new(Listeners::default()),
+            next_conn: AtomicU64::new(1),
+            bytes_sent: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(20))
+                .build()
+                .map_err(|e| Error::Other(format!("http client: {e}")))?,
+        })
+    }
+
+    /// The server's base URL.
+    #[must_use]
+    pub fn server_url(&self) -> &str {
+        &self.server_url
+    }
+
+    /// The server public key proofs are checked against.
+    #[must_use]
+    pub fn server_key(&self) -> Option<ServerPublicKey> {
+        *lock(&self.server_key)
+    }
+
+    /// Enrolls this install with a one-time code (online).
+    ///
+    /// # Errors
+    /// Network, refusal, or already enrolled.
+    pub async fn enroll(&self, code: &str) -> Result<Identity> {
+        if self.identity()?.is_some() {
+            return Err(Error::InvalidInput(
+                "this device is already enrolled".into(),
+            ));
+        }
+        let code = code.trim();
+        if code.is_empty() || code.len() > 512 {
+            return Err(Error::InvalidInput("malformed enrollment code".into()));
+        }
+        let e = super::enroll::enroll(&self.http, &self.server_url, code).await?;
+        let role = kepu_sync_core::writer::Role::parse(&e.role)
+            .ok_or_else(|| Error::Other("server sent an unknown role".into()))?;
+        let actor = random::<16>();
+        let identity = Identity {
+            device: e.device_id,
+            token: e.token,
+            user: e.user_id,
+            role,
+            school: e.school_id,
+            venue: e.venue_id,
+            pupil: e.pupil_id,
+            actor,
+            storage_id: format!("kepu-device-{}", hex::encode(random::<16>())),
+        };
+        let key = e
+            .server_public_key
+            .as_deref()
+            .and_then(|k| ServerPublicKey::from_base64(k).ok());
+        {
+            let mut st = lock(&self.state);
+            if st.session.is_some() {
+                return Err(Error::InvalidInput(
+                    "this device is already enrolled".into(),
+                ));
+            }
+            identity.save(&mut st.store)?;
+            if let Some(k) = key {
+                let text = k.to_base64();
+                st.store
+                    .set_meta(&[("server_public_key", Some(text.as_str()))])?;
+            }
+            start_session(&mut st, identity.clone())?;
+        }
+        if let Some(k) = key {
+            *lock(&self.server_key) = Some(k);
+        }
+        lock(&self.net).revoked = false;
+        self.notify_sync();
+        Ok(identity)
+    }
+
+    /// The enrolled identity.
+    ///
+    /// # Errors
+    /// Never in practice (kept for symmetry with other reads).
+    pub fn identity(&self) -> Result<Option<Identity>> {
+        Ok(lock(&self.state)
+            .session
+            .as_ref()
+            .map(|s| s.identity.clone()))
+    }
+
+    /// The identity, or [`Error::NotEnrolled`].
+    ///
+    /// # Errors
+    /// Not enrolled.
+    pub fn require_identity(&self) -> Result<Identity> {
+        self.identity()?.ok_or(Error::NotEnrolled)
+    }
+
+    /// Feeds one input and runs every storage task it causes, then tells listeners.
+    /// `local` marks edits of this device (their changes count as pending).
+    ///
+    /// # Errors
+    /// Not enrolled.
+    pub fn handle(&self, input: Input, local: bool) -> Result<Vec<Event>> {
+        let events = {
+            let mut st = lock(&self.state);
+            let State { store, session } = &mut *st;
+            let session = session.as_mut().ok_or(Error::NotEnrolled)?;
+            drive(store, session, input, local, &self.bytes_sent)
+        };
+        self.dispatch(&events);
+        Ok(events)
+    }
+
+    fn dispatch(&self, events: &[Event]) {
+        let mut sync_changed = false;
+        let docs: Vec<Arc<dyn DocListener>> =
+            lock(&self.listeners).docs.values().cloned().collect();
+        for e in events {
+            match e {
+                Event::DocChanged { doc, kind } => {
+                    for l in &docs {
+                        l.changed(*doc, *kind);
+                    }
+                    sync_changed = true;
+                }
+                Event::AccessLost { doc } => {
+                    for l in &docs {
+                        l.changed(*doc, None);
+                    }
+                    sync_changed = true;
+                }
+                Event::Synced { .. } | Event::Refused { .. } => sync_changed = true,
+                _ => {}
+            }
+        }
+        if sync_changed {
+            self.notify_sync();
+        }
+    }
+
+    /// Calls the sync listeners with the current status.
+    pub fn notify_sync(&self) {
+        let listeners: Vec<Arc<dyn SyncListener>> =
+            lock(&self.listeners).sync.values().cloned().collect();
+        if listeners.is_empty() {
+            return;
+        }
+        let Ok(status) = self.status() else {
+            return;
+        };
+        for l in listeners {
+            l.changed(&status);
+        }
+    }
+
+    /// Writes `edit` into `doc` as this device; returns once it is durable.
+    ///
+    /// # Errors
+    /// The device's own validation refused it ([`Error::Rejected`]), the edit does not fit
+    /// the document ([`Error::InvalidInput`]) or storage failed.
+    pub fn edit(&self, doc: DocumentId, edit: Edit) -> Result<()> {
+        let events = self.handle(Input::Edit { doc, edit }, true)?;
+        for e in &events {
+            match e {
+                Event::EditFailed { doc: d, error } if *d == doc => {
+                    return Err(if let Some(reason) = error.strip_prefix("refused: ") {
+                        Error::Rejected(reason.to_owned())
+                    } else {
+                        Error::InvalidInput(error.clone())
+                    });
+                }
+                Event::StorageFailed { doc: d, error } if *d == doc => {
+                    return Err(Error::Storage(error.clone()));
+                }
+                _ => {}
+            }
+        }
+        if !events
+            .iter()
+            .any(|e| matches!(e, Event::EditApplied { doc: d } if *d == doc))
+        {
+            return Err(Error::Other("the edit was not applied".into()));
+        }
+        // Announce the document on open connections (a new document has no peers yet).
+        if self.connected() {
+            self.handle(Input::Want { doc }, false)?;
+        }
+        self.notify_sync();
+        Ok(())
+    }
+
+    /// Asks for a document this device does not hold yet (fetched on the next sync).
+    ///
+    /// # Errors
+    /// Not enrolled or storage failed.
+    pub fn want(&self, doc: DocumentId) -> Result<()> {
+        {
+            let st = lock(&self.state);
+            if st.session.is_none() {
+                return Err(Error::NotEnrolled);
+            }
+            st.store.want(&doc, now_ms())?;
+        }
+        self.handle(Input::Want { doc }, false)?;
+        Ok(())
+    }
+
+    /// Reads a document (loaded copy, or from the store).
+    ///
+    /// # Errors
+    /// Not enrolled or storage failed.
+    pub fn read<T>(&self, doc: &DocumentId, f: impl FnOnce(&Automerge) -> T) -> Result<Option<T>> {
+        let st = lock(&self.state);
+        let session = st.session.as_ref().ok_or(Error::NotEnrolled)?;
+        if let Some(d) = session.engine.doc(doc) {
+            return Ok(Some(f(d)));
+        }
+        let Some(d) = load_doc(&st.store, doc)? else {
+            return Ok(None);
+        };
+        Ok(Some(f(&d)))
+    }
+
+    /// Every document held or wanted, with its kind once known.
+    ///
+    /// # Errors
+    /// Not enrolled or storage failed.
+    pub fn documents(&self) -> Result<Vec<(DocumentId, Option<DocKind>)>> {
+        let st = lock(&self.state);
+        if st.session.is_none() {
+            return Err(Error::NotEnrolled);
+        }
+        st.store.documents()
+    }
+
+    /// A meta value of the store.
+    ///
+    /// # Errors
+    /// Storage failed.
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        lock(&self.state).store.meta(key)
+    }
+
+    /// Sets a meta value.
+    ///
+    /// # Errors
+    /// Storage failed.
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        lock(&self.state).store.set_meta(&[(key, Some(value))])
+    }
+
+    /// The sync status.
+    ///
+    /// # Errors
+    /// Storage failed.
+    pub fn status(&self) -> Result<Status> {
+        let (pending, last, refusals, enrolled) = {
+            let st = lock(&self.state);
+            (
+                st.store.pending_changes()?,
+                st.store
+                    .meta("last_sync_ms")?
+                    .and_then(|v| v.parse::<i64>().ok()),
+                st.store.refusals()?,
+                st.session.is_some(),
+            )
+        };
+        let net = lock(&self.net);
+        Ok(Status {
+            pending_changes: pending,
+            last_sync_ms: last,
+            refusals,
+            connected: net.connected > 0,
+            last_error: net.last_error.clone(),
+            revoked: net.revoked,
+            enrolled,
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            bytes_received: self.bytes_received.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Rows in a store table (tests).
+    ///
+    /// # Errors
+    /// Storage failed.
+    pub fn store_count(&self, table: &str) -> Result<u64> {
+        lock(&self.state).store.count(table)
+    }
+
+    /// Is a connection open?
+    #[must_use]
+    pub fn connected(&self) -> bool {
+        lock(&self.net).connected > 0
+    }
+
+    /// Attaches a new connection and sends `join`. Returns its id and the documents it
+    /// will sync.
+    ///
+    /// # Errors
+    /// Not enrolled.
+    pub fn attach(&self, tx: mpsc::UnboundedSender<Outbound>) -> Result<(ConnId, Vec<DocumentId>)> {
+        let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
+        let (events, docs) = {
+            let mut st = lock(&self.state);
+            let State { store, session } = &mut *st;
+            let session = session.as_mut().ok_or(Error::NotEnrolled)?;
+            session.conns.insert(conn, tx);
+            let docs: Vec<DocumentId> = session.engine.local_docs().iter().copied().collect();
+            let events = drive(
+                store,
+                session,
+                Input::Connected { conn, writer: None },
+                false,
+                &self.bytes_sent,
+            );
+            (events, docs)
+        };
+        {
+            let mut net = lock(&self.net);
+            net.connected += 1;
+            net.last_error = None;
+        }
+        self.dispatch(&events);
+        self.notify_sync();
+        Ok((conn, docs))
+    }
+
+    /// Detaches a closed connection (sync states are saved).
+    pub fn detach(&self, conn: ConnId) {
+        let events = {
+            let mut st = lock(&self.state);
+            let State { store, session } = &mut *st;
+            session.as_mut().map(|session| {
+                session.conns.remove(&conn);
+                drive(
+                    store,
+                    session,
+                    Input::Disconnected { conn },
+                    false,
+                    &self.bytes_sent,
+                )
+            })
+        };
+        {
+            let mut net = lock(&self.net);
+            net.connected = net.connected.saturating_sub(1);
+        }
+        if let Some(events) = events {
+            self.dispatch(&events);
+        }
+        self.notify_sync();
+    }
+
+    /// Records a network failure for the status.
+    pub fn set_error(&self, error: Option<String>) {
+        lock(&self.net).last_error = error;
+        self.notify_sync();
+    }
+
+    /// Records a successful sync.
+    ///
+    /// # Errors
+    /// Storage failed.
+    pub fn synced_at(&self, at: i64) -> Result<()> {
+        lock(&self.state)
+            .store
+            .set_meta(&[("last_sync_ms", Some(at.to_string().as_str()))])?;
+        self.notify_sync();
+        Ok(())
+    }
+
+    /// The server revoked this device: close connections, wipe the store, forget the
+    /// identity, and tell the app.
+    ///
+    /// # Errors
+    /// Storage failed while wiping.
+    pub fn wipe_revoked(&self) -> Result<()> {
+        let result = {
+            let mut st = lock(&self.state);
+            if let Some(session) = st.session.take() {
+                for tx in session.conns.values() {
+                    let _ = tx.send(Outbound::Close);
+                }
+            }
+            st.store.wipe()
+        };
+        lock(&self.net).revoked = true;
+        tracing::warn!("device revoked by the server; local data wiped");
+        self.notify_sync();
+        result
+    }
+
+    /// Adds a document listener; returns its id for [`Core::remove_listener`].
+    pub fn add_doc_listener(&self, l: Arc<dyn DocListener>) -> u64 {
+        let mut ls = lock(&self.listeners);
+        ls.next += 1;
+        let id = ls.next;
+        ls.docs.insert(id, l);
+        id
+    }
+
+    /// Adds a sync listener.
+    pub fn add_sync_listener(&self, l: Arc<dyn SyncListener>) -> u64 {
+        let mut ls = lock(&self.listeners);
+        ls.next += 1;
+        let id = ls.next;
+        ls.sync.insert(id, l);
+        id
+    }
+
+    /// Removes a listener of either kind.
+    pub fn remove_listener(&self, id: u64) {
+        let mut ls = lock(&self.listeners);
+        ls.docs.remove(&id);
+        ls.sync.remove(&id);
+    }
+}
+
+fn start_session(state: &mut State, identity: Identity) -> Result<()> {
+    let mut engine = new_engine(&identity);
+    let docs: Vec<DocumentId> = state
+        .store
+        .documents()?
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
+    let _ = engine.handle(now_ms(), Input::Register { docs });
+    state.session = Some(Session {
+        identity,
+        engine,
+        conns: HashMap::new(),
+    });
+    Ok(())
+}
+
+/// Runs `input` and everything it causes to completion.
+fn drive(
+    store: &mut Store,
+    session: &mut Session,
+    input: Input,
+    local: bool,
+    bytes_sent: &AtomicU64,
+) -> Vec<Event> {
+    let now = now_ms();
+    let mut queue = VecDeque::from([input]);
+    let mut events = Vec::new();
+    while let Some(input) = queue.pop_front() {
+        let fx = session.engine.handle(now, input);
+        for (conn, bytes) in fx.sends {
+            if let Some(tx) = session.conns.get(&conn) {
+                bytes_sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                let _ = tx.send(Outbound::Frame(bytes));
+            }
+        }
+        for conn in fx.close {
+            if let Some(tx) = session.conns.get(&conn) {
+                let _ = tx.send(Outbound::Close);
+            }
+        }
+        for (task, t) in &fx.tasks {
+            let is_local = local && matches!(t, StorageTask::Append { .. });
+            let result = store.run(t, is_local, now);
+            queue.push_back(Input::IoDone {
+                task: *task,
+                result,
+            });
+        }
+        for e in &fx.events {
+            if let Event::Synced { doc } = e
+                && let Err(err) = store.acknowledge(doc)
+            {
+                tracing::warn!(error = %err, "could not record an acknowledgement");
+            }
+        }
+        events.extend(fx.events);
+    }
+    events
+}
+
+fn load_doc(store: &Store, doc: &DocumentId) -> Result<Option<Automerge>> {
+    let loaded = store.load(doc)?;
+    let mut d = match &loaded.snapshot {
+        Some(s) => Automerge::load(s).unwrap_or_default(),
+        None => Automerge::new(),
+    };
+    let changes: Vec<automerge::Change> = loaded
+        .changes
+        .into_iter()
+        .filter_map(|c| automerge::Change::from_bytes(c.bytes).ok())
+        .collect();
+    let _ = d.apply_changes(changes);
+    if d.get_heads().is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(d))
+}

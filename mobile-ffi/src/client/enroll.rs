@@ -1,0 +1,91 @@
+//! Enrollment: `POST /api/enroll {code, app_version}` with the one-time code scanned from
+//! a QR. Online, once per install.
+
+use serde::{Deserialize, Serialize};
+
+use kepu_sync_core::ids::{DeviceId, PupilId, SchoolId, UserId, VenueId};
+
+use super::error::{Error, Result};
+
+#[derive(Serialize)]
+struct Request<'a> {
+    code: &'a str,
+    app_version: &'a str,
+}
+
+/// What the server answers.
+#[derive(Deserialize)]
+pub struct Enrolled {
+    /// New device id.
+    pub device_id: DeviceId,
+    /// Bearer token.
+    pub token: String,
+    /// User.
+    pub user_id: UserId,
+    /// Role (`pupil`, `teacher`, …).
+    pub role: String,
+    /// School.
+    pub school_id: Option<SchoolId>,
+    /// Venue.
+    pub venue_id: Option<VenueId>,
+    /// Pupil.
+    #[serde(default)]
+    pub pupil_id: Option<PupilId>,
+    /// The server's public key (base64url), if the server sends it.
+    #[serde(default)]
+    pub server_public_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    code: String,
+}
+
+/// Enrolls with `code` at `server_url` (`http(s)://host[:port]`).
+///
+/// # Errors
+/// [`Error::Network`] when the server cannot be reached, [`Error::Rejected`] with the
+/// server's error code when it refuses.
+pub async fn enroll(http: &reqwest::Client, server_url: &str, code: &str) -> Result<Enrolled> {
+    let url = format!("{}/api/enroll", server_url.trim_end_matches('/'));
+    let response = http
+        .post(url)
+        .json(&Request {
+            code,
+            app_version: env!("CARGO_PKG_VERSION"),
+        })
+        .send()
+        .await
+        .map_err(|e| Error::Network(without_url(&e)))?;
+    let status = response.status();
+    if !status.is_success() {
+        let code = response
+            .json::<ErrorBody>()
+            .await
+            .map_or_else(|_| format!("http-{}", status.as_u16()), |b| b.error.code);
+        return if status.is_server_error() {
+            Err(Error::Network(code))
+        } else {
+            Err(Error::Rejected(code))
+        };
+    }
+    response
+        .json::<Enrolled>()
+        .await
+        .map_err(|_| Error::Other("malformed enrollment response".into()))
+}
+
+fn without_url(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "cannot connect to the server".into()
+    } else {
+        "request failed".into()
+    }
+}

@@ -1,0 +1,34 @@
+//! The client core's rich error. [`crate::api::ApiError`] is its small public face,
+//! converted in one place.
+
+/// What went wrong inside the client.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// SQLite failed.
+    #[error("storage: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Another storage failure (file system, a task the engine reported as failed).
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The server could not be reached or the connection broke.
+    #[error("network: {0}")]
+    Network(String),
+    /// The server refused (enrollment code, revoked device, refused changes).
+    #[error("refused: {0}")]
+    Rejected(String),
+    /// The caller passed something unusable (a forged or expired code, a bad id).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The device is not enrolled yet (or was wiped).
+    #[error("device is not enrolled")]
+    NotEnrolled,
+    /// The device was revoked; its local data has been wiped.
+    #[error("device revoked; local data wiped")]
+    Revoked,
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

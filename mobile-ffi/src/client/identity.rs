@@ -1,0 +1,120 @@
+//! Who this install is: what enrollment returned plus the install's own random actor id
+//! and storage id, persisted in the store's `meta` table.
+
+use kepu_sync_core::ids::{DeviceId, PupilId, SchoolId, UserId, VenueId};
+use kepu_sync_core::writer::{Role, Writer};
+
+use super::error::{Error, Result};
+use super::store::Store;
+
+/// The enrolled identity of this install.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Device id (from the server).
+    pub device: DeviceId,
+    /// Bearer token for the websocket (never logged, never shown).
+    pub token: String,
+    /// User.
+    pub user: UserId,
+    /// Role.
+    pub role: Role,
+    /// School of a pupil, volunteer or teacher.
+    pub school: Option<SchoolId>,
+    /// Venue of venue staff.
+    pub venue: Option<VenueId>,
+    /// Pseudonymous pupil id of a pupil.
+    pub pupil: Option<PupilId>,
+    /// This install's automerge actor id (16 random bytes, never shared).
+    pub actor: [u8; 16],
+    /// This install's storage id (peers persist sync states against it).
+    pub storage_id: String,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("device", &self.device)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// The writer the engine validates our edits as.
+    #[must_use]
+    pub fn writer(&self) -> Writer {
+        Writer {
+            device: self.device,
+            user: self.user,
+            role: self.role,
+            school: self.school,
+            venue: self.venue,
+            pupil: self.pupil,
+        }
+    }
+
+    /// Our peer id on the wire.
+    #[must_use]
+    pub fn peer_id(&self) -> String {
+        format!("device-{}", self.device)
+    }
+
+    /// Writes the identity.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn save(&self, store: &mut Store) -> Result<()> {
+        let device = self.device.to_string();
+        let user = self.user.to_string();
+        let school = self.school.map(|s| s.to_string());
+        let venue = self.venue.map(|v| v.to_string());
+        let pupil = self.pupil.map(|p| p.to_string());
+        let actor = hex::encode(self.actor);
+        store.set_meta(&[
+            ("device_id", Some(&device)),
+            ("token", Some(&self.token)),
+            ("user_id", Some(&user)),
+            ("role", Some(self.role.as_str())),
+            ("school_id", school.as_deref()),
+            ("venue_id", venue.as_deref()),
+            ("pupil_id", pupil.as_deref()),
+            ("actor", Some(&actor)),
+            ("storage_id", Some(&self.storage_id)),
+        ])
+    }
+
+    /// Reads the identity, if the device is enrolled.
+    ///
+    /// # Errors
+    /// SQLite failed or the stored identity is corrupt.
+    pub fn load(store: &Store) -> Result<Option<Self>> {
+        let Some(device) = store.meta("device_id")? else {
+            return Ok(None);
+        };
+        let corrupt = |what: &str| Error::Storage(format!("stored identity: bad {what}"));
+        let parse_opt = |key: &str| -> Result<Option<String>> { store.meta(key) };
+        let actor: [u8; 16] = hex::decode(store.meta("actor")?.unwrap_or_default())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| corrupt("actor"))?;
+        Ok(Some(Self {
+            device: device.parse().map_err(|_| corrupt("device"))?,
+            token: store.meta("token")?.ok_or_else(|| corrupt("token"))?,
+            user: store
+                .meta("user_id")?
+                .and_then(|u| u.parse().ok())
+                .ok_or_else(|| corrupt("user"))?,
+            role: store
+                .meta("role")?
+                .and_then(|r| Role::parse(&r))
+                .ok_or_else(|| corrupt("role"))?,
+            school: parse_opt("school_id")?.and_then(|s| s.parse().ok()),
+            venue: parse_opt("venue_id")?.and_then(|s| s.parse().ok()),
+            pupil: parse_opt("pupil_id")?.and_then(|s| s.parse().ok()),
+            actor,
+            storage_id: store
+                .meta("storage_id")?
+                .ok_or_else(|| corrupt("storage id"))?,
+        }))
+    }
+}

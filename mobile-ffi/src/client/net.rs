@@ -1,0 +1,248 @@
+//! The websocket side: one connection to `GET /sync` (automerge-repo protocol v1, the
+//! device token as `Authorization: Bearer …`), driven until every local document is in
+//! sync (`sync_now`) or until stopped (background sync, with backoff between attempts).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use kepu_sync_core::doc_id::DocumentId;
+use kepu_sync_core::engine::{Event, Input};
+use kepu_sync_core::wire::{self, Message};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, http};
+
+use super::core::{Core, Outbound, now_ms};
+use super::error::{Error, Result};
+
+/// The refusal code the server uses when it has revoked the device.
+pub const DEVICE_REVOKED: &str = "device-revoked";
+
+/// How long to wait for the connection and the server's `peer`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// A one-shot sync gives up when the server stays silent this long.
+const QUIET: Duration = Duration::from_secs(5);
+/// A one-shot sync never takes longer than this.
+const SYNC_LIMIT: Duration = Duration::from_secs(120);
+
+/// How long a connection lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Until every local document is in sync.
+    Synced,
+    /// Until stopped or the connection breaks.
+    Stopped,
+}
+
+/// What one sync reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Documents now in sync with the server.
+    pub synced: u32,
+    /// Documents the server does not have or this device may not read.
+    pub unavailable: u32,
+    /// Batches of local changes the server refused.
+    pub refused: u32,
+}
+
+fn sync_url(server_url: &str) -> Result<String> {
+    let rest = if let Some(r) = server_url.strip_prefix("https://") {
+        format!("wss://{r}")
+    } else if let Some(r) = server_url.strip_prefix("http://") {
+        format!("ws://{r}")
+    } else if server_url.starts_with("ws://") || server_url.starts_with("wss://") {
+        server_url.to_owned()
+    } else {
+        return Err(Error::InvalidInput(
+            "server URL must start with http:// or https://".into(),
+        ));
+    };
+    Ok(format!("{}/sync", rest.trim_end_matches('/')))
+}
+
+/// Is this frame the server telling us we are revoked?
+fn is_revocation(bytes: &[u8]) -> bool {
+    matches!(
+        wire::decode(bytes),
+        Ok(Message::Error { refusal: Some(r), .. }) if r.code == DEVICE_REVOKED
+    )
+}
+
+/// Runs one connection. With [`Until::Synced`] it returns once every local document is
+/// in sync; with [`Until::Stopped`] when `stop` turns true or the link breaks.
+///
+/// # Errors
+/// [`Error::Network`] (cannot connect, broke before reaching sync), [`Error::Revoked`]
+/// (the store was wiped), [`Error::NotEnrolled`].
+pub async fn connect_and_sync(
+    core: &Arc<Core>,
+    until: Until,
+    mut stop: Option<watch::Receiver<bool>>,
+) -> Result<Report> {
+    let identity = core.require_identity()?;
+    let url = sync_url(core.server_url())?;
+    let mut request = url
+        .into_client_request()
+        .map_err(|_| Error::InvalidInput("malformed server URL".into()))?;
+    let bearer = http::HeaderValue::from_str(&format!("Bearer {}", identity.token))
+        .map_err(|_| Error::Other("stored token is not a header value".into()))?;
+    request
+        .headers_mut()
+        .insert(http::header::AUTHORIZATION, bearer);
+    let connected = timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request)).await;
+    let ws = match connected {
+        Err(_) => return Err(Error::Network("connecting timed out".into())),
+        Ok(Err(tungstenite::Error::Http(response)))
+            if response.status() == http::StatusCode::UNAUTHORIZED =>
+        {
+            core.wipe_revoked()?;
+            return Err(Error::Revoked);
+        }
+        Ok(Err(tungstenite::Error::Http(response))) => {
+            return Err(Error::Network(format!(
+                "server answered {}",
+                response.status().as_u16()
+            )));
+        }
+        Ok(Err(_)) => return Err(Error::Network("cannot connect to the server".into())),
+        Ok(Ok((ws, _))) => ws,
+    };
+    let (mut sink, mut stream) = ws.split();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (conn, docs) = core.attach(tx)?;
+    let mut waiting: BTreeSet<DocumentId> = docs.into_iter().collect();
+    let mut joined = false;
+    let mut report = Report::default();
+    let started = Instant::now();
+    let mut quiet_deadline = Instant::now() + CONNECT_TIMEOUT;
+    let outcome: Result<()> = loop {
+        if until == Until::Synced && joined && waiting.is_empty() {
+            break Ok(());
+        }
+        let deadline = if until == Until::Synced {
+            quiet_deadline.min(started + SYNC_LIMIT)
+        } else {
+            Instant::now() + Duration::from_secs(3600)
+        };
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(Outbound::Frame(bytes)) => {
+                    if sink.send(tungstenite::Message::Binary(bytes.into())).await.is_err() {
+                        break Err(Error::Network("connection lost".into()));
+                    }
+                }
+                Some(Outbound::Close) | None => {
+                    let _ = sink.close().await;
+                    break if core.identity().ok().flatten().is_none() {
+                        Err(Error::Revoked)
+                    } else {
+                        Ok(())
+                    };
+                }
+            },
+            frame = stream.next() => {
+                let bytes = match frame {
+                    Some(Ok(tungstenite::Message::Binary(b))) => b.to_vec(),
+                    Some(Ok(tungstenite::Message::Close(reason))) => {
+                        if reason.is_some_and(|r| r.reason.contains(DEVICE_REVOKED)) {
+                            core.wipe_revoked()?;
+                            break Err(Error::Revoked);
+                        }
+                        break Err(Error::Network("the server closed the connection".into()));
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => break Err(Error::Network("connection lost".into())),
+                };
+                quiet_deadline = Instant::now() + QUIET;
+                core.bytes_received.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                if is_revocation(&bytes) {
+                    core.wipe_revoked()?;
+                    break Err(Error::Revoked);
+                }
+                let events = match core.handle(Input::Received { conn, bytes }, false) {
+                    Ok(e) => e,
+                    Err(e) => break Err(e),
+                };
+                for e in events {
+                    match e {
+                        Event::PeerJoined { .. } => joined = true,
+                        Event::Synced { doc } if waiting.remove(&doc) => report.synced += 1,
+                        Event::Unavailable { doc } | Event::AccessLost { doc }
+                            if waiting.remove(&doc) =>
+                        {
+                            report.unavailable += 1;
+                        }
+                        Event::Refused { .. } => report.refused += 1,
+                        _ => {}
+                    }
+                }
+            },
+            () = sleep_until(deadline) => {
+                if until == Until::Synced {
+                    break if joined {
+                        // The server has nothing more to say; what is left stays pending.
+                        Ok(())
+                    } else {
+                        Err(Error::Network("the server did not answer".into()))
+                    };
+                }
+            },
+            () = stopped(stop.as_mut()) => {
+                let _ = sink.close().await;
+                break Ok(());
+            },
+        }
+    };
+    core.detach(conn);
+    outcome?;
+    if joined && waiting.is_empty() {
+        core.synced_at(now_ms())?;
+    }
+    Ok(report)
+}
+
+async fn stopped(stop: Option<&mut watch::Receiver<bool>>) {
+    match stop {
+        Some(rx) => {
+            while !*rx.borrow() {
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Keeps a connection open while the network allows, reconnecting with exponential
+/// backoff (1 s doubling to 60 s, with jitter) until `stop` turns true or the device is
+/// revoked.
+pub async fn background(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let started = Instant::now();
+        match connect_and_sync(&core, Until::Stopped, Some(stop.clone())).await {
+            Err(Error::Revoked | Error::NotEnrolled) => return,
+            Err(e) => core.set_error(Some(e.to_string())),
+            Ok(_) => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            backoff = Duration::from_secs(1);
+        }
+        let jitter = Duration::from_millis(u64::from(super::core::random::<1>()[0]) * 4);
+        let wake = Instant::now() + backoff + jitter;
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+        tokio::select! {
+            () = sleep_until(wake) => {}
+            () = stopped(Some(&mut stop)) => return,
+        }
+    }
+}
