@@ -165,6 +165,10 @@ pub async fn execute_with(
                 writeln!(out, "{line}")?;
             }
         }
+        AdminCommand::RebuildProjections => {
+            let n = crate::records::rebuild(store).await?;
+            writeln!(out, "rebuilt the records of {n} documents")?;
+        }
     }
     Ok(())
 }

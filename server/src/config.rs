@@ -193,4 +193,7 @@ pub enum AdminCommand {
         #[arg(long)]
         user: Option<String>,
     },
+    /// Recompute every projection (bookings, check-ins, anomalies, activities) from the
+    /// stored documents. Run it with the server stopped or at a quiet moment.
+    RebuildProjections,
 }

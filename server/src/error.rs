@@ -44,6 +44,9 @@ pub enum Error {
     /// The caller is authenticated but may not do this.
     #[error("not allowed: {0}")]
     Forbidden(&'static str),
+    /// The service cannot take the request now (limits, shutdown).
+    #[error("unavailable: {0}")]
+    Unavailable(&'static str),
     /// A stored value does not parse (corrupt or foreign data).
     #[error("corrupt stored value in {0}")]
     Corrupt(&'static str),

@@ -10,6 +10,7 @@ mod error_response;
 mod health;
 mod json;
 mod prometheus;
+mod records;
 mod venues;
 
 use axum::Router;
@@ -34,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .merge(enroll::router())
         .merge(devices::router())
         .merge(admin::router())
+        .merge(records::router())
 }
 
 /// The complete application for `routes`: JSON fallbacks for unknown routes and methods,

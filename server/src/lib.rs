@@ -9,6 +9,10 @@
 //! - [`http`]: axum routers, one per area (`health`, `prometheus`, `venues`, `enroll`,
 //!   `devices`, `admin`), the JSON error shape and extractors.
 //! - [`metrics`]: the Prometheus metrics the sync engine feeds.
+//! - [`sync`]: the websocket endpoint, the hub that drives the sync-core engine, the
+//!   storage worker (batched transactions, projections, booking decisions).
+//! - [`projection`]: what the relational records hold for a document (pure).
+//! - [`records`]: rebuilding every projection from the stored documents.
 //! - [`app_state`]: the state shared by handlers.
 //! - [`admin_cli`]: `kepu-server admin …`.
 //! - [`demo`]: the clearly marked sample province seeded by `--demo`.
@@ -29,7 +33,10 @@ pub mod error;
 pub mod http;
 pub mod ids;
 pub mod metrics;
+pub mod projection;
+pub mod records;
 pub mod store;
+pub mod sync;
 
 use std::future::Future;
 
@@ -62,16 +69,52 @@ pub async fn run(
     let store = open_store(&config).await?;
     let state = AppState::new(store.clone());
     let address = listener.local_addr()?;
+    let hub = sync::SyncHub::start(state.clone(), &sync::HubConfig::default());
     if config.demo {
         let seeded = demo::seed(&state.accounts).await?;
         demo::print_welcome(&seeded, address);
     }
+    let created = sync::documents::ensure(&store, &hub, clock::now_ms(), config.demo).await?;
+    if created > 0 {
+        tracing::info!(created, "server documents created");
+    }
+    let mut revocations = state.authenticator().subscribe_revocations();
+    let revoke_hub = hub.clone();
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match revocations.recv().await {
+                Ok(device) => revoke_hub.revoked(device),
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let ctx = sync::ws::SyncContext {
+        hub: hub.clone(),
+        limits: sync::ws::Limits::default(),
+        shutdown: stop_rx,
+    };
     tracing::info!(%address, backend = store.backend().name(), "serving");
-    let app = http::router(state);
+    let routes = http::routes().route("/sync", axum::routing::get(sync::ws::upgrade));
+    let app = http::router_with(routes, state).layer(axum::Extension(ctx));
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
         .await?;
     tracing::info!("shutting down");
+    // Sessions close on the signal; wait for them to hand back their sync states.
+    for _ in 0..100 {
+        if hub.connections() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    hub.flush().await;
+    hub.flush().await;
     store.close().await;
     Ok(())
 }

@@ -6,8 +6,10 @@
 
 mod backend;
 mod devices;
+mod documents;
 mod enrollment;
 mod geo;
+mod projections;
 mod refusals;
 mod rows;
 mod server_keys;
@@ -21,6 +23,7 @@ use sqlx::{AnyPool, Executor};
 pub use backend::Backend;
 pub use devices::{DeviceAuthRecord, DeviceRecord};
 pub use geo::{City, County, School, Venue};
+pub use projections::{AnomalyRow, BookingRow, ScanRow, SlotBooking, VolunteerHours};
 pub use refusals::Refusal;
 pub use users::{ErasedPupil, NewUser, User};
 
@@ -46,6 +49,20 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
+    /// Starts a write transaction. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so a transaction that reads before it writes never fails with
+    /// "database is locked" when another writer commits in between; it waits instead.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        let statement = match self.backend {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        };
+        Ok(self.pool.begin_with(statement).await?)
+    }
+
     /// Connects to `url` (`sqlite://…` or `postgres://…`), applies the migrations and
     /// loads (or, on first start, creates) the server signing seed. A configured seed is
     /// stored on first start and must match the stored one afterwards.

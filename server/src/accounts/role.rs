@@ -61,3 +61,15 @@ impl FromStr for Role {
         }
     }
 }
+
+impl From<Role> for kepu_sync_core::writer::Role {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::Pupil => Self::Pupil,
+            Role::Volunteer => Self::Volunteer,
+            Role::Teacher => Self::Teacher,
+            Role::VenueStaff => Self::VenueStaff,
+            Role::BureauAdmin => Self::BureauAdmin,
+        }
+    }
+}

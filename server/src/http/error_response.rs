@@ -51,6 +51,7 @@ impl IntoResponse for Error {
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Auth(AuthError::Missing) => (StatusCode::UNAUTHORIZED, "missing_token"),
             Self::Auth(AuthError::Invalid) => (StatusCode::UNAUTHORIZED, "invalid_token"),
             Self::Auth(AuthError::Revoked) => (StatusCode::UNAUTHORIZED, "device_revoked"),

@@ -55,7 +55,7 @@ impl Store {
         app_version: Option<&str>,
         now: i64,
     ) -> Result<Option<Uuid>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "UPDATE enrollment_codes SET used_at = $2, device_id = $3 \
              WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2 \

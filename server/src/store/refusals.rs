@@ -32,7 +32,7 @@ impl Store {
     /// # Errors
     /// A database failure (e.g. unknown device).
     pub async fn record_refusal(&self, refusal: &Refusal) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO refusals (id, device_id, doc_id, code, detail, at) \
              VALUES ($1, $2, $3, $4, $5, $6)",

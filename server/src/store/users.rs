@@ -93,7 +93,7 @@ impl Store {
     /// # Errors
     /// Missing or unknown school or venue, over-long names, or a database failure.
     pub async fn create_user(&self, user: &NewUser, now: i64) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         insert_user(&mut tx, user, now).await?;
         tx.commit().await?;
         Ok(())
@@ -104,7 +104,7 @@ impl Store {
     /// # Errors
     /// As [`Store::create_user`]; nothing is stored if one fails.
     pub async fn create_users(&self, users: &[NewUser], now: i64) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for user in users {
             insert_user(&mut tx, user, now).await?;
         }
@@ -166,7 +166,7 @@ impl Store {
     /// Unknown user, a user who is not a pupil, or a database failure.
     pub async fn erase_pupil(&self, pupil_id: Uuid, now: i64) -> Result<ErasedPupil> {
         let id = pupil_id.to_string();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "SELECT role, school_id, pupil_pass_serial, erased_at FROM users WHERE id = $1",
         )

@@ -5,3 +5,5 @@
 mod http_api;
 mod store_suite;
 mod support;
+mod sync_client;
+mod sync_e2e;

@@ -1,0 +1,196 @@
+//! The records API: bookings per school and venue, attendance per booking and per
+//! venue-day, volunteer hours. Teachers see their school, venue staff their venue,
+//! bureau administrators everything.
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+
+use super::ApiJson;
+use super::auth::AuthenticatedDevice;
+use crate::accounts::{DeviceIdentity, Role};
+use crate::app_state::AppState;
+use crate::error::{Error, Result};
+use crate::store::{AnomalyRow, BookingRow, ScanRow, VolunteerHours};
+
+/// Routes of this area.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/bookings", get(bookings))
+        .route("/api/bookings/{doc}/attendance", get(booking_attendance))
+        .route("/api/venues/{venue}/attendance", get(venue_day))
+        .route("/api/volunteers/hours", get(volunteer_hours))
+}
+
+#[derive(Debug, Deserialize)]
+struct Filter {
+    school: Option<String>,
+    venue: Option<String>,
+    day: Option<String>,
+}
+
+/// The school and venue filters a device is held to.
+fn scope(id: &DeviceIdentity, f: &Filter) -> Result<(Option<String>, Option<String>)> {
+    match id.role {
+        Role::BureauAdmin => Ok((f.school.clone(), f.venue.clone())),
+        Role::Teacher => Ok((id.school_id.map(|s| s.to_string()), f.venue.clone())),
+        Role::VenueStaff => Ok((f.school.clone(), id.venue_id.map(|v| v.to_string()))),
+        _ => Err(Error::Forbidden(
+            "only teachers, venue staff and bureau administrators read records",
+        )),
+    }
+}
+
+fn may_see(id: &DeviceIdentity, b: &BookingRow) -> bool {
+    match id.role {
+        Role::BureauAdmin => true,
+        Role::Teacher => id.school_id.is_some_and(|s| s.to_string() == b.school_id),
+        Role::VenueStaff => id.venue_id.is_some_and(|v| v.to_string() == b.venue_id),
+        _ => false,
+    }
+}
+
+#[derive(Serialize)]
+struct Bookings {
+    bookings: Vec<BookingRow>,
+}
+
+async fn bookings(
+    State(state): State<AppState>,
+    AuthenticatedDevice(id): AuthenticatedDevice,
+    Query(f): Query<Filter>,
+) -> Result<ApiJson<Bookings>> {
+    let (school, venue) = scope(&id, &f)?;
+    Ok(ApiJson(Bookings {
+        bookings: state
+            .store
+            .bookings(school.as_deref(), venue.as_deref())
+            .await?,
+    }))
+}
+
+#[derive(Serialize)]
+struct BookingAttendance {
+    booking: BookingRow,
+    scans: Vec<ScanRow>,
+    anomalies: Vec<AnomalyRow>,
+}
+
+async fn booking_attendance(
+    State(state): State<AppState>,
+    AuthenticatedDevice(id): AuthenticatedDevice,
+    Path(doc): Path<String>,
+) -> Result<ApiJson<BookingAttendance>> {
+    let all = state.store.bookings(None, None).await?;
+    let booking = all
+        .into_iter()
+        .find(|b| b.doc_id == doc && may_see(&id, b))
+        .ok_or_else(|| Error::not_found("booking", &doc))?;
+    Ok(ApiJson(BookingAttendance {
+        scans: state.store.booking_scans(&doc).await?,
+        anomalies: state.store.booking_anomalies(&doc).await?,
+        booking,
+    }))
+}
+
+#[derive(Serialize)]
+struct VenueDay {
+    venue_id: String,
+    day: String,
+    bookings: usize,
+    expected: i64,
+    arrived: i64,
+    inside_now: i64,
+}
+
+/// Beijing time, in which days are counted.
+const UTC_OFFSET_MS: i64 = 8 * 3_600_000;
+
+fn day_bounds(day: &str) -> Option<(i64, i64)> {
+    let mut parts = day.split('-');
+    let (y, m, d): (i64, i64, i64) = (
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    );
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || parts.next().is_some() {
+        return None;
+    }
+    // Days from the civil date (proleptic Gregorian).
+    let (yy, mm) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * mm + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let start = days * 86_400_000 - UTC_OFFSET_MS;
+    Some((start, start + 86_400_000))
+}
+
+async fn venue_day(
+    State(state): State<AppState>,
+    AuthenticatedDevice(id): AuthenticatedDevice,
+    Path(venue): Path<String>,
+    Query(f): Query<Filter>,
+) -> Result<ApiJson<VenueDay>> {
+    let allowed = id.role == Role::BureauAdmin
+        || (id.role == Role::VenueStaff && id.venue_id.is_some_and(|v| v.to_string() == venue));
+    if !allowed {
+        return Err(Error::Forbidden(
+            "only this venue's staff and bureau administrators",
+        ));
+    }
+    let day = f
+        .day
+        .ok_or_else(|| Error::InvalidInput("day=YYYY-MM-DD is required".into()))?;
+    let (start, end) =
+        day_bounds(&day).ok_or_else(|| Error::InvalidInput("day must be YYYY-MM-DD".into()))?;
+    let rows: Vec<BookingRow> = state
+        .store
+        .bookings(None, Some(&venue))
+        .await?
+        .into_iter()
+        .filter(|b| b.slot_start.is_some_and(|s| s >= start && s < end))
+        .collect();
+    Ok(ApiJson(VenueDay {
+        venue_id: venue,
+        day,
+        bookings: rows.len(),
+        expected: rows.iter().map(|b| b.expected).sum(),
+        arrived: rows.iter().map(|b| b.arrived).sum(),
+        inside_now: rows.iter().map(|b| b.inside_now).sum(),
+    }))
+}
+
+#[derive(Serialize)]
+struct Hours {
+    volunteers: Vec<VolunteerHours>,
+}
+
+async fn volunteer_hours(
+    State(state): State<AppState>,
+    AuthenticatedDevice(id): AuthenticatedDevice,
+    Query(f): Query<Filter>,
+) -> Result<ApiJson<Hours>> {
+    let (school, _) = scope(&id, &f)?;
+    Ok(ApiJson(Hours {
+        volunteers: state.store.volunteer_hours(school.as_deref()).await?,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::day_bounds;
+
+    #[test]
+    fn a_day_is_counted_in_beijing_time() {
+        // 2026-11-28 00:00 +08:00 = 2026-11-27 16:00 UTC.
+        assert_eq!(
+            day_bounds("2026-11-28"),
+            Some((1_795_795_200_000, 1_795_881_600_000))
+        );
+        assert_eq!(day_bounds("2026-13-01"), None);
+        assert_eq!(day_bounds("yesterday"), None);
+    }
+}

@@ -1,0 +1,54 @@
+//! Rebuilding the projections from the stored documents (`kepu-server admin
+//! rebuild-projections`): venues first (bookings read their slots), then the rest.
+
+use automerge::{Automerge, Change};
+use kepu_sync_core::doc_id::DocumentId;
+
+use crate::clock::now_ms;
+use crate::error::Result;
+use crate::projection::{Projection, project};
+use crate::store::Store;
+
+/// Loads a stored document into memory.
+///
+/// # Errors
+/// A database failure.
+pub async fn load(store: &Store, doc: DocumentId) -> Result<Automerge> {
+    let loaded = store.load_document(doc).await?;
+    let mut d = loaded
+        .snapshot
+        .as_deref()
+        .and_then(|s| Automerge::load(s).ok())
+        .unwrap_or_default();
+    let changes: Vec<Change> = loaded
+        .changes
+        .into_iter()
+        .filter_map(|c| Change::from_bytes(c.bytes).ok())
+        .collect();
+    let _ = d.apply_changes(changes);
+    Ok(d)
+}
+
+/// Recomputes every projection. Returns the number of documents projected.
+///
+/// # Errors
+/// A database failure.
+pub async fn rebuild(store: &Store) -> Result<usize> {
+    let docs = store.document_ids().await?;
+    store.clear_projections().await?;
+    let mut n = 0;
+    for pass in ["venue", "other"] {
+        for (doc, kind) in &docs {
+            if (kind == "venue") != (pass == "venue") {
+                continue;
+            }
+            let d = load(store, *doc).await?;
+            let p = project(*doc, &d);
+            if p != Projection::Nothing {
+                store.write_projection(*doc, &p, now_ms()).await?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}

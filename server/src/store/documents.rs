@@ -1,0 +1,204 @@
+//! Documents and their change rows: the source of truth. Runs the sync engine's storage
+//! tasks; appends are idempotent by change hash and many tasks commit in one transaction.
+
+use kepu_sync_core::doc_id::DocumentId;
+use kepu_sync_core::engine::{Loaded, StorageTask, StoredChange};
+use sqlx::Row;
+
+use crate::error::Result;
+use crate::store::Store;
+
+fn hash_from(bytes: &[u8]) -> Option<automerge::ChangeHash> {
+    <[u8; 32]>::try_from(bytes).ok().map(automerge::ChangeHash)
+}
+
+fn heads_blob(heads: &[automerge::ChangeHash]) -> Vec<u8> {
+    heads.iter().flat_map(|h| h.0).collect()
+}
+
+impl Store {
+    /// Loads a document's snapshot, change rows and sync states.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn load_document(&self, doc: DocumentId) -> Result<Loaded> {
+        let id = doc.to_string();
+        let snapshot: Option<Vec<u8>> =
+            sqlx::query("SELECT snapshot FROM documents WHERE doc_id = $1")
+                .bind(&id)
+                .fetch_optional(&self.pool)
+                .await?
+                .and_then(|r| r.try_get::<Option<Vec<u8>>, _>(0).ok().flatten());
+        let changes = sqlx::query("SELECT hash, data FROM changes WHERE doc_id = $1")
+            .bind(&id)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .filter_map(|r| {
+                let hash: Vec<u8> = r.try_get(0).ok()?;
+                let bytes: Vec<u8> = r.try_get(1).ok()?;
+                Some(StoredChange {
+                    hash: hash_from(&hash)?,
+                    bytes,
+                })
+            })
+            .collect();
+        let sync_states =
+            sqlx::query("SELECT peer_storage_id, state FROM sync_states WHERE doc_id = $1")
+                .bind(&id)
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .filter_map(|r| {
+                    Some((
+                        r.try_get::<String, _>(0).ok()?,
+                        r.try_get::<Vec<u8>, _>(1).ok()?,
+                    ))
+                })
+                .collect();
+        Ok(Loaded {
+            snapshot,
+            changes,
+            sync_states,
+        })
+    }
+
+    /// Runs storage tasks other than `Load` in one transaction, in order.
+    ///
+    /// # Errors
+    /// A database failure; then none of the tasks took effect.
+    pub async fn run_document_tasks(&self, tasks: &[&StorageTask], now: i64) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for task in tasks {
+            match task {
+                StorageTask::Load { .. }
+                | StorageTask::Quarantine { .. }
+                | StorageTask::Forget { .. } => {}
+                StorageTask::Append {
+                    doc,
+                    kind,
+                    changes,
+                    heads: _,
+                } => {
+                    let id = doc.to_string();
+                    let kind = kind.map_or("", |k| k.as_str());
+                    sqlx::query(
+                        "INSERT INTO documents (doc_id, kind, updated_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT (doc_id) DO UPDATE SET updated_at = excluded.updated_at, \
+                         kind = CASE WHEN excluded.kind <> '' THEN excluded.kind ELSE documents.kind END",
+                    )
+                    .bind(&id)
+                    .bind(kind)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    for chunk in changes.chunks(200) {
+                        let mut sql = String::from(
+                            "INSERT INTO changes (doc_id, hash, data, received_at) VALUES ",
+                        );
+                        for i in 0..chunk.len() {
+                            if i > 0 {
+                                sql.push_str(", ");
+                            }
+                            let b = i * 4;
+                            sql.push_str(&format!(
+                                "(${}, ${}, ${}, ${})",
+                                b + 1,
+                                b + 2,
+                                b + 3,
+                                b + 4
+                            ));
+                        }
+                        sql.push_str(" ON CONFLICT (doc_id, hash) DO NOTHING");
+                        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                        for c in chunk {
+                            q = q
+                                .bind(id.clone())
+                                .bind(c.hash.0.to_vec())
+                                .bind(c.bytes.clone())
+                                .bind(now);
+                        }
+                        q.execute(&mut *tx).await?;
+                    }
+                }
+                StorageTask::Compact {
+                    doc,
+                    snapshot,
+                    heads,
+                    delete,
+                } => {
+                    let id = doc.to_string();
+                    sqlx::query("UPDATE documents SET snapshot = $2, snapshot_heads = $3, updated_at = $4 WHERE doc_id = $1")
+                        .bind(&id)
+                        .bind(snapshot.clone())
+                        .bind(heads_blob(heads))
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    for h in delete {
+                        sqlx::query("DELETE FROM changes WHERE doc_id = $1 AND hash = $2")
+                            .bind(&id)
+                            .bind(h.0.to_vec())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                StorageTask::SaveSyncState { doc, peer, state } => {
+                    sqlx::query(
+                        "INSERT INTO sync_states (doc_id, peer_storage_id, state) VALUES ($1, $2, $3) \
+                         ON CONFLICT (doc_id, peer_storage_id) DO UPDATE SET state = excluded.state",
+                    )
+                    .bind(doc.to_string())
+                    .bind(peer)
+                    .bind(state.clone())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every stored document id, with its kind.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn document_ids(&self) -> Result<Vec<(DocumentId, String)>> {
+        Ok(
+            sqlx::query("SELECT doc_id, kind FROM documents ORDER BY doc_id")
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .filter_map(|r| {
+                    Some((
+                        r.try_get::<String, _>(0).ok()?.parse().ok()?,
+                        r.try_get::<String, _>(1).ok()?,
+                    ))
+                })
+                .collect(),
+        )
+    }
+
+    /// Number of change rows and bytes stored for a document (rows, snapshot bytes).
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn document_size(&self, doc: DocumentId) -> Result<(i64, i64)> {
+        let id = doc.to_string();
+        let rows: i64 = sqlx::query("SELECT COUNT(*) FROM changes WHERE doc_id = $1")
+            .bind(&id)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        let snap: Option<Vec<u8>> = sqlx::query("SELECT snapshot FROM documents WHERE doc_id = $1")
+            .bind(&id)
+            .fetch_optional(&self.pool)
+            .await?
+            .and_then(|r| r.try_get::<Option<Vec<u8>>, _>(0).ok().flatten());
+        Ok((
+            rows,
+            snap.map_or(0, |s| i64::try_from(s.len()).unwrap_or(i64::MAX)),
+        ))
+    }
+}

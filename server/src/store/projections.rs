@@ -1,0 +1,453 @@
+//! Writes and reads the projections (records rebuilt from documents).
+
+use kepu_sync_core::doc_id::DocumentId;
+use kepu_sync_core::ids::SlotId;
+use kepu_sync_core::schema::booking::Status;
+use kepu_sync_core::schema::venue::Slot;
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::error::Result;
+use crate::projection::{Projection, activity_records, booking_attendance};
+use crate::store::Store;
+
+/// A booking request in a slot, as the capacity decision needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotBooking {
+    /// Booking document.
+    pub doc: DocumentId,
+    /// Places.
+    pub party_size: u32,
+    /// Current status.
+    pub status: Status,
+}
+
+/// A booking row for the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BookingRow {
+    /// Document id (bs58check).
+    pub doc_id: String,
+    /// Venue.
+    pub venue_id: String,
+    /// Slot.
+    pub slot_id: String,
+    /// School.
+    pub school_id: String,
+    /// Places.
+    pub party_size: i64,
+    /// Status.
+    pub status: String,
+    /// Wait-list position.
+    pub wait_position: Option<i64>,
+    /// Roster size.
+    pub expected: i64,
+    /// Pupils arrived (each once).
+    pub arrived: i64,
+    /// Pupils inside now.
+    pub inside_now: i64,
+    /// Slot start (unix ms), if the slot is known.
+    pub slot_start: Option<i64>,
+}
+
+/// One scan row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScanRow {
+    /// Pupil (pseudonymous).
+    pub pupil_id: String,
+    /// Device.
+    pub device_id: String,
+    /// Scan id.
+    pub scan_id: String,
+    /// Time.
+    pub at: i64,
+    /// Method.
+    pub method: String,
+    /// The scan that counts for this pupil.
+    pub counted: bool,
+}
+
+/// One anomaly row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AnomalyRow {
+    /// Pupil.
+    pub pupil_id: String,
+    /// Device.
+    pub device_id: String,
+    /// Kind.
+    pub kind: String,
+    /// Time.
+    pub at: i64,
+}
+
+/// Volunteer minutes for the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VolunteerHours {
+    /// Volunteer user id.
+    pub volunteer_id: String,
+    /// Confirmed minutes.
+    pub confirmed_minutes: i64,
+    /// Minutes waiting for confirmation.
+    pub unconfirmed_minutes: i64,
+    /// Activities logged.
+    pub activities: i64,
+}
+
+fn i(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Replaces the records of one document. Returns the slot of a booking, whose
+    /// capacity decision the caller should run again.
+    ///
+    /// # Errors
+    /// A database failure.
+    #[allow(clippy::too_many_lines)]
+    pub async fn write_projection(
+        &self,
+        doc: DocumentId,
+        projection: &Projection,
+        now: i64,
+    ) -> Result<Option<SlotId>> {
+        let id = doc.to_string();
+        let mut tx = self.begin_write().await?;
+        let mut slot_out = None;
+        match projection {
+            Projection::Nothing => {}
+            Projection::Venue(v) => {
+                let venue = v.venue.to_string();
+                let profile = serde_json::json!({
+                    "profile": v.profile, "location": v.location, "after_school": v.after_school,
+                    "instruments": v.instruments, "updated_at": v.updated_at,
+                });
+                sqlx::query(
+                    "INSERT INTO proj_venues (venue_id, doc_id, profile_json, updated_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (venue_id) DO UPDATE SET doc_id = excluded.doc_id, profile_json = excluded.profile_json, updated_at = excluded.updated_at",
+                )
+                .bind(&venue)
+                .bind(&id)
+                .bind(profile.to_string())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("DELETE FROM proj_slots WHERE venue_id = $1")
+                    .bind(&venue)
+                    .execute(&mut *tx)
+                    .await?;
+                for s in &v.slots {
+                    sqlx::query("INSERT INTO proj_slots (slot_id, venue_id, start_ms, end_ms, capacity, label) VALUES ($1, $2, $3, $4, $5, $6)")
+                        .bind(s.id.to_string())
+                        .bind(&venue)
+                        .bind(s.start)
+                        .bind(s.end)
+                        .bind(i64::from(s.capacity))
+                        .bind(&s.label)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            Projection::Booking(b) => {
+                let slot = slot_of(&mut tx, b.slot).await?;
+                let a = booking_attendance(b, slot.as_ref());
+                let seq: Option<i64> =
+                    sqlx::query("SELECT received_seq FROM proj_bookings WHERE doc_id = $1")
+                        .bind(&id)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .and_then(|r| r.try_get(0).ok());
+                let seq = match seq {
+                    Some(s) => s,
+                    None => {
+                        sqlx::query("SELECT COALESCE(MAX(received_seq), 0) + 1 FROM proj_bookings")
+                            .fetch_one(&mut *tx)
+                            .await?
+                            .try_get::<i64, _>(0)?
+                    }
+                };
+                sqlx::query("DELETE FROM proj_bookings WHERE doc_id = $1")
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO proj_bookings (doc_id, venue_id, slot_id, school_id, party_size, status, wait_position, \
+                     requested_at, received_seq, expected, arrived, inside_now, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )
+                .bind(&id)
+                .bind(b.venue.to_string())
+                .bind(b.slot.to_string())
+                .bind(b.school.to_string())
+                .bind(i64::from(b.party_size))
+                .bind(b.status.as_str())
+                .bind(b.wait_position.map(i64::from))
+                .bind(b.requested_at)
+                .bind(seq)
+                .bind(i(a.expected))
+                .bind(i(a.arrived))
+                .bind(i(a.inside_now))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                for t in ["proj_check_ins", "proj_check_outs", "proj_anomalies"] {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DELETE FROM {t} WHERE doc_id = $1"
+                    )))
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for p in &a.pupils {
+                    let scans = p
+                        .counted
+                        .iter()
+                        .map(|s| (s, 1i64))
+                        .chain(p.duplicates.iter().map(|s| (s, 0i64)));
+                    for (s, counted) in scans {
+                        sqlx::query(
+                            "INSERT INTO proj_check_ins (doc_id, pupil_id, device_id, scan_id, at, method, counted) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        )
+                        .bind(&id)
+                        .bind(s.pupil.to_string())
+                        .bind(s.device.to_string())
+                        .bind(&s.scan_id)
+                        .bind(s.at)
+                        .bind(s.method.as_str())
+                        .bind(counted)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                for s in &b.check_outs {
+                    sqlx::query("INSERT INTO proj_check_outs (doc_id, pupil_id, device_id, scan_id, at) VALUES ($1, $2, $3, $4, $5)")
+                        .bind(&id)
+                        .bind(s.pupil.to_string())
+                        .bind(s.device.to_string())
+                        .bind(&s.scan_id)
+                        .bind(s.at)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for an in &a.anomalies {
+                    sqlx::query(
+                        "INSERT INTO proj_anomalies (doc_id, pupil_id, device_id, kind, at) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (doc_id, pupil_id, kind) DO NOTHING",
+                    )
+                    .bind(&id)
+                    .bind(an.pupil.to_string())
+                    .bind(an.device.to_string())
+                    .bind(an.kind.as_str())
+                    .bind(an.at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                slot_out = Some(b.slot);
+            }
+            Projection::ActivityLog(log) => {
+                sqlx::query("DELETE FROM proj_activities WHERE doc_id = $1")
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                for (a, r) in log.activities.iter().zip(activity_records(log)) {
+                    sqlx::query(
+                        "INSERT INTO proj_activities (doc_id, activity_id, volunteer_id, school_id, venue_id, activity_kind, \
+                         start_ms, minutes, status, confirmed_minutes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    )
+                    .bind(&id)
+                    .bind(&a.id)
+                    .bind(log.volunteer.to_string())
+                    .bind(log.school.map(|s| s.to_string()))
+                    .bind(a.venue.to_string())
+                    .bind(&a.activity_kind)
+                    .bind(a.start)
+                    .bind(i64::from(a.minutes))
+                    .bind(r.status)
+                    .bind(i(r.confirmed_minutes))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(slot_out)
+    }
+
+    /// A slot's capacity and its bookings in the order the server received them.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn slot_bookings(&self, slot: SlotId) -> Result<Option<(u32, Vec<SlotBooking>)>> {
+        let cap: Option<i64> = sqlx::query("SELECT capacity FROM proj_slots WHERE slot_id = $1")
+            .bind(slot.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .and_then(|r| r.try_get(0).ok());
+        let Some(cap) = cap else {
+            return Ok(None);
+        };
+        let rows = sqlx::query("SELECT doc_id, party_size, status FROM proj_bookings WHERE slot_id = $1 ORDER BY received_seq")
+            .bind(slot.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        let bookings = rows
+            .into_iter()
+            .filter_map(|r| {
+                Some(SlotBooking {
+                    doc: r.try_get::<String, _>(0).ok()?.parse().ok()?,
+                    party_size: u32::try_from(r.try_get::<i64, _>(1).ok()?).ok()?,
+                    status: Status::parse(&r.try_get::<String, _>(2).ok()?)?,
+                })
+            })
+            .collect();
+        Ok(Some((u32::try_from(cap).unwrap_or(0), bookings)))
+    }
+
+    /// Bookings, filtered by school and/or venue.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn bookings(
+        &self,
+        school: Option<&str>,
+        venue: Option<&str>,
+    ) -> Result<Vec<BookingRow>> {
+        let rows = sqlx::query(
+            "SELECT b.doc_id, b.venue_id, b.slot_id, b.school_id, b.party_size, b.status, b.wait_position, \
+             b.expected, b.arrived, b.inside_now, s.start_ms FROM proj_bookings b LEFT JOIN proj_slots s ON s.slot_id = b.slot_id \
+             WHERE ($1 = '' OR b.school_id = $1) AND ($2 = '' OR b.venue_id = $2) ORDER BY b.received_seq",
+        )
+        .bind(school.unwrap_or(""))
+        .bind(venue.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(BookingRow {
+                    doc_id: r.try_get(0)?,
+                    venue_id: r.try_get(1)?,
+                    slot_id: r.try_get(2)?,
+                    school_id: r.try_get(3)?,
+                    party_size: r.try_get(4)?,
+                    status: r.try_get(5)?,
+                    wait_position: r.try_get(6)?,
+                    expected: r.try_get(7)?,
+                    arrived: r.try_get(8)?,
+                    inside_now: r.try_get(9)?,
+                    slot_start: r.try_get(10)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every check-in scan of a booking, counted one marked.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn booking_scans(&self, doc: &str) -> Result<Vec<ScanRow>> {
+        let rows = sqlx::query(
+            "SELECT pupil_id, device_id, scan_id, at, method, counted FROM proj_check_ins WHERE doc_id = $1 ORDER BY pupil_id, at, device_id, scan_id",
+        )
+        .bind(doc)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(ScanRow {
+                    pupil_id: r.try_get(0)?,
+                    device_id: r.try_get(1)?,
+                    scan_id: r.try_get(2)?,
+                    at: r.try_get(3)?,
+                    method: r.try_get(4)?,
+                    counted: r.try_get::<i64, _>(5)? != 0,
+                })
+            })
+            .collect()
+    }
+
+    /// Anomalies of a booking.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn booking_anomalies(&self, doc: &str) -> Result<Vec<AnomalyRow>> {
+        let rows = sqlx::query("SELECT pupil_id, device_id, kind, at FROM proj_anomalies WHERE doc_id = $1 ORDER BY at, pupil_id, kind")
+            .bind(doc)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(AnomalyRow {
+                    pupil_id: r.try_get(0)?,
+                    device_id: r.try_get(1)?,
+                    kind: r.try_get(2)?,
+                    at: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Confirmed and unconfirmed minutes per volunteer, optionally of one school.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn volunteer_hours(&self, school: Option<&str>) -> Result<Vec<VolunteerHours>> {
+        let rows = sqlx::query(
+            "SELECT volunteer_id, \
+             COALESCE(SUM(confirmed_minutes), 0), \
+             COALESCE(SUM(CASE WHEN status = 'unconfirmed' THEN minutes ELSE 0 END), 0), COUNT(*) \
+             FROM proj_activities WHERE ($1 = '' OR school_id = $1) GROUP BY volunteer_id ORDER BY volunteer_id",
+        )
+        .bind(school.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(VolunteerHours {
+                    volunteer_id: r.try_get(0)?,
+                    confirmed_minutes: r.try_get(1)?,
+                    unconfirmed_minutes: r.try_get(2)?,
+                    activities: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Removes every projection row (before a rebuild).
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn clear_projections(&self) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for t in [
+            "proj_venues",
+            "proj_slots",
+            "proj_bookings",
+            "proj_check_ins",
+            "proj_check_outs",
+            "proj_anomalies",
+            "proj_activities",
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {t}")))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn slot_of(tx: &mut sqlx::Transaction<'_, sqlx::Any>, slot: SlotId) -> Result<Option<Slot>> {
+    let row =
+        sqlx::query("SELECT start_ms, end_ms, capacity, label FROM proj_slots WHERE slot_id = $1")
+            .bind(slot.to_string())
+            .fetch_optional(&mut **tx)
+            .await?;
+    Ok(row.and_then(|r| {
+        Some(Slot {
+            id: slot,
+            start: r.try_get(0).ok()?,
+            end: r.try_get(1).ok()?,
+            capacity: u32::try_from(r.try_get::<i64, _>(2).ok()?).ok()?,
+            label: r.try_get(3).ok()?,
+        })
+    }))
+}

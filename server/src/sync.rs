@@ -1,0 +1,17 @@
+//! Websocket sync: the hub that drives the sync-core engine for every connected device,
+//! the storage worker that runs its tasks in batched transactions and keeps the
+//! projections and booking decisions up to date, and the `/sync` endpoint.
+//!
+//! - [`hub`]: one task owns the [`Engine`](kepu_sync_core::engine::Engine); connections
+//!   talk to it through channels, so the engine never waits on a socket or the database.
+//! - [`worker`]: runs storage tasks (many devices' appends in one transaction), answers
+//!   the engine, projects changed documents and decides bookings.
+//! - [`ws`]: authentication at the upgrade, limits, keepalive, graceful close.
+//! - [`documents`]: documents the server itself creates (venues, the revocation list).
+
+pub mod documents;
+pub mod hub;
+pub mod worker;
+pub mod ws;
+
+pub use hub::{HubConfig, SyncHub};

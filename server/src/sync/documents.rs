@@ -1,0 +1,86 @@
+//! Documents the server creates itself: one venue document per venue (its id is the
+//! venue's uuid, so any device can compute it) and the pass revocation list.
+
+use kepu_sync_core::doc_id::DocumentId;
+use kepu_sync_core::edits::Edit;
+use kepu_sync_core::ids::{SlotId, VenueId};
+
+use super::hub::SyncHub;
+use crate::error::Result;
+use crate::store::Store;
+
+/// The fixed id of the pass revocation list.
+pub const REVOCATIONS_DOC: DocumentId = DocumentId::from_bytes(*b"kepu:revocations");
+
+/// The venue document of a venue.
+#[must_use]
+pub const fn venue_doc(venue: VenueId) -> DocumentId {
+    DocumentId::from_bytes(*venue.as_bytes())
+}
+
+/// Creates the documents that do not exist yet: the revocation list and one venue
+/// document per venue record (with its directory profile). With `demo_slots`, venues
+/// without a document also get bookable slots over the next days.
+///
+/// # Errors
+/// A database failure.
+pub async fn ensure(store: &Store, hub: &SyncHub, now: i64, demo_slots: bool) -> Result<usize> {
+    let existing: std::collections::HashSet<DocumentId> = store
+        .document_ids()
+        .await?
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
+    let mut created = 0;
+    if !existing.contains(&REVOCATIONS_DOC) {
+        hub.edit(REVOCATIONS_DOC, Edit::CreateRevocations);
+        created += 1;
+    }
+    for v in store.list_venues().await? {
+        let venue = VenueId(v.id);
+        let doc = venue_doc(venue);
+        if existing.contains(&doc) {
+            continue;
+        }
+        hub.edit(doc, Edit::CreateVenue { venue });
+        let mut fields = std::collections::BTreeMap::new();
+        fields.insert("name".to_owned(), v.name.clone());
+        fields.insert("venue_kind".to_owned(), v.kind.clone());
+        hub.edit(
+            doc,
+            Edit::SetProfile {
+                fields,
+                location: None,
+                after_school: Some(true),
+            },
+        );
+        if demo_slots {
+            let day = 86_400_000;
+            let today = now - now.rem_euclid(day);
+            for d in 0..3i64 {
+                // 15:30–17:30 Beijing time = 07:30–09:30 UTC, after school.
+                let start = today + d * day + 7 * 3_600_000 + 30 * 60_000;
+                let slot = SlotId(kepu_sync_core::ids::uuid_v7(start, slot_random(v.id, d)));
+                hub.edit(
+                    doc,
+                    Edit::PutSlot {
+                        slot,
+                        start,
+                        end: start + 2 * 3_600_000,
+                        capacity: 60,
+                        label: format!("课后 第{}天 15:30", d + 1),
+                    },
+                );
+            }
+        }
+        created += 1;
+    }
+    Ok(created)
+}
+
+fn slot_random(venue: uuid::Uuid, day: i64) -> [u8; 10] {
+    let mut r = [0u8; 10];
+    r[..8].copy_from_slice(&venue.as_bytes()[8..]);
+    r[8..].copy_from_slice(&u16::try_from(day).unwrap_or(0).to_be_bytes());
+    r
+}

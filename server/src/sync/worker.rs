@@ -1,0 +1,170 @@
+//! The storage worker: runs the engine's storage tasks, many at a time in one
+//! transaction, answers the hub, then projects changed documents and decides bookings.
+
+use std::time::Instant;
+
+use kepu_sync_core::doc_id::DocumentId;
+use kepu_sync_core::edits::Edit;
+use kepu_sync_core::engine::{IoResult, StorageTask, TaskId};
+use kepu_sync_core::ids::{DeviceId, SlotId};
+use kepu_sync_core::rules::capacity::{SlotRequest, decide};
+use tokio::sync::{mpsc, oneshot};
+
+use super::hub::{HubMsg, SyncHub};
+use crate::app_state::AppState;
+use crate::clock::now_ms;
+use crate::projection::Projection;
+
+/// Work for the storage worker.
+#[derive(Debug)]
+pub enum Job {
+    /// Storage tasks from the engine.
+    Tasks(Vec<(TaskId, StorageTask)>),
+    /// A document changed: rewrite its records.
+    Project {
+        /// Document.
+        doc: DocumentId,
+        /// Its records.
+        projection: Box<Projection>,
+    },
+    /// Record a refusal for admins.
+    Refusal {
+        /// Device.
+        device: DeviceId,
+        /// Document.
+        doc: DocumentId,
+        /// Code.
+        code: &'static str,
+        /// Detail (no personal data).
+        detail: String,
+    },
+    /// Answer once everything before is written.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Most tasks committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+pub(crate) fn start(state: AppState, hub: SyncHub) -> mpsc::UnboundedSender<Job> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(state, hub, rx));
+    tx
+}
+
+async fn run(state: AppState, hub: SyncHub, mut rx: mpsc::UnboundedReceiver<Job>) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut writes: Vec<(TaskId, StorageTask)> = Vec::new();
+        let mut later: Vec<Job> = Vec::new();
+        for job in jobs {
+            match job {
+                Job::Tasks(tasks) => {
+                    for (id, task) in tasks {
+                        if let StorageTask::Load { doc } = task {
+                            let store = state.store.clone();
+                            let hub = hub.clone();
+                            tokio::spawn(async move {
+                                let result = match store.load_document(doc).await {
+                                    Ok(l) => IoResult::Loaded(l),
+                                    Err(e) => IoResult::Failed(e.to_string()),
+                                };
+                                hub.send(HubMsg::IoDone { task: id, result });
+                            });
+                        } else {
+                            writes.push((id, task));
+                        }
+                    }
+                }
+                other => later.push(other),
+            }
+        }
+        if !writes.is_empty() {
+            let started = Instant::now();
+            let refs: Vec<&StorageTask> = writes.iter().map(|(_, t)| t).collect();
+            let result = match state.store.run_document_tasks(&refs, now_ms()).await {
+                Ok(()) => IoResult::Done,
+                Err(e) => IoResult::Failed(e.to_string()),
+            };
+            state
+                .metrics
+                .persist_seconds
+                .observe(started.elapsed().as_secs_f64());
+            #[allow(clippy::cast_precision_loss)]
+            state.metrics.batch_size.observe(writes.len() as f64);
+            for (id, _) in writes {
+                hub.send(HubMsg::IoDone {
+                    task: id,
+                    result: result.clone(),
+                });
+            }
+        }
+        for job in later {
+            match job {
+                Job::Project { doc, projection } => match state
+                    .store
+                    .write_projection(doc, &projection, now_ms())
+                    .await
+                {
+                    Ok(Some(slot)) => decide_slot(&state, &hub, slot).await,
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(doc = %doc, error = %e, "projection failed"),
+                },
+                Job::Refusal {
+                    device,
+                    doc,
+                    code,
+                    detail,
+                } => {
+                    let r = crate::store::Refusal {
+                        id: kepu_sync_core::ids::uuid_v7(now_ms(), rand::random()),
+                        device_id: device.0,
+                        doc_id: doc.to_string(),
+                        code: code.to_owned(),
+                        detail,
+                        at: now_ms(),
+                    };
+                    if let Err(e) = state.store.record_refusal(&r).await {
+                        tracing::warn!(error = %e, "could not record refusal");
+                    }
+                }
+                Job::Flush(done) => {
+                    let _ = done.send(());
+                }
+                Job::Tasks(_) => {}
+            }
+        }
+    }
+}
+
+/// The capacity decision for a slot, first come first served, written back into the
+/// bookings whose status changes as the server's own change.
+async fn decide_slot(state: &AppState, hub: &SyncHub, slot: SlotId) {
+    let Ok(Some((capacity, bookings))) = state.store.slot_bookings(slot).await else {
+        return;
+    };
+    let requests: Vec<SlotRequest<DocumentId>> = bookings
+        .iter()
+        .map(|b| SlotRequest {
+            booking: b.doc,
+            party_size: b.party_size,
+            status: b.status,
+        })
+        .collect();
+    for (d, r) in decide(capacity, &requests).into_iter().zip(&requests) {
+        if d.status != r.status {
+            hub.edit(
+                d.booking,
+                Edit::Decide {
+                    status: d.status,
+                    wait_position: d.wait_position,
+                },
+            );
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! A device for the tests: sync-core's engine in client mode over a real websocket.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use kepu_sync_core::doc_id::DocumentId;
+use kepu_sync_core::edits::Edit;
+use kepu_sync_core::engine::{Config, ConnId, Effects, Engine, Event, Input, Mode};
+use kepu_sync_core::mem_store::MemStore;
+use kepu_sync_core::writer::Writer;
+use tokio_tungstenite::tungstenite::Message as Ws;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub struct Device {
+    pub engine: Engine,
+    pub store: MemStore,
+    pub events: Vec<Event>,
+    pub token: String,
+    socket: Option<Socket>,
+    outbox: Vec<Vec<u8>>,
+    conn: u64,
+    now: i64,
+}
+
+/// Opens a websocket to `/sync` with a bearer token.
+pub async fn open_socket(
+    addr: std::net::SocketAddr,
+    token: &str,
+) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
+    let mut request = format!("ws://{addr}/sync").into_client_request()?;
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async(request)
+        .await
+        .map(|(s, _)| s)
+}
+
+impl Device {
+    pub fn new(writer: Writer, token: String, seed: u8) -> Self {
+        let cfg = Config::new(
+            Mode::Client,
+            format!("dev-{}", writer.device),
+            format!("st-{}", writer.device),
+            [seed; 16],
+            writer,
+        );
+        Self {
+            engine: Engine::new(cfg),
+            store: MemStore::default(),
+            events: Vec::new(),
+            token,
+            socket: None,
+            outbox: Vec::new(),
+            conn: 0,
+            now: kepu_server::clock::now_ms(),
+        }
+    }
+
+    fn apply(&mut self, fx: Effects) {
+        let Effects {
+            sends,
+            tasks,
+            events,
+            ..
+        } = fx;
+        self.events.extend(events);
+        for (_, bytes) in sends {
+            self.outbox.push(bytes);
+        }
+        for (task, t) in tasks {
+            let result = self.store.run(&t);
+            let fx = self.engine.handle(self.now, Input::IoDone { task, result });
+            self.apply(fx);
+        }
+    }
+
+    pub fn feed(&mut self, input: Input) {
+        self.now = kepu_server::clock::now_ms();
+        let fx = self.engine.handle(self.now, input);
+        self.apply(fx);
+    }
+
+    pub fn edit(&mut self, doc: DocumentId, edit: Edit) {
+        self.feed(Input::Edit { doc, edit });
+        assert!(
+            !self
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::EditFailed { .. })),
+            "edit failed: {:?}",
+            self.events
+        );
+    }
+
+    pub fn want(&mut self, doc: DocumentId) {
+        self.feed(Input::Want { doc });
+    }
+
+    pub async fn connect(&mut self, addr: std::net::SocketAddr) {
+        let socket = open_socket(addr, &self.token)
+            .await
+            .expect("websocket opens");
+        self.socket = Some(socket);
+        self.conn += 1;
+        self.feed(Input::Connected {
+            conn: ConnId(self.conn),
+            writer: None,
+        });
+    }
+
+    pub fn disconnect(&mut self) {
+        self.socket = None;
+        self.feed(Input::Disconnected {
+            conn: ConnId(self.conn),
+        });
+    }
+
+    /// Exchanges frames until the line is quiet for `quiet`.
+    pub async fn pump(&mut self, quiet: Duration) {
+        loop {
+            let Some(socket) = self.socket.as_mut() else {
+                return;
+            };
+            for bytes in std::mem::take(&mut self.outbox) {
+                if socket.send(Ws::Binary(bytes.into())).await.is_err() {
+                    self.disconnect();
+                    return;
+                }
+            }
+            match tokio::time::timeout(quiet, socket.next()).await {
+                Err(_) => return,
+                Ok(None | Some(Err(_))) => {
+                    self.disconnect();
+                    return;
+                }
+                Ok(Some(Ok(Ws::Binary(bytes)))) => {
+                    let conn = ConnId(self.conn);
+                    self.feed(Input::Received {
+                        conn,
+                        bytes: bytes.to_vec(),
+                    });
+                }
+                Ok(Some(Ok(Ws::Close(_)))) => {
+                    self.disconnect();
+                    return;
+                }
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
+    pub async fn sync(&mut self, addr: std::net::SocketAddr) {
+        if self.socket.is_none() {
+            self.connect(addr).await;
+        }
+        self.pump(Duration::from_millis(400)).await;
+    }
+
+    pub fn doc(&self, doc: &DocumentId) -> Option<&automerge::Automerge> {
+        self.engine.doc(doc)
+    }
+}

@@ -1,0 +1,504 @@
+//! Websocket sync end to end, real sockets, against SQLite and PostgreSQL.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use kepu_server::accounts::Role;
+use kepu_sync_core::doc_id::DocumentId;
+use kepu_sync_core::edits::Edit;
+use kepu_sync_core::engine::Event;
+use kepu_sync_core::ids::{DeviceId, PupilId, SchoolId, SlotId, UserId, VenueId};
+use kepu_sync_core::rules::attendance::attendance;
+use kepu_sync_core::schema::booking::{Booking, ScanMethod, Status};
+use kepu_sync_core::wire::{self, Message};
+use kepu_sync_core::writer::Writer;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message as Ws;
+use uuid::Uuid;
+
+use crate::support::{TestServer, place, user};
+use crate::sync_client::{Device, open_socket};
+
+macro_rules! sync_suite {
+    ($backend:ident, $db:expr, [$($case:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let server = crate::support::TestServer::start($db).await;
+                    super::$case(&server).await;
+                    server.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! all_sync_cases {
+    ($backend:ident, $db:expr) => {
+        sync_suite!(
+            $backend,
+            $db,
+            [
+                offline_scans_from_two_devices_count_once_in_the_records,
+                the_server_decides_bookings_first_come_first_served,
+                garbage_gets_a_clear_error_and_nothing_is_stored,
+                unknown_and_forbidden_documents_look_the_same,
+                wrong_and_revoked_tokens_are_refused_and_a_revoked_device_is_cut_off,
+                a_refused_change_is_recorded_for_admins,
+            ]
+        );
+    };
+}
+
+all_sync_cases!(sqlite, crate::support::Db::Sqlite);
+all_sync_cases!(postgres, crate::support::Db::Postgres);
+
+struct Cast {
+    county: Uuid,
+    venue: VenueId,
+    school: SchoolId,
+    slot: SlotId,
+    venue_doc: DocumentId,
+}
+
+async fn device(
+    server: &TestServer,
+    role: Role,
+    school: Option<Uuid>,
+    venue: Option<Uuid>,
+    seed: u8,
+) -> Device {
+    let u = user(&server.db.store, role, school, venue, None).await;
+    let (device_id, token) = server.enroll(u).await;
+    let writer = Writer {
+        device: device_id.parse::<DeviceId>().unwrap(),
+        user: UserId(u),
+        role: role.into(),
+        school: school.map(SchoolId),
+        venue: venue.map(VenueId),
+        pupil: (role == Role::Pupil).then_some(PupilId(u)),
+    };
+    Device::new(writer, token, seed)
+}
+
+/// A venue whose staff publish a slot of `capacity` starting in an hour.
+async fn venue_with_slot(server: &TestServer, capacity: u32) -> (Cast, Device) {
+    let p = place(&server.db.store).await;
+    let mut staff = device(server, Role::VenueStaff, None, Some(p.venue), 200).await;
+    let venue = VenueId(p.venue);
+    let venue_doc = DocumentId::from_bytes(*venue.as_bytes());
+    let slot = SlotId(Uuid::from_u128(7));
+    let start = kepu_server::clock::now_ms() + 3_600_000;
+    // The server creates the venue document on its own within seconds; staff may too.
+    staff.want(venue_doc);
+    staff.sync(server.addr).await;
+    if staff
+        .doc(&venue_doc)
+        .is_none_or(|d| d.get_heads().is_empty())
+    {
+        staff.edit(venue_doc, Edit::CreateVenue { venue });
+    }
+    staff.edit(
+        venue_doc,
+        Edit::PutSlot {
+            slot,
+            start,
+            end: start + 7_200_000,
+            capacity,
+            label: "课后".into(),
+        },
+    );
+    staff.sync(server.addr).await;
+    (
+        Cast {
+            county: p.county,
+            venue,
+            school: SchoolId(p.school),
+            slot,
+            venue_doc,
+        },
+        staff,
+    )
+}
+
+fn new_doc() -> DocumentId {
+    DocumentId::from_bytes(rand::random())
+}
+
+fn scan_id() -> String {
+    kepu_sync_core::ids::uuid_v7(kepu_server::clock::now_ms(), rand::random()).to_string()
+}
+
+async fn get_json(server: &TestServer, path: &str, token: &str) -> Value {
+    let r = server
+        .http
+        .get(server.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r.json().await.unwrap()
+}
+
+/// Waits until the records show what `check` wants (projections follow merges closely).
+async fn eventually(
+    server: &TestServer,
+    path: &str,
+    token: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    for _ in 0..100 {
+        let v = get_json(server, path, token).await;
+        if check(&v) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "records never reached the expected state: {}",
+        get_json(server, path, token).await
+    );
+}
+
+async fn offline_scans_from_two_devices_count_once_in_the_records(server: &TestServer) {
+    let (c, mut gate) = venue_with_slot(server, 60).await;
+    let mut teacher = device(server, Role::Teacher, Some(c.school.0), None, 1).await;
+    let pupils: Vec<PupilId> = (0..5).map(|i| PupilId(Uuid::from_u128(500 + i))).collect();
+    let b = new_doc();
+    teacher.edit(
+        b,
+        Edit::CreateBooking {
+            venue: c.venue,
+            slot: c.slot,
+            school: c.school,
+            party_size: 30,
+            roster: pupils.clone(),
+        },
+    );
+    teacher.sync(server.addr).await;
+    gate.want(b);
+    gate.sync(server.addr).await;
+    assert!(gate.doc(&b).is_some(), "the venue's gate reads the booking");
+    teacher.disconnect();
+    gate.disconnect();
+    for p in &pupils[..3] {
+        teacher.edit(
+            b,
+            Edit::CheckIn {
+                pupil: *p,
+                scan_id: scan_id(),
+                method: ScanMethod::Manual,
+                proof: None,
+            },
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    for p in &pupils[..4] {
+        gate.edit(
+            b,
+            Edit::CheckIn {
+                pupil: *p,
+                scan_id: scan_id(),
+                method: ScanMethod::PassScan,
+                proof: None,
+            },
+        );
+    }
+    teacher.sync(server.addr).await;
+    gate.sync(server.addr).await;
+    teacher.sync(server.addr).await;
+    let t = Booking::read(teacher.doc(&b).unwrap()).unwrap();
+    let g = Booking::read(gate.doc(&b).unwrap()).unwrap();
+    assert_eq!(t, g, "both devices hold the same merged booking");
+    assert_eq!(attendance(&t, None).arrived, 4);
+    let admin = server.admin_token().await;
+    let path = format!("/api/bookings/{b}/attendance");
+    let v = eventually(server, &path, &admin, |v| v["booking"]["arrived"] == 4).await;
+    let scans = v["scans"].as_array().unwrap();
+    assert_eq!(scans.len(), 7, "every scan is kept");
+    assert_eq!(
+        scans.iter().filter(|s| s["counted"] == true).count(),
+        4,
+        "each pupil counted once"
+    );
+    assert_eq!(
+        v["booking"]["status"], "confirmed",
+        "the server confirmed the booking"
+    );
+}
+
+async fn the_server_decides_bookings_first_come_first_served(server: &TestServer) {
+    let (c, _) = venue_with_slot(server, 40).await;
+    let mut t1 = device(server, Role::Teacher, Some(c.school.0), None, 1).await;
+    let mut t2 = device(server, Role::Teacher, Some(c.school.0), None, 2).await;
+    let (b1, b2) = (new_doc(), new_doc());
+    t1.edit(
+        b1,
+        Edit::CreateBooking {
+            venue: c.venue,
+            slot: c.slot,
+            school: c.school,
+            party_size: 30,
+            roster: vec![],
+        },
+    );
+    t2.edit(
+        b2,
+        Edit::CreateBooking {
+            venue: c.venue,
+            slot: c.slot,
+            school: c.school,
+            party_size: 30,
+            roster: vec![],
+        },
+    );
+    assert_eq!(
+        Booking::read(t1.doc(&b1).unwrap()).unwrap().status,
+        Status::Requested
+    );
+    t2.sync(server.addr).await;
+    t1.sync(server.addr).await;
+    // Decisions are written back as the server's change; sync again to receive them.
+    for _ in 0..20 {
+        t1.pump(Duration::from_millis(100)).await;
+        t2.pump(Duration::from_millis(100)).await;
+        let s1 = Booking::read(t1.doc(&b1).unwrap()).unwrap().status;
+        let s2 = Booking::read(t2.doc(&b2).unwrap()).unwrap().status;
+        if s1 != Status::Requested && s2 != Status::Requested {
+            break;
+        }
+    }
+    assert_eq!(
+        Booking::read(t2.doc(&b2).unwrap()).unwrap().status,
+        Status::Confirmed,
+        "first to reach the server"
+    );
+    assert_eq!(
+        Booking::read(t1.doc(&b1).unwrap()).unwrap().status,
+        Status::Waitlisted
+    );
+    let _ = c.venue_doc;
+}
+
+async fn expect_error(
+    socket: &mut (impl StreamExt<Item = Result<Ws, tokio_tungstenite::tungstenite::Error>> + Unpin),
+) -> Option<String> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(3), socket.next()).await {
+            Ok(Some(Ok(Ws::Binary(b)))) => {
+                if let Ok(Message::Error {
+                    refusal, message, ..
+                }) = wire::decode(&b)
+                {
+                    return Some(refusal.map_or(message, |r| r.code));
+                }
+            }
+            Ok(Some(Ok(Ws::Close(_)))) | Ok(None) | Err(_) | Ok(Some(Err(_))) => return None,
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+async fn garbage_gets_a_clear_error_and_nothing_is_stored(server: &TestServer) {
+    let p = place(&server.db.store).await;
+    let t = device(server, Role::Teacher, Some(p.school), None, 1).await;
+    let mut s = open_socket(server.addr, &t.token).await.unwrap();
+    let join = Message::Join {
+        sender_id: "raw".into(),
+        peer_metadata: None,
+        supported_protocol_versions: vec!["1".into()],
+    };
+    s.send(Ws::Binary(join.encode().into())).await.unwrap();
+    assert!(
+        matches!(s.next().await, Some(Ok(Ws::Binary(b))) if matches!(wire::decode(&b), Ok(Message::Peer { .. })))
+    );
+    let before = server.db.store.document_ids().await.unwrap().len();
+    // Not CBOR at all.
+    s.send(Ws::Binary(vec![0xff, 0x00, 0x13].into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_error(&mut s).await.as_deref(),
+        Some("malformed-message")
+    );
+    // CBOR, but automerge bytes that are garbage.
+    let doc = new_doc();
+    let bad = Message::Sync {
+        sender_id: "raw".into(),
+        target_id: "x".into(),
+        document_id: doc,
+        data: vec![0x42, 1, 2, 3, 4],
+    };
+    s.send(Ws::Binary(bad.encode().into())).await.unwrap();
+    assert_eq!(
+        expect_error(&mut s).await.as_deref(),
+        Some("malformed-sync")
+    );
+    // Text frames are not the protocol.
+    s.send(Ws::Text("hello".into())).await.unwrap();
+    assert_eq!(
+        expect_error(&mut s).await.as_deref(),
+        Some("malformed-message")
+    );
+    // The connection carries on: a request for an unknown document is answered.
+    let req = Message::Request {
+        sender_id: "raw".into(),
+        target_id: "x".into(),
+        document_id: doc,
+        data: empty_request(),
+    };
+    s.send(Ws::Binary(req.encode().into())).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(3), s.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        wire::decode(&answer.into_data()),
+        Ok(Message::DocUnavailable { .. })
+    ));
+    // An oversize frame closes the connection.
+    let big = vec![0u8; 9 * 1024 * 1024];
+    let _ = s.send(Ws::Binary(big.into())).await;
+    assert!(
+        expect_error(&mut s).await.is_none(),
+        "the connection is closed"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stored: Vec<DocumentId> = server
+        .db
+        .store
+        .document_ids()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
+    assert!(!stored.contains(&doc), "nothing was stored for the garbage");
+    let _ = before;
+}
+
+async fn unknown_and_forbidden_documents_look_the_same(server: &TestServer) {
+    let (c, _) = venue_with_slot(server, 60).await;
+    let mut teacher = device(server, Role::Teacher, Some(c.school.0), None, 1).await;
+    let b = new_doc();
+    teacher.edit(
+        b,
+        Edit::CreateBooking {
+            venue: c.venue,
+            slot: c.slot,
+            school: c.school,
+            party_size: 5,
+            roster: vec![],
+        },
+    );
+    teacher.sync(server.addr).await;
+    let other_school = server
+        .db
+        .store
+        .create_school(kepu_server::ids::new_id(), c.county, "另一所小学")
+        .await
+        .unwrap()
+        .id;
+    let mut stranger = device(server, Role::Teacher, Some(other_school), None, 3).await;
+    stranger.want(b);
+    stranger.want(new_doc());
+    stranger.sync(server.addr).await;
+    let unavailable = stranger
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Unavailable { .. }))
+        .count();
+    assert_eq!(
+        unavailable, 2,
+        "a forbidden booking and a missing one get the same answer"
+    );
+    assert!(stranger.doc(&b).is_none_or(|d| d.get_heads().is_empty()));
+}
+
+async fn wrong_and_revoked_tokens_are_refused_and_a_revoked_device_is_cut_off(server: &TestServer) {
+    let p = place(&server.db.store).await;
+    assert!(
+        open_socket(server.addr, "not-a-token").await.is_err(),
+        "a wrong token is refused at the upgrade"
+    );
+    let mut t = device(server, Role::Teacher, Some(p.school), None, 1).await;
+    t.connect(server.addr).await;
+    t.pump(Duration::from_millis(200)).await;
+    let device_id = t.engine.config().writer.device;
+    let admin = server.admin_token().await;
+    let r = server
+        .http
+        .post(server.url(&format!("/api/devices/{device_id}/revoke")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    t.pump(Duration::from_secs(2)).await;
+    assert!(
+        t.events.iter().any(
+            |e| matches!(e, Event::ProtocolError { error, .. } if error.contains("device-revoked"))
+        ),
+        "{:?}",
+        t.events
+    );
+    assert!(
+        open_socket(server.addr, &t.token).await.is_err(),
+        "a revoked token is refused afterwards"
+    );
+}
+
+async fn a_refused_change_is_recorded_for_admins(server: &TestServer) {
+    let (c, _) = venue_with_slot(server, 60).await;
+    let mut teacher = device(server, Role::Teacher, Some(c.school.0), None, 1).await;
+    let b = new_doc();
+    teacher.edit(
+        b,
+        Edit::CreateBooking {
+            venue: c.venue,
+            slot: c.slot,
+            school: c.school,
+            party_size: 5,
+            roster: vec![],
+        },
+    );
+    teacher.sync(server.addr).await;
+    let now = kepu_server::clock::now_ms();
+    let fx = teacher.engine.edit_unchecked(
+        now,
+        b,
+        &Edit::Decide {
+            status: Status::Confirmed,
+            wait_position: Some(0),
+        },
+    );
+    assert!(!fx.tasks.is_empty());
+    for (task, t) in fx.tasks {
+        let result = teacher.store.run(&t);
+        teacher.feed(kepu_sync_core::engine::Input::IoDone { task, result });
+    }
+    teacher.want(b);
+    teacher.sync(server.addr).await;
+    assert!(teacher.events.iter().any(|e| matches!(e, Event::Refused { refusal, .. } if refusal.code.as_str() == "status-is-server-only")));
+    let admin = server.admin_token().await;
+    let devices = get_json(server, "/api/admin/devices", &admin).await;
+    let mine = devices["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"].as_str() == Some(&teacher.engine.config().writer.device.to_string()))
+        .cloned()
+        .unwrap();
+    assert!(mine["pending_refusals"].as_i64().unwrap() >= 1, "{mine}");
+}
+
+fn empty_request() -> Vec<u8> {
+    use automerge::sync::SyncDoc;
+    automerge::Automerge::new()
+        .generate_sync_message(&mut automerge::sync::State::new())
+        .expect("a first message")
+        .encode()
+}
