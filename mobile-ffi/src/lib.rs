@@ -11,10 +11,13 @@
 //! - [`client::actions`]: check-ins (gate code, pupil pass), check-outs, rosters,
 //!   booking requests, volunteer activities and minutes.
 //! - [`api`]: the uniffi surface (`KepuClient`, records, `ApiError`, observers).
+//! - `test_server` (feature `test-server`): an in-process server for tests.
 
 uniffi::setup_scaffolding!();
 
 pub mod api;
 pub mod client;
+#[cfg(feature = "test-server")]
+pub mod test_server;
 
 pub use api::{ApiError, KepuClient};

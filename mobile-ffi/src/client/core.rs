@@ -509,6 +509,27 @@ impl Core {
         Ok((conn, docs))
     }
 
+    /// Does the server on `conn` have every change of `doc`? If so, the document's
+    /// local changes are acknowledged.
+    ///
+    /// # Errors
+    /// Storage failed.
+    pub fn settled(&self, conn: ConnId, doc: &DocumentId) -> Result<bool> {
+        let st = lock(&self.state);
+        let Some(session) = st.session.as_ref() else {
+            return Ok(false);
+        };
+        let has_doc = session
+            .engine
+            .doc(doc)
+            .is_some_and(|d| !d.get_heads().is_empty());
+        if has_doc && session.engine.peer_has_all(conn, doc) {
+            st.store.acknowledge(doc)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// Detaches a closed connection (sync states are saved).
     pub fn detach(&self, conn: ConnId) {
         let events = {

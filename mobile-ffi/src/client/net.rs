@@ -24,6 +24,8 @@ pub const DEVICE_REVOKED: &str = "device-revoked";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// A one-shot sync gives up when the server stays silent this long.
 const QUIET: Duration = Duration::from_secs(5);
+/// After this long without a frame, check which documents the server has in full.
+const SETTLE: Duration = Duration::from_millis(150);
 /// A one-shot sync never takes longer than this.
 const SYNC_LIMIT: Duration = Duration::from_secs(120);
 
@@ -117,15 +119,19 @@ pub async fn connect_and_sync(
     let mut report = Report::default();
     let started = Instant::now();
     let mut quiet_deadline = Instant::now() + CONNECT_TIMEOUT;
+    let mut settle_at: Option<Instant> = None;
     let outcome: Result<()> = loop {
         if until == Until::Synced && joined && waiting.is_empty() {
             break Ok(());
         }
-        let deadline = if until == Until::Synced {
+        let mut deadline = if until == Until::Synced {
             quiet_deadline.min(started + SYNC_LIMIT)
         } else {
             Instant::now() + Duration::from_secs(3600)
         };
+        if let Some(at) = settle_at {
+            deadline = deadline.min(at);
+        }
         tokio::select! {
             out = rx.recv() => match out {
                 Some(Outbound::Frame(bytes)) => {
@@ -156,6 +162,7 @@ pub async fn connect_and_sync(
                     Some(Err(_)) | None => break Err(Error::Network("connection lost".into())),
                 };
                 quiet_deadline = Instant::now() + QUIET;
+                settle_at = Some(Instant::now() + SETTLE);
                 core.bytes_received.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 if is_revocation(&bytes) {
                     core.wipe_revoked()?;
@@ -180,6 +187,26 @@ pub async fn connect_and_sync(
                 }
             },
             () = sleep_until(deadline) => {
+                if settle_at.is_some_and(|at| at <= Instant::now()) {
+                    settle_at = None;
+                    // The last message of a round trip goes unanswered: ask the engine
+                    // which documents the server now has in full.
+                    let docs: Vec<DocumentId> = if until == Until::Synced {
+                        waiting.iter().copied().collect()
+                    } else {
+                        core.documents().map(|d| d.into_iter().map(|(d, _)| d).collect()).unwrap_or_default()
+                    };
+                    for doc in docs {
+                        if core.settled(conn, &doc).unwrap_or(false) && waiting.remove(&doc) {
+                            report.synced += 1;
+                        }
+                    }
+                    core.notify_sync();
+                    if !(until == Until::Synced && joined && waiting.is_empty()) {
+                        continue;
+                    }
+                    break Ok(());
+                }
                 if until == Until::Synced {
                     break if joined {
                         // The server has nothing more to say; what is left stays pending.

@@ -1,0 +1,447 @@
+//! The client core against the in-process server over real local websockets.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use kepu_mobile_ffi::client::core::{Core, DocListener, Status, SyncListener};
+use kepu_mobile_ffi::client::error::Error;
+use kepu_mobile_ffi::client::net::{Until, connect_and_sync};
+use kepu_mobile_ffi::client::store::Store;
+use kepu_mobile_ffi::test_server::{self, TestServer};
+use kepu_sync_core::doc_id::DocumentId;
+use kepu_sync_core::edits::Edit;
+use kepu_sync_core::ids::PupilId;
+use kepu_sync_core::schema::DocKind;
+use kepu_sync_core::schema::booking::Status as BookingStatus;
+use kepu_sync_core::writer::Role;
+use tempfile::TempDir;
+
+struct Device {
+    core: Arc<Core>,
+    _dir: Option<TempDir>,
+}
+
+async fn device(server: &TestServer, role: Role, pupil: Option<PupilId>) -> Device {
+    let dir = tempfile::tempdir().unwrap();
+    let core = open(server, dir.path());
+    let code = server.shared.issue_code(role, pupil);
+    core.enroll(&code).await.unwrap();
+    Device {
+        core,
+        _dir: Some(dir),
+    }
+}
+
+fn open(server: &TestServer, dir: &std::path::Path) -> Arc<Core> {
+    let w = server.shared.world();
+    Arc::new(Core::open(dir, &w.url, Some(&w.server_public_key)).unwrap())
+}
+
+async fn sync(core: &Arc<Core>) -> kepu_mobile_ffi::client::net::Report {
+    connect_and_sync(core, Until::Synced, None).await.unwrap()
+}
+
+fn booking_doc(server: &TestServer) -> DocumentId {
+    server.shared.world().booking_doc.parse().unwrap()
+}
+
+fn pupils(server: &TestServer) -> Vec<PupilId> {
+    server
+        .shared
+        .world()
+        .pupils
+        .iter()
+        .map(|p| p.parse().unwrap())
+        .collect()
+}
+
+/// A teacher's device that holds the seeded booking.
+async fn teacher_with_booking(server: &TestServer) -> Device {
+    let t = device(server, Role::Teacher, None).await;
+    t.core.want(booking_doc(server)).unwrap();
+    sync(&t.core).await;
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teacher_fetches_the_booking_over_a_real_websocket() {
+    let server = test_server::start().await.unwrap();
+    let t = teacher_with_booking(&server).await;
+    let b = t.core.booking(&booking_doc(&server)).unwrap();
+    assert_eq!(b.status, BookingStatus::Confirmed);
+    assert_eq!(b.roster.len(), 4);
+    assert!(t.core.status().unwrap().last_sync_ms.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_phones_and_a_gate_scan_offline_and_every_device_counts_each_pupil_once() {
+    let server = test_server::start().await.unwrap();
+    let doc = booking_doc(&server);
+    let passes = server.shared.world().passes;
+    let a = teacher_with_booking(&server).await;
+    let b = teacher_with_booking(&server).await;
+    let gate = device(&server, Role::VenueStaff, None).await;
+    gate.core.want(doc).unwrap();
+    sync(&gate.core).await;
+
+    // Offline: overlapping scans.
+    for (dev, which) in [(&a, [0, 1]), (&b, [1, 2]), (&gate, [2, 3])] {
+        for i in which {
+            dev.core.scan_pupil_pass(doc, &passes[i]).unwrap();
+        }
+    }
+    assert!(a.core.status().unwrap().pending_changes > 0);
+
+    for _ in 0..2 {
+        for dev in [&a, &b, &gate] {
+            sync(&dev.core).await;
+        }
+    }
+    let expected = a.core.roster(&doc).unwrap().1;
+    assert_eq!(expected.arrived, 4, "each pupil counted once");
+    assert!(expected.missing.is_empty());
+    let dups: usize = expected.pupils.iter().map(|p| p.duplicates.len()).sum();
+    assert_eq!(dups, 2, "second scans are kept as duplicates");
+    for dev in [&b, &gate] {
+        assert_eq!(dev.core.roster(&doc).unwrap().1, expected);
+        assert_eq!(dev.core.status().unwrap().pending_changes, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_ins_survive_closing_and_reopening_the_store() {
+    let server = test_server::start().await.unwrap();
+    let doc = booking_doc(&server);
+    let passes = server.shared.world().passes;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let core = open(&server, dir.path());
+        core.enroll(&server.shared.issue_code(Role::Teacher, None))
+            .await
+            .unwrap();
+        core.want(doc).unwrap();
+        sync(&core).await;
+        core.scan_pupil_pass(doc, &passes[0]).unwrap();
+        core.scan_pupil_pass(doc, &passes[1]).unwrap();
+    }
+    let core = open(&server, dir.path());
+    assert_eq!(core.identity().unwrap().unwrap().role, Role::Teacher);
+    let (_, a) = core.roster(&doc).unwrap();
+    assert_eq!(a.arrived, 2);
+    assert_eq!(core.status().unwrap().pending_changes, 2);
+    sync(&core).await;
+    assert_eq!(core.status().unwrap().pending_changes, 0);
+}
+
+/// Child half of the kill test: writes check-ins forever, printing each one that returned.
+#[test]
+#[ignore = "run by a_killed_app_loses_nothing_it_returned_from"]
+fn kill_test_child() {
+    let Ok(dir) = std::env::var("KEPU_KILL_DIR") else {
+        return;
+    };
+    let store = Store::open(std::path::Path::new(&dir)).unwrap();
+    let core = Core::with_store(store, "http://127.0.0.1:9", None).unwrap();
+    let doc: DocumentId = std::env::var("KEPU_KILL_DOC").unwrap().parse().unwrap();
+    let mut n = 0u128;
+    loop {
+        n += 1;
+        let pupil = PupilId(uuid::Uuid::from_u128(n));
+        core.edit(
+            doc,
+            Edit::AddToRoster {
+                pupils: vec![pupil],
+            },
+        )
+        .unwrap();
+        println!("OK {pupil}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_app_loses_nothing_it_returned_from() {
+    let server = test_server::start().await.unwrap();
+    let doc = booking_doc(&server);
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let core = open(&server, dir.path());
+        core.enroll(&server.shared.issue_code(Role::Teacher, None))
+            .await
+            .unwrap();
+        core.want(doc).unwrap();
+        sync(&core).await;
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "kill_test_child", "--ignored", "--nocapture"])
+        .env("KEPU_KILL_DIR", dir.path())
+        .env("KEPU_KILL_DOC", doc.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut returned = Vec::new();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let started = Instant::now();
+    while returned.len() < 40 && started.elapsed() < Duration::from_secs(60) {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(p) = line.strip_prefix("OK ") {
+                    returned.push(p.parse::<PupilId>().unwrap());
+                }
+            }
+            _ => break,
+        }
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(
+        returned.len() >= 10,
+        "the child wrote only {}",
+        returned.len()
+    );
+    let core = open(&server, dir.path());
+    let roster = core.booking(&doc).unwrap().roster;
+    for p in &returned {
+        assert!(roster.contains_key(p), "a returned write was lost");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pupil_checks_in_with_the_gate_code_and_the_teacher_sees_it() {
+    let server = test_server::start().await.unwrap();
+    let doc = booking_doc(&server);
+    let p0 = pupils(&server)[0];
+    let pupil = device(&server, Role::Pupil, Some(p0)).await;
+    pupil.core.want(doc).unwrap();
+    sync(&pupil.core).await;
+    let receipt = pupil
+        .core
+        .check_in_with_gate_code(doc, &server.shared.gate_code())
+        .unwrap();
+    assert_eq!(receipt.pupil, p0);
+    assert!(!receipt.already_counted);
+    let visits = pupil.core.my_visits().unwrap();
+    assert_eq!(visits.len(), 1);
+    sync(&pupil.core).await;
+    let t = teacher_with_booking(&server).await;
+    let (_, a) = t.core.roster(&doc).unwrap();
+    assert_eq!(a.arrived, 1);
+    assert_eq!(a.inside_now, 1);
+    assert_eq!(a.missing.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_gate_code_is_refused_and_nothing_is_written() {
+    let server = test_server::start().await.unwrap();
+    let doc = booking_doc(&server);
+    let pupil = device(&server, Role::Pupil, Some(pupils(&server)[0])).await;
+    pupil.core.want(doc).unwrap();
+    sync(&pupil.core).await;
+    let mut code = server.shared.gate_code();
+    code.replace_range(40..41, if &code[40..41] == "A" { "B" } else { "A" });
+    let err = pupil.core.check_in_with_gate_code(doc, &code).unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    assert!(!err.to_string().contains(&code[5..20]), "no code in errors");
+    let err = pupil
+        .core
+        .check_in_with_gate_code(doc, "not a code")
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)));
+    assert_eq!(pupil.core.roster(&doc).unwrap().1.arrived, 0);
+    assert_eq!(pupil.core.status().unwrap().pending_changes, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pupil_may_not_scan_another_pupils_pass() {
+    let server = test_server::start().await.unwrap();
+    let doc = booking_doc(&server);
+    let pupil = device(&server, Role::Pupil, Some(pupils(&server)[0])).await;
+    pupil.core.want(doc).unwrap();
+    sync(&pupil.core).await;
+    let other = &server.shared.world().passes[1];
+    let err = pupil.core.scan_pupil_pass(doc, other).unwrap_err();
+    assert!(
+        matches!(&err, Error::Rejected(r) if r.starts_with("not-own-pupil")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booking_requested_offline_stays_requested_until_the_server_decides() {
+    let server = test_server::start().await.unwrap();
+    let w = server.shared.world();
+    let t = device(&server, Role::Teacher, None).await;
+    let doc = t
+        .core
+        .request_booking(&w.venue_id, &w.slot_id, 20, &w.pupils[..2])
+        .unwrap();
+    assert_eq!(
+        t.core.booking(&doc).unwrap().status,
+        BookingStatus::Requested
+    );
+    sync(&t.core).await;
+    assert!(server.shared.has_doc(&doc), "the server stored the request");
+    server.shared.server_edit(
+        doc,
+        Edit::Decide {
+            status: BookingStatus::Waitlisted,
+            wait_position: Some(1),
+        },
+    );
+    sync(&t.core).await;
+    let b = t.core.booking(&doc).unwrap();
+    assert_eq!(
+        (b.status, b.wait_position),
+        (BookingStatus::Waitlisted, Some(1))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volunteer_logs_offline_staff_confirm_and_minutes_add_up() {
+    let server = test_server::start().await.unwrap();
+    let w = server.shared.world();
+    let v = device(&server, Role::Volunteer, None).await;
+    let a1 = v
+        .core
+        .log_activity(&w.venue_id, "guided_tour", 1, 45, "恐龙展厅讲解")
+        .unwrap();
+    v.core
+        .log_activity(&w.venue_id, "demonstration", 2, 30, "静电演示")
+        .unwrap();
+    let (_, m) = v.core.volunteer_minutes(None).unwrap();
+    assert_eq!((m.unconfirmed, m.activities), (75, 2));
+    sync(&v.core).await;
+    let log = v.core.own_activity_log().unwrap();
+    let staff = device(&server, Role::VenueStaff, None).await;
+    staff.core.want(log).unwrap();
+    sync(&staff.core).await;
+    staff
+        .core
+        .confirm_activity(log, &a1, true, Some(40))
+        .unwrap();
+    sync(&staff.core).await;
+    sync(&v.core).await;
+    let (_, m) = v.core.volunteer_minutes(None).unwrap();
+    assert_eq!((m.confirmed, m.unconfirmed), (40, 30));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_device_is_wiped_when_it_next_connects() {
+    let server = test_server::start().await.unwrap();
+    let doc = booking_doc(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let core = open(&server, dir.path());
+    let me = core
+        .enroll(&server.shared.issue_code(Role::Teacher, None))
+        .await
+        .unwrap();
+    core.want(doc).unwrap();
+    sync(&core).await;
+    server.shared.revoke(me.device);
+    let err = connect_and_sync(&core, Until::Synced, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Revoked), "{err:?}");
+    assert!(core.identity().unwrap().is_none());
+    assert!(core.status().unwrap().revoked);
+    for table in ["documents", "changes", "meta", "sync_states"] {
+        assert_eq!(core.store_count(table).unwrap(), 0, "{table} wiped");
+    }
+    drop(core);
+    let reopened = open(&server, dir.path());
+    assert!(reopened.identity().unwrap().is_none());
+    assert!(matches!(reopened.documents(), Err(Error::NotEnrolled)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_revoked_while_connected_is_wiped_at_once() {
+    let server = test_server::start().await.unwrap();
+    let doc = booking_doc(&server);
+    let t = teacher_with_booking(&server).await;
+    let me = t.core.identity().unwrap().unwrap();
+    let core = Arc::clone(&t.core);
+    let live = tokio::spawn(async move { connect_and_sync(&core, Until::Stopped, None).await });
+    let started = Instant::now();
+    while !t.core.connected() && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.shared.revoke(me.device);
+    let result = tokio::time::timeout(Duration::from_secs(10), live)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(result, Err(Error::Revoked)), "{result:?}");
+    assert_eq!(t.core.store_count("changes").unwrap(), 0);
+    assert!(t.core.booking(&doc).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pupil_removed_from_the_roster_drops_the_booking() {
+    let server = test_server::start().await.unwrap();
+    let doc = booking_doc(&server);
+    let p0 = pupils(&server)[0];
+    let pupil = device(&server, Role::Pupil, Some(p0)).await;
+    pupil.core.want(doc).unwrap();
+    sync(&pupil.core).await;
+    assert_eq!(pupil.core.my_visits().unwrap().len(), 1);
+    server
+        .shared
+        .server_edit(doc, Edit::RemoveFromRoster { pupil: p0 });
+    sync(&pupil.core).await;
+    assert!(pupil.core.my_visits().unwrap().is_empty());
+    assert_eq!(pupil.core.store_count("changes").unwrap(), 0);
+}
+
+struct Counter(AtomicU32);
+
+impl DocListener for Counter {
+    fn changed(&self, _doc: DocumentId, kind: Option<DocKind>) {
+        if kind == Some(DocKind::Booking) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl SyncListener for Counter {
+    fn changed(&self, _status: &Status) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observers_hear_changes_until_cancelled() {
+    let server = test_server::start().await.unwrap();
+    let doc = booking_doc(&server);
+    let passes = server.shared.world().passes;
+    let t = teacher_with_booking(&server).await;
+    let docs = Arc::new(Counter(AtomicU32::new(0)));
+    let syncs = Arc::new(Counter(AtomicU32::new(0)));
+    let d = t.core.add_doc_listener(docs.clone());
+    t.core.add_sync_listener(syncs.clone());
+    t.core.scan_pupil_pass(doc, &passes[0]).unwrap();
+    assert_eq!(docs.0.load(Ordering::SeqCst), 1);
+    assert!(syncs.0.load(Ordering::SeqCst) >= 1);
+    t.core.remove_listener(d);
+    t.core.scan_pupil_pass(doc, &passes[1]).unwrap();
+    assert_eq!(docs.0.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_server_is_a_network_error_and_writes_still_work_offline() {
+    let server = test_server::start().await.unwrap();
+    let doc = booking_doc(&server);
+    let passes = server.shared.world().passes;
+    let t = teacher_with_booking(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = server.shared.world().server_public_key;
+    drop(t.core);
+    drop(server);
+    let core = Arc::new(Core::open(dir.path(), "http://127.0.0.1:9", Some(&key)).unwrap());
+    let err = core.enroll("KEPU-0000").await.unwrap_err();
+    assert!(matches!(err, Error::Network(_)), "{err:?}");
+    let _ = (doc, passes);
+}
