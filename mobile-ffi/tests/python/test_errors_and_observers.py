@@ -1,0 +1,65 @@
+"""Errors reach the app as the small ApiError enum; observers fire and cancel."""
+
+import unittest
+
+import kepu_mobile_ffi as k
+from harness import Server, enrolled, open_client, run
+
+
+class ErrorsAndObservers(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server()
+        cls.booking = cls.server.world["booking_doc"]
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def test_a_forged_pass_is_invalid_input_without_the_code_in_it(self):
+        client, _ = enrolled(self.server, "teacher", want=self.booking)
+        forged = self.server.world["passes"][0][:-4] + "AAAA"
+        with self.assertRaises(k.ApiError.InvalidInput) as caught:
+            client.scan_pupil_pass(self.booking, forged)
+        self.assertNotIn(forged[5:30], str(caught.exception))
+
+    def test_a_malformed_document_id_is_invalid_input(self):
+        client, _ = enrolled(self.server, "teacher")
+        with self.assertRaises(k.ApiError.InvalidInput):
+            client.roster("not-a-document")
+
+    def test_a_bad_enrollment_code_is_rejected(self):
+        client, _ = open_client(self.server)
+        with self.assertRaises(k.ApiError.Rejected) as caught:
+            run(client.enroll("KEPU-nope"))
+        self.assertEqual(caught.exception.reason, "invalid_enrollment_code")
+        with self.assertRaises(k.ApiError.Rejected):
+            client.documents()
+
+    def test_document_observer_fires_until_cancelled(self):
+        client, _ = enrolled(self.server, "teacher", want=self.booking)
+        seen = []
+
+        class Observer(k.DocumentObserver):
+            def on_document_changed(self, doc_id, kind):
+                seen.append((doc_id, kind))
+
+        handle = client.observe_documents(Observer())
+        client.scan_pupil_pass(self.booking, self.server.world["passes"][1])
+        self.assertEqual(seen, [(self.booking, "booking")])
+        handle.cancel()
+        client.scan_pupil_pass(self.booking, self.server.world["passes"][2])
+        self.assertEqual(len(seen), 1)
+
+    def test_request_booking_shows_requested(self):
+        w = self.server.world
+        client, _ = enrolled(self.server, "teacher")
+        doc = client.request_booking(w["venue_id"], w["slot_id"], 12, w["pupils"][:2])
+        self.assertEqual(client.booking(doc).status, "requested")
+        report = run(client.sync_now())
+        self.assertEqual(report.refused, 0)
+        self.assertEqual(client.sync_status().pending_changes, 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
