@@ -20,7 +20,7 @@ pub mod io;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use automerge::sync::{self, SyncDoc};
-use automerge::{ActorId, Automerge, Change, ChangeHash};
+use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
 
 pub use io::{ConnId, Effects, Event, IoResult, Loaded, StorageTask, StoredChange, TaskId};
 
@@ -718,6 +718,27 @@ impl Engine {
             return;
         };
         let before = e.doc.get_heads();
+        // The changes this message brings, read from its chunks, so that persisting them
+        // needs no walk of the document's history. Only when nothing is queued and every
+        // chunk is a plain change; otherwise `persist_new` asks the document.
+        let mut incoming = if e.doc.get_missing_deps(&[]).is_empty() {
+            Some(Vec::new())
+        } else {
+            None
+        };
+        for chunk in message.changes.iter() {
+            let Some(list) = incoming.as_mut() else { break };
+            match Change::try_from(chunk) {
+                Ok(c) if !e.doc.get_missing_deps(&[c.hash()]).is_empty() => {
+                    list.push(StoredChange {
+                        hash: c.hash(),
+                        bytes: chunk.to_vec(),
+                    });
+                }
+                Ok(_) => {}
+                Err(_) => incoming = None,
+            }
+        }
         let mut log = automerge::PatchLog::new(server);
         if let Err(err) = e
             .doc
@@ -750,12 +771,15 @@ impl Engine {
             p.state = state;
         }
         let after = e.doc.get_heads();
+        if !e.doc.get_missing_deps(&[]).is_empty() {
+            incoming = None;
+        }
         if after != before {
             if let (true, Some(w)) = (server, writer) {
                 let patches = e.doc.make_patches(&mut log);
-                self.merge_validated(conn, doc, &before, &patches, &w);
+                self.merge_validated(conn, doc, &before, &patches, &w, incoming);
             } else {
-                self.persist_new(doc, &before);
+                self.persist(doc, &before, incoming);
             }
         }
         let busy = self.docs.get(&doc).is_some_and(|e| e.appends_in_flight > 0);
@@ -773,13 +797,14 @@ impl Engine {
         before: &[ChangeHash],
         patches: &[automerge::Patch],
         writer: &Writer,
+        incoming: Option<Vec<StoredChange>>,
     ) {
         let Some(e) = self.docs.get_mut(&doc) else {
             return;
         };
         let verdict = validate::validate_patches(&e.doc, before.is_empty(), patches, writer);
         if verdict.is_ok() {
-            self.persist_new(doc, before);
+            self.persist(doc, before, incoming);
             return;
         }
         let new_changes: Vec<Change> = e.doc.get_changes(before);
@@ -863,18 +888,30 @@ impl Engine {
 
     /// Emits an `Append` for every change added since `before`.
     fn persist_new(&mut self, doc: DocumentId, before: &[ChangeHash]) {
+        self.persist(doc, before, None);
+    }
+
+    /// Emits an `Append` for the changes added since `before`: `known` when the caller
+    /// already holds exactly those, else read from the document.
+    fn persist(
+        &mut self,
+        doc: DocumentId,
+        before: &[ChangeHash],
+        known: Option<Vec<StoredChange>>,
+    ) {
         let Some(e) = self.docs.get_mut(&doc) else {
             return;
         };
-        let changes: Vec<StoredChange> = e
-            .doc
-            .get_changes(before)
-            .into_iter()
-            .map(|c| StoredChange {
-                hash: c.hash(),
-                bytes: c.raw_bytes().to_vec(),
-            })
-            .collect();
+        let changes: Vec<StoredChange> = known.unwrap_or_else(|| {
+            e.doc
+                .get_changes(before)
+                .into_iter()
+                .map(|c| StoredChange {
+                    hash: c.hash(),
+                    bytes: c.raw_bytes().to_vec(),
+                })
+                .collect()
+        });
         if changes.is_empty() {
             return;
         }

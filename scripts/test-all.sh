@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Runs every test of kepu on a fresh Debian machine: installs what the tests need,
+# makes sure PostgreSQL is up, then runs formatting, lints, the dependency rule of
+# sync-core, the Rust test suites (SQLite and PostgreSQL) and the binding tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n== %s\n' "$*"; }
+
+apt_install() {
+    local missing=()
+    for p in "$@"; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        say "installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+ensure_postgres() {
+    if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+        return
+    fi
+    if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+        apt_install postgresql
+    fi
+    say "starting PostgreSQL"
+    local version
+    version="$(ls /etc/postgresql | sort -V | tail -1)"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    for _ in $(seq 1 30); do
+        pg_isready -q -h 127.0.0.1 -p 5432 && break
+        sleep 1
+    done
+    pg_isready -h 127.0.0.1 -p 5432
+    # Trust auth for the local test user, as on the development machines.
+    psql -h 127.0.0.1 -U postgres -c 'select 1' >/dev/null 2>&1 || {
+        echo "PostgreSQL is up but user postgres cannot connect over 127.0.0.1 without a password" >&2
+        exit 1
+    }
+}
+
+apt_install build-essential pkg-config python3
+ensure_postgres
+export KEPU_TEST_PG_URL="${KEPU_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+
+say "format"
+cargo fmt --all --check
+
+say "lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+say "sync-core depends on no runtime, database, socket or filesystem crate"
+forbidden='^(tokio|sqlx|sqlx-core|axum|hyper|mio|socket2|tungstenite|tokio-tungstenite|rusqlite|libsqlite3-sys|reqwest|async-std|tempfile|notify) '
+if cargo tree -p kepu-sync-core -e normal --prefix none --locked | sort -u | grep -E "$forbidden"; then
+    echo "kepu-sync-core must stay sans-IO" >&2
+    exit 1
+fi
+echo "ok"
+
+say "Rust tests (sync-core, server on SQLite and PostgreSQL, mobile core)"
+cargo test --workspace --locked
+
+if [ -x mobile-ffi/tests/run-bindings-tests.sh ]; then
+    say "Python and Kotlin binding tests"
+    mobile-ffi/tests/run-bindings-tests.sh
+fi
+
+say "all tests passed"
