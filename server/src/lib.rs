@@ -67,6 +67,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let store = open_store(&config).await?;
+    // Records a crash left behind their documents are recomputed before serving.
+    let reprojected = records::reproject_stale(&store).await?;
+    if reprojected > 0 {
+        tracing::info!(reprojected, "records recomputed after an unclean stop");
+    }
     let state = AppState::new(store.clone());
     let address = listener.local_addr()?;
     let hub = sync::SyncHub::start(state.clone(), &sync::HubConfig::default());

@@ -1,5 +1,6 @@
 //! Rebuilding the projections from the stored documents (`kepu-server admin
-//! rebuild-projections`): venues first (bookings read their slots), then the rest.
+//! rebuild-projections`): venues first (bookings read their slots), then the rest; and,
+//! at start, recomputing the records a crash left behind their documents.
 
 use automerge::{Automerge, Change};
 use kepu_sync_core::doc_id::DocumentId;
@@ -48,7 +49,27 @@ pub async fn rebuild(store: &Store) -> Result<usize> {
                 store.write_projection(*doc, &p, now_ms()).await?;
                 n += 1;
             }
+            store.mark_projected(*doc, &d.get_heads()).await?;
         }
     }
     Ok(n)
+}
+
+/// Recomputes the records of the documents whose stored changes are newer than their
+/// records: after a crash between storing changes (and acknowledging them) and writing
+/// the records. Run at start, before serving. Returns the number of documents.
+///
+/// # Errors
+/// A database failure.
+pub async fn reproject_stale(store: &Store) -> Result<usize> {
+    let stale = store.stale_projections().await?;
+    for doc in &stale {
+        let d = load(store, *doc).await?;
+        let p = project(*doc, &d);
+        if p != Projection::Nothing {
+            store.write_projection(*doc, &p, now_ms()).await?;
+        }
+        store.mark_projected(*doc, &d.get_heads()).await?;
+    }
+    Ok(stale.len())
 }

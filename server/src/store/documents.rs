@@ -78,18 +78,19 @@ impl Store {
                     doc,
                     kind,
                     changes,
-                    heads: _,
+                    heads,
                 } => {
                     let id = doc.to_string();
                     let kind = kind.map_or("", |k| k.as_str());
                     sqlx::query(
-                        "INSERT INTO documents (doc_id, kind, updated_at) VALUES ($1, $2, $3) \
-                         ON CONFLICT (doc_id) DO UPDATE SET updated_at = excluded.updated_at, \
+                        "INSERT INTO documents (doc_id, kind, updated_at, heads) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (doc_id) DO UPDATE SET updated_at = excluded.updated_at, heads = excluded.heads, \
                          kind = CASE WHEN excluded.kind <> '' THEN excluded.kind ELSE documents.kind END",
                     )
                     .bind(&id)
                     .bind(kind)
                     .bind(now)
+                    .bind(heads_blob(heads))
                     .execute(&mut *tx)
                     .await?;
                     for chunk in changes.chunks(200) {
@@ -158,6 +159,41 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Notes that the records of `doc` were written from the state with `heads`.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn mark_projected(
+        &self,
+        doc: DocumentId,
+        heads: &[automerge::ChangeHash],
+    ) -> Result<()> {
+        sqlx::query("UPDATE documents SET projected_heads = $2 WHERE doc_id = $1")
+            .bind(doc.to_string())
+            .bind(heads_blob(heads))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Documents whose stored changes may be newer than their records (the server
+    /// stopped between storing changes and writing records), venues first.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn stale_projections(&self) -> Result<Vec<DocumentId>> {
+        Ok(sqlx::query(
+            "SELECT doc_id FROM documents WHERE heads IS NOT NULL \
+             AND (projected_heads IS NULL OR projected_heads <> heads) \
+             ORDER BY CASE WHEN kind = 'venue' THEN 0 ELSE 1 END, doc_id",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .filter_map(|r| r.try_get::<String, _>(0).ok()?.parse().ok())
+        .collect())
     }
 
     /// Every stored document id, with its kind.

@@ -314,6 +314,7 @@ fn dispatch(
                     let _ = jobs.send(Job::Project {
                         doc,
                         projection: Box::new(projection),
+                        heads: d.get_heads(),
                     });
                 }
             }

@@ -26,6 +26,8 @@ pub enum Job {
         doc: DocumentId,
         /// Its records.
         projection: Box<Projection>,
+        /// The heads of the state they were computed from.
+        heads: Vec<automerge::ChangeHash>,
     },
     /// Record a refusal for admins.
     Refusal {
@@ -106,13 +108,23 @@ async fn run(state: AppState, hub: SyncHub, mut rx: mpsc::UnboundedReceiver<Job>
         }
         for job in later {
             match job {
-                Job::Project { doc, projection } => match state
+                Job::Project {
+                    doc,
+                    projection,
+                    heads,
+                } => match state
                     .store
                     .write_projection(doc, &projection, now_ms())
                     .await
                 {
-                    Ok(Some(slot)) => decide_slot(&state, &hub, slot).await,
-                    Ok(None) => {}
+                    Ok(slot) => {
+                        if let Err(e) = state.store.mark_projected(doc, &heads).await {
+                            tracing::warn!(doc = %doc, error = %e, "could not mark projection");
+                        }
+                        if let Some(slot) = slot {
+                            decide_slot(&state, &hub, slot).await;
+                        }
+                    }
                     Err(e) => tracing::error!(doc = %doc, error = %e, "projection failed"),
                 },
                 Job::Refusal {

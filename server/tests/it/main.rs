@@ -3,7 +3,9 @@
 //! `KEPU_TEST_PG_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`).
 
 mod http_api;
+mod kill9;
 mod store_suite;
 mod support;
 mod sync_client;
 mod sync_e2e;
+mod world;

@@ -90,6 +90,14 @@ impl TestDb {
         }
     }
 
+    /// The data directory of a SQLite database (`kepu.db` inside it), `None` for PostgreSQL.
+    pub fn data_dir(&self) -> Option<std::path::PathBuf> {
+        match &self.cleanup {
+            Cleanup::Dir(dir) => Some(dir.path().to_path_buf()),
+            Cleanup::Postgres { .. } => None,
+        }
+    }
+
     /// A configuration that points at this database.
     pub fn config(&self) -> Config {
         let mut config = Config::with_data_dir(std::env::temp_dir());

@@ -160,6 +160,17 @@ impl Device {
         self.pump(Duration::from_millis(400)).await;
     }
 
+    /// The current connection, if the device is online.
+    pub fn online(&self) -> bool {
+        self.socket.is_some()
+    }
+
+    /// Does the server's acknowledged state (its heads, which it sends only once the
+    /// changes are stored) include every local change of `doc`?
+    pub fn server_has_all(&self, doc: &DocumentId) -> bool {
+        self.socket.is_some() && self.engine.peer_has_all(ConnId(self.conn), doc)
+    }
+
     pub fn doc(&self, doc: &DocumentId) -> Option<&automerge::Automerge> {
         self.engine.doc(doc)
     }
