@@ -83,6 +83,11 @@ pub async fn run(
     if created > 0 {
         tracing::info!(created, "server documents created");
     }
+    sync::documents::keep_in_step(
+        store.clone(),
+        hub.clone(),
+        std::time::Duration::from_secs(2),
+    );
     let mut revocations = state.authenticator().subscribe_revocations();
     let revoke_hub = hub.clone();
     tokio::spawn(async move {

@@ -63,6 +63,11 @@ pub struct Config {
     pub max_docs_per_conn: usize,
     /// Times a failed append is retried before the document is dropped from memory.
     pub append_retries: u32,
+    /// Server: verify check-in proofs again with this key (and the revocation list
+    /// document, when loaded). `None` skips proof checks.
+    pub proof_key: Option<crate::proof::ServerPublicKey>,
+    /// The document holding the pass revocation list, if any.
+    pub revocations_doc: Option<DocumentId>,
 }
 
 impl Config {
@@ -86,6 +91,8 @@ impl Config {
             compact_after: 64,
             max_docs_per_conn: 2_000,
             append_retries: 3,
+            proof_key: None,
+            revocations_doc: None,
         }
     }
 }
@@ -151,6 +158,7 @@ enum Pending {
     Frame { conn: ConnId, doc_msg: DocMsg },
     Edit(Edit),
     Announce { conn: ConnId },
+    Nothing,
 }
 
 #[derive(Debug, Clone)]
@@ -369,6 +377,7 @@ impl Engine {
             Pending::Frame { conn, doc_msg } => self.on_doc_message(conn, doc, &doc_msg),
             Pending::Edit(edit) => self.apply_edit(doc, &edit),
             Pending::Announce { conn } => self.announce(conn, doc),
+            Pending::Nothing => {}
         }
     }
 
@@ -618,13 +627,21 @@ impl Engine {
     }
 
     fn on_want(&mut self, doc: DocumentId) {
-        self.local_docs.insert(doc);
+        if self.config.mode == Mode::Client {
+            self.local_docs.insert(doc);
+        }
         let conns: Vec<ConnId> = self
             .conns
             .iter()
             .filter(|(_, c)| c.joined)
             .map(|(k, _)| *k)
             .collect();
+        if conns.is_empty() {
+            if let Some(p) = self.ensure_loaded(doc, Pending::Nothing) {
+                self.run_pending(doc, p);
+            }
+            return;
+        }
         for conn in conns {
             if let Some(p) = self.ensure_loaded(doc, Pending::Announce { conn }) {
                 self.run_pending(doc, p);
@@ -799,10 +816,12 @@ impl Engine {
         writer: &Writer,
         incoming: Option<Vec<StoredChange>>,
     ) {
+        let checks = self.proof_check(doc);
         let Some(e) = self.docs.get_mut(&doc) else {
             return;
         };
-        let verdict = validate::validate_patches(&e.doc, before.is_empty(), patches, writer);
+        let verdict =
+            validate::validate_patches_with(&e.doc, before.is_empty(), patches, writer, &checks);
         if verdict.is_ok() {
             self.persist(doc, before, incoming);
             return;
@@ -844,7 +863,9 @@ impl Engine {
                 continue;
             }
             let patches = rolled.make_patches(&mut log);
-            if let Err(r) = validate::validate_patches(&rolled, b.is_empty(), &patches, writer) {
+            if let Err(r) =
+                validate::validate_patches_with(&rolled, b.is_empty(), &patches, writer, &checks)
+            {
                 refused_set.insert(hash);
                 refused.push((hash, r));
                 if let Ok(mut f) = rolled.fork_at(&b) {
@@ -884,6 +905,24 @@ impl Engine {
             );
         }
         self.persist_new(doc, before);
+    }
+
+    /// What the server verifies beyond the document rules, for a merge into `doc`.
+    fn proof_check(&self, doc: DocumentId) -> validate::ProofCheck {
+        let Some(key) = self.config.proof_key else {
+            return validate::ProofCheck::default();
+        };
+        let revoked = self
+            .config
+            .revocations_doc
+            .filter(|r| *r != doc)
+            .and_then(|r| self.doc(&r))
+            .map(crate::schema::revocations::read)
+            .unwrap_or_default();
+        validate::ProofCheck {
+            server_key: Some(key),
+            revoked,
+        }
     }
 
     /// Emits an `Append` for every change added since `before`.
@@ -1394,10 +1433,11 @@ impl Engine {
                 || !e.pending.is_empty()
                 || e.load_task.is_some()
         };
+        let pinned = self.config.revocations_doc;
         let mut candidates: Vec<(i64, DocumentId)> = self
             .docs
             .iter()
-            .filter(|(_, e)| !busy(e))
+            .filter(|(id, e)| !busy(e) && Some(**id) != pinned)
             .map(|(id, e)| (e.last_used, *id))
             .collect();
         let over = self

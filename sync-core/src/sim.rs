@@ -175,6 +175,20 @@ impl Sim {
         }
     }
 
+    /// Makes the server verify check-in proofs with `key` (and passes against the
+    /// revocation list document `revocations`). Call before anything else happens.
+    pub fn set_server_proof_checks(
+        &mut self,
+        key: crate::proof::ServerPublicKey,
+        revocations: Option<DocumentId>,
+    ) {
+        let mut config = self.server.config.clone();
+        config.proof_key = Some(key);
+        config.revocations_doc = revocations;
+        let store = std::mem::take(&mut self.server.store);
+        self.server = Node::new(config, store);
+    }
+
     /// Adds an offline device for `writer`; returns its index.
     pub fn add_device(&mut self, writer: Writer) -> usize {
         let i = self.devices.len();

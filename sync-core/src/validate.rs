@@ -103,6 +103,17 @@ impl Refusal {
     }
 }
 
+/// What the server checks beyond the rules of the document itself: check-in proofs are
+/// verified again against the server's key, and passes against the revocation list.
+#[derive(Debug, Clone, Default)]
+pub struct ProofCheck {
+    /// The server's public key; `None` skips proof checks (a phone trusts its own scans,
+    /// which it verified before writing them).
+    pub server_key: Option<crate::proof::ServerPublicKey>,
+    /// Revoked passes as (pupil, serial).
+    pub revoked: std::collections::BTreeSet<(PupilId, u32)>,
+}
+
 /// What a patch does, reduced to what the rules care about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Act {
@@ -120,6 +131,7 @@ struct Ctx<'a> {
     writer: &'a Writer,
     created: bool,
     new_objects: HashSet<ObjId>,
+    new_scans: Vec<(String, String)>,
 }
 
 /// May `writer` read `doc`? Deny looks exactly like unknown on the wire.
@@ -211,6 +223,20 @@ pub fn validate_patches(
     patches: &[Patch],
     writer: &Writer,
 ) -> Result<(), Refusal> {
+    validate_patches_with(doc, created, patches, writer, &ProofCheck::default())
+}
+
+/// Validates patches and, with a server key, the proofs of the new check-ins.
+///
+/// # Errors
+/// The first [`Refusal`] found.
+pub fn validate_patches_with(
+    doc: &Automerge,
+    created: bool,
+    patches: &[Patch],
+    writer: &Writer,
+    proofs: &ProofCheck,
+) -> Result<(), Refusal> {
     let Some(kind) = schema::kind_of(doc) else {
         return Err(Refusal::at(RefusalCode::UnknownKind, &[]));
     };
@@ -219,6 +245,7 @@ pub fn validate_patches(
         writer,
         created,
         new_objects: HashSet::new(),
+        new_scans: Vec::new(),
     };
     if created {
         check_create(&ctx, kind)?;
@@ -232,8 +259,71 @@ pub fn validate_patches(
         let parent_is_new = ctx.new_objects.contains(&p.obj);
         check(&ctx, kind, &path, act, parent_is_new, &p.action)
             .map_err(|code| Refusal::at(code, &path))?;
+        if kind == DocKind::Booking
+            && act == Act::PutObject
+            && let [c, key, scan] = path.as_slice()
+            && c == booking::key::CHECK_INS
+        {
+            ctx.new_scans.push((key.clone(), scan.clone()));
+        }
+    }
+    if let Some(server_key) = &proofs.server_key {
+        for (key, scan) in &ctx.new_scans {
+            check_scan_proof(doc, writer, server_key, &proofs.revoked, key, scan).map_err(
+                |code| Refusal {
+                    code,
+                    path: format!("{}/{key}/{scan}", booking::key::CHECK_INS),
+                },
+            )?;
+        }
     }
     Ok(())
+}
+
+/// The server's second look at a new check-in: the gate proof or pass must verify for
+/// the scan's own time, name this booking's venue or this pupil, and not be revoked.
+fn check_scan_proof(
+    doc: &Automerge,
+    writer: &Writer,
+    server_key: &crate::proof::ServerPublicKey,
+    revoked: &std::collections::BTreeSet<(PupilId, u32)>,
+    key: &str,
+    scan: &str,
+) -> Rule {
+    let Some((pupil, _)) = booking::split_scan_key(key) else {
+        return Err(RefusalCode::MalformedValue);
+    };
+    let rec = r::map(doc, &ROOT, booking::key::CHECK_INS)
+        .and_then(|c| r::map(doc, &c, key))
+        .and_then(|d| r::map(doc, &d, scan))
+        .ok_or(RefusalCode::MalformedValue)?;
+    let at = r::int(doc, &rec, "at").ok_or(RefusalCode::MalformedValue)?;
+    let method = r::string(doc, &rec, "method")
+        .and_then(|m| booking::ScanMethod::parse(&m))
+        .ok_or(RefusalCode::MalformedValue)?;
+    let proof = r::string(doc, &rec, "proof");
+    match method {
+        booking::ScanMethod::GateCode => {
+            let venue = r::parsed::<_, VenueId>(doc, &ROOT, booking::key::VENUE)
+                .ok_or(RefusalCode::MalformedValue)?;
+            let p = proof.ok_or(RefusalCode::BadProof)?;
+            let g = crate::proof::verify_gate_proof_at(&p, server_key, at)
+                .map_err(|_| RefusalCode::BadProof)?;
+            g.require_venue(venue).map_err(|_| RefusalCode::BadProof)
+        }
+        booking::ScanMethod::PassScan => {
+            require(writer.role != Role::Pupil, RefusalCode::RoleMayNotWrite)?;
+            let p = proof.ok_or(RefusalCode::BadProof)?;
+            let pass = crate::proof::verify_pass(&p, server_key, at, &|pu, serial| {
+                revoked.contains(&(pu, serial))
+            })
+            .map_err(|_| RefusalCode::BadProof)?;
+            require(pass.pupil == pupil, RefusalCode::BadProof)
+        }
+        booking::ScanMethod::Manual => {
+            require(writer.role != Role::Pupil, RefusalCode::RoleMayNotWrite)
+        }
+    }
 }
 
 fn flatten(p: &Patch, new_objects: &mut HashSet<ObjId>) -> (Vec<String>, Act) {

@@ -691,3 +691,217 @@ mod convergence {
         }
     }
 }
+
+mod proofs {
+    use super::*;
+    use kepu_sync_core::proof::{
+        GateDayCert, GateSigner, ServerSigner, gate_public_key, utc_day, verify_gate_code,
+    };
+
+    fn world_with_checks(seed: u64) -> (World, ServerSigner, DocumentId) {
+        let signer = ServerSigner::from_seed([9; 32]);
+        let server = Writer::server(DeviceId(uuid::Uuid::from_u128(1)));
+        let mut w = World::new(seed, 60);
+        let revocations = w.sim.new_doc_id();
+        // Rebuild the server with checks, then recreate the venue (a fresh server store).
+        let _ = server;
+        w.sim
+            .set_server_proof_checks(signer.public(), Some(revocations));
+        w.sim.server_edit(revocations, Edit::CreateRevocations);
+        let start = w.sim.now + HOUR;
+        let (venue, slot, venue_doc) = (w.venue, w.slot, w.venue_doc);
+        w.sim.server_edit(venue_doc, Edit::CreateVenue { venue });
+        w.sim.server_edit(
+            venue_doc,
+            Edit::PutSlot {
+                slot,
+                start,
+                end: start + 2 * HOUR,
+                capacity: 60,
+                label: "x".into(),
+            },
+        );
+        (w, signer, revocations)
+    }
+
+    fn gate_signer(signer: &ServerSigner, venue: VenueId, now: i64) -> GateSigner {
+        let seed = [3u8; 32];
+        let cert = signer.certify_gate(GateDayCert {
+            venue,
+            day: utc_day(now).unwrap(),
+            gate_key: gate_public_key(&seed),
+            expires_ms: now + 24 * HOUR,
+        });
+        GateSigner::new(seed, cert).unwrap()
+    }
+
+    #[test]
+    fn the_server_verifies_gate_proofs_again_and_refuses_forged_ones() {
+        let (mut w, signer, _) = world_with_checks(61);
+        let t = w.teacher(1);
+        let p0 = w.pupils[0];
+        let phone = w.pupil_phone(2, p0);
+        let b = w.book(t, 30, vec![p0]);
+        w.sim.settle();
+        w.sim.want(phone, b);
+        w.sim.settle();
+        let gate = gate_signer(&signer, w.venue, w.sim.now);
+        let code = gate.code_at(w.sim.now);
+        let proof = verify_gate_code(&code, &signer.public(), w.sim.now, Some(w.venue))
+            .expect("the phone verifies offline");
+        let scan_id = w.sim.new_entry_id();
+        w.sim.edit(
+            phone,
+            b,
+            Edit::CheckIn {
+                pupil: p0,
+                scan_id,
+                method: ScanMethod::GateCode,
+                proof: Some(proof.encode()),
+            },
+        );
+        w.sim.settle();
+        assert_eq!(attendance(&booking_on(&w.sim, None, &b), None).arrived, 1);
+        assert!(w.sim.server.refusals().next().is_none());
+
+        // A gate code of another venue, and a made-up proof, are refused.
+        let other = gate_signer(&signer, VenueId(uuid::Uuid::from_u128(77)), w.sim.now);
+        let foreign =
+            verify_gate_code(&other.code_at(w.sim.now), &signer.public(), w.sim.now, None).unwrap();
+        let scan_id = w.sim.new_entry_id();
+        w.sim.edit(
+            phone,
+            b,
+            Edit::CheckIn {
+                pupil: p0,
+                scan_id,
+                method: ScanMethod::GateCode,
+                proof: Some(foreign.encode()),
+            },
+        );
+        w.sim.settle();
+        assert_eq!(
+            w.sim.server.refusals().last().map(|r| r.code),
+            Some(RefusalCode::BadProof)
+        );
+        let scan_id = w.sim.new_entry_id();
+        w.sim.edit(
+            phone,
+            b,
+            Edit::CheckIn {
+                pupil: p0,
+                scan_id,
+                method: ScanMethod::GateCode,
+                proof: Some("KPE1.forged".into()),
+            },
+        );
+        w.sim.settle();
+        assert_eq!(w.sim.server.refusals().count(), 2);
+        let server = booking_on(&w.sim, None, &b);
+        assert_eq!(
+            server.check_ins.len(),
+            1,
+            "only the genuine scan was merged"
+        );
+    }
+
+    #[test]
+    fn the_server_refuses_revoked_and_foreign_pupil_passes() {
+        let (mut w, signer, revocations) = world_with_checks(67);
+        let t = w.teacher(1);
+        let gate = w.gate(2);
+        let (p0, p1) = (w.pupils[0], w.pupils[1]);
+        let b = w.book(t, 30, vec![p0, p1]);
+        w.sim.settle();
+        w.sim.want(gate, b);
+        w.sim.settle();
+        let school = w.school;
+        let far = w.sim.now + 100 * 24 * HOUR;
+        let pass0 = signer.issue_pass(p0, school, 1, far);
+        let pass1 = signer.issue_pass(p1, school, 1, far);
+        w.sim.server_edit(
+            revocations,
+            Edit::RevokePass {
+                pupil: p1,
+                serial: 1,
+            },
+        );
+        for (pupil, pass) in [(p0, pass0.clone()), (p1, pass1), (w.pupils[2], pass0)] {
+            let scan_id = w.sim.new_entry_id();
+            w.sim.edit(
+                gate,
+                b,
+                Edit::CheckIn {
+                    pupil,
+                    scan_id,
+                    method: ScanMethod::PassScan,
+                    proof: Some(pass),
+                },
+            );
+            w.sim.settle();
+        }
+        let a = attendance(&booking_on(&w.sim, None, &b), None);
+        assert_eq!(a.arrived, 1, "only the valid pass counts");
+        let codes: Vec<RefusalCode> = w.sim.server.refusals().map(|r| r.code).collect();
+        assert_eq!(codes, vec![RefusalCode::BadProof, RefusalCode::BadProof]);
+    }
+}
+
+#[test]
+fn a_device_on_schema_1_is_read_and_accepted_by_this_engine() {
+    use automerge::transaction::Transactable;
+    let mut w = World::new(71, 60);
+    let t = w.teacher(1);
+    let p0 = w.pupils[0];
+    // A booking as a version-1 app wrote it: no `guide`, schema 1.
+    let mut old = automerge::Automerge::new();
+    let tw = w.sim.devices[t].writer().clone();
+    kepu_sync_core::edits::apply_unchecked(
+        &mut old,
+        &tw,
+        w.sim.now,
+        &Edit::CreateBooking {
+            venue: w.venue,
+            slot: w.slot,
+            school: w.school,
+            party_size: 5,
+            roster: vec![p0],
+        },
+    )
+    .unwrap();
+    let mut tx = old.transaction();
+    tx.put(automerge::ROOT, "schema", 1).unwrap();
+    tx.commit();
+    let v1 = Booking::read(&old).unwrap();
+    assert_eq!((v1.schema, v1.guide), (1, None));
+    // The same doc reaches the server through the device, then a v2 gate adds a guide.
+    let b = w.sim.new_doc_id();
+    w.sim.edit(
+        t,
+        b,
+        Edit::CreateBooking {
+            venue: w.venue,
+            slot: w.slot,
+            school: w.school,
+            party_size: 5,
+            roster: vec![p0],
+        },
+    );
+    w.sim.settle();
+    let staff = w.gate(3);
+    w.sim.want(staff, b);
+    w.sim.settle();
+    w.sim.edit(
+        staff,
+        b,
+        Edit::SetGuide {
+            guide: "A组".into(),
+        },
+    );
+    w.check_in(t, b, p0, ScanMethod::Manual);
+    w.sim.settle();
+    let server = booking_on(&w.sim, None, &b);
+    assert_eq!(server.guide.as_deref(), Some("A组"));
+    assert_eq!(attendance(&server, None).arrived, 1);
+    assert!(w.sim.server.refusals().next().is_none());
+}

@@ -78,6 +78,39 @@ pub async fn ensure(store: &Store, hub: &SyncHub, now: i64, demo_slots: bool) ->
     Ok(created)
 }
 
+/// Keeps the server's documents in step with the records: venues created since start get
+/// their document, revoked passes reach the revocation list. Runs every `every`.
+pub fn keep_in_step(store: Store, hub: SyncHub, every: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut written: std::collections::HashSet<(uuid::Uuid, i64)> =
+            std::collections::HashSet::new();
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if let Err(e) = ensure(&store, &hub, crate::clock::now_ms(), false).await {
+                tracing::warn!(error = %e, "could not create server documents");
+            }
+            match store.pass_revocations().await {
+                Ok(list) => {
+                    for (pupil, serial) in list {
+                        if written.insert((pupil, serial)) {
+                            let serial = u32::try_from(serial).unwrap_or(u32::MAX);
+                            hub.edit(
+                                REVOCATIONS_DOC,
+                                Edit::RevokePass {
+                                    pupil: kepu_sync_core::ids::PupilId(pupil),
+                                    serial,
+                                },
+                            );
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not read pass revocations"),
+            }
+        }
+    });
+}
+
 fn slot_random(venue: uuid::Uuid, day: i64) -> [u8; 10] {
     let mut r = [0u8; 10];
     r[..8].copy_from_slice(&venue.as_bytes()[8..]);

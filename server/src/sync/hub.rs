@@ -30,6 +30,9 @@ pub enum Outbound {
 
 #[derive(Debug)]
 pub(crate) enum HubMsg {
+    Want {
+        doc: DocumentId,
+    },
     Connect {
         conn: ConnId,
         writer: Writer,
@@ -108,6 +111,9 @@ impl SyncHub {
         engine_config.idle_evict_ms =
             i64::try_from(config.idle_evict.as_millis()).unwrap_or(i64::MAX);
         engine_config.max_docs_per_conn = config.max_docs_per_conn;
+        engine_config.proof_key =
+            Some(kepu_sync_core::proof::ServerSigner::from_seed(seed).public());
+        engine_config.revocations_doc = Some(super::documents::REVOCATIONS_DOC);
         let hub = Self {
             tx: tx.clone(),
             next_conn: Arc::new(AtomicU64::new(1)),
@@ -115,6 +121,10 @@ impl SyncHub {
         };
         let jobs = worker::start(state.clone(), hub.clone());
         tokio::spawn(run(Engine::new(engine_config), rx, jobs, state));
+        // Keep the revocation list in memory: every pass check reads it.
+        hub.send(HubMsg::Want {
+            doc: super::documents::REVOCATIONS_DOC,
+        });
         let ticker = tx;
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(5));
@@ -233,6 +243,7 @@ async fn run(
             }
             HubMsg::IoDone { task, result } => Input::IoDone { task, result },
             HubMsg::Edit { doc, edit } => Input::Edit { doc, edit },
+            HubMsg::Want { doc } => Input::Want { doc },
             HubMsg::Tick => Input::Tick,
             HubMsg::Revoked { device } => {
                 let gone: Vec<ConnId> = conns

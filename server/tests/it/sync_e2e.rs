@@ -195,20 +195,61 @@ async fn offline_scans_from_two_devices_count_once_in_the_records(server: &TestS
         );
     }
     tokio::time::sleep(Duration::from_millis(5)).await;
+    // The gate scans the pupils' passes, signed by the server.
+    let signer = kepu_sync_core::proof::ServerSigner::from_seed(*server.db.store.server_seed());
+    let u = user(
+        &server.db.store,
+        Role::Teacher,
+        Some(c.school.0),
+        None,
+        None,
+    )
+    .await;
+    let code = server.accounts.issue_enrollment_code(u, 1).await.unwrap();
+    let r: Value = server
+        .http
+        .post(server.url("/api/enroll"))
+        .json(&serde_json::json!({"code": code.code.expose()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        r["server_public_key"].as_str(),
+        Some(signer.public().to_base64().as_str()),
+        "devices learn the key that signs passes"
+    );
     for p in &pupils[..4] {
+        let pass = signer.issue_pass(*p, c.school, 1, kepu_server::clock::now_ms() + 86_400_000);
         gate.edit(
             b,
             Edit::CheckIn {
                 pupil: *p,
                 scan_id: scan_id(),
                 method: ScanMethod::PassScan,
-                proof: None,
+                proof: Some(pass),
             },
         );
     }
     teacher.sync(server.addr).await;
     gate.sync(server.addr).await;
     teacher.sync(server.addr).await;
+    let refused: Vec<&Event> = gate
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Refused { .. } | Event::ProtocolError { .. }))
+        .collect();
+    if !refused.is_empty() {
+        let d = server
+            .db
+            .store
+            .refusals_of_device(gate.engine.config().writer.device.0)
+            .await
+            .unwrap();
+        panic!("the gate's scans were refused: {refused:?} {d:?}");
+    }
     let t = Booking::read(teacher.doc(&b).unwrap()).unwrap();
     let g = Booking::read(gate.doc(&b).unwrap()).unwrap();
     assert_eq!(t, g, "both devices hold the same merged booking");
