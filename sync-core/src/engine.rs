@@ -1037,7 +1037,7 @@ impl Engine {
         }
     }
 
-    fn on_unavailable(&mut self, _conn: ConnId, doc: DocumentId) {
+    fn on_unavailable(&mut self, conn: ConnId, doc: DocumentId) {
         if self.config.mode != Mode::Client {
             return;
         }
@@ -1047,6 +1047,48 @@ impl Engine {
             .is_some_and(|e| !e.doc.get_heads().is_empty());
         if had {
             // The server would have our copy if we could read it: access was lost.
+            // Our own changes it never received are kept aside, not silently dropped.
+            let ours = actor(&self.config);
+            if let Some(e) = self.docs.get(&doc) {
+                let shared: Vec<ChangeHash> = e
+                    .peers
+                    .get(&conn)
+                    .map(|p| p.state.shared_heads.clone())
+                    .unwrap_or_default();
+                let unsynced: Vec<StoredChange> = e
+                    .doc
+                    .get_changes(&shared)
+                    .into_iter()
+                    .filter(|c| c.actor_id() == &ours)
+                    .map(|c| StoredChange {
+                        hash: c.hash(),
+                        bytes: c.raw_bytes().to_vec(),
+                    })
+                    .collect();
+                if !unsynced.is_empty() {
+                    let n = unsynced.len();
+                    let refusal = Refusal {
+                        code: RefusalCode::AccessLost,
+                        path: String::new(),
+                    };
+                    self.task(
+                        TaskPurpose::Other(doc),
+                        StorageTask::Quarantine {
+                            doc,
+                            changes: unsynced,
+                            refusal: refusal.clone(),
+                            snapshot: Vec::new(),
+                        },
+                    );
+                    self.fx.events.push(Event::Refused {
+                        conn: Some(conn),
+                        doc,
+                        writer: None,
+                        refusal,
+                        changes: n,
+                    });
+                }
+            }
             self.docs.remove(&doc);
             self.local_docs.remove(&doc);
             self.task(TaskPurpose::Other(doc), StorageTask::Forget { doc });
@@ -1500,6 +1542,7 @@ fn validate_code(code: &str) -> RefusalCode {
         C::UnknownKind,
         C::DependsOnRefused,
         C::BadProof,
+        C::AccessLost,
     ]
     .into_iter()
     .find(|c| c.as_str() == code)

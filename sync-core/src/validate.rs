@@ -55,6 +55,9 @@ pub enum RefusalCode {
     DependsOnRefused,
     /// The proof attached to a check-in does not verify.
     BadProof,
+    /// The device lost read access to the document before these changes reached the
+    /// server (client side; the changes are kept aside, not dropped).
+    AccessLost,
 }
 
 impl RefusalCode {
@@ -79,6 +82,7 @@ impl RefusalCode {
             Self::UnknownKind => "unknown-kind",
             Self::DependsOnRefused => "depends-on-refused",
             Self::BadProof => "bad-proof",
+            Self::AccessLost => "access-lost",
         }
     }
 }

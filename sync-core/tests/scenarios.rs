@@ -905,3 +905,34 @@ fn a_device_on_schema_1_is_read_and_accepted_by_this_engine() {
     assert_eq!(attendance(&server, None).arrived, 1);
     assert!(w.sim.server.refusals().next().is_none());
 }
+
+#[test]
+fn a_pupil_who_loses_access_offline_keeps_their_unsynced_check_in_aside() {
+    let mut w = World::new(73, 60);
+    let t = w.teacher(1);
+    let p0 = w.pupils[0];
+    let phone = w.pupil_phone(2, p0);
+    let b = w.book(t, 30, vec![p0]);
+    w.sim.settle();
+    w.sim.want(phone, b);
+    w.sim.settle();
+    w.sim.set_online(phone, false);
+    w.check_in(phone, b, p0, ScanMethod::GateCode);
+    w.sim.edit(t, b, Edit::RemoveFromRoster { pupil: p0 });
+    w.sim.settle();
+    assert!(
+        w.sim.devices[phone].doc(&b).is_none(),
+        "the copy is dropped"
+    );
+    let kept: Vec<&str> = w.sim.devices[phone]
+        .store
+        .refused
+        .iter()
+        .map(|(_, _, code)| code.as_str())
+        .collect();
+    assert_eq!(
+        kept,
+        vec!["access-lost"],
+        "the unsynced check-in is kept aside and shown"
+    );
+}
