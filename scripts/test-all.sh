@@ -43,6 +43,11 @@ ensure_postgres() {
     }
 }
 
+# Builds go to a target directory outside the clone, so that a rerun on the same machine
+# (a second CI run, a developer's rerun) is incremental. Set CARGO_TARGET_DIR to override.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kepu/target}"
+mkdir -p "$CARGO_TARGET_DIR"
+
 apt_install build-essential pkg-config python3
 ensure_postgres
 export KEPU_TEST_PG_URL="${KEPU_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
