@@ -936,3 +936,84 @@ fn a_pupil_who_loses_access_offline_keeps_their_unsynced_check_in_aside() {
         "the unsynced check-in is kept aside and shown"
     );
 }
+
+#[test]
+fn compaction_deletes_only_the_rows_it_read() {
+    use kepu_sync_core::engine::{IoResult, StorageTask, StoredChange};
+    let mut w = World::new(79, 60);
+    let t = w.teacher(1);
+    let b = w.book(t, 30, w.pupils.clone());
+    for p in w.pupils.clone() {
+        w.check_in(t, b, p, ScanMethod::Manual);
+    }
+    w.sim.settle();
+    let rows_before = w.sim.server.store.docs[&b].changes.len();
+    assert!(rows_before > 1);
+    // Another server node appends a change while this one compacts.
+    let fx = w.sim.server.engine.compact_now(w.sim.now, b);
+    let compact = fx
+        .tasks
+        .iter()
+        .find(|(_, t)| matches!(t, StorageTask::Compact { .. }))
+        .expect("a compaction task")
+        .clone();
+    let mut other = automerge::Automerge::load(
+        &w.sim.server.store.docs[&b]
+            .snapshot
+            .clone()
+            .unwrap_or_else(|| {
+                let mut d = automerge::Automerge::new();
+                let changes: Vec<automerge::Change> = w.sim.server.store.docs[&b]
+                    .changes
+                    .values()
+                    .map(|c| automerge::Change::from_bytes(c.clone()).unwrap())
+                    .collect();
+                d.apply_changes(changes).unwrap();
+                d.save()
+            }),
+    )
+    .unwrap();
+    let gate = w.writer(5, Role::VenueStaff);
+    let scan_id = w.sim.new_entry_id();
+    kepu_sync_core::edits::apply_unchecked(
+        &mut other,
+        &gate,
+        w.sim.now,
+        &Edit::CheckIn {
+            pupil: w.pupils[0],
+            scan_id,
+            method: ScanMethod::PassScan,
+            proof: None,
+        },
+    )
+    .unwrap();
+    let late = other.get_last_local_change().unwrap();
+    let _ = w.sim.server_store_run(&StorageTask::Append {
+        doc: b,
+        kind: None,
+        changes: vec![StoredChange {
+            hash: late.hash(),
+            bytes: late.raw_bytes().to_vec(),
+        }],
+        heads: vec![],
+    });
+    assert_eq!(w.sim.server_store_run(&compact.1), IoResult::Done);
+    let stored = &w.sim.server.store.docs[&b];
+    assert_eq!(
+        stored.changes.len(),
+        1,
+        "only the row appended meanwhile is left"
+    );
+    assert!(stored.changes.contains_key(&late.hash()));
+    // Loading snapshot + rows gives everything.
+    let mut d = automerge::Automerge::load(stored.snapshot.as_ref().unwrap()).unwrap();
+    d.apply_changes(
+        stored
+            .changes
+            .values()
+            .map(|c| automerge::Change::from_bytes(c.clone()).unwrap()),
+    )
+    .unwrap();
+    let booking = Booking::read(&d).unwrap();
+    assert_eq!(booking.check_ins.len(), 9);
+}
