@@ -141,7 +141,7 @@ fn nobody_deletes_or_rewrites_a_check_in() {
     for (writer, rewrite) in [
         (teacher(), false),
         (teacher(), true),
-        (server.clone(), false),
+        (server, false),
     ] {
         let mut e = d.clone();
         let before = e.get_heads();
