@@ -117,7 +117,9 @@ impl Dialer for TokenDialer {
 }
 
 fn samod_id(doc: DocumentId) -> samod::DocumentId {
-    doc.to_string().parse().expect("the same bs58check document id")
+    doc.to_string()
+        .parse()
+        .expect("the same bs58check document id")
 }
 
 async fn repo_for(
