@@ -138,11 +138,7 @@ fn nobody_deletes_or_rewrites_a_check_in() {
     let mut d = booking();
     apply_unchecked(&mut d, &teacher(), NOW, &scan(305)).unwrap();
     let server = Writer::server(DeviceId(Uuid::from_u128(9)));
-    for (writer, rewrite) in [
-        (teacher(), false),
-        (teacher(), true),
-        (server, false),
-    ] {
+    for (writer, rewrite) in [(teacher(), false), (teacher(), true), (server, false)] {
         let mut e = d.clone();
         let before = e.get_heads();
         let ins = kepu_sync_core::doc_read::map(&e, &automerge::ROOT, "check_ins").unwrap();
