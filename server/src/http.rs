@@ -10,6 +10,7 @@ mod error_response;
 mod health;
 mod json;
 mod prometheus;
+mod proofs;
 mod records;
 mod venues;
 
@@ -36,6 +37,7 @@ pub fn routes() -> Router<AppState> {
         .merge(devices::router())
         .merge(admin::router())
         .merge(records::router())
+        .merge(proofs::router())
 }
 
 /// The complete application for `routes`: JSON fallbacks for unknown routes and methods,

@@ -46,6 +46,7 @@ macro_rules! all_sync_cases {
                 unknown_and_forbidden_documents_look_the_same,
                 wrong_and_revoked_tokens_are_refused_and_a_revoked_device_is_cut_off,
                 a_refused_change_is_recorded_for_admins,
+                a_pupil_checks_in_with_a_gate_code_certified_by_the_server,
             ]
         );
     };
@@ -542,4 +543,102 @@ fn empty_request() -> Vec<u8> {
         .generate_sync_message(&mut automerge::sync::State::new())
         .expect("a first message")
         .encode()
+}
+
+async fn a_pupil_checks_in_with_a_gate_code_certified_by_the_server(server: &TestServer) {
+    use kepu_sync_core::proof::{
+        GateSigner, ServerPublicKey, SignedGateCert, gate_public_key, verify_gate_code, verify_pass,
+    };
+    let (c, mut gate) = venue_with_slot(server, 60).await;
+    let mut teacher = device(server, Role::Teacher, Some(c.school.0), None, 1).await;
+    let mut pupil = device(server, Role::Pupil, Some(c.school.0), None, 2).await;
+    let me = pupil.engine.config().writer.pupil.unwrap();
+    let b = new_doc();
+    teacher.edit(
+        b,
+        Edit::CreateBooking {
+            venue: c.venue,
+            slot: c.slot,
+            school: c.school,
+            party_size: 30,
+            roster: vec![me],
+        },
+    );
+    teacher.sync(server.addr).await;
+    // The gate gets today's key certified.
+    let seed = [7u8; 32];
+    let key = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        gate_public_key(&seed),
+    );
+    let r = server
+        .http
+        .post(server.url("/api/gates/day-cert"))
+        .bearer_auth(&gate.token)
+        .json(&serde_json::json!({ "gate_key": key }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let cert = SignedGateCert::decode(body["cert"].as_str().unwrap()).unwrap();
+    let server_key =
+        ServerPublicKey::from_base64(body["server_public_key"].as_str().unwrap()).unwrap();
+    let signer = GateSigner::new(seed, cert).unwrap();
+    // A teacher may not certify gates.
+    let r = server
+        .http
+        .post(server.url("/api/gates/day-cert"))
+        .bearer_auth(&teacher.token)
+        .json(&serde_json::json!({ "gate_key": key }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Offline, the pupil's phone scans the code and verifies it against the server's key.
+    pupil.want(b);
+    pupil.sync(server.addr).await;
+    pupil.disconnect();
+    let now = kepu_server::clock::now_ms();
+    let proof = verify_gate_code(&signer.code_at(now), &server_key, now, Some(c.venue))
+        .expect("a valid gate code");
+    pupil.edit(
+        b,
+        Edit::CheckIn {
+            pupil: me,
+            scan_id: scan_id(),
+            method: ScanMethod::GateCode,
+            proof: Some(proof.encode()),
+        },
+    );
+    pupil.sync(server.addr).await;
+    let admin = server.admin_token().await;
+    let path = format!("/api/bookings/{b}/attendance");
+    let v = eventually(server, &path, &admin, |v| v["booking"]["arrived"] == 1).await;
+    assert_eq!(v["scans"][0]["method"], "gate_code");
+    // The pupil's own pass, verifiable offline; another pupil's pass is not theirs to see.
+    let r = server
+        .http
+        .get(server.url(&format!("/api/pupils/{me}/pass")))
+        .bearer_auth(&pupil.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let pass: Value = r.json().await.unwrap();
+    let p = verify_pass(pass["pass"].as_str().unwrap(), &server_key, now, &|_, _| {
+        false
+    })
+    .unwrap();
+    assert_eq!(p.pupil, me);
+    let other = device(server, Role::Pupil, Some(c.school.0), None, 3).await;
+    let r = server
+        .http
+        .get(server.url(&format!("/api/pupils/{me}/pass")))
+        .bearer_auth(&other.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let _ = &mut gate;
 }
