@@ -391,9 +391,11 @@ impl Store {
     /// A database failure.
     pub async fn volunteer_hours(&self, school: Option<&str>) -> Result<Vec<VolunteerHours>> {
         let rows = sqlx::query(
+            // SUM of BIGINT is NUMERIC on PostgreSQL, which the `Any` driver cannot decode.
             "SELECT volunteer_id, \
-             COALESCE(SUM(confirmed_minutes), 0), \
-             COALESCE(SUM(CASE WHEN status = 'unconfirmed' THEN minutes ELSE 0 END), 0), COUNT(*) \
+             CAST(COALESCE(SUM(confirmed_minutes), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(CASE WHEN status = 'unconfirmed' THEN minutes ELSE 0 END), 0) AS BIGINT), \
+             CAST(COUNT(*) AS BIGINT) \
              FROM proj_activities WHERE ($1 = '' OR school_id = $1) GROUP BY volunteer_id ORDER BY volunteer_id",
         )
         .bind(school.unwrap_or(""))

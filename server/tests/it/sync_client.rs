@@ -23,6 +23,7 @@ pub struct Device {
     outbox: Vec<Vec<u8>>,
     conn: u64,
     now: i64,
+    addr: Option<std::net::SocketAddr>,
 }
 
 /// Opens a websocket to `/sync` with a bearer token.
@@ -57,6 +58,7 @@ impl Device {
             outbox: Vec::new(),
             conn: 0,
             now: kepu_server::clock::now_ms(),
+            addr: None,
         }
     }
 
@@ -96,6 +98,15 @@ impl Device {
         );
     }
 
+    /// Applies an edit that local validation may refuse; returns whether it was written.
+    pub fn try_edit(&mut self, doc: DocumentId, edit: Edit) -> bool {
+        let before = self.events.len();
+        self.feed(Input::Edit { doc, edit });
+        !self.events[before..]
+            .iter()
+            .any(|e| matches!(e, Event::EditFailed { .. }))
+    }
+
     pub fn want(&mut self, doc: DocumentId) {
         self.feed(Input::Want { doc });
     }
@@ -105,6 +116,7 @@ impl Device {
             .await
             .expect("websocket opens");
         self.socket = Some(socket);
+        self.addr = Some(addr);
         self.conn += 1;
         self.feed(Input::Connected {
             conn: ConnId(self.conn),
@@ -160,7 +172,12 @@ impl Device {
         self.pump(Duration::from_millis(400)).await;
     }
 
-    /// The current connection, if the device is online.
+    /// The server this device last connected to.
+    pub fn last_addr(&self) -> Option<std::net::SocketAddr> {
+        self.addr
+    }
+
+    /// Is the device connected?
     pub fn online(&self) -> bool {
         self.socket.is_some()
     }

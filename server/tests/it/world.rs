@@ -106,15 +106,17 @@ pub async fn publish_slot(
 ) -> SlotId {
     let venue_doc = DocumentId::from_bytes(*venue.as_bytes());
     staff.want(venue_doc);
-    for _ in 0..10 {
-        staff.sync(addr).await;
+    for _ in 0..60 {
+        if !staff.online() {
+            staff.connect(addr).await;
+        }
+        staff.pump(Duration::from_millis(50)).await;
         if staff
             .doc(&venue_doc)
             .is_some_and(|d| !d.get_heads().is_empty())
         {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     if staff
         .doc(&venue_doc)
@@ -137,7 +139,7 @@ pub async fn publish_slot(
             label: "课后".into(),
         },
     );
-    staff.sync(addr).await;
+    staff.pump(Duration::from_millis(150)).await;
     slot
 }
 
