@@ -917,7 +917,7 @@ impl Engine {
             .revocations_doc
             .filter(|r| *r != doc)
             .and_then(|r| self.doc(&r))
-            .map(crate::schema::revocations::read)
+            .map(crate::schema::revocations::read_with_times)
             .unwrap_or_default();
         validate::ProofCheck {
             server_key: Some(key),

@@ -114,8 +114,9 @@ pub struct ProofCheck {
     /// The server's public key; `None` skips proof checks (a phone trusts its own scans,
     /// which it verified before writing them).
     pub server_key: Option<crate::proof::ServerPublicKey>,
-    /// Revoked passes as (pupil, serial).
-    pub revoked: std::collections::BTreeSet<(PupilId, u32)>,
+    /// Revoked passes as (pupil, serial) with the time of revocation: a pass scanned
+    /// offline before it was revoked still counts.
+    pub revoked: std::collections::BTreeMap<(PupilId, u32), i64>,
 }
 
 /// What a patch does, reduced to what the rules care about.
@@ -290,7 +291,7 @@ fn check_scan_proof(
     doc: &Automerge,
     writer: &Writer,
     server_key: &crate::proof::ServerPublicKey,
-    revoked: &std::collections::BTreeSet<(PupilId, u32)>,
+    revoked: &std::collections::BTreeMap<(PupilId, u32), i64>,
     key: &str,
     scan: &str,
 ) -> Rule {
@@ -319,7 +320,7 @@ fn check_scan_proof(
             require(writer.role != Role::Pupil, RefusalCode::RoleMayNotWrite)?;
             let p = proof.ok_or(RefusalCode::BadProof)?;
             let pass = crate::proof::verify_pass(&p, server_key, at, &|pu, serial| {
-                revoked.contains(&(pu, serial))
+                revoked.get(&(pu, serial)).is_some_and(|t| *t <= at)
             })
             .map_err(|_| RefusalCode::BadProof)?;
             require(pass.pupil == pupil, RefusalCode::BadProof)

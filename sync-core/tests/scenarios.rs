@@ -848,6 +848,81 @@ mod proofs {
 }
 
 #[test]
+fn a_pass_scanned_offline_before_its_revocation_still_counts() {
+    use kepu_sync_core::proof::ServerSigner;
+    let signer = ServerSigner::from_seed([9; 32]);
+    let mut w = World::new(83, 60);
+    let revocations = w.sim.new_doc_id();
+    w.sim
+        .set_server_proof_checks(signer.public(), Some(revocations));
+    w.sim.server_edit(revocations, Edit::CreateRevocations);
+    let (venue, slot, venue_doc) = (w.venue, w.slot, w.venue_doc);
+    let start = w.sim.now + HOUR;
+    w.sim.server_edit(venue_doc, Edit::CreateVenue { venue });
+    w.sim.server_edit(
+        venue_doc,
+        Edit::PutSlot {
+            slot,
+            start,
+            end: start + 2 * HOUR,
+            capacity: 60,
+            label: "x".into(),
+        },
+    );
+    let t = w.teacher(1);
+    let gate = w.gate(2);
+    let p1 = w.pupils[1];
+    let b = w.book(t, 30, vec![p1]);
+    w.sim.settle();
+    w.sim.want(gate, b);
+    w.sim.settle();
+    w.sim.set_online(gate, false);
+    let pass = signer.issue_pass(p1, w.school, 1, w.sim.now + 100 * 24 * HOUR);
+    let scan_id = w.sim.new_entry_id();
+    w.sim.edit(
+        gate,
+        b,
+        Edit::CheckIn {
+            pupil: p1,
+            scan_id,
+            method: ScanMethod::PassScan,
+            proof: Some(pass.clone()),
+        },
+    );
+    w.sim.advance(HOUR);
+    w.sim.server_edit(
+        revocations,
+        Edit::RevokePass {
+            pupil: p1,
+            serial: 1,
+        },
+    );
+    w.sim.settle();
+    assert!(
+        w.sim.server.refusals().next().is_none(),
+        "the scan predates the revocation"
+    );
+    assert_eq!(attendance(&booking_on(&w.sim, None, &b), None).arrived, 1);
+    // A scan of the same pass after the revocation is refused.
+    let scan_id = w.sim.new_entry_id();
+    w.sim.edit(
+        gate,
+        b,
+        Edit::CheckIn {
+            pupil: p1,
+            scan_id,
+            method: ScanMethod::PassScan,
+            proof: Some(pass),
+        },
+    );
+    w.sim.settle();
+    assert_eq!(
+        w.sim.server.refusals().map(|r| r.code).collect::<Vec<_>>(),
+        vec![RefusalCode::BadProof]
+    );
+}
+
+#[test]
 fn a_device_on_schema_1_is_read_and_accepted_by_this_engine() {
     use automerge::transaction::Transactable;
     let mut w = World::new(71, 60);

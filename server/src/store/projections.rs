@@ -20,6 +20,8 @@ pub struct SlotBooking {
     pub party_size: u32,
     /// Current status.
     pub status: Status,
+    /// Current wait-list position.
+    pub wait_position: Option<u32>,
 }
 
 /// A booking row for the API.
@@ -285,7 +287,7 @@ impl Store {
         let Some(cap) = cap else {
             return Ok(None);
         };
-        let rows = sqlx::query("SELECT doc_id, party_size, status FROM proj_bookings WHERE slot_id = $1 ORDER BY received_seq")
+        let rows = sqlx::query("SELECT doc_id, party_size, status, wait_position FROM proj_bookings WHERE slot_id = $1 ORDER BY received_seq")
             .bind(slot.to_string())
             .fetch_all(&self.pool)
             .await?;
@@ -296,6 +298,11 @@ impl Store {
                     doc: r.try_get::<String, _>(0).ok()?.parse().ok()?,
                     party_size: u32::try_from(r.try_get::<i64, _>(1).ok()?).ok()?,
                     status: Status::parse(&r.try_get::<String, _>(2).ok()?)?,
+                    wait_position: r
+                        .try_get::<Option<i64>, _>(3)
+                        .ok()
+                        .flatten()
+                        .and_then(|w| u32::try_from(w).ok()),
                 })
             })
             .collect();

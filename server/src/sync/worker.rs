@@ -8,6 +8,7 @@ use kepu_sync_core::edits::Edit;
 use kepu_sync_core::engine::{IoResult, StorageTask, TaskId};
 use kepu_sync_core::ids::{DeviceId, SlotId};
 use kepu_sync_core::rules::capacity::{SlotRequest, decide};
+use kepu_sync_core::schema::booking::Status;
 use tokio::sync::{mpsc, oneshot};
 
 use super::hub::{HubMsg, SyncHub};
@@ -168,8 +169,15 @@ async fn decide_slot(state: &AppState, hub: &SyncHub, slot: SlotId) {
             status: b.status,
         })
         .collect();
-    for (d, r) in decide(capacity, &requests).into_iter().zip(&requests) {
-        if d.status != r.status {
+    for ((d, r), b) in decide(capacity, &requests)
+        .into_iter()
+        .zip(&requests)
+        .zip(&bookings)
+    {
+        // A new status, or a wait-listed booking whose place in the queue moved.
+        if d.status != r.status
+            || (d.status == Status::Waitlisted && d.wait_position != b.wait_position)
+        {
             hub.edit(
                 d.booking,
                 Edit::Decide {
