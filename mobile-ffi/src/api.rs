@@ -131,6 +131,8 @@ pub struct Identity {
     pub venue_id: Option<String>,
     /// Pseudonymous pupil id of a pupil.
     pub pupil_id: Option<String>,
+    /// The venue's document (profile, slots), for venue staff.
+    pub venue_doc: Option<String>,
 }
 
 impl From<CoreIdentity> for Identity {
@@ -142,6 +144,7 @@ impl From<CoreIdentity> for Identity {
             school_id: i.school.map(|s| s.to_string()),
             venue_id: i.venue.map(|v| v.to_string()),
             pupil_id: i.pupil.map(|p| p.to_string()),
+            venue_doc: i.venue_doc().map(|d| d.to_string()),
         }
     }
 }
@@ -656,6 +659,64 @@ impl KepuClient {
             .core
             .request_booking(&venue_id, &slot_id, party_size, &roster)?
             .to_string())
+    }
+
+    /// Venue staff: publish a bookable slot (unix ms, places, label) in the venue's
+    /// document once it has synced here; returns the slot id.
+    ///
+    /// # Errors
+    /// `InvalidInput`: not venue staff, venue document not synced yet, bad range.
+    pub fn publish_slot(
+        &self,
+        start_ms: i64,
+        end_ms: i64,
+        capacity: u32,
+        label: String,
+    ) -> ApiResult<String> {
+        Ok(self
+            .core
+            .publish_slot(start_ms, end_ms, capacity, &label)?
+            .to_string())
+    }
+
+    /// Gate (venue staff device): certify a fresh day key with the server (online, once a
+    /// day); afterwards [`KepuClient::gate_code`] works offline. Returns the certificate's
+    /// expiry, unix ms.
+    ///
+    /// # Errors
+    /// `InvalidInput` (not venue staff), `Network`, `Rejected`.
+    pub async fn certify_gate_day(&self) -> ApiResult<i64> {
+        let core = Arc::clone(&self.core);
+        Ok(runtime()?
+            .spawn(async move { core.certify_gate_day().await })
+            .await
+            .map_err(|_| ApiError::Other {
+                reason: "gate certification was interrupted".into(),
+            })??)
+    }
+
+    /// Gate: the rotating code to show now (a QR), made offline; changes every 30 s.
+    ///
+    /// # Errors
+    /// `InvalidInput` when there is no certificate for today.
+    pub fn gate_code(&self) -> ApiResult<String> {
+        Ok(self.core.gate_code()?)
+    }
+
+    /// A pupil's current pass (online): `pupil_id` `None` is this pupil device's own; a
+    /// teacher names a pupil of the school.
+    ///
+    /// # Errors
+    /// `Network`, `Rejected` (not allowed), `InvalidInput` (malformed id).
+    #[uniffi::method(default(pupil_id = None))]
+    pub async fn fetch_pupil_pass(&self, pupil_id: Option<String>) -> ApiResult<String> {
+        let core = Arc::clone(&self.core);
+        Ok(runtime()?
+            .spawn(async move { core.fetch_pupil_pass(pupil_id.as_deref()).await })
+            .await
+            .map_err(|_| ApiError::Other {
+                reason: "fetching the pass was interrupted".into(),
+            })??)
     }
 
     /// Volunteer: log an activity; returns its id.

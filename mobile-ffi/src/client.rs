@@ -7,4 +7,5 @@ pub mod enroll;
 pub mod error;
 pub mod identity;
 pub mod net;
+pub mod proofs;
 pub mod store;

@@ -355,6 +355,7 @@ async fn enroll(State(s): State<Arc<Shared>>, Json(req): Json<EnrollRequest>) ->
         "school_id": writer.school,
         "venue_id": writer.venue,
         "pupil_id": writer.pupil,
+        "server_public_key": s.signer.public().to_base64(),
     }))
     .into_response()
 }

@@ -445,3 +445,34 @@ async fn no_server_is_a_network_error_and_writes_still_work_offline() {
     assert!(matches!(err, Error::Network(_)), "{err:?}");
     let _ = (doc, passes);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_key_comes_from_enrollment_and_a_different_pinned_key_is_refused() {
+    let server = test_server::start().await.unwrap();
+    let w = server.shared.world();
+    let doc = booking_doc(&server);
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let core = Arc::new(Core::open(dir.path(), &w.url, None).unwrap());
+        assert!(core.server_key().is_none());
+        core.enroll(&server.shared.issue_code(Role::Teacher, None))
+            .await
+            .unwrap();
+        assert_eq!(core.server_key().unwrap().to_base64(), w.server_public_key);
+    }
+    // Reopened without a key: the stored one verifies passes.
+    let core = Arc::new(Core::open(dir.path(), &w.url, None).unwrap());
+    core.want(doc).unwrap();
+    sync(&core).await;
+    core.scan_pupil_pass(doc, &w.passes[0]).unwrap();
+
+    let other = kepu_sync_core::proof::ServerSigner::from_seed([9; 32]).public();
+    let dir = tempfile::tempdir().unwrap();
+    let pinned = Core::open(dir.path(), &w.url, Some(&other.to_base64())).unwrap();
+    let err = pinned
+        .enroll(&server.shared.issue_code(Role::Teacher, None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Rejected(ref r) if r == "server_public_key_mismatch"));
+    assert!(pinned.identity().unwrap().is_none());
+}

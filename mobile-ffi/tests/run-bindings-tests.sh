@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds kepu-mobile-ffi, generates its Kotlin, Swift and Python bindings with the in-tree
-# uniffi-bindgen, and runs the Python and Kotlin (JVM) binding tests against the test
-# server. Works on a fresh Debian: installs python3, a JRE, npm and JNA with apt-get, and
+# uniffi-bindgen, and runs the Python and Kotlin (JVM) binding tests: the Python offline
+# attendance tests against a real `kepu-server` they start (admin CLI seeding, free port),
+# the rest against the in-process test server. Works on a fresh Debian: installs python3, a JRE, npm and JNA with apt-get, and
 # the Kotlin compiler (which ships kotlinx-coroutines) from npm.
 #
 #   mobile-ffi/tests/run-bindings-tests.sh            # everything
@@ -43,6 +44,8 @@ cp "$TARGET/debug/libkepu_mobile_ffi.so" "$OUT/"
 cargo build --locked -p uniffi-bindgen
 cargo build --locked -p kepu-mobile-ffi --features test-server --bin kepu-test-server
 export KEPU_TEST_SERVER="$TARGET/debug/kepu-test-server"
+cargo build --locked -p kepu-server
+export KEPU_SERVER="$TARGET/debug/kepu-server"
 
 echo "== generate"
 "$TARGET/debug/uniffi-bindgen" generate "$OUT/libkepu_mobile_ffi.so" \

@@ -285,6 +285,49 @@ impl Core {
         Ok(doc)
     }
 
+    /// Venue staff: publish (or update) a bookable slot in the venue's document. The
+    /// venue document (created by the server) must have synced to this device first, so
+    /// the slot lands in the server's copy rather than in a second, conflicting one.
+    /// Returns the slot id.
+    ///
+    /// # Errors
+    /// Not venue staff, the venue document is not here yet, or a bad time range.
+    pub fn publish_slot(
+        &self,
+        start_ms: i64,
+        end_ms: i64,
+        capacity: u32,
+        label: &str,
+    ) -> Result<SlotId> {
+        let me = self.require_identity()?;
+        let doc = me
+            .venue_doc()
+            .filter(|_| me.role == Role::VenueStaff)
+            .ok_or_else(|| Error::InvalidInput("only venue staff publish slots".into()))?;
+        if self.read(&doc, Venue::read)?.flatten().is_none() {
+            return Err(Error::InvalidInput(
+                "the venue document has not synced to this device yet".into(),
+            ));
+        }
+        if start_ms <= 0 || end_ms <= start_ms || capacity == 0 || label.len() > 200 {
+            return Err(Error::InvalidInput(
+                "a slot needs start < end, places and a short label".into(),
+            ));
+        }
+        let slot = SlotId(kepu_sync_core::ids::uuid_v7(start_ms, random()));
+        self.edit(
+            doc,
+            Edit::PutSlot {
+                slot,
+                start: start_ms,
+                end: end_ms,
+                capacity,
+                label: label.to_owned(),
+            },
+        )?;
+        Ok(slot)
+    }
+
     /// The volunteer's own activity log, created on first use.
     ///
     /// # Errors

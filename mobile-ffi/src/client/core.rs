@@ -221,6 +221,31 @@ impl Core {
         let e = super::enroll::enroll(&self.http, &self.server_url, code).await?;
         let role = kepu_sync_core::writer::Role::parse(&e.role)
             .ok_or_else(|| Error::Other("server sent an unknown role".into()))?;
+        // The key proofs are verified with: the one the app pinned at `open`, else the
+        // one the server sent; a server whose key differs from the pinned one is refused.
+        let sent_key = e
+            .server_public_key
+            .as_deref()
+            .map(|k| {
+                ServerPublicKey::from_base64(k.trim())
+                    .map_err(|_| Error::Other("malformed server public key in enrollment".into()))
+            })
+            .transpose()?;
+        let pinned = self.server_key();
+        if let (Some(p), Some(k)) = (pinned, sent_key)
+            && p != k
+        {
+            return Err(Error::Rejected("server_public_key_mismatch".into()));
+        }
+        let revocations_doc = e
+            .revocations_doc
+            .as_deref()
+            .map(|d| {
+                d.trim()
+                    .parse::<DocumentId>()
+                    .map_err(|_| Error::Other("malformed revocation list id in enrollment".into()))
+            })
+            .transpose()?;
         let actor = random::<16>();
         let identity = Identity {
             device: e.device_id,
@@ -232,11 +257,9 @@ impl Core {
             pupil: e.pupil_id,
             actor,
             storage_id: format!("kepu-device-{}", hex::encode(random::<16>())),
+            revocations_doc,
         };
-        let key = e
-            .server_public_key
-            .as_deref()
-            .and_then(|k| ServerPublicKey::from_base64(k).ok());
+        let key = pinned.or(sent_key);
         {
             let mut st = lock(&self.state);
             if st.session.is_some() {
@@ -254,6 +277,14 @@ impl Core {
         }
         if let Some(k) = key {
             *lock(&self.server_key) = Some(k);
+        }
+        // Every device that scans passes needs the revocation list; venue staff their venue.
+        for doc in identity
+            .revocations_doc
+            .into_iter()
+            .chain(identity.venue_doc())
+        {
+            self.want(doc)?;
         }
         lock(&self.net).revoked = false;
         self.notify_sync();
@@ -431,6 +462,14 @@ impl Core {
     /// Storage failed.
     pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
         lock(&self.state).store.set_meta(&[(key, Some(value))])
+    }
+
+    /// Sets (or, with `None`, clears) several meta values in one transaction.
+    ///
+    /// # Errors
+    /// Storage failed.
+    pub fn set_metas(&self, values: &[(&str, Option<&str>)]) -> Result<()> {
+        lock(&self.state).store.set_meta(values)
     }
 
     /// The sync status.

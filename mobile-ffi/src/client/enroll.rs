@@ -31,9 +31,13 @@ pub struct Enrolled {
     /// Pupil.
     #[serde(default)]
     pub pupil_id: Option<PupilId>,
-    /// The server's public key (base64url), if the server sends it.
+    /// The server's public key (base64, 43 characters) that signs gate-day certificates
+    /// and pupil passes.
     #[serde(default)]
     pub server_public_key: Option<String>,
+    /// The server's pass revocation list document (bs58).
+    #[serde(default)]
+    pub revocations_doc: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -53,12 +57,23 @@ struct ErrorDetail {
 /// server's error code when it refuses.
 pub async fn enroll(http: &reqwest::Client, server_url: &str, code: &str) -> Result<Enrolled> {
     let url = format!("{}/api/enroll", server_url.trim_end_matches('/'));
-    let response = http
-        .post(url)
-        .json(&Request {
-            code,
-            app_version: env!("CARGO_PKG_VERSION"),
-        })
+    let request = http.post(url).json(&Request {
+        code,
+        app_version: env!("CARGO_PKG_VERSION"),
+    });
+    call(request, "enrollment").await
+}
+
+/// Sends `request` and reads its JSON answer; `what` names the call in errors.
+///
+/// # Errors
+/// [`Error::Network`] when the server cannot be reached or fails, [`Error::Rejected`]
+/// with the server's error code when it refuses, [`Error::Other`] for a malformed answer.
+pub(crate) async fn call<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<T> {
+    let response = request
         .send()
         .await
         .map_err(|e| Error::Network(without_url(&e)))?;
@@ -75,9 +90,9 @@ pub async fn enroll(http: &reqwest::Client, server_url: &str, code: &str) -> Res
         };
     }
     response
-        .json::<Enrolled>()
+        .json::<T>()
         .await
-        .map_err(|_| Error::Other("malformed enrollment response".into()))
+        .map_err(|_| Error::Other(format!("malformed {what} response")))
 }
 
 fn without_url(e: &reqwest::Error) -> String {

@@ -1,6 +1,7 @@
 //! Who this install is: what enrollment returned plus the install's own random actor id
 //! and storage id, persisted in the store's `meta` table.
 
+use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::ids::{DeviceId, PupilId, SchoolId, UserId, VenueId};
 use kepu_sync_core::writer::{Role, Writer};
 
@@ -28,6 +29,8 @@ pub struct Identity {
     pub actor: [u8; 16],
     /// This install's storage id (peers persist sync states against it).
     pub storage_id: String,
+    /// The server's pass revocation list (from enrollment; synced like any document).
+    pub revocations_doc: Option<DocumentId>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -53,6 +56,12 @@ impl Identity {
         }
     }
 
+    /// The venue's own document (its profile, slots and gates), for venue staff.
+    #[must_use]
+    pub fn venue_doc(&self) -> Option<DocumentId> {
+        self.venue.map(|v| DocumentId::from_bytes(*v.as_bytes()))
+    }
+
     /// Our peer id on the wire.
     #[must_use]
     pub fn peer_id(&self) -> String {
@@ -70,6 +79,7 @@ impl Identity {
         let venue = self.venue.map(|v| v.to_string());
         let pupil = self.pupil.map(|p| p.to_string());
         let actor = hex::encode(self.actor);
+        let revocations = self.revocations_doc.map(|d| d.to_string());
         store.set_meta(&[
             ("device_id", Some(&device)),
             ("token", Some(&self.token)),
@@ -80,6 +90,7 @@ impl Identity {
             ("pupil_id", pupil.as_deref()),
             ("actor", Some(&actor)),
             ("storage_id", Some(&self.storage_id)),
+            ("revocations_doc", revocations.as_deref()),
         ])
     }
 
@@ -115,6 +126,7 @@ impl Identity {
             storage_id: store
                 .meta("storage_id")?
                 .ok_or_else(|| corrupt("storage id"))?,
+            revocations_doc: parse_opt("revocations_doc")?.and_then(|d| d.parse().ok()),
         }))
     }
 }

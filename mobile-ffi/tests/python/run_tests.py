@@ -1,7 +1,8 @@
 """Runs every test_*.py here against the generated bindings and prints `N passed, M failed`.
 
 Environment: KEPU_BINDINGS (directory with kepu_mobile_ffi.py and the library),
-KEPU_TEST_SERVER (the server binary the tests start).
+KEPU_TEST_SERVER (the in-process test server binary), KEPU_SERVER (the real
+`kepu-server` binary; the tests seed it with its admin CLI and start it).
 """
 
 import os
