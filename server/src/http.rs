@@ -5,6 +5,7 @@
 mod admin;
 mod auth;
 mod devices;
+mod directory;
 mod enroll;
 mod error_response;
 mod health;
@@ -38,6 +39,7 @@ pub fn routes() -> Router<AppState> {
         .merge(admin::router())
         .merge(records::router())
         .merge(proofs::router())
+        .merge(directory::router())
 }
 
 /// The complete application for `routes`: JSON fallbacks for unknown routes and methods,

@@ -47,6 +47,7 @@ macro_rules! all_sync_cases {
                 wrong_and_revoked_tokens_are_refused_and_a_revoked_device_is_cut_off,
                 a_refused_change_is_recorded_for_admins,
                 a_pupil_checks_in_with_a_gate_code_certified_by_the_server,
+                the_directory_publishes_what_venue_staff_edit,
             ]
         );
     };
@@ -641,4 +642,62 @@ async fn a_pupil_checks_in_with_a_gate_code_certified_by_the_server(server: &Tes
         .unwrap();
     assert_eq!(r.status(), 404);
     let _ = &mut gate;
+}
+
+async fn the_directory_publishes_what_venue_staff_edit(server: &TestServer) {
+    let (c, mut staff) = venue_with_slot(server, 45).await;
+    let mut fields = std::collections::BTreeMap::new();
+    fields.insert("address".to_owned(), "长沙市岳麓区示例路1号".to_owned());
+    fields.insert("phone".to_owned(), "0731-00000000".to_owned());
+    staff.edit(
+        c.venue_doc,
+        Edit::SetProfile {
+            fields,
+            location: Some((28.2, 112.9)),
+            after_school: Some(true),
+        },
+    );
+    staff.sync(server.addr).await;
+    let mut found = Value::Null;
+    for _ in 0..100 {
+        let r = server
+            .http
+            .get(server.url("/api/directory.geojson"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "open to anyone");
+        let v: Value = r.json().await.unwrap();
+        if let Some(f) = v["features"].as_array().unwrap().iter().find(|f| {
+            f["properties"]["venue_id"] == c.venue.to_string()
+                && f["properties"]["phone"] == "0731-00000000"
+        }) {
+            assert!(v["last_updated_ms"].as_i64().unwrap() > 0);
+            found = f.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        found["geometry"]["coordinates"],
+        serde_json::json!([112.9, 28.2]),
+        "{found}"
+    );
+    assert_eq!(found["properties"]["bookable_slots"][0]["capacity"], 45);
+    let v: Value = server
+        .http
+        .get(server.url("/api/directory.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        v["venues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["address"] == "长沙市岳麓区示例路1号")
+    );
 }
