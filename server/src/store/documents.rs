@@ -63,65 +63,26 @@ impl Store {
         })
     }
 
-    /// Runs storage tasks other than `Load` in one transaction, in order.
+    /// Runs storage tasks other than `Load` in one transaction, in order. Consecutive
+    /// appends, of any documents, are written together: one multi-row upsert of their
+    /// documents and multi-row inserts of their change rows.
     ///
     /// # Errors
     /// A database failure; then none of the tasks took effect.
     pub async fn run_document_tasks(&self, tasks: &[&StorageTask], now: i64) -> Result<()> {
         let mut tx = self.begin_write().await?;
+        let mut appends: Vec<&StorageTask> = Vec::new();
         for task in tasks {
+            if matches!(task, StorageTask::Append { .. }) {
+                appends.push(task);
+                continue;
+            }
+            append_all(&mut tx, &std::mem::take(&mut appends), now).await?;
             match task {
                 StorageTask::Load { .. }
+                | StorageTask::Append { .. }
                 | StorageTask::Quarantine { .. }
                 | StorageTask::Forget { .. } => {}
-                StorageTask::Append {
-                    doc,
-                    kind,
-                    changes,
-                    heads,
-                } => {
-                    let id = doc.to_string();
-                    let kind = kind.map_or("", |k| k.as_str());
-                    sqlx::query(
-                        "INSERT INTO documents (doc_id, kind, updated_at, heads) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (doc_id) DO UPDATE SET updated_at = excluded.updated_at, heads = excluded.heads, \
-                         kind = CASE WHEN excluded.kind <> '' THEN excluded.kind ELSE documents.kind END",
-                    )
-                    .bind(&id)
-                    .bind(kind)
-                    .bind(now)
-                    .bind(heads_blob(heads))
-                    .execute(&mut *tx)
-                    .await?;
-                    for chunk in changes.chunks(200) {
-                        let mut sql = String::from(
-                            "INSERT INTO changes (doc_id, hash, data, received_at) VALUES ",
-                        );
-                        for i in 0..chunk.len() {
-                            if i > 0 {
-                                sql.push_str(", ");
-                            }
-                            let b = i * 4;
-                            sql.push_str(&format!(
-                                "(${}, ${}, ${}, ${})",
-                                b + 1,
-                                b + 2,
-                                b + 3,
-                                b + 4
-                            ));
-                        }
-                        sql.push_str(" ON CONFLICT (doc_id, hash) DO NOTHING");
-                        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                        for c in chunk {
-                            q = q
-                                .bind(id.clone())
-                                .bind(c.hash.0.to_vec())
-                                .bind(c.bytes.clone())
-                                .bind(now);
-                        }
-                        q.execute(&mut *tx).await?;
-                    }
-                }
                 StorageTask::Compact {
                     doc,
                     snapshot,
@@ -157,6 +118,7 @@ impl Store {
                 }
             }
         }
+        append_all(&mut tx, &appends, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -237,4 +199,96 @@ impl Store {
             snap.map_or(0, |s| i64::try_from(s.len()).unwrap_or(i64::MAX)),
         ))
     }
+}
+
+/// Rows per multi-row INSERT (4 parameters each; well under both databases' limits).
+const ROWS_PER_INSERT: usize = 200;
+
+/// Writes `Append` tasks: the documents' rows (kind, time, heads; the last task of a
+/// document wins) and their change rows, idempotent by (document, hash).
+async fn append_all(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tasks: &[&StorageTask],
+    now: i64,
+) -> Result<()> {
+    let mut docs: Vec<(String, &'static str, Vec<u8>)> = Vec::new();
+    let mut index: std::collections::HashMap<DocumentId, usize> = std::collections::HashMap::new();
+    let mut rows: Vec<(usize, &StoredChange)> = Vec::new();
+    let mut seen: std::collections::HashSet<(DocumentId, automerge::ChangeHash)> =
+        std::collections::HashSet::new();
+    for task in tasks {
+        let StorageTask::Append {
+            doc,
+            kind,
+            changes,
+            heads,
+        } = task
+        else {
+            continue;
+        };
+        let kind = kind.map_or("", |k| k.as_str());
+        let i = *index.entry(*doc).or_insert_with(|| {
+            docs.push((doc.to_string(), "", Vec::new()));
+            docs.len() - 1
+        });
+        if !kind.is_empty() {
+            docs[i].1 = kind;
+        }
+        docs[i].2 = heads_blob(heads);
+        for c in changes {
+            if seen.insert((*doc, c.hash)) {
+                rows.push((i, c));
+            }
+        }
+    }
+    for chunk in docs.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO documents (doc_id, kind, updated_at, heads) VALUES {} \
+             ON CONFLICT (doc_id) DO UPDATE SET updated_at = excluded.updated_at, heads = excluded.heads, \
+             kind = CASE WHEN excluded.kind <> '' THEN excluded.kind ELSE documents.kind END",
+            placeholders(chunk.len(), 4)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (id, kind, heads) in chunk {
+            q = q.bind(id.clone()).bind(*kind).bind(now).bind(heads.clone());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO changes (doc_id, hash, data, received_at) VALUES {} \
+             ON CONFLICT (doc_id, hash) DO NOTHING",
+            placeholders(chunk.len(), 4)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (i, c) in chunk {
+            q = q
+                .bind(docs[*i].0.clone())
+                .bind(c.hash.0.to_vec())
+                .bind(c.bytes.clone())
+                .bind(now);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// `($1, $2, …), (…)` for `rows` rows of `width` parameters.
+fn placeholders(rows: usize, width: usize) -> String {
+    let mut sql = String::new();
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..width {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(r * width + c + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
 }
