@@ -66,12 +66,20 @@ if cargo tree -p kepu-sync-core -e normal --prefix none --locked | sort -u | gre
 fi
 echo "ok"
 
+LOG="$(mktemp -t kepu-tests-XXXXXX)"
+trap 'rm -f "$LOG"' EXIT
+
 say "Rust tests (sync-core, server on SQLite and PostgreSQL, mobile core)"
-cargo test --workspace --locked
+cargo test --workspace --locked 2>&1 | tee -a "$LOG"
 
 if [ -x mobile-ffi/tests/run-bindings-tests.sh ]; then
     say "Python and Kotlin binding tests"
-    mobile-ffi/tests/run-bindings-tests.sh
+    mobile-ffi/tests/run-bindings-tests.sh 2>&1 | tee -a "$LOG"
 fi
 
+# One closing line over every runner above: cargo's "test result" lines and the binding
+# runners' "N passed, M failed" lines.
+passed=$(grep -Eo '(ok|FAILED)\. [0-9]+ passed|^[^;]*[0-9]+ passed, [0-9]+ failed' "$LOG" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' "$LOG" | awk '{s+=$1} END {print s+0}')
 say "all tests passed"
+echo "total: ${passed} passed, ${failed} failed"
