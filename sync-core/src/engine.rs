@@ -925,6 +925,32 @@ impl Engine {
         }
     }
 
+    /// Hands an `Append` of `changes` to storage (attempt number `tries`).
+    fn append(
+        &mut self,
+        doc: DocumentId,
+        kind: Option<DocKind>,
+        changes: Vec<StoredChange>,
+        heads: Vec<ChangeHash>,
+        tries: u32,
+    ) {
+        let task = StorageTask::Append {
+            doc,
+            kind,
+            changes: changes.clone(),
+            heads,
+        };
+        self.task(
+            TaskPurpose::Append {
+                doc,
+                changes,
+                kind,
+                tries,
+            },
+            task,
+        );
+    }
+
     /// Emits an `Append` for every change added since `before`.
     fn persist_new(&mut self, doc: DocumentId, before: &[ChangeHash]) {
         self.persist(doc, before, None);
@@ -957,21 +983,7 @@ impl Engine {
         e.appends_in_flight += 1;
         let kind = schema::kind_of(&e.doc);
         let heads = e.doc.get_heads();
-        let task = StorageTask::Append {
-            doc,
-            kind,
-            changes: changes.clone(),
-            heads,
-        };
-        self.task(
-            TaskPurpose::Append {
-                doc,
-                changes,
-                kind,
-                tries: 0,
-            },
-            task,
-        );
+        self.append(doc, kind, changes, heads, 0);
     }
 
     /// Sends our next sync message for `doc` to `conn`, if there is one.
@@ -1378,21 +1390,7 @@ impl Engine {
         if let IoResult::Failed(error) = result {
             if tries < retries {
                 let heads = e.doc.get_heads();
-                let task = StorageTask::Append {
-                    doc,
-                    kind,
-                    changes: changes.clone(),
-                    heads,
-                };
-                self.task(
-                    TaskPurpose::Append {
-                        doc,
-                        changes,
-                        kind,
-                        tries: tries + 1,
-                    },
-                    task,
-                );
+                self.append(doc, kind, changes, heads, tries + 1);
                 return;
             }
             // Give up on this copy: nothing it held beyond storage was acknowledged, so
