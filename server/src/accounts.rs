@@ -9,6 +9,7 @@ mod enrollment_code;
 mod erasure;
 mod pupil_import;
 mod role;
+mod web_login;
 
 pub use authenticator::{AuthError, Authenticator, DeviceIdentity, bearer_token};
 pub use device_token::DeviceToken;
@@ -16,6 +17,10 @@ pub use enrollment::{DEFAULT_CODE_TTL_DAYS, Enrollment, IssuedCode};
 pub use enrollment_code::EnrollmentCode;
 pub use pupil_import::{ImportReport, PupilRow, RowError, parse_pupils_csv};
 pub use role::{Role, UnknownRole};
+pub use web_login::{
+    LOCKOUT_MS, MAX_FAILED_ATTEMPTS, MIN_PASSWORD_CHARS, NewSession, SESSION_TTL_MS,
+    check_login_name,
+};
 
 use crate::store::Store;
 
@@ -24,6 +29,7 @@ use crate::store::Store;
 pub struct Accounts {
     store: Store,
     authenticator: Authenticator,
+    throttle: web_login::LoginThrottle,
 }
 
 impl Accounts {
@@ -34,6 +40,7 @@ impl Accounts {
         Self {
             store,
             authenticator,
+            throttle: web_login::LoginThrottle::default(),
         }
     }
 

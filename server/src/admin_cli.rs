@@ -100,6 +100,20 @@ pub async fn execute_with(
                 .await?;
             writeln!(out, "{}", issued.code.expose())?;
         }
+        AdminCommand::SetLogin { user, login } => {
+            let password = match std::env::var("KEPU_LOGIN_PASSWORD") {
+                Ok(p) if !p.is_empty() => p,
+                _ => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            accounts
+                .set_web_login(parse_id(&user, "user")?, &login, &password)
+                .await?;
+            writeln!(out, "login {} set", login.trim())?;
+        }
         AdminCommand::ImportPupils { school, file } => {
             let school = SchoolId(parse_id(&school, "school")?);
             if store.school(school.0).await?.is_none() {

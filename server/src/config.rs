@@ -167,6 +167,18 @@ pub enum AdminCommand {
         #[arg(long, default_value_t = 7)]
         days: u32,
     },
+    /// Give a user (venue staff, bureau admin, teacher, volunteer) a web login for the
+    /// dashboard and reports, or change it. The password is read from the environment
+    /// variable `KEPU_LOGIN_PASSWORD` or else from the first line of standard input; at
+    /// least 10 characters. Ends the user's browser sessions.
+    SetLogin {
+        /// The user's id.
+        #[arg(long)]
+        user: String,
+        /// The login name: 3-64 characters of a-z, 0-9, '.', '_', '-'.
+        #[arg(long)]
+        login: String,
+    },
     /// Import a school's pupils from a CSV file (`display_name`, optional `external_ref`).
     ImportPupils {
         /// The school's id.

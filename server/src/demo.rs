@@ -14,6 +14,9 @@ use crate::store::NewUser;
 /// The marker every sample name carries.
 pub const MARK: &str = "（示例）";
 
+/// The password of every demo web login (printed; sample data only).
+pub const DEMO_PASSWORD: &str = "kepu-demo-password";
+
 /// Pupils seeded per school.
 const PUPILS_PER_SCHOOL: usize = 10;
 
@@ -41,6 +44,9 @@ pub struct DemoSeed {
     pub schools: usize,
     /// Pupils in the sample.
     pub pupils: usize,
+    /// Web logins (login name, who) for the dashboard and reports; password
+    /// [`DEMO_PASSWORD`].
+    pub web_logins: Vec<(String, String)>,
 }
 
 struct Place {
@@ -186,6 +192,32 @@ pub async fn seed(accounts: &Accounts) -> Result<DemoSeed> {
     staff.extend(logins);
     let logins = staff;
 
+    let mut web_logins = Vec::new();
+    let first_teacher = logins.iter().find(|l| l.2 == Role::Teacher).map(|l| l.1);
+    let web = [
+        (
+            "demo-admin",
+            Some(stable_id("demo/bureau-admin")),
+            "bureau admin: reports",
+        ),
+        (
+            "demo-staff",
+            Some(stable_id("demo/venue-staff")),
+            "venue staff: live dashboard",
+        ),
+        (
+            "demo-teacher",
+            first_teacher,
+            "teacher: own school's report",
+        ),
+    ];
+    for (login, user, label) in web {
+        if let Some(user) = user {
+            accounts.set_web_login(user, login, DEMO_PASSWORD).await?;
+            web_logins.push((login.to_owned(), label.to_owned()));
+        }
+    }
+
     let mut issued = Vec::with_capacity(logins.len());
     for (label, user_id, role) in logins {
         // An erased demo pupil can no longer enroll; leave them out.
@@ -204,6 +236,7 @@ pub async fn seed(accounts: &Accounts) -> Result<DemoSeed> {
         venues: venue_count,
         schools: school_count,
         pupils: pupil_count,
+        web_logins,
     })
 }
 
@@ -221,6 +254,10 @@ pub fn print_welcome(seed: &DemoSeed, address: SocketAddr) {
     println!("  venues:    {base}/api/venues");
     println!("  enroll:    curl -X POST {base}/api/enroll -H 'content-type: application/json' \\");
     println!("               -d '{{\"code\": \"<CODE>\"}}'");
+    println!("  sign in:   {base}/login   (password {DEMO_PASSWORD})");
+    for (login, label) in &seed.web_logins {
+        println!("    {login:<14} {label}");
+    }
     println!("one-time enrollment codes (valid 7 days; new ones on every --demo start):");
     for login in &seed.logins {
         println!(

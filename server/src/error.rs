@@ -38,6 +38,15 @@ pub enum Error {
     /// The caller could not be authenticated.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// A web login failed: unknown name or wrong password (not told apart).
+    #[error("login name or password is wrong")]
+    LoginFailed,
+    /// Too many failed logins on one name; try again later.
+    #[error("too many failed attempts; try again in a minute")]
+    TooManyAttempts,
+    /// A page or API call needs a logged-in user (session cookie or bearer token).
+    #[error("log in first")]
+    NotLoggedIn,
     /// The route exists but not with this method.
     #[error("method not allowed")]
     MethodNotAllowed,

@@ -13,6 +13,7 @@ mod json;
 mod prometheus;
 mod proofs;
 mod records;
+mod session;
 mod venues;
 
 use axum::Router;
@@ -24,6 +25,7 @@ use tower_http::trace::TraceLayer;
 pub use auth::{AdminDevice, AuthenticatedDevice};
 pub use error_response::ErrorBody;
 pub use json::ApiJson;
+pub use session::{PageUser, SESSION_COOKIE, WebUser, session_cookie};
 
 use crate::app_state::AppState;
 use crate::error::Error;
@@ -40,6 +42,7 @@ pub fn routes() -> Router<AppState> {
         .merge(records::router())
         .merge(proofs::router())
         .merge(directory::router())
+        .merge(session::router())
 }
 
 /// The complete application for `routes`: JSON fallbacks for unknown routes and methods,

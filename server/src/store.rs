@@ -14,6 +14,7 @@ mod refusals;
 mod rows;
 mod server_keys;
 mod users;
+mod web_logins;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub use geo::{City, County, School, Venue};
 pub use projections::{AnomalyRow, BookingRow, ScanRow, SlotBooking, VolunteerHours};
 pub use refusals::Refusal;
 pub use users::{ErasedPupil, NewUser, User};
+pub use web_logins::{SessionRecord, WebLoginRecord};
 
 use crate::error::{Error, Result};
 

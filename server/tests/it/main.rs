@@ -11,4 +11,5 @@ mod store_suite;
 mod support;
 mod sync_client;
 mod sync_e2e;
+mod web_login;
 mod world;

@@ -1,0 +1,449 @@
+//! Browser sessions: the login page, `POST /login` / `POST /logout`, the JSON variant
+//! `/api/session`, and the extractors the web pages and their APIs use:
+//! [`WebUser`] (session cookie or device bearer token, else 401) and [`PageUser`] (the
+//! same, else a redirect to the login page).
+
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, COOKIE, LOCATION, SET_COOKIE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::accounts::{NewSession, Role, SESSION_TTL_MS};
+use crate::app_state::AppState;
+use crate::error::{Error, Result};
+
+/// The cookie that carries a browser session.
+pub const SESSION_COOKIE: &str = "kepu_session";
+
+/// A logged-in person: from a browser session cookie or a device's bearer token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WebUser {
+    /// The user.
+    pub user_id: Uuid,
+    /// Their role.
+    pub role: Role,
+    /// Their venue (venue staff).
+    pub venue_id: Option<Uuid>,
+    /// Their school (teachers, volunteers).
+    pub school_id: Option<Uuid>,
+}
+
+/// A [`WebUser`] for an HTML page: without a login the page answers with a redirect to
+/// `/login?next=<this page>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageUser(pub WebUser);
+
+/// The session token of a request's cookie header, if any.
+#[must_use]
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim())
+        .filter(|v| !v.is_empty())
+}
+
+impl FromRequestParts<AppState> for WebUser {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        if let Some(token) = session_cookie(&parts.headers)
+            && let Some(s) = state.accounts.session(token).await?
+        {
+            return Ok(Self {
+                user_id: s.user_id,
+                role: s.role,
+                venue_id: s.venue_id,
+                school_id: s.school_id,
+            });
+        }
+        if crate::accounts::bearer_token(&parts.headers).is_some() {
+            let d = state
+                .authenticator()
+                .authenticate_headers(&parts.headers)
+                .await?;
+            return Ok(Self {
+                user_id: d.user_id.0,
+                role: d.role,
+                venue_id: d.venue_id.map(|v| v.0),
+                school_id: d.school_id.map(|s| s.0),
+            });
+        }
+        Err(Error::NotLoggedIn)
+    }
+}
+
+impl FromRequestParts<AppState> for PageUser {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> std::result::Result<Self, Response> {
+        match WebUser::from_request_parts(parts, state).await {
+            Ok(user) => Ok(Self(user)),
+            Err(Error::NotLoggedIn | Error::Auth(_)) => {
+                let here = parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", axum::http::uri::PathAndQuery::as_str);
+                Err(redirect(&format!("/login?next={}", percent_encode(here))))
+            }
+            Err(other) => Err(other.into_response()),
+        }
+    }
+}
+
+/// The session routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(login_page).post(login_form))
+        .route("/logout", post(logout))
+        .route(
+            "/api/session",
+            get(whoami).post(login_json).delete(logout_json),
+        )
+}
+
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Only a path on this server may follow a login (no `//host`, no scheme).
+fn local_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        _ => "/".to_owned(),
+    }
+}
+
+fn redirect(to: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        response.headers_mut().insert(LOCATION, v);
+    }
+    response
+}
+
+fn is_https(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+fn session_cookie_header(token: Option<&str>, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    let text = match token {
+        Some(t) => format!(
+            "{SESSION_COOKIE}={t}; HttpOnly; SameSite=Lax; Path=/; Max-Age={}{secure}",
+            SESSION_TTL_MS / 1000
+        ),
+        None => format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0{secure}"),
+    };
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Where a person lands after logging in without a `next`.
+fn home_of(user: &WebUser) -> String {
+    match (user.role, user.venue_id) {
+        (Role::VenueStaff, Some(venue)) => format!("/venues/{venue}/live"),
+        (Role::BureauAdmin | Role::Teacher, _) => "/reports".to_owned(),
+        _ => "/api/session".to_owned(),
+    }
+}
+
+async fn home(user: PageUser) -> Response {
+    redirect(&home_of(&user.0))
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginQuery {
+    next: Option<String>,
+    lang: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    login: String,
+    password: String,
+    next: Option<String>,
+    lang: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lang {
+    Zh,
+    En,
+}
+
+fn lang_of(explicit: Option<&str>, headers: &HeaderMap) -> Lang {
+    let pick = |s: &str| {
+        if s.trim().to_ascii_lowercase().starts_with("en") {
+            Lang::En
+        } else {
+            Lang::Zh
+        }
+    };
+    match explicit {
+        Some(l) if !l.is_empty() => pick(l),
+        _ => headers
+            .get(axum::http::header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok())
+            .map_or(Lang::Zh, pick),
+    }
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const LOGIN_CSS: &str = "body{font-family:system-ui,'Noto Sans CJK SC',sans-serif;margin:0;\
+background:#f3f6f9;color:#1d2733}main{max-width:22rem;margin:12vh auto;padding:1.5rem;\
+background:#fff;border-radius:12px;box-shadow:0 2px 12px #0002}h1{font-size:1.3rem;margin:0 0 1rem}\
+label{display:block;margin:.8rem 0 .3rem;font-size:.9rem}input{width:100%;box-sizing:border-box;\
+padding:.6rem;font-size:1rem;border:1px solid #b8c4d0;border-radius:6px}button{margin-top:1.2rem;\
+width:100%;padding:.7rem;font-size:1rem;background:#0b6bcb;color:#fff;border:0;border-radius:6px}\
+.err{color:#b00020;margin:.5rem 0}.lang{float:right;font-size:.85rem}";
+
+fn login_html(lang: Lang, next: &str, error: Option<&str>) -> String {
+    let (title, login, password, submit, other, other_code) = match lang {
+        Lang::Zh => ("科普场馆登录", "登录名", "密码", "登录", "English", "en"),
+        Lang::En => (
+            "kepu sign in",
+            "Login name",
+            "Password",
+            "Sign in",
+            "中文",
+            "zh",
+        ),
+    };
+    let html_lang = if lang == Lang::Zh { "zh-CN" } else { "en" };
+    let code = if lang == Lang::Zh { "zh" } else { "en" };
+    let next = escape(next);
+    let error = error.map_or(String::new(), |e| {
+        format!("<p class=\"err\" role=\"alert\">{}</p>", escape(e))
+    });
+    format!(
+        "<!doctype html><html lang=\"{html_lang}\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+<title>{title}</title><style>{LOGIN_CSS}</style></head><body><main>\
+<a class=\"lang\" href=\"/login?lang={other_code}&amp;next={next_q}\">{other}</a>\
+<h1>{title}</h1>{error}<form method=\"post\" action=\"/login\">\
+<input type=\"hidden\" name=\"next\" value=\"{next}\"><input type=\"hidden\" name=\"lang\" value=\"{code}\">\
+<label for=\"login\">{login}</label><input id=\"login\" name=\"login\" autocomplete=\"username\" required autofocus>\
+<label for=\"password\">{password}</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
+<button type=\"submit\">{submit}</button></form></main></body></html>",
+        next_q = percent_encode(&next),
+    )
+}
+
+fn page(status: StatusCode, body: String) -> Response {
+    let mut response = (status, Html(body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn login_page(Query(q): Query<LoginQuery>, headers: HeaderMap) -> Response {
+    let lang = lang_of(q.lang.as_deref(), &headers);
+    page(
+        StatusCode::OK,
+        login_html(lang, &local_next(q.next.as_deref()), None),
+    )
+}
+
+async fn login_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let lang = lang_of(form.lang.as_deref(), &headers);
+    let next = form.next.as_deref().filter(|n| !n.is_empty());
+    match state.accounts.log_in(&form.login, &form.password).await {
+        Ok(session) => {
+            let to = next.map_or_else(|| home_of(&web_user(&session)), |n| local_next(Some(n)));
+            let mut response = redirect(&to);
+            response.headers_mut().insert(
+                SET_COOKIE,
+                session_cookie_header(Some(session.token.expose()), is_https(&headers)),
+            );
+            response
+        }
+        Err(e @ (Error::LoginFailed | Error::TooManyAttempts)) => {
+            let status = if matches!(e, Error::TooManyAttempts) {
+                StatusCode::TOO_MANY_REQUESTS
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            let message = match (lang, &e) {
+                (Lang::Zh, Error::TooManyAttempts) => "尝试次数过多，请一分钟后再试。".to_owned(),
+                (Lang::Zh, _) => "登录名或密码错误。".to_owned(),
+                (Lang::En, e) => format!("{}.", capitalize(&e.to_string())),
+            };
+            page(status, login_html(lang, &local_next(next), Some(&message)))
+        }
+        Err(other) => other.into_response(),
+    }
+}
+
+fn capitalize(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |c| {
+        c.to_uppercase().chain(chars).collect::<String>()
+    })
+}
+
+fn web_user(session: &NewSession) -> WebUser {
+    WebUser {
+        user_id: session.user.user_id,
+        role: session.user.role,
+        venue_id: session.user.venue_id,
+        school_id: session.user.school_id,
+    }
+}
+
+async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
+    if let Some(token) = session_cookie(&headers) {
+        state.accounts.log_out(token).await?;
+    }
+    let mut response = redirect("/login");
+    response
+        .headers_mut()
+        .insert(SET_COOKIE, session_cookie_header(None, is_https(&headers)));
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    login: String,
+    password: String,
+}
+
+/// Who is logged in, as the JSON session API reports it.
+#[derive(Debug, Serialize)]
+struct SessionInfo {
+    user_id: Uuid,
+    role: Role,
+    venue_id: Option<Uuid>,
+    school_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<i64>,
+    home: String,
+}
+
+async fn login_json(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<LoginBody>,
+) -> Result<Response> {
+    let session = state.accounts.log_in(&body.login, &body.password).await?;
+    let user = web_user(&session);
+    let info = SessionInfo {
+        user_id: user.user_id,
+        role: user.role,
+        venue_id: user.venue_id,
+        school_id: user.school_id,
+        expires_at: Some(session.user.expires_at),
+        home: home_of(&user),
+    };
+    let mut response = Json(info).into_response();
+    response.headers_mut().insert(
+        SET_COOKIE,
+        session_cookie_header(Some(session.token.expose()), is_https(&headers)),
+    );
+    Ok(response)
+}
+
+async fn whoami(user: WebUser) -> Json<SessionInfo> {
+    Json(SessionInfo {
+        user_id: user.user_id,
+        role: user.role,
+        venue_id: user.venue_id,
+        school_id: user.school_id,
+        expires_at: None,
+        home: home_of(&user),
+    })
+}
+
+async fn logout_json(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
+    if let Some(token) = session_cookie(&headers) {
+        state.accounts.log_out(token).await?;
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response
+        .headers_mut()
+        .insert(SET_COOKIE, session_cookie_header(None, is_https(&headers)));
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_must_stay_on_this_server() {
+        assert_eq!(
+            local_next(Some("/venues/x/live?lang=en")),
+            "/venues/x/live?lang=en"
+        );
+        assert_eq!(local_next(Some("//evil.example/")), "/");
+        assert_eq!(local_next(Some("https://evil.example/")), "/");
+        assert_eq!(local_next(Some("/\\evil")), "/");
+        assert_eq!(local_next(None), "/");
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            COOKIE,
+            HeaderValue::from_static("a=1; kepu_session=tok; b=2"),
+        );
+        assert_eq!(session_cookie(&headers), Some("tok"));
+        headers.insert(COOKIE, HeaderValue::from_static("kepu_session="));
+        assert_eq!(session_cookie(&headers), None);
+    }
+
+    #[test]
+    fn text_is_escaped_in_the_login_page() {
+        let html = login_html(Lang::En, "/x\"><script>", Some("<b>"));
+        assert!(!html.contains("<script>"));
+        assert!(html.contains("&lt;b&gt;"));
+    }
+}
