@@ -13,6 +13,7 @@ mod json;
 mod prometheus;
 mod proofs;
 mod records;
+mod reports;
 mod session;
 mod venues;
 
@@ -42,6 +43,7 @@ pub fn routes() -> Router<AppState> {
         .merge(records::router())
         .merge(proofs::router())
         .merge(directory::router())
+        .merge(reports::router())
         .merge(session::router())
 }
 

@@ -13,9 +13,11 @@
 //!   storage worker (batched transactions, projections, booking decisions).
 //! - [`projection`]: what the relational records hold for a document (pure).
 //! - [`records`]: rebuilding every projection from the stored documents.
+//! - [`reports`]: programme reports per school, county and city (targets and misses).
 //! - [`app_state`]: the state shared by handlers.
 //! - [`admin_cli`]: `kepu-server admin …`.
 //! - [`demo`]: the clearly marked sample province seeded by `--demo`.
+//! - [`demo_activity`]: a year of sample school logs, visits and volunteer hours for `--demo`.
 //! - [`error`]: the crate's error type; [`clock`]: unix-millisecond time; [`ids`]: new ids.
 //!
 //! The binary (`main.rs`) parses the configuration, installs the tracing subscriber and
@@ -29,12 +31,14 @@ pub mod app_state;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod demo_activity;
 pub mod error;
 pub mod http;
 pub mod ids;
 pub mod metrics;
 pub mod projection;
 pub mod records;
+pub mod reports;
 pub mod store;
 pub mod sync;
 
@@ -80,6 +84,10 @@ pub async fn run(
         demo::print_welcome(&seeded, address);
     }
     let created = sync::documents::ensure(&store, &hub, clock::now_ms(), config.demo).await?;
+    if config.demo {
+        let sample = demo_activity::seed(&store, &hub, clock::now_ms()).await?;
+        tracing::info!(sample, "demo programme activity written");
+    }
     if created > 0 {
         tracing::info!(created, "server documents created");
     }

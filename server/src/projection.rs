@@ -7,6 +7,7 @@ use kepu_sync_core::rules::attendance::{Attendance, attendance};
 use kepu_sync_core::rules::volunteer;
 use kepu_sync_core::schema::activity_log::ActivityLog;
 use kepu_sync_core::schema::booking::Booking;
+use kepu_sync_core::schema::school_log::SchoolLog;
 use kepu_sync_core::schema::venue::{Slot, Venue};
 use kepu_sync_core::schema::{DocKind, kind_of};
 
@@ -19,6 +20,8 @@ pub enum Projection {
     Booking(Box<Booking>),
     /// A volunteer's activities with their confirmation status.
     ActivityLog(Box<ActivityLog>),
+    /// A school's year: sessions, lectures, tour stops and tour attendance.
+    SchoolLog(Box<SchoolLog>),
     /// Nothing to project (other kinds, or a malformed document).
     Nothing,
 }
@@ -47,6 +50,9 @@ pub fn project(_doc_id: DocumentId, doc: &Automerge) -> Projection {
         Some(DocKind::ActivityLog) => ActivityLog::read(doc).map_or(Projection::Nothing, |l| {
             Projection::ActivityLog(Box::new(l))
         }),
+        Some(DocKind::SchoolLog) => {
+            SchoolLog::read(doc).map_or(Projection::Nothing, |l| Projection::SchoolLog(Box::new(l)))
+        }
         _ => Projection::Nothing,
     }
 }

@@ -3,6 +3,7 @@
 use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::ids::SlotId;
 use kepu_sync_core::schema::booking::Status;
+use kepu_sync_core::schema::school_log::SchoolLog;
 use kepu_sync_core::schema::venue::Slot;
 use serde::Serialize;
 use sqlx::Row;
@@ -269,6 +270,7 @@ impl Store {
                     .await?;
                 }
             }
+            Projection::SchoolLog(log) => write_school_log(&mut tx, &id, log).await?,
         }
         tx.commit().await?;
         Ok(slot_out)
@@ -434,6 +436,11 @@ impl Store {
             "proj_check_outs",
             "proj_anomalies",
             "proj_activities",
+            "proj_school_logs",
+            "proj_school_sessions",
+            "proj_lectures",
+            "proj_tour_stops",
+            "proj_tour_attendance",
         ] {
             sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {t}")))
                 .execute(&mut *tx)
@@ -442,6 +449,83 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Replaces the rows of one school-log document: the log itself, its sessions, lectures,
+/// tour stops and the pupils who attended each stop (once per pupil, whatever devices
+/// recorded them).
+async fn write_school_log(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+    log: &SchoolLog,
+) -> Result<()> {
+    for t in [
+        "proj_school_logs",
+        "proj_school_sessions",
+        "proj_lectures",
+        "proj_tour_stops",
+        "proj_tour_attendance",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {t} WHERE doc_id = $1"
+        )))
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let school = log.school.to_string();
+    sqlx::query("INSERT INTO proj_school_logs (doc_id, school_id, year) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(&school)
+        .bind(log.year)
+        .execute(&mut **tx)
+        .await?;
+    for (table, entries) in [
+        ("proj_school_sessions", &log.sessions),
+        ("proj_lectures", &log.lectures),
+    ] {
+        for e in entries {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO {table} (doc_id, entry_id, school_id, at, minutes, topic) \
+                 VALUES ($1, $2, $3, $4, $5, $6)"
+            )))
+            .bind(id)
+            .bind(&e.id)
+            .bind(&school)
+            .bind(e.at)
+            .bind(i64::from(e.amount))
+            .bind(&e.title)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    for e in &log.tour_stops {
+        sqlx::query(
+            "INSERT INTO proj_tour_stops (doc_id, stop_id, school_id, at, days, title) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(&e.id)
+        .bind(&school)
+        .bind(e.at)
+        .bind(i64::from(e.amount))
+        .bind(&e.title)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for (stop, pupils) in &log.tour_attendance {
+        for pupil in pupils {
+            sqlx::query(
+                "INSERT INTO proj_tour_attendance (doc_id, stop_id, pupil_id) VALUES ($1, $2, $3)",
+            )
+            .bind(id)
+            .bind(stop)
+            .bind(pupil.to_string())
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 async fn slot_of(tx: &mut sqlx::Transaction<'_, sqlx::Any>, slot: SlotId) -> Result<Option<Slot>> {

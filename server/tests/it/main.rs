@@ -6,6 +6,7 @@ mod http_api;
 mod kill9;
 mod many_devices;
 mod projections_match_rules;
+mod reports;
 mod samod_client;
 mod store_suite;
 mod support;
