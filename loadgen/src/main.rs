@@ -1,0 +1,206 @@
+//! `kepu-loadgen`: see the library documentation and `docs/performance.md`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use kepu_loadgen::{Run, Scale, Scenario, Target, TargetKind};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TargetArg {
+    Kepu,
+    Js,
+}
+
+/// Plays many kepu devices against kepu-server or a JavaScript automerge-repo peer.
+#[derive(Debug, Parser)]
+#[command(name = "kepu-loadgen", version, about)]
+struct Args {
+    /// Which server: `kepu` (kepu-server, authenticated) or `js` (automerge-repo).
+    #[arg(long)]
+    target: TargetArg,
+    /// Websocket URL: `ws://127.0.0.1:PORT/sync` for kepu, `ws://127.0.0.1:PORT` for js.
+    #[arg(long)]
+    url: String,
+    /// A bureau admin's one-time enrollment code (kepu; from
+    /// `kepu-server admin create-user --role bureau-admin`).
+    #[arg(long, env = "KEPU_LOADGEN_ADMIN_CODE", hide_env_values = true)]
+    admin_code: Option<String>,
+    /// Scenarios to run, in order (default: all three).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    scenario: Vec<Scenario>,
+    /// Small sizes: the whole run takes well under two minutes.
+    #[arg(long)]
+    quick: bool,
+    /// The server's process id, to report its memory (VmRSS, VmHWM).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    no_progress: bool,
+    /// end-of-day: venues.
+    #[arg(long)]
+    venues: Option<usize>,
+    /// end-of-day: staff devices per venue.
+    #[arg(long)]
+    devices_per_venue: Option<usize>,
+    /// end-of-day: offline check-ins per device.
+    #[arg(long)]
+    check_ins: Option<usize>,
+    /// end-of-day: pupils per booking roster.
+    #[arg(long)]
+    roster: Option<usize>,
+    /// live-day: venues.
+    #[arg(long)]
+    live_venues: Option<usize>,
+    /// live-day: writing staff devices per venue.
+    #[arg(long)]
+    live_devices_per_venue: Option<usize>,
+    /// live-day: check-in rates per second, comma-separated (one step each).
+    #[arg(long, value_delimiter = ',')]
+    live_rates: Vec<u32>,
+    /// live-day: seconds per step.
+    #[arg(long)]
+    live_step_secs: Option<u64>,
+    /// live-day: do not time the dashboard's SSE stream.
+    #[arg(long)]
+    no_sse: bool,
+    /// reconnect-storm: devices.
+    #[arg(long)]
+    storm_devices: Option<usize>,
+    /// reconnect-storm: venues.
+    #[arg(long)]
+    storm_venues: Option<usize>,
+    /// reconnect-storm: milliseconds over which all devices reconnect.
+    #[arg(long)]
+    storm_window_ms: Option<u64>,
+    /// Longest wait for convergence per scenario, seconds.
+    #[arg(long)]
+    timeout_secs: Option<u64>,
+}
+
+fn scale(a: &Args) -> Result<Scale, String> {
+    let mut s = if a.quick {
+        Scale::quick()
+    } else {
+        Scale::full()
+    };
+    let set = |slot: &mut usize, v: Option<usize>, name: &str| -> Result<(), String> {
+        match v {
+            Some(0) => Err(format!("--{name} must be at least 1")),
+            Some(v) => {
+                *slot = v;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    };
+    set(&mut s.venues, a.venues, "venues")?;
+    set(
+        &mut s.devices_per_venue,
+        a.devices_per_venue,
+        "devices-per-venue",
+    )?;
+    set(&mut s.check_ins, a.check_ins, "check-ins")?;
+    set(&mut s.roster, a.roster, "roster")?;
+    set(&mut s.live_venues, a.live_venues, "live-venues")?;
+    set(
+        &mut s.live_devices_per_venue,
+        a.live_devices_per_venue,
+        "live-devices-per-venue",
+    )?;
+    set(&mut s.storm_devices, a.storm_devices, "storm-devices")?;
+    set(&mut s.storm_venues, a.storm_venues, "storm-venues")?;
+    if !a.live_rates.is_empty() {
+        if a.live_rates.contains(&0) {
+            return Err("--live-rates must all be at least 1".into());
+        }
+        s.live_rates.clone_from(&a.live_rates);
+    }
+    if let Some(v) = a.live_step_secs {
+        if v == 0 {
+            return Err("--live-step-secs must be at least 1".into());
+        }
+        s.live_step_secs = v;
+    }
+    if let Some(v) = a.storm_window_ms {
+        s.storm_window_ms = v;
+    }
+    if let Some(v) = a.timeout_secs {
+        if v == 0 {
+            return Err("--timeout-secs must be at least 1".into());
+        }
+        s.timeout_secs = v;
+    }
+    s.live_sse &= !a.no_sse;
+    Ok(s)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let scale = match scale(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kepu-loadgen: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let kind = match args.target {
+        TargetArg::Kepu => TargetKind::Kepu,
+        TargetArg::Js => TargetKind::Js,
+    };
+    let target = Target {
+        kind,
+        url: args.url.clone(),
+        admin_code: args.admin_code.clone(),
+    };
+    if let Err(e) = target.http_base() {
+        eprintln!("kepu-loadgen: --url {:?}: {e}", args.url);
+        return ExitCode::from(2);
+    }
+    let run = Run {
+        target,
+        scenarios: if args.scenario.is_empty() {
+            vec![
+                Scenario::EndOfDay,
+                Scenario::LiveDay,
+                Scenario::ReconnectStorm,
+            ]
+        } else {
+            args.scenario.clone()
+        },
+        scale,
+        server_pid: args.server_pid,
+        progress: !args.no_progress,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kepu-loadgen: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(kepu_loadgen::run(&run)) {
+        Ok(figures) => {
+            print!("{}", kepu_loadgen::table(&figures));
+            if let Some(path) = &args.json {
+                let text = serde_json::to_string_pretty(&figures).unwrap_or_default();
+                if let Err(e) = std::fs::write(path, text + "\n") {
+                    eprintln!("kepu-loadgen: cannot write {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kepu-loadgen: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
