@@ -261,16 +261,13 @@ fn to_csv(report: &Report) -> Result<Vec<u8>> {
                 .map_err(err)?;
             }
         } else {
-            let (id, name) = if report.level == Level::Counties {
-                ("county_id", "county")
+            let counties = report.level == Level::Counties;
+            let mut header: Vec<&str> = if counties {
+                vec!["county_id", "county", "city_id", "city"]
             } else {
-                ("city_id", "city_name")
+                vec!["city_id", "city"]
             };
-            w.write_record([
-                id,
-                name,
-                "city_id_of_area",
-                "city",
+            header.extend([
                 "year",
                 "as_of",
                 "schools",
@@ -290,14 +287,14 @@ fn to_csv(report: &Report) -> Result<Vec<u8>> {
                 "volunteer_hours",
                 "schools_with_misses",
                 "misses",
-            ])
-            .map_err(err)?;
+            ]);
+            w.write_record(&header).map_err(err)?;
             for a in &report.areas {
-                w.write_record([
-                    a.id.clone(),
-                    a.name.clone(),
-                    a.city_id.clone(),
-                    a.city.clone(),
+                let mut record = vec![a.id.clone(), a.name.clone()];
+                if counties {
+                    record.extend([a.city_id.clone(), a.city.clone()]);
+                }
+                record.extend([
                     a.year.to_string(),
                     a.as_of.clone(),
                     a.schools.to_string(),
@@ -317,8 +314,8 @@ fn to_csv(report: &Report) -> Result<Vec<u8>> {
                     a.volunteer_hours.to_string(),
                     a.schools_with_misses.to_string(),
                     misses_text(&a.misses),
-                ])
-                .map_err(err)?;
+                ]);
+                w.write_record(&record).map_err(err)?;
             }
         }
         w.flush()?;
@@ -483,9 +480,16 @@ const ROW_H: i64 = 22;
 
 /// A horizontal bar chart as inline SVG; bars scaled to `max` (at least the largest).
 fn bar_chart(title: &str, bars: &[Bar], max: f64) -> String {
+    let longest = bars
+        .iter()
+        .map(|b| b.label.chars().count())
+        .max()
+        .unwrap_or(0);
+    // Room for the longest label (about 13 px a character), at least the default.
+    let label_w = (i64::try_from(longest).unwrap_or(0) * 13 + 12).clamp(LABEL_W, 420);
     let max = bars.iter().map(|b| b.value).fold(max, f64::max).max(1e-9);
     let height = ROW_H * i64::try_from(bars.len()).unwrap_or(0) + 30;
-    let width = LABEL_W + BAR_W + 80;
+    let width = label_w + BAR_W + 140;
     let mut s = format!(
         "<figure class=\"chart\"><figcaption>{}</figcaption>\
          <svg xmlns=\"http://www.w3.org/2000/svg\" role=\"img\" aria-label=\"{}\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\">",
@@ -496,19 +500,21 @@ fn bar_chart(title: &str, bars: &[Bar], max: f64) -> String {
         let y = 10 + ROW_H * i64::try_from(i).unwrap_or(0);
         #[allow(clippy::cast_possible_truncation)]
         let w = ((b.value / max) * f64::from(i32::try_from(BAR_W).unwrap_or(0))).round() as i64;
+        // A missed target with nothing to draw still shows a red stub.
+        let w = if b.miss { w.max(3) } else { w.max(0) };
         let class = if b.miss { "bar miss" } else { "bar" };
         let _ = write!(
             s,
             "<text x=\"{}\" y=\"{}\" text-anchor=\"end\" class=\"lbl\">{}</text>\
-             <rect x=\"{LABEL_W}\" y=\"{}\" width=\"{}\" height=\"{}\" class=\"{class}\"/>\
+             <rect x=\"{label_w}\" y=\"{}\" width=\"{}\" height=\"{}\" class=\"{class}\"/>\
              <text x=\"{}\" y=\"{}\" class=\"val\">{}</text>",
-            LABEL_W - 6,
+            label_w - 6,
             y + 15,
             esc(&b.label),
             y + 3,
-            w.max(0),
+            w,
             ROW_H - 6,
-            LABEL_W + w.max(0) + 4,
+            label_w + w + 4,
             y + 15,
             esc(&b.text)
         );

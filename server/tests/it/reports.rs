@@ -600,12 +600,65 @@ async fn scenario(server: &TestServer) {
     let bytes = r.bytes().await.unwrap();
     let mut csv = csv::Reader::from_reader(&bytes[3..]);
     assert_eq!(&csv.headers().unwrap()[1], "county");
+    let headers = csv.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
     let county_rows: Vec<csv::StringRecord> = csv.records().map(Result::unwrap).collect();
     let a = county_rows
         .iter()
         .find(|r| r[0] == p.county_a.to_string())
         .unwrap();
     assert_eq!(&a[1], "岳麓区");
+    assert_eq!(&a[col("city")], "长沙市");
+    for key in ["schools", "sessions", "pupils", "pupils_reached"] {
+        assert_eq!(
+            a[col(key)].parse::<i64>().unwrap(),
+            ca[key].as_i64().unwrap(),
+            "county csv {key}"
+        );
+    }
+    assert_eq!(&a[col("coverage_rate")], "0.5");
+    assert_eq!(&a[col("schools_with_full_tour_coverage")], "0");
+
+    // A bureau administrator signed in with a browser session reads the page too.
+    let boss = user(store, Role::BureauAdmin, None, None, None).await;
+    server
+        .accounts
+        .set_web_login(boss, "report-reader", "a long enough password")
+        .await
+        .unwrap();
+    let r = server
+        .http
+        .post(server.url("/api/session"))
+        .json(&serde_json::json!({"login": "report-reader", "password": "a long enough password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let r = server
+        .http
+        .get(server.url(&format!("/reports?level=cities&{QUERY}")))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("<svg") && html.contains("株洲市"));
+    let r = server
+        .http
+        .get(server.url(&format!("/api/reports/cities?{QUERY}")))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 
     // The printable page: charts drawn as SVG, school names, misses highlighted.
     let r = get(server, &format!("/reports?level=schools&{QUERY}"), &admin).await;
