@@ -15,6 +15,8 @@ pub struct AppState {
     pub accounts: Accounts,
     /// Metrics the handlers and the sync engine feed.
     pub metrics: Arc<Metrics>,
+    /// Change notifications and connected devices for the live venue dashboard.
+    pub live: crate::live::LiveFeed,
 }
 
 impl AppState {
@@ -25,6 +27,7 @@ impl AppState {
             accounts: Accounts::new(store.clone()),
             store,
             metrics: Arc::new(Metrics::new()),
+            live: crate::live::LiveFeed::new(),
         }
     }
 

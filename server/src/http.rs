@@ -10,6 +10,7 @@ mod enroll;
 mod error_response;
 mod health;
 mod json;
+mod live;
 mod prometheus;
 mod proofs;
 mod records;
@@ -43,6 +44,7 @@ pub fn routes() -> Router<AppState> {
         .merge(records::router())
         .merge(proofs::router())
         .merge(directory::router())
+        .merge(live::router())
         .merge(reports::router())
         .merge(session::router())
 }

@@ -14,6 +14,7 @@
 //! - [`projection`]: what the relational records hold for a document (pure).
 //! - [`records`]: rebuilding every projection from the stored documents.
 //! - [`reports`]: programme reports per school, county and city (targets and misses).
+//! - [`live`]: the live venue dashboard (change feed, snapshots of a venue-day).
 //! - [`app_state`]: the state shared by handlers.
 //! - [`admin_cli`]: `kepu-server admin …`.
 //! - [`demo`]: the clearly marked sample province seeded by `--demo`.
@@ -35,6 +36,7 @@ pub mod demo_activity;
 pub mod error;
 pub mod http;
 pub mod ids;
+pub mod live;
 pub mod metrics;
 pub mod projection;
 pub mod records;

@@ -215,6 +215,7 @@ async fn run(
             HubMsg::Connect { conn, writer, out } => {
                 let device = writer.device;
                 conns.insert(conn, ConnOut { out, device });
+                state.live.device_connected(device.0);
                 let touch = state.store.clone();
                 tokio::spawn(async move {
                     let _ = touch.touch_device_sync(device.0, now_ms(), None).await;
@@ -234,6 +235,7 @@ async fn run(
             }
             HubMsg::Disconnect { conn } => {
                 if let Some(c) = conns.remove(&conn) {
+                    state.live.device_disconnected(c.device.0);
                     let touch = state.store.clone();
                     tokio::spawn(async move {
                         let _ = touch.touch_device_sync(c.device.0, now_ms(), None).await;

@@ -119,6 +119,7 @@ async fn run(state: AppState, hub: SyncHub, mut rx: mpsc::UnboundedReceiver<Job>
                     .await
                 {
                     Ok(slot) => {
+                        state.live.publish_projection(&projection);
                         if let Err(e) = state.store.mark_projected(doc, &heads).await {
                             tracing::warn!(doc = %doc, error = %e, "could not mark projection");
                         }

@@ -4,6 +4,7 @@
 
 mod http_api;
 mod kill9;
+mod live;
 mod many_devices;
 mod projections_match_rules;
 mod reports;

@@ -1,0 +1,262 @@
+//! The live venue dashboard over HTTP: `GET /api/venues/{venue}/live?day=` (a JSON
+//! snapshot), `GET /api/venues/{venue}/live/events` (Server-Sent Events: a `snapshot`
+//! event at connect and within a second of any change to the venue's records, heartbeat
+//! comments every 15 s) and `GET /venues/{venue}/live`, the page, with its script and
+//! style. The venue's staff and bureau administrators only.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderName, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::Stream;
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::{ApiJson, PageUser, WebUser};
+use crate::app_state::AppState;
+use crate::clock::now_ms;
+use crate::error::{Error, Result};
+use crate::live::{self, Day, Snapshot, Viewer};
+
+/// Changes arriving closer together than this are answered with one snapshot.
+const DEBOUNCE: Duration = Duration::from_millis(150);
+/// Snapshots are read again this often even without a change (the band ages).
+const REFRESH: Duration = Duration::from_secs(10);
+/// A comment line this often keeps proxies from closing an idle stream.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+/// What the page may load: only this server, no inline script or style.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+const PAGE: &str = include_str!("../../assets/live.html");
+const SCRIPT: &str = include_str!("../../assets/live.js");
+const STYLE: &str = include_str!("../../assets/live.css");
+
+/// Routes of this area.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/venues/{venue}/live", get(snapshot_json))
+        .route("/api/venues/{venue}/live/events", get(events))
+        .route("/venues/{venue}/live", get(page))
+        .route("/assets/live.js", get(script))
+        .route("/assets/live.css", get(style))
+}
+
+#[derive(Debug, Deserialize)]
+struct LiveQuery {
+    day: Option<String>,
+}
+
+fn viewer(user: WebUser) -> Viewer {
+    Viewer {
+        role: user.role,
+        venue_id: user.venue_id,
+    }
+}
+
+fn venue_id(text: &str) -> Result<Uuid> {
+    text.parse()
+        .map_err(|_| Error::not_found("venue", "(malformed id)"))
+}
+
+/// The requested day, or `None` for "today" (re-read with every snapshot).
+fn day_of(query: std::result::Result<Query<LiveQuery>, QueryRejection>) -> Result<Option<Day>> {
+    let Query(q) = query.map_err(|_| Error::InvalidInput("malformed query string".into()))?;
+    match q.day.as_deref() {
+        None | Some("" | "today") => Ok(None),
+        Some(text) => Day::parse(text)
+            .map(Some)
+            .ok_or_else(|| Error::InvalidInput("day must be a date YYYY-MM-DD".into())),
+    }
+}
+
+async fn snapshot_json(
+    State(state): State<AppState>,
+    user: WebUser,
+    Path(venue): Path<String>,
+    query: std::result::Result<Query<LiveQuery>, QueryRejection>,
+) -> Result<Response> {
+    let venue = venue_id(&venue)?;
+    let day = day_of(query)?;
+    let now = now_ms();
+    let snapshot = live::snapshot(
+        &state.store,
+        &state.live,
+        venue,
+        day.unwrap_or_else(|| Day::containing(now)),
+        viewer(user),
+        now,
+    )
+    .await?;
+    Ok(([(header::CACHE_CONTROL, "no-store")], ApiJson(snapshot)).into_response())
+}
+
+async fn events(
+    State(state): State<AppState>,
+    user: WebUser,
+    Path(venue): Path<String>,
+    query: std::result::Result<Query<LiveQuery>, QueryRejection>,
+) -> Result<Response> {
+    let venue = venue_id(&venue)?;
+    let day = day_of(query)?;
+    let viewer = viewer(user);
+    let now = now_ms();
+    // The first snapshot is read here so that a refusal is an HTTP status, not a stream.
+    let first = live::snapshot(
+        &state.store,
+        &state.live,
+        venue,
+        day.unwrap_or_else(|| Day::containing(now)),
+        viewer,
+        now,
+    )
+    .await?;
+    let (tx, rx) = mpsc::channel::<Event>(8);
+    tokio::spawn(feed(state, venue, day, viewer, first, tx));
+    let sse =
+        Sse::new(stream(rx)).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"));
+    Ok((
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        sse,
+    )
+        .into_response())
+}
+
+fn stream(rx: mpsc::Receiver<Event>) -> impl Stream<Item = std::result::Result<Event, Infallible>> {
+    futures_util::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+    )
+}
+
+fn snapshot_event(s: &Snapshot) -> Option<Event> {
+    Event::default()
+        .event("snapshot")
+        .id(s.generated_at.to_string())
+        .json_data(s)
+        .ok()
+}
+
+/// Feeds one event stream until its client goes away: the first snapshot, then a new one
+/// shortly after each change of the venue's records and on every refresh that differs.
+async fn feed(
+    state: AppState,
+    venue: Uuid,
+    day: Option<Day>,
+    viewer: Viewer,
+    first: Snapshot,
+    tx: mpsc::Sender<Event>,
+) {
+    let mut changes = state.live.subscribe();
+    let Some(event) = snapshot_event(&first) else {
+        return;
+    };
+    if tx.send(event.retry(Duration::from_secs(2))).await.is_err() {
+        return;
+    }
+    let mut last = first;
+    let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + REFRESH, REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = tx.closed() => return,
+            _ = refresh.tick() => {}
+            change = changes.recv() => match change {
+                Ok(v) if v == venue => settle(&mut changes).await,
+                Ok(_) => continue,
+                Err(RecvError::Lagged(_)) => settle(&mut changes).await,
+                Err(RecvError::Closed) => return,
+            },
+        }
+        let now = now_ms();
+        let next = match live::snapshot(
+            &state.store,
+            &state.live,
+            venue,
+            day.unwrap_or_else(|| Day::containing(now)),
+            viewer,
+            now,
+        )
+        .await
+        {
+            Ok(s) => s,
+            Err(Error::Forbidden(_) | Error::NotFound { .. }) => return,
+            Err(e) => {
+                tracing::warn!(venue = %venue, error = %e, "live snapshot failed");
+                continue;
+            }
+        };
+        let same = Snapshot {
+            generated_at: last.generated_at,
+            ..next.clone()
+        } == last;
+        if same {
+            continue;
+        }
+        let Some(event) = snapshot_event(&next) else {
+            continue;
+        };
+        if tx.send(event).await.is_err() {
+            return;
+        }
+        last = next;
+    }
+}
+
+/// Lets a burst of changes pass before reading: waits [`DEBOUNCE`] and drops the
+/// notifications that arrived meanwhile.
+async fn settle(changes: &mut tokio::sync::broadcast::Receiver<Uuid>) {
+    tokio::time::sleep(DEBOUNCE).await;
+    while !matches!(
+        changes.try_recv(),
+        Err(tokio::sync::broadcast::error::TryRecvError::Empty
+            | tokio::sync::broadcast::error::TryRecvError::Closed)
+    ) {}
+}
+
+fn page_headers(content_type: &'static str) -> [(HeaderName, &'static str); 5] {
+    [
+        (header::CONTENT_TYPE, content_type),
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "same-origin"),
+        (header::CACHE_CONTROL, "no-cache"),
+    ]
+}
+
+async fn page(
+    State(state): State<AppState>,
+    PageUser(user): PageUser,
+    Path(venue): Path<String>,
+) -> Result<Response> {
+    let venue = venue_id(&venue)?;
+    if crate::live::venue_exists(&state.store, venue).await? {
+        if !live::may_watch(viewer(user), venue) {
+            return Err(Error::Forbidden(
+                "only this venue's staff and bureau administrators",
+            ));
+        }
+    } else {
+        return Err(Error::not_found("venue", venue));
+    }
+    Ok((page_headers("text/html; charset=utf-8"), PAGE).into_response())
+}
+
+async fn script() -> Response {
+    (page_headers("text/javascript; charset=utf-8"), SCRIPT).into_response()
+}
+
+async fn style() -> Response {
+    (page_headers("text/css; charset=utf-8"), STYLE).into_response()
+}
