@@ -776,14 +776,22 @@ pub async fn load_schools(store: &Store, period: &Period, scope: &Scope) -> Resu
 /// (`YYYY-MM-DD`, default: today in China time at `now_ms`).
 ///
 /// # Errors
-/// [`Error::InvalidInput`] for a malformed year or date, a year out of range or an as-of
-/// date before the year.
+/// [`Error::InvalidInput`] for a malformed year or date, a year out of range, an as-of
+/// date before the year or after today (future weeks would count as missed).
 pub fn period_for(year: Option<&str>, as_of: Option<&str>, now_ms: i64) -> Result<Period> {
+    let today = china_day(now_ms);
     let as_of_day = match as_of.filter(|s| !s.is_empty()) {
-        None => china_day(now_ms),
+        None => today,
         Some(text) => parse_date(text)
             .ok_or_else(|| Error::InvalidInput("as_of must be a date written YYYY-MM-DD".into()))?,
     };
+    if as_of_day > today {
+        return Err(Error::InvalidInput(format!(
+            "as_of {} is after today ({} China time)",
+            format_date(as_of_day),
+            format_date(today)
+        )));
+    }
     let year = match year.filter(|s| !s.is_empty()) {
         None => civil_from_days(as_of_day).0,
         Some(text) => text
@@ -874,7 +882,14 @@ mod tests {
         assert_eq!(Period::new(99_999, 0), Err(PeriodError::YearOutOfRange));
         assert!(period_for(Some("99999"), None, 0).is_err());
         assert!(period_for(Some("abc"), None, 0).is_err());
-        assert!(period_for(Some("2026"), Some("2026-02-30"), 0).is_err());
+        let now = noon(2026, 11, 28);
+        assert!(period_for(Some("2026"), Some("2026-02-30"), now).is_err());
+        assert!(period_for(Some("2026"), Some("2026-11-29"), now).is_err());
+        assert!(period_for(Some("2027"), None, now).is_err());
+        let p = period_for(None, None, now).unwrap();
+        assert_eq!((p.year, p.as_of()), (2026, "2026-11-28".to_owned()));
+        let p = period_for(Some("2025"), None, now).unwrap();
+        assert_eq!(p.as_of(), "2025-12-31");
     }
 
     #[test]
@@ -968,6 +983,54 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn areas_are_the_sums_of_their_schools(
+            schools in proptest::collection::vec((0u8..3, 0i64..5, 0i64..30, 0i64..3, 0i64..40), 1..20),
+        ) {
+            let p = period(2026, 12, 31);
+            let rows: Vec<SchoolRow> = schools
+                .iter()
+                .enumerate()
+                .map(|(i, &(county, visits, sessions, lectures, pupils))| {
+                    let facts = SchoolFacts {
+                        visits: (0..visits).map(|k| noon(2026, 3, 1) + k * DAY_MS).collect(),
+                        sessions: (0..sessions).map(|k| (noon(2026, 1, 1) + k * 7 * DAY_MS, 40)).collect(),
+                        lectures: (0..lectures).map(|k| noon(2026, 5, 1) + k * DAY_MS).collect(),
+                        tour_stops: vec![("d/s".into(), noon(2026, 4, 1))],
+                        tour_attendance: (0..pupils / 2).map(|k| ("d/s".into(), format!("p{k}"))).collect(),
+                        pupils,
+                        volunteer_activities: vec![(noon(2026, 6, 1), pupils * 10)],
+                    };
+                    let c = format!("c{county}");
+                    school_row(&p, place(u8::try_from(i).unwrap(), &c, if county == 2 { "y" } else { "x" }), &facts)
+                })
+                .collect();
+            for level in [Level::Counties, Level::Cities] {
+                let areas = aggregate(&p, level, &rows);
+                prop_assert_eq!(areas.iter().map(|a| a.schools).sum::<i64>(), count(rows.len()));
+                for a in &areas {
+                    let mine: Vec<&SchoolRow> = rows
+                        .iter()
+                        .filter(|r| if level == Level::Counties { r.place.county_id == a.id } else { r.place.city_id == a.id })
+                        .collect();
+                    prop_assert_eq!(a.venue_visits, mine.iter().map(|r| r.venue_visits).sum::<i64>());
+                    prop_assert_eq!(a.sessions, mine.iter().map(|r| r.sessions).sum::<i64>());
+                    prop_assert_eq!(a.pupils, mine.iter().map(|r| r.pupils).sum::<i64>());
+                    prop_assert_eq!(a.pupils_reached, mine.iter().map(|r| r.pupils_reached).sum::<i64>());
+                    prop_assert_eq!(a.volunteer_minutes, mine.iter().map(|r| r.volunteer_minutes).sum::<i64>());
+                    prop_assert_eq!(
+                        a.schools_meeting.venue_visit,
+                        count(mine.iter().filter(|r| r.met.venue_visit).count())
+                    );
+                    prop_assert_eq!(
+                        a.schools_with_misses,
+                        count(mine.iter().filter(|r| !r.misses.is_empty()).count())
+                    );
+                    prop_assert!(a.coverage_rate >= 0.0 && a.coverage_rate <= 1.0);
+                }
+            }
+        }
+
         #[test]
         fn dates_round_trip(days in -100_000i64..100_000) {
             let text = format_date(days);

@@ -751,6 +751,7 @@ async fn scenario(server: &TestServer) {
         "/api/reports/schools?year=2026&as_of=2025-12-31",
         "/api/reports/schools?year=2026&as_of=2026-02-30",
         "/api/reports/schools?year=2026&format=xml",
+        "/api/reports/schools?as_of=2099-01-01",
         "/api/reports/schools?city=not-an-id",
         "/reports?level=planets",
         "/reports?lang=fr",
