@@ -317,6 +317,27 @@ pub struct Visit {
     pub checked_out_at_ms: Option<i64>,
 }
 
+/// A school's programme year on this device: sessions, lectures, tour coverage.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct SchoolYearInfo {
+    /// The school log document.
+    pub doc_id: String,
+    /// Calendar year.
+    pub year: i64,
+    /// In-school science sessions logged.
+    pub sessions: u32,
+    /// Weeks (7-day weeks from 1 January, China time) with at least one session.
+    pub weeks_with_session: u32,
+    /// Weeks of the year begun so far.
+    pub weeks_so_far: u32,
+    /// Expert lectures logged.
+    pub lectures: u32,
+    /// Mobile-museum tour stops.
+    pub tour_stops: u32,
+    /// Different pupils who attended a tour stop.
+    pub pupils_reached: u32,
+}
+
 /// A volunteer's minutes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Record)]
 pub struct VolunteerMinutes {
@@ -775,6 +796,102 @@ impl KepuClient {
             unconfirmed: m.unconfirmed,
             declined: m.declined,
             activities: count(m.activities),
+        })
+    }
+
+    /// The school log of a school (the teacher's own when `school_id` is `None`) for a
+    /// year (this year when `None`); the next sync fetches it if it is not here yet.
+    ///
+    /// # Errors
+    /// Malformed id, no school, not enrolled.
+    #[uniffi::method(default(school_id = None, year = None))]
+    pub fn school_log_doc(
+        &self,
+        school_id: Option<String>,
+        year: Option<i64>,
+    ) -> ApiResult<String> {
+        Ok(self
+            .core
+            .school_log_doc(school_id.as_deref(), year)?
+            .to_string())
+    }
+
+    /// Teacher: log an in-school science session held at `at_ms`; returns its id.
+    ///
+    /// # Errors
+    /// Not a teacher, bad topic or minutes, the year's log not synced to this phone yet.
+    pub fn log_science_session(
+        &self,
+        topic: String,
+        minutes: u32,
+        at_ms: i64,
+    ) -> ApiResult<String> {
+        Ok(self.core.log_science_session(&topic, minutes, at_ms)?)
+    }
+
+    /// Teacher: log an expert lecture held at `at_ms`; returns its id.
+    ///
+    /// # Errors
+    /// As `log_science_session`.
+    pub fn log_expert_lecture(&self, topic: String, minutes: u32, at_ms: i64) -> ApiResult<String> {
+        Ok(self.core.log_expert_lecture(&topic, minutes, at_ms)?)
+    }
+
+    /// Teacher or tour staff: add a mobile-museum tour stop at a school; returns its id.
+    ///
+    /// # Errors
+    /// Wrong role, bad location or days, the log not synced to this device yet.
+    #[uniffi::method(default(school_id = None))]
+    pub fn add_tour_stop(
+        &self,
+        location: String,
+        days: u32,
+        at_ms: i64,
+        school_id: Option<String>,
+    ) -> ApiResult<String> {
+        Ok(self
+            .core
+            .add_tour_stop(school_id.as_deref(), &location, days, at_ms)?)
+    }
+
+    /// Teacher or tour staff: a pupil's pass was scanned at a tour stop (verified offline).
+    /// Returns true if the pupil was already recorded there.
+    ///
+    /// # Errors
+    /// Forged, expired or revoked pass, another school's pupil, unknown stop.
+    #[uniffi::method(default(school_id = None))]
+    pub fn record_tour_attendance(
+        &self,
+        stop_id: String,
+        pass: String,
+        school_id: Option<String>,
+    ) -> ApiResult<bool> {
+        Ok(self
+            .core
+            .record_tour_attendance(school_id.as_deref(), &stop_id, &pass)?)
+    }
+
+    /// A school's year on this device: sessions, weeks with a session, lectures, tour
+    /// stops, pupils reached.
+    ///
+    /// # Errors
+    /// Malformed id; the log not synced to this device yet.
+    #[uniffi::method(default(school_id = None, year = None))]
+    pub fn school_year(
+        &self,
+        school_id: Option<String>,
+        year: Option<i64>,
+    ) -> ApiResult<SchoolYearInfo> {
+        let y = self.core.school_year(school_id.as_deref(), year)?;
+        Ok(SchoolYearInfo {
+            doc_id: y.doc.to_string(),
+            year: y.year,
+            sessions: y.sessions,
+            weeks_with_session: y.weeks_with_session,
+            weeks_so_far: y.weeks_so_far,
+            lectures: y.lectures,
+            tour_stops: y.tour_stops,
+            pupils_reached: y.pupils_reached,
         })
     }
 

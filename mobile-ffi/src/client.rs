@@ -8,4 +8,5 @@ pub mod error;
 pub mod identity;
 pub mod net;
 pub mod proofs;
+pub mod school_year;
 pub mod store;

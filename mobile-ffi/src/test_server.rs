@@ -279,6 +279,12 @@ pub async fn start() -> std::io::Result<TestServer> {
         venue,
     });
     shared.server_edit(venue_doc, Edit::CreateVenue { venue });
+    // This year's school log, created by the server as kepu-server does.
+    let year = kepu_sync_core::schema::school_log::china_year(now);
+    shared.server_edit(
+        DocumentId::school_log(school, year),
+        Edit::CreateSchoolLog { school, year },
+    );
     shared.server_edit(
         venue_doc,
         Edit::PutSlot {

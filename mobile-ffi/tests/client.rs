@@ -476,3 +476,110 @@ async fn the_server_key_comes_from_enrollment_and_a_different_pinned_key_is_refu
     assert!(matches!(err, Error::Rejected(ref r) if r == "server_public_key_mismatch"));
     assert!(pinned.identity().unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_school_year_is_logged_offline_by_two_teachers_and_tour_staff_and_merges() {
+    use kepu_sync_core::schema::school_log::{CHINA_UTC_OFFSET_MS, china_year, days_to_new_year};
+    const DAY: i64 = 86_400_000;
+    let server = test_server::start().await.unwrap();
+    let w = server.shared.world();
+    let t1 = device(&server, Role::Teacher, None).await;
+    let t2 = device(&server, Role::Teacher, None).await;
+    let tour = device(&server, Role::VenueStaff, None).await;
+    let pupil = device(&server, Role::Pupil, Some(pupils(&server)[0])).await;
+    let now = kepu_mobile_ffi::client::core::now_ms();
+    let new_year = days_to_new_year(china_year(now)) * DAY - CHINA_UTC_OFFSET_MS;
+
+    // Before its first sync the year's log is not on the phone: a clear error.
+    let early = t1
+        .core
+        .log_science_session("磁铁的秘密", 40, now)
+        .unwrap_err();
+    assert!(early.to_string().contains("sync once"), "{early}");
+    // Every device finds the same log without being told its id.
+    let doc = t1.core.school_log_doc(None, None).unwrap();
+    assert_eq!(t2.core.school_log_doc(None, None).unwrap(), doc);
+    assert_eq!(
+        tour.core.school_log_doc(Some(&w.school_id), None).unwrap(),
+        doc
+    );
+    assert!(
+        tour.core.school_log_doc(None, None).is_err(),
+        "tour staff name the school"
+    );
+    for d in [&t1, &t2, &tour] {
+        sync(&d.core).await;
+    }
+
+    // Offline from here: two teachers log sessions in weeks 1 and 2 (one each) and a
+    // lecture; the tour staff add a stop and scan passes, one pupil twice.
+    t1.core
+        .log_science_session("磁铁的秘密", 40, new_year + DAY)
+        .unwrap();
+    t2.core
+        .log_science_session("水的循环", 45, new_year + 2 * DAY)
+        .unwrap();
+    t2.core
+        .log_science_session("植物的向光性", 45, new_year + 8 * DAY)
+        .unwrap();
+    t2.core
+        .log_expert_lecture("院士讲航天", 90, new_year + 9 * DAY)
+        .unwrap();
+    let stop = tour
+        .core
+        .add_tour_stop(Some(&w.school_id), "学校操场", 3, now)
+        .unwrap();
+    assert!(
+        !tour
+            .core
+            .record_tour_attendance(Some(&w.school_id), &stop, &w.passes[0])
+            .unwrap()
+    );
+    assert!(
+        tour.core
+            .record_tour_attendance(Some(&w.school_id), &stop, &w.passes[0])
+            .unwrap(),
+        "the second scan of a pupil is reported as already recorded"
+    );
+    tour.core
+        .record_tour_attendance(Some(&w.school_id), &stop, &w.passes[1])
+        .unwrap();
+
+    // Bad input: refused with a reason, nothing written.
+    let mut forged = w.passes[2].clone();
+    forged.replace_range(forged.len() - 3.., "AAA");
+    assert!(
+        tour.core
+            .record_tour_attendance(Some(&w.school_id), &stop, &forged)
+            .is_err()
+    );
+    assert!(
+        tour.core
+            .record_tour_attendance(Some(&w.school_id), "no-such-stop", &w.passes[2])
+            .is_err()
+    );
+    assert!(t1.core.log_science_session("", 40, now).is_err());
+    assert!(t1.core.log_science_session("x", 0, now).is_err());
+    assert!(tour.core.log_science_session("x", 40, now).is_err());
+    assert!(pupil.core.add_tour_stop(None, "教室", 1, now).is_err());
+
+    for d in [&t1, &t2, &tour, &t1, &t2] {
+        sync(&d.core).await;
+    }
+    for d in [&t1, &t2] {
+        let y = d.core.school_year(None, None).unwrap();
+        assert_eq!(y.doc, doc);
+        assert_eq!(
+            (
+                y.sessions,
+                y.weeks_with_session,
+                y.lectures,
+                y.tour_stops,
+                y.pupils_reached
+            ),
+            (3, 2, 1, 1, 2),
+            "{y:?}"
+        );
+        assert!(y.weeks_so_far >= 1);
+    }
+}

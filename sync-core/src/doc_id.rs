@@ -57,6 +57,24 @@ impl DocumentId {
         Self(uuid.into_bytes())
     }
 
+    /// The one school log of a school for a calendar year: the first 16 bytes of
+    /// SHA-256 over a fixed label, the school's uuid bytes and the year (big-endian). The
+    /// server creates it, and every teacher's phone and tour device computes the same id
+    /// without asking, so a school's year lives in one document however many devices
+    /// write into it.
+    #[must_use]
+    pub fn school_log(school: crate::ids::SchoolId, year: i64) -> Self {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(b"kepu:school_log:v1");
+        h.update(school.0.as_bytes());
+        h.update(year.to_be_bytes());
+        let digest = h.finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        Self(bytes)
+    }
+
     /// The 16 bytes read as a UUID.
     #[must_use]
     pub const fn to_uuid(&self) -> Uuid {
@@ -171,6 +189,30 @@ mod tests {
     use super::*;
 
     const EXAMPLE: &str = "4NMNnkMhL8jXrdJ9jamS58PAVdXu";
+
+    #[test]
+    fn a_school_year_has_one_fixed_log_id() {
+        use crate::ids::SchoolId;
+        let a = SchoolId(Uuid::from_u128(7));
+        let b = SchoolId(Uuid::from_u128(8));
+        assert_eq!(
+            DocumentId::school_log(a, 2026),
+            DocumentId::school_log(a, 2026)
+        );
+        assert_ne!(
+            DocumentId::school_log(a, 2026),
+            DocumentId::school_log(a, 2027)
+        );
+        assert_ne!(
+            DocumentId::school_log(a, 2026),
+            DocumentId::school_log(b, 2026)
+        );
+        // Pinned: phones and servers of different versions must agree on it.
+        assert_eq!(
+            DocumentId::school_log(a, 2026).to_string(),
+            "2jct3bvcKAxMQPDToSdaaZZ2wemh"
+        );
+    }
 
     fn head(seed: u8) -> [u8; 32] {
         [seed; 32]

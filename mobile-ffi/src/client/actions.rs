@@ -54,7 +54,7 @@ pub fn parse_id<T: std::str::FromStr>(text: &str, kind: &str) -> Result<T> {
         .map_err(|_| Error::InvalidInput(format!("malformed {kind} id")))
 }
 
-fn new_entry_id(now: i64) -> String {
+pub(crate) fn new_entry_id(now: i64) -> String {
     EntryId::new_v7(now, random()).to_string()
 }
 
@@ -91,7 +91,7 @@ impl Core {
         Ok(None)
     }
 
-    fn revocations(&self) -> Result<RevocationList> {
+    pub(crate) fn revocations(&self) -> Result<RevocationList> {
         let mut list = RevocationList::new();
         for (doc, kind) in self.documents()? {
             if kind == Some(DocKind::Revocations)

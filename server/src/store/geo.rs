@@ -193,6 +193,19 @@ impl Store {
             .collect()
     }
 
+    /// Every school's id.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn school_ids(&self) -> Result<Vec<Uuid>> {
+        let rows = sqlx::query("SELECT id FROM schools ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| rows::uuid(row, "id", "schools"))
+            .collect()
+    }
+
     /// Looks up a school.
     ///
     /// # Errors

@@ -1,9 +1,12 @@
 //! Documents the server creates itself: one venue document per venue (its id is the
-//! venue's uuid, so any device can compute it) and the pass revocation list.
+//! venue's uuid, so any device can compute it), one school log per school for the current
+//! year (its id derived from the school and the year, [`DocumentId::school_log`]) and the
+//! pass revocation list.
 
 use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::edits::Edit;
-use kepu_sync_core::ids::{SlotId, VenueId};
+use kepu_sync_core::ids::{SchoolId, SlotId, VenueId};
+use kepu_sync_core::schema::school_log::china_year;
 
 use super::hub::SyncHub;
 use crate::error::Result;
@@ -18,8 +21,10 @@ pub const fn venue_doc(venue: VenueId) -> DocumentId {
     DocumentId::from_bytes(*venue.as_bytes())
 }
 
-/// Creates the documents that do not exist yet: the revocation list and one venue
-/// document per venue record (with its directory profile). With `demo_slots`, venues
+/// Creates the documents that do not exist yet: the revocation list, one venue
+/// document per venue record (with its directory profile) and each school's log for the
+/// year of `now` in China time (so that no two devices ever create the same school log
+/// concurrently, which would hide one's entries). With `demo_slots`, venues
 /// without a document also get bookable slots over the next days.
 ///
 /// # Errors
@@ -35,6 +40,15 @@ pub async fn ensure(store: &Store, hub: &SyncHub, now: i64, demo_slots: bool) ->
     if !existing.contains(&REVOCATIONS_DOC) {
         hub.edit(REVOCATIONS_DOC, Edit::CreateRevocations);
         created += 1;
+    }
+    let year = china_year(now);
+    for school in store.school_ids().await? {
+        let school = SchoolId(school);
+        let doc = DocumentId::school_log(school, year);
+        if !existing.contains(&doc) {
+            hub.edit(doc, Edit::CreateSchoolLog { school, year });
+            created += 1;
+        }
     }
     for v in store.list_venues().await? {
         let venue = VenueId(v.id);
@@ -78,8 +92,8 @@ pub async fn ensure(store: &Store, hub: &SyncHub, now: i64, demo_slots: bool) ->
     Ok(created)
 }
 
-/// Keeps the server's documents in step with the records: venues created since start get
-/// their document, revoked passes reach the revocation list. Runs every `every`.
+/// Keeps the server's documents in step with the records: venues and schools created
+/// since start (and every school at the turn of the year) get their document, revoked passes reach the revocation list. Runs every `every`.
 pub fn keep_in_step(store: Store, hub: SyncHub, every: std::time::Duration) {
     tokio::spawn(async move {
         let mut written: std::collections::HashSet<(uuid::Uuid, i64)> =

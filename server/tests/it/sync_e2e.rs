@@ -48,6 +48,7 @@ macro_rules! all_sync_cases {
                 a_refused_change_is_recorded_for_admins,
                 a_pupil_checks_in_with_a_gate_code_certified_by_the_server,
                 the_directory_publishes_what_venue_staff_edit,
+                every_school_gets_this_years_log_from_the_server,
             ]
         );
     };
@@ -699,5 +700,53 @@ async fn the_directory_publishes_what_venue_staff_edit(server: &TestServer) {
             .unwrap()
             .iter()
             .any(|x| x["address"] == "长沙市岳麓区示例路1号")
+    );
+}
+
+async fn every_school_gets_this_years_log_from_the_server(server: &TestServer) {
+    use kepu_sync_core::schema::school_log::{SchoolLog, china_year};
+    // A school created while the server runs gets its log within seconds.
+    let p = place(&server.db.store).await;
+    let school = SchoolId(p.school);
+    let year = china_year(kepu_server::clock::now_ms());
+    let log = DocumentId::school_log(school, year);
+    let mut teacher = device(server, Role::Teacher, Some(p.school), None, 41).await;
+    let mut found = None;
+    for _ in 0..60 {
+        teacher.want(log);
+        teacher.sync(server.addr).await;
+        found = teacher.doc(&log).and_then(SchoolLog::read);
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let found = found.expect("the server creates the school's log for this year");
+    assert_eq!((found.school, found.year), (school, year));
+    // The teacher writes into it; a teacher of another school cannot read it.
+    teacher.edit(
+        log,
+        Edit::LogSession {
+            id: scan_id(),
+            at: kepu_server::clock::now_ms(),
+            topic: "磁铁的秘密".into(),
+            minutes: 40,
+        },
+    );
+    teacher.sync(server.addr).await;
+    assert!(teacher.server_has_all(&log));
+    let other = server
+        .db
+        .store
+        .create_school(kepu_server::ids::new_id(), p.county, "另一所小学")
+        .await
+        .unwrap()
+        .id;
+    let mut stranger = device(server, Role::Teacher, Some(other), None, 42).await;
+    stranger.want(log);
+    stranger.sync(server.addr).await;
+    assert!(
+        stranger.doc(&log).is_none_or(|d| d.get_heads().is_empty()),
+        "another school's log stays unavailable"
     );
 }
