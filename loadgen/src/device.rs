@@ -72,10 +72,12 @@ impl Device {
         }
     }
 
-    /// The automerge-repo peer id the device uses on a connection.
+    /// The automerge-repo peer id for a new connection: one per app session, as a
+    /// restarted automerge-repo client picks a fresh one.
     #[must_use]
     pub fn peer_id(&self) -> String {
-        format!("dev-{}", self.id.writer.device)
+        let session: u32 = rand::random();
+        format!("dev-{}-{session:08x}", self.id.writer.device)
     }
 
     /// The device's stable storage id.

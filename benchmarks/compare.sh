@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Runs the kepu-loadgen scenarios against kepu-server and against a plain automerge-repo
+# 2.5.6 (JavaScript) sync server on this machine, one after the other, and writes
+#   benchmarks/results/<date>.json   both sets of figures and the kepu / js ratios
+#   docs/perf-peers.svg              the comparison plot
+# and prints the ratio table.
+#
+#   benchmarks/compare.sh [--quick] [--pg URL] [-- extra kepu-loadgen flags]
+#
+#   --quick    small sizes, the whole comparison in under two minutes
+#   --pg URL   run kepu-server on PostgreSQL: URL of an EMPTY database it may migrate
+#              (default: SQLite in a fresh temporary data directory)
+#   --out F    results file (default benchmarks/results/<UTC date>[-quick][-pg].json)
+#   --no-plot  do not rewrite docs/perf-peers.svg
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=""
+pg_url=""
+out=""
+plot=1
+extra=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick="--quick" ;;
+    --pg)
+      [ $# -ge 2 ] || { echo "compare.sh: --pg needs a database URL" >&2; exit 2; }
+      pg_url="$2"
+      shift
+      ;;
+    --out)
+      [ $# -ge 2 ] || { echo "compare.sh: --out needs a file" >&2; exit 2; }
+      out="$2"
+      shift
+      ;;
+    --no-plot) plot=0 ;;
+    --) shift; extra=("$@"); break ;;
+    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+db_kind=sqlite
+case "$pg_url" in
+  "") ;;
+  postgres://* | postgresql://*) db_kind=postgres ;;
+  *) echo "compare.sh: --pg wants a postgres:// URL" >&2; exit 2 ;;
+esac
+command -v node >/dev/null || { echo "compare.sh: node (20 or later) is required for the JS peer" >&2; exit 1; }
+
+target_dir="${CARGO_TARGET_DIR:-target}"
+echo "== building release binaries" >&2
+cargo build --release --locked -p kepu-server -p kepu-loadgen >&2
+server_bin="$target_dir/release/kepu-server"
+loadgen_bin="$target_dir/release/kepu-loadgen"
+echo "== installing the JS peer (npm ci)" >&2
+(cd benchmarks/peers && npm ci --no-audit --no-fund --silent >&2)
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+# Thousands of sockets on both ends of the storm.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+free_port() {
+  node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
+}
+wait_port() {
+  for _ in $(seq 1 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "compare.sh: nothing listens on port $1" >&2
+  return 1
+}
+
+# ---- kepu-server ----
+data="$work/kepu-data"
+db_args=(--data-dir "$data")
+[ -n "$pg_url" ] && db_args+=(--database-url "$pg_url")
+code="$("$server_bin" admin create-user --role bureau-admin "${db_args[@]}" 2>/dev/null |
+  sed -n 's/^enrollment code //p')"
+[ -n "$code" ] || { echo "compare.sh: could not create the admin user" >&2; exit 1; }
+port="$(free_port)"
+RUST_LOG=warn "$server_bin" "${db_args[@]}" --bind "127.0.0.1:$port" >"$work/kepu.log" 2>&1 &
+kepu_pid=$!
+pids+=("$kepu_pid")
+wait_port "$port"
+echo "== kepu-server (pid $kepu_pid, $db_kind)" >&2
+KEPU_LOADGEN_ADMIN_CODE="$code" "$loadgen_bin" --target kepu --url "ws://127.0.0.1:$port/sync" \
+  --server-pid "$kepu_pid" --json "$work/kepu.json" $quick "${extra[@]}"
+kill "$kepu_pid"
+wait "$kepu_pid" 2>/dev/null || true
+
+# ---- automerge-repo (JavaScript) ----
+port="$(free_port)"
+node benchmarks/peers/server.mjs "$port" "$work/js-data" >"$work/js.log" 2>&1 &
+js_pid=$!
+pids+=("$js_pid")
+wait_port "$port"
+echo "== automerge-repo 2.5.6 (pid $js_pid, node $(node --version))" >&2
+"$loadgen_bin" --target js --url "ws://127.0.0.1:$port" \
+  --server-pid "$js_pid" --json "$work/js.json" $quick "${extra[@]}"
+kill "$js_pid"
+wait "$js_pid" 2>/dev/null || true
+
+# ---- results ----
+mkdir -p benchmarks/results
+suffix="${quick:+-quick}${pg_url:+-pg}"
+out="${out:-benchmarks/results/$(date -u +%F)$suffix.json}"
+cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+mem="$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+svg="docs/perf-peers.svg"
+[ "$plot" = 1 ] || svg="$work/plot.svg"
+echo
+BENCH_MACHINE="$(nproc) cores ($cpu), $mem RAM, $(uname -s) $(uname -r | cut -d- -f1), node $(node --version)" \
+BENCH_COMMAND="benchmarks/compare.sh ${quick}${pg_url:+ --pg <url>}${extra[*]:+ -- ${extra[*]}}" \
+BENCH_DB="$db_kind" \
+  node benchmarks/report.mjs "$work/kepu.json" "$work/js.json" "$out" "$svg"
+echo
+echo "results: $out, plot: $svg" >&2
