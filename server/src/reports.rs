@@ -256,14 +256,17 @@ pub struct SchoolPlace {
 pub struct SchoolFacts {
     /// Slot starts (unix ms) of the school's bookings with at least one counted arrival.
     pub visits: Vec<i64>,
-    /// Sessions: (at, minutes).
-    pub sessions: Vec<(i64, i64)>,
+    /// Sessions: (at, minutes, how many). One session is `(at, minutes, 1)`; a caller may
+    /// group several sessions of one week into one entry.
+    pub sessions: Vec<(i64, i64, i64)>,
     /// Lecture times.
     pub lectures: Vec<i64>,
     /// Tour stops: (stop key unique across documents, at).
     pub tour_stops: Vec<(String, i64)>,
-    /// Tour attendance: (stop key, pupil id).
-    pub tour_attendance: Vec<(String, String)>,
+    /// Distinct pupils recorded at the school's tour stops held in the period (the
+    /// loader counts them in the database: one pupil recorded by several devices or at
+    /// several stops is one).
+    pub tour_reached: i64,
     /// Pupils of the school: named ones plus the anonymous count of erased ones.
     pub pupils: i64,
     /// Activities of the school's volunteers: (start, confirmed minutes).
@@ -352,12 +355,12 @@ pub fn school_row(period: &Period, place: SchoolPlace, facts: &SchoolFacts) -> S
     let venue_visits = count(facts.visits.iter().filter(|&&t| period.contains(t)).count());
     let mut week_sessions = vec![0u32; period.weeks_elapsed()];
     let (mut sessions, mut session_minutes) = (0i64, 0i64);
-    for &(at, minutes) in &facts.sessions {
+    for &(at, minutes, n) in &facts.sessions {
         if let Some(w) = period.week_of(at) {
             if let Some(slot) = week_sessions.get_mut(w) {
-                *slot = slot.saturating_add(1);
+                *slot = slot.saturating_add(u32::try_from(n.max(0)).unwrap_or(u32::MAX));
             }
-            sessions += 1;
+            sessions += n.max(0);
             session_minutes += minutes;
         }
     }
@@ -382,14 +385,8 @@ pub fn school_row(period: &Period, place: SchoolPlace, facts: &SchoolFacts) -> S
         .filter(|(_, at)| period.contains(*at))
         .map(|(k, _)| k.as_str())
         .collect();
-    let reached: BTreeSet<&str> = facts
-        .tour_attendance
-        .iter()
-        .filter(|(stop, _)| stops.contains(stop.as_str()))
-        .map(|(_, p)| p.as_str())
-        .collect();
     let pupils = facts.pupils.max(0);
-    let pupils_reached = count(reached.len()).min(pupils);
+    let pupils_reached = facts.tour_reached.clamp(0, pupils);
     let volunteer_minutes: i64 = facts
         .volunteer_activities
         .iter()
@@ -676,7 +673,7 @@ pub async fn load_schools(store: &Store, period: &Period, scope: &Scope) -> Resu
     .await?;
     for r in rows {
         if let Some(f) = facts.get_mut(&r.try_get::<String, _>(0)?) {
-            f.sessions.push((r.try_get(1)?, r.try_get(2)?));
+            f.sessions.push((r.try_get(1)?, r.try_get(2)?, 1));
         }
     }
 
@@ -710,9 +707,9 @@ pub async fn load_schools(store: &Store, period: &Period, scope: &Scope) -> Resu
     }
 
     let rows = sqlx::query(
-        "SELECT t.school_id, a.doc_id, a.stop_id, a.pupil_id FROM proj_tour_attendance a \
+        "SELECT t.school_id, CAST(COUNT(DISTINCT a.pupil_id) AS BIGINT) FROM proj_tour_attendance a \
          JOIN proj_tour_stops t ON t.doc_id = a.doc_id AND t.stop_id = a.stop_id \
-         WHERE t.at >= $1 AND t.at < $2",
+         WHERE t.at >= $1 AND t.at < $2 GROUP BY t.school_id",
     )
     .bind(start)
     .bind(end)
@@ -720,12 +717,7 @@ pub async fn load_schools(store: &Store, period: &Period, scope: &Scope) -> Resu
     .await?;
     for r in rows {
         if let Some(f) = facts.get_mut(&r.try_get::<String, _>(0)?) {
-            let key = format!(
-                "{}/{}",
-                r.try_get::<String, _>(1)?,
-                r.try_get::<String, _>(2)?
-            );
-            f.tour_attendance.push((key, r.try_get(3)?));
+            f.tour_reached = r.try_get(1)?;
         }
     }
 
@@ -898,21 +890,16 @@ mod tests {
         let facts = SchoolFacts {
             visits: vec![noon(2026, 1, 10), noon(2025, 12, 20)],
             sessions: vec![
-                (noon(2026, 1, 2), 40),
-                (noon(2026, 1, 3), 45),
-                (noon(2026, 1, 16), 40),
+                (noon(2026, 1, 2), 40, 1),
+                (noon(2026, 1, 3), 45, 1),
+                (noon(2026, 1, 16), 40, 1),
             ],
             lectures: vec![],
             tour_stops: vec![
                 ("d/a".into(), noon(2026, 1, 5)),
                 ("d/b".into(), noon(2026, 2, 5)),
             ],
-            tour_attendance: vec![
-                ("d/a".into(), "p1".into()),
-                ("d/a".into(), "p2".into()),
-                ("d/a".into(), "p2".into()),
-                ("d/b".into(), "p3".into()),
-            ],
+            tour_reached: 2,
             pupils: 4,
             volunteer_activities: vec![(noon(2026, 1, 11), 90), (noon(2026, 3, 1), 60)],
         };
@@ -948,10 +935,10 @@ mod tests {
             visits: vec![noon(2026, 5, 1)],
             lectures: vec![noon(2026, 5, 2)],
             sessions: (0..53)
-                .map(|w| (noon(2026, 1, 1) + w * 7 * DAY_MS, 30))
+                .map(|w| (noon(2026, 1, 1) + w * 7 * DAY_MS, 30, 1))
                 .collect(),
             tour_stops: vec![("d/s".into(), noon(2026, 4, 1))],
-            tour_attendance: vec![("d/s".into(), "p".into())],
+            tour_reached: 1,
             pupils: 1,
             volunteer_activities: vec![],
         };
@@ -994,10 +981,10 @@ mod tests {
                 .map(|(i, &(county, visits, sessions, lectures, pupils))| {
                     let facts = SchoolFacts {
                         visits: (0..visits).map(|k| noon(2026, 3, 1) + k * DAY_MS).collect(),
-                        sessions: (0..sessions).map(|k| (noon(2026, 1, 1) + k * 7 * DAY_MS, 40)).collect(),
+                        sessions: (0..sessions).map(|k| (noon(2026, 1, 1) + k * 7 * DAY_MS, 40, 1)).collect(),
                         lectures: (0..lectures).map(|k| noon(2026, 5, 1) + k * DAY_MS).collect(),
                         tour_stops: vec![("d/s".into(), noon(2026, 4, 1))],
-                        tour_attendance: (0..pupils / 2).map(|k| ("d/s".into(), format!("p{k}"))).collect(),
+                        tour_reached: pupils / 2,
                         pupils,
                         volunteer_activities: vec![(noon(2026, 6, 1), pupils * 10)],
                     };
@@ -1044,7 +1031,7 @@ mod tests {
             prop_assert!(p.weeks_completed() <= p.weeks_elapsed());
             prop_assert!(p.weeks_elapsed() <= 53);
             let facts = SchoolFacts {
-                sessions: sessions.iter().map(|&(d, m)| ((first + d) * DAY_MS - UTC_OFFSET_MS, m)).collect(),
+                sessions: sessions.iter().map(|&(d, m)| ((first + d) * DAY_MS - UTC_OFFSET_MS, m, 1)).collect(),
                 ..SchoolFacts::default()
             };
             let r = school_row(&p, place(0, "c", "x"), &facts);
