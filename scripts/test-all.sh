@@ -66,6 +66,15 @@ if cargo tree -p kepu-sync-core -e normal --prefix none --locked | sort -u | gre
 fi
 echo "ok"
 
+say "browser test: Chromium, CJK fonts, Node.js and playwright-core (no browser download)"
+apt_install chromium chromium-driver fonts-noto-cjk nodejs
+# Node.js from other sources ships its own npm; Debian's npm package would conflict with it.
+command -v npm >/dev/null 2>&1 || apt_install npm
+if [ ! -d server/tests/browser/node_modules ] \
+    || [ server/tests/browser/package-lock.json -nt server/tests/browser/node_modules/.package-lock.json ]; then
+    (cd server/tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
+fi
+
 LOG="$(mktemp -t kepu-tests-XXXXXX)"
 trap 'rm -f "$LOG"' EXIT
 

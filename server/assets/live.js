@@ -140,11 +140,16 @@
     $('chart-empty').hidden = buckets.length > 0;
     svg.classList.toggle('is-empty', buckets.length === 0);
     if (buckets.length === 0) return;
-    const W = 640, H = 200, left = 34, bottom = 22, top = 10, right = 8;
+    // Drawn in the element's own pixels so that text keeps its size on a phone.
+    const W = Math.max(200, Math.round(svg.clientWidth || 640));
+    const H = Math.max(120, Math.round(svg.clientHeight || 200));
+    svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
+    const left = 34, bottom = 22, top = 14, right = 8;
     const plotW = W - left - right, plotH = H - top - bottom;
     const maxCount = Math.max(1, ...buckets.map((b) => b.count));
     const maxTotal = Math.max(1, buckets[buckets.length - 1].cumulative);
-    const step = plotW / buckets.length;
+    // At least two hours wide, so that a few bars do not fill the chart.
+    const step = plotW / Math.max(buckets.length, 12);
     const mk = (tag, attrs) => {
       const e = document.createElementNS(ns, tag);
       for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
@@ -166,7 +171,7 @@
       `${(left + (i + 1) * step).toFixed(1)},${(top + plotH - (b.cumulative / maxTotal) * plotH).toFixed(1)}`);
     points.unshift(`${left},${top + plotH}`);
     mk('polyline', { points: points.join(' '), class: 'cumulative' });
-    const labelEvery = Math.max(1, Math.ceil(buckets.length / 6));
+    const labelEvery = Math.max(1, Math.ceil(44 / step)); // a label needs about 44 px
     buckets.forEach((b, i) => {
       if (i % labelEvery !== 0) return;
       const tx = mk('text', { x: left + i * step, y: H - 6, class: 'tick' });
@@ -336,6 +341,12 @@
     u.searchParams.set('lang', lang);
     window.history.replaceState(null, '', u.toString());
     applyLanguage();
+  });
+
+  let resizeTimer = null;
+  window.addEventListener('resize', () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(() => { if (last) renderChart(last); }, 100);
   });
 
   applyLanguage();

@@ -385,7 +385,8 @@ pub struct PupilLabel {
 pub struct Arrivals {
     /// Bar width in minutes.
     pub bucket_minutes: i64,
-    /// Bars from the first arrival to the last one (or now, if later and still today).
+    /// Bars from the first arrival (or the first slot's start, if earlier) to the last
+    /// arrival (or now, if later and still today).
     pub buckets: Vec<Bucket>,
 }
 
@@ -714,6 +715,7 @@ pub fn assemble(venue: Uuid, day: Day, rows: &Rows, names_shown: bool, now: i64)
             .iter()
             .filter(|s| s.counted && s.at >= day_start && s.at < day_end)
             .map(|s| s.at),
+        rows.slots.iter().map(|s| s.start).min(),
         now.clamp(day_start, day_end - 1),
     );
 
@@ -792,7 +794,9 @@ pub fn assemble(venue: Uuid, day: Day, rows: &Rows, names_shown: bool, now: i64)
     }
 }
 
-fn arrivals(times: impl Iterator<Item = i64>, now: i64) -> Arrivals {
+/// Bars from the earlier of the first arrival and the first slot's start, to the later
+/// of the last arrival and `now`.
+fn arrivals(times: impl Iterator<Item = i64>, first_slot: Option<i64>, now: i64) -> Arrivals {
     let mut bars: BTreeMap<i64, i64> = BTreeMap::new();
     for at in times {
         *bars
@@ -802,6 +806,7 @@ fn arrivals(times: impl Iterator<Item = i64>, now: i64) -> Arrivals {
     let mut buckets = Vec::new();
     if let (Some(&first), Some(&last)) = (bars.keys().next(), bars.keys().next_back()) {
         let end = last.max(now.div_euclid(BUCKET_MS) * BUCKET_MS);
+        let first = first_slot.map_or(first, |s| first.min(s.div_euclid(BUCKET_MS) * BUCKET_MS));
         let mut cumulative = 0;
         let mut t = first;
         while t <= end {

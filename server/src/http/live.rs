@@ -39,6 +39,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 const PAGE: &str = include_str!("../../assets/live.html");
 const SCRIPT: &str = include_str!("../../assets/live.js");
 const STYLE: &str = include_str!("../../assets/live.css");
+const ICON: &str = include_str!("../../assets/live-icon.svg");
 
 /// Routes of this area.
 pub fn router() -> Router<AppState> {
@@ -48,6 +49,7 @@ pub fn router() -> Router<AppState> {
         .route("/venues/{venue}/live", get(page))
         .route("/assets/live.js", get(script))
         .route("/assets/live.css", get(style))
+        .route("/assets/live-icon.svg", get(icon))
 }
 
 #[derive(Debug, Deserialize)]
@@ -259,4 +261,8 @@ async fn script() -> Response {
 
 async fn style() -> Response {
     (page_headers("text/css; charset=utf-8"), STYLE).into_response()
+}
+
+async fn icon() -> Response {
+    (page_headers("image/svg+xml"), ICON).into_response()
 }

@@ -5,6 +5,7 @@
 mod http_api;
 mod kill9;
 mod live;
+mod live_browser;
 mod many_devices;
 mod projections_match_rules;
 mod reports;

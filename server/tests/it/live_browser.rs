@@ -1,0 +1,225 @@
+//! The live dashboard in a real headless Chromium: a venue staff member logs in through
+//! the form and watches the arrived count change while devices sync check-ins, without
+//! reloading; the page switches language and is photographed at phone and desktop sizes.
+//! The script is `server/tests/browser/live.mjs` (playwright-core driving the system's
+//! Chromium). SQLite only: the server side is covered on both databases in `live.rs`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use kepu_server::accounts::Role;
+use kepu_sync_core::ids::PupilId;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::live::Scene;
+use crate::support::{Db, TestServer, user};
+use crate::world::check_in;
+
+/// The colour of the arrivals chart's bars (`.chart .bar` in `live.css`).
+const BAR_COLOUR: [u8; 3] = [0x3f, 0x51, 0xb5];
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+fn chromium() -> PathBuf {
+    std::env::var_os("KEPU_CHROMIUM")
+        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
+}
+
+/// `None` when the browser test can run; otherwise why not.
+fn missing_prerequisite() -> Option<String> {
+    if !chromium().exists() {
+        return Some(format!("no Chromium at {}", chromium().display()));
+    }
+    if !browser_dir()
+        .join("node_modules/playwright-core/package.json")
+        .exists()
+    {
+        return Some("server/tests/browser/node_modules is missing".into());
+    }
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    if node.is_none() {
+        return Some("node is not installed".into());
+    }
+    None
+}
+
+struct Picture {
+    width: u32,
+    height: u32,
+    colours: usize,
+    bar_pixels: usize,
+}
+
+fn look_at(path: &Path) -> Picture {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut buf = vec![0; reader.output_buffer_size().expect("PNG size")];
+    let info = reader.next_frame(&mut buf).expect("PNG frame");
+    let channels = match info.color_type {
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        other => panic!("unexpected colour type {other:?}"),
+    };
+    let mut colours = std::collections::HashSet::new();
+    let mut bar_pixels = 0;
+    for row in buf[..info.buffer_size()].chunks(info.line_size) {
+        for px in row.chunks(channels).take(info.width as usize) {
+            let rgb = [px[0], px[1], px[2]];
+            colours.insert(rgb);
+            if rgb.iter().zip(BAR_COLOUR).all(|(a, b)| a.abs_diff(b) <= 2) {
+                bar_pixels += 1;
+            }
+        }
+    }
+    Picture {
+        width: info.width,
+        height: info.height,
+        colours: colours.len(),
+        bar_pixels,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_watch_arrivals_live_in_a_real_browser() {
+    if std::env::var("KEPU_SKIP_BROWSER").is_ok_and(|v| v == "1") {
+        eprintln!("live_browser: skipped (KEPU_SKIP_BROWSER=1)");
+        return;
+    }
+    if let Some(why) = missing_prerequisite() {
+        panic!(
+            "the browser test cannot run: {why}. Run `bash scripts/test-all.sh` (it installs \
+             Chromium, Node.js and the test's npm packages) or set KEPU_SKIP_BROWSER=1."
+        );
+    }
+    let server = TestServer::start(Db::Sqlite).await;
+    let mut scene = Scene::new(&server.db.store, server.addr).await;
+    scene.scan_first_arrivals(server.addr).await;
+    let staff_user = user(
+        &server.db.store,
+        Role::VenueStaff,
+        None,
+        Some(scene.venue),
+        None,
+    )
+    .await;
+    let (login, password) = ("gate-browser", "live-browser-pass");
+    server
+        .accounts
+        .set_web_login(staff_user, login, password)
+        .await
+        .expect("set login");
+    // KEPU_LIVE_SCREENSHOTS=<dir> keeps the screenshots for a person to look at.
+    let temp = tempfile::tempdir().expect("temp dir");
+    let shots_dir = std::env::var_os("KEPU_LIVE_SCREENSHOTS")
+        .map_or_else(|| temp.path().to_path_buf(), PathBuf::from);
+
+    let mut child = tokio::process::Command::new("node")
+        .arg(browser_dir().join("live.mjs"))
+        .arg(format!("http://{}", server.addr))
+        .arg(login)
+        .arg(password)
+        .arg(scene.venue.to_string())
+        .arg(&shots_dir)
+        .env("KEPU_EXPECT_ARRIVED", "5")
+        .env("KEPU_CHROMIUM", chromium())
+        .current_dir(browser_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let stderr = child.stderr.take().expect("stderr");
+    let errors = tokio::spawn(async move {
+        let mut out = String::new();
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            out.push_str(&l);
+            out.push('\n');
+        }
+        out
+    });
+
+    let started = Instant::now();
+    let mut output = Vec::new();
+    let mut synced = false;
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(90), lines.next_line()).await
+    {
+        eprintln!("live.mjs: {line}");
+        if line.starts_with("READY") && !synced {
+            assert_eq!(
+                line, "READY arrived=3",
+                "the page showed the first arrivals"
+            );
+            // Two more pupils are scanned at the gate while the page is open.
+            for p in [scene.pupils[2], scene.pupils[3]] {
+                scene.staff.edit(scene.booking, check_in(PupilId(p)).0);
+            }
+            scene.staff.sync(server.addr).await;
+            synced = true;
+        }
+        output.push(line);
+    }
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the script ends")
+        .expect("exit status");
+    let stderr = errors.await.unwrap_or_default();
+    let all = output.join("\n");
+    assert!(
+        status.success(),
+        "live.mjs failed ({status}):\n{all}\n{stderr}"
+    );
+    assert!(synced, "the script never said READY:\n{all}");
+    assert!(all.lines().any(|l| l == "DONE"), "{all}");
+    let arrived = all
+        .lines()
+        .find_map(|l| l.strip_prefix("ARRIVED 5 "))
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .expect("the page showed 5 arrived");
+    eprintln!(
+        "live_browser: page showed the new count {arrived} ms after READY; whole run {:?}",
+        started.elapsed()
+    );
+    for check in [
+        "no reload",
+        "switched to English",
+        "fits a phone",
+        "no errors, no policy violations",
+    ] {
+        assert!(
+            all.lines().any(|l| l == format!("CHECK {check} ok")),
+            "missing check {check}:\n{all}"
+        );
+    }
+
+    for (file, (w, h)) in [
+        ("desktop-en.png", (1280, 800)),
+        ("phone-en.png", (390, 844)),
+        ("phone-zh.png", (390, 844)),
+    ] {
+        let p = look_at(&shots_dir.join(file));
+        eprintln!(
+            "live_browser: {file} {}x{}, {} colours, {} chart-bar pixels",
+            p.width, p.height, p.colours, p.bar_pixels
+        );
+        assert_eq!((p.width, p.height), (w, h), "{file} size");
+        assert!(p.colours >= 24, "{file} looks blank: {} colours", p.colours);
+        assert!(
+            p.bar_pixels >= 40,
+            "{file}: the arrivals chart is not visible ({} bar pixels)",
+            p.bar_pixels
+        );
+    }
+    server.finish().await;
+}
