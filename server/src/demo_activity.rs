@@ -1,10 +1,11 @@
 //! `--demo`: a year of sample programme activity so the reports are not empty. For the
 //! sample schools (names carrying [`MARK`](crate::demo::MARK)) the server writes, through
-//! the same hub path as its other documents: a school log for this year with sessions on
-//! most weeks, an expert lecture and a mobile-museum tour stop with attendance; a past slot
-//! at the first sample venue with a booking and check-ins; and the sample volunteer's
-//! activities, confirmed. Document ids are derived from stable labels, so a restart adds
-//! nothing twice.
+//! the same hub path as its other documents: into each school's log for this year (the one
+//! [`sync::documents::ensure`](crate::sync::documents::ensure) creates) sessions on most
+//! weeks, an expert lecture and a mobile-museum tour stop with attendance; a past slot at
+//! the first sample venue with a booking and check-ins; and the sample volunteer's
+//! activities, confirmed. A school log that already has sessions and documents that
+//! already exist are left alone, so a restart adds nothing twice.
 
 use std::collections::HashSet;
 
@@ -91,15 +92,16 @@ pub async fn seed(store: &Store, hub: &SyncHub, now: i64) -> Result<usize> {
         .into_iter()
         .map(PupilId)
         .collect();
-        let log = doc_for(&format!("demo/school-log/{school}/{year}"));
-        if !existing.contains(&log) {
-            hub.edit(
-                log,
-                Edit::CreateSchoolLog {
-                    school: SchoolId(*school),
-                    year,
-                },
-            );
+        let log = DocumentId::school_log(SchoolId(*school), year);
+        let logged: i64 = sqlx::query(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM proj_school_sessions WHERE school_id = $1",
+        )
+        .bind(school.to_string())
+        .fetch_one(store.pool())
+        .await?
+        .try_get(0)?;
+        // `ensure` has queued the log's creation (the hub runs edits in order).
+        if logged == 0 {
             // School 1 skips two weeks, school 2 every third week, school 3 logs only
             // every other week.
             for w in 0..weeks {
