@@ -701,6 +701,10 @@ async fn scenario(server: &TestServer) {
         assert!(html.contains(name), "page shows {name}");
     }
     assert!(html.contains("class=\"num miss\""), "misses highlighted");
+    assert!(
+        html.contains("class=\"w0 miss\""),
+        "weeks without a session are red in the heat strip"
+    );
     assert!(html.contains("@media print"));
     let html = get(
         server,
