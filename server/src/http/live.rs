@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderName, header};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::{HeaderMap, HeaderName, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures_util::Stream;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
@@ -28,7 +27,8 @@ use crate::live::{self, Day, Snapshot, Viewer};
 
 /// Changes arriving closer together than this are answered with one snapshot.
 const DEBOUNCE: Duration = Duration::from_millis(150);
-/// Snapshots are read again this often even without a change (the band ages).
+/// Snapshots are read again this often even without a change (the band ages), and the
+/// viewer's login is checked again.
 const REFRESH: Duration = Duration::from_secs(10);
 /// A comment line this often keeps proxies from closing an idle stream.
 const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -104,6 +104,7 @@ async fn snapshot_json(
 async fn events(
     State(state): State<AppState>,
     user: WebUser,
+    headers: HeaderMap,
     Path(venue): Path<String>,
     query: std::result::Result<Query<LiveQuery>, QueryRejection>,
 ) -> Result<Response> {
@@ -122,7 +123,14 @@ async fn events(
     )
     .await?;
     let (tx, rx) = mpsc::channel::<Event>(8);
-    tokio::spawn(feed(state, venue, day, viewer, first, tx));
+    let watch = Watch {
+        state,
+        venue,
+        day,
+        viewer,
+        headers,
+    };
+    tokio::spawn(feed(watch, first, tx));
     let sse =
         Sse::new(stream(rx)).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"));
     Ok((
@@ -135,7 +143,9 @@ async fn events(
         .into_response())
 }
 
-fn stream(rx: mpsc::Receiver<Event>) -> impl Stream<Item = std::result::Result<Event, Infallible>> {
+fn stream(
+    rx: mpsc::Receiver<Event>,
+) -> impl futures_util::Stream<Item = std::result::Result<Event, Infallible>> {
     futures_util::stream::unfold(
         rx,
         |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
@@ -150,17 +160,33 @@ fn snapshot_event(s: &Snapshot) -> Option<Event> {
         .ok()
 }
 
-/// Feeds one event stream until its client goes away: the first snapshot, then a new one
-/// shortly after each change of the venue's records and on every refresh that differs.
-async fn feed(
+/// One open event stream: whose, of which venue-day, and the request's credentials
+/// (checked again on every refresh).
+struct Watch {
     state: AppState,
     venue: Uuid,
     day: Option<Day>,
     viewer: Viewer,
-    first: Snapshot,
-    tx: mpsc::Sender<Event>,
-) {
-    let mut changes = state.live.subscribe();
+    headers: HeaderMap,
+}
+
+impl Watch {
+    /// Is the login the stream was opened with still valid and still allowed here? A
+    /// logout, an expired session or a revoked device ends the stream.
+    async fn still_allowed(&self) -> bool {
+        let (mut parts, ()) = axum::http::Request::new(()).into_parts();
+        parts.headers = self.headers.clone();
+        match WebUser::from_request_parts(&mut parts, &self.state).await {
+            Ok(user) => viewer(user) == self.viewer && live::may_watch(self.viewer, self.venue),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Feeds one event stream until its client goes away: the first snapshot, then a new one
+/// shortly after each change of the venue's records and on every refresh that differs.
+async fn feed(s: Watch, first: Snapshot, tx: mpsc::Sender<Event>) {
+    let mut changes = s.state.live.subscribe();
     let Some(event) = snapshot_event(&first) else {
         return;
     };
@@ -173,9 +199,13 @@ async fn feed(
     loop {
         tokio::select! {
             () = tx.closed() => return,
-            _ = refresh.tick() => {}
+            _ = refresh.tick() => {
+                if !s.still_allowed().await {
+                    return;
+                }
+            }
             change = changes.recv() => match change {
-                Ok(v) if v == venue => settle(&mut changes).await,
+                Ok(v) if v == s.venue => settle(&mut changes).await,
                 Ok(_) => continue,
                 Err(RecvError::Lagged(_)) => settle(&mut changes).await,
                 Err(RecvError::Closed) => return,
@@ -183,19 +213,19 @@ async fn feed(
         }
         let now = now_ms();
         let next = match live::snapshot(
-            &state.store,
-            &state.live,
-            venue,
-            day.unwrap_or_else(|| Day::containing(now)),
-            viewer,
+            &s.state.store,
+            &s.state.live,
+            s.venue,
+            s.day.unwrap_or_else(|| Day::containing(now)),
+            s.viewer,
             now,
         )
         .await
         {
-            Ok(s) => s,
+            Ok(snapshot) => snapshot,
             Err(Error::Forbidden(_) | Error::NotFound { .. }) => return,
             Err(e) => {
-                tracing::warn!(venue = %venue, error = %e, "live snapshot failed");
+                tracing::warn!(venue = %s.venue, error = %e, "live snapshot failed");
                 continue;
             }
         };

@@ -10,6 +10,7 @@
 //   ARRIVED <n> <ms>         the page showed <n> arrived, <ms> after READY, without reload
 //   CHECK <name> ok          a check passed
 //   SCREENSHOT <file> <w>x<h>
+//   CUT                      the test now cuts the network for a few seconds
 //   DONE                     all passed (exit code 0)
 //   FAIL <reason>            a check failed (exit code 1)
 import { chromium } from 'playwright-core';
@@ -144,6 +145,14 @@ try {
 
   check('no errors, no policy violations', problems.length === 0, problems.join(' | '));
   check('nothing loaded from elsewhere', foreign.length === 0, foreign.join(' '));
+
+  // The test cuts the network between browser and server for a few seconds: the page
+  // says so, and recovers by itself when the network is back.
+  say('CUT');
+  await page.waitForFunction(() => document.body.dataset.connection === 'lost', null, { timeout: 10000 });
+  check('connection lost shown', (await page.textContent('#conn')).startsWith('Connection lost'));
+  await page.waitForFunction(() => document.body.dataset.connection === 'live', null, { timeout: 30000 });
+  check('reconnected by itself', true);
   say('DONE');
 } catch (e) {
   say(`FAIL ${String(e && e.message ? e.message : e).split('\n')[0]}`);

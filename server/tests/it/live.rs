@@ -908,4 +908,34 @@ async fn the_page_needs_a_login_and_loads_nothing_from_elsewhere(server: &TestSe
         .await
         .expect("page");
     assert_eq!(error_code(r, 404).await, "not_found");
+
+    // A stream opened with a session ends soon after that session logs out.
+    let mut stream = http
+        .get(server.url(&format!("/api/venues/{}/live/events", scene.venue)))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(stream.status(), 200);
+    let r = http
+        .delete(server.url("/api/session"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("logout");
+    assert!(r.status().is_success());
+    let logged_out = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived the session by 15 s");
+    eprintln!("live: stream ended {:?} after logout", logged_out.elapsed());
+    let r = http
+        .get(server.url(&format!("/api/venues/{}/live/events", scene.venue)))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(error_code(r, 401).await, "not_logged_in");
 }

@@ -88,6 +88,47 @@ fn look_at(path: &Path) -> Picture {
     }
 }
 
+/// A TCP relay between the browser and the server whose line can be cut: every open
+/// connection is dropped and new ones are closed at once until the line is back.
+#[derive(Clone)]
+struct Line {
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl Line {
+    async fn start(server: std::net::SocketAddr) -> (Self, std::net::SocketAddr) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("relay port");
+        let addr = listener.local_addr().expect("relay address");
+        let (up, _) = tokio::sync::watch::channel(true);
+        let line = Self { up };
+        let relay = line.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut up = relay.up.subscribe();
+                if !*up.borrow_and_update() {
+                    continue; // dropped: the browser sees the connection fail
+                }
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(server).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = up.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        (line, addr)
+    }
+
+    fn set(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staff_watch_arrivals_live_in_a_real_browser() {
     if std::env::var("KEPU_SKIP_BROWSER").is_ok_and(|v| v == "1") {
@@ -122,9 +163,10 @@ async fn staff_watch_arrivals_live_in_a_real_browser() {
     let shots_dir = std::env::var_os("KEPU_LIVE_SCREENSHOTS")
         .map_or_else(|| temp.path().to_path_buf(), PathBuf::from);
 
+    let (line_handle, relay) = Line::start(server.addr).await;
     let mut child = tokio::process::Command::new("node")
         .arg(browser_dir().join("live.mjs"))
-        .arg(format!("http://{}", server.addr))
+        .arg(format!("http://{relay}"))
         .arg(login)
         .arg(password)
         .arg(scene.venue.to_string())
@@ -168,6 +210,14 @@ async fn staff_watch_arrivals_live_in_a_real_browser() {
             scene.staff.sync(server.addr).await;
             synced = true;
         }
+        if line == "CUT" {
+            let line = line_handle.clone();
+            tokio::spawn(async move {
+                line.set(false);
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                line.set(true);
+            });
+        }
         output.push(line);
     }
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
@@ -192,6 +242,8 @@ async fn staff_watch_arrivals_live_in_a_real_browser() {
         started.elapsed()
     );
     for check in [
+        "connection lost shown",
+        "reconnected by itself",
         "no reload",
         "switched to English",
         "fits a phone",
