@@ -18,7 +18,7 @@
 //! The pure part ([`Period`], [`school_row`], [`aggregate`]) takes rows and returns report
 //! rows; [`load_schools`] reads those rows from the store (SQLite or PostgreSQL).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 use sqlx::Row;
@@ -261,8 +261,8 @@ pub struct SchoolFacts {
     pub sessions: Vec<(i64, i64, i64)>,
     /// Lecture times.
     pub lectures: Vec<i64>,
-    /// Tour stops: (stop key unique across documents, at).
-    pub tour_stops: Vec<(String, i64)>,
+    /// Tour stops: (stop key unique across documents, at, days).
+    pub tour_stops: Vec<(String, i64, i64)>,
     /// Distinct pupils recorded at the school's tour stops held in the period (the
     /// loader counts them in the database: one pupil recorded by several devices or at
     /// several stops is one).
@@ -314,6 +314,9 @@ pub struct SchoolRow {
     pub lectures: i64,
     /// Mobile-museum tour stops.
     pub tour_stops: i64,
+    /// Days the tour stayed at the school (the programme asks for tours of two months or
+    /// more a year in remote areas).
+    pub tour_days: i64,
     /// Pupils (named plus erased, anonymously).
     pub pupils: i64,
     /// Pupils who attended a tour stop (at most `pupils`).
@@ -379,11 +382,11 @@ pub fn school_row(period: &Period, place: SchoolPlace, facts: &SchoolFacts) -> S
             .filter(|&&t| period.contains(t))
             .count(),
     );
-    let stops: BTreeSet<&str> = facts
+    let stops: BTreeMap<&str, i64> = facts
         .tour_stops
         .iter()
-        .filter(|(_, at)| period.contains(*at))
-        .map(|(k, _)| k.as_str())
+        .filter(|(_, at, _)| period.contains(*at))
+        .map(|(k, _, days)| (k.as_str(), (*days).max(0)))
         .collect();
     let pupils = facts.pupils.max(0);
     let pupils_reached = facts.tour_reached.clamp(0, pupils);
@@ -426,6 +429,7 @@ pub fn school_row(period: &Period, place: SchoolPlace, facts: &SchoolFacts) -> S
         week_sessions,
         lectures,
         tour_stops: count(stops.len()),
+        tour_days: stops.values().sum(),
         pupils,
         pupils_reached,
         tour_coverage: ratio(pupils_reached, pupils),
@@ -511,6 +515,8 @@ pub struct AreaRow {
     pub lectures: i64,
     /// Sum of tour stops.
     pub tour_stops: i64,
+    /// Sum of tour days.
+    pub tour_days: i64,
     /// Sum of pupils.
     pub pupils: i64,
     /// Sum of pupils reached by a tour stop.
@@ -556,6 +562,7 @@ pub fn aggregate(period: &Period, level: Level, rows: &[SchoolRow]) -> Vec<AreaR
                 weeks_missed: 0,
                 lectures: 0,
                 tour_stops: 0,
+                tour_days: 0,
                 pupils: 0,
                 pupils_reached: 0,
                 coverage_rate: 0.0,
@@ -572,6 +579,7 @@ pub fn aggregate(period: &Period, level: Level, rows: &[SchoolRow]) -> Vec<AreaR
         a.weeks_missed += r.weeks_missed;
         a.lectures += r.lectures;
         a.tour_stops += r.tour_stops;
+        a.tour_days += r.tour_days;
         a.pupils += r.pupils;
         a.pupils_reached += r.pupils_reached;
         a.volunteer_minutes += r.volunteer_minutes;
@@ -689,7 +697,7 @@ pub async fn load_schools(store: &Store, period: &Period, scope: &Scope) -> Resu
     }
 
     let rows = sqlx::query(
-        "SELECT school_id, doc_id, stop_id, at FROM proj_tour_stops WHERE at >= $1 AND at < $2",
+        "SELECT school_id, doc_id, stop_id, at, days FROM proj_tour_stops WHERE at >= $1 AND at < $2",
     )
     .bind(start)
     .bind(end)
@@ -702,7 +710,7 @@ pub async fn load_schools(store: &Store, period: &Period, scope: &Scope) -> Resu
                 r.try_get::<String, _>(1)?,
                 r.try_get::<String, _>(2)?
             );
-            f.tour_stops.push((key, r.try_get(3)?));
+            f.tour_stops.push((key, r.try_get(3)?, r.try_get(4)?));
         }
     }
 
@@ -896,8 +904,8 @@ mod tests {
             ],
             lectures: vec![],
             tour_stops: vec![
-                ("d/a".into(), noon(2026, 1, 5)),
-                ("d/b".into(), noon(2026, 2, 5)),
+                ("d/a".into(), noon(2026, 1, 5), 3),
+                ("d/b".into(), noon(2026, 2, 5), 4),
             ],
             tour_reached: 2,
             pupils: 4,
@@ -911,7 +919,8 @@ mod tests {
             (r.weeks_elapsed, r.weeks_with_session, r.weeks_missed),
             (4, 2, 1)
         );
-        assert_eq!((r.tour_stops, r.pupils_reached, r.pupils), (1, 2, 4));
+        assert_eq!((r.tour_stops, r.tour_days), (1, 3));
+        assert_eq!((r.pupils_reached, r.pupils), (2, 4));
         assert!((r.tour_coverage - 0.5).abs() < 1e-9);
         assert_eq!(r.volunteer_minutes, 90);
         assert!((r.volunteer_hours - 1.5).abs() < 1e-9);
@@ -937,7 +946,7 @@ mod tests {
             sessions: (0..53)
                 .map(|w| (noon(2026, 1, 1) + w * 7 * DAY_MS, 30, 1))
                 .collect(),
-            tour_stops: vec![("d/s".into(), noon(2026, 4, 1))],
+            tour_stops: vec![("d/s".into(), noon(2026, 4, 1), 2)],
             tour_reached: 1,
             pupils: 1,
             volunteer_activities: vec![],
@@ -983,7 +992,7 @@ mod tests {
                         visits: (0..visits).map(|k| noon(2026, 3, 1) + k * DAY_MS).collect(),
                         sessions: (0..sessions).map(|k| (noon(2026, 1, 1) + k * 7 * DAY_MS, 40, 1)).collect(),
                         lectures: (0..lectures).map(|k| noon(2026, 5, 1) + k * DAY_MS).collect(),
-                        tour_stops: vec![("d/s".into(), noon(2026, 4, 1))],
+                        tour_stops: vec![("d/s".into(), noon(2026, 4, 1), 2)],
                         tour_reached: pupils / 2,
                         pupils,
                         volunteer_activities: vec![(noon(2026, 6, 1), pupils * 10)],

@@ -473,6 +473,7 @@ async fn scenario(server: &TestServer) {
     assert_eq!(r1["week_sessions"][0], 2);
     assert_eq!(r1["lectures"], 1);
     assert_eq!(r1["tour_stops"], 1);
+    assert_eq!(r1["tour_days"], 2);
     assert_eq!(r1["pupils"], 4, "the erased pupil still counts: {r1}");
     assert_eq!(r1["pupils_reached"], 3, "three pupils, one recorded twice");
     assert_eq!(r1["tour_coverage"], 0.75);
@@ -537,6 +538,7 @@ async fn scenario(server: &TestServer) {
         "weeks_missed",
         "lectures",
         "tour_stops",
+        "tour_days",
         "pupils",
         "pupils_reached",
         "volunteer_minutes",
