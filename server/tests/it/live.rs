@@ -45,6 +45,7 @@ macro_rules! all_live_cases {
                 devices_silent_for_ten_minutes_make_the_counts_lower_bounds,
                 names_are_shown_only_where_allowed,
                 the_page_needs_a_login_and_loads_nothing_from_elsewhere,
+                a_busy_day_is_read_quickly,
             ]
         );
     };
@@ -94,7 +95,7 @@ impl Scene {
             .device(Role::VenueStaff, None, Some(p.venue), 200)
             .await;
         let start = now_ms() - 30 * 60_000;
-        let slot = publish_slot(&mut staff, addr, VenueId(p.venue), start).await;
+        let slot = publish_slot(&mut staff, addr, VenueId(p.venue), start, 60).await;
         let admin_token = enroller.admin_token().await;
         let day = Day::containing(start).to_string();
         // The server decides a booking only once it knows the slot (see ARCHITECTURE.md,
@@ -213,6 +214,7 @@ async fn publish_slot(
     addr: std::net::SocketAddr,
     venue: VenueId,
     start: i64,
+    capacity: u32,
 ) -> SlotId {
     let venue_doc = DocumentId::from_bytes(*venue.as_bytes());
     for _ in 0..60 {
@@ -244,7 +246,7 @@ async fn publish_slot(
             slot,
             start,
             end: start + 2 * 3_600_000,
-            capacity: 60,
+            capacity,
             label: "上午场".into(),
         },
     );
@@ -490,6 +492,7 @@ async fn the_event_stream_sends_a_new_snapshot_within_a_second_of_a_sync(server:
         server.addr,
         VenueId(scene.other_venue),
         now_ms(),
+        60,
     )
     .await;
     assert!(
@@ -938,4 +941,123 @@ async fn the_page_needs_a_login_and_loads_nothing_from_elsewhere(server: &TestSe
         .await
         .expect("events");
     assert_eq!(error_code(r, 401).await, "not_logged_in");
+}
+
+/// Twelve school groups of 30 on one slot, 300 of them scanned at the gate, some twice:
+/// how long a snapshot takes to read, first with the rosters read from the documents,
+/// then with them cached.
+async fn a_busy_day_is_read_quickly(server: &TestServer) {
+    const GROUPS: usize = 12;
+    const SIZE: usize = 30;
+    const SCANNED: usize = 25;
+    let store = &server.db.store;
+    let p = place(store).await;
+    let enroller = Enroller::new(store, server.addr);
+    let mut staff = enroller
+        .device(Role::VenueStaff, None, Some(p.venue), 7)
+        .await;
+    let start = now_ms() - 30 * 60_000;
+    let slot = publish_slot(&mut staff, server.addr, VenueId(p.venue), start, 1000).await;
+    let day = Day::containing(start);
+    let admin = enroller.admin_token().await;
+    let path = format!("/api/venues/{}/live?day={day}", p.venue);
+    let slot_text = slot.to_string();
+    poll(&enroller, &path, &admin, |s| {
+        s["slots"][0]["slot_id"] == slot_text.as_str()
+    })
+    .await;
+    let mut teacher = enroller
+        .device(Role::Teacher, Some(p.school), None, 8)
+        .await;
+    let mut bookings = Vec::new();
+    for g in 0..GROUPS {
+        let pupils: Vec<kepu_server::store::NewUser> = (0..SIZE)
+            .map(|i| kepu_server::store::NewUser {
+                id: new_id(),
+                role: Role::Pupil,
+                school_id: Some(p.school),
+                venue_id: None,
+                display_name: Some(format!("学生{g}-{i}")),
+                external_ref: None,
+            })
+            .collect();
+        store.create_users(&pupils, now_ms()).await.expect("pupils");
+        let roster: Vec<Uuid> = pupils.iter().map(|u| u.id).collect();
+        let doc = new_doc();
+        teacher.edit(
+            doc,
+            create_booking(
+                VenueId(p.venue),
+                slot,
+                SchoolId(p.school),
+                roster.iter().map(|u| PupilId(*u)).collect(),
+            ),
+        );
+        bookings.push((doc, roster));
+    }
+    teacher.sync(server.addr).await;
+    for (doc, _) in &bookings {
+        staff.want(*doc);
+    }
+    staff.sync(server.addr).await;
+    for (doc, roster) in &bookings {
+        for p in &roster[..SCANNED] {
+            staff.edit(*doc, check_in(PupilId(*p)).0);
+        }
+        // The teacher scans the first three of each group again.
+        for p in &roster[..3] {
+            teacher.edit(*doc, check_in(PupilId(*p)).0);
+        }
+    }
+    staff.sync(server.addr).await;
+    teacher.sync(server.addr).await;
+    let total = i64::try_from(GROUPS * SCANNED).expect("small");
+    let s = poll(&enroller, &path, &admin, |s| {
+        s["totals"]["arrived"] == total
+            && s["duplicates"].as_array().map(Vec::len) == Some(GROUPS * 3)
+    })
+    .await;
+    assert_eq!(
+        s["totals"]["expected"],
+        i64::try_from(GROUPS * SIZE).expect("small")
+    );
+    assert_eq!(
+        s["totals"]["missing"],
+        i64::try_from(GROUPS * (SIZE - SCANNED)).expect("small")
+    );
+    let bytes = s.to_string().len();
+
+    let viewer = kepu_server::live::Viewer {
+        role: Role::BureauAdmin,
+        venue_id: None,
+    };
+    let feed = kepu_server::live::LiveFeed::new();
+    let cold = Instant::now();
+    let first = kepu_server::live::snapshot(store, &feed, p.venue, day, viewer, now_ms())
+        .await
+        .expect("snapshot");
+    let cold = cold.elapsed();
+    assert_eq!(first.totals.arrived, total);
+    let mut warm = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        kepu_server::live::snapshot(store, &feed, p.venue, day, viewer, now_ms())
+            .await
+            .expect("snapshot");
+        warm.push(t.elapsed());
+    }
+    warm.sort();
+    eprintln!(
+        "live: busy day ({GROUPS} bookings x {SIZE} pupils, {total} arrived, {} duplicates): \
+         snapshot {bytes} bytes; read cold {cold:?}, warm median {:?}, max {:?}",
+        GROUPS * 3,
+        warm[warm.len() / 2],
+        warm[warm.len() - 1]
+    );
+    // Generous bounds for a debug build on a busy two-core machine.
+    assert!(cold < Duration::from_secs(5), "cold read took {cold:?}");
+    assert!(
+        warm[warm.len() / 2] < Duration::from_secs(1),
+        "warm read took {warm:?}"
+    );
 }
