@@ -7,13 +7,13 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
@@ -24,6 +24,7 @@ use crate::app_state::AppState;
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::live::{self, Day, Snapshot, Viewer};
+use crate::sync::ws::SyncContext;
 
 /// Changes arriving closer together than this are answered with one snapshot.
 const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -105,6 +106,7 @@ async fn events(
     State(state): State<AppState>,
     user: WebUser,
     headers: HeaderMap,
+    sync: Option<Extension<SyncContext>>,
     Path(venue): Path<String>,
     query: std::result::Result<Query<LiveQuery>, QueryRejection>,
 ) -> Result<Response> {
@@ -129,6 +131,7 @@ async fn events(
         day,
         viewer,
         headers,
+        shutdown: sync.map(|Extension(ctx)| ctx.shutdown),
     };
     tokio::spawn(feed(watch, first, tx));
     let sse =
@@ -168,6 +171,9 @@ struct Watch {
     day: Option<Day>,
     viewer: Viewer,
     headers: HeaderMap,
+    /// The server's shutdown signal: open streams end with it, or a graceful shutdown
+    /// would wait for them forever.
+    shutdown: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Watch {
@@ -185,7 +191,7 @@ impl Watch {
 
 /// Feeds one event stream until its client goes away: the first snapshot, then a new one
 /// shortly after each change of the venue's records and on every refresh that differs.
-async fn feed(s: Watch, first: Snapshot, tx: mpsc::Sender<Event>) {
+async fn feed(mut s: Watch, first: Snapshot, tx: mpsc::Sender<Event>) {
     let mut changes = s.state.live.subscribe();
     let Some(event) = snapshot_event(&first) else {
         return;
@@ -196,9 +202,11 @@ async fn feed(s: Watch, first: Snapshot, tx: mpsc::Sender<Event>) {
     let mut last = first;
     let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + REFRESH, REFRESH);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutdown = s.shutdown.take();
     loop {
         tokio::select! {
             () = tx.closed() => return,
+            () = stopping(shutdown.as_mut()) => return,
             _ = refresh.tick() => {
                 if !s.still_allowed().await {
                     return;
@@ -243,6 +251,15 @@ async fn feed(s: Watch, first: Snapshot, tx: mpsc::Sender<Event>) {
             return;
         }
         last = next;
+    }
+}
+
+/// Completes when the server starts shutting down (never without a signal).
+async fn stopping(shutdown: Option<&mut tokio::sync::watch::Receiver<bool>>) {
+    match shutdown {
+        // An error means the sender is gone: the server is stopping too.
+        Some(rx) => drop(rx.wait_for(|stop| *stop).await),
+        None => std::future::pending().await,
     }
 }
 

@@ -136,20 +136,24 @@ pub(super) async fn day_rows(store: &Store, venue: Uuid, day: Day, names: bool) 
 
     // Relevant: the venue's staff, teachers of the schools booked that day, and every
     // device that scanned (in or out) for the day's bookings or at the venue that day.
+    // One indexed lookup per kind of relevance, not a scan of every device.
     let devices = sqlx::query(concat!(
         "SELECT d.id, u.role, d.last_sync_at, d.revoked_at FROM devices d JOIN users u ON u.id = d.user_id \
-         WHERE (u.role = 'venue_staff' AND u.venue_id = $1) \
-         OR (u.role = 'teacher' AND u.school_id IN (SELECT bs.school_id FROM proj_bookings bs WHERE bs.doc_id IN (",
-        day_bookings!(),
-        "))) \
-         OR d.id IN (SELECT c.device_id FROM proj_check_ins c WHERE c.doc_id IN (",
-        day_bookings!(),
-        ")) \
-         OR d.id IN (SELECT o.device_id FROM proj_check_outs o WHERE o.doc_id IN (",
+         WHERE d.id IN ( \
+           SELECT ds.id FROM users us JOIN devices ds ON ds.user_id = us.id \
+             WHERE us.role = 'venue_staff' AND us.venue_id = $1 \
+           UNION SELECT dt.id FROM users ut JOIN devices dt ON dt.user_id = ut.id \
+             WHERE ut.role = 'teacher' AND ut.school_id IN (SELECT bs.school_id FROM proj_bookings bs WHERE bs.doc_id IN (",
         day_bookings!(),
         ")) \
-         OR d.id IN (SELECT c.device_id FROM proj_check_ins c JOIN proj_bookings bv ON bv.doc_id = c.doc_id \
-                     WHERE bv.venue_id = $1 AND c.at >= $2 AND c.at < $3) \
+           UNION SELECT c.device_id FROM proj_check_ins c WHERE c.doc_id IN (",
+        day_bookings!(),
+        ") \
+           UNION SELECT o.device_id FROM proj_check_outs o WHERE o.doc_id IN (",
+        day_bookings!(),
+        ") \
+           UNION SELECT cv.device_id FROM proj_check_ins cv JOIN proj_bookings bv ON bv.doc_id = cv.doc_id \
+             WHERE bv.venue_id = $1 AND cv.at >= $2 AND cv.at < $3) \
          ORDER BY d.id"
     ))
     .bind(&v)

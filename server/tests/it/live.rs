@@ -1061,3 +1061,27 @@ async fn a_busy_day_is_read_quickly(server: &TestServer) {
         "warm read took {warm:?}"
     );
 }
+
+/// A dashboard left open must not keep the server from stopping: its stream ends with
+/// the graceful shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_streams_end_when_the_server_stops() {
+    let server = TestServer::start(crate::support::Db::Sqlite).await;
+    let p = place(&server.db.store).await;
+    let admin = server.admin_token().await;
+    let mut stream = open_events(
+        &server,
+        &format!("/api/venues/{}/live/events", p.venue),
+        &admin,
+    )
+    .await;
+    assert_eq!(stream.status(), 200);
+    let reader = tokio::spawn(async move { while let Ok(Some(_)) = stream.chunk().await {} });
+    tokio::time::timeout(Duration::from_secs(10), server.finish())
+        .await
+        .expect("the server stops while a dashboard is open");
+    tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .expect("the stream ended")
+        .expect("reader task");
+}
