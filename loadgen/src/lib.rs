@@ -60,11 +60,13 @@ pub struct Run {
 }
 
 /// Runs the scenarios one after the other; returns the figures as JSON
-/// (`{"target", "scale", "scenarios": {name: figures}, "server_memory"}`).
+/// (`{"target", "scale", "scenarios": {name: figures}, "server_memory"}`). A scenario
+/// that fails (e.g. the server drops a connection while it is prepared) is reported as
+/// `{"error": …}` and the next one runs; a scenario that runs but does not converge says
+/// so in its figures.
 ///
 /// # Errors
-/// Provisioning failed, or a scenario could not be prepared (a scenario that runs but
-/// does not converge reports it in its figures instead).
+/// Provisioning failed, or the only scenario asked for failed.
 pub async fn run(run: &Run) -> anyhow::Result<Value> {
     let ctx = scenario::Ctx {
         target: run.target.clone(),
@@ -81,8 +83,19 @@ pub async fn run(run: &Run) -> anyhow::Result<Value> {
                 scenario::reconnect_storm(&ctx, &run.scale, run.server_pid).await
             }
         }
-        .map_err(|e| e.context(format!("scenario {}", s.name())))?;
-        results.insert(s.name().to_owned(), figures);
+        .map_err(|e| e.context(format!("scenario {}", s.name())));
+        match figures {
+            Ok(f) => {
+                results.insert(s.name().to_owned(), f);
+            }
+            // With one scenario there is nothing else to report: fail the run.
+            Err(e) if run.scenarios.len() == 1 => return Err(e),
+            // Otherwise the others still run; the failure is part of the figures.
+            Err(e) => {
+                eprintln!("kepu-loadgen: {e:#}");
+                results.insert(s.name().to_owned(), json!({ "error": format!("{e:#}") }));
+            }
+        }
     }
     Ok(json!({
         "target": run.target.kind,
@@ -105,14 +118,24 @@ pub fn table(figures: &Value) -> String {
     let mut out = String::new();
     let target = figures["target"].as_str().unwrap_or("?");
     let s = &figures["scenarios"];
-    if let Some(e) = s.get("end-of-day") {
+    for (name, v) in s.as_object().into_iter().flatten() {
+        if let Some(e) = v.get("error") {
+            let _ = writeln!(
+                out,
+                "{name} ({target}): failed: {}",
+                e.as_str().unwrap_or("?")
+            );
+        }
+    }
+    if let Some(e) = s.get("end-of-day").filter(|v| v.get("error").is_none()) {
         let _ = writeln!(out, "end-of-day ({target})");
         let _ = writeln!(
             out,
-            "  devices {}  check-ins {}  converged {}  time {} s  {} check-ins/s",
+            "  devices {}  check-ins {}  converged {} ({} in sync)  time {} s  {} check-ins/s",
             e["devices"],
             e["check_ins"],
             e["converged"],
+            e["in_sync_at_end"],
             num(&e["converge_s"], 2),
             num(&e["check_ins_per_s"], 0)
         );
@@ -122,7 +145,7 @@ pub fn table(figures: &Value) -> String {
             e["bytes_sent"], e["bytes_received"], e["failures"], e["records"]
         );
     }
-    if let Some(l) = s.get("live-day") {
+    if let Some(l) = s.get("live-day").filter(|v| v.get("error").is_none()) {
         let _ = writeln!(out, "live-day ({target})");
         let _ = writeln!(
             out,
@@ -147,7 +170,10 @@ pub fn table(figures: &Value) -> String {
             l["unobserved"], l["failures"], l["records"]
         );
     }
-    if let Some(r) = s.get("reconnect-storm") {
+    if let Some(r) = s
+        .get("reconnect-storm")
+        .filter(|v| v.get("error").is_none())
+    {
         let _ = writeln!(out, "reconnect-storm ({target})");
         let _ = writeln!(
             out,

@@ -67,7 +67,7 @@ impl Scale {
             storm_devices: 2000,
             storm_venues: 20,
             storm_window_ms: 1000,
-            timeout_secs: 600,
+            timeout_secs: 180,
         }
     }
 
@@ -376,8 +376,10 @@ pub async fn end_of_day(
     }
     let bar = ctx.bar(n, "end-of-day: in sync");
     let deadline = started + Duration::from_secs(scale.timeout_secs);
+    let mut in_sync_at_end;
     let converged = loop {
         let slots: Vec<Slot> = (0..n).map(|i| read_slot(&b, i)).collect();
+        in_sync_at_end = slots.iter().filter(|s| s.in_sync).count();
         bar.set_position(slots.iter().filter(|s| s.in_sync).count() as u64);
         let done = groups.iter().all(|g| {
             let first = &slots[g.start];
@@ -409,6 +411,7 @@ pub async fn end_of_day(
         "check_ins": total,
         "offline_build_s": offline_secs,
         "converged": converged.is_some(),
+        "in_sync_at_end": in_sync_at_end,
         "converge_s": secs,
         "check_ins_per_s": secs.map(|s| total as f64 / s),
         "bytes_sent": after_sent - before_sent,
