@@ -235,10 +235,13 @@ async fn run(
             }
             HubMsg::Disconnect { conn } => {
                 if let Some(c) = conns.remove(&conn) {
-                    state.live.device_disconnected(c.device.0);
                     let touch = state.store.clone();
+                    let live = state.live.clone();
                     tokio::spawn(async move {
                         let _ = touch.touch_device_sync(c.device.0, now_ms(), None).await;
+                        // Connected until its last sync time is written: the dashboard
+                        // never sees it as neither connected nor just synced.
+                        live.device_disconnected(c.device.0);
                     });
                 }
                 Input::Disconnected { conn }

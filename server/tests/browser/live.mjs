@@ -110,7 +110,18 @@ try {
   check('duplicate ledger filled', ledgerRows > 0, `${ledgerRows} rows`);
   const anomalyRows = await page.locator('#anomalies tbody tr').count();
   check('anomaly ledger filled', anomalyRows > 0, `${anomalyRows} rows`);
-  check('band shown', ['ok', 'stale'].includes(await page.getAttribute('#band', 'data-state')));
+  // A device has been silent for 20 minutes: the counts are lower bounds.
+  const band = await page.getAttribute('#band', 'data-state');
+  const headline = await page.textContent('#band-headline');
+  const bound = await page.textContent('#bound-arrived');
+  check('uncertainty band shown', band === 'stale' && bound.startsWith('≥')
+    && /(^|\D)20(\D|$)/.test(headline) && (await page.locator('#band-devices li').count()) === 1,
+    `state=${band} headline=${headline} bound=${bound}`);
+  const missing = process.env.KEPU_EXPECT_MISSING;
+  if (missing) {
+    const names = await page.locator('.booking .names li').allTextContents();
+    check('missing pupil listed by name', names.includes(missing), names.join(', '));
+  }
 
   // Language switch without reload, reflected in the address.
   await page.click('#lang');

@@ -55,7 +55,7 @@ all_live_cases!(sqlite, crate::support::Db::Sqlite);
 all_live_cases!(postgres, crate::support::Db::Postgres);
 
 /// Names the tests look for (and must not find where they are not allowed).
-const NAMES: [&str; 3] = ["王测试一", "王测试二", "王测试三"];
+pub const NAMES: [&str; 3] = ["王测试一", "王测试二", "王测试三"];
 const WALK_IN_NAME: &str = "赵走进";
 
 /// A venue with a slot that started half an hour ago, a school with a confirmed booking
@@ -621,7 +621,7 @@ async fn only_the_venues_staff_and_bureau_admins_may_watch(server: &TestServer) 
     assert_eq!(error_code(r, 405).await, "method_not_allowed");
 }
 
-async fn set_last_sync(store: &kepu_server::Store, device: &str, at: i64) {
+pub async fn set_last_sync(store: &kepu_server::Store, device: &str, at: i64) {
     sqlx::query("UPDATE devices SET last_sync_at = $1 WHERE id = $2")
         .bind(at)
         .bind(device)
