@@ -4,7 +4,8 @@
 //! [`sync::documents::ensure`](crate::sync::documents::ensure) creates) sessions on most
 //! weeks, an expert lecture and a mobile-museum tour stop with attendance; a past slot at
 //! the first sample venue with a booking and check-ins; and the sample volunteer's
-//! activities, confirmed. A school log that already has sessions and documents that
+//! activities, confirmed; and today a class of the first sample school at the sample venue
+//! staff's venue, six of ten arrived, for the live dashboard. A school log that already has sessions and documents that
 //! already exist are left alone, so a restart adds nothing twice.
 
 use std::collections::HashSet;
@@ -207,6 +208,78 @@ pub async fn seed(store: &Store, hub: &SyncHub, now: i64) -> Result<usize> {
                 );
             }
             created += 1;
+        }
+    }
+
+    // Today, a class of the first sample school is at the sample venue staff's venue: the
+    // live dashboard (`/venues/<venue>/live`) shows six of ten arrived, one scanned twice.
+    let staff_venue = uuids(
+        store,
+        "SELECT COALESCE(venue_id, '') FROM users WHERE id = $1",
+        &stable_id("demo/venue-staff").to_string(),
+    )
+    .await?
+    .into_iter()
+    .next();
+    if let (Some(school), Some(venue)) = (schools.first(), staff_venue) {
+        let booking = doc_for(&format!("demo/today-booking/{school}/{today}"));
+        if !existing.contains(&booking) {
+            let pupils: Vec<PupilId> = uuids(
+                store,
+                "SELECT id FROM users WHERE role = 'pupil' AND school_id = $1 \
+                 AND erased_at IS NULL ORDER BY id",
+                &school.to_string(),
+            )
+            .await?
+            .into_iter()
+            .map(PupilId)
+            .take(10)
+            .collect();
+            if !pupils.is_empty() {
+                let slot = SlotId(stable_id(&format!("demo/today-slot/{venue}/{today}")));
+                let start = now - 3_600_000;
+                hub.edit(
+                    venue_doc(VenueId(venue)),
+                    Edit::PutSlot {
+                        slot,
+                        start,
+                        end: start + 4 * 3_600_000,
+                        capacity: 60,
+                        label: "今日参观（示例）".into(),
+                    },
+                );
+                hub.edit(
+                    booking,
+                    Edit::CreateBooking {
+                        venue: VenueId(venue),
+                        slot,
+                        school: SchoolId(*school),
+                        party_size: u32::try_from(pupils.len()).unwrap_or(1),
+                        roster: pupils.clone(),
+                    },
+                );
+                // Booked weeks ago: decided before anyone arrives.
+                hub.edit(
+                    booking,
+                    Edit::Decide {
+                        status: kepu_sync_core::schema::booking::Status::Confirmed,
+                        wait_position: None,
+                    },
+                );
+                let scans = pupils.iter().take(6).chain(pupils.first());
+                for (i, pupil) in scans.enumerate() {
+                    hub.edit(
+                        booking,
+                        Edit::CheckIn {
+                            pupil: *pupil,
+                            scan_id: entry_id(&format!("demo/today-scan/{school}/{today}/{i}")),
+                            method: ScanMethod::Manual,
+                            proof: None,
+                        },
+                    );
+                }
+                created += 1;
+            }
         }
     }
 
