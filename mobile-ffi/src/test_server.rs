@@ -280,7 +280,7 @@ pub async fn start() -> std::io::Result<TestServer> {
     });
     shared.server_edit(venue_doc, Edit::CreateVenue { venue });
     // This year's school log, created by the server as kepu-server does.
-    let year = kepu_sync_core::schema::school_log::china_year(now);
+    let year = kepu_sync_core::calendar::china_year(now);
     shared.server_edit(
         DocumentId::school_log(school, year),
         Edit::CreateSchoolLog { school, year },

@@ -479,7 +479,7 @@ async fn the_server_key_comes_from_enrollment_and_a_different_pinned_key_is_refu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_school_year_is_logged_offline_by_two_teachers_and_tour_staff_and_merges() {
-    use kepu_sync_core::schema::school_log::{CHINA_UTC_OFFSET_MS, china_year, days_to_new_year};
+    use kepu_sync_core::calendar::{china_day_start, china_year, days_from_civil};
     const DAY: i64 = 86_400_000;
     let server = test_server::start().await.unwrap();
     let w = server.shared.world();
@@ -488,7 +488,7 @@ async fn a_school_year_is_logged_offline_by_two_teachers_and_tour_staff_and_merg
     let tour = device(&server, Role::VenueStaff, None).await;
     let pupil = device(&server, Role::Pupil, Some(pupils(&server)[0])).await;
     let now = kepu_mobile_ffi::client::core::now_ms();
-    let new_year = days_to_new_year(china_year(now)) * DAY - CHINA_UTC_OFFSET_MS;
+    let new_year = china_day_start(days_from_civil(china_year(now), 1, 1));
 
     // Before its first sync the year's log is not on the phone: a clear error.
     let early = t1

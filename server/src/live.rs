@@ -17,6 +17,7 @@ mod sql;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use kepu_sync_core::calendar::{self, DAY_MS};
 use serde::Serialize;
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -27,14 +28,13 @@ use crate::projection::Projection;
 use crate::store::Store;
 
 /// Venue days are counted in China Standard Time (UTC+8, no daylight saving).
-pub const VENUE_UTC_OFFSET_MS: i64 = 8 * 3_600_000;
+pub const VENUE_UTC_OFFSET_MS: i64 = calendar::CHINA_UTC_OFFSET_MS;
 /// A device that is not connected and last synced longer ago than this may hold scans
 /// the server has not seen: it widens the uncertainty band.
 pub const STALE_AFTER_MS: i64 = 10 * 60_000;
 /// Width of one bar of the arrivals chart.
 pub const BUCKET_MS: i64 = 10 * 60_000;
 
-const DAY_MS: i64 = 86_400_000;
 /// Rosters kept in memory at most (one per booking document).
 const ROSTER_CACHE_MAX: usize = 20_000;
 
@@ -165,41 +165,25 @@ impl Day {
     /// The venue day that contains the instant `ms` (unix milliseconds).
     #[must_use]
     pub fn containing(ms: i64) -> Self {
-        Self((ms + VENUE_UTC_OFFSET_MS).div_euclid(DAY_MS))
+        Self(calendar::china_day(ms))
     }
 
     /// Parses `YYYY-MM-DD` (a real calendar date between the years 2000 and 2200).
     #[must_use]
     pub fn parse(text: &str) -> Option<Self> {
-        let b = text.as_bytes();
-        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-            return None;
-        }
-        let digits = |r: std::ops::Range<usize>| -> Option<i64> {
-            let s = text.get(r)?;
-            if !s.bytes().all(|c| c.is_ascii_digit()) {
-                return None;
-            }
-            s.parse().ok()
-        };
-        let (y, m, d) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
-        if !(2000..=2200).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-            return None;
-        }
-        let day = Self(days_from_civil(y, m, d));
-        // Rejects 2026-02-30 and the like: the date must come back unchanged.
-        (day.civil() == (y, m, d)).then_some(day)
+        let day = Self(calendar::parse_date(text)?);
+        (2000..=2200).contains(&day.civil().0).then_some(day)
     }
 
     /// The day's first and one-past-last instant, unix milliseconds.
     #[must_use]
     pub fn bounds(self) -> (i64, i64) {
-        let start = self.0 * DAY_MS - VENUE_UTC_OFFSET_MS;
+        let start = calendar::china_day_start(self.0);
         (start, start + DAY_MS)
     }
 
     fn civil(self) -> (i64, i64, i64) {
-        civil_from_days(self.0)
+        calendar::civil_from_days(self.0)
     }
 }
 
@@ -208,32 +192,6 @@ impl std::fmt::Display for Day {
         let (y, m, d) = self.civil();
         write!(f, "{y:04}-{m:02}-{d:02}")
     }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let year_of_era = y - era * 400;
-    let month_from_march = (m + 9) % 12;
-    let day_of_year = (153 * month_from_march + 2) / 5 + d - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// The proleptic Gregorian date of a day number (inverse of [`days_from_civil`]).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let d = day_of_year - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = year_of_era + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// Who is looking at a dashboard.

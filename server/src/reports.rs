@@ -27,64 +27,14 @@ use crate::error::{Error, Result};
 use crate::store::Store;
 
 /// China time, in which days and years are counted.
-pub const UTC_OFFSET_MS: i64 = 8 * 3_600_000;
-const DAY_MS: i64 = 86_400_000;
+pub use kepu_sync_core::calendar::CHINA_UTC_OFFSET_MS as UTC_OFFSET_MS;
+use kepu_sync_core::calendar::DAY_MS;
+pub use kepu_sync_core::calendar::{
+    china_day, civil_from_days, days_from_civil, format_date, parse_date,
+};
 
 /// Years a report may cover.
 pub const YEARS: std::ops::RangeInclusive<i64> = 2000..=2100;
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (no range checks).
-#[must_use]
-pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let (yy, mm) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let doy = (153 * mm + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day number (days since 1970-01-01).
-#[must_use]
-pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// Parses `YYYY-MM-DD` into a day number; `None` for anything else or an impossible date
-/// (31 February).
-#[must_use]
-pub fn parse_date(text: &str) -> Option<i64> {
-    let mut parts = text.split('-');
-    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || y.len() != 4 || m.len() != 2 || d.len() != 2 {
-        return None;
-    }
-    let (y, m, d): (i64, i64, i64) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
-    let days = days_from_civil(y, m, d);
-    (civil_from_days(days) == (y, m, d)).then_some(days)
-}
-
-/// `YYYY-MM-DD` of a day number.
-#[must_use]
-pub fn format_date(days: i64) -> String {
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// The China-time day number of a unix-millisecond instant.
-#[must_use]
-pub const fn china_day(ms: i64) -> i64 {
-    (ms + UTC_OFFSET_MS).div_euclid(DAY_MS)
-}
 
 /// Why a year / as-of pair cannot be reported on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

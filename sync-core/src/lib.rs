@@ -1,4 +1,5 @@
 //! kepu sync core.
+pub mod calendar;
 pub mod doc_id;
 pub mod doc_read;
 pub mod edits;

@@ -6,11 +6,12 @@
 
 use std::collections::BTreeSet;
 
+use kepu_sync_core::calendar::{china_week, china_year};
 use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::edits::Edit;
 use kepu_sync_core::ids::{PupilId, SchoolId};
 use kepu_sync_core::proof::verify_pass;
-use kepu_sync_core::schema::school_log::{SchoolLog, china_week, china_year};
+use kepu_sync_core::schema::school_log::SchoolLog;
 use kepu_sync_core::writer::Role;
 
 use super::actions::{new_entry_id, parse_id};

@@ -104,28 +104,11 @@ struct VenueDay {
     inside_now: i64,
 }
 
-/// Beijing time, in which days are counted.
-const UTC_OFFSET_MS: i64 = 8 * 3_600_000;
-
+/// The first and one-past-last instant of a `YYYY-MM-DD` day in Beijing time.
 fn day_bounds(day: &str) -> Option<(i64, i64)> {
-    let mut parts = day.split('-');
-    let (y, m, d): (i64, i64, i64) = (
-        parts.next()?.parse().ok()?,
-        parts.next()?.parse().ok()?,
-        parts.next()?.parse().ok()?,
-    );
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || parts.next().is_some() {
-        return None;
-    }
-    // Days from the civil date (proleptic Gregorian).
-    let (yy, mm) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let doy = (153 * mm + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let start = days * 86_400_000 - UTC_OFFSET_MS;
-    Some((start, start + 86_400_000))
+    use kepu_sync_core::calendar::{DAY_MS, china_day_start, parse_date};
+    let start = china_day_start(parse_date(day)?);
+    Some((start, start + DAY_MS))
 }
 
 async fn venue_day(

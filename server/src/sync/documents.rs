@@ -3,10 +3,10 @@
 //! year (its id derived from the school and the year, [`DocumentId::school_log`]) and the
 //! pass revocation list.
 
+use kepu_sync_core::calendar::china_year;
 use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::edits::Edit;
 use kepu_sync_core::ids::{SchoolId, SlotId, VenueId};
-use kepu_sync_core::schema::school_log::china_year;
 
 use super::hub::SyncHub;
 use crate::error::Result;

@@ -704,7 +704,8 @@ async fn the_directory_publishes_what_venue_staff_edit(server: &TestServer) {
 }
 
 async fn every_school_gets_this_years_log_from_the_server(server: &TestServer) {
-    use kepu_sync_core::schema::school_log::{SchoolLog, china_year};
+    use kepu_sync_core::calendar::china_year;
+    use kepu_sync_core::schema::school_log::SchoolLog;
     // A school created while the server runs gets its log within seconds.
     let p = place(&server.db.store).await;
     let school = SchoolId(p.school);
