@@ -16,6 +16,7 @@ mod proofs;
 mod records;
 mod reports;
 mod session;
+mod text;
 mod venues;
 
 use axum::Router;

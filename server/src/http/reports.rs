@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 
+use super::text::{html_escape, percent_encode};
 use super::{PageUser, WebUser};
 use crate::accounts::Role;
 use crate::app_state::AppState;
@@ -441,33 +442,8 @@ impl Lang {
     }
 }
 
-/// Escapes text for HTML and SVG.
-fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Percent-encodes a query value.
 fn enc(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    percent_encode(text, b"")
 }
 
 /// One bar of a horizontal bar chart.
@@ -497,8 +473,8 @@ fn bar_chart(title: &str, bars: &[Bar], max: f64) -> String {
     let mut s = format!(
         "<figure class=\"chart\"><figcaption>{}</figcaption>\
          <svg xmlns=\"http://www.w3.org/2000/svg\" role=\"img\" aria-label=\"{}\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\">",
-        esc(title),
-        esc(title)
+        html_escape(title),
+        html_escape(title)
     );
     for (i, b) in bars.iter().enumerate() {
         let y = 10 + ROW_H * i64::try_from(i).unwrap_or(0);
@@ -514,13 +490,13 @@ fn bar_chart(title: &str, bars: &[Bar], max: f64) -> String {
              <text x=\"{}\" y=\"{}\" class=\"val\">{}</text>",
             label_w - 6,
             y + 15,
-            esc(&b.label),
+            html_escape(&b.label),
             y + 3,
             w,
             ROW_H - 6,
             label_w + w + 4,
             y + 15,
-            esc(&b.text)
+            html_escape(&b.text)
         );
     }
     s.push_str("</svg></figure>");
@@ -542,8 +518,8 @@ fn heat_strip(title: &str, rows: &[SchoolRow], weeks_completed: usize) -> String
     let mut s = format!(
         "<figure class=\"chart\"><figcaption>{}</figcaption>\
          <svg xmlns=\"http://www.w3.org/2000/svg\" role=\"img\" aria-label=\"{}\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\">",
-        esc(title),
-        esc(title)
+        html_escape(title),
+        html_escape(title)
     );
     for w in (0..weeks).step_by(4) {
         let x = LABEL_W + CELL * i64::try_from(w).unwrap_or(0);
@@ -560,7 +536,7 @@ fn heat_strip(title: &str, rows: &[SchoolRow], weeks_completed: usize) -> String
             "<text x=\"{}\" y=\"{}\" text-anchor=\"end\" class=\"lbl\">{}</text>",
             LABEL_W - 6,
             y + 14,
-            esc(&r.place.school)
+            html_escape(&r.place.school)
         );
         for (w, &n) in r.week_sessions.iter().enumerate() {
             let class = match n {
@@ -577,7 +553,7 @@ fn heat_strip(title: &str, rows: &[SchoolRow], weeks_completed: usize) -> String
                 y + 2,
                 CELL - 2,
                 ROW_H - 6,
-                esc(&r.place.school),
+                html_escape(&r.place.school),
                 w + 1
             );
         }
@@ -668,7 +644,7 @@ fn render_page(report: &Report, lang: Lang, params: &Params, admin: bool) -> Str
         lang.t("year"),
         report.year,
         lang.t("as_of"),
-        esc(&report.as_of)
+        html_escape(&report.as_of)
     );
     s.push_str("<p class=\"nav\">");
     let levels: &[Level] = if admin {
@@ -782,9 +758,9 @@ fn render_schools(s: &mut String, report: &Report, lang: Lang) {
         let _ = write!(
             s,
             "<tr><td>{}</td><td>{}</td><td>{}</td>{}{}{}{}{}{}{}{}{}</tr>",
-            esc(&r.place.city),
-            esc(&r.place.county),
-            esc(&r.place.school),
+            html_escape(&r.place.city),
+            html_escape(&r.place.county),
+            html_escape(&r.place.school),
             td(r.venue_visits, has(Miss::NoVenueVisit)),
             td(r.sessions, false),
             td(
@@ -898,7 +874,7 @@ fn render_areas(s: &mut String, report: &Report, lang: Lang) {
         let _ = write!(
             s,
             "<tr><td>{}</td>{}{}{}{}{}{}{}{}{}{}{}</tr>",
-            esc(&a.name),
+            html_escape(&a.name),
             td(a.schools, false),
             td(a.venue_visits, false),
             td(
@@ -937,12 +913,12 @@ fn render_areas(s: &mut String, report: &Report, lang: Lang) {
 
 #[cfg(test)]
 mod tests {
-    use super::{enc, esc};
+    use super::{enc, html_escape};
 
     #[test]
     fn text_is_escaped_for_html_and_urls() {
         assert_eq!(
-            esc("<a href='x'>&\"</a>"),
+            html_escape("<a href='x'>&\"</a>"),
             "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
         );
         assert_eq!(enc("2026-11-28"), "2026-11-28");

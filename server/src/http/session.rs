@@ -13,6 +13,7 @@ use axum::{Form, Json, Router};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::text::{html_escape as escape, percent_encode};
 use crate::accounts::{NewSession, Role, SESSION_TTL_MS};
 use crate::app_state::AppState;
 use crate::error::{Error, Result};
@@ -96,7 +97,10 @@ impl FromRequestParts<AppState> for PageUser {
                     .uri
                     .path_and_query()
                     .map_or("/", axum::http::uri::PathAndQuery::as_str);
-                Err(redirect(&format!("/login?next={}", percent_encode(here))))
+                Err(redirect(&format!(
+                    "/login?next={}",
+                    percent_encode(here, b"/")
+                )))
             }
             Err(other) => Err(other.into_response()),
         }
@@ -113,18 +117,6 @@ pub fn router() -> Router<AppState> {
             "/api/session",
             get(whoami).post(login_json).delete(logout_json),
         )
-}
-
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Only a path on this server may follow a login (no `//host`, no scheme).
@@ -212,21 +204,6 @@ fn lang_of(explicit: Option<&str>, headers: &HeaderMap) -> Lang {
     }
 }
 
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 const LOGIN_CSS: &str = "body{font-family:system-ui,'Noto Sans CJK SC',sans-serif;margin:0;\
 background:#f3f6f9;color:#1d2733}main{max-width:22rem;margin:12vh auto;padding:1.5rem;\
 background:#fff;border-radius:12px;box-shadow:0 2px 12px #0002}h1{font-size:1.3rem;margin:0 0 1rem}\
@@ -263,7 +240,7 @@ fn login_html(lang: Lang, next: &str, error: Option<&str>) -> String {
 <label for=\"login\">{login}</label><input id=\"login\" name=\"login\" autocomplete=\"username\" required autofocus>\
 <label for=\"password\">{password}</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
 <button type=\"submit\">{submit}</button></form></main></body></html>",
-        next_q = percent_encode(&next),
+        next_q = percent_encode(&next, b"/"),
     )
 }
 
