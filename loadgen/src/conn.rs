@@ -30,6 +30,8 @@ pub struct Counters {
     pub frames_received: AtomicU64,
     /// `error` messages received (kepu refusals included).
     pub errors: AtomicU64,
+    /// Connections the server dropped that a device then re-opened.
+    pub reconnects: AtomicU64,
 }
 
 impl Counters {

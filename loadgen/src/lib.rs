@@ -141,8 +141,8 @@ pub fn table(figures: &Value) -> String {
         );
         let _ = writeln!(
             out,
-            "  bytes sent {}  received {}  failures {}  records {}",
-            e["bytes_sent"], e["bytes_received"], e["failures"], e["records"]
+            "  bytes sent {}  received {}  failures {}  reconnects {}  records {}",
+            e["bytes_sent"], e["bytes_received"], e["failures"], e["reconnects"], e["records"]
         );
     }
     if let Some(l) = s.get("live-day").filter(|v| v.get("error").is_none()) {

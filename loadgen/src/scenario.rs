@@ -183,9 +183,13 @@ enum Cmd {
     },
 }
 
+/// How often an online device reconnects after its connection dropped before it gives up.
+const MAX_RECONNECTS: u32 = 20;
+
 /// A device online until `stop`: connects, syncs every document, applies commands,
 /// publishes its state on the board and feeds the latency book (send times of its own
-/// changes; arrival times of others' when it is an observer).
+/// changes; arrival times of others' when it is an observer). When the server drops the
+/// connection it reconnects after a second, as automerge-repo clients do.
 #[allow(clippy::too_many_arguments)]
 async fn online(
     target: Target,
@@ -197,62 +201,105 @@ async fn online(
     latency: Option<(Arc<Latency>, bool)>,
     mut stop: watch::Receiver<bool>,
 ) -> Device {
-    let result: anyhow::Result<()> = async {
-        let mut conn = connect(&target, &device, &counters).await?;
-        let (me, server) = (conn.peer_id.clone(), conn.server_id.clone());
-        for m in device.all_outgoing(&me, &server) {
-            conn.send(&m).await?;
-        }
-        loop {
-            tokio::select! {
-                received = conn.recv() => {
-                    let message = received?.context("the server closed the connection")?;
-                    let incoming = device.handle(&me, &server, message)?;
-                    if let Some(e) = incoming.error {
-                        bail!("server error: {e}");
-                    }
-                    if let Some((book, true)) = &latency {
-                        for h in &incoming.new_changes {
-                            book.observed(h);
-                        }
-                    }
-                    for m in &incoming.replies {
-                        conn.send(m).await?;
-                    }
+    let mut drops = 0;
+    loop {
+        let result = session(
+            &target,
+            &mut device,
+            &counters,
+            &board,
+            index,
+            &mut cmds,
+            latency.as_ref(),
+            &mut stop,
+        )
+        .await;
+        match result {
+            Ok(()) => break,
+            Err(e) => {
+                drops += 1;
+                counters
+                    .reconnects
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                write_slot(&board, index, |s| s.in_sync = false);
+                if drops > MAX_RECONNECTS || *stop.borrow() {
+                    write_slot(&board, index, |s| s.failed = Some(format!("{e:#}")));
+                    break;
                 }
-                cmd = cmds.recv() => {
-                    let Some(Cmd::Edit { doc, edit, step }) = cmd else { break };
-                    if let (Some(hash), Some((book, _))) = (device.edit(doc, &edit)?, &latency) {
-                        book.sent(hash, step);
-                    }
-                    if let Some(m) = device.outgoing(&me, &server, doc) {
-                        conn.send(&m).await?;
-                    }
+                if device.persist_states().is_err() {
+                    device.reset_states();
                 }
-                _ = stop.changed() => break,
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => break,
+                }
             }
-            let (in_sync, heads) = (
-                device.all_in_sync(),
-                device
-                    .docs
-                    .keys()
-                    .next()
-                    .map(|d| device.heads(d))
-                    .unwrap_or_default(),
-            );
-            write_slot(&board, index, |s| {
-                s.in_sync = in_sync;
-                s.heads = heads;
-            });
         }
-        conn.close().await;
-        Ok(())
-    }
-    .await;
-    if let Err(e) = result {
-        write_slot(&board, index, |s| s.failed = Some(format!("{e:#}")));
     }
     device
+}
+
+/// One connection of [`online`]; `Ok` when told to stop.
+#[allow(clippy::too_many_arguments)]
+async fn session(
+    target: &Target,
+    device: &mut Device,
+    counters: &Arc<Counters>,
+    board: &Board,
+    index: usize,
+    cmds: &mut mpsc::UnboundedReceiver<Cmd>,
+    latency: Option<&(Arc<Latency>, bool)>,
+    stop: &mut watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut conn = connect(target, device, counters).await?;
+    let (me, server) = (conn.peer_id.clone(), conn.server_id.clone());
+    for m in device.all_outgoing(&me, &server) {
+        conn.send(&m).await?;
+    }
+    loop {
+        tokio::select! {
+            received = conn.recv() => {
+                let message = received?.context("the server closed the connection")?;
+                let incoming = device.handle(&me, &server, message)?;
+                if let Some(e) = incoming.error {
+                    bail!("server error: {e}");
+                }
+                if let Some((book, true)) = latency {
+                    for h in &incoming.new_changes {
+                        book.observed(h);
+                    }
+                }
+                for m in &incoming.replies {
+                    conn.send(m).await?;
+                }
+            }
+            cmd = cmds.recv() => {
+                let Some(Cmd::Edit { doc, edit, step }) = cmd else { break };
+                if let (Some(hash), Some((book, _))) = (device.edit(doc, &edit)?, latency) {
+                    book.sent(hash, step);
+                }
+                if let Some(m) = device.outgoing(&me, &server, doc) {
+                    conn.send(&m).await?;
+                }
+            }
+            _ = stop.changed() => break,
+        }
+        let (in_sync, heads) = (
+            device.all_in_sync(),
+            device
+                .docs
+                .keys()
+                .next()
+                .map(|d| device.heads(d))
+                .unwrap_or_default(),
+        );
+        write_slot(board, index, |s| {
+            s.in_sync = in_sync;
+            s.heads = heads;
+        });
+    }
+    conn.close().await;
+    Ok(())
 }
 
 fn check_in(pupil: PupilId) -> Edit {
@@ -379,7 +426,10 @@ pub async fn end_of_day(
     let mut in_sync_at_end;
     let converged = loop {
         let slots: Vec<Slot> = (0..n).map(|i| read_slot(&b, i)).collect();
-        in_sync_at_end = slots.iter().filter(|s| s.in_sync).count();
+        in_sync_at_end = slots
+            .iter()
+            .filter(|s| s.in_sync && s.failed.is_none())
+            .count();
         bar.set_position(slots.iter().filter(|s| s.in_sync).count() as u64);
         let done = groups.iter().all(|g| {
             let first = &slots[g.start];
@@ -418,6 +468,7 @@ pub async fn end_of_day(
         "bytes_received": after_recv - before_recv,
         "failures": failures.len(),
         "first_failure": failures.first(),
+        "reconnects": ctx.counters.reconnects.swap(0, std::sync::atomic::Ordering::Relaxed),
         "records": stored,
         "server_memory": rss(server_pid),
     }))
@@ -606,6 +657,7 @@ pub async fn live_day(ctx: &Ctx, scale: &Scale, server_pid: Option<u32>) -> anyh
         "observers": scale.live_venues,
         "steps": step_rows,
         "unobserved": lost,
+        "reconnects": ctx.counters.reconnects.swap(0, std::sync::atomic::Ordering::Relaxed),
         "sse": sse.as_ref().map(|d| d.status()),
         "bytes_sent": after_sent - before_sent,
         "bytes_received": after_recv - before_recv,
