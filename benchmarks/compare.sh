@@ -123,4 +123,4 @@ BENCH_COMMAND="benchmarks/compare.sh ${quick}${pg_url:+ --pg <url>}${extra[*]:+ 
 BENCH_DB="$db_kind" \
   node benchmarks/report.mjs "$work/kepu.json" "$work/js.json" "$out" "$svg"
 echo
-echo "results: $out, plot: $svg" >&2
+if [ "$plot" = 1 ]; then echo "results: $out, plot: $svg" >&2; else echo "results: $out" >&2; fi
