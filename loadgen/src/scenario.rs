@@ -185,6 +185,8 @@ enum Cmd {
 
 /// How often an online device reconnects after its connection dropped before it gives up.
 const MAX_RECONNECTS: u32 = 20;
+/// Quiet time after which a connected device that is still out of sync reconnects.
+const STALL_AFTER: Duration = Duration::from_secs(20);
 
 /// A device online until `stop`: connects, syncs every document, applies commands,
 /// publishes its state on the board and feeds the latency book (send times of its own
@@ -283,6 +285,12 @@ async fn session(
                 }
             }
             _ = stop.changed() => break,
+            // Out of sync with nothing arriving: handled like a dropped connection
+            // (reconnect with the persisted sync state, counted in `reconnects`), as a
+            // phone's failed `sync_now` is retried. See known gap 21 in ARCHITECTURE.md.
+            () = tokio::time::sleep(STALL_AFTER), if !device.all_in_sync() => {
+                bail!("no progress for {} s while out of sync", STALL_AFTER.as_secs());
+            }
         }
         let (in_sync, heads) = (
             device.all_in_sync(),
