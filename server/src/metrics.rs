@@ -2,7 +2,8 @@
 //! part of the operations contract (see the crate docs).
 
 use prometheus::{
-    Encoder as _, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder as _, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// Every metric the server exports. Cheap to share behind an `Arc`.
@@ -25,6 +26,9 @@ pub struct Metrics {
     pub batch_size: Histogram,
     /// HTTP API requests by status class (`kepu_http_requests_total`).
     pub http_requests_total: IntCounterVec,
+    /// Connections closed because their outbound queue was full
+    /// (`kepu_slow_peers_closed_total`).
+    pub slow_peers_closed_total: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -77,7 +81,12 @@ impl Metrics {
         registry.register(Box::new(persist_seconds.clone()))?;
         registry.register(Box::new(docs_in_memory.clone()))?;
         registry.register(Box::new(batch_size.clone()))?;
+        let slow_peers_closed_total = IntCounter::new(
+            "kepu_slow_peers_closed_total",
+            "Connections closed because their outbound queue was full",
+        )?;
         registry.register(Box::new(http_requests_total.clone()))?;
+        registry.register(Box::new(slow_peers_closed_total.clone()))?;
         // Make the labelled series visible before the first event.
         for direction in ["in", "out"] {
             sync_messages_total.with_label_values(&[direction]);
@@ -92,6 +101,7 @@ impl Metrics {
             docs_in_memory,
             batch_size,
             http_requests_total,
+            slow_peers_closed_total,
         })
     }
 

@@ -68,6 +68,17 @@ pub struct Config {
     pub proof_key: Option<crate::proof::ServerPublicKey>,
     /// The document holding the pass revocation list, if any.
     pub revocations_doc: Option<DocumentId>,
+    /// Server: longest time (ms) a busy document keeps applying new frames before it
+    /// holds them until its appends are written and its replies sent. Bounds how long a
+    /// steady stream of writes to one document can delay its acknowledgements.
+    pub max_ack_delay_ms: i64,
+    /// Frames (and edits) one document queues while it loads or while its replies are
+    /// due; a connection that would queue more is closed with `overloaded` and resumes
+    /// from its sync state.
+    pub max_pending_per_doc: usize,
+    /// A peer's sync state is saved when it changed and this long (ms) has passed since
+    /// its last save, so that a crash costs at most a small resend.
+    pub save_state_every_ms: i64,
 }
 
 impl Config {
@@ -93,6 +104,9 @@ impl Config {
             append_retries: 3,
             proof_key: None,
             revocations_doc: None,
+            max_ack_delay_ms: 1_000,
+            max_pending_per_doc: 1_024,
+            save_state_every_ms: 5_000,
         }
     }
 }
@@ -151,6 +165,24 @@ pub enum Input {
 #[derive(Debug)]
 struct PeerDoc {
     state: sync::State,
+    /// A frame from this peer arrived while the document was busy and was not answered:
+    /// the next `generate` must send a message, whatever automerge's state says (a
+    /// heads-only message read while busy makes automerge believe the peer was told).
+    owed: bool,
+    /// Shared heads when this state was last saved, and when.
+    saved_heads: Vec<ChangeHash>,
+    saved_at: i64,
+}
+
+impl PeerDoc {
+    fn new(state: sync::State, now: i64) -> Self {
+        Self {
+            saved_heads: state.shared_heads.clone(),
+            state,
+            owed: false,
+            saved_at: now,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -180,6 +212,11 @@ struct DocEntry {
     compacting: bool,
     last_used: i64,
     refused: HashSet<ChangeHash>,
+    /// Which incarnation of the document in memory this is: completions of tasks issued
+    /// for an earlier one (dropped after a storage failure, evicted) are ignored.
+    generation: u64,
+    /// Since when appends have been in flight without a break.
+    busy_since: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -196,12 +233,14 @@ enum TaskPurpose {
     Load(DocumentId),
     Append {
         doc: DocumentId,
+        generation: u64,
         changes: Vec<StoredChange>,
         kind: Option<DocKind>,
         tries: u32,
     },
     Compact {
         doc: DocumentId,
+        generation: u64,
         delete: Vec<ChangeHash>,
     },
     Other(DocumentId),
@@ -216,6 +255,10 @@ pub struct Engine {
     tasks: HashMap<TaskId, TaskPurpose>,
     next_task: u64,
     local_docs: BTreeSet<DocumentId>,
+    /// Connected peers of evicted documents, with their sync states: they are attached
+    /// again when the document comes back, so a watching device keeps hearing changes.
+    watchers: HashMap<DocumentId, Vec<(ConnId, Vec<u8>)>>,
+    next_generation: u64,
     now: i64,
     fx: Effects,
 }
@@ -235,6 +278,8 @@ impl Engine {
             tasks: HashMap::new(),
             next_task: 1,
             local_docs: BTreeSet::new(),
+            watchers: HashMap::new(),
+            next_generation: 1,
             now: 0,
             fx: Effects::default(),
         }
@@ -287,6 +332,27 @@ impl Engine {
             })
     }
 
+    /// Client: how many of our own changes to `doc` the server (on `conn`) is not known
+    /// to hold: changes made under our actor id that its last advertised heads do not
+    /// cover. Zero means every change we made is acknowledged.
+    #[must_use]
+    pub fn unacknowledged(&self, conn: ConnId, doc: &DocumentId) -> usize {
+        let Some(e) = self.docs.get(doc).filter(|e| e.loaded) else {
+            return 0;
+        };
+        let ours = actor(&self.config);
+        let shared: Vec<ChangeHash> = e
+            .peers
+            .get(&conn)
+            .map(|p| p.state.shared_heads.clone())
+            .unwrap_or_default();
+        e.doc
+            .get_changes(&shared)
+            .iter()
+            .filter(|c| c.actor_id() == &ours)
+            .count()
+    }
+
     /// Handles one input at time `now` (unix ms) and returns what to do.
     pub fn handle(&mut self, now: i64, input: Input) -> Effects {
         self.now = now;
@@ -298,7 +364,7 @@ impl Engine {
             Input::Edit { doc, edit } => self.on_edit(doc, edit),
             Input::Register { docs } => self.local_docs.extend(docs),
             Input::Want { doc } => self.on_want(doc),
-            Input::Tick => {}
+            Input::Tick => self.save_changed_states(),
         }
         self.evict();
         std::mem::take(&mut self.fx)
@@ -338,6 +404,10 @@ impl Engine {
     fn entry(&mut self, doc: DocumentId) -> &mut DocEntry {
         let now = self.now;
         let actor = actor(&self.config);
+        let generation = self.next_generation;
+        if !self.docs.contains_key(&doc) {
+            self.next_generation += 1;
+        }
         let e = self.docs.entry(doc).or_insert_with(|| DocEntry {
             doc: Automerge::new().with_actor(actor),
             loaded: false,
@@ -350,6 +420,8 @@ impl Engine {
             compacting: false,
             last_used: now,
             refused: HashSet::new(),
+            generation,
+            busy_since: None,
         });
         e.last_used = now;
         e
@@ -362,7 +434,8 @@ impl Engine {
         if e.loaded {
             return Some(p);
         }
-        e.pending.push(p);
+        self.hold(doc, p);
+        let e = self.docs.get(&doc)?;
         if e.load_task.is_none() {
             let t = self.task(TaskPurpose::Load(doc), StorageTask::Load { doc });
             if let Some(e) = self.docs.get_mut(&doc) {
@@ -370,6 +443,38 @@ impl Engine {
             }
         }
         None
+    }
+
+    /// Queues `p` on `doc` (loading, or replies due). A frame beyond the document's queue
+    /// bound closes its connection: the peer resumes from its sync state, nothing it
+    /// sent is recorded as received.
+    fn hold(&mut self, doc: DocumentId, p: Pending) {
+        let cap = self.config.max_pending_per_doc;
+        let Some(e) = self.docs.get_mut(&doc) else {
+            return;
+        };
+        if e.pending.len() < cap {
+            e.pending.push(p);
+            return;
+        }
+        if let Pending::Frame { conn, .. } = p {
+            self.overloaded(conn, Some(doc));
+        }
+    }
+
+    /// Closes `conn` because the server cannot take more from it now.
+    fn overloaded(&mut self, conn: ConnId, doc: Option<DocumentId>) {
+        self.send_error(
+            conn,
+            "server busy, reconnect later",
+            Some(wire::Refusal {
+                code: "overloaded".into(),
+                document_id: doc,
+                changes: Vec::new(),
+            }),
+        );
+        self.fx.close.push(conn);
+        self.on_disconnected(conn);
     }
 
     fn run_pending(&mut self, doc: DocumentId, p: Pending) {
@@ -412,6 +517,12 @@ impl Engine {
             return;
         };
         for doc in c.docs {
+            if let Some(w) = self.watchers.get_mut(&doc) {
+                w.retain(|(k, _)| *k != conn);
+                if w.is_empty() {
+                    self.watchers.remove(&doc);
+                }
+            }
             let Some(e) = self.docs.get_mut(&doc) else {
                 continue;
             };
@@ -604,13 +715,14 @@ impl Engine {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.docs.insert(doc);
         }
+        let now = self.now;
         let e = self.docs.get_mut(&doc)?;
         Some(e.peers.entry(conn).or_insert_with(|| {
             let state = storage
                 .and_then(|s| e.saved_states.get(&s))
                 .and_then(|b| sync::State::decode(b).ok())
                 .unwrap_or_default();
-            PeerDoc { state }
+            PeerDoc::new(state, now)
         }))
     }
 
@@ -668,6 +780,19 @@ impl Engine {
             return;
         }
         if msg.data.is_empty() {
+            return;
+        }
+        // A document busy for longer than the bound stops taking new frames until its
+        // appends are written and its replies sent: acknowledgements are never starved.
+        let limit = self.config.max_ack_delay_ms;
+        let now = self.now;
+        let starving = self.config.mode == Mode::Server
+            && self
+                .docs
+                .get(&doc)
+                .is_some_and(|e| e.loaded && e.busy_since.is_some_and(|t| now - t >= limit));
+        if starving {
+            self.hold(doc, Pending::Frame { conn, doc_msg: msg });
             return;
         }
         if let Some(p) = self.ensure_loaded(doc, Pending::Frame { conn, doc_msg: msg }) {
@@ -800,7 +925,12 @@ impl Engine {
             }
         }
         let busy = self.docs.get(&doc).is_some_and(|e| e.appends_in_flight > 0);
-        if !busy {
+        if busy {
+            // Persist before acknowledge: the reply waits for the append, and is owed.
+            if let Some(p) = self.docs.get_mut(&doc).and_then(|e| e.peers.get_mut(&conn)) {
+                p.owed = true;
+            }
+        } else {
             self.generate(conn, doc, false);
         }
     }
@@ -934,6 +1064,7 @@ impl Engine {
         heads: Vec<ChangeHash>,
         tries: u32,
     ) {
+        let generation = self.docs.get(&doc).map_or(0, |e| e.generation);
         let task = StorageTask::Append {
             doc,
             kind,
@@ -943,6 +1074,7 @@ impl Engine {
         self.task(
             TaskPurpose::Append {
                 doc,
+                generation,
                 changes,
                 kind,
                 tries,
@@ -980,6 +1112,9 @@ impl Engine {
         if changes.is_empty() {
             return;
         }
+        if e.appends_in_flight == 0 {
+            e.busy_since = Some(self.now);
+        }
         e.appends_in_flight += 1;
         let kind = schema::kind_of(&e.doc);
         let heads = e.doc.get_heads();
@@ -1011,6 +1146,10 @@ impl Engine {
         let Some(p) = e.peers.get_mut(&conn) else {
             return;
         };
+        if std::mem::take(&mut p.owed) {
+            // A reply is owed for a frame read while busy: make automerge answer.
+            p.state.have_responded = false;
+        }
         if let Some(m) = e.doc.generate_sync_message(&mut p.state) {
             let data = m.encode();
             let msg = if as_request {
@@ -1293,15 +1432,41 @@ impl Engine {
             return;
         };
         match purpose {
-            TaskPurpose::Load(doc) => self.on_loaded(doc, result),
+            TaskPurpose::Load(doc) => {
+                // Only the load this incarnation is waiting for.
+                if self
+                    .docs
+                    .get(&doc)
+                    .is_some_and(|e| e.load_task == Some(task))
+                {
+                    self.on_loaded(doc, result);
+                }
+            }
             TaskPurpose::Append {
                 doc,
+                generation,
                 changes,
                 kind,
                 tries,
-            } => self.on_appended(doc, changes, kind, tries, result),
-            TaskPurpose::Compact { doc, delete } => {
-                if let Some(e) = self.docs.get_mut(&doc) {
+            } => {
+                if self
+                    .docs
+                    .get(&doc)
+                    .is_some_and(|e| e.generation == generation)
+                {
+                    self.on_appended(doc, changes, kind, tries, result);
+                }
+            }
+            TaskPurpose::Compact {
+                doc,
+                generation,
+                delete,
+            } => {
+                if let Some(e) = self
+                    .docs
+                    .get_mut(&doc)
+                    .filter(|e| e.generation == generation)
+                {
                     e.compacting = false;
                     if result == IoResult::Done {
                         let gone: HashSet<ChangeHash> = delete.into_iter().collect();
@@ -1327,22 +1492,17 @@ impl Engine {
             IoResult::Loaded(l) => l,
             IoResult::Failed(error) => {
                 // Nothing can be answered for this document now; peers will retry.
-                let pending = std::mem::take(&mut e.pending);
+                let conns: BTreeSet<ConnId> = e
+                    .pending
+                    .iter()
+                    .filter_map(|p| match p {
+                        Pending::Frame { conn, .. } => Some(*conn),
+                        _ => None,
+                    })
+                    .collect();
                 self.docs.remove(&doc);
                 self.fx.events.push(Event::StorageFailed { doc, error });
-                for p in pending {
-                    if let Pending::Frame { conn, .. } = p {
-                        self.send_error(
-                            conn,
-                            "storage unavailable, retry later",
-                            Some(wire::Refusal {
-                                code: "storage-unavailable".into(),
-                                document_id: Some(doc),
-                                changes: Vec::new(),
-                            }),
-                        );
-                    }
-                }
+                self.drop_peers_after_failure(doc, conns);
                 return;
             }
             IoResult::Done => Loaded::default(),
@@ -1369,6 +1529,14 @@ impl Engine {
         if self.config.mode == Mode::Client && !e.doc.get_heads().is_empty() {
             self.local_docs.insert(doc);
         }
+        // Devices still connected that watched this document before it was evicted.
+        let now = self.now;
+        for (conn, state) in self.watchers.remove(&doc).unwrap_or_default() {
+            if self.conns.contains_key(&conn) {
+                let state = sync::State::decode(&state).unwrap_or_default();
+                e.peers.insert(conn, PeerDoc::new(state, now));
+            }
+        }
         let pending = std::mem::take(&mut e.pending);
         for p in pending {
             self.run_pending(doc, p);
@@ -1394,24 +1562,17 @@ impl Engine {
                 return;
             }
             // Give up on this copy: nothing it held beyond storage was acknowledged, so
-            // dropping it loses nothing a device has seen confirmed; devices resend.
-            let conns: Vec<ConnId> = e.peers.keys().copied().collect();
+            // dropping it loses nothing a device has seen confirmed. Its peers (and those
+            // with frames queued) are disconnected, so that they resend on reconnect
+            // instead of believing the server has what they sent.
+            let mut conns: BTreeSet<ConnId> = e.peers.keys().copied().collect();
+            conns.extend(e.pending.iter().filter_map(|p| match p {
+                Pending::Frame { conn, .. } => Some(*conn),
+                _ => None,
+            }));
             self.docs.remove(&doc);
             self.fx.events.push(Event::StorageFailed { doc, error });
-            for conn in conns {
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.docs.remove(&doc);
-                }
-                self.send_error(
-                    conn,
-                    "storage unavailable, retry later",
-                    Some(wire::Refusal {
-                        code: "storage-unavailable".into(),
-                        document_id: Some(doc),
-                        changes: Vec::new(),
-                    }),
-                );
-            }
+            self.drop_peers_after_failure(doc, conns);
             return;
         }
         e.appends_in_flight = e.appends_in_flight.saturating_sub(1);
@@ -1419,10 +1580,45 @@ impl Engine {
         if e.appends_in_flight > 0 {
             return;
         }
+        e.busy_since = None;
         let kind = schema::kind_of(&e.doc);
         self.fx.events.push(Event::DocChanged { doc, kind });
         self.fan_out(doc);
         self.maybe_compact(doc);
+        // Frames held while replies were due run now, in arrival order.
+        let held = self
+            .docs
+            .get_mut(&doc)
+            .map(|e| std::mem::take(&mut e.pending))
+            .unwrap_or_default();
+        for p in held {
+            if self.docs.get(&doc).is_some_and(|e| e.loaded) {
+                self.run_pending(doc, p);
+            } else {
+                self.hold(doc, p);
+            }
+        }
+    }
+
+    /// After `doc` was dropped for a storage failure: tell `conns` and close them, so
+    /// that each resumes from its sync state and sends again what was not stored.
+    fn drop_peers_after_failure(&mut self, doc: DocumentId, conns: BTreeSet<ConnId>) {
+        for conn in conns {
+            if !self.conns.contains_key(&conn) {
+                continue;
+            }
+            self.send_error(
+                conn,
+                "storage unavailable, retry later",
+                Some(wire::Refusal {
+                    code: "storage-unavailable".into(),
+                    document_id: Some(doc),
+                    changes: Vec::new(),
+                }),
+            );
+            self.fx.close.push(conn);
+            self.on_disconnected(conn);
+        }
     }
 
     fn maybe_compact(&mut self, doc: DocumentId) {
@@ -1437,9 +1633,11 @@ impl Engine {
         let snapshot = e.doc.save();
         let heads = e.doc.get_heads();
         let delete = e.stored_rows.clone();
+        let generation = e.generation;
         self.task(
             TaskPurpose::Compact {
                 doc,
+                generation,
                 delete: delete.clone(),
             },
             StorageTask::Compact {
@@ -1459,6 +1657,36 @@ impl Engine {
         self.maybe_compact(doc);
         self.config.compact_after = saved;
         std::mem::take(&mut self.fx)
+    }
+
+    /// Saves the sync states that moved since their last save, at most once per
+    /// `save_state_every_ms` each: after a crash a peer resumes from a recent state.
+    fn save_changed_states(&mut self) {
+        let every = self.config.save_state_every_ms;
+        let now = self.now;
+        let mut saves = Vec::new();
+        for (doc, e) in &mut self.docs {
+            for (conn, p) in &mut e.peers {
+                if p.state.shared_heads == p.saved_heads || now - p.saved_at < every {
+                    continue;
+                }
+                let Some(storage) = self.conns.get(conn).and_then(|c| c.remote_storage.clone())
+                else {
+                    continue;
+                };
+                p.saved_heads.clone_from(&p.state.shared_heads);
+                p.saved_at = now;
+                let state = p.state.encode();
+                e.saved_states.insert(storage.clone(), state.clone());
+                saves.push((*doc, storage, state));
+            }
+        }
+        for (doc, peer, state) in saves {
+            self.task(
+                TaskPurpose::Other(doc),
+                StorageTask::SaveSyncState { doc, peer, state },
+            );
+        }
     }
 
     // ----- memory -----
@@ -1501,17 +1729,22 @@ impl Engine {
             return;
         };
         for (conn, p) in e.peers {
-            let Some(c) = self.conns.get_mut(&conn) else {
+            let Some(c) = self.conns.get(&conn) else {
                 continue;
             };
-            c.docs.remove(&doc);
+            let state = p.state.encode();
+            // The connection stays subscribed: it is attached again on reload.
+            self.watchers
+                .entry(doc)
+                .or_default()
+                .push((conn, state.clone()));
             if let Some(storage) = c.remote_storage.clone() {
                 self.task(
                     TaskPurpose::Other(doc),
                     StorageTask::SaveSyncState {
                         doc,
                         peer: storage,
-                        state: p.state.encode(),
+                        state,
                     },
                 );
             }

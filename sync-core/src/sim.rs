@@ -117,6 +117,9 @@ pub struct Faults {
     pub duplicate_pct: u64,
     /// Deliver links in random interleavings (reorders frames across devices).
     pub reorder: bool,
+    /// Hold the server's storage completions and release them at random points between
+    /// deliveries, as a real storage worker does: documents are busy when frames arrive.
+    pub hold_server_io: bool,
 }
 
 #[derive(Debug)]
@@ -249,10 +252,11 @@ impl Sim {
         for (conn, bytes) in sends {
             self.route(who, conn, bytes);
         }
+        let hold = who == Who::Server && self.faults.hold_server_io;
         for (id, task) in tasks {
             let node = self.node(who);
             let result = node.store.run(&task);
-            if node.auto_io {
+            if node.auto_io && !hold {
                 self.feed(who, Input::IoDone { task: id, result });
             } else {
                 node.held.push_back((id, result));
@@ -363,8 +367,84 @@ impl Sim {
         self.feed(Who::Device(i), Input::Want { doc });
     }
 
-    /// Delivers one frame; false if nothing was in flight.
+    /// Frames in flight on device `i`'s link: (to the server, to the device).
+    #[must_use]
+    pub fn in_flight(&self, i: usize) -> (usize, usize) {
+        let l = &self.links[i];
+        (l.to_server.len(), l.to_device.len())
+    }
+
+    /// Delivers the next frame on device `i`'s link in one direction (no faults); false
+    /// if there was none.
+    pub fn deliver(&mut self, i: usize, to_server: bool) -> bool {
+        let l = &mut self.links[i];
+        let (s, d) = (l.server_conn, l.device_conn);
+        let next = if to_server {
+            l.to_server.pop_front()
+        } else {
+            l.to_device.pop_front()
+        };
+        let Some(bytes) = next else {
+            return false;
+        };
+        if to_server {
+            self.feed(Who::Server, Input::Received { conn: s, bytes });
+        } else {
+            self.feed(Who::Device(i), Input::Received { conn: d, bytes });
+        }
+        true
+    }
+
+    /// Releases the oldest held storage completion of the server; false if none.
+    pub fn release_one_server_io(&mut self) -> bool {
+        let Some((task, result)) = self.server.held.pop_front() else {
+            return false;
+        };
+        self.feed(Who::Server, Input::IoDone { task, result });
+        true
+    }
+
+    /// Releases the newest held storage completion of the server; false if none.
+    pub fn release_newest_server_io(&mut self) -> bool {
+        let Some((task, result)) = self.server.held.pop_back() else {
+            return false;
+        };
+        self.feed(Who::Server, Input::IoDone { task, result });
+        true
+    }
+
+    /// Storage completions the server holds.
+    #[must_use]
+    pub fn held_server_io(&self) -> usize {
+        self.server.held.len()
+    }
+
+    /// Every (device, document) where an online device does not know that the server
+    /// holds every change it made: the promise "synced means the server has it" broken.
+    #[must_use]
+    pub fn unacknowledged(&self) -> Vec<(usize, DocumentId, usize)> {
+        let mut out = Vec::new();
+        for (i, node) in self.devices.iter().enumerate() {
+            let l = &self.links[i];
+            if !l.online {
+                continue;
+            }
+            for doc in node.engine.local_docs() {
+                let n = node.engine.unacknowledged(l.device_conn, doc);
+                if n > 0 {
+                    out.push((i, *doc, n));
+                }
+            }
+        }
+        out
+    }
+
+    /// Delivers one frame (or, with held storage completions, releases one at a random
+    /// point); false if nothing was in flight.
     pub fn step(&mut self) -> bool {
+        if self.faults.hold_server_io && !self.server.held.is_empty() && self.rng.chance(35) {
+            return self.release_one_server_io();
+        }
         let ready: Vec<(usize, bool)> = self
             .links
             .iter()
@@ -381,7 +461,7 @@ impl Sim {
             })
             .collect();
         if ready.is_empty() {
-            return false;
+            return self.release_one_server_io();
         }
         let pick = if self.faults.reorder {
             usize::try_from(self.rng.below(ready.len() as u64)).unwrap_or(0)
@@ -442,15 +522,26 @@ impl Sim {
         n
     }
 
-    /// Reconnects everyone and runs to quiet, repeating while faults break links.
+    /// Reconnects everyone and runs to quiet, repeating while faults break links. Then
+    /// checks the product's promise: every device knows that the server holds every change
+    /// it made (on its current connection, without another reconnect).
+    ///
+    /// # Panics
+    /// When a device is left believing the server lacks some of its changes.
     pub fn settle(&mut self) {
         for _ in 0..200 {
             self.reconnect_all();
             self.run(200_000);
             if self.links.iter().all(|l| l.online) {
-                return;
+                break;
             }
         }
+        let stuck = self.unacknowledged();
+        assert!(
+            stuck.is_empty(),
+            "devices left without an acknowledgement after settling \
+             (device, document, changes): {stuck:?}"
+        );
     }
 
     /// Feeds a tick to every node (eviction).

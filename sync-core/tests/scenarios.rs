@@ -624,6 +624,7 @@ fn faults_duplicates_and_reordering_do_not_break_convergence() {
         drop_pct: 3,
         duplicate_pct: 5,
         reorder: true,
+        hold_server_io: true,
     };
     w.sim.settle();
     w.sim.faults = Faults::default();
@@ -656,7 +657,7 @@ mod convergence {
             }
             w.sim.settle();
             w.sim.disconnect_all();
-            w.sim.faults = Faults { drop_pct: seed % 4, duplicate_pct: (seed >> 8) % 6, reorder: true };
+            w.sim.faults = Faults { drop_pct: seed % 4, duplicate_pct: (seed >> 8) % 6, reorder: true, hold_server_io: (seed >> 16) % 4 != 0 };
             let devices = [t, gates[0], gates[1], gates[2]];
             for (dev, pupil, action) in ops {
                 let d = devices[dev];
@@ -1091,4 +1092,197 @@ fn compaction_deletes_only_the_rows_it_read() {
     .unwrap();
     let booking = Booking::read(&d).unwrap();
     assert_eq!(booking.check_ins.len(), 9);
+}
+
+/// Known gap 21, step by step: a device's heads-only answer read while its own next
+/// append is in flight must not cancel the reply the server owes it.
+#[test]
+fn a_reply_held_while_an_append_is_in_flight_still_acknowledges_the_change() {
+    let mut w = World::new(71, 60);
+    let t = w.teacher(1);
+    let b = w.book(t, 30, w.pupils.clone());
+    w.sim.settle();
+    w.sim.faults.hold_server_io = true;
+    let (p0, p1) = (w.pupils[0], w.pupils[1]);
+    // 1-2. D sends m1 with c1, then m2 with c2 before anything comes back.
+    w.check_in(t, b, p0, ScanMethod::Manual);
+    w.check_in(t, b, p1, ScanMethod::Manual);
+    assert_eq!(w.sim.in_flight(t), (2, 0), "m1 and m2 on the wire");
+    // The server applies m1 and starts append T1.
+    assert!(w.sim.deliver(t, true));
+    assert_eq!(w.sim.held_server_io(), 1);
+    // 3. T1 completes before the server reads m2: reply R1 with heads [c1].
+    assert!(w.sim.release_one_server_io());
+    assert_eq!(w.sim.in_flight(t), (1, 1));
+    // 4. The server reads m2, applies c2 and starts T2; the reply is held.
+    assert!(w.sim.deliver(t, true));
+    assert_eq!(w.sim.held_server_io(), 1);
+    assert_eq!(w.sim.in_flight(t), (0, 1));
+    // 5. D reads R1 and answers m3: heads [c2], no changes.
+    assert!(w.sim.deliver(t, false));
+    assert_eq!(w.sim.in_flight(t), (1, 0));
+    // 6. The server reads m3 while T2 is in flight.
+    assert!(w.sim.deliver(t, true));
+    // 7. T2 completes: the server owes D a reply and sends it.
+    assert!(w.sim.release_one_server_io());
+    w.sim.run(1_000);
+    assert_eq!(
+        w.sim.unacknowledged(),
+        vec![],
+        "the teacher's phone knows the server holds both check-ins, without reconnecting"
+    );
+    assert_eq!(attendance(&booking_on(&w.sim, None, &b), None).arrived, 2);
+}
+
+/// The two-writer form: a gate's changes cross the fan-out of the teacher's.
+#[test]
+fn two_writers_crossing_a_fan_out_both_hear_their_changes_acknowledged() {
+    for seed in 0..40 {
+        let mut w = World::new(200 + seed, 60);
+        let t = w.teacher(1);
+        let g = w.gate(2);
+        let b = w.book(t, 30, w.pupils.clone());
+        w.sim.settle();
+        w.sim.want(g, b);
+        w.sim.settle();
+        w.sim.faults = Faults {
+            reorder: true,
+            hold_server_io: true,
+            ..Faults::default()
+        };
+        for k in 0..4 {
+            let p = w.pupils[k];
+            w.check_in(t, b, p, ScanMethod::Manual);
+            let q = w.pupils[7 - k];
+            w.check_in(g, b, q, ScanMethod::PassScan);
+            w.sim.run(usize::try_from(seed % 5).unwrap());
+        }
+        // No reconnect: run to quiet on the same connections, then check the promise.
+        w.sim.run(100_000);
+        assert_eq!(w.sim.unacknowledged(), vec![], "seed {seed}");
+        assert_eq!(attendance(&booking_on(&w.sim, None, &b), None).arrived, 8);
+    }
+}
+
+/// A steady stream of writes to one booking does not delay its acknowledgements beyond
+/// the bound: frames that arrive after the document has been busy for longer are held
+/// until the replies are out.
+#[test]
+fn a_busy_booking_acknowledges_within_the_bound_while_writes_keep_coming() {
+    let mut w = World::new(73, 60);
+    let t = w.teacher(1);
+    let g = w.gate(2);
+    let b = w.book(t, 30, w.pupils.clone());
+    w.sim.settle();
+    w.sim.want(g, b);
+    w.sim.settle();
+    w.sim.faults.hold_server_io = true;
+    // The teacher's check-in starts an append that stays in flight.
+    w.check_in(t, b, w.pupils[0], ScanMethod::Manual);
+    assert!(w.sim.deliver(t, true));
+    assert_eq!(w.sim.held_server_io(), 1);
+    // Past the bound, the gate keeps writing.
+    w.sim.advance(5_000);
+    w.check_in(g, b, w.pupils[1], ScanMethod::PassScan);
+    assert!(w.sim.deliver(g, true));
+    assert_eq!(
+        w.sim.held_server_io(),
+        1,
+        "the gate's frame waits: no new append joins the busy period"
+    );
+    // The first append completes: the teacher hears at once, before the gate's changes
+    // start a new busy period.
+    assert!(w.sim.release_one_server_io());
+    while w.sim.deliver(t, false) {}
+    assert!(
+        !w.sim.unacknowledged().iter().any(|(d, _, _)| *d == t),
+        "the teacher is acknowledged while the gate's frame still waits"
+    );
+    w.sim.run(10_000);
+    assert_eq!(w.sim.unacknowledged(), vec![]);
+    assert_eq!(attendance(&booking_on(&w.sim, None, &b), None).arrived, 2);
+}
+
+/// A device watching a booking keeps hearing changes after the server evicted and
+/// reloaded it.
+#[test]
+fn a_watching_device_hears_changes_after_the_server_evicts_the_booking() {
+    let mut w = World::new(79, 60);
+    let t = w.teacher(1);
+    let g = w.gate(2);
+    let b = w.book(t, 30, w.pupils.clone());
+    w.sim.settle();
+    w.sim.want(g, b);
+    w.sim.settle();
+    // Idle for longer than the eviction time: the server drops the booking from memory.
+    w.sim.advance(10 * 60 * 1000);
+    w.sim.tick();
+    assert!(w.sim.server.doc(&b).is_none(), "evicted");
+    // The gate scans; the teacher, connected and only watching, hears it.
+    w.check_in(g, b, w.pupils[3], ScanMethod::PassScan);
+    w.sim.run(10_000);
+    assert_eq!(
+        attendance(&booking_on(&w.sim, Some(t), &b), None).arrived,
+        1,
+        "the watching teacher's phone got the gate's scan without reconnecting"
+    );
+}
+
+/// A completion from before a storage failure must not count for the reloaded document:
+/// the server would acknowledge heads that are not stored yet.
+#[test]
+fn a_stale_completion_after_a_storage_failure_acknowledges_nothing() {
+    let mut w = World::new(83, 60);
+    let t = w.teacher(1);
+    let g1 = w.gate(2);
+    let b = w.book(t, 30, w.pupils.clone());
+    w.sim.settle();
+    w.sim.want(g1, b);
+    w.sim.settle();
+    w.sim.faults.hold_server_io = true;
+    // The gate's change is stored, but its completion is slow (the stale one).
+    w.check_in(g1, b, w.pupils[0], ScanMethod::PassScan);
+    assert!(w.sim.deliver(g1, true));
+    // The teacher's change fails to store, every retry too: the booking leaves memory.
+    w.sim.server.store.failing = true;
+    w.check_in(t, b, w.pupils[1], ScanMethod::Manual);
+    assert!(w.sim.deliver(t, true));
+    assert_eq!(w.sim.held_server_io(), 2);
+    for _ in 0..4 {
+        assert!(w.sim.release_newest_server_io());
+    }
+    assert!(
+        w.sim.server.doc(&b).is_none(),
+        "dropped after the last retry"
+    );
+    assert_eq!(
+        w.sim.held_server_io(),
+        1,
+        "the gate's completion is still out"
+    );
+    w.sim.server.store.failing = false;
+    // Another gate opens the booking: the server loads it again.
+    let g2 = w.gate(3);
+    w.sim.set_online(g2, true);
+    while w.sim.deliver(g2, true) || w.sim.deliver(g2, false) {}
+    w.sim.want(g2, b);
+    assert!(w.sim.deliver(g2, true));
+    assert!(w.sim.release_newest_server_io(), "the load");
+    while w.sim.deliver(g2, true) || w.sim.deliver(g2, false) {}
+    // Its check-in starts a new append, still in flight when the stale completion lands.
+    w.check_in(g2, b, w.pupils[2], ScanMethod::PassScan);
+    assert!(w.sim.deliver(g2, true));
+    assert_eq!(w.sim.held_server_io(), 2);
+    assert!(w.sim.release_one_server_io(), "the stale completion");
+    while w.sim.deliver(g2, false) || w.sim.deliver(g2, true) {}
+    assert!(
+        w.sim.unacknowledged().iter().any(|(d, _, _)| *d == g2),
+        "nothing acknowledged before its own append is written"
+    );
+    assert!(w.sim.release_one_server_io());
+    while w.sim.deliver(g2, false) || w.sim.deliver(g2, true) {}
+    assert!(!w.sim.unacknowledged().iter().any(|(d, _, _)| *d == g2));
+    w.sim.faults.hold_server_io = false;
+    w.sim.settle();
+    assert_eq!(attendance(&booking_on(&w.sim, None, &b), None).arrived, 3);
 }

@@ -13,7 +13,7 @@ use kepu_sync_core::engine::{
 use kepu_sync_core::ids::DeviceId;
 use kepu_sync_core::wire::{self, Message};
 use kepu_sync_core::writer::Writer;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::worker::{self, Job};
 use crate::app_state::AppState;
@@ -41,6 +41,8 @@ pub(crate) enum HubMsg {
     Frame {
         conn: ConnId,
         bytes: Vec<u8>,
+        /// Its share of the inbound byte budget, given back once the engine has it.
+        budget: Option<OwnedSemaphorePermit>,
     },
     Disconnect {
         conn: ConnId,
@@ -83,10 +85,21 @@ impl Default for HubConfig {
     }
 }
 
+/// Bytes of frames read from sockets and not yet handled by the engine, across all
+/// connections. A session that would go beyond it waits before reading its socket again,
+/// so a burst of devices slows at the socket instead of growing the server's memory.
+pub const INBOUND_BUDGET: u32 = 64 << 20;
+/// What a frame counts against [`INBOUND_BUDGET`] at least (bounds the number of small
+/// frames waiting too).
+const MIN_FRAME_COST: u32 = 1_024;
+/// Storage and projection jobs waiting for the worker; the hub waits beyond this.
+pub const MAX_QUEUED_JOBS: usize = 4_096;
+
 /// A handle on the hub; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SyncHub {
     tx: mpsc::UnboundedSender<HubMsg>,
+    inbound: Arc<Semaphore>,
     next_conn: Arc<AtomicU64>,
     connections: Arc<AtomicUsize>,
 }
@@ -116,6 +129,7 @@ impl SyncHub {
         engine_config.revocations_doc = Some(super::documents::REVOCATIONS_DOC);
         let hub = Self {
             tx: tx.clone(),
+            inbound: Arc::new(Semaphore::new(INBOUND_BUDGET as usize)),
             next_conn: Arc::new(AtomicU64::new(1)),
             connections: Arc::new(AtomicUsize::new(0)),
         };
@@ -150,9 +164,18 @@ impl SyncHub {
         conn
     }
 
-    /// A frame from a connection.
-    pub fn frame(&self, conn: ConnId, bytes: Vec<u8>) {
-        self.send(HubMsg::Frame { conn, bytes });
+    /// A frame from a connection. Waits while the frames already handed over and not yet
+    /// handled exceed the inbound budget (back-pressure to the socket that sends).
+    pub async fn frame(&self, conn: ConnId, bytes: Vec<u8>) {
+        let cost = u32::try_from(bytes.len())
+            .unwrap_or(u32::MAX)
+            .clamp(MIN_FRAME_COST, INBOUND_BUDGET);
+        let budget = self.inbound.clone().acquire_many_owned(cost).await.ok();
+        self.send(HubMsg::Frame {
+            conn,
+            bytes,
+            budget,
+        });
     }
 
     /// A connection closed.
@@ -205,12 +228,13 @@ struct ConnOut {
 async fn run(
     mut engine: Engine,
     mut rx: mpsc::UnboundedReceiver<HubMsg>,
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::Sender<Job>,
     state: AppState,
 ) {
     let mut conns: HashMap<ConnId, ConnOut> = HashMap::new();
     while let Some(msg) = rx.recv().await {
         let now = now_ms();
+        let mut budget = None;
         let input = match msg {
             HubMsg::Connect { conn, writer, out } => {
                 let device = writer.device;
@@ -225,7 +249,12 @@ async fn run(
                     writer: Some(writer),
                 }
             }
-            HubMsg::Frame { conn, bytes } => {
+            HubMsg::Frame {
+                conn,
+                bytes,
+                budget: b,
+            } => {
+                budget = b;
                 state
                     .metrics
                     .sync_messages_total
@@ -235,14 +264,9 @@ async fn run(
             }
             HubMsg::Disconnect { conn } => {
                 if let Some(c) = conns.remove(&conn) {
-                    let touch = state.store.clone();
-                    let live = state.live.clone();
-                    tokio::spawn(async move {
-                        let _ = touch.touch_device_sync(c.device.0, now_ms(), None).await;
-                        // Connected until its last sync time is written: the dashboard
-                        // never sees it as neither connected nor just synced.
-                        live.device_disconnected(c.device.0);
-                    });
+                    // Connected until its last sync time is written: the dashboard
+                    // never sees it as neither connected nor just synced.
+                    live_gone(&state, c.device);
                 }
                 Input::Disconnected { conn }
             }
@@ -256,8 +280,10 @@ async fn run(
                     .filter(|(_, c)| c.device == device)
                     .map(|(k, _)| *k)
                     .collect();
+                let mut fx = Effects::default();
                 for conn in gone {
-                    if let Some(c) = conns.get(&conn) {
+                    if let Some(c) = conns.remove(&conn) {
+                        live_gone(&state, c.device);
                         let err = Message::Error {
                             sender_id: Some(engine.config().peer_id.clone()),
                             target_id: None,
@@ -268,19 +294,24 @@ async fn run(
                                 changes: Vec::new(),
                             }),
                         };
+                        // Dropping the queue's sender ends the session once the
+                        // queue is sent, even when these two did not fit.
                         let _ = c.out.try_send(Outbound::Frame(err.encode()));
                         let _ = c.out.try_send(Outbound::Close("device revoked"));
                     }
+                    fx.extend(engine.handle(now, Input::Disconnected { conn }));
                 }
+                settle(&mut engine, fx, &mut conns, &jobs, &state, now).await;
                 continue;
             }
             HubMsg::Flush { done } => {
-                let _ = jobs.send(Job::Flush(done));
+                let _ = jobs.send(Job::Flush(done)).await;
                 continue;
             }
         };
         let started = Instant::now();
         let fx = engine.handle(now, input);
+        drop(budget);
         state
             .metrics
             .merge_seconds
@@ -289,17 +320,56 @@ async fn run(
             .metrics
             .docs_in_memory
             .set(i64::try_from(engine.docs_in_memory()).unwrap_or(i64::MAX));
-        dispatch(&engine, fx, &conns, &jobs, &state);
+        settle(&mut engine, fx, &mut conns, &jobs, &state, now).await;
     }
 }
 
-fn dispatch(
+/// The device left the connected set: its last sync time, then the live dashboard.
+fn live_gone(state: &AppState, device: DeviceId) {
+    let touch = state.store.clone();
+    let live = state.live.clone();
+    tokio::spawn(async move {
+        let _ = touch.touch_device_sync(device.0, now_ms(), None).await;
+        live.device_disconnected(device.0);
+    });
+}
+
+/// Carries out `fx`. A connection whose queue is full, or that the engine closes, is
+/// disconnected for certain: its queue's sender is dropped (the session ends once what is
+/// queued is sent) and the engine is told at once, so that it records nothing more as
+/// sent to it; the device resumes from its saved sync state.
+async fn settle(
+    engine: &mut Engine,
+    mut fx: Effects,
+    conns: &mut HashMap<ConnId, ConnOut>,
+    jobs: &mpsc::Sender<Job>,
+    state: &AppState,
+    now: i64,
+) {
+    loop {
+        let gone = dispatch(engine, fx, conns, jobs, state).await;
+        if gone.is_empty() {
+            return;
+        }
+        fx = Effects::default();
+        for conn in gone {
+            if let Some(c) = conns.remove(&conn) {
+                live_gone(state, c.device);
+            }
+            fx.extend(engine.handle(now, Input::Disconnected { conn }));
+        }
+    }
+}
+
+/// Carries out `fx`; returns the connections to disconnect.
+async fn dispatch(
     engine: &Engine,
     fx: Effects,
     conns: &HashMap<ConnId, ConnOut>,
-    jobs: &mpsc::UnboundedSender<Job>,
+    jobs: &mpsc::Sender<Job>,
     state: &AppState,
-) {
+) -> Vec<ConnId> {
+    let mut gone = Vec::new();
     let Effects {
         sends,
         tasks,
@@ -307,6 +377,9 @@ fn dispatch(
         close,
     } = fx;
     for (conn, bytes) in sends {
+        if gone.contains(&conn) {
+            continue;
+        }
         if let Some(c) = conns.get(&conn) {
             state
                 .metrics
@@ -314,24 +387,28 @@ fn dispatch(
                 .with_label_values(&["out"])
                 .inc();
             if c.out.try_send(Outbound::Frame(bytes)).is_err() {
-                // A peer that cannot keep up is closed; it resumes from its sync state.
-                let _ = c.out.try_send(Outbound::Close("too slow"));
+                // A peer that cannot keep up is disconnected; it resumes from its sync
+                // state. The frame that did not fit was never sent.
+                state.metrics.slow_peers_closed_total.inc();
+                gone.push(conn);
             }
         }
     }
     if !tasks.is_empty() {
-        let _ = jobs.send(Job::Tasks(tasks));
+        let _ = jobs.send(Job::Tasks(tasks)).await;
     }
     for event in events {
         match event {
             Event::DocChanged { doc, .. } => {
                 if let Some(d) = engine.doc(&doc) {
                     let projection = crate::projection::project(doc, d);
-                    let _ = jobs.send(Job::Project {
-                        doc,
-                        projection: Box::new(projection),
-                        heads: d.get_heads(),
-                    });
+                    let _ = jobs
+                        .send(Job::Project {
+                            doc,
+                            projection: Box::new(projection),
+                            heads: d.get_heads(),
+                        })
+                        .await;
                 }
             }
             Event::Refused {
@@ -349,12 +426,14 @@ fn dispatch(
                 let device = writer.as_ref().map(|w| w.device);
                 tracing::warn!(doc = %doc, device = ?device.map(|d| d.to_string()), code = refusal.code.as_str(), changes, "changes refused");
                 if let Some(device) = device {
-                    let _ = jobs.send(Job::Refusal {
-                        device,
-                        doc,
-                        code: refusal.code.as_str(),
-                        detail: refusal.to_string(),
-                    });
+                    let _ = jobs
+                        .send(Job::Refusal {
+                            device,
+                            doc,
+                            code: refusal.code.as_str(),
+                            detail: refusal.to_string(),
+                        })
+                        .await;
                 }
             }
             Event::ProtocolError { conn, error } => {
@@ -369,6 +448,10 @@ fn dispatch(
     for conn in close {
         if let Some(c) = conns.get(&conn) {
             let _ = c.out.try_send(Outbound::Close("protocol"));
+            if !gone.contains(&conn) {
+                gone.push(conn);
+            }
         }
     }
+    gone
 }

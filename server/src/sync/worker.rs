@@ -48,13 +48,13 @@ pub enum Job {
 /// Most tasks committed in one transaction.
 const MAX_BATCH: usize = 512;
 
-pub(crate) fn start(state: AppState, hub: SyncHub) -> mpsc::UnboundedSender<Job> {
-    let (tx, rx) = mpsc::unbounded_channel();
+pub(crate) fn start(state: AppState, hub: SyncHub) -> mpsc::Sender<Job> {
+    let (tx, rx) = mpsc::channel(super::hub::MAX_QUEUED_JOBS);
     tokio::spawn(run(state, hub, rx));
     tx
 }
 
-async fn run(state: AppState, hub: SyncHub, mut rx: mpsc::UnboundedReceiver<Job>) {
+async fn run(state: AppState, hub: SyncHub, mut rx: mpsc::Receiver<Job>) {
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -89,22 +89,15 @@ async fn run(state: AppState, hub: SyncHub, mut rx: mpsc::UnboundedReceiver<Job>
         }
         if !writes.is_empty() {
             let started = Instant::now();
-            let refs: Vec<&StorageTask> = writes.iter().map(|(_, t)| t).collect();
-            let result = match state.store.run_document_tasks(&refs, now_ms()).await {
-                Ok(()) => IoResult::Done,
-                Err(e) => IoResult::Failed(e.to_string()),
-            };
+            let results = write_isolated(&state, &writes).await;
             state
                 .metrics
                 .persist_seconds
                 .observe(started.elapsed().as_secs_f64());
             #[allow(clippy::cast_precision_loss)]
             state.metrics.batch_size.observe(writes.len() as f64);
-            for (id, _) in writes {
-                hub.send(HubMsg::IoDone {
-                    task: id,
-                    result: result.clone(),
-                });
+            for ((id, _), result) in writes.into_iter().zip(results) {
+                hub.send(HubMsg::IoDone { task: id, result });
             }
         }
         for job in later {
@@ -154,6 +147,32 @@ async fn run(state: AppState, hub: SyncHub, mut rx: mpsc::UnboundedReceiver<Job>
             }
         }
     }
+}
+
+/// Runs `writes` in one transaction; if it fails, runs each task in its own, so that one
+/// failing task fails only itself and not the unrelated documents batched with it.
+pub(crate) async fn write_isolated(
+    state: &AppState,
+    writes: &[(TaskId, StorageTask)],
+) -> Vec<IoResult> {
+    let refs: Vec<&StorageTask> = writes.iter().map(|(_, t)| t).collect();
+    let first = match state.store.run_document_tasks(&refs, now_ms()).await {
+        Ok(()) => return vec![IoResult::Done; writes.len()],
+        Err(e) => e.to_string(),
+    };
+    if writes.len() == 1 {
+        return vec![IoResult::Failed(first)];
+    }
+    let mut out = Vec::with_capacity(writes.len());
+    for (_, task) in writes {
+        out.push(
+            match state.store.run_document_tasks(&[task], now_ms()).await {
+                Ok(()) => IoResult::Done,
+                Err(e) => IoResult::Failed(e.to_string()),
+            },
+        );
+    }
+    out
 }
 
 /// The capacity decision for a slot, first come first served, written back into the

@@ -17,6 +17,9 @@ use crate::accounts::{AuthError, DeviceIdentity, bearer_token};
 use crate::app_state::AppState;
 use crate::error::Error;
 
+/// Longest wait for one frame to go out to a peer that does not read.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Limits on the sync endpoint.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -126,7 +129,7 @@ async fn session(
                             break;
                         }
                         tokens -= 1.0;
-                        ctx.hub.frame(conn, bytes.to_vec());
+                        ctx.hub.frame(conn, bytes.to_vec()).await;
                     }
                     WsMessage::Text(_) => {
                         let err = kepu_sync_core::wire::Message::Error {
@@ -145,7 +148,10 @@ async fn session(
             out = out_rx.recv() => {
                 match out {
                     Some(Outbound::Frame(bytes)) => {
-                        if socket.send(WsMessage::Binary(bytes.into())).await.is_err() { break; }
+                        // A peer that stops reading is cut off: the hub has then closed
+                        // its queue, and the send must not wait forever.
+                        let sent = tokio::time::timeout(SEND_TIMEOUT, socket.send(WsMessage::Binary(bytes.into()))).await;
+                        if !matches!(sent, Ok(Ok(()))) { break; }
                     }
                     Some(Outbound::Close(reason)) => {
                         let _ = socket.send(WsMessage::Close(Some(CloseFrame { code: 1008, reason: reason.into() }))).await;
