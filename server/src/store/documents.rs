@@ -63,6 +63,28 @@ impl Store {
         })
     }
 
+    /// Runs `tasks` as [`Store::run_document_tasks`] does, in one transaction; if that
+    /// fails, runs each task in a transaction of its own, so that one failing task fails
+    /// only itself and not the unrelated documents batched with it. One result per task.
+    pub async fn run_document_tasks_isolated(
+        &self,
+        tasks: &[&StorageTask],
+        now: i64,
+    ) -> Vec<Result<()>> {
+        let first = match self.run_document_tasks(tasks, now).await {
+            Ok(()) => return tasks.iter().map(|_| Ok(())).collect(),
+            Err(e) => e,
+        };
+        if tasks.len() == 1 {
+            return vec![Err(first)];
+        }
+        let mut out = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            out.push(self.run_document_tasks(&[*task], now).await);
+        }
+        out
+    }
+
     /// Runs storage tasks other than `Load` in one transaction, in order. Consecutive
     /// appends, of any documents, are written together: one multi-row upsert of their
     /// documents and multi-row inserts of their change rows.

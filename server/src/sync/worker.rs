@@ -89,7 +89,11 @@ async fn run(state: AppState, hub: SyncHub, mut rx: mpsc::Receiver<Job>) {
         }
         if !writes.is_empty() {
             let started = Instant::now();
-            let results = write_isolated(&state, &writes).await;
+            let refs: Vec<&StorageTask> = writes.iter().map(|(_, t)| t).collect();
+            let results = state
+                .store
+                .run_document_tasks_isolated(&refs, now_ms())
+                .await;
             state
                 .metrics
                 .persist_seconds
@@ -97,6 +101,10 @@ async fn run(state: AppState, hub: SyncHub, mut rx: mpsc::Receiver<Job>) {
             #[allow(clippy::cast_precision_loss)]
             state.metrics.batch_size.observe(writes.len() as f64);
             for ((id, _), result) in writes.into_iter().zip(results) {
+                let result = match result {
+                    Ok(()) => IoResult::Done,
+                    Err(e) => IoResult::Failed(e.to_string()),
+                };
                 hub.send(HubMsg::IoDone { task: id, result });
             }
         }
@@ -147,32 +155,6 @@ async fn run(state: AppState, hub: SyncHub, mut rx: mpsc::Receiver<Job>) {
             }
         }
     }
-}
-
-/// Runs `writes` in one transaction; if it fails, runs each task in its own, so that one
-/// failing task fails only itself and not the unrelated documents batched with it.
-pub(crate) async fn write_isolated(
-    state: &AppState,
-    writes: &[(TaskId, StorageTask)],
-) -> Vec<IoResult> {
-    let refs: Vec<&StorageTask> = writes.iter().map(|(_, t)| t).collect();
-    let first = match state.store.run_document_tasks(&refs, now_ms()).await {
-        Ok(()) => return vec![IoResult::Done; writes.len()],
-        Err(e) => e.to_string(),
-    };
-    if writes.len() == 1 {
-        return vec![IoResult::Failed(first)];
-    }
-    let mut out = Vec::with_capacity(writes.len());
-    for (_, task) in writes {
-        out.push(
-            match state.store.run_document_tasks(&[task], now_ms()).await {
-                Ok(()) => IoResult::Done,
-                Err(e) => IoResult::Failed(e.to_string()),
-            },
-        );
-    }
-    out
 }
 
 /// The capacity decision for a slot, first come first served, written back into the

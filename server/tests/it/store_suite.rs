@@ -6,6 +6,7 @@ use kepu_server::clock::{DAY_MS, now_ms};
 use kepu_server::error::Error;
 use kepu_server::ids::new_id;
 use kepu_server::store::{NewUser, Refusal};
+use kepu_sync_core::engine::{StorageTask, StoredChange};
 use kepu_sync_core::ids::{DeviceId, PupilId, SchoolId};
 use sqlx::{Column, Row};
 
@@ -48,6 +49,7 @@ macro_rules! all_cases {
                 devices_list_by_user_with_last_sync,
                 venues_are_listed_by_name,
                 admin_cli_bootstraps_an_admin_and_imports_pupils,
+                one_failing_storage_task_fails_only_itself,
             ]
         );
     };
@@ -549,4 +551,80 @@ async fn admin_cli_bootstraps_an_admin_and_imports_pupils(db: &TestDb) {
     assert!(text.contains("line 5: display_name is empty"), "{text}");
     assert!(!text.contains('甲'), "no names in the output");
     assert_eq!(db.store.anonymous_pupil_count(p.school).await.unwrap(), 2);
+}
+
+/// One change in a fresh document, as an engine `Append` would carry it.
+fn one_change_append(n: u8) -> (kepu_sync_core::doc_id::DocumentId, StorageTask) {
+    use automerge::transaction::Transactable as _;
+    let doc = kepu_sync_core::doc_id::DocumentId::from_bytes([n; 16]);
+    let mut d = automerge::Automerge::new();
+    let mut tx = d.transaction();
+    tx.put(automerge::ROOT, "n", i64::from(n)).unwrap();
+    tx.commit();
+    let c = d.get_last_local_change().unwrap().clone();
+    let task = StorageTask::Append {
+        doc,
+        kind: None,
+        changes: vec![StoredChange {
+            hash: c.hash(),
+            bytes: c.raw_bytes().to_vec(),
+        }],
+        heads: d.get_heads(),
+    };
+    (doc, task)
+}
+
+async fn one_failing_storage_task_fails_only_itself(db: &TestDb) {
+    let (bad, bad_task) = one_change_append(1);
+    let (good, good_task) = one_change_append(2);
+    // The database refuses every row of one document (a full disk for that row, a
+    // constraint): a real failure inside the batch's transaction.
+    let id = bad.to_string();
+    match db.store.backend() {
+        kepu_server::store::Backend::Sqlite => {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE TRIGGER refuse_one BEFORE INSERT ON changes WHEN NEW.doc_id = '{id}' \
+                 BEGIN SELECT RAISE(ABORT, 'refused for the test'); END"
+            )))
+            .execute(db.store.pool())
+            .await
+            .unwrap();
+        }
+        kepu_server::store::Backend::Postgres => {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE FUNCTION refuse_one() RETURNS trigger AS $$ BEGIN \
+                 IF NEW.doc_id = '{id}' THEN RAISE EXCEPTION 'refused for the test'; END IF; \
+                 RETURN NEW; END $$ LANGUAGE plpgsql"
+            )))
+            .execute(db.store.pool())
+            .await
+            .unwrap();
+            sqlx::query(
+                "CREATE TRIGGER refuse_one BEFORE INSERT ON changes \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_one()",
+            )
+            .execute(db.store.pool())
+            .await
+            .unwrap();
+        }
+    }
+    let results = db
+        .store
+        .run_document_tasks_isolated(&[&bad_task, &good_task], now_ms())
+        .await;
+    assert!(results[0].is_err(), "the refused document fails");
+    assert!(
+        results[1].is_ok(),
+        "the unrelated document batched with it is stored: {:?}",
+        results[1]
+    );
+    assert_eq!(db.store.load_document(good).await.unwrap().changes.len(), 1);
+    assert!(
+        db.store
+            .load_document(bad)
+            .await
+            .unwrap()
+            .changes
+            .is_empty()
+    );
 }
