@@ -561,7 +561,7 @@ fn one_change_append(n: u8) -> (kepu_sync_core::doc_id::DocumentId, StorageTask)
     let mut tx = d.transaction();
     tx.put(automerge::ROOT, "n", i64::from(n)).unwrap();
     tx.commit();
-    let c = d.get_last_local_change().unwrap().clone();
+    let c = d.get_last_local_change().unwrap();
     let task = StorageTask::Append {
         doc,
         kind: None,
