@@ -1286,3 +1286,29 @@ fn a_stale_completion_after_a_storage_failure_acknowledges_nothing() {
     w.sim.settle();
     assert_eq!(attendance(&booking_on(&w.sim, None, &b), None).arrived, 3);
 }
+
+/// Sync states are saved while they move, not only at disconnect: after a crash the
+/// device resumes from a recent state.
+#[test]
+fn sync_states_are_saved_while_connected() {
+    let mut w = World::new(89, 60);
+    let t = w.teacher(1);
+    let b = w.book(t, 30, w.pupils.clone());
+    w.sim.settle();
+    for p in w.pupils.clone() {
+        w.check_in(t, b, p, ScanMethod::Manual);
+    }
+    w.sim.run(10_000);
+    w.sim.advance(6_000);
+    w.sim.tick();
+    let heads = w.sim.server.doc(&b).unwrap().get_heads();
+    let saved = w.sim.server.store.docs[&b]
+        .sync_states
+        .get(&format!("storage-{}", w.sim.device_id(t)))
+        .map(|s| automerge::sync::State::decode(s).unwrap().shared_heads);
+    assert_eq!(
+        saved,
+        Some(heads),
+        "the teacher's state is saved with the heads it has acknowledged, while connected"
+    );
+}

@@ -4,6 +4,7 @@
 
 mod demo;
 mod http_api;
+mod hub;
 mod kill9;
 mod live;
 mod live_browser;
