@@ -18,8 +18,8 @@ pub use enrollment_code::EnrollmentCode;
 pub use pupil_import::{ImportReport, PupilRow, RowError, parse_pupils_csv};
 pub use role::{Role, UnknownRole};
 pub use web_login::{
-    LOCKOUT_MS, MAX_FAILED_ATTEMPTS, MIN_PASSWORD_CHARS, NewSession, SESSION_TTL_MS,
-    check_login_name,
+    ADDRESS_LOCKOUT_MS, LOCKOUT_MS, MAX_FAILED_ATTEMPTS, MIN_PASSWORD_CHARS, NewSession,
+    SESSION_TTL_MS, check_login_name,
 };
 
 use crate::store::Store;
@@ -33,14 +33,20 @@ pub struct Accounts {
 }
 
 impl Accounts {
-    /// The service over `store`, with its own [`Authenticator`].
+    /// The service over `store`, with its own [`Authenticator`] and the default limits.
     #[must_use]
     pub fn new(store: Store) -> Self {
+        Self::with_limits(store, &crate::config::ConnectionLimits::default())
+    }
+
+    /// The service over `store` with the login limits of `limits`.
+    #[must_use]
+    pub fn with_limits(store: Store, limits: &crate::config::ConnectionLimits) -> Self {
         let authenticator = Authenticator::new(store.clone());
         Self {
             store,
             authenticator,
-            throttle: web_login::LoginThrottle::default(),
+            throttle: web_login::LoginThrottle::new(limits),
         }
     }
 

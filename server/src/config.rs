@@ -58,6 +58,98 @@ pub struct Config {
     /// Seed a clearly marked sample province (idempotent) and print demo enrollment codes.
     #[arg(long, env = "KEPU_DEMO", global = true)]
     pub demo: bool,
+    /// Require `Authorization: Bearer <this token>` on `GET /metrics`. Default: no token
+    /// (anyone who reaches the port reads the metrics).
+    #[arg(
+        long,
+        env = "KEPU_METRICS_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    pub metrics_token: Option<String>,
+    /// Serve `GET /metrics` on this address only (e.g. `127.0.0.1:9090`), not on `--bind`.
+    #[arg(long, env = "KEPU_METRICS_ADDR", global = true)]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Connection and attempt limits.
+    #[command(flatten)]
+    pub limits: ConnectionLimits,
+}
+
+/// Limits on connections and attempts per client, device and login, from flags or
+/// environment variables (see the operations guide).
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ConnectionLimits {
+    /// Seconds a client has to send a request's headers before its connection is closed.
+    #[arg(
+        long,
+        env = "KEPU_HEADER_READ_TIMEOUT_SECS",
+        default_value_t = 10,
+        global = true,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub header_read_timeout_secs: u64,
+    /// Open `/sync` websocket connections per device at most.
+    #[arg(
+        long,
+        env = "KEPU_SYNC_CONNECTIONS_PER_DEVICE",
+        default_value_t = 8,
+        global = true
+    )]
+    pub sync_connections_per_device: usize,
+    /// Bytes per second one `/sync` connection may send, sustained (bursts up to the 8 MiB
+    /// frame limit).
+    #[arg(long, env = "KEPU_SYNC_BYTES_PER_SECOND", default_value_t = 1024 * 1024, global = true)]
+    pub sync_bytes_per_second: u64,
+    /// Open live-dashboard event streams per user at most.
+    #[arg(
+        long,
+        env = "KEPU_EVENT_STREAMS_PER_USER",
+        default_value_t = 8,
+        global = true
+    )]
+    pub event_streams_per_user: usize,
+    /// Password checks (Argon2, 19 MiB each) running at once; further logins wait.
+    #[arg(
+        long,
+        env = "KEPU_LOGIN_CONCURRENCY",
+        default_value_t = 2,
+        global = true,
+        value_parser = clap::value_parser!(u32).range(1..=64)
+    )]
+    pub login_concurrency: u32,
+    /// Failed logins from one client address (an IPv6 /64) before the address is locked
+    /// for 5 minutes; 0 turns the per-address lock off. Behind a reverse proxy every client
+    /// has the proxy's address.
+    #[arg(
+        long,
+        env = "KEPU_LOGIN_FAILURES_PER_ADDRESS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub login_failures_per_address: u32,
+    /// Wrong enrollment codes from one client address before the address must wait 5
+    /// minutes; 0 turns the limit off.
+    #[arg(
+        long,
+        env = "KEPU_ENROLL_FAILURES_PER_ADDRESS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub enroll_failures_per_address: u32,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: 10,
+            sync_connections_per_device: 8,
+            sync_bytes_per_second: 1024 * 1024,
+            event_streams_per_user: 8,
+            login_concurrency: 2,
+            login_failures_per_address: 30,
+            enroll_failures_per_address: 30,
+        }
+    }
 }
 
 impl Config {
@@ -70,6 +162,9 @@ impl Config {
             database_url: None,
             server_seed: None,
             demo: false,
+            metrics_token: None,
+            metrics_addr: None,
+            limits: ConnectionLimits::default(),
         }
     }
 
@@ -193,7 +288,8 @@ pub enum AdminCommand {
         #[arg(long)]
         pupil: String,
     },
-    /// Revoke a device: its token stops working and its connections are closed.
+    /// Revoke a device: its token stops working. Its open connections to a running server
+    /// stay until they end; revoke through the admin API to close them at once.
     RevokeDevice {
         /// The device's id.
         #[arg(long)]
@@ -208,4 +304,20 @@ pub enum AdminCommand {
     /// Recompute every projection (bookings, check-ins, anomalies, activities) from the
     /// stored documents. Run it with the server stopped or at a quiet moment.
     RebuildProjections,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn default_limits_match_the_flags_defaults() {
+        let cli = Cli::try_parse_from(["kepu-server"]).expect("no flags parse");
+        assert_eq!(cli.config.limits, ConnectionLimits::default());
+        let cli = Cli::try_parse_from(["kepu-server", "--sync-connections-per-device", "3"])
+            .expect("a limit parses");
+        assert_eq!(cli.config.limits.sync_connections_per_device, 3);
+    }
 }

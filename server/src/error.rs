@@ -41,9 +41,14 @@ pub enum Error {
     /// A web login failed: unknown name or wrong password (not told apart).
     #[error("login name or password is wrong")]
     LoginFailed,
-    /// Too many failed logins on one name; try again later.
-    #[error("too many failed attempts; try again in a minute")]
+    /// Too many failed attempts on one login name or from one client address; try again
+    /// later.
+    #[error("too many failed attempts; try again later")]
     TooManyAttempts,
+    /// The caller already holds as many open connections (or streams) of this kind as it
+    /// may; the text says which.
+    #[error("too many open connections: {0}")]
+    TooManyConnections(&'static str),
     /// A page or API call needs a logged-in user (session cookie or bearer token).
     #[error("log in first")]
     NotLoggedIn,

@@ -35,9 +35,18 @@ use crate::error::Error;
 
 /// Every route, without state: merge more routers (e.g. `/sync`) into this.
 pub fn routes() -> Router<AppState> {
-    Router::new()
+    app_routes(true)
+}
+
+/// Every route, `/metrics` only if `with_metrics` (else it has its own listener).
+pub fn app_routes(with_metrics: bool) -> Router<AppState> {
+    let routes = if with_metrics {
+        Router::new().merge(prometheus::router())
+    } else {
+        Router::new()
+    };
+    routes
         .merge(health::router())
-        .merge(prometheus::router())
         .merge(venues::router())
         .merge(enroll::router())
         .merge(devices::router())
@@ -48,6 +57,11 @@ pub fn routes() -> Router<AppState> {
         .merge(live::router())
         .merge(reports::router())
         .merge(session::router())
+}
+
+/// `/metrics` alone, for a listener of its own (`--metrics-addr`).
+pub fn metrics_routes() -> Router<AppState> {
+    prometheus::router()
 }
 
 /// The complete application for `routes`: JSON fallbacks for unknown routes and methods,

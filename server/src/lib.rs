@@ -19,6 +19,8 @@
 //! - [`admin_cli`]: `kepu-server admin …`.
 //! - [`demo`]: the clearly marked sample province seeded by `--demo`.
 //! - [`demo_activity`]: a year of sample school logs, visits and volunteer hours for `--demo`.
+//! - [`limits`]: per-address, per-device and per-user limits (attempts, open connections);
+//!   [`serve`]: the HTTP/1 accept loop with its header-read timeout.
 //! - [`error`]: the crate's error type; [`clock`]: unix-millisecond time; [`ids`]: new ids.
 //!
 //! The binary (`main.rs`) parses the configuration, installs the tracing subscriber and
@@ -36,11 +38,13 @@ pub mod demo_activity;
 pub mod error;
 pub mod http;
 pub mod ids;
+pub mod limits;
 pub mod live;
 pub mod metrics;
 pub mod projection;
 pub mod records;
 pub mod reports;
+pub mod serve;
 pub mod store;
 pub mod sync;
 
@@ -50,6 +54,50 @@ pub use app_state::AppState;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use store::Store;
+
+/// Passes revocations from the authenticator's broadcast to the hub, which closes the
+/// revoked devices' connections. When the broadcast has dropped announcements (more
+/// revocations at once than it buffers), every device revoked since the last such check
+/// is read from the database and closed too, so none stays connected.
+async fn forward_revocations(
+    mut revocations: tokio::sync::broadcast::Receiver<kepu_sync_core::ids::DeviceId>,
+    store: Store,
+    hub: sync::SyncHub,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    // Revocations are stamped before they are announced; a minute of margin covers a
+    // clock step and an admin command's clock.
+    const MARGIN_MS: i64 = 60_000;
+    let mut since = clock::now_ms() - MARGIN_MS;
+    loop {
+        match revocations.recv().await {
+            Ok(device) => hub.revoked(device),
+            Err(RecvError::Lagged(missed)) => {
+                tracing::info!(
+                    missed,
+                    "revocations arrived faster than announced; reading them"
+                );
+                let now = clock::now_ms();
+                for attempt in 1..=5 {
+                    match store.devices_revoked_since(since).await {
+                        Ok(devices) => {
+                            for device in devices {
+                                hub.revoked(kepu_sync_core::ids::DeviceId(device));
+                            }
+                            since = now - MARGIN_MS;
+                            break;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, attempt, "reading revoked devices failed");
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+            }
+            Err(RecvError::Closed) => break,
+        }
+    }
+}
 
 /// Opens the store that `config` names: the SQLite file under the data directory unless a
 /// database URL is given. Migrations are applied.
@@ -78,7 +126,8 @@ pub async fn run(
     if reprojected > 0 {
         tracing::info!(reprojected, "records recomputed after an unclean stop");
     }
-    let state = AppState::new(store.clone());
+    let guards = app_state::Guards::new(&config.limits, config.metrics_token.clone());
+    let state = AppState::with_guards(store.clone(), guards);
     let address = listener.local_addr()?;
     let hub = sync::SyncHub::start(state.clone(), &sync::HubConfig::default());
     if config.demo {
@@ -98,33 +147,47 @@ pub async fn run(
         hub.clone(),
         std::time::Duration::from_secs(2),
     );
-    let mut revocations = state.authenticator().subscribe_revocations();
-    let revoke_hub = hub.clone();
-    tokio::spawn(async move {
-        use tokio::sync::broadcast::error::RecvError;
-        loop {
-            match revocations.recv().await {
-                Ok(device) => revoke_hub.revoked(device),
-                Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => break,
-            }
-        }
-    });
+    tokio::spawn(forward_revocations(
+        state.authenticator().subscribe_revocations(),
+        store.clone(),
+        hub.clone(),
+    ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let ctx = sync::ws::SyncContext {
         hub: hub.clone(),
-        limits: sync::ws::Limits::default(),
+        limits: sync::ws::Limits {
+            bytes_per_second: config.limits.sync_bytes_per_second,
+            ..sync::ws::Limits::default()
+        },
         shutdown: stop_rx,
     };
+    let header_timeout = std::time::Duration::from_secs(config.limits.header_read_timeout_secs);
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+        None => None,
+    };
     tracing::info!(%address, backend = store.backend().name(), "serving");
-    let routes = http::routes().route("/sync", axum::routing::get(sync::ws::upgrade));
-    let app = http::router_with(routes, state).layer(axum::Extension(ctx));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        })
-        .await?;
+    let routes = http::app_routes(metrics_listener.is_none())
+        .route("/sync", axum::routing::get(sync::ws::upgrade));
+    let app = http::router_with(routes, state.clone()).layer(axum::Extension(ctx));
+    let metrics_task = metrics_listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving /metrics");
+        }
+        let app = http::router_with(http::metrics_routes(), state.clone());
+        let mut stop = stop_tx.subscribe();
+        tokio::spawn(serve::serve(listener, app, header_timeout, async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        }))
+    });
+    serve::serve(listener, app, header_timeout, async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    })
+    .await;
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     tracing::info!("shutting down");
     // Sessions close on the signal; wait for them to hand back their sync states.
     for _ in 0..100 {

@@ -105,6 +105,12 @@ impl Metrics {
         })
     }
 
+    /// Adds a metric kept elsewhere (e.g. by the accounts service). A second metric of
+    /// the same name is ignored.
+    pub fn register(&self, metric: impl prometheus::core::Collector + 'static) {
+        let _ = self.registry.register(Box::new(metric));
+    }
+
     /// The Prometheus text exposition of every metric.
     #[must_use]
     pub fn render(&self) -> String {

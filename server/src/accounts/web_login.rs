@@ -2,16 +2,20 @@
 //! (pupils have none), sessions carried by an HttpOnly cookie whose token is stored only as
 //! its SHA-256, and a throttle that slows down guessing.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use prometheus::IntGauge;
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::{Accounts, DeviceToken, Role};
 use crate::clock::now_ms;
+use crate::config::ConnectionLimits;
 use crate::error::{Error, Result};
+use crate::limits::{AttemptLimiter, ClientAddr};
 use crate::store::SessionRecord;
 
 /// How long a browser session lasts: one working day.
@@ -40,50 +44,103 @@ impl std::fmt::Debug for NewSession {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-struct Failures {
-    count: u32,
-    locked_until: i64,
+/// Login names tracked by the throttle at most (about 100 bytes each).
+const MAX_TRACKED: usize = 100_000;
+/// Failures are forgotten this long after the last one.
+const FORGET_AFTER_MS: i64 = 15 * 60 * 1000;
+/// How long a client address stays locked after too many failed logins.
+pub const ADDRESS_LOCKOUT_MS: i64 = 5 * 60 * 1000;
+/// How long a login waits for a free password check before it is refused as busy.
+const CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Guards the password checks: failed attempts per login name and per client address,
+/// counted before the password is checked (so parallel attempts cannot get past the
+/// lock), and a cap on Argon2 checks running at once (19 MiB each). In memory: a restart
+/// forgets the failures, which only helps someone who can restart the server.
+#[derive(Debug, Clone)]
+pub(crate) struct LoginThrottle {
+    names: AttemptLimiter<String>,
+    addresses: AttemptLimiter<IpAddr>,
+    checks: Arc<Semaphore>,
+    running: IntGauge,
 }
 
-/// Failed attempts per login name, in memory (a restart forgets them, which only helps
-/// someone who can restart the server).
-#[derive(Debug, Default, Clone)]
-pub(crate) struct LoginThrottle(Arc<Mutex<HashMap<String, Failures>>>);
-
 impl LoginThrottle {
-    fn check(&self, login: &str, now: i64) -> Result<()> {
-        let map = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match map.get(login) {
-            Some(f) if f.locked_until > now => Err(Error::TooManyAttempts),
-            _ => Ok(()),
+    pub(crate) fn new(limits: &ConnectionLimits) -> Self {
+        let permits = usize::try_from(limits.login_concurrency.max(1)).unwrap_or(1);
+        Self {
+            names: AttemptLimiter::new(
+                MAX_FAILED_ATTEMPTS,
+                LOCKOUT_MS,
+                FORGET_AFTER_MS,
+                MAX_TRACKED,
+            ),
+            addresses: AttemptLimiter::new(
+                limits.login_failures_per_address,
+                ADDRESS_LOCKOUT_MS,
+                FORGET_AFTER_MS,
+                MAX_TRACKED,
+            ),
+            checks: Arc::new(Semaphore::new(permits)),
+            running: IntGauge::new(
+                "kepu_password_checks_running",
+                "Web login password checks (Argon2) running now",
+            )
+            .expect("a valid metric name"),
         }
     }
 
-    fn failed(&self, login: &str, now: i64) {
-        let mut map = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.len() > 10_000 {
-            map.retain(|_, f| f.locked_until > now);
+    /// Counts an attempt on `login` from `client` before its password is checked.
+    fn begin(&self, login: &str, client: ClientAddr, now: i64) -> Result<()> {
+        if let Some(ip) = client.0 {
+            self.addresses
+                .begin(&ip, now)
+                .map_err(|_| Error::TooManyAttempts)?;
         }
-        let f = map.entry(login.to_owned()).or_default();
-        f.count += 1;
-        if f.count >= MAX_FAILED_ATTEMPTS {
-            f.locked_until = now + LOCKOUT_MS;
-            f.count = 0;
+        let name = login.to_owned();
+        if self.names.begin(&name, now).is_err() {
+            if let Some(ip) = client.0 {
+                self.addresses.succeeded(&ip);
+            }
+            return Err(Error::TooManyAttempts);
+        }
+        Ok(())
+    }
+
+    fn succeeded(&self, login: &str, client: ClientAddr) {
+        self.names.forget(&login.to_owned());
+        if let Some(ip) = client.0 {
+            self.addresses.succeeded(&ip);
         }
     }
 
-    fn succeeded(&self, login: &str) {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(login);
+    /// The attempt was not a guess after all (the check could not run): it does not count.
+    fn not_counted(&self, login: &str, client: ClientAddr) {
+        self.names.succeeded(&login.to_owned());
+        if let Some(ip) = client.0 {
+            self.addresses.succeeded(&ip);
+        }
+    }
+
+    /// Runs `check` on the blocking pool once one of the few check slots is free.
+    async fn check<T: Send + 'static>(
+        &self,
+        check: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        let permit = tokio::time::timeout(CHECK_WAIT, Arc::clone(&self.checks).acquire_owned())
+            .await
+            .map_err(|_| Error::Unavailable("too many logins at once; try again"))?
+            .map_err(|_| Error::Unavailable("password checks stopped"))?;
+        let running = self.running.clone();
+        tokio::task::spawn_blocking(move || {
+            running.inc();
+            let out = check();
+            running.dec();
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|_| Error::Unavailable("password check stopped"))
     }
 }
 
@@ -92,10 +149,12 @@ impl LoginThrottle {
 /// # Errors
 /// [`Error::InvalidInput`] saying what is wrong.
 pub fn check_login_name(login: &str) -> Result<()> {
-    let ok_chars = login
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
-    if !(3..=64).contains(&login.len()) || !ok_chars {
+    // The length first: a name of megabytes is refused without reading it.
+    let ok = (3..=64).contains(&login.len())
+        && login.bytes().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
+        });
+    if !ok {
         return Err(Error::InvalidInput(
             "a login name has 3 to 64 characters: lower-case letters, digits, '.', '_' or '-'"
                 .into(),
@@ -155,9 +214,10 @@ impl Accounts {
             return Err(Error::InvalidInput("pupils have no web login".into()));
         }
         let password = password.to_owned();
-        let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-            .await
-            .map_err(|_| Error::Unavailable("password hashing stopped"))??;
+        let hash = self
+            .throttle
+            .check(move || hash_password(&password))
+            .await??;
         self.store
             .set_web_login(user_id, login, &hash, now_ms())
             .await?;
@@ -165,33 +225,54 @@ impl Accounts {
         Ok(())
     }
 
-    /// Logs in with a login name and password; the same error whether the name is
-    /// unknown or the password wrong. After [`MAX_FAILED_ATTEMPTS`] failures the name is
-    /// locked for [`LOCKOUT_MS`].
+    /// Logs in with a login name and password from a client address; the same error
+    /// whether the name is unknown or the password wrong. After [`MAX_FAILED_ATTEMPTS`]
+    /// failures the name is locked for [`LOCKOUT_MS`], and after the configured number of
+    /// failures from one address the address is locked for [`ADDRESS_LOCKOUT_MS`]. A
+    /// name that cannot exist (see [`check_login_name`]) fails at once and is not
+    /// remembered.
     ///
     /// # Errors
-    /// [`Error::LoginFailed`], [`Error::TooManyAttempts`], a database failure.
-    pub async fn log_in(&self, login: &str, password: &str) -> Result<NewSession> {
-        let login = login.trim().to_owned();
+    /// [`Error::LoginFailed`], [`Error::TooManyAttempts`], [`Error::Unavailable`] when
+    /// too many password checks are waiting, a database failure.
+    pub async fn log_in(
+        &self,
+        login: &str,
+        password: &str,
+        client: ClientAddr,
+    ) -> Result<NewSession> {
+        let login = login.trim();
+        if check_login_name(login).is_err() || password.len() > 1024 {
+            return Err(Error::LoginFailed);
+        }
         let now = now_ms();
-        self.throttle.check(&login, now)?;
-        let record = if login.len() <= 64 && password.len() <= 1024 {
-            self.store.web_login(&login).await?
-        } else {
-            None
+        self.throttle.begin(login, client, now)?;
+        let record = match self.store.web_login(login).await {
+            Ok(record) => record,
+            Err(e) => {
+                self.throttle.not_counted(login, client);
+                return Err(e);
+            }
         };
         let stored = record
             .as_ref()
             .map_or_else(|| decoy_hash().to_owned(), |r| r.password_hash.clone());
         let password = password.to_owned();
-        let matches = tokio::task::spawn_blocking(move || verify_password(&password, &stored))
+        let matches = match self
+            .throttle
+            .check(move || verify_password(&password, &stored))
             .await
-            .map_err(|_| Error::Unavailable("password check stopped"))?;
+        {
+            Ok(matches) => matches,
+            Err(e) => {
+                self.throttle.not_counted(login, client);
+                return Err(e);
+            }
+        };
         let Some(record) = record.filter(|_| matches) else {
-            self.throttle.failed(&login, now);
             return Err(Error::LoginFailed);
         };
-        self.throttle.succeeded(&login);
+        self.throttle.succeeded(login, client);
         let token = DeviceToken::generate();
         let expires_at = now + SESSION_TTL_MS;
         self.store
@@ -204,6 +285,12 @@ impl Accounts {
             .ok_or(Error::LoginFailed)?;
         tracing::info!(user = %record.user_id, "web session started");
         Ok(NewSession { token, user })
+    }
+
+    /// The gauge of password checks running now (`kepu_password_checks_running`).
+    #[must_use]
+    pub fn password_checks_running(&self) -> IntGauge {
+        self.throttle.running.clone()
     }
 
     /// The user of a presented session token, if the session is live.
@@ -251,19 +338,29 @@ mod tests {
         assert!(!verify_password("correct horse battery", "not a hash"));
     }
 
+    fn address(text: &str) -> ClientAddr {
+        ClientAddr::of(text.parse().expect("an address"))
+    }
+
     #[test]
-    fn throttle_locks_after_repeated_failures_and_forgets_on_success() {
-        let t = LoginThrottle::default();
-        for _ in 0..MAX_FAILED_ATTEMPTS - 1 {
-            t.failed("x", 0);
+    fn throttle_locks_names_and_addresses_and_forgets_names_on_success() {
+        let limits = ConnectionLimits {
+            login_failures_per_address: 7,
+            ..ConnectionLimits::default()
+        };
+        let t = LoginThrottle::new(&limits);
+        let a = address("10.0.0.1");
+        for _ in 0..MAX_FAILED_ATTEMPTS {
+            assert!(t.begin("x", a, 1).is_ok());
         }
-        assert!(t.check("x", 1).is_ok());
-        t.failed("x", 1);
-        assert!(matches!(t.check("x", 2), Err(Error::TooManyAttempts)));
-        assert!(t.check("x", 1 + LOCKOUT_MS).is_ok());
-        assert!(t.check("other", 2).is_ok());
-        t.failed("y", 0);
-        t.succeeded("y");
-        assert!(t.check("y", 0).is_ok());
+        assert!(matches!(t.begin("x", a, 2), Err(Error::TooManyAttempts)));
+        assert!(t.begin("x", a, 2 + LOCKOUT_MS).is_ok());
+        assert!(t.begin("y", a, 3).is_ok());
+        t.succeeded("y", a);
+        assert!(t.begin("y", a, 4).is_ok());
+        // Seven failures from this address (the refused attempt did not count): locked,
+        // whatever the name; another address is not.
+        assert!(matches!(t.begin("z", a, 5), Err(Error::TooManyAttempts)));
+        assert!(t.begin("z", address("10.0.0.2"), 5).is_ok());
     }
 }

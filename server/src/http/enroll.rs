@@ -8,9 +8,12 @@ use serde::{Deserialize, Serialize};
 use super::ApiJson;
 use crate::accounts::Enrollment;
 use crate::app_state::AppState;
-use crate::error::Result;
+use crate::clock::now_ms;
+use crate::error::{Error, Result};
+use crate::limits::ClientAddr;
 
-/// `POST /api/enroll {code, app_version?}` → the device id, its token and the user.
+/// `POST /api/enroll {code, app_version?}` → the device id, its token and the user. Wrong
+/// codes are limited per client address (`too_many_attempts`, 429).
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/enroll", post(enroll))
 }
@@ -34,12 +37,27 @@ struct EnrollResponse {
 
 async fn enroll(
     State(state): State<AppState>,
+    client: ClientAddr,
     ApiJson(request): ApiJson<EnrollRequest>,
 ) -> Result<ApiJson<EnrollResponse>> {
-    let enrollment = state
+    // Each attempt counts against the client's address before the code is looked up, so
+    // parallel guesses cannot pass the limit; a code that works gives its count back.
+    let guesses = &state.guards.enroll_failures;
+    if let Some(ip) = client.0 {
+        guesses
+            .begin(&ip, now_ms())
+            .map_err(|_| Error::TooManyAttempts)?;
+    }
+    let enrolled = state
         .accounts
         .enroll(&request.code, request.app_version.as_deref())
-        .await?;
+        .await;
+    if let Some(ip) = client.0
+        && !matches!(enrolled, Err(Error::EnrollmentCodeRejected))
+    {
+        guesses.succeeded(&ip);
+    }
+    let enrollment = enrolled?;
     let key = kepu_sync_core::proof::ServerSigner::from_seed(*state.store.server_seed()).public();
     Ok(ApiJson(EnrollResponse {
         enrollment,

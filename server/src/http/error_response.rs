@@ -55,6 +55,7 @@ impl IntoResponse for Error {
             Self::LoginFailed => (StatusCode::UNAUTHORIZED, "login_failed"),
             Self::NotLoggedIn => (StatusCode::UNAUTHORIZED, "not_logged_in"),
             Self::TooManyAttempts => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
+            Self::TooManyConnections(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_connections"),
             Self::Auth(AuthError::Missing) => (StatusCode::UNAUTHORIZED, "missing_token"),
             Self::Auth(AuthError::Invalid) => (StatusCode::UNAUTHORIZED, "invalid_token"),
             Self::Auth(AuthError::Revoked) => (StatusCode::UNAUTHORIZED, "device_revoked"),

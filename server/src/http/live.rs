@@ -112,6 +112,11 @@ async fn events(
 ) -> Result<Response> {
     let venue = venue_id(&venue)?;
     let day = day_of(query)?;
+    let Some(slot) = state.guards.streams_per_user.open(user.user_id) else {
+        return Err(Error::TooManyConnections(
+            "this login has as many live event streams open as it may",
+        ));
+    };
     let viewer = viewer(user);
     let now = now_ms();
     // The first snapshot is read here so that a refusal is an HTTP status, not a stream.
@@ -133,7 +138,10 @@ async fn events(
         headers,
         shutdown: sync.map(|Extension(ctx)| ctx.shutdown),
     };
-    tokio::spawn(feed(watch, first, tx));
+    tokio::spawn(async move {
+        feed(watch, first, tx).await;
+        drop(slot);
+    });
     let sse =
         Sse::new(stream(rx)).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"));
     Ok((

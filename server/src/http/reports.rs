@@ -200,8 +200,32 @@ fn misses_text(misses: &[Miss]) -> String {
         .join(";")
 }
 
+/// A cell as a spreadsheet program may open it without running it: text that begins
+/// with `=`, `+`, `-`, `@`, a tab or a carriage return (which spreadsheets read as a
+/// formula, even after such a character) gets a leading `'`, so it shows as text. A
+/// number (`-12`, `-0.5`) stays as it is, since it is a number and nothing else.
+fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
+    let risky = cell.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if risky && !is_plain_number(cell) {
+        std::borrow::Cow::Owned(format!("'{cell}"))
+    } else {
+        std::borrow::Cow::Borrowed(cell)
+    }
+}
+
+/// `-?digits(.digits)?`, nothing else.
+fn is_plain_number(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, "0"));
+    !whole.is_empty()
+        && !fraction.is_empty()
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && fraction.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// The report as CSV: a UTF-8 byte-order mark (so spreadsheet programs read the Chinese
-/// names), a header row, one row per school or area; misses joined with `;`.
+/// names), a header row, one row per school or area; misses joined with `;`. Every cell
+/// goes through [`spreadsheet_safe`].
 fn to_csv(report: &Report) -> Result<Vec<u8>> {
     let mut out = Vec::from(*b"\xEF\xBB\xBF");
     {
@@ -236,31 +260,35 @@ fn to_csv(report: &Report) -> Result<Vec<u8>> {
             .map_err(err)?;
             for r in &report.schools {
                 let p = &r.place;
-                w.write_record([
-                    p.school_id.clone(),
-                    p.school.clone(),
-                    p.county_id.clone(),
-                    p.county.clone(),
-                    p.city_id.clone(),
-                    p.city.clone(),
-                    r.year.to_string(),
-                    r.as_of.clone(),
-                    r.venue_visits.to_string(),
-                    r.sessions.to_string(),
-                    r.session_minutes.to_string(),
-                    r.weeks_elapsed.to_string(),
-                    r.weeks_with_session.to_string(),
-                    r.weeks_missed.to_string(),
-                    r.lectures.to_string(),
-                    r.tour_stops.to_string(),
-                    r.tour_days.to_string(),
-                    r.pupils.to_string(),
-                    r.pupils_reached.to_string(),
-                    r.tour_coverage.to_string(),
-                    r.volunteer_minutes.to_string(),
-                    r.volunteer_hours.to_string(),
-                    misses_text(&r.misses),
-                ])
+                w.write_record(
+                    [
+                        p.school_id.clone(),
+                        p.school.clone(),
+                        p.county_id.clone(),
+                        p.county.clone(),
+                        p.city_id.clone(),
+                        p.city.clone(),
+                        r.year.to_string(),
+                        r.as_of.clone(),
+                        r.venue_visits.to_string(),
+                        r.sessions.to_string(),
+                        r.session_minutes.to_string(),
+                        r.weeks_elapsed.to_string(),
+                        r.weeks_with_session.to_string(),
+                        r.weeks_missed.to_string(),
+                        r.lectures.to_string(),
+                        r.tour_stops.to_string(),
+                        r.tour_days.to_string(),
+                        r.pupils.to_string(),
+                        r.pupils_reached.to_string(),
+                        r.tour_coverage.to_string(),
+                        r.volunteer_minutes.to_string(),
+                        r.volunteer_hours.to_string(),
+                        misses_text(&r.misses),
+                    ]
+                    .iter()
+                    .map(|c| spreadsheet_safe(c).into_owned()),
+                )
                 .map_err(err)?;
             }
         } else {
@@ -320,7 +348,8 @@ fn to_csv(report: &Report) -> Result<Vec<u8>> {
                     a.schools_with_misses.to_string(),
                     misses_text(&a.misses),
                 ]);
-                w.write_record(&record).map_err(err)?;
+                w.write_record(record.iter().map(|c| spreadsheet_safe(c).into_owned()))
+                    .map_err(err)?;
             }
         }
         w.flush()?;
@@ -913,7 +942,28 @@ fn render_areas(s: &mut String, report: &Report, lang: Lang) {
 
 #[cfg(test)]
 mod tests {
-    use super::{enc, html_escape};
+    use super::{enc, html_escape, spreadsheet_safe};
+
+    #[test]
+    fn cells_that_spreadsheets_would_run_are_made_text() {
+        for (cell, safe) in [
+            ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"),
+            ("+1+2", "'+1+2"),
+            ("-1+cmd|' /C calc'!A0", "'-1+cmd|' /C calc'!A0"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\t=1", "'\t=1"),
+            ("\r=1", "'\r=1"),
+            ("-", "'-"),
+            ("-12", "-12"),
+            ("-0.5", "-0.5"),
+            ("12", "12"),
+            ("博才小学", "博才小学"),
+            ("a=b", "a=b"),
+            ("", ""),
+        ] {
+            assert_eq!(spreadsheet_safe(cell), safe, "{cell:?}");
+        }
+    }
 
     #[test]
     fn text_is_escaped_for_html_and_urls() {

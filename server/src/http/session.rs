@@ -17,6 +17,7 @@ use super::text::{html_escape as escape, percent_encode};
 use crate::accounts::{NewSession, Role, SESSION_TTL_MS};
 use crate::app_state::AppState;
 use crate::error::{Error, Result};
+use crate::limits::ClientAddr;
 
 /// The cookie that carries a browser session.
 pub const SESSION_COOKIE: &str = "kepu_session";
@@ -119,10 +120,18 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-/// Only a path on this server may follow a login (no `//host`, no scheme).
+/// Only a clean absolute path on this server may follow a login: it starts with one `/`,
+/// and holds only visible ASCII without `\\` (no `//host`, no scheme, no `/\\host`, no
+/// tab, newline or other control character, which browsers drop before resolving).
 fn local_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
+            n.to_owned()
+        }
         _ => "/".to_owned(),
     }
 }
@@ -267,12 +276,17 @@ async fn login_page(Query(q): Query<LoginQuery>, headers: HeaderMap) -> Response
 
 async fn login_form(
     State(state): State<AppState>,
+    client: ClientAddr,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
     let lang = lang_of(form.lang.as_deref(), &headers);
     let next = form.next.as_deref().filter(|n| !n.is_empty());
-    match state.accounts.log_in(&form.login, &form.password).await {
+    match state
+        .accounts
+        .log_in(&form.login, &form.password, client)
+        .await
+    {
         Ok(session) => {
             let to = next.map_or_else(|| home_of(&web_user(&session)), |n| local_next(Some(n)));
             let mut response = redirect(&to);
@@ -282,14 +296,15 @@ async fn login_form(
             );
             response
         }
-        Err(e @ (Error::LoginFailed | Error::TooManyAttempts)) => {
-            let status = if matches!(e, Error::TooManyAttempts) {
-                StatusCode::TOO_MANY_REQUESTS
-            } else {
-                StatusCode::UNAUTHORIZED
+        Err(e @ (Error::LoginFailed | Error::TooManyAttempts | Error::Unavailable(_))) => {
+            let status = match e {
+                Error::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+                Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::UNAUTHORIZED,
             };
             let message = match (lang, &e) {
-                (Lang::Zh, Error::TooManyAttempts) => "尝试次数过多，请一分钟后再试。".to_owned(),
+                (Lang::Zh, Error::TooManyAttempts) => "尝试次数过多，请稍后再试。".to_owned(),
+                (Lang::Zh, Error::Unavailable(_)) => "登录人数过多，请稍后再试。".to_owned(),
                 (Lang::Zh, _) => "登录名或密码错误。".to_owned(),
                 (Lang::En, e) => format!("{}.", capitalize(&e.to_string())),
             };
@@ -346,10 +361,14 @@ struct SessionInfo {
 
 async fn login_json(
     State(state): State<AppState>,
+    client: ClientAddr,
     headers: HeaderMap,
     Json(body): Json<LoginBody>,
 ) -> Result<Response> {
-    let session = state.accounts.log_in(&body.login, &body.password).await?;
+    let session = state
+        .accounts
+        .log_in(&body.login, &body.password, client)
+        .await?;
     let user = web_user(&session);
     let info = SessionInfo {
         user_id: user.user_id,
@@ -402,6 +421,20 @@ mod tests {
         assert_eq!(local_next(Some("//evil.example/")), "/");
         assert_eq!(local_next(Some("https://evil.example/")), "/");
         assert_eq!(local_next(Some("/\\evil")), "/");
+        for hostile in [
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r/evil.example",
+            "/ /evil.example",
+            "/\u{0}/evil.example",
+            "/x\\..\\evil",
+            "\\\\evil.example",
+            "/\u{3000}/evil.example",
+            "javascript:alert(1)",
+            "",
+        ] {
+            assert_eq!(local_next(Some(hostile)), "/", "{hostile:?}");
+        }
         assert_eq!(local_next(None), "/");
     }
 

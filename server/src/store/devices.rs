@@ -122,6 +122,22 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Devices revoked at or after `since` (unix ms), erased users' devices included.
+    /// Reads the whole devices table; the revocation broadcast calls it only when it has
+    /// missed announcements.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn devices_revoked_since(&self, since: i64) -> Result<Vec<Uuid>> {
+        let rows = sqlx::query("SELECT id FROM devices WHERE revoked_at >= $1")
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| rows::uuid(row, "id", "devices"))
+            .collect()
+    }
+
     /// One device.
     ///
     /// # Errors

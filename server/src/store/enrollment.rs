@@ -55,6 +55,19 @@ impl Store {
         app_version: Option<&str>,
         now: i64,
     ) -> Result<Option<Uuid>> {
+        // A guess is answered by a read: the write lock (SQLite) or transaction is taken
+        // only for a code that can be used.
+        let usable = sqlx::query(
+            "SELECT 1 AS ok FROM enrollment_codes WHERE code_hash = $1 AND used_at IS NULL \
+             AND expires_at > $2",
+        )
+        .bind(code_hash.to_vec())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if usable.is_none() {
+            return Ok(None);
+        }
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "UPDATE enrollment_codes SET used_at = $2, device_id = $3 \

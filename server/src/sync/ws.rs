@@ -31,6 +31,8 @@ pub struct Limits {
     pub frames_per_second: u32,
     /// Burst allowance above the sustained rate.
     pub burst: u32,
+    /// Bytes per second per connection (sustained); bursts up to `max_frame`.
+    pub bytes_per_second: u64,
     /// Keepalive ping interval.
     pub ping_every: Duration,
 }
@@ -42,6 +44,7 @@ impl Default for Limits {
             max_connections: 20_000,
             frames_per_second: 200,
             burst: 2_000,
+            bytes_per_second: 1024 * 1024,
             ping_every: Duration::from_secs(20),
         }
     }
@@ -82,10 +85,66 @@ pub(crate) async fn upgrade(
     if ctx.hub.connections() >= ctx.limits.max_connections {
         return Error::Unavailable("too many connections").into_response();
     }
+    let Some(slot) = state.guards.sync_per_device.open(identity.device_id.0) else {
+        return Error::TooManyConnections(
+            "this device has as many sync connections open as it may",
+        )
+        .into_response();
+    };
     let limit = ctx.limits.max_frame;
     ws.max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| session(socket, ctx, state, identity))
+        .on_upgrade(move |socket| async move {
+            session(socket, ctx, state, identity).await;
+            drop(slot);
+        })
+}
+
+/// A token bucket: `rate` per second sustained, at most `burst` saved up.
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: tokio::time::Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64, burst: f64) -> Self {
+        Self {
+            tokens: burst,
+            rate,
+            burst,
+            last: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Takes `cost` tokens if there are that many.
+    fn take(&mut self, cost: f64) -> bool {
+        let now = tokio::time::Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens < cost {
+            return false;
+        }
+        self.tokens -= cost;
+        true
+    }
+}
+
+/// The `error` frame a connection gets before it is closed for sending too much.
+fn rate_limited() -> Vec<u8> {
+    kepu_sync_core::wire::Message::Error {
+        sender_id: None,
+        target_id: None,
+        message: "too many frames or bytes per second; reconnect later".into(),
+        refusal: Some(kepu_sync_core::wire::Refusal {
+            code: "rate-limited".into(),
+            document_id: None,
+            changes: Vec::new(),
+        }),
+    }
+    .encode()
 }
 
 fn writer_of(id: &DeviceIdentity) -> kepu_sync_core::writer::Writer {
@@ -111,26 +170,33 @@ async fn session(
     let mut ping = tokio::time::interval(ctx.limits.ping_every);
     ping.tick().await;
     let mut awaiting_pong = false;
-    let rate = f64::from(ctx.limits.frames_per_second);
-    let burst = f64::from(ctx.limits.burst);
-    let mut tokens = burst;
-    let mut last = tokio::time::Instant::now();
+    let mut frames = Bucket::new(
+        f64::from(ctx.limits.frames_per_second),
+        f64::from(ctx.limits.burst),
+    );
+    #[allow(clippy::cast_precision_loss)] // byte counts far below 2^52
+    let mut bytes = Bucket::new(
+        ctx.limits.bytes_per_second as f64,
+        ctx.limits.max_frame as f64,
+    );
     loop {
         tokio::select! {
             incoming = socket.recv() => {
                 let Some(Ok(msg)) = incoming else { break };
+                // Every frame counts, whatever its kind: one frame and its bytes.
+                let size = match &msg {
+                    WsMessage::Binary(b) | WsMessage::Ping(b) | WsMessage::Pong(b) => b.len(),
+                    WsMessage::Text(t) => t.len(),
+                    WsMessage::Close(_) => 0,
+                };
+                #[allow(clippy::cast_precision_loss)] // at most the 8 MiB frame limit
+                if !frames.take(1.0) || !bytes.take(size as f64) {
+                    let _ = socket.send(WsMessage::Binary(rate_limited().into())).await;
+                    let _ = socket.send(WsMessage::Close(Some(CloseFrame { code: 1008, reason: "rate limit".into() }))).await;
+                    break;
+                }
                 match msg {
-                    WsMessage::Binary(bytes) => {
-                        let now = tokio::time::Instant::now();
-                        tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(burst);
-                        last = now;
-                        if tokens < 1.0 {
-                            let _ = socket.send(WsMessage::Close(Some(CloseFrame { code: 1008, reason: "rate limit".into() }))).await;
-                            break;
-                        }
-                        tokens -= 1.0;
-                        ctx.hub.frame(conn, bytes.to_vec()).await;
-                    }
+                    WsMessage::Binary(frame) => ctx.hub.frame(conn, frame.to_vec()).await,
                     WsMessage::Text(_) => {
                         let err = kepu_sync_core::wire::Message::Error {
                             sender_id: None,

@@ -185,11 +185,18 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(db: Db) -> Self {
+        Self::start_with(db, |_| {}).await
+    }
+
+    /// A server whose configuration `configure` adjusts first (limits, metrics options).
+    pub async fn start_with(db: Db, configure: impl FnOnce(&mut Config)) -> Self {
         let db = TestDb::new(db).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(kepu_server::run(db.config(), listener, async move {
+        let mut config = db.config();
+        configure(&mut config);
+        let task = tokio::spawn(kepu_server::run(config, listener, async move {
             let _ = stopped.await;
         }));
         let accounts = Accounts::new(db.store.clone());
