@@ -288,8 +288,8 @@ pub enum AdminCommand {
         #[arg(long)]
         pupil: String,
     },
-    /// Revoke a device: its token stops working. Its open connections to a running server
-    /// stay until they end; revoke through the admin API to close them at once.
+    /// Revoke a device: its token stops working at once, and a running server closes its
+    /// open connections within about 5 seconds.
     RevokeDevice {
         /// The device's id.
         #[arg(long)]

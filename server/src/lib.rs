@@ -19,6 +19,7 @@
 //! - [`admin_cli`]: `kepu-server admin …`.
 //! - [`demo`]: the clearly marked sample province seeded by `--demo`.
 //! - [`demo_activity`]: a year of sample school logs, visits and volunteer hours for `--demo`.
+//! - [`revocations`]: closing revoked devices' connections, whoever revoked them.
 //! - [`limits`]: per-address, per-device and per-user limits (attempts, open connections);
 //!   [`serve`]: the HTTP/1 accept loop with its header-read timeout.
 //! - [`error`]: the crate's error type; [`clock`]: unix-millisecond time; [`ids`]: new ids.
@@ -44,6 +45,7 @@ pub mod metrics;
 pub mod projection;
 pub mod records;
 pub mod reports;
+pub mod revocations;
 pub mod serve;
 pub mod store;
 pub mod sync;
@@ -54,50 +56,6 @@ pub use app_state::AppState;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use store::Store;
-
-/// Passes revocations from the authenticator's broadcast to the hub, which closes the
-/// revoked devices' connections. When the broadcast has dropped announcements (more
-/// revocations at once than it buffers), every device revoked since the last such check
-/// is read from the database and closed too, so none stays connected.
-async fn forward_revocations(
-    mut revocations: tokio::sync::broadcast::Receiver<kepu_sync_core::ids::DeviceId>,
-    store: Store,
-    hub: sync::SyncHub,
-) {
-    use tokio::sync::broadcast::error::RecvError;
-    // Revocations are stamped before they are announced; a minute of margin covers a
-    // clock step and an admin command's clock.
-    const MARGIN_MS: i64 = 60_000;
-    let mut since = clock::now_ms() - MARGIN_MS;
-    loop {
-        match revocations.recv().await {
-            Ok(device) => hub.revoked(device),
-            Err(RecvError::Lagged(missed)) => {
-                tracing::info!(
-                    missed,
-                    "revocations arrived faster than announced; reading them"
-                );
-                let now = clock::now_ms();
-                for attempt in 1..=5 {
-                    match store.devices_revoked_since(since).await {
-                        Ok(devices) => {
-                            for device in devices {
-                                hub.revoked(kepu_sync_core::ids::DeviceId(device));
-                            }
-                            since = now - MARGIN_MS;
-                            break;
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, attempt, "reading revoked devices failed");
-                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                        }
-                    }
-                }
-            }
-            Err(RecvError::Closed) => break,
-        }
-    }
-}
 
 /// Opens the store that `config` names: the SQLite file under the data directory unless a
 /// database URL is given. Migrations are applied.
@@ -147,10 +105,11 @@ pub async fn run(
         hub.clone(),
         std::time::Duration::from_secs(2),
     );
-    tokio::spawn(forward_revocations(
+    tokio::spawn(revocations::forward(
         state.authenticator().subscribe_revocations(),
         store.clone(),
         hub.clone(),
+        revocations::SWEEP_EVERY,
     ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let ctx = sync::ws::SyncContext {

@@ -659,3 +659,37 @@ async fn a_mass_revocation_closes_every_revoked_device(db: Db) {
     );
     s.finish().await;
 }
+
+#[tokio::test]
+async fn a_device_revoked_by_another_process_is_closed_within_seconds() {
+    let s = TestServer::start(Db::Sqlite).await;
+    let p = place(&s.db.store).await;
+    let pupil = user(&s.db.store, Role::Pupil, Some(p.school), None, None).await;
+    let (device, token) = s.enroll(pupil).await;
+    let mut socket = open_socket(s.addr, &token).await.unwrap();
+    // The test's own accounts service stands for `kepu-server admin revoke-device`: it
+    // writes the same database, and the server's broadcast never hears of it.
+    let device = kepu_sync_core::ids::DeviceId(device.parse().unwrap());
+    assert!(s.accounts.authenticator().revoke(device).await.unwrap());
+    let until = tokio::time::Instant::now() + Duration::from_secs(12);
+    let (mut told, mut closed) = (false, false);
+    while let Ok(next) = tokio::time::timeout_at(until, socket.next()).await {
+        match next {
+            Some(Ok(Ws::Binary(bytes))) => {
+                if let Ok(Message::Error {
+                    refusal: Some(r), ..
+                }) = kepu_sync_core::wire::decode(&bytes)
+                {
+                    told |= r.code == "device-revoked";
+                }
+            }
+            Some(Ok(Ws::Close(_)) | Err(_)) | None => {
+                closed = true;
+                break;
+            }
+            Some(Ok(_)) => {}
+        }
+    }
+    assert!(told && closed, "told {told}, closed {closed}");
+    s.finish().await;
+}
