@@ -68,6 +68,22 @@ pub enum ApiError {
         /// Why.
         reason: String,
     },
+    /// The server did not accept this device's credentials and did not say that the
+    /// device is revoked (a proxy that drops the header, a server restored from an older
+    /// backup): `missing_token`, `invalid_token` or `http-<status>`. Nothing local is
+    /// touched; retry later, and tell the operator if it persists.
+    #[error("not accepted by the server: {reason}")]
+    Auth {
+        /// The server's code.
+        reason: String,
+    },
+    /// Another client has this store open (another process such as an app extension or
+    /// a background worker, or a second `open` in this one): one writer per store.
+    #[error("store in use: {reason}")]
+    StoreInUse {
+        /// What happened.
+        reason: String,
+    },
     /// Anything else.
     #[error("{reason}")]
     Other {
@@ -94,6 +110,10 @@ impl From<Error> for ApiError {
             Error::InvalidInput(reason) => Self::InvalidInput { reason },
             Error::NotEnrolled => Self::Rejected {
                 reason: "not-enrolled".into(),
+            },
+            Error::Auth(reason) => Self::Auth { reason },
+            Error::StoreInUse => Self::StoreInUse {
+                reason: "another client has this store open".into(),
             },
             Error::Revoked => Self::Rejected {
                 reason: net::DEVICE_REVOKED.into(),

@@ -167,7 +167,7 @@ impl Shared {
     }
 
     /// Revokes a device: its open connections get `error` with refusal
-    /// `device-revoked` and close; its token answers 401 from now on.
+    /// `device-revoked` and close; its upgrades are refused as revoked from now on.
     pub fn revoke(&self, device: DeviceId) {
         let mut inner = lock(&self.inner);
         inner.revoked.insert(device);
@@ -345,6 +345,14 @@ fn error(status: StatusCode, code: &str) -> Response {
         .into_response()
 }
 
+fn auth_error(code: &str, header: &'static str) -> Response {
+    let mut response = error(StatusCode::UNAUTHORIZED, code);
+    response
+        .headers_mut()
+        .insert("x-kepu-error", axum::http::HeaderValue::from_static(header));
+    response
+}
+
 async fn enroll(State(s): State<Arc<Shared>>, Json(req): Json<EnrollRequest>) -> Response {
     let mut inner = lock(&s.inner);
     let Some(mut writer) = inner.codes.remove(&req.code) else {
@@ -387,15 +395,17 @@ async fn sync(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned)
         .or(q.token);
-    let writer = {
-        let inner = lock(&s.inner);
-        token.and_then(|t| inner.tokens.get(&t).cloned())
+    // Refused as kepu-server refuses: 401 with the JSON code, and `X-Kepu-Error` saying
+    // whether the device is revoked (the phone wipes) or just not known (it keeps data).
+    let Some(token) = token else {
+        return auth_error("missing_token", "unauthenticated");
     };
+    let writer = lock(&s.inner).tokens.get(&token).cloned();
     let Some(writer) = writer else {
-        return error(StatusCode::UNAUTHORIZED, "invalid_token");
+        return auth_error("invalid_token", "unauthenticated");
     };
     if lock(&s.inner).revoked.contains(&writer.device) {
-        return error(StatusCode::UNAUTHORIZED, "device_revoked");
+        return auth_error("device_revoked", "device-revoked");
     }
     ws.on_upgrade(move |socket| session(s, writer, socket))
 }

@@ -583,3 +583,352 @@ async fn a_school_year_is_logged_offline_by_two_teachers_and_tour_staff_and_merg
         assert!(y.weeks_so_far >= 1);
     }
 }
+
+/// A TCP proxy in front of `upstream` that drops the `Authorization` header from the
+/// first request of every connection (a misconfigured reverse proxy) and passes the rest
+/// through unchanged.
+async fn header_stripping_proxy(upstream: std::net::SocketAddr) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match client.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let stripped: String = text
+                    .split_inclusive("\r\n")
+                    .filter(|line| !line.to_ascii_lowercase().starts_with("authorization:"))
+                    .collect();
+                let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                if server.write_all(stripped.as_bytes()).await.is_err() {
+                    return;
+                }
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A teacher's phone that holds the booking and has scanned `n` passes offline.
+async fn teacher_with_offline_scans(server: &TestServer, dir: &std::path::Path, n: usize) {
+    let doc = booking_doc(server);
+    let passes = server.shared.world().passes;
+    let core = open(server, dir);
+    core.enroll(&server.shared.issue_code(Role::Teacher, None))
+        .await
+        .unwrap();
+    core.want(doc).unwrap();
+    sync(&core).await;
+    for pass in &passes[..n] {
+        core.scan_pupil_pass(doc, pass).unwrap();
+    }
+    assert_eq!(core.status().unwrap().pending_changes, n as u64);
+}
+
+/// The phone's data after an auth failure: identity, check-ins and pending changes.
+fn assert_kept(core: &Core, doc: DocumentId, scans: usize) {
+    assert!(core.identity().unwrap().is_some(), "the identity is kept");
+    assert!(!core.status().unwrap().revoked);
+    assert_eq!(core.roster(&doc).unwrap().1.arrived, scans);
+    assert_eq!(core.status().unwrap().pending_changes, scans as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_drops_the_token_is_an_auth_error_and_every_check_in_stays() {
+    let server = test_server::start().await.unwrap();
+    let doc = booking_doc(&server);
+    let dir = tempfile::tempdir().unwrap();
+    teacher_with_offline_scans(&server, dir.path(), 3).await;
+    let proxy = header_stripping_proxy(server.addr).await;
+    let w = server.shared.world();
+    let core = Arc::new(
+        Core::open(
+            dir.path(),
+            &format!("http://{proxy}"),
+            Some(&w.server_public_key),
+        )
+        .unwrap(),
+    );
+    for _ in 0..2 {
+        let err = connect_and_sync(&core, Until::Synced, None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Auth(code) if code == "missing_token"),
+            "{err:?}"
+        );
+        assert_kept(&core, doc, 3);
+    }
+    // Background sync reports it and keeps retrying; nothing is wiped.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let bg = tokio::spawn(kepu_mobile_ffi::client::net::background(
+        Arc::clone(&core),
+        stopped,
+    ));
+    let started = Instant::now();
+    while core.status().unwrap().last_error.is_none() && started.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = core.status().unwrap();
+    assert!(status.last_error.unwrap().contains("missing_token"));
+    stop.send(true).unwrap();
+    bg.await.unwrap();
+    assert_kept(&core, doc, 3);
+    // The same store through the real address syncs everything.
+    drop(core);
+    let core = open(&server, dir.path());
+    sync(&core).await;
+    assert_eq!(core.status().unwrap().pending_changes, 0);
+    let t = teacher_with_booking(&server).await;
+    assert_eq!(t.core.roster(&doc).unwrap().1.arrived, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_does_not_know_the_token_is_an_auth_error_and_every_check_in_stays() {
+    let server = test_server::start().await.unwrap();
+    let doc = booking_doc(&server);
+    let dir = tempfile::tempdir().unwrap();
+    teacher_with_offline_scans(&server, dir.path(), 2).await;
+    // Another server (as one restored from a backup older than this enrollment).
+    let other = test_server::start().await.unwrap();
+    let core = Arc::new(
+        Core::open(
+            dir.path(),
+            &other.shared.world().url,
+            Some(&server.shared.world().server_public_key),
+        )
+        .unwrap(),
+    );
+    let err = connect_and_sync(&core, Until::Synced, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Auth(code) if code == "invalid_token"),
+        "{err:?}"
+    );
+    assert_kept(&core, doc, 2);
+    drop(core);
+    let core = open(&server, dir.path());
+    sync(&core).await;
+    assert_eq!(core.status().unwrap().pending_changes, 0);
+}
+
+/// Child half of the cross-process lock test: opens the store in `KEPU_LOCK_DIR`, prints
+/// `IN-USE` or `OPENED`, and (when opened) holds it until stdin closes.
+#[test]
+#[ignore = "run by the store lock tests"]
+fn store_lock_child() {
+    let Ok(dir) = std::env::var("KEPU_LOCK_DIR") else {
+        return;
+    };
+    match Core::open(std::path::Path::new(&dir), "http://127.0.0.1:9", None) {
+        Err(Error::StoreInUse) => println!("IN-USE"),
+        Err(e) => println!("ERROR {e}"),
+        Ok(core) => {
+            println!("OPENED");
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            drop(core);
+        }
+    }
+}
+
+fn lock_child(dir: &std::path::Path) -> (std::process::Child, String) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "store_lock_child", "--ignored", "--nocapture"])
+        .env("KEPU_LOCK_DIR", dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let answer = lines
+        .by_ref()
+        .map_while(std::result::Result::ok)
+        .find(|l| l == "IN-USE" || l == "OPENED" || l.starts_with("ERROR"))
+        .unwrap_or_default();
+    (child, answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_open_of_a_store_in_the_same_process_is_refused() {
+    let server = test_server::start().await.unwrap();
+    let doc = booking_doc(&server);
+    let passes = server.shared.world().passes;
+    let dir = tempfile::tempdir().unwrap();
+    teacher_with_offline_scans(&server, dir.path(), 1).await;
+    let first = open(&server, dir.path());
+    let w = server.shared.world();
+    let second = Core::open(dir.path(), &w.url, None);
+    assert!(matches!(second, Err(Error::StoreInUse)), "{second:?}");
+    assert!(matches!(Store::open(dir.path()), Err(Error::StoreInUse)));
+    // The first client is untouched and keeps writing.
+    first.scan_pupil_pass(doc, &passes[1]).unwrap();
+    drop(first);
+    let again = open(&server, dir.path());
+    assert_eq!(again.roster(&doc).unwrap().1.arrived, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_open_in_another_process_is_refused_until_that_process_ends() {
+    let server = test_server::start().await.unwrap();
+    let doc = booking_doc(&server);
+    let dir = tempfile::tempdir().unwrap();
+    teacher_with_offline_scans(&server, dir.path(), 2).await;
+
+    // This process holds it: the other one is refused.
+    let core = open(&server, dir.path());
+    let (mut child, answer) = lock_child(dir.path());
+    assert_eq!(answer, "IN-USE");
+    let _ = child.wait();
+    drop(core);
+
+    // The other process holds it: this one is refused, until it is killed.
+    let (mut child, answer) = lock_child(dir.path());
+    assert_eq!(answer, "OPENED");
+    let w = server.shared.world();
+    let refused = Core::open(dir.path(), &w.url, None);
+    assert!(matches!(refused, Err(Error::StoreInUse)), "{refused:?}");
+    child.kill().unwrap();
+    let _ = child.wait();
+    let core = open(&server, dir.path());
+    assert_eq!(core.roster(&doc).unwrap().1.arrived, 2);
+}
+
+/// Copies the store files of `from` into a new directory (a backup restored elsewhere).
+pub fn copy_store(from: &std::path::Path) -> TempDir {
+    let to = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("kepu.sqlite3") && !name.ends_with(".lock") {
+            std::fs::copy(entry.path(), to.path().join(&name)).unwrap();
+        }
+    }
+    to
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_copies_of_one_store_both_scan_offline_and_every_check_in_reaches_the_server() {
+    let server = test_server::start().await.unwrap();
+    let doc = booking_doc(&server);
+    let passes = server.shared.world().passes;
+    let dir_a = tempfile::tempdir().unwrap();
+    // One scan synced before the copy, so both copies continue the same history.
+    teacher_with_offline_scans(&server, dir_a.path(), 1).await;
+    sync(&open(&server, dir_a.path())).await;
+    let dir_b = copy_store(dir_a.path());
+    let a = open(&server, dir_a.path());
+    let b = open(&server, dir_b.path());
+    a.scan_pupil_pass(doc, &passes[1]).unwrap();
+    b.scan_pupil_pass(doc, &passes[2]).unwrap();
+    b.scan_pupil_pass(doc, &passes[3]).unwrap();
+    for _ in 0..2 {
+        sync(&a).await;
+        sync(&b).await;
+    }
+    for core in [&a, &b] {
+        let status = core.status().unwrap();
+        assert_eq!(status.pending_changes, 0, "{status:?}");
+        assert!(status.refusals.is_empty(), "{:?}", status.refusals);
+        assert_eq!(core.roster(&doc).unwrap().1.arrived, 4);
+    }
+    let t = teacher_with_booking(&server).await;
+    assert_eq!(
+        t.core.roster(&doc).unwrap().1.arrived,
+        4,
+        "the server has all four"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_in_made_before_a_reopen_is_kept_aside_when_access_is_lost() {
+    let server = test_server::start().await.unwrap();
+    let doc = booking_doc(&server);
+    let p0 = pupils(&server)[0];
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let core = open(&server, dir.path());
+        core.enroll(&server.shared.issue_code(Role::Pupil, Some(p0)))
+            .await
+            .unwrap();
+        core.want(doc).unwrap();
+        sync(&core).await;
+        core.check_in_with_gate_code(doc, &server.shared.gate_code())
+            .unwrap();
+    }
+    // Reopened (a new actor id), then removed from the roster before it syncs.
+    let core = open(&server, dir.path());
+    server
+        .shared
+        .server_edit(doc, Edit::RemoveFromRoster { pupil: p0 });
+    sync(&core).await;
+    assert!(core.my_visits().unwrap().is_empty());
+    let status = core.status().unwrap();
+    assert_eq!(status.pending_changes, 0);
+    assert_eq!(status.refusals.len(), 1, "{:?}", status.refusals);
+    assert_eq!(
+        (status.refusals[0].code.as_str(), status.refusals[0].changes),
+        ("access-lost", 1),
+        "the check-in is kept aside, not dropped"
+    );
+}
+
+#[test]
+fn a_lost_document_keeps_unacknowledged_changes_aside_even_after_compaction() {
+    use kepu_sync_core::engine::{StorageTask, StoredChange};
+    let mut store = Store::in_memory().unwrap();
+    let doc = DocumentId::from_uuid(uuid::Uuid::from_u128(7));
+    let mut d = automerge::AutoCommit::new();
+    let mut changes = Vec::new();
+    for i in 0..3_i64 {
+        automerge::transaction::Transactable::put(&mut d, automerge::ROOT, "n", i).unwrap();
+        let c = d.get_last_local_change().unwrap().clone();
+        changes.push(StoredChange {
+            hash: c.hash(),
+            bytes: c.raw_bytes().to_vec(),
+        });
+    }
+    let heads = d.get_heads();
+    let append = StorageTask::Append {
+        doc,
+        kind: None,
+        changes: changes.clone(),
+        heads: heads.clone(),
+    };
+    assert!(matches!(
+        store.run(&append, true, 1),
+        kepu_sync_core::engine::IoResult::Done
+    ));
+    // Two of the three rows are folded into a snapshot.
+    let compact = StorageTask::Compact {
+        doc,
+        snapshot: d.save(),
+        heads,
+        delete: changes[..2].iter().map(|c| c.hash).collect(),
+    };
+    store.run(&compact, false, 2);
+    assert_eq!(store.pending_changes().unwrap(), 3);
+    store.run(&StorageTask::Forget { doc }, false, 3);
+    assert_eq!(store.pending_changes().unwrap(), 0);
+    let refusals = store.refusals().unwrap();
+    assert_eq!(refusals.len(), 1);
+    assert_eq!(
+        (refusals[0].code.as_str(), refusals[0].changes),
+        ("access-lost", 3)
+    );
+    assert_eq!(store.count("changes").unwrap(), 0);
+}

@@ -41,13 +41,13 @@ pub struct Enrolled {
 }
 
 #[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
+pub(crate) struct ErrorBody {
+    pub(crate) error: ErrorDetail,
 }
 
 #[derive(Deserialize)]
-struct ErrorDetail {
-    code: String,
+pub(crate) struct ErrorDetail {
+    pub(crate) code: String,
 }
 
 /// Enrolls with `code` at `server_url` (`http(s)://host[:port]`).

@@ -22,6 +22,15 @@ pub enum Error {
     /// The device is not enrolled yet (or was wiped).
     #[error("device is not enrolled")]
     NotEnrolled,
+    /// The server did not accept this device's credentials but did not say the device is
+    /// revoked (a missing or unknown token: a proxy that drops the header, a server
+    /// restored from an older backup). Nothing local is touched; the reason is the
+    /// server's code (`missing_token`, `invalid_token`) or `http-<status>`.
+    #[error("not accepted by the server: {0}")]
+    Auth(String),
+    /// Another client (in this process or another one) has this store open.
+    #[error("the store is in use by another client")]
+    StoreInUse,
     /// The device was revoked; its local data has been wiped.
     #[error("device revoked; local data wiped")]
     Revoked,

@@ -1,5 +1,6 @@
-//! Who this install is: what enrollment returned plus the install's own random actor id
-//! and storage id, persisted in the store's `meta` table.
+//! Who this install is: what enrollment returned plus the install's storage id,
+//! persisted in the store's `meta` table, and the automerge actor id of this opening of
+//! the store (fresh and random each time; see [`Identity::actor`]).
 
 use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::ids::{DeviceId, PupilId, SchoolId, UserId, VenueId};
@@ -25,7 +26,12 @@ pub struct Identity {
     pub venue: Option<VenueId>,
     /// Pseudonymous pupil id of a pupil.
     pub pupil: Option<PupilId>,
-    /// This install's automerge actor id (16 random bytes, never shared).
+    /// The automerge actor id this opening of the store writes with: 16 random bytes,
+    /// chosen again at every open and never stored. A copy of the store (a backup
+    /// restored onto a second phone, a second writer) therefore never writes under an
+    /// actor id another copy uses, so no two changes share an actor and sequence number
+    /// (automerge would refuse the second). Changes made under earlier actor ids stay in
+    /// the documents and are read like any other.
     pub actor: [u8; 16],
     /// This install's storage id (peers persist sync states against it).
     pub storage_id: String,
@@ -78,7 +84,6 @@ impl Identity {
         let school = self.school.map(|s| s.to_string());
         let venue = self.venue.map(|v| v.to_string());
         let pupil = self.pupil.map(|p| p.to_string());
-        let actor = hex::encode(self.actor);
         let revocations = self.revocations_doc.map(|d| d.to_string());
         store.set_meta(&[
             ("device_id", Some(&device)),
@@ -88,7 +93,8 @@ impl Identity {
             ("school_id", school.as_deref()),
             ("venue_id", venue.as_deref()),
             ("pupil_id", pupil.as_deref()),
-            ("actor", Some(&actor)),
+            // Actor ids are per open, never stored (earlier versions stored one).
+            ("actor", None),
             ("storage_id", Some(&self.storage_id)),
             ("revocations_doc", revocations.as_deref()),
         ])
@@ -104,10 +110,6 @@ impl Identity {
         };
         let corrupt = |what: &str| Error::Storage(format!("stored identity: bad {what}"));
         let parse_opt = |key: &str| -> Result<Option<String>> { store.meta(key) };
-        let actor: [u8; 16] = hex::decode(store.meta("actor")?.unwrap_or_default())
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| corrupt("actor"))?;
         Ok(Some(Self {
             device: device.parse().map_err(|_| corrupt("device"))?,
             token: store.meta("token")?.ok_or_else(|| corrupt("token"))?,
@@ -122,7 +124,7 @@ impl Identity {
             school: parse_opt("school_id")?.and_then(|s| s.parse().ok()),
             venue: parse_opt("venue_id")?.and_then(|s| s.parse().ok()),
             pupil: parse_opt("pupil_id")?.and_then(|s| s.parse().ok()),
-            actor,
+            actor: super::core::random(),
             storage_id: store
                 .meta("storage_id")?
                 .ok_or_else(|| corrupt("storage id"))?,

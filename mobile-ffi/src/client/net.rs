@@ -20,6 +20,10 @@ use super::error::{Error, Result};
 /// The refusal code the server uses when it has revoked the device.
 pub const DEVICE_REVOKED: &str = "device-revoked";
 
+/// The header in which kepu-server names why it refused the `/sync` upgrade:
+/// `device-revoked` or `unauthenticated`.
+pub const ERROR_HEADER: &str = "x-kepu-error";
+
 /// How long to wait for the connection and the server's `peer`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// A one-shot sync gives up when the server stays silent this long.
@@ -64,6 +68,53 @@ fn sync_url(server_url: &str) -> Result<String> {
     Ok(format!("{}/sync", rest.trim_end_matches('/')))
 }
 
+/// What a refused upgrade means for the phone.
+#[derive(Debug, PartialEq, Eq)]
+enum UpgradeRefusal {
+    /// The server said, explicitly, that this device is revoked: wipe.
+    Revoked,
+    /// The credentials were not accepted, with no word of revocation (a missing or
+    /// unknown token): keep everything, report, retry later.
+    Auth(String),
+    /// Any other answer (a gateway error, maintenance): a network problem.
+    Other(u16),
+}
+
+/// Reads a refused upgrade. Only the server's explicit answer counts as revocation: a
+/// 401 or 403 carrying `X-Kepu-Error: device-revoked` or the JSON error code
+/// `device_revoked`. A bare 401 (a proxy that dropped the `Authorization` header, a
+/// server restored from a backup older than the enrollment, a rotated token) never
+/// wipes the store.
+fn upgrade_refusal(response: &http::Response<Option<Vec<u8>>>) -> UpgradeRefusal {
+    let status = response.status();
+    if status != http::StatusCode::UNAUTHORIZED && status != http::StatusCode::FORBIDDEN {
+        return UpgradeRefusal::Other(status.as_u16());
+    }
+    let header = response
+        .headers()
+        .get(ERROR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    let code = response
+        .body()
+        .as_deref()
+        .and_then(|b| serde_json::from_slice::<super::enroll::ErrorBody>(b).ok())
+        .map(|b| b.error.code)
+        // A code is shown to the user: keep only a short machine-readable word.
+        .filter(|c| {
+            !c.is_empty()
+                && c.len() <= 64
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        });
+    if header.is_some_and(|h| h.eq_ignore_ascii_case(DEVICE_REVOKED))
+        || code.as_deref() == Some("device_revoked")
+    {
+        return UpgradeRefusal::Revoked;
+    }
+    UpgradeRefusal::Auth(code.unwrap_or_else(|| format!("http-{}", status.as_u16())))
+}
+
 /// Is this frame the server telling us we are revoked?
 fn is_revocation(bytes: &[u8]) -> bool {
     matches!(
@@ -76,8 +127,10 @@ fn is_revocation(bytes: &[u8]) -> bool {
 /// in sync; with [`Until::Stopped`] when `stop` turns true or the link breaks.
 ///
 /// # Errors
-/// [`Error::Network`] (cannot connect, broke before reaching sync), [`Error::Revoked`]
-/// (the store was wiped), [`Error::NotEnrolled`].
+/// [`Error::Network`] (cannot connect, broke before reaching sync), [`Error::Auth`] (the
+/// server did not accept the token but did not say the device is revoked; nothing is
+/// touched), [`Error::Revoked`] (the server said so; the store was wiped),
+/// [`Error::NotEnrolled`].
 pub async fn connect_and_sync(
     core: &Arc<Core>,
     until: Until,
@@ -96,17 +149,20 @@ pub async fn connect_and_sync(
     let connected = timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request)).await;
     let ws = match connected {
         Err(_) => return Err(Error::Network("connecting timed out".into())),
-        Ok(Err(tungstenite::Error::Http(response)))
-            if response.status() == http::StatusCode::UNAUTHORIZED =>
-        {
-            core.wipe_revoked()?;
-            return Err(Error::Revoked);
-        }
         Ok(Err(tungstenite::Error::Http(response))) => {
-            return Err(Error::Network(format!(
-                "server answered {}",
-                response.status().as_u16()
-            )));
+            return match upgrade_refusal(&response) {
+                UpgradeRefusal::Revoked => {
+                    core.wipe_revoked()?;
+                    Err(Error::Revoked)
+                }
+                UpgradeRefusal::Auth(code) => {
+                    tracing::warn!(%code, "the server did not accept this device's token; data kept");
+                    Err(Error::Auth(code))
+                }
+                UpgradeRefusal::Other(status) => {
+                    Err(Error::Network(format!("server answered {status}")))
+                }
+            };
         }
         Ok(Err(_)) => return Err(Error::Network("cannot connect to the server".into())),
         Ok(Ok((ws, _))) => ws,

@@ -18,6 +18,11 @@ use super::error::{Error, Result};
 /// The file name inside the directory the app gives.
 pub const FILE_NAME: &str = "kepu.sqlite3";
 
+/// The lock file beside the store. An open store holds an exclusive OS lock on it, so
+/// one client writes a store at a time (a background worker, the UI, an app extension:
+/// the second `open` is refused). The OS drops the lock when the process dies.
+pub const LOCK_NAME: &str = "kepu.sqlite3.lock";
+
 /// Schema upgrades, applied in order; `user_version` is the number applied. Never edit
 /// one that shipped: add the next.
 const MIGRATIONS: &[&str] = &[
@@ -79,7 +84,32 @@ pub struct StoredRefusal {
 /// The store.
 #[derive(Debug)]
 pub struct Store {
+    // Dropped in this order: the database closes before the lock is released.
     conn: Connection,
+    _lock: Option<std::fs::File>,
+}
+
+/// Takes the store's exclusive lock, or says that another client holds it.
+fn lock(dir: &Path) -> Result<Option<std::fs::File>> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(LOCK_NAME))
+        .map_err(|e| Error::Storage(format!("cannot open the store's lock file: {e}")))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::StoreInUse),
+        Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+            // A file system without locks: run unguarded rather than not at all.
+            tracing::warn!("the file system cannot lock the store; one client must open it");
+            Ok(None)
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(Error::Storage(format!("cannot lock the store: {e}")))
+        }
+    }
 }
 
 fn doc_key(doc: &DocumentId) -> &[u8] {
@@ -94,11 +124,13 @@ impl Store {
     /// Opens (creating or upgrading) the store in `dir`.
     ///
     /// # Errors
-    /// The directory or file cannot be opened, or the file is from a newer app.
+    /// [`Error::StoreInUse`] while another client (in this process or another) has it
+    /// open; the directory or file cannot be opened, or the file is from a newer app.
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::Storage(e.to_string()))?;
+        let guard = lock(dir)?;
         let conn = Connection::open(dir.join(FILE_NAME))?;
-        Self::setup(conn)
+        Self::setup(conn, guard)
     }
 
     /// An in-memory store (benchmarks of the engine path without the disk).
@@ -106,10 +138,10 @@ impl Store {
     /// # Errors
     /// SQLite failed.
     pub fn in_memory() -> Result<Self> {
-        Self::setup(Connection::open_in_memory()?)
+        Self::setup(Connection::open_in_memory()?, None)
     }
 
-    fn setup(mut conn: Connection) -> Result<Self> {
+    fn setup(mut conn: Connection, guard: Option<std::fs::File>) -> Result<Self> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
@@ -134,7 +166,7 @@ impl Store {
             )?;
         }
         tx.commit()?;
-        Ok(Self { conn })
+        Ok(Self { conn, _lock: guard })
     }
 
     /// The schema version of the open file.
@@ -239,6 +271,7 @@ impl Store {
                 }
             }
             StorageTask::Forget { doc } => {
+                keep_unacknowledged(&tx, doc, now)?;
                 for table in ["documents", "changes", "sync_states", "pending"] {
                     tx.execute(
                         &format!("DELETE FROM {table} WHERE doc_id = ?1"),
@@ -463,6 +496,79 @@ impl Store {
             .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
+}
+
+/// Before a document is forgotten (access lost), this device's changes the server never
+/// acknowledged go to the refused list as `access-lost`. The engine already sets aside
+/// those of the current actor id; this catches the ones written under an earlier one
+/// (before the store was last opened), which only the `pending` rows still name.
+fn keep_unacknowledged(tx: &Transaction<'_>, doc: &DocumentId, now: i64) -> Result<()> {
+    let hashes: Vec<Vec<u8>> = {
+        let mut stmt = tx.prepare_cached("SELECT hash FROM pending WHERE doc_id = ?1")?;
+        stmt.query_map([doc_key(doc)], |r| r.get(0))?
+            .collect::<std::result::Result<_, _>>()?
+    };
+    if hashes.is_empty() {
+        return Ok(());
+    }
+    // The change rows, or (once compacted away) the snapshot, hold the bytes.
+    let mut whole: Option<std::collections::HashMap<ChangeHash, Vec<u8>>> = None;
+    let mut ins = tx.prepare_cached(
+        "INSERT INTO refused_changes (doc_id, hash, bytes, code, path, at)
+         VALUES (?1, ?2, ?3, 'access-lost', '', ?4)",
+    )?;
+    for hash in hashes {
+        let row: Option<Vec<u8>> = tx
+            .query_row(
+                "SELECT bytes FROM changes WHERE doc_id = ?1 AND hash = ?2",
+                params![doc_key(doc), hash],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let bytes = match row {
+            Some(b) => Some(b),
+            None => {
+                if whole.is_none() {
+                    let all = load_whole(tx, doc)?
+                        .get_changes(&[])
+                        .into_iter()
+                        .map(|c| (c.hash(), c.raw_bytes().to_vec()))
+                        .collect();
+                    whole = Some(all);
+                }
+                let h: Option<[u8; 32]> = hash.as_slice().try_into().ok();
+                h.and_then(|h| whole.as_ref()?.get(&ChangeHash(h)).cloned())
+            }
+        };
+        if let Some(bytes) = bytes {
+            ins.execute(params![doc_key(doc), hash, bytes, now])?;
+        } else {
+            tracing::warn!("an unacknowledged change of a lost document has no bytes");
+        }
+    }
+    Ok(())
+}
+
+/// The document as stored: its snapshot with its change rows applied.
+fn load_whole(tx: &Transaction<'_>, doc: &DocumentId) -> Result<automerge::Automerge> {
+    let snapshot: Option<Vec<u8>> = tx
+        .query_row(
+            "SELECT snapshot FROM documents WHERE doc_id = ?1",
+            [doc_key(doc)],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    let mut d = snapshot
+        .and_then(|s| automerge::Automerge::load(&s).ok())
+        .unwrap_or_default();
+    let mut stmt = tx.prepare_cached("SELECT bytes FROM changes WHERE doc_id = ?1")?;
+    let changes: Vec<automerge::Change> = stmt
+        .query_map([doc_key(doc)], |r| r.get::<_, Vec<u8>>(0))?
+        .filter_map(|b| automerge::Change::from_bytes(b.ok()?).ok())
+        .collect();
+    let _ = d.apply_changes(changes);
+    Ok(d)
 }
 
 fn touch(tx: &Transaction<'_>, doc: &DocumentId, kind: Option<DocKind>, now: i64) -> Result<()> {

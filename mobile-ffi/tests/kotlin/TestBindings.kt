@@ -34,10 +34,8 @@ class TestServer {
     }
 }
 
-fun client(server: TestServer): KepuClient {
-    val dir: File = Files.createTempDirectory("kepu-kt-").toFile()
-    return KepuClient.open(dir.path, server.field("url"), server.field("server_public_key"))
-}
+fun client(server: TestServer, dir: File = Files.createTempDirectory("kepu-kt-").toFile()): KepuClient =
+    KepuClient.open(dir.path, server.field("url"), server.field("server_public_key"))
 
 fun teacherWithBooking(server: TestServer): KepuClient = runBlocking {
     val c = client(server)
@@ -94,6 +92,18 @@ fun main() {
             } catch (e: ApiException.Rejected) {
                 check(e.reason == "invalid_enrollment_code") { e.reason }
             }
+        },
+        "a second open of a store is ApiException.StoreInUse until the first is closed" to {
+            val dir: File = Files.createTempDirectory("kepu-kt-").toFile()
+            val first = client(server, dir)
+            try {
+                client(server, dir)
+                error("a second client opened the same store")
+            } catch (e: ApiException.StoreInUse) {
+                check(e.reason.isNotEmpty())
+            }
+            first.close()
+            client(server, dir).close()
         },
     )
     var passed = 0

@@ -36,6 +36,32 @@ class ErrorsAndObservers(unittest.TestCase):
         with self.assertRaises(k.ApiError.Rejected):
             client.documents()
 
+    def test_a_second_open_of_a_store_is_store_in_use_until_the_first_is_gone(self):
+        client, directory = enrolled(self.server, "teacher", want=self.booking)
+        client.scan_pupil_pass(self.booking, self.server.world["passes"][0])
+        with self.assertRaises(k.ApiError.StoreInUse):
+            open_client(self.server, directory)
+        del client
+        again, _ = open_client(self.server, directory)
+        self.assertEqual(again.roster(self.booking).arrived, 1)
+
+    def test_a_server_that_does_not_know_the_token_is_an_auth_error_and_keeps_data(self):
+        client, directory = enrolled(self.server, "teacher", want=self.booking)
+        client.scan_pupil_pass(self.booking, self.server.world["passes"][3])
+        del client
+        other = Server()
+        try:
+            stranger = k.KepuClient.open(directory, other.world["url"], None)
+            with self.assertRaises(k.ApiError.Auth) as caught:
+                run(stranger.sync_now())
+            self.assertEqual(caught.exception.reason, "invalid_token")
+            self.assertIsNotNone(stranger.identity())
+            self.assertFalse(stranger.sync_status().revoked)
+            self.assertEqual(stranger.sync_status().pending_changes, 1)
+            self.assertEqual(stranger.roster(self.booking).arrived, 1)
+        finally:
+            other.stop()
+
     def test_document_observer_fires_until_cancelled(self):
         client, _ = enrolled(self.server, "teacher", want=self.booking)
         seen = []

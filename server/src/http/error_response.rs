@@ -77,6 +77,19 @@ impl IntoResponse for Error {
             Self::NotFound { kind: "route", .. } => "no such route".to_owned(),
             other => other.to_string(),
         };
-        error_response(status, code, message)
+        let mut response = error_response(status, code, message);
+        // Phones wipe their store only on an explicit revocation, so a refused token says
+        // which it is in a header a proxy leaves alone (`/sync` upgrades, device APIs).
+        let kepu_error = match &self {
+            Self::Auth(AuthError::Revoked) => Some("device-revoked"),
+            Self::Auth(AuthError::Missing | AuthError::Invalid) => Some("unauthenticated"),
+            _ => None,
+        };
+        if let Some(v) = kepu_error {
+            response
+                .headers_mut()
+                .insert("x-kepu-error", HeaderValue::from_static(v));
+        }
+        response
     }
 }

@@ -464,9 +464,16 @@ async fn unknown_and_forbidden_documents_look_the_same(server: &TestServer) {
 
 async fn wrong_and_revoked_tokens_are_refused_and_a_revoked_device_is_cut_off(server: &TestServer) {
     let p = place(&server.db.store).await;
-    assert!(
-        open_socket(server.addr, "not-a-token").await.is_err(),
+    // A phone must tell "who are you?" (keep the data, retry) from "you are revoked"
+    // (wipe): the upgrade says which, in a header and in the JSON code.
+    assert_eq!(
+        upgrade_refusal(server.addr, Some("not-a-token")).await,
+        (401, "unauthenticated".into(), "invalid_token".into()),
         "a wrong token is refused at the upgrade"
+    );
+    assert_eq!(
+        upgrade_refusal(server.addr, None).await,
+        (401, "unauthenticated".into(), "missing_token".into()),
     );
     let mut t = device(server, Role::Teacher, Some(p.school), None, 1).await;
     t.connect(server.addr).await;
@@ -489,10 +496,42 @@ async fn wrong_and_revoked_tokens_are_refused_and_a_revoked_device_is_cut_off(se
         "{:?}",
         t.events
     );
-    assert!(
-        open_socket(server.addr, &t.token).await.is_err(),
-        "a revoked token is refused afterwards"
+    assert_eq!(
+        upgrade_refusal(server.addr, Some(&t.token)).await,
+        (401, "device-revoked".into(), "device_revoked".into()),
+        "a revoked token is refused afterwards, saying so"
     );
+}
+
+/// The status, `X-Kepu-Error` header and JSON error code of a refused `/sync` upgrade.
+async fn upgrade_refusal(addr: std::net::SocketAddr, token: Option<&str>) -> (u16, String, String) {
+    use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+    let mut request = format!("ws://{addr}/sync").into_client_request().unwrap();
+    if let Some(token) = token {
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tungstenite::Error::Http(response)) => {
+            let header = response
+                .headers()
+                .get("x-kepu-error")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let body: serde_json::Value =
+                serde_json::from_slice(response.body().as_deref().unwrap_or_default())
+                    .unwrap_or_default();
+            let code = body["error"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            (response.status().as_u16(), header, code)
+        }
+        Err(e) => panic!("the upgrade failed without an HTTP answer: {e}"),
+        Ok(_) => panic!("the upgrade was accepted"),
+    }
 }
 
 async fn a_refused_change_is_recorded_for_admins(server: &TestServer) {
