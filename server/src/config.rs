@@ -88,6 +88,15 @@ pub struct ConnectionLimits {
         value_parser = clap::value_parser!(u64).range(1..=3600)
     )]
     pub header_read_timeout_secs: u64,
+    /// Seconds a client has to send a request's body, from the start of the request.
+    #[arg(
+        long,
+        env = "KEPU_BODY_READ_TIMEOUT_SECS",
+        default_value_t = 60,
+        global = true,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub body_read_timeout_secs: u64,
     /// Open `/sync` websocket connections per device at most.
     #[arg(
         long,
@@ -142,6 +151,7 @@ impl Default for ConnectionLimits {
     fn default() -> Self {
         Self {
             header_read_timeout_secs: 10,
+            body_read_timeout_secs: 60,
             sync_connections_per_device: 8,
             sync_bytes_per_second: 1024 * 1024,
             event_streams_per_user: 8,

@@ -75,6 +75,10 @@ pub fn router_with(routes: Router<AppState>, state: AppState) -> Router {
             state.clone(),
             count_requests,
         ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            bound_body_time,
+        ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
                 let route = request
@@ -90,6 +94,33 @@ pub fn router_with(routes: Router<AppState>, state: AppState) -> Router {
 /// The complete application with the standard [`routes`].
 pub fn router(state: AppState) -> Router {
     router_with(routes(), state)
+}
+
+/// A request body must arrive within `--body-read-timeout-secs` of the request's start;
+/// after that reading it fails (the handler answers 400 and the connection closes), so a
+/// client that sends its body a byte at a time holds nothing for long.
+async fn bound_body_time(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    use futures_util::StreamExt as _;
+    let limit = std::time::Duration::from_secs(state.guards.limits.body_read_timeout_secs);
+    let deadline = tokio::time::Instant::now() + limit;
+    let (parts, body) = request.into_parts();
+    let chunks = body.into_data_stream();
+    let bounded = futures_util::stream::unfold(Some(chunks), move |chunks| async move {
+        let mut chunks = chunks?;
+        match tokio::time::timeout_at(deadline, chunks.next()).await {
+            Ok(Some(chunk)) => Some((chunk, Some(chunks))),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(axum::Error::new("the request body took too long to arrive")),
+                None,
+            )),
+        }
+    });
+    next.run(Request::from_parts(
+        parts,
+        axum::body::Body::from_stream(bounded),
+    ))
+    .await
 }
 
 async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {

@@ -530,14 +530,23 @@ async fn a_connection_sending_too_many_bytes_is_told_and_closed() {
     s.finish().await;
 }
 
-/// Sends `head` one byte every `every` and returns how long the server kept the
-/// connection open, up to `give_up`.
-async fn drip(s: &TestServer, head: &[u8], every: Duration, give_up: Duration) -> Duration {
+/// Sends `at_once`, then `head` one byte every `every`, and returns how long the server
+/// kept the connection open, up to `give_up`.
+async fn drip(
+    s: &TestServer,
+    at_once: &[u8],
+    head: &[u8],
+    every: Duration,
+    give_up: Duration,
+) -> Duration {
     let stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
     let (mut read, mut write) = stream.into_split();
-    let head = head.to_vec();
+    let (at_once, head) = (at_once.to_vec(), head.to_vec());
     let started = Instant::now();
     let dripping = tokio::spawn(async move {
+        if write.write_all(&at_once).await.is_err() {
+            return;
+        }
         for byte in head {
             if write.write_all(&[byte]).await.is_err() {
                 return;
@@ -569,8 +578,20 @@ async fn slow_headers_are_cut_off() {
     let s = TestServer::start_with(Db::Sqlite, |c| c.limits.header_read_timeout_secs = 2).await;
     let head = b"GET /healthz HTTP/1.1\r\nHost: kepu\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
     let (dripped, silent) = tokio::join!(
-        drip(&s, head, Duration::from_millis(400), Duration::from_secs(8)),
-        drip(&s, b"", Duration::from_millis(400), Duration::from_secs(8)),
+        drip(
+            &s,
+            b"",
+            head,
+            Duration::from_millis(400),
+            Duration::from_secs(8)
+        ),
+        drip(
+            &s,
+            b"",
+            b"",
+            Duration::from_millis(400),
+            Duration::from_secs(8)
+        ),
     );
     assert!(
         dripped < Duration::from_secs(4),
@@ -583,6 +604,30 @@ async fn slow_headers_are_cut_off() {
     // A normal request is unaffected.
     let ok = s.http.get(s.url("/healthz")).send().await.unwrap();
     assert_eq!(ok.status(), 200);
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn slow_bodies_are_cut_off() {
+    let s = TestServer::start_with(Db::Sqlite, |c| c.limits.body_read_timeout_secs = 2).await;
+    let body = br#"{"code": "0000000000", "app_version": "slow/1"}"#;
+    let head = format!(
+        "POST /api/enroll HTTP/1.1\r\nHost: kepu\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let kept = drip(
+        &s,
+        head.as_bytes(),
+        body,
+        Duration::from_millis(400),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(kept < Duration::from_secs(4), "slow body kept for {kept:?}");
+    // A body sent at normal speed is unaffected.
+    let r = enroll(&s, "0000000000").await;
+    assert_eq!(error_code(r, 400).await, "invalid_enrollment_code");
     s.finish().await;
 }
 
