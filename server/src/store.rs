@@ -25,7 +25,7 @@ pub use backend::Backend;
 pub use devices::{DeviceAuthRecord, DeviceRecord};
 pub use geo::{City, County, School, Venue};
 pub use projections::{AnomalyRow, BookingRow, ScanRow, SlotBooking, VolunteerHours};
-pub use refusals::Refusal;
+pub use refusals::{MAX_DETAIL_CHARS, MAX_REFUSALS_PER_DEVICE, Refusal};
 pub use users::{ErasedPupil, NewUser, User};
 pub use web_logins::{SessionRecord, WebLoginRecord};
 

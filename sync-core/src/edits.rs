@@ -85,7 +85,8 @@ pub enum Edit {
     AddNote {
         /// Note id.
         note_id: String,
-        /// Text.
+        /// One of [`booking::NOTE_CODES`]: notes are read by every pupil on the roster,
+        /// so they hold no free text that could carry a name (ADR 0110).
         text: String,
     },
     /// Cancel a booking (teacher or venue).
@@ -560,8 +561,16 @@ fn write<T: Transactable>(tx: &mut T, writer: &Writer, now: i64, edit: &Edit) ->
             tx.put(&rec, "at", ts(now))?;
             tx.put(&rec, "by", by)?;
             tx.put(&rec, "approved", *approved)?;
+            // Approving without a figure approves the minutes claimed as this device sees
+            // them now, written down, so a later claim is never approved by it.
+            let seen = crate::doc_read::map(&*tx, &ROOT, activity_log::key::ACTIVITIES)
+                .and_then(|acts| crate::doc_read::map(&*tx, &acts, activity_id))
+                .and_then(|act| crate::doc_read::int(&*tx, &act, "minutes"));
+            let minutes = minutes
+                .map(i64::from)
+                .or(if *approved { seen } else { None });
             if let Some(m) = minutes {
-                tx.put(&rec, "minutes", i64::from(*m))?;
+                tx.put(&rec, "minutes", m)?;
             }
         }
         Edit::LogSession {
@@ -631,7 +640,14 @@ fn write_scan<T: Transactable>(
     tx.put(&rec, "method", method.as_str())?;
     tx.put(&rec, "by", writer.user.to_string())?;
     if let Some(p) = proof {
-        tx.put(&rec, "proof", p)?;
+        // A gate proof is stored bound to this pupil, device and time, so that a
+        // classmate who reads the booking cannot reuse it (docs/proofs.md).
+        let bound = (method == ScanMethod::GateCode)
+            .then(|| crate::proof::GateProof::decode(p).ok())
+            .flatten()
+            .and_then(|g| g.bind(pupil, writer.device, now))
+            .map(|b| b.encode());
+        tx.put(&rec, "proof", bound.as_deref().unwrap_or(p))?;
     }
     Ok(())
 }

@@ -79,6 +79,9 @@ pub struct Config {
     /// A peer's sync state is saved when it changed and this long (ms) has passed since
     /// its last save, so that a crash costs at most a small resend.
     pub save_state_every_ms: i64,
+    /// Server: the ids at which the server creates documents itself; a device may not
+    /// create a document there (`may-not-create`).
+    pub derived_ids: Option<std::sync::Arc<dyn validate::DerivedIds>>,
 }
 
 impl Config {
@@ -107,6 +110,7 @@ impl Config {
             max_ack_delay_ms: 1_000,
             max_pending_per_doc: 1_024,
             save_state_every_ms: 5_000,
+            derived_ids: None,
         }
     }
 }
@@ -1040,7 +1044,11 @@ impl Engine {
     /// What the server verifies beyond the document rules, for a merge into `doc`.
     fn proof_check(&self, doc: DocumentId) -> validate::ProofCheck {
         let Some(key) = self.config.proof_key else {
-            return validate::ProofCheck::default();
+            return validate::ProofCheck {
+                doc: Some(doc),
+                derived: self.config.derived_ids.clone(),
+                ..validate::ProofCheck::default()
+            };
         };
         let revoked = self
             .config
@@ -1052,6 +1060,8 @@ impl Engine {
         validate::ProofCheck {
             server_key: Some(key),
             revoked,
+            doc: Some(doc),
+            derived: self.config.derived_ids.clone(),
         }
     }
 

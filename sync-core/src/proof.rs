@@ -6,8 +6,10 @@
 //!    changes every 30 seconds, signed with its day key; the day key carries the
 //!    server's certificate ([`ServerSigner::certify_gate`]). The pupil's phone checks the
 //!    chain and the window against its clock ([`verify_gate_code`]) and stores the
-//!    resulting [`GateProof`] (`KPE1.`) in the check-in record; the server re-verifies it
-//!    against the claimed scan time ([`verify_gate_proof_at`]).
+//!    resulting [`GateProof`] bound to the pupil, the device and the scan time
+//!    ([`GateProof::bind`], `KPB1.`) in the check-in record, so that a classmate who reads
+//!    the booking cannot reuse it; the server re-verifies it against the claimed scan
+//!    time ([`verify_bound_gate_proof_at`]).
 //! 2. **Pupil pass** (`KPP1.`, 151 characters): signed by the server
 //!    ([`ServerSigner::issue_pass`]), scanned by a teacher's or gate device
 //!    ([`verify_pass`]) with a synced [`RevocationList`].
@@ -16,6 +18,7 @@
 //! contains a name or any personal data beyond the pseudonymous pupil id. See
 //! `docs/proofs.md` for the byte layouts.
 
+mod bound;
 mod codec;
 mod error;
 mod gate;
@@ -26,6 +29,7 @@ mod revocation;
 mod server_key;
 mod window;
 
+pub use bound::{BoundGateProof, verify_bound_gate_proof_at};
 pub use codec::MAX_CODE_CHARS;
 pub use error::ProofError;
 pub use gate::{GateKeyMismatch, GateSigner, gate_public_key, verify_gate_code};

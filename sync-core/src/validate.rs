@@ -6,11 +6,13 @@
 //! `docs/conflict-rules.md`.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use automerge::{
     Automerge, ChangeHash, ObjId, Patch, PatchAction, Prop, ROOT, ReadDoc, ScalarValue, Value,
 };
 
+use crate::doc_id::DocumentId;
 use crate::doc_read as r;
 use crate::ids::{PupilId, SchoolId, UserId, VenueId};
 use crate::schema::{self, DocKind, activity_log, booking, school_log, venue};
@@ -58,6 +60,11 @@ pub enum RefusalCode {
     /// The device lost read access to the document before these changes reached the
     /// server (client side; the changes are kept aside, not dropped).
     AccessLost,
+    /// A value or key longer than its field allows ([`MAX_ID_CHARS`],
+    /// [`MAX_PROOF_CHARS`], [`MAX_TEXT_CHARS`], [`MAX_KEY_CHARS`]).
+    TooLong,
+    /// An activity's fields are fixed once staff confirmed or declined it.
+    ActivityConfirmed,
 }
 
 impl RefusalCode {
@@ -83,6 +90,8 @@ impl RefusalCode {
             Self::DependsOnRefused => "depends-on-refused",
             Self::BadProof => "bad-proof",
             Self::AccessLost => "access-lost",
+            Self::TooLong => "too-long",
+            Self::ActivityConfirmed => "activity-confirmed",
         }
     }
 }
@@ -102,9 +111,68 @@ impl Refusal {
     fn at(code: RefusalCode, path: &[String]) -> Self {
         Self {
             code,
-            path: path.join("/"),
+            path: bounded_path(&path.join("/")),
         }
     }
+}
+
+/// Longest refusal path kept (characters); a longer one is cut and ends with `…`.
+pub const MAX_PATH_CHARS: usize = 256;
+/// Longest id-like value: `by`, user, school, venue and slot ids, roles, methods.
+pub const MAX_ID_CHARS: usize = 64;
+/// Longest proof, pass or key text (the longest kepu code is 305 characters).
+pub const MAX_PROOF_CHARS: usize = 512;
+/// Longest free-text value: descriptions, topics, locations, labels, profile fields.
+pub const MAX_TEXT_CHARS: usize = 500;
+/// Longest map key (entry ids, `"<pupil>/<device>"` scan keys and the like).
+pub const MAX_KEY_CHARS: usize = 200;
+
+fn bounded_path(path: &str) -> String {
+    if path.chars().count() <= MAX_PATH_CHARS {
+        return path.to_owned();
+    }
+    let mut out: String = path.chars().take(MAX_PATH_CHARS - 1).collect();
+    out.push('…');
+    out
+}
+
+/// The longest text a field may hold, by its key.
+fn max_chars(field: &str) -> usize {
+    match field {
+        "by" | "cancelled_by" | "requested_by" | "volunteer" | "school" | "venue" | "slot"
+        | "role" | "method" | "status" | "activity_kind" | "kind" => MAX_ID_CHARS,
+        "proof" | "key" => MAX_PROOF_CHARS,
+        _ => MAX_TEXT_CHARS,
+    }
+}
+
+/// Every value now at the patched key (the visible one and concurrent ones) must fit.
+fn check_lengths(doc: &Automerge, p: &Patch, field: &str) -> Rule {
+    let limit = max_chars(field);
+    let Ok(values) = doc.get_all(&p.obj, field) else {
+        return Ok(());
+    };
+    for (value, _) in values {
+        if let Value::Scalar(s) = value {
+            let too_long = match s.as_ref() {
+                ScalarValue::Str(t) => t.chars().count() > limit,
+                ScalarValue::Bytes(b) | ScalarValue::Unknown { bytes: b, .. } => {
+                    b.len() > MAX_PROOF_CHARS
+                }
+                _ => false,
+            };
+            require(!too_long, RefusalCode::TooLong)?;
+        }
+    }
+    Ok(())
+}
+
+/// The server's answer to "which document does the server itself create at this id?":
+/// the revocation list, venue documents at their venue's uuid and school logs at
+/// [`DocumentId::school_log`]. Devices may not create a document at such an id.
+pub trait DerivedIds: std::fmt::Debug + Send + Sync {
+    /// The kind the server creates at `doc`, if `doc` is one of its derived ids.
+    fn kind_at(&self, doc: &DocumentId) -> Option<DocKind>;
 }
 
 /// What the server checks beyond the rules of the document itself: check-in proofs are
@@ -117,6 +185,10 @@ pub struct ProofCheck {
     /// Revoked passes as (pupil, serial) with the time of revocation: a pass scanned
     /// offline before it was revoked still counts.
     pub revoked: std::collections::BTreeMap<(PupilId, u32), i64>,
+    /// The id of the document being validated, for the derived-id check on creation.
+    pub doc: Option<DocumentId>,
+    /// The ids the server derives; a device's creation at one is `may-not-create`.
+    pub derived: Option<Arc<dyn DerivedIds>>,
 }
 
 /// What a patch does, reduced to what the rules care about.
@@ -167,6 +239,10 @@ pub fn can_read(writer: &Writer, doc: &Automerge) -> bool {
                 .is_some_and(|v| activity_venues(doc).contains(&v)),
             _ => false,
         },
+        // The school and bureaus (DESIGN.md), and venue staff because a mobile museum's
+        // tour tablet must hold a school's log offline to record its tour stops: an
+        // automerge replica is the whole document. What venue staff may write in it is
+        // confined to tour stops and their own tour attendance (`check_school_log`).
         DocKind::SchoolLog => match writer.role {
             Role::Teacher => same_school(doc, writer, school_log::key::SCHOOL),
             Role::VenueStaff => true,
@@ -253,12 +329,20 @@ pub fn validate_patches_with(
         new_scans: Vec::new(),
     };
     if created {
-        check_create(&ctx, kind)?;
+        check_create(&ctx, kind, proofs)?;
     }
     for p in patches {
         let (path, act) = flatten(p, &mut ctx.new_objects);
         if act == Act::Other {
             return Err(Refusal::at(RefusalCode::UnknownField, &path));
+        }
+        if path.iter().any(|k| k.chars().count() > MAX_KEY_CHARS) {
+            return Err(Refusal::at(RefusalCode::TooLong, &path));
+        }
+        if matches!(act, Act::PutScalar | Act::Conflict)
+            && let Some(field) = path.last()
+        {
+            check_lengths(doc, p, field).map_err(|code| Refusal::at(code, &path))?;
         }
         // The object a put lands in, to tell new entries from edits of existing ones.
         let parent_is_new = ctx.new_objects.contains(&p.obj);
@@ -295,7 +379,7 @@ fn check_scan_proof(
     key: &str,
     scan: &str,
 ) -> Rule {
-    let Some((pupil, _)) = booking::split_scan_key(key) else {
+    let Some((pupil, device)) = booking::split_scan_key(key) else {
         return Err(RefusalCode::MalformedValue);
     };
     let rec = r::map(doc, &ROOT, booking::key::CHECK_INS)
@@ -312,9 +396,11 @@ fn check_scan_proof(
             let venue = r::parsed::<_, VenueId>(doc, &ROOT, booking::key::VENUE)
                 .ok_or(RefusalCode::MalformedValue)?;
             let p = proof.ok_or(RefusalCode::BadProof)?;
-            let g = crate::proof::verify_gate_proof_at(&p, server_key, at)
+            // Only a proof bound to this pupil, this device and this time counts: an
+            // unbound gate proof could have been copied from a classmate's check-in.
+            let g = crate::proof::verify_bound_gate_proof_at(&p, server_key, pupil, device, at)
                 .map_err(|_| RefusalCode::BadProof)?;
-            g.require_venue(venue).map_err(|_| RefusalCode::BadProof)
+            require(g.venue() == venue, RefusalCode::BadProof)
         }
         booking::ScanMethod::PassScan => {
             require(writer.role != Role::Pupil, RefusalCode::RoleMayNotWrite)?;
@@ -367,18 +453,27 @@ fn flatten(p: &Patch, new_objects: &mut HashSet<ObjId>) -> (Vec<String>, Act) {
     (path, act)
 }
 
-fn check_create(ctx: &Ctx<'_>, kind: DocKind) -> Result<(), Refusal> {
+/// Who may create what. Venue documents, school logs and the revocation list live at
+/// ids the server derives, and the server creates them; a device creates only bookings
+/// (teachers, for their school) and its own activity log (volunteers, for their school),
+/// and never at an id the server derives ([`DerivedIds`]).
+fn check_create(ctx: &Ctx<'_>, kind: DocKind, server: &ProofCheck) -> Result<(), Refusal> {
     let w = ctx.writer;
     let doc = ctx.doc;
+    let derived = match (&server.derived, &server.doc) {
+        (Some(d), Some(id)) => d.kind_at(id).is_some(),
+        _ => false,
+    };
     let ok = match (kind, w.role) {
         (_, Role::Server) => true,
-        (DocKind::Venue, Role::BureauAdmin) => true,
-        (DocKind::Venue, Role::VenueStaff) => same_venue(doc, w, venue::key::VENUE),
+        _ if derived => false,
         (DocKind::Booking, Role::Teacher) => same_school(doc, w, booking::key::SCHOOL),
         (DocKind::ActivityLog, Role::Volunteer) => {
             r::parsed::<_, UserId>(doc, &ROOT, activity_log::key::VOLUNTEER) == Some(w.user)
+                && r::parsed::<_, SchoolId>(doc, &ROOT, activity_log::key::SCHOOL) == w.school
+                && (w.school.is_some()
+                    || r::scalar(doc, &ROOT, activity_log::key::SCHOOL).is_none())
         }
-        (DocKind::SchoolLog, Role::Teacher) => same_school(doc, w, school_log::key::SCHOOL),
         _ => false,
     };
     if ok {
@@ -452,7 +547,7 @@ fn check(
         DocKind::Booking => check_booking(ctx, &p, act, parent_is_new, action),
         DocKind::Venue => check_venue(ctx, &p, act),
         DocKind::ActivityLog => check_activity_log(ctx, &p, act, parent_is_new, action),
-        DocKind::SchoolLog => check_school_log(ctx, &p, act, parent_is_new),
+        DocKind::SchoolLog => check_school_log(ctx, &p, act, parent_is_new, action),
         DocKind::Revocations => {
             require(
                 ctx.writer.role == Role::Server,
@@ -623,7 +718,21 @@ fn check_booking(
             require(act != Act::Delete, RefusalCode::NoDelete)?;
             match rest {
                 [] => require(act == Act::PutObject, RefusalCode::MalformedValue),
-                [_field] => require(parent_is_new, RefusalCode::ScanImmutable),
+                [field] => {
+                    require(parent_is_new, RefusalCode::ScanImmutable)?;
+                    match *field {
+                        "at" => require(is_int(action), RefusalCode::MalformedValue),
+                        "by" | "role" => require(is_str(action), RefusalCode::MalformedValue),
+                        // Every rostered pupil reads the notes: codes only, no free text
+                        // that could carry a name (ADR 0110).
+                        "text" => require(
+                            str_value(action)
+                                .is_some_and(|t| booking::NOTE_CODES.contains(&t.as_str())),
+                            RefusalCode::MalformedValue,
+                        ),
+                        _ => Err(RefusalCode::UnknownField),
+                    }
+                }
                 _ => Err(RefusalCode::UnknownField),
             }
         }
@@ -729,10 +838,15 @@ fn check_activity_log(
     require(act != Act::Delete, RefusalCode::NoDelete)?;
     let owner = r::parsed::<_, UserId>(ctx.doc, &ROOT, key::VOLUNTEER) == Some(w.user);
     match p {
-        [key::ACTIVITIES, _id, rest @ ..] => {
+        [key::ACTIVITIES, id, rest @ ..] => {
             require(
                 w.role == Role::Server || (w.role == Role::Volunteer && owner),
                 RefusalCode::NotOwner,
+            )?;
+            // Staff confirmed or declined what they saw: the claim is fixed from then on.
+            require(
+                w.role == Role::Server || !has_decision(ctx.doc, id),
+                RefusalCode::ActivityConfirmed,
             )?;
             match rest {
                 [] => require(act == Act::PutObject, RefusalCode::MalformedValue),
@@ -774,7 +888,42 @@ fn check_activity_log(
     }
 }
 
-fn check_school_log(ctx: &Ctx<'_>, p: &[&str], act: Act, parent_is_new: bool) -> Rule {
+/// A field of a school-log entry: the map itself, `at` and `by`, and the entry's own
+/// text and number fields.
+fn entry_field(
+    rest: &[&str],
+    act: Act,
+    action: &PatchAction,
+    texts: &[&str],
+    numbers: &[&str],
+) -> Rule {
+    match rest {
+        [] => require(act == Act::PutObject, RefusalCode::MalformedValue),
+        ["at"] => require(is_int(action), RefusalCode::MalformedValue),
+        ["by"] => require(is_str(action), RefusalCode::MalformedValue),
+        [f] if texts.contains(f) => require(is_str(action), RefusalCode::MalformedValue),
+        [f] if numbers.contains(f) => require(is_int(action), RefusalCode::MalformedValue),
+        _ => Err(RefusalCode::UnknownField),
+    }
+}
+
+/// Whether any staff confirmation or refusal of activity `id` is in the document.
+fn has_decision(doc: &Automerge, id: &str) -> bool {
+    let Some(c) = r::map(doc, &ROOT, activity_log::key::CONFIRMATIONS) else {
+        return false;
+    };
+    r::keys(doc, &c)
+        .iter()
+        .any(|k| k.rsplit_once('/').is_some_and(|(a, _)| a == id))
+}
+
+fn check_school_log(
+    ctx: &Ctx<'_>,
+    p: &[&str],
+    act: Act,
+    parent_is_new: bool,
+    action: &PatchAction,
+) -> Rule {
     use school_log::key;
     if let Some(rule) = container_rule(ctx, DocKind::SchoolLog, p, act) {
         return rule;
@@ -783,6 +932,15 @@ fn check_school_log(ctx: &Ctx<'_>, p: &[&str], act: Act, parent_is_new: bool) ->
     require(act != Act::Delete, RefusalCode::NoDelete)?;
     let teacher = w.role == Role::Teacher && same_school(ctx.doc, w, key::SCHOOL);
     let tour_staff = w.role == Role::VenueStaff;
+    // An entry names its writer: nobody records an entry in another user's name.
+    if let [key::SESSIONS | key::LECTURES | key::TOUR_STOPS, _id, "by"] = p
+        && w.role != Role::Server
+    {
+        require(
+            str_value(action).is_some_and(|b| b == w.user.to_string()),
+            RefusalCode::NotOwner,
+        )?;
+    }
     match p {
         [key::SESSIONS | key::LECTURES, _id, rest @ ..] => {
             require(
@@ -793,23 +951,39 @@ fn check_school_log(ctx: &Ctx<'_>, p: &[&str], act: Act, parent_is_new: bool) ->
                     RefusalCode::RoleMayNotWrite
                 },
             )?;
-            require(rest.is_empty() || parent_is_new, RefusalCode::ScanImmutable)
+            require(rest.is_empty() || parent_is_new, RefusalCode::ScanImmutable)?;
+            entry_field(rest, act, action, &["topic"], &["minutes"])
         }
         [key::TOUR_STOPS, _id, rest @ ..] => {
             require(
                 teacher || tour_staff || w.role == Role::Server,
                 RefusalCode::RoleMayNotWrite,
             )?;
-            require(rest.is_empty() || parent_is_new, RefusalCode::ScanImmutable)
+            require(rest.is_empty() || parent_is_new, RefusalCode::ScanImmutable)?;
+            entry_field(rest, act, action, &["location"], &["days"])
         }
         [key::TOUR_ATTENDANCE, akey] => {
             require(
                 teacher || tour_staff || w.role == Role::Server,
                 RefusalCode::RoleMayNotWrite,
             )?;
-            let device = akey.rsplit('/').next().and_then(|d| d.parse().ok());
+            // `"<stop>/<pupil>/<device>"` for a stop of this log, stamped with a time.
+            let parts: Vec<&str> = akey.split('/').collect();
+            let [stop, pupil, device] = parts.as_slice() else {
+                return Err(RefusalCode::MalformedValue);
+            };
             require(
-                w.role == Role::Server || device == Some(w.device),
+                pupil.parse::<PupilId>().is_ok() && is_int(action),
+                RefusalCode::MalformedValue,
+            )?;
+            require(
+                r::map(ctx.doc, &ROOT, key::TOUR_STOPS)
+                    .and_then(|s| r::map(ctx.doc, &s, stop))
+                    .is_some(),
+                RefusalCode::MalformedValue,
+            )?;
+            require(
+                w.role == Role::Server || device.parse().ok() == Some(w.device),
                 RefusalCode::NotOwnDevice,
             )
         }

@@ -1,4 +1,6 @@
-//! Erasing a pupil's personal data on request.
+//! Erasing a pupil's personal data on request. What this means for the documents, whose
+//! history every replica keeps, is decided in ADR 0110: documents hold only pseudonymous
+//! ids and coded booking notes, so erasure is relational and rewrites no history.
 
 use kepu_sync_core::ids::{DeviceId, PupilId};
 

@@ -156,9 +156,18 @@ async fn volunteer_hours(
     AuthenticatedDevice(id): AuthenticatedDevice,
     Query(f): Query<Filter>,
 ) -> Result<ApiJson<Hours>> {
-    let (school, _) = scope(&id, &f)?;
+    // Venue staff see the hours volunteers logged at their own venue, of any school,
+    // and nothing logged elsewhere; teachers their school's volunteers.
+    let (school, venue) = scope(&id, &f)?;
+    let venue = match id.role {
+        Role::VenueStaff => venue,
+        _ => None,
+    };
     Ok(ApiJson(Hours {
-        volunteers: state.store.volunteer_hours(school.as_deref()).await?,
+        volunteers: state
+            .store
+            .volunteer_hours_at(school.as_deref(), venue.as_deref())
+            .await?,
     }))
 }
 

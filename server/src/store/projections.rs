@@ -399,15 +399,30 @@ impl Store {
     /// # Errors
     /// A database failure.
     pub async fn volunteer_hours(&self, school: Option<&str>) -> Result<Vec<VolunteerHours>> {
+        self.volunteer_hours_at(school, None).await
+    }
+
+    /// Confirmed and unconfirmed minutes per volunteer, counting only activities of one
+    /// school and/or logged at one venue.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn volunteer_hours_at(
+        &self,
+        school: Option<&str>,
+        venue: Option<&str>,
+    ) -> Result<Vec<VolunteerHours>> {
         let rows = sqlx::query(
             // SUM of BIGINT is NUMERIC on PostgreSQL, which the `Any` driver cannot decode.
             "SELECT volunteer_id, \
              CAST(COALESCE(SUM(confirmed_minutes), 0) AS BIGINT), \
              CAST(COALESCE(SUM(CASE WHEN status = 'unconfirmed' THEN minutes ELSE 0 END), 0) AS BIGINT), \
              CAST(COUNT(*) AS BIGINT) \
-             FROM proj_activities WHERE ($1 = '' OR school_id = $1) GROUP BY volunteer_id ORDER BY volunteer_id",
+             FROM proj_activities WHERE ($1 = '' OR school_id = $1) AND ($2 = '' OR venue_id = $2) \
+             GROUP BY volunteer_id ORDER BY volunteer_id",
         )
         .bind(school.unwrap_or(""))
+        .bind(venue.unwrap_or(""))
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()

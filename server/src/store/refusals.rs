@@ -26,8 +26,28 @@ pub struct Refusal {
     pub at: i64,
 }
 
+/// Longest detail stored (characters); a longer one is cut and ends with `…`. The detail
+/// holds a document path a device chose, so it is bounded here whatever the caller sends.
+pub const MAX_DETAIL_CHARS: usize = 300;
+/// Refusals kept per device: beyond this, the oldest are dropped as new ones arrive, so
+/// a device that keeps sending refused changes cannot fill the table.
+pub const MAX_REFUSALS_PER_DEVICE: i64 = 500;
+/// Longest code stored (codes are short kebab-case words).
+const MAX_CODE_CHARS: usize = 64;
+
+fn bounded(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(max - 1).collect();
+    out.push('…');
+    out
+}
+
 impl Store {
-    /// Records a refusal and counts it as pending for the device.
+    /// Records a refusal and counts it as pending for the device. The code and detail
+    /// are cut to their bounds, and only the device's newest
+    /// [`MAX_REFUSALS_PER_DEVICE`] refusals are kept.
     ///
     /// # Errors
     /// A database failure (e.g. unknown device).
@@ -39,16 +59,30 @@ impl Store {
         )
         .bind(refusal.id.to_string())
         .bind(refusal.device_id.to_string())
-        .bind(&refusal.doc_id)
-        .bind(&refusal.code)
-        .bind(&refusal.detail)
+        .bind(bounded(&refusal.doc_id, MAX_CODE_CHARS))
+        .bind(bounded(&refusal.code, MAX_CODE_CHARS))
+        .bind(bounded(&refusal.detail, MAX_DETAIL_CHARS))
         .bind(refusal.at)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE devices SET pending_refusals = pending_refusals + 1 WHERE id = $1")
-            .bind(refusal.device_id.to_string())
-            .execute(&mut *tx)
-            .await?;
+        // Keep the newest rows only (by time, then id, as they are listed).
+        sqlx::query(
+            "DELETE FROM refusals WHERE device_id = $1 AND id NOT IN (\
+             SELECT id FROM refusals WHERE device_id = $1 \
+             ORDER BY at DESC, id DESC LIMIT $2)",
+        )
+        .bind(refusal.device_id.to_string())
+        .bind(MAX_REFUSALS_PER_DEVICE)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE devices SET pending_refusals = CASE WHEN pending_refusals >= $2 \
+             THEN $2 ELSE pending_refusals + 1 END WHERE id = $1",
+        )
+        .bind(refusal.device_id.to_string())
+        .bind(MAX_REFUSALS_PER_DEVICE)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

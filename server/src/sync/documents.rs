@@ -3,10 +3,15 @@
 //! year (its id derived from the school and the year, [`DocumentId::school_log`]) and the
 //! pass revocation list.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
 use kepu_sync_core::calendar::china_year;
 use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::edits::Edit;
 use kepu_sync_core::ids::{SchoolId, SlotId, VenueId};
+use kepu_sync_core::schema::DocKind;
+use kepu_sync_core::validate::DerivedIds;
 
 use super::hub::SyncHub;
 use crate::error::Result;
@@ -21,6 +26,110 @@ pub const fn venue_doc(venue: VenueId) -> DocumentId {
     DocumentId::from_bytes(*venue.as_bytes())
 }
 
+/// School logs are derived for these years around the current one: last year's (still
+/// written in January), this year's and the next ones, so that no device can create a
+/// document today at the id of a log the server will create at a coming new year.
+pub const DERIVED_YEARS_BEFORE: i64 = 1;
+/// See [`DERIVED_YEARS_BEFORE`].
+pub const DERIVED_YEARS_AFTER: i64 = 5;
+
+/// The schools, venues and year a [`DerivedRegistry`] was computed from.
+type Basis = (Vec<SchoolId>, Vec<VenueId>, i64);
+
+/// The ids at which the server creates documents itself, by the kind it creates there:
+/// the revocation list, one venue document per venue record and each school's log for
+/// the years around the current one. The engine asks it on every creation by a device
+/// (`may-not-create` there); [`ensure`] keeps it up to date.
+#[derive(Debug, Default)]
+pub struct DerivedRegistry {
+    ids: RwLock<HashMap<DocumentId, DocKind>>,
+    /// What the map was computed from (schools, venues, year), to skip recomputing.
+    basis: RwLock<Option<Basis>>,
+    /// Misplaced documents already logged (each is logged once).
+    warned: std::sync::Mutex<HashSet<DocumentId>>,
+}
+
+impl DerivedIds for DerivedRegistry {
+    fn kind_at(&self, doc: &DocumentId) -> Option<DocKind> {
+        if *doc == REVOCATIONS_DOC {
+            return Some(DocKind::Revocations);
+        }
+        self.ids.read().ok()?.get(doc).copied()
+    }
+}
+
+impl DerivedRegistry {
+    /// A registry shared with the engine.
+    #[must_use]
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Recomputes the ids from the current schools, venues and year (only if they
+    /// changed).
+    pub fn refresh(&self, mut schools: Vec<SchoolId>, mut venues: Vec<VenueId>, year: i64) {
+        schools.sort_unstable();
+        venues.sort_unstable();
+        let basis = (schools, venues, year);
+        if self.basis.read().is_ok_and(|b| b.as_ref() == Some(&basis)) {
+            return;
+        }
+        let (schools, venues, year) = &basis;
+        let mut ids = HashMap::with_capacity(
+            venues.len()
+                + schools.len()
+                    * usize::try_from(DERIVED_YEARS_BEFORE + DERIVED_YEARS_AFTER + 1).unwrap_or(1),
+        );
+        ids.insert(REVOCATIONS_DOC, DocKind::Revocations);
+        for v in venues {
+            ids.insert(venue_doc(*v), DocKind::Venue);
+        }
+        for s in schools {
+            for y in year - DERIVED_YEARS_BEFORE..=year + DERIVED_YEARS_AFTER {
+                ids.insert(DocumentId::school_log(*s, y), DocKind::SchoolLog);
+            }
+        }
+        if let Ok(mut w) = self.ids.write() {
+            *w = ids;
+        }
+        if let Ok(mut b) = self.basis.write() {
+            *b = Some(basis);
+        }
+    }
+}
+
+/// A document found at a derived id that is not of the kind the server creates there
+/// (written before devices were kept off derived ids). The server does not use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Misplaced {
+    /// The derived id.
+    pub doc: DocumentId,
+    /// The kind the server creates there.
+    pub expected: DocKind,
+    /// The kind stored there (its text, possibly unknown).
+    pub found: String,
+}
+
+/// The documents of the wrong kind at ids this server derives (see [`DerivedRegistry`]).
+///
+/// # Errors
+/// A database failure.
+pub async fn misplaced(store: &Store, registry: &DerivedRegistry) -> Result<Vec<Misplaced>> {
+    Ok(store
+        .document_ids()
+        .await?
+        .into_iter()
+        .filter_map(|(doc, found)| {
+            let expected = registry.kind_at(&doc)?;
+            (found != expected.as_str()).then_some(Misplaced {
+                doc,
+                expected,
+                found,
+            })
+        })
+        .collect())
+}
+
 /// Creates the documents that do not exist yet: the revocation list, one venue
 /// document per venue record (with its directory profile) and each school's log for the
 /// year of `now` in China time (so that no two devices ever create the same school log
@@ -30,27 +139,50 @@ pub const fn venue_doc(venue: VenueId) -> DocumentId {
 /// # Errors
 /// A database failure.
 pub async fn ensure(store: &Store, hub: &SyncHub, now: i64, demo_slots: bool) -> Result<usize> {
-    let existing: std::collections::HashSet<DocumentId> = store
-        .document_ids()
+    let year = china_year(now);
+    let schools: Vec<SchoolId> = store
+        .school_ids()
         .await?
         .into_iter()
-        .map(|(d, _)| d)
+        .map(SchoolId)
         .collect();
+    let venues = store.list_venues().await?;
+    let registry = hub.derived_ids();
+    registry.refresh(
+        schools.clone(),
+        venues.iter().map(|v| VenueId(v.id)).collect(),
+        year,
+    );
+    let stored: HashMap<DocumentId, String> = store.document_ids().await?.into_iter().collect();
+    let existing: HashSet<DocumentId> = stored.keys().copied().collect();
+    // A document of another kind at a derived id is never used as the server's own:
+    // say so (ids and kinds only) and leave it alone.
+    for (doc, found) in &stored {
+        if let Some(expected) = registry.kind_at(doc)
+            && found != expected.as_str()
+            && registry.warned.lock().is_ok_and(|mut w| w.insert(*doc))
+        {
+            tracing::warn!(
+                doc = %doc,
+                expected = expected.as_str(),
+                found = found.as_str(),
+                "a document of another kind holds an id the server derives; not used"
+            );
+        }
+    }
     let mut created = 0;
     if !existing.contains(&REVOCATIONS_DOC) {
         hub.edit(REVOCATIONS_DOC, Edit::CreateRevocations);
         created += 1;
     }
-    let year = china_year(now);
-    for school in store.school_ids().await? {
-        let school = SchoolId(school);
+    for school in schools {
         let doc = DocumentId::school_log(school, year);
         if !existing.contains(&doc) {
             hub.edit(doc, Edit::CreateSchoolLog { school, year });
             created += 1;
         }
     }
-    for v in store.list_venues().await? {
+    for v in venues {
         let venue = VenueId(v.id);
         let doc = venue_doc(venue);
         if existing.contains(&doc) {

@@ -102,9 +102,16 @@ pub struct SyncHub {
     inbound: Arc<Semaphore>,
     next_conn: Arc<AtomicU64>,
     connections: Arc<AtomicUsize>,
+    derived: Arc<super::documents::DerivedRegistry>,
 }
 
 impl SyncHub {
+    /// The ids at which the server creates documents itself (shared with the engine).
+    #[must_use]
+    pub fn derived_ids(&self) -> &super::documents::DerivedRegistry {
+        &self.derived
+    }
+
     /// Starts the hub and its storage worker.
     #[must_use]
     pub fn start(state: AppState, config: &HubConfig) -> Self {
@@ -127,11 +134,14 @@ impl SyncHub {
         engine_config.proof_key =
             Some(kepu_sync_core::proof::ServerSigner::from_seed(seed).public());
         engine_config.revocations_doc = Some(super::documents::REVOCATIONS_DOC);
+        let derived = super::documents::DerivedRegistry::new();
+        engine_config.derived_ids = Some(derived.clone());
         let hub = Self {
             tx: tx.clone(),
             inbound: Arc::new(Semaphore::new(INBOUND_BUDGET as usize)),
             next_conn: Arc::new(AtomicU64::new(1)),
             connections: Arc::new(AtomicUsize::new(0)),
+            derived,
         };
         let jobs = worker::start(state.clone(), hub.clone());
         tokio::spawn(run(Engine::new(engine_config), rx, jobs, state));

@@ -12,6 +12,7 @@ mod live_browser;
 mod many_devices;
 mod projections_match_rules;
 mod reports;
+mod roles;
 mod samod_client;
 mod store_suite;
 mod support;

@@ -93,15 +93,8 @@ async fn venue_with_slot(server: &TestServer, capacity: u32) -> (Cast, Device) {
     let venue_doc = DocumentId::from_bytes(*venue.as_bytes());
     let slot = SlotId(Uuid::from_u128(7));
     let start = kepu_server::clock::now_ms() + 3_600_000;
-    // The server creates the venue document on its own within seconds; staff may too.
-    staff.want(venue_doc);
-    staff.sync(server.addr).await;
-    if staff
-        .doc(&venue_doc)
-        .is_none_or(|d| d.get_heads().is_empty())
-    {
-        staff.edit(venue_doc, Edit::CreateVenue { venue });
-    }
+    // The server creates the venue document on its own within seconds.
+    crate::world::await_server_doc(&mut staff, server.addr, venue_doc).await;
     staff.edit(
         venue_doc,
         Edit::PutSlot {

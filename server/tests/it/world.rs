@@ -96,8 +96,24 @@ impl Enroller {
     }
 }
 
-/// Makes sure the venue document exists on `staff`'s device (the server creates it on
-/// start for venues it knows; staff create it otherwise) and publishes a slot.
+/// Waits until `device` holds `doc`, which the server creates itself (a venue's document,
+/// a school's log): devices may not create documents at the ids the server derives. The
+/// server creates them at start and then every 2 seconds.
+pub async fn await_server_doc(device: &mut Device, addr: SocketAddr, doc: DocumentId) {
+    for _ in 0..100 {
+        device.want(doc);
+        device.sync(addr).await;
+        if device.doc(&doc).is_some_and(|d| !d.get_heads().is_empty()) {
+            return;
+        }
+        device.disconnect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the server never created {doc}");
+}
+
+/// Gets the venue document (the server creates it within seconds of the venue record)
+/// onto `staff`'s device and publishes a slot.
 pub async fn publish_slot(
     staff: &mut Device,
     addr: SocketAddr,
@@ -105,25 +121,7 @@ pub async fn publish_slot(
     capacity: u32,
 ) -> SlotId {
     let venue_doc = DocumentId::from_bytes(*venue.as_bytes());
-    staff.want(venue_doc);
-    for _ in 0..60 {
-        if !staff.online() {
-            staff.connect(addr).await;
-        }
-        staff.pump(Duration::from_millis(50)).await;
-        if staff
-            .doc(&venue_doc)
-            .is_some_and(|d| !d.get_heads().is_empty())
-        {
-            break;
-        }
-    }
-    if staff
-        .doc(&venue_doc)
-        .is_none_or(|d| d.get_heads().is_empty())
-    {
-        staff.edit(venue_doc, Edit::CreateVenue { venue });
-    }
+    await_server_doc(staff, addr, venue_doc).await;
     let slot = SlotId(kepu_sync_core::ids::uuid_v7(
         kepu_server::clock::now_ms(),
         rand::random(),

@@ -10,9 +10,16 @@ use ed25519_dalek::{Signature, VerifyingKey};
 
 use super::ProofError;
 
-/// No kepu code is longer than this many characters; longer input is refused as
-/// [`ProofError::Malformed`] before it is decoded.
+/// No code shown as a QR code is longer than this many characters; longer input is
+/// refused as [`ProofError::Malformed`] before it is decoded. The stored bound gate
+/// proof (`KPB1.`, never shown) is 305 characters; each kind's decoder refuses anything
+/// longer than its own exact length.
 pub const MAX_CODE_CHARS: usize = 300;
+
+/// The exact text length of a code of `kind`.
+const fn text_len(kind: Kind) -> usize {
+    kind.tag.len() + 1 + (kind.len * 4).div_ceil(3)
+}
 
 /// Length of an Ed25519 signature.
 pub(crate) const SIG_LEN: usize = 64;
@@ -44,6 +51,12 @@ pub(crate) const GATE_PROOF: Kind = Kind {
     byte: 0x31,
     len: 193,
 };
+/// Gate proof bound to the pupil and device of one check-in (see `bound.rs`).
+pub(crate) const BOUND_GATE_PROOF: Kind = Kind {
+    tag: "KPB1",
+    byte: 0x51,
+    len: 225,
+};
 /// Signed gate day certificate, sent from the server to a gate device.
 pub(crate) const GATE_CERT: Kind = Kind {
     tag: "KPC1",
@@ -56,6 +69,7 @@ pub(crate) const GATE_CERT: Kind = Kind {
 pub(crate) const DOMAIN_GATE_CERT: &[u8] = b"kepu/gate-cert/v1\0";
 pub(crate) const DOMAIN_GATE_CODE: &[u8] = b"kepu/gate-code/v1\0";
 pub(crate) const DOMAIN_PUPIL_PASS: &[u8] = b"kepu/pupil-pass/v1\0";
+pub(crate) const DOMAIN_GATE_BIND: &[u8] = b"kepu/gate-bind/v1\0";
 
 /// Encodes `body` (the layout without its kind byte) as `TAG.` + base64url.
 pub(crate) fn encode(kind: Kind, body: &[u8]) -> String {
@@ -75,7 +89,7 @@ pub(crate) fn encode(kind: Kind, body: &[u8]) -> String {
 /// The input must be exactly the canonical text: no whitespace, no padding, no trailing
 /// bits in the last base64 character.
 pub(crate) fn decode(kind: Kind, text: &str) -> Result<Vec<u8>, ProofError> {
-    if text.len() > MAX_CODE_CHARS {
+    if text.len() > text_len(kind) {
         return Err(ProofError::Malformed);
     }
     let (tag, payload) = text.split_once('.').ok_or(ProofError::Malformed)?;
@@ -219,7 +233,13 @@ mod tests {
 
     #[test]
     fn kinds_have_distinct_tags_and_bytes() {
-        let kinds = [GATE_CODE, PUPIL_PASS, GATE_PROOF, GATE_CERT];
+        let kinds = [
+            GATE_CODE,
+            PUPIL_PASS,
+            GATE_PROOF,
+            GATE_CERT,
+            BOUND_GATE_PROOF,
+        ];
         for (i, a) in kinds.iter().enumerate() {
             assert!(looks_like_kepu_tag(a.tag));
             for b in &kinds[i + 1..] {

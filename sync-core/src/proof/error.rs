@@ -38,11 +38,14 @@ pub enum ProofError {
     /// The gate code's window lies on another day than its certificate.
     #[error("code window outside its certificate day")]
     DayMismatch,
+    /// A bound gate proof was made for another pupil, device or scan time (copied).
+    #[error("proof bound to another check in")]
+    NotBound,
 }
 
 impl ProofError {
     /// Every variant, in declaration order.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Malformed,
         Self::WrongKind,
         Self::BadServerSignature,
@@ -53,6 +56,7 @@ impl ProofError {
         Self::WrongVenue,
         Self::Revoked,
         Self::DayMismatch,
+        Self::NotBound,
     ];
 
     /// A stable machine-readable reason (`snake_case`), for replies and metrics.
@@ -69,6 +73,7 @@ impl ProofError {
             Self::WrongVenue => "wrong_venue",
             Self::Revoked => "revoked",
             Self::DayMismatch => "day_mismatch",
+            Self::NotBound => "not_bound",
         }
     }
 }

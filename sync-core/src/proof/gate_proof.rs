@@ -66,6 +66,11 @@ impl GateProof {
         self.cert.cert().expires_ms
     }
 
+    /// The gate's signature over (venue, day, window).
+    pub(crate) fn signature(&self) -> &[u8; SIG_LEN] {
+        &self.signature
+    }
+
     /// The signed certificate inside the proof.
     #[must_use]
     pub fn signed_cert(&self) -> &SignedGateCert {

@@ -1,7 +1,7 @@
 //! Attendance of one booking: the earliest scan counts, every scan is kept, duplicates
 //! are listed with device and time, and anomalies are flagged, never dropped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ids::{DeviceId, PupilId};
 use crate::schema::booking::{Booking, Scan, Status};
@@ -27,6 +27,10 @@ pub enum AnomalyKind {
     UnconfirmedBooking,
     /// The scan's time is outside the slot's window.
     OutsideSlot,
+    /// The scan's proof is also the proof of another pupil's check-in: one proof used
+    /// by several pupils (a copied gate proof; the server refuses new ones, see
+    /// `docs/proofs.md`, but documents written before proofs were bound may hold them).
+    SharedProof,
 }
 
 impl AnomalyKind {
@@ -38,6 +42,7 @@ impl AnomalyKind {
             Self::CancelledBooking => "cancelled_booking",
             Self::UnconfirmedBooking => "unconfirmed_booking",
             Self::OutsideSlot => "outside_slot",
+            Self::SharedProof => "shared_proof",
         }
     }
 }
@@ -110,6 +115,12 @@ pub fn attendance(booking: &Booking, slot: Option<&Slot>) -> Attendance {
     everyone.extend(ins.keys().filter(|p| !booking.roster.contains_key(p)));
     everyone.sort_unstable();
 
+    let mut proof_users: BTreeMap<&str, BTreeSet<PupilId>> = BTreeMap::new();
+    for s in &booking.check_ins {
+        if let Some(p) = s.proof.as_deref() {
+            proof_users.entry(p).or_default().insert(s.pupil);
+        }
+    }
     let mut out = Attendance {
         expected: booking.roster.len(),
         arrived: 0,
@@ -150,6 +161,13 @@ pub fn attendance(booking: &Booking, slot: Option<&Slot>) -> Attendance {
             };
             if !on_roster {
                 flag(AnomalyKind::WalkIn);
+            }
+            if c.proof
+                .as_deref()
+                .and_then(|p| proof_users.get(p))
+                .is_some_and(|users| users.len() > 1)
+            {
+                flag(AnomalyKind::SharedProof);
             }
             match booking.status {
                 Status::Cancelled => flag(AnomalyKind::CancelledBooking),

@@ -7,7 +7,7 @@
 //!   roster:     { "<pupil>": <added_at> },
 //!   check_ins:  { "<pupil>/<device>": { "<scan id>": { at, method, proof, by } } },
 //!   check_outs: { "<pupil>/<device>": { "<scan id>": { at, method, by } } },
-//!   notes:      { "<note id>": { at, by, role, text } } }
+//!   notes:      { "<note id>": { at, by, role, text } } }   (text: one of NOTE_CODES)
 //! ```
 
 use std::collections::BTreeMap;
@@ -146,6 +146,21 @@ pub struct Scan {
     pub by: Option<UserId>,
 }
 
+/// What a booking note may say. Notes are read by every pupil on the roster and live in
+/// every replica's history, so they are codes, not free text that could carry a name
+/// (ADR 0110). Anything else is refused as `malformed-value`.
+pub const NOTE_CODES: &[&str] = &[
+    "arrived_late",
+    "left_early",
+    "bus_delayed",
+    "group_split",
+    "weather",
+    "accessibility_needs",
+    "incident_reported",
+    "rescheduled",
+    "other",
+];
+
 /// A note on the booking.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Note {
@@ -157,7 +172,7 @@ pub struct Note {
     pub by: Option<UserId>,
     /// Author's role.
     pub role: String,
-    /// Text.
+    /// One of [`NOTE_CODES`] (older documents may hold free text).
     pub text: String,
 }
 
