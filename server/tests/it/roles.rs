@@ -30,7 +30,9 @@ async fn sync_until_stored(device: &mut Device, addr: std::net::SocketAddr, doc:
             return;
         }
         if attempt % 10 == 0 {
-            // A phone whose line went quiet reconnects and syncs again.
+            // The client engine offers a document created while connected only at the
+            // next connection (it fans out to the document's peers, and a new document
+            // has none yet), as phones do when they reconnect.
             device.disconnect();
         }
     }
