@@ -254,13 +254,12 @@ impl Accounts {
                 return Err(e);
             }
         };
-        let stored = record
-            .as_ref()
-            .map_or_else(|| decoy_hash().to_owned(), |r| r.password_hash.clone());
+        let stored = record.as_ref().map(|r| r.password_hash.clone());
         let password = password.to_owned();
+        // The decoy is hashed (once) inside the check too, off the async threads.
         let matches = match self
             .throttle
-            .check(move || verify_password(&password, &stored))
+            .check(move || verify_password(&password, stored.as_deref().unwrap_or(decoy_hash())))
             .await
         {
             Ok(matches) => matches,
