@@ -15,6 +15,8 @@
 //! - **Bounded memory**: idle documents are evicted; sync states are persisted per peer
 //!   storage id so that a reconnect sends only what is new.
 
+mod admit;
+pub mod guard;
 pub mod io;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -82,6 +84,8 @@ pub struct Config {
     /// Server: the ids at which the server creates documents itself; a device may not
     /// create a document there (`may-not-create`).
     pub derived_ids: Option<std::sync::Arc<dyn validate::DerivedIds>>,
+    /// What one incoming sync message may cost (see [`guard`]).
+    pub limits: guard::Limits,
 }
 
 impl Config {
@@ -111,6 +115,7 @@ impl Config {
             max_pending_per_doc: 1_024,
             save_state_every_ms: 5_000,
             derived_ids: None,
+            limits: guard::Limits::default(),
         }
     }
 }
@@ -265,6 +270,7 @@ pub struct Engine {
     next_generation: u64,
     now: i64,
     fx: Effects,
+    admission: admit::Admission,
 }
 
 fn actor(config: &Config) -> ActorId {
@@ -286,6 +292,7 @@ impl Engine {
             next_generation: 1,
             now: 0,
             fx: Effects::default(),
+            admission: admit::Admission::default(),
         }
     }
 
@@ -483,8 +490,16 @@ impl Engine {
 
     fn run_pending(&mut self, doc: DocumentId, p: Pending) {
         match p {
-            Pending::Frame { conn, doc_msg } => self.on_doc_message(conn, doc, &doc_msg),
-            Pending::Edit(edit) => self.apply_edit(doc, &edit),
+            Pending::Frame { conn, doc_msg } => {
+                let mark = self.fx.tasks.len();
+                self.on_doc_message(conn, doc, &doc_msg);
+                self.after_message(conn, doc, mark);
+            }
+            Pending::Edit(edit) => {
+                let mark = self.fx.tasks.len();
+                self.apply_edit(doc, &edit);
+                self.after_own_edit(doc, mark);
+            }
             Pending::Announce { conn } => self.announce(conn, doc),
             Pending::Nothing => {}
         }
@@ -627,8 +642,12 @@ impl Engine {
             ),
             Message::DocUnavailable { document_id, .. } => self.on_unavailable(conn, document_id),
             Message::Ephemeral {
-                document_id, data, ..
-            } => self.on_ephemeral(conn, document_id, bytes, data),
+                document_id,
+                session_id,
+                count,
+                data,
+                ..
+            } => self.on_ephemeral(conn, document_id, &session_id, count, data),
             Message::Error {
                 refusal, message, ..
             } => self.on_remote_error(conn, refusal, &message),
@@ -855,6 +874,10 @@ impl Engine {
                 return;
             }
         }
+        // Nothing reaches automerge before the payload guard has read it.
+        let Some(message) = self.admit(conn, doc, message, writer.as_ref()) else {
+            return;
+        };
         let _ = msg.request;
         let Some(peer) = self.peer_state(conn, doc) else {
             return;
@@ -1259,27 +1282,19 @@ impl Engine {
         }
     }
 
-    fn on_ephemeral(&mut self, conn: ConnId, doc: DocumentId, raw: &[u8], data: Vec<u8>) {
+    fn on_ephemeral(
+        &mut self,
+        conn: ConnId,
+        doc: DocumentId,
+        session_id: &str,
+        count: u64,
+        data: Vec<u8>,
+    ) {
         if self.config.mode == Mode::Client {
             self.fx.events.push(Event::Ephemeral { doc, data });
             return;
         }
-        // Relay to the other peers of the document that may read it.
-        let can = self
-            .docs
-            .get(&doc)
-            .is_some_and(|e| e.peers.contains_key(&conn));
-        if !can {
-            return;
-        }
-        let others: Vec<ConnId> = self
-            .docs
-            .get(&doc)
-            .map(|e| e.peers.keys().copied().filter(|c| *c != conn).collect())
-            .unwrap_or_default();
-        for other in others {
-            self.fx.sends.push((other, raw.to_vec()));
-        }
+        self.relay_ephemeral(conn, doc, session_id, count, &data);
     }
 
     fn on_remote_error(&mut self, conn: ConnId, refusal: Option<wire::Refusal>, message: &str) {
@@ -1784,6 +1799,9 @@ fn validate_code(code: &str) -> RefusalCode {
         C::DependsOnRefused,
         C::BadProof,
         C::AccessLost,
+        C::TooLong,
+        C::ActivityConfirmed,
+        C::ForeignActor,
     ]
     .into_iter()
     .find(|c| c.as_str() == code)

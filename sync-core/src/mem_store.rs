@@ -7,6 +7,7 @@ use automerge::ChangeHash;
 
 use crate::doc_id::DocumentId;
 use crate::engine::{IoResult, Loaded, StorageTask, StoredChange};
+use crate::ids::DeviceId;
 
 /// One stored document.
 #[derive(Debug, Clone, Default)]
@@ -28,6 +29,8 @@ pub struct MemStore {
     pub refused: Vec<(DocumentId, StoredChange, String)>,
     /// When set, every task fails (to test storage outages).
     pub failing: bool,
+    /// Actor id → the device that owns it (server).
+    pub actor_claims: BTreeMap<Vec<u8>, DeviceId>,
 }
 
 impl MemStore {
@@ -94,6 +97,12 @@ impl MemStore {
             }
             StorageTask::Forget { doc } => {
                 self.docs.remove(doc);
+                IoResult::Done
+            }
+            StorageTask::ClaimActors { device, actors } => {
+                for a in actors {
+                    self.actor_claims.entry(a.clone()).or_insert(*device);
+                }
                 IoResult::Done
             }
         }

@@ -76,8 +76,10 @@ pub struct Node {
 
 impl Node {
     fn new(config: Config, store: MemStore) -> Self {
+        let mut engine = Engine::new(config.clone());
+        engine.load_actor_claims(store.actor_claims.clone());
         Self {
-            engine: Engine::new(config.clone()),
+            engine,
             store,
             events: Vec::new(),
             auto_io: true,
@@ -256,7 +258,9 @@ impl Sim {
         for (id, task) in tasks {
             let node = self.node(who);
             let result = node.store.run(&task);
-            if node.auto_io && !hold {
+            // Actor claims gate no acknowledgement: they are never held.
+            let claim = matches!(task, StorageTask::ClaimActors { .. });
+            if (node.auto_io && !hold) || claim {
                 self.feed(who, Input::IoDone { task: id, result });
             } else {
                 node.held.push_back((id, result));
@@ -355,6 +359,14 @@ impl Sim {
         let now = self.now;
         let fx = self.devices[i].engine.edit_unchecked(now, doc, edit);
         self.apply(Who::Device(i), fx);
+    }
+
+    /// Device `i` sends `bytes` as one frame to the server, if it is online (a tampered app
+    /// that writes the protocol itself).
+    pub fn send_raw(&mut self, i: usize, bytes: Vec<u8>) {
+        if let Some(l) = self.links.get_mut(i).filter(|l| l.online) {
+            l.to_server.push_back(bytes);
+        }
     }
 
     /// The server writes an edit as itself.

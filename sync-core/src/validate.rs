@@ -65,6 +65,9 @@ pub enum RefusalCode {
     TooLong,
     /// An activity's fields are fixed once staff confirmed or declined it.
     ActivityConfirmed,
+    /// The change is written under an actor id that belongs to another device (or to the
+    /// server): each device writes only under its own actor ids.
+    ForeignActor,
 }
 
 impl RefusalCode {
@@ -92,6 +95,7 @@ impl RefusalCode {
             Self::AccessLost => "access-lost",
             Self::TooLong => "too-long",
             Self::ActivityConfirmed => "activity-confirmed",
+            Self::ForeignActor => "foreign-actor",
         }
     }
 }

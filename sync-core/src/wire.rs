@@ -19,7 +19,7 @@
 mod decode;
 mod encode;
 
-pub use decode::{MAX_DEPTH, decode};
+pub use decode::{MAX_DEPTH, MAX_ID_LEN, decode};
 
 use crate::doc_id::DocumentId;
 
@@ -189,6 +189,9 @@ pub enum WireError {
     /// An array field has more elements than allowed.
     #[error("too many entries in {field} (at most {max})")]
     TooMany { field: &'static str, max: usize },
+    /// An id (peer, storage, session) or version is longer than allowed.
+    #[error("{field} is longer than {max} bytes")]
+    TooLong { field: &'static str, max: usize },
 }
 
 impl WireError {
@@ -858,6 +861,58 @@ mod tests {
             }),
             id().prop_map(|s| Message::Leave { sender_id: s }),
         ]
+    }
+
+    #[test]
+    fn peer_storage_and_session_ids_of_a_megabyte_are_refused() {
+        let long = "x".repeat(1 << 20);
+        let mut sync = sync_message();
+        if let Message::Sync { sender_id, .. } = &mut sync {
+            sender_id.clone_from(&long);
+        }
+        assert_eq!(
+            decode(&sync.encode()),
+            Err(WireError::TooLong {
+                field: "senderId",
+                max: MAX_ID_LEN
+            })
+        );
+        let join = Message::Join {
+            sender_id: "peer".into(),
+            peer_metadata: Some(PeerMetadata {
+                storage_id: Some(long.clone()),
+                is_ephemeral: None,
+            }),
+            supported_protocol_versions: vec!["1".into()],
+        };
+        assert!(matches!(
+            decode(&join.encode()),
+            Err(WireError::TooLong {
+                field: "storageId",
+                ..
+            })
+        ));
+        let ephemeral = Message::Ephemeral {
+            sender_id: "peer".into(),
+            target_id: "server".into(),
+            document_id: doc(),
+            session_id: long,
+            count: 1,
+            data: vec![1],
+        };
+        assert!(matches!(
+            decode(&ephemeral.encode()),
+            Err(WireError::TooLong {
+                field: "sessionId",
+                ..
+            })
+        ));
+        // At the bound, still fine.
+        let mut sync = sync_message();
+        if let Message::Sync { sender_id, .. } = &mut sync {
+            *sender_id = "y".repeat(MAX_ID_LEN);
+        }
+        assert!(decode(&sync.encode()).is_ok());
     }
 
     proptest! {

@@ -1,5 +1,6 @@
 //! Scenario tests on the deterministic simulator. Each reads like the product.
 
+use automerge::ReadDoc;
 use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::edits::Edit;
 use kepu_sync_core::engine::Event;
@@ -1310,5 +1311,92 @@ fn sync_states_are_saved_while_connected() {
         saved,
         Some(heads),
         "the teacher's state is saved with the heads it has acknowledged, while connected"
+    );
+}
+
+#[test]
+fn a_pupil_taking_the_teachers_next_sequence_number_is_refused_and_the_teachers_offline_check_ins_land()
+ {
+    let mut w = World::new(23, 60);
+    let t = w.teacher(1);
+    let p0 = w.pupils[0];
+    let phone = w.pupil_phone(2, p0);
+    let b = w.book(t, 30, w.pupils.clone());
+    w.sim.settle();
+    w.sim.want(phone, b);
+    w.sim.settle();
+    // The teacher goes on a trip with no network and ticks two pupils off.
+    w.sim.set_online(t, false);
+    w.check_in(t, b, w.pupils[1], ScanMethod::Manual);
+    w.check_in(t, b, w.pupils[2], ScanMethod::Manual);
+    // Meanwhile the pupil's tampered app reads the teacher's actor id from the booking's
+    // history and writes an empty change under it, with the teacher's next sequence number.
+    let copy = w.sim.devices[phone]
+        .doc(&b)
+        .expect("the pupil reads the booking");
+    let teacher_actor = w.sim.devices[t].doc(&b).unwrap().get_actor().clone();
+    assert!(
+        copy.get_changes(&[])
+            .iter()
+            .any(|c| c.actor_id() == &teacher_actor),
+        "the teacher's actor id is in the history every rostered pupil reads"
+    );
+    let mut forged = copy.fork();
+    forged.set_actor(teacher_actor);
+    let hash = forged.empty_commit(automerge::transaction::CommitOptions::default());
+    let change = forged.get_change_by_hash(&hash).unwrap();
+    let data = automerge::sync::Message {
+        heads: forged.get_heads(),
+        need: Vec::new(),
+        have: Vec::new(),
+        changes: automerge::sync::ChunkList::from(vec![change.raw_bytes().to_vec()]),
+        flags: None,
+        version: automerge::sync::MessageVersion::V1,
+    }
+    .encode();
+    let frame = kepu_sync_core::wire::Message::Sync {
+        sender_id: "pupil".into(),
+        target_id: "server".into(),
+        document_id: b,
+        data,
+    };
+    w.sim.send_raw(phone, frame.encode());
+    w.sim.run(10_000);
+    let refusal = w
+        .sim
+        .server
+        .refusals()
+        .next()
+        .expect("the server refused it");
+    assert_eq!(refusal.code, RefusalCode::ForeignActor);
+    assert!(
+        w.sim
+            .server
+            .doc(&b)
+            .unwrap()
+            .get_change_by_hash(&hash)
+            .is_none(),
+        "the forged change was not merged"
+    );
+    // The teacher comes back: the offline check-ins land and are counted.
+    w.sim.settle();
+    assert_eq!(attendance(&booking_on(&w.sim, None, &b), None).arrived, 2);
+    assert_eq!(
+        attendance(&booking_on(&w.sim, Some(phone), &b), None).arrived,
+        2,
+        "and reach the pupil's phone"
+    );
+    // The claim outlives a server restart.
+    w.sim.crash_server();
+    w.sim.send_raw(phone, frame.encode());
+    w.sim.settle();
+    w.sim.send_raw(phone, frame.encode());
+    w.sim.run(10_000);
+    assert!(
+        w.sim
+            .server
+            .refusals()
+            .any(|r| r.code == RefusalCode::ForeignActor),
+        "refused again after a restart"
     );
 }

@@ -279,6 +279,8 @@ impl Store {
                     )?;
                 }
             }
+            // Server only: a phone's engine never claims actor ids.
+            StorageTask::ClaimActors { .. } => {}
         }
         tx.commit()?;
         Ok(IoResult::Done)

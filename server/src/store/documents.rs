@@ -3,6 +3,7 @@
 
 use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::engine::{Loaded, StorageTask, StoredChange};
+use kepu_sync_core::ids::DeviceId;
 use sqlx::Row;
 
 use crate::error::Result;
@@ -105,6 +106,19 @@ impl Store {
                 | StorageTask::Append { .. }
                 | StorageTask::Quarantine { .. }
                 | StorageTask::Forget { .. } => {}
+                StorageTask::ClaimActors { device, actors } => {
+                    for actor in actors {
+                        sqlx::query(
+                            "INSERT INTO device_actors (actor, device_id, first_seen) VALUES ($1, $2, $3) \
+                             ON CONFLICT (actor) DO NOTHING",
+                        )
+                        .bind(actor.clone())
+                        .bind(device.to_string())
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
                 StorageTask::Compact {
                     doc,
                     snapshot,
@@ -143,6 +157,23 @@ impl Store {
         append_all(&mut tx, &appends, now).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Every actor id claim: the device that owns it (loaded into the sync engine at start).
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn actor_claims(&self) -> Result<Vec<(Vec<u8>, DeviceId)>> {
+        Ok(sqlx::query("SELECT actor, device_id FROM device_actors")
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .filter_map(|r| {
+                let actor: Vec<u8> = r.try_get(0).ok()?;
+                let device: String = r.try_get(1).ok()?;
+                Some((actor, device.parse().ok()?))
+            })
+            .collect())
     }
 
     /// Notes that the records of `doc` were written from the state with `heads`.

@@ -242,6 +242,7 @@ async fn run(
     state: AppState,
 ) {
     let mut conns: HashMap<ConnId, ConnOut> = HashMap::new();
+    load_actor_claims(&mut engine, &state).await;
     while let Some(msg) = rx.recv().await {
         let now = now_ms();
         let mut budget = None;
@@ -367,6 +368,26 @@ async fn settle(
                 live_gone(state, c.device);
             }
             fx.extend(engine.handle(now, Input::Disconnected { conn }));
+        }
+    }
+}
+
+/// Which device owns which actor id: without the claims, a device could write under
+/// another's. Frames wait in the hub's queue meanwhile; the database is retried until it
+/// answers.
+async fn load_actor_claims(engine: &mut Engine, state: &AppState) {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match state.store.actor_claims().await {
+            Ok(claims) => {
+                engine.load_actor_claims(claims);
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not load actor claims; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
         }
     }
 }

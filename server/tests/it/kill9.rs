@@ -34,9 +34,9 @@ mod postgres {
 }
 
 /// A `kepu-server` child process; killed when dropped.
-struct ServerProcess {
-    child: Child,
-    addr: SocketAddr,
+pub(crate) struct ServerProcess {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
     // Keeps the unused data directory of a PostgreSQL run alive.
     _scratch: Option<tempfile::TempDir>,
 }
@@ -51,7 +51,7 @@ fn free_port() -> u16 {
 impl ServerProcess {
     /// Starts the binary on `db` (SQLite: `--data-dir` with the default database file;
     /// PostgreSQL: `DATABASE_URL`) and waits until `/readyz` answers.
-    async fn start(db: &TestDb) -> Self {
+    pub(crate) async fn start(db: &TestDb) -> Self {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kepu-server"));
         for var in [
@@ -113,7 +113,7 @@ impl ServerProcess {
     }
 
     /// SIGTERM, then waits for a clean exit.
-    async fn stop_gracefully(mut self) {
+    pub(crate) async fn stop_gracefully(mut self) {
         let status = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())

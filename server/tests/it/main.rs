@@ -3,6 +3,7 @@
 //! `KEPU_TEST_PG_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`).
 
 mod demo;
+mod hostile_payloads;
 mod hostile_web;
 mod http_api;
 mod hub;

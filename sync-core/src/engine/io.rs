@@ -3,6 +3,7 @@
 use automerge::ChangeHash;
 
 use crate::doc_id::DocumentId;
+use crate::ids::DeviceId;
 use crate::schema::DocKind;
 use crate::validate::Refusal;
 use crate::writer::Writer;
@@ -82,6 +83,15 @@ pub enum StorageTask {
     Forget {
         /// Document.
         doc: DocumentId,
+    },
+    /// Server: these actor ids belong to `device` (learned from its first accepted write
+    /// under each). Keep each first claim; never replace one. Load them back at start with
+    /// [`crate::engine::Engine::load_actor_claims`].
+    ClaimActors {
+        /// The device that wrote under them.
+        device: DeviceId,
+        /// Actor ids (at most 64 bytes each).
+        actors: Vec<Vec<u8>>,
     },
 }
 

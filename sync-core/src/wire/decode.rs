@@ -19,6 +19,11 @@ pub const MAX_DEPTH: usize = 32;
 /// Most protocol versions a `join` may offer.
 const MAX_VERSIONS: usize = 32;
 
+/// Longest peer id, storage id, session id or protocol version accepted, in bytes. Stock
+/// peers use UUIDs or short random strings; the server echoes peer ids in every reply and
+/// keeps storage ids as database keys.
+pub const MAX_ID_LEN: usize = 256;
+
 /// CBOR tag 64 ("uint8 typed array"), which cbor-x puts on `Uint8Array`s unless
 /// configured otherwise. It is accepted in front of byte strings.
 const TAG_UINT8_ARRAY: u64 = 64;
@@ -441,6 +446,13 @@ impl<'b> Reader<'b> {
     }
 }
 
+const fn too_long(field: &'static str) -> WireError {
+    WireError::TooLong {
+        field,
+        max: MAX_ID_LEN,
+    }
+}
+
 /// The indexed top-level map, read field by field once the message type is known.
 struct Fields<'b> {
     input: &'b [u8],
@@ -492,11 +504,19 @@ impl<'b> Fields<'b> {
     }
 
     fn text(&self, key: Key) -> Result<Option<String>, WireError> {
-        self.optional(key, "text", Reader::text)
+        let text = self.optional(key, "text", Reader::text)?;
+        let bounded = matches!(
+            key,
+            Key::SenderId | Key::TargetId | Key::SessionId | Key::SelectedProtocolVersion
+        );
+        if bounded && text.as_ref().is_some_and(|t| t.len() > MAX_ID_LEN) {
+            return Err(too_long(key.name()));
+        }
+        Ok(text)
     }
 
     fn required_text(&self, key: Key) -> Result<String, WireError> {
-        self.required(key, "text", Reader::text)
+        self.text(key)?.ok_or_else(|| self.missing(key))
     }
 
     fn document_id(&self) -> Result<Option<DocumentId>, WireError> {
@@ -523,10 +543,18 @@ impl<'b> Fields<'b> {
 
     fn peer_metadata(&self) -> Result<Option<PeerMetadata>, WireError> {
         let expected = "a map";
-        match self.optional(Key::PeerMetadata, expected, Reader::peer_metadata)? {
-            Some(metadata) => Ok(Some(metadata)),
-            None => self.optional(Key::Metadata, expected, Reader::peer_metadata),
+        let metadata = match self.optional(Key::PeerMetadata, expected, Reader::peer_metadata)? {
+            Some(metadata) => Some(metadata),
+            None => self.optional(Key::Metadata, expected, Reader::peer_metadata)?,
+        };
+        if metadata
+            .as_ref()
+            .and_then(|m| m.storage_id.as_ref())
+            .is_some_and(|s| s.len() > MAX_ID_LEN)
+        {
+            return Err(too_long("storageId"));
         }
+        Ok(metadata)
     }
 
     /// An array field whose elements are read by `item`, with at most `max` elements.
@@ -593,6 +621,14 @@ impl<'b> Fields<'b> {
                         MAX_VERSIONS,
                         Reader::text,
                     )?
+                    .map(|versions| {
+                        if versions.iter().any(|v| v.len() > MAX_ID_LEN) {
+                            Err(too_long("supportedProtocolVersions"))
+                        } else {
+                            Ok(versions)
+                        }
+                    })
+                    .transpose()?
                     .unwrap_or_else(|| vec![super::PROTOCOL_V1.to_owned()]),
             },
             "peer" => Message::Peer {

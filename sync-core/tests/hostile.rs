@@ -1,0 +1,382 @@
+//! Hostile sync payloads sent straight to a server engine: each gets an `error` with a
+//! refusal code, nothing else of the connection is lost, and the server keeps serving.
+
+use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
+use kepu_sync_core::doc_id::DocumentId;
+use kepu_sync_core::edits::Edit;
+use kepu_sync_core::engine::guard::hostile;
+use kepu_sync_core::engine::{Config, ConnId, Engine, Input, Mode};
+use kepu_sync_core::ids::{DeviceId, SchoolId, UserId, VenueId};
+use kepu_sync_core::mem_store::MemStore;
+use kepu_sync_core::wire::{self, Message};
+use kepu_sync_core::writer::{Role, Writer};
+
+const NOW: i64 = 1_767_225_600_000;
+const SERVER_ACTOR: [u8; 16] = [0xee; 16];
+
+struct Server {
+    engine: Engine,
+    store: MemStore,
+    /// Frames sent, per connection.
+    sent: Vec<(ConnId, Vec<u8>)>,
+}
+
+fn teacher(n: u128) -> Writer {
+    Writer {
+        device: DeviceId(uuid::Uuid::from_u128(1000 + n)),
+        user: UserId(uuid::Uuid::from_u128(2000 + n)),
+        role: Role::Teacher,
+        school: Some(SchoolId(uuid::Uuid::from_u128(10))),
+        venue: None,
+        pupil: None,
+    }
+}
+
+impl Server {
+    fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    fn with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::new(
+            Mode::Server,
+            "server".into(),
+            "server-storage".into(),
+            SERVER_ACTOR,
+            Writer::server(DeviceId(uuid::Uuid::from_u128(1))),
+        );
+        adjust(&mut config);
+        Self {
+            engine: Engine::new(config),
+            store: MemStore::default(),
+            sent: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, input: Input) {
+        let mut inputs = vec![input];
+        while let Some(input) = inputs.pop() {
+            let fx = self.engine.handle(NOW, input);
+            self.sent.extend(fx.sends);
+            for (task, t) in fx.tasks {
+                let result = self.store.run(&t);
+                inputs.push(Input::IoDone { task, result });
+            }
+        }
+    }
+
+    /// Connects and joins a device; returns its connection.
+    fn join(&mut self, n: u64, writer: Writer) -> ConnId {
+        let conn = ConnId(n);
+        self.feed(Input::Connected {
+            conn,
+            writer: Some(writer),
+        });
+        self.frame(
+            conn,
+            &Message::Join {
+                sender_id: format!("device-{n}"),
+                peer_metadata: None,
+                supported_protocol_versions: vec!["1".into()],
+            },
+        );
+        conn
+    }
+
+    fn frame(&mut self, conn: ConnId, msg: &Message) {
+        self.feed(Input::Received {
+            conn,
+            bytes: msg.encode(),
+        });
+    }
+
+    fn sync(&mut self, conn: ConnId, doc: DocumentId, data: Vec<u8>) {
+        self.frame(
+            conn,
+            &Message::Sync {
+                sender_id: format!("device-{}", conn.0),
+                target_id: "server".into(),
+                document_id: doc,
+                data,
+            },
+        );
+    }
+
+    /// The refusal codes sent to `conn` since the last call.
+    fn errors(&mut self, conn: ConnId) -> Vec<String> {
+        let mut codes = Vec::new();
+        self.sent.retain(|(c, bytes)| {
+            if *c != conn {
+                return true;
+            }
+            if let Ok(Message::Error {
+                refusal: Some(r), ..
+            }) = wire::decode(bytes)
+            {
+                codes.push(r.code);
+            }
+            false
+        });
+        codes
+    }
+}
+
+/// A server holding a venue document the server wrote (so it exists and has heads).
+fn server_with_doc() -> (Server, DocumentId, Vec<ChangeHash>) {
+    let mut s = Server::new();
+    let doc = DocumentId::from_bytes([3; 16]);
+    s.feed(Input::Edit {
+        doc,
+        edit: Edit::CreateVenue {
+            venue: VenueId(uuid::Uuid::from_u128(20)),
+        },
+    });
+    let heads = s.engine.doc(&doc).unwrap().get_heads();
+    (s, doc, heads)
+}
+
+/// After a refusal the same connection still syncs normally: a fresh peer asking for the
+/// document gets it.
+fn still_serves(s: &mut Server, conn: ConnId, doc: DocumentId) {
+    s.sent.clear();
+    let mut fresh = Automerge::new();
+    let mut state = automerge::sync::State::new();
+    let msg = automerge::sync::SyncDoc::generate_sync_message(&fresh, &mut state).unwrap();
+    s.sync(conn, doc, msg.encode());
+    let mut got = false;
+    for (c, bytes) in std::mem::take(&mut s.sent) {
+        if c != conn {
+            continue;
+        }
+        if let Ok(Message::Sync { data, .. }) = wire::decode(&bytes) {
+            let m = automerge::sync::Message::decode(&data).unwrap();
+            automerge::sync::SyncDoc::receive_sync_message(&mut fresh, &mut state, m).unwrap();
+            got = true;
+        }
+    }
+    assert!(got, "the server answered");
+    assert_eq!(
+        fresh.get_heads(),
+        s.engine.doc(&doc).unwrap().get_heads(),
+        "the device got the document"
+    );
+}
+
+#[test]
+fn a_compressed_change_that_inflates_to_64_mib_is_refused_and_the_connection_carries_on() {
+    let (mut s, doc, heads) = server_with_doc();
+    let conn = s.join(7, teacher(1));
+    let bomb = hostile::compressed_change_bomb(&[5; 16], 1, &heads, 64 << 20);
+    assert!(bomb.len() < 1 << 20, "a small frame: {} bytes", bomb.len());
+    s.sync(conn, doc, hostile::sync_message(heads.clone(), vec![bomb]));
+    assert_eq!(s.errors(conn), vec!["payload-too-large"]);
+    assert_eq!(
+        s.engine.doc(&doc).unwrap().get_heads(),
+        heads,
+        "nothing merged"
+    );
+    still_serves(&mut s, conn, doc);
+}
+
+#[test]
+fn a_change_declaring_more_operations_than_allowed_is_refused() {
+    let (mut s, doc, heads) = server_with_doc();
+    let conn = s.join(7, teacher(1));
+    let bomb = hostile::operation_bomb(&[5; 16], 1, &heads, 1_000_000);
+    assert!(bomb.len() < 100);
+    s.sync(conn, doc, hostile::sync_message(heads, vec![bomb]));
+    assert_eq!(s.errors(conn), vec!["too-many-operations"]);
+    still_serves(&mut s, conn, doc);
+}
+
+#[test]
+fn a_bloom_filter_with_entries_and_no_bits_is_refused_instead_of_crashing_the_server() {
+    let (mut s, doc, heads) = server_with_doc();
+    let conn = s.join(7, teacher(1));
+    // automerge tests the server's changes against this filter when it answers, and
+    // divides by zero: the hub (every device's sync) would stop.
+    s.sync(conn, doc, hostile::broken_bloom_message(&[]));
+    assert_eq!(s.errors(conn), vec!["malformed-sync"]);
+    let _ = heads;
+    still_serves(&mut s, conn, doc);
+}
+
+#[test]
+fn changes_waiting_for_dependencies_that_never_come_are_bounded() {
+    let (mut s, doc, heads) = server_with_doc();
+    let conn = s.join(7, teacher(1));
+    // Each change depends on a change nobody has: automerge keeps it in memory, waiting.
+    let missing = ChangeHash([0xab; 32]);
+    let mut codes = Vec::new();
+    for seq in 1..=12u64 {
+        let change = hostile::compressed_change_bomb(&[5; 16], seq, &[missing], 1 << 20);
+        s.sync(
+            conn,
+            doc,
+            hostile::sync_message(heads.clone(), vec![change]),
+        );
+        codes.extend(s.errors(conn));
+    }
+    assert!(
+        codes.iter().any(|c| c == "dependency-queue-full"),
+        "refused once the queue is full: {codes:?}"
+    );
+    let d = s.engine.doc(&doc).unwrap();
+    assert!(
+        d.get_missing_deps(&[]).len() <= 1,
+        "the queue was emptied when it overflowed"
+    );
+    assert_eq!(d.get_heads(), heads);
+    still_serves(&mut s, conn, doc);
+}
+
+#[test]
+fn a_document_chunk_within_bounds_from_a_device_is_accepted() {
+    // A device that creates a document offline sends it whole (what `save()` writes).
+    let mut s = Server::new();
+    let conn = s.join(7, teacher(1));
+    let doc = DocumentId::from_bytes([4; 16]);
+    let mut device = Automerge::new().with_actor(ActorId::from([9u8; 16].as_slice()));
+    kepu_sync_core::edits::apply_unchecked(
+        &mut device,
+        &Writer::server(DeviceId(uuid::Uuid::from_u128(1))),
+        NOW,
+        &Edit::CreateVenue {
+            venue: VenueId(uuid::Uuid::from_u128(20)),
+        },
+    )
+    .unwrap();
+    let heads = device.get_heads();
+    let saved = device.save();
+    s.sync(conn, doc, hostile::sync_message(heads, vec![saved]));
+    let errors = s.errors(conn);
+    assert!(
+        !errors.iter().any(|c| c == "payload-too-large"
+            || c == "chunk-type-refused"
+            || c == "too-many-operations"),
+        "{errors:?}"
+    );
+}
+
+/// Makes `conn` a peer of `doc` (it asks for the document and gets it).
+fn fetch(s: &mut Server, conn: ConnId, doc: DocumentId) {
+    still_serves(s, conn, doc);
+}
+
+fn ephemeral(sender: &str, doc: DocumentId, data: Vec<u8>) -> Message {
+    Message::Ephemeral {
+        sender_id: sender.into(),
+        target_id: "server".into(),
+        document_id: doc,
+        session_id: "session".into(),
+        count: 1,
+        data,
+    }
+}
+
+/// The ephemeral messages `conn` received: (sender id, data).
+fn received(s: &mut Server, conn: ConnId) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    s.sent.retain(|(c, bytes)| {
+        if *c != conn {
+            return true;
+        }
+        if let Ok(Message::Ephemeral {
+            sender_id, data, ..
+        }) = wire::decode(bytes)
+        {
+            out.push((sender_id, data));
+        }
+        false
+    });
+    out
+}
+
+#[test]
+fn ephemeral_messages_are_bounded_and_relayed_as_their_real_sender_only_to_readers_of_the_document()
+{
+    let (mut s, doc, _) = server_with_doc();
+    let a = s.join(7, teacher(1));
+    let b = s.join(8, teacher(2));
+    let c = s.join(9, teacher(3));
+    fetch(&mut s, a, doc);
+    fetch(&mut s, b, doc);
+    s.sent.clear();
+    // A claims to be someone else: B sees the id A joined with.
+    s.frame(a, &ephemeral("the-teacher", doc, vec![1, 2, 3]));
+    assert_eq!(
+        received(&mut s, b),
+        vec![("device-7".to_owned(), vec![1, 2, 3])]
+    );
+    assert!(
+        received(&mut s, c).is_empty(),
+        "C does not share the document"
+    );
+    assert!(received(&mut s, a).is_empty(), "nothing echoes back");
+    // C, not a peer of the document, cannot reach its peers.
+    s.frame(c, &ephemeral("device-9", doc, vec![4]));
+    assert!(received(&mut s, a).is_empty() && received(&mut s, b).is_empty());
+    // Too large.
+    s.frame(a, &ephemeral("device-7", doc, vec![0; 16 * 1024 + 1]));
+    assert_eq!(s.errors(a), vec!["payload-too-large"]);
+    assert!(received(&mut s, b).is_empty());
+    // Too many in one second: 20 pass (one went out above), one refusal, the rest are
+    // dropped.
+    for _ in 0..100 {
+        s.frame(a, &ephemeral("device-7", doc, vec![5]));
+    }
+    assert_eq!(received(&mut s, b).len(), 19);
+    assert_eq!(s.errors(a), vec!["rate-limited"]);
+}
+
+/// An empty change under `actor` on top of the server's copy of `doc`.
+fn empty_change(s: &Server, doc: DocumentId, actor: &[u8]) -> (ChangeHash, Vec<u8>) {
+    let mut forged = s.engine.doc(&doc).unwrap().fork();
+    forged.set_actor(ActorId::from(actor));
+    let hash = forged.empty_commit(automerge::transaction::CommitOptions::default());
+    let bytes = forged
+        .get_change_by_hash(&hash)
+        .unwrap()
+        .raw_bytes()
+        .to_vec();
+    (hash, bytes)
+}
+
+#[test]
+fn a_device_writing_under_the_servers_actor_id_is_refused() {
+    let (mut s, doc, heads) = server_with_doc();
+    let conn = s.join(7, teacher(1));
+    let (hash, change) = empty_change(&s, doc, &SERVER_ACTOR);
+    s.sync(conn, doc, hostile::sync_message(vec![hash], vec![change]));
+    assert_eq!(s.errors(conn), vec!["foreign-actor"]);
+    assert_eq!(s.engine.doc(&doc).unwrap().get_heads(), heads);
+    assert_eq!(
+        s.engine.actor_owner(&SERVER_ACTOR),
+        Some(DeviceId(uuid::Uuid::from_u128(1))),
+        "the server's own first write claimed its actor id"
+    );
+    assert_eq!(s.store.actor_claims.len(), 1, "and the claim is stored");
+}
+
+#[test]
+fn a_device_may_own_only_so_many_actor_ids() {
+    let mut s = Server::with(|c| c.limits.actors_per_device = 3);
+    let doc = DocumentId::from_bytes([3; 16]);
+    s.feed(Input::Edit {
+        doc,
+        edit: Edit::CreateVenue {
+            venue: VenueId(uuid::Uuid::from_u128(20)),
+        },
+    });
+    let conn = s.join(7, teacher(1));
+    for n in 1..=4u8 {
+        let (hash, change) = empty_change(&s, doc, &[n; 16]);
+        s.sync(conn, doc, hostile::sync_message(vec![hash], vec![change]));
+    }
+    let errors = s.errors(conn);
+    assert!(errors.iter().any(|c| c == "too-many-actors"), "{errors:?}");
+    let owned = (1..=4u8)
+        .filter(|n| s.engine.actor_owner(&[*n; 16]).is_some())
+        .count();
+    assert_eq!(owned, 3);
+}
