@@ -78,7 +78,7 @@ fi
 LOG="$(mktemp -t kepu-tests-XXXXXX)"
 trap 'rm -f "$LOG"' EXIT
 
-say "Rust tests (sync-core, server on SQLite and PostgreSQL, mobile core)"
+say "Rust tests (sync-core, server on SQLite and PostgreSQL, mobile core, end-to-end stories)"
 cargo test --workspace --locked 2>&1 | tee -a "$LOG"
 
 if [ -x mobile-ffi/tests/run-bindings-tests.sh ]; then
