@@ -380,3 +380,41 @@ fn a_device_may_own_only_so_many_actor_ids() {
         .count();
     assert_eq!(owned, 3);
 }
+
+#[test]
+fn a_whole_document_carrying_a_forged_change_loses_only_that_change() {
+    // A device that sends more than a third of a document sends it whole (`save()`): the
+    // forged change inside it is refused, the device's own change lands.
+    let (mut s, doc, heads) = server_with_doc();
+    let conn = s.join(7, teacher(1));
+    let server_copy = s.engine.doc(&doc).unwrap().clone();
+    let mut own = server_copy.fork();
+    own.set_actor(ActorId::from([0x77u8; 16].as_slice()));
+    let own_hash = own.empty_commit(automerge::transaction::CommitOptions::default());
+    let mut forged = server_copy.fork();
+    forged.set_actor(ActorId::from(SERVER_ACTOR.as_slice()));
+    let forged_hash = forged.empty_commit(automerge::transaction::CommitOptions::default());
+    own.merge(&mut forged).unwrap();
+    let whole = own.save();
+    s.sync(
+        conn,
+        doc,
+        hostile::sync_message(own.get_heads(), vec![whole]),
+    );
+    assert_eq!(s.errors(conn), vec!["foreign-actor"]);
+    let d = s.engine.doc(&doc).unwrap();
+    assert!(
+        d.get_change_by_hash(&own_hash).is_some(),
+        "the own change landed"
+    );
+    assert!(
+        d.get_change_by_hash(&forged_hash).is_none(),
+        "the forged one did not"
+    );
+    assert!(heads.iter().all(|h| d.get_change_by_hash(h).is_some()));
+    assert_eq!(
+        s.engine.actor_owner(&[0x77; 16]),
+        Some(teacher(1).device),
+        "the device's new actor id is its own now"
+    );
+}

@@ -204,11 +204,17 @@ impl Engine {
                         if d.actors.iter().any(|a| self.foreign(a, w)) {
                             let element = &message.changes.iter().nth(chunk.element)?;
                             let bytes = &element[chunk.range.clone()];
-                            if let Some(kept) =
+                            let Some(kept) =
                                 self.split_document(doc, bytes, w, &mut bad, &mut refused)
-                            {
-                                replaced.insert(i, kept);
-                            }
+                            else {
+                                let refused = Refused {
+                                    code: guard::code::MALFORMED_SYNC,
+                                    detail: "a document chunk that does not load".into(),
+                                };
+                                self.refuse_frame(conn, doc, &refused);
+                                return None;
+                            };
+                            replaced.insert(i, kept);
                         }
                     }
                 }
@@ -278,8 +284,7 @@ impl Engine {
 
     /// A document chunk that lists actor ids of other devices: load it on the side and
     /// keep, as plain changes, those that are new to the server and not foreign (nor
-    /// depending on a refused change). `None` keeps the chunk as it is (automerge will
-    /// refuse it if it does not load).
+    /// depending on a refused change). `None` if it does not load.
     fn split_document(
         &self,
         doc: DocumentId,

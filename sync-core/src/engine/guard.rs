@@ -1368,6 +1368,36 @@ mod tests {
     }
 
     #[test]
+    fn a_change_with_a_compressed_column_is_malformed() {
+        // automerge refuses these too; only documents may compress columns.
+        let bad = change_chunk(&change_body(
+            &[1; 16],
+            1,
+            &[(ACTION_COLUMN | DEFLATE_BIT, deflate(&[2, 1]))],
+        ));
+        assert_eq!(
+            refused(&message(vec![bad]), &Limits::default()),
+            code::MALFORMED_SYNC
+        );
+    }
+
+    #[test]
+    fn a_document_listing_too_many_actors_is_malformed() {
+        let limits = Limits {
+            actors_per_document: 2,
+            ..Limits::default()
+        };
+        let mut body = leb(3);
+        for n in 0..3u8 {
+            body.extend(leb(16));
+            body.extend([n; 16]);
+        }
+        body.extend([0, 0, 0]);
+        let doc = chunk(TYPE_DOCUMENT, [0; 4], &body);
+        assert_eq!(refused(&message(vec![doc]), &limits), code::MALFORMED_SYNC);
+    }
+
+    #[test]
     fn a_saved_document_is_accepted_and_its_changes_and_operations_counted() {
         let mut doc = real_doc(2_000);
         for i in 0..20 {
