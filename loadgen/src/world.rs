@@ -485,7 +485,9 @@ pub async fn fetch_all(
     Ok(())
 }
 
-/// Gets (or creates) the venue document on `staff` and publishes a slot of `capacity`.
+/// Gets the venue document on `staff` (a kepu server creates it within seconds of the
+/// venue record, and devices may not create it; for the JS peer this device creates it)
+/// and publishes a slot of `capacity`.
 async fn publish_slot(
     target: &Target,
     staff: &mut Device,
@@ -499,9 +501,25 @@ async fn publish_slot(
     sync_until(staff, &mut conn, PREP_TIMEOUT, Device::all_in_sync)
         .await
         .context("requesting the venue document")?;
+    let deadline = tokio::time::Instant::now() + PREP_TIMEOUT;
+    while target.kind != TargetKind::Js && staff.heads(&venue_doc).is_empty() {
+        // Not created yet: ask again on a fresh connection (the unanswered request left
+        // the old sync state waiting for a reply).
+        if tokio::time::Instant::now() > deadline {
+            bail!("the server never created the venue document");
+        }
+        conn.close().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        staff.reset_states();
+        staff.want(venue_doc);
+        conn = connect(target, staff, counters).await?;
+        sync_until(staff, &mut conn, PREP_TIMEOUT, Device::all_in_sync)
+            .await
+            .context("requesting the venue document")?;
+    }
     if staff.heads(&venue_doc).is_empty() {
-        // Unknown to the server: this device creates it (a fresh sync state, as the
-        // unanswered request left the old one waiting for a reply).
+        // The JS peer creates nothing itself: this device does (a fresh sync state, as
+        // the unanswered request left the old one waiting for a reply).
         staff.reset_states();
         staff.edit(venue_doc, &Edit::CreateVenue { venue })?;
     }
