@@ -1,8 +1,6 @@
 //! The server's one error type. Messages name their data but never personal data
 //! (names, tokens, codes); the HTTP mapping lives in `http/error_response.rs`.
 
-use crate::accounts::AuthError;
-
 /// Everything that can go wrong in the server.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -88,4 +86,21 @@ impl Error {
             _ => self,
         }
     }
+}
+
+/// Why a request or connection is not authenticated. Messages never contain the token.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No token was presented.
+    #[error("missing bearer token")]
+    Missing,
+    /// The token is malformed or unknown.
+    #[error("invalid token")]
+    Invalid,
+    /// The device was revoked (or its user erased).
+    #[error("device revoked")]
+    Revoked,
+    /// The store failed while checking.
+    #[error("authentication store failure: {0}")]
+    Store(Box<Error>),
 }

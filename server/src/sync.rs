@@ -6,11 +6,16 @@
 //!   talk to it through channels, so the engine never waits on a socket or the database.
 //! - [`worker`]: runs storage tasks (many devices' appends in one transaction), answers
 //!   the engine, projects changed documents and decides bookings.
+//! - [`inbox`]: the messages the hub takes and the handle ([`SyncHub`]) sessions, the
+//!   worker and the server's documents use to reach it without depending on the hub.
 //! - [`ws`]: authentication at the upgrade, limits, keepalive, graceful close.
+//! - [`derived`]: the ids at which the server creates documents itself.
 //! - [`documents`]: documents the server itself creates (venues, the revocation list).
 
+pub mod derived;
 pub mod documents;
 pub mod hub;
+pub mod inbox;
 pub mod worker;
 pub mod ws;
 

@@ -9,6 +9,7 @@ use tokio::sync::broadcast;
 
 use crate::accounts::{DeviceToken, Role};
 use crate::clock::now_ms;
+pub use crate::error::AuthError;
 use crate::error::Error;
 use crate::store::Store;
 
@@ -27,23 +28,6 @@ pub struct DeviceIdentity {
     pub venue_id: Option<VenueId>,
     /// For pupils, their pseudonymous pupil id (the same uuid as the user id).
     pub pupil_id: Option<PupilId>,
-}
-
-/// Why a request or connection is not authenticated. Messages never contain the token.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    /// No token was presented.
-    #[error("missing bearer token")]
-    Missing,
-    /// The token is malformed or unknown.
-    #[error("invalid token")]
-    Invalid,
-    /// The device was revoked (or its user erased).
-    #[error("device revoked")]
-    Revoked,
-    /// The store failed while checking.
-    #[error("authentication store failure: {0}")]
-    Store(Box<Error>),
 }
 
 /// Checks tokens and announces revocations. Cheap to clone.

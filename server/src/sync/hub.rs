@@ -1,68 +1,19 @@
 //! The hub: a single task that owns the sync engine.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use kepu_sync_core::doc_id::DocumentId;
-use kepu_sync_core::edits::Edit;
-use kepu_sync_core::engine::{
-    Config, ConnId, Effects, Engine, Event, Input, IoResult, Mode, TaskId,
-};
+use kepu_sync_core::engine::{Config, ConnId, Effects, Engine, Event, Input, Mode};
 use kepu_sync_core::ids::DeviceId;
 use kepu_sync_core::wire::{self, Message};
 use kepu_sync_core::writer::Writer;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::mpsc;
 
+use super::inbox::HubMsg;
+pub use super::inbox::{INBOUND_BUDGET, Outbound, SyncHub};
 use super::worker::{self, Job};
 use crate::app_state::AppState;
 use crate::clock::now_ms;
-
-/// What a connection's session is told to do.
-#[derive(Debug)]
-pub enum Outbound {
-    /// Send this binary frame.
-    Frame(Vec<u8>),
-    /// Close the connection (after sending what is queued).
-    Close(&'static str),
-}
-
-#[derive(Debug)]
-pub(crate) enum HubMsg {
-    Want {
-        doc: DocumentId,
-    },
-    Connect {
-        conn: ConnId,
-        writer: Writer,
-        out: mpsc::Sender<Outbound>,
-    },
-    Frame {
-        conn: ConnId,
-        bytes: Vec<u8>,
-        /// Its share of the inbound byte budget, given back once the engine has it.
-        budget: Option<OwnedSemaphorePermit>,
-    },
-    Disconnect {
-        conn: ConnId,
-    },
-    IoDone {
-        task: TaskId,
-        result: IoResult,
-    },
-    Edit {
-        doc: DocumentId,
-        edit: Edit,
-    },
-    Revoked {
-        device: DeviceId,
-    },
-    Tick,
-    Flush {
-        done: oneshot::Sender<()>,
-    },
-}
 
 /// Hub settings.
 #[derive(Debug, Clone)]
@@ -85,33 +36,7 @@ impl Default for HubConfig {
     }
 }
 
-/// Bytes of frames read from sockets and not yet handled by the engine, across all
-/// connections. A session that would go beyond it waits before reading its socket again,
-/// so a burst of devices slows at the socket instead of growing the server's memory.
-pub const INBOUND_BUDGET: u32 = 64 << 20;
-/// What a frame counts against [`INBOUND_BUDGET`] at least (bounds the number of small
-/// frames waiting too).
-const MIN_FRAME_COST: u32 = 1_024;
-/// Storage and projection jobs waiting for the worker; the hub waits beyond this.
-pub const MAX_QUEUED_JOBS: usize = 4_096;
-
-/// A handle on the hub; cheap to clone.
-#[derive(Debug, Clone)]
-pub struct SyncHub {
-    tx: mpsc::UnboundedSender<HubMsg>,
-    inbound: Arc<Semaphore>,
-    next_conn: Arc<AtomicU64>,
-    connections: Arc<AtomicUsize>,
-    derived: Arc<super::documents::DerivedRegistry>,
-}
-
 impl SyncHub {
-    /// The ids at which the server creates documents itself (shared with the engine).
-    #[must_use]
-    pub fn derived_ids(&self) -> &super::documents::DerivedRegistry {
-        &self.derived
-    }
-
     /// Starts the hub and its storage worker.
     #[must_use]
     pub fn start(state: AppState, config: &HubConfig) -> Self {
@@ -134,15 +59,9 @@ impl SyncHub {
         engine_config.proof_key =
             Some(kepu_sync_core::proof::ServerSigner::from_seed(seed).public());
         engine_config.revocations_doc = Some(super::documents::REVOCATIONS_DOC);
-        let derived = super::documents::DerivedRegistry::new();
+        let derived = super::derived::DerivedRegistry::new();
         engine_config.derived_ids = Some(derived.clone());
-        let hub = Self {
-            tx: tx.clone(),
-            inbound: Arc::new(Semaphore::new(INBOUND_BUDGET as usize)),
-            next_conn: Arc::new(AtomicU64::new(1)),
-            connections: Arc::new(AtomicUsize::new(0)),
-            derived,
-        };
+        let hub = Self::new(tx.clone(), derived);
         let jobs = worker::start(state.clone(), hub.clone());
         tokio::spawn(run(Engine::new(engine_config), rx, jobs, state));
         // Keep the revocation list in memory: every pass check reads it.
@@ -160,61 +79,6 @@ impl SyncHub {
             }
         });
         hub
-    }
-
-    pub(crate) fn send(&self, msg: HubMsg) {
-        let _ = self.tx.send(msg);
-    }
-
-    /// Registers a new connection for an authenticated device.
-    pub fn connect(&self, writer: Writer, out: mpsc::Sender<Outbound>) -> ConnId {
-        let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
-        self.connections.fetch_add(1, Ordering::Relaxed);
-        self.send(HubMsg::Connect { conn, writer, out });
-        conn
-    }
-
-    /// A frame from a connection. Waits while the frames already handed over and not yet
-    /// handled exceed the inbound budget (back-pressure to the socket that sends).
-    pub async fn frame(&self, conn: ConnId, bytes: Vec<u8>) {
-        let cost = u32::try_from(bytes.len())
-            .unwrap_or(u32::MAX)
-            .clamp(MIN_FRAME_COST, INBOUND_BUDGET);
-        let budget = self.inbound.clone().acquire_many_owned(cost).await.ok();
-        self.send(HubMsg::Frame {
-            conn,
-            bytes,
-            budget,
-        });
-    }
-
-    /// A connection closed.
-    pub fn disconnect(&self, conn: ConnId) {
-        self.connections.fetch_sub(1, Ordering::Relaxed);
-        self.send(HubMsg::Disconnect { conn });
-    }
-
-    /// Writes an edit as the server.
-    pub fn edit(&self, doc: DocumentId, edit: Edit) {
-        self.send(HubMsg::Edit { doc, edit });
-    }
-
-    /// A device was revoked: close its connections at once.
-    pub fn revoked(&self, device: DeviceId) {
-        self.send(HubMsg::Revoked { device });
-    }
-
-    /// Open connections.
-    #[must_use]
-    pub fn connections(&self) -> usize {
-        self.connections.load(Ordering::Relaxed)
-    }
-
-    /// Waits until everything the hub has handed to storage is written.
-    pub async fn flush(&self) {
-        let (done, wait) = oneshot::channel();
-        self.send(HubMsg::Flush { done });
-        let _ = wait.await;
     }
 }
 

@@ -11,7 +11,7 @@ use kepu_sync_core::rules::capacity::{SlotRequest, decide};
 use kepu_sync_core::schema::booking::Status;
 use tokio::sync::{mpsc, oneshot};
 
-use super::hub::{HubMsg, SyncHub};
+use super::inbox::{HubMsg, SyncHub};
 use crate::app_state::AppState;
 use crate::clock::now_ms;
 use crate::projection::Projection;
@@ -45,11 +45,14 @@ pub enum Job {
     Flush(oneshot::Sender<()>),
 }
 
+/// Storage and projection jobs waiting for the worker; the hub waits beyond this.
+pub const MAX_QUEUED_JOBS: usize = 4_096;
+
 /// Most tasks committed in one transaction.
 const MAX_BATCH: usize = 512;
 
 pub(crate) fn start(state: AppState, hub: SyncHub) -> mpsc::Sender<Job> {
-    let (tx, rx) = mpsc::channel(super::hub::MAX_QUEUED_JOBS);
+    let (tx, rx) = mpsc::channel(MAX_QUEUED_JOBS);
     tokio::spawn(run(state, hub, rx));
     tx
 }
