@@ -30,8 +30,11 @@ pub struct Counters {
     pub frames_received: AtomicU64,
     /// `error` messages received (kepu refusals included).
     pub errors: AtomicU64,
-    /// Connections the server dropped that a device then re-opened.
+    /// Connections that dropped for no reason the run knows of and that a device then
+    /// re-opened (goal 0).
     pub reconnects: AtomicU64,
+    /// Connections a chaos run's kill dropped and that a device then re-opened.
+    pub kill_reconnects: AtomicU64,
 }
 
 impl Counters {

@@ -268,6 +268,35 @@ impl Device {
         })
     }
 
+    /// Which of `hashes` (changes of `doc` this device holds) the server holds as far as
+    /// this device knows: the changes covered by the heads it shares with the server
+    /// (automerge's `shared_heads`, set from the heads the server sends, which it sends
+    /// only for stored changes). This is the device's acknowledgement.
+    #[must_use]
+    pub fn server_holds(&self, doc: &DocumentId, hashes: &[ChangeHash]) -> Vec<ChangeHash> {
+        let Some(r) = self.docs.get(doc) else {
+            return Vec::new();
+        };
+        let shared = &r.state.shared_heads;
+        if shared.is_empty() {
+            return Vec::new();
+        }
+        if r.doc.get_heads().iter().all(|h| shared.contains(h)) {
+            return hashes.to_vec();
+        }
+        let not_shared: std::collections::HashSet<ChangeHash> = r
+            .doc
+            .get_changes_meta(shared)
+            .iter()
+            .map(|m| m.hash)
+            .collect();
+        hashes
+            .iter()
+            .filter(|h| !not_shared.contains(h))
+            .copied()
+            .collect()
+    }
+
     /// Is every document in sync?
     #[must_use]
     pub fn all_in_sync(&self) -> bool {

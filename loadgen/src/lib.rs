@@ -6,6 +6,7 @@
 //! check-ins under their composite scan keys) with `kepu_sync_core::edits`, so kepu-server
 //! accepts every change; the JavaScript peer receives documents built the same way.
 
+pub mod chaos;
 pub mod conn;
 pub mod device;
 pub mod scenario;
@@ -30,6 +31,9 @@ pub enum Scenario {
     LiveDay,
     /// Devices in sync all reconnect within a second.
     ReconnectStorm,
+    /// An end-of-day while the server is killed (SIGKILL) and restarted again and again
+    /// (runs alone; starts the server itself, see `--server-bin`).
+    Chaos,
 }
 
 impl Scenario {
@@ -40,6 +44,7 @@ impl Scenario {
             Self::EndOfDay => "end-of-day",
             Self::LiveDay => "live-day",
             Self::ReconnectStorm => "reconnect-storm",
+            Self::Chaos => "chaos",
         }
     }
 }
@@ -82,6 +87,9 @@ pub async fn run(run: &Run) -> anyhow::Result<Value> {
             Scenario::ReconnectStorm => {
                 scenario::reconnect_storm(&ctx, &run.scale, run.server_pid).await
             }
+            Scenario::Chaos => Err(anyhow::anyhow!(
+                "chaos starts its own server: run it alone, with --server-bin"
+            )),
         }
         .map_err(|e| e.context(format!("scenario {}", s.name())));
         match figures {
@@ -104,6 +112,88 @@ pub async fn run(run: &Run) -> anyhow::Result<Value> {
         "server_memory": run.server_pid.and_then(stats::server_memory)
             .map(|(rss, hwm)| json!({ "rss_kb": rss, "hwm_kb": hwm })),
     }))
+}
+
+/// Runs the chaos scenario (see [`chaos`]) against a server it starts from `spec`; returns
+/// the figures in the shape of [`run`]'s (`{"target", "scale", "scenarios": {"chaos": …}}`).
+///
+/// # Errors
+/// The server does not start or provisioning failed.
+pub async fn run_chaos(
+    spec: &chaos::ServerSpec,
+    scale: &Scale,
+    progress: bool,
+) -> anyhow::Result<Value> {
+    let figures = chaos::chaos(spec, scale, progress)
+        .await
+        .map_err(|e| e.context("scenario chaos"))?;
+    Ok(json!({
+        "target": TargetKind::Kepu,
+        "scale": scale,
+        "scenarios": { "chaos": figures },
+        "server_memory": Value::Null,
+    }))
+}
+
+/// Why the run in `figures` failed, one line each; empty when every scenario kept its
+/// promises: a scenario that could not run, end-of-day devices out of sync at the
+/// deadline or failed, records that do not hold every check-in once, and for chaos any
+/// acknowledged check-in lost, check-in stored twice, device out of sync, reconnect the
+/// kills did not cause or restart that failed.
+#[must_use]
+pub fn failures(figures: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let s = &figures["scenarios"];
+    let count = |v: &Value, key: &str| v[key].as_u64().unwrap_or(0);
+    for (name, v) in s.as_object().into_iter().flatten() {
+        if let Some(e) = v.get("error") {
+            out.push(format!("{name}: {}", e.as_str().unwrap_or("?")));
+            continue;
+        }
+        if count(v, "out_of_sync") > 0 {
+            out.push(format!(
+                "{name}: {} devices out of sync after {} s",
+                v["out_of_sync"], v["timeout_s"]
+            ));
+        }
+        if count(v, "failures") > 0 {
+            out.push(format!(
+                "{name}: {} devices failed, the first: {}",
+                v["failures"],
+                v["first_failure"].as_str().unwrap_or("?")
+            ));
+        }
+        if v["records"]["every_scan_once"] == false {
+            out.push(format!(
+                "{name}: the records hold {} of {} check-ins",
+                v["records"]["stored_scans"], v["records"]["expected_scans"]
+            ));
+        }
+        if name == "chaos" {
+            for (key, what) in [
+                ("acked_lost", "acknowledged check-ins lost"),
+                ("stored_twice", "check-ins stored twice"),
+                ("reconnects", "reconnects the kills did not cause"),
+            ] {
+                if count(v, key) > 0 {
+                    out.push(format!("chaos: {} {what}", v[key]));
+                }
+            }
+            if count(&v["records"], "missing_at_end") > 0 {
+                out.push(format!(
+                    "chaos: {} check-ins missing from the records at the end",
+                    v["records"]["missing_at_end"]
+                ));
+            }
+            if let Some(e) = v["restart_failed"].as_str() {
+                out.push(format!(
+                    "chaos: a restart failed after {} of {} kills: {e}",
+                    v["kills_survived"], v["kills"]
+                ));
+            }
+        }
+    }
+    out
 }
 
 fn num(v: &Value, digits: usize) -> String {
@@ -141,8 +231,13 @@ pub fn table(figures: &Value) -> String {
         );
         let _ = writeln!(
             out,
-            "  bytes sent {}  received {}  failures {}  reconnects {}  records {}",
-            e["bytes_sent"], e["bytes_received"], e["failures"], e["reconnects"], e["records"]
+            "  bytes sent {}  received {}  failures {}  reconnects {}  out of sync {}  records {}",
+            e["bytes_sent"],
+            e["bytes_received"],
+            e["failures"],
+            e["reconnects"],
+            e["out_of_sync"],
+            e["records"]
         );
     }
     if let Some(l) = s.get("live-day").filter(|v| v.get("error").is_none()) {
@@ -184,6 +279,41 @@ pub fn table(figures: &Value) -> String {
             num(&r["per_device"]["p50_ms"], 1),
             num(&r["per_device"]["p99_ms"], 1),
             num(&r["per_device"]["max_ms"], 1)
+        );
+    }
+    if let Some(c) = s.get("chaos").filter(|v| v.get("error").is_none()) {
+        let _ = writeln!(
+            out,
+            "chaos ({target}, {})",
+            c["database"].as_str().unwrap_or("?")
+        );
+        let _ = writeln!(
+            out,
+            "  devices {}  check-ins {} ({} offline)  kills survived {} of {}  restart p50 {} ms  max {} ms",
+            c["devices"],
+            c["check_ins"],
+            c["check_ins_offline"],
+            c["kills_survived"],
+            c["kills"],
+            num(&c["restart_ms"]["p50_ms"], 0),
+            num(&c["restart_ms"]["max_ms"], 0)
+        );
+        let _ = writeln!(
+            out,
+            "  acknowledged check-ins lost {}  stored twice {}  out of sync {}  reconnects {} (after kills {})",
+            c["acked_lost"],
+            c["stored_twice"],
+            c["out_of_sync"],
+            c["reconnects"],
+            c["kill_reconnects"]
+        );
+        let _ = writeln!(
+            out,
+            "  in sync {} s after the last restart  missing from the records {}  failures {}  run {} s",
+            num(&c["converge_after_last_restart_s"], 2),
+            c["records"]["missing_at_end"],
+            c["failures"],
+            num(&c["run_s"], 1)
         );
     }
     if let Some(m) = figures["server_memory"].as_object() {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use kepu_loadgen::chaos::ServerSpec;
 use kepu_loadgen::{Run, Scale, Scenario, Target, TargetKind};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -17,16 +18,19 @@ enum TargetArg {
 #[command(name = "kepu-loadgen", version, about)]
 struct Args {
     /// Which server: `kepu` (kepu-server, authenticated) or `js` (automerge-repo).
+    /// Not for `chaos`, which starts kepu-server itself.
     #[arg(long)]
-    target: TargetArg,
+    target: Option<TargetArg>,
     /// Websocket URL: `ws://127.0.0.1:PORT/sync` for kepu, `ws://127.0.0.1:PORT` for js.
+    /// Not for `chaos`.
     #[arg(long)]
-    url: String,
+    url: Option<String>,
     /// A bureau admin's one-time enrollment code (kepu; from
     /// `kepu-server admin create-user --role bureau-admin`).
     #[arg(long, env = "KEPU_LOADGEN_ADMIN_CODE", hide_env_values = true)]
     admin_code: Option<String>,
-    /// Scenarios to run, in order (default: all three).
+    /// Scenarios to run, in order (default: end-of-day, live-day, reconnect-storm;
+    /// `chaos` runs alone).
     #[arg(long, value_enum, value_delimiter = ',')]
     scenario: Vec<Scenario>,
     /// Small sizes: the whole run takes well under two minutes.
@@ -80,6 +84,30 @@ struct Args {
     /// Longest wait for convergence per scenario, seconds.
     #[arg(long)]
     timeout_secs: Option<u64>,
+    /// chaos: the kepu-server binary to start, kill (SIGKILL) and restart.
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// chaos: the server's `--data-dir` (its SQLite database unless --database-url).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// chaos: the server's `--database-url` (PostgreSQL).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// chaos: append the server's log (warnings and errors) to this file.
+    #[arg(long)]
+    server_log: Option<PathBuf>,
+    /// chaos: how many times the server is killed.
+    #[arg(long)]
+    kills: Option<usize>,
+    /// chaos: shortest and longest time up before a kill, ms (`MIN,MAX`).
+    #[arg(long, value_delimiter = ',')]
+    up_ms: Vec<u64>,
+    /// chaos: longest extra time down after a kill, ms.
+    #[arg(long)]
+    down_ms: Option<u64>,
+    /// chaos: check-ins per second the connected devices write while the kills run.
+    #[arg(long)]
+    chaos_rate: Option<u32>,
 }
 
 fn scale(a: &Args) -> Result<Scale, String> {
@@ -135,33 +163,50 @@ fn scale(a: &Args) -> Result<Scale, String> {
         }
         s.timeout_secs = v;
     }
+    set(&mut s.chaos_kills, a.kills, "kills")?;
+    match a.up_ms[..] {
+        [] => {}
+        [lo, hi] if lo <= hi => s.chaos_up_ms = (lo, hi),
+        _ => return Err("--up-ms wants MIN,MAX with MIN <= MAX".into()),
+    }
+    if let Some(v) = a.down_ms {
+        s.chaos_down_ms = v;
+    }
+    if let Some(v) = a.chaos_rate {
+        if v == 0 {
+            return Err("--chaos-rate must be at least 1".into());
+        }
+        s.chaos_rate = v;
+    }
     s.live_sse &= !a.no_sse;
     Ok(s)
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
-    let scale = match scale(&args) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("kepu-loadgen: {e}");
-            return ExitCode::from(2);
-        }
+enum Job {
+    Run(Run),
+    Chaos(ServerSpec),
+}
+
+fn run_of(args: &Args, scale: Scale) -> Result<Run, String> {
+    let (Some(target), Some(url)) = (args.target, args.url.clone()) else {
+        return Err("--target and --url are required (except for --scenario chaos)".into());
     };
-    let kind = match args.target {
+    if args.server_bin.is_some() || args.data_dir.is_some() || args.database_url.is_some() {
+        return Err("--server-bin, --data-dir and --database-url are for --scenario chaos".into());
+    }
+    let kind = match target {
         TargetArg::Kepu => TargetKind::Kepu,
         TargetArg::Js => TargetKind::Js,
     };
     let target = Target {
         kind,
-        url: args.url.clone(),
+        url: url.clone(),
         admin_code: args.admin_code.clone(),
     };
     if let Err(e) = target.http_base() {
-        eprintln!("kepu-loadgen: --url {:?}: {e}", args.url);
-        return ExitCode::from(2);
+        return Err(format!("--url {url:?}: {e}"));
     }
-    let run = Run {
+    Ok(Run {
         target,
         scenarios: if args.scenario.is_empty() {
             vec![
@@ -175,6 +220,63 @@ fn main() -> ExitCode {
         scale,
         server_pid: args.server_pid,
         progress: !args.no_progress,
+    })
+}
+
+fn chaos_spec(args: &Args) -> Result<ServerSpec, String> {
+    if args.scenario.len() > 1 {
+        return Err("--scenario chaos runs alone".into());
+    }
+    if args.target.is_some() || args.url.is_some() {
+        return Err("chaos starts the server itself: give --server-bin, not --target/--url".into());
+    }
+    let bin = args
+        .server_bin
+        .clone()
+        .ok_or("--scenario chaos needs --server-bin (the kepu-server binary)")?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .ok_or("--scenario chaos needs --data-dir (the server's data directory)")?;
+    if let Some(url) = &args.database_url
+        && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    {
+        return Err("--database-url wants a postgres:// URL (SQLite: --data-dir alone)".into());
+    }
+    Ok(ServerSpec {
+        bin,
+        data_dir,
+        database_url: args.database_url.clone(),
+        log: args.server_log.clone(),
+    })
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let scale = match scale(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kepu-loadgen: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let chaos = args.scenario.contains(&Scenario::Chaos);
+    let job = if chaos {
+        match chaos_spec(&args) {
+            Ok(spec) => Job::Chaos(spec),
+            Err(e) => {
+                eprintln!("kepu-loadgen: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        match run_of(&args, scale.clone()) {
+            Ok(run) => Job::Run(run),
+            Err(e) => {
+                eprintln!("kepu-loadgen: {e}");
+                return ExitCode::from(2);
+            }
+        }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -186,7 +288,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(kepu_loadgen::run(&run)) {
+    let figures = match &job {
+        Job::Run(run) => runtime.block_on(kepu_loadgen::run(run)),
+        Job::Chaos(spec) => {
+            runtime.block_on(kepu_loadgen::run_chaos(spec, &scale, !args.no_progress))
+        }
+    };
+    match figures {
         Ok(figures) => {
             print!("{}", kepu_loadgen::table(&figures));
             if let Some(path) = &args.json {
@@ -196,7 +304,15 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             }
-            ExitCode::SUCCESS
+            let failed = kepu_loadgen::failures(&figures);
+            for f in &failed {
+                eprintln!("kepu-loadgen: failed: {f}");
+            }
+            if failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(e) => {
             eprintln!("kepu-loadgen: {e:#}");

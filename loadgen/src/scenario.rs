@@ -1,10 +1,11 @@
 //! The three scenarios: `end-of-day`, `live-day` and `reconnect-storm`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use automerge::ChangeHash;
 use indicatif::{ProgressBar, ProgressStyle};
 use kepu_sync_core::doc_id::DocumentId;
@@ -14,7 +15,7 @@ use kepu_sync_core::schema::booking::ScanMethod;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
-use crate::conn::Counters;
+use crate::conn::{Conn, Counters};
 use crate::device::{Device, fresh_id};
 use crate::stats::{Summary, ms};
 use crate::world::{self, Provisioner, Target, TargetKind, VenueWorld, connect};
@@ -46,6 +47,14 @@ pub struct Scale {
     pub storm_venues: usize,
     /// reconnect-storm: window in which every device reconnects, milliseconds.
     pub storm_window_ms: u64,
+    /// chaos: SIGKILLs of the server during the run.
+    pub chaos_kills: usize,
+    /// chaos: shortest and longest time the server is up (from ready) before a kill, ms.
+    pub chaos_up_ms: (u64, u64),
+    /// chaos: longest extra time the server stays down after a kill, ms.
+    pub chaos_down_ms: u64,
+    /// chaos: check-ins per second the connected devices write while the kills run.
+    pub chaos_rate: u32,
     /// Longest a scenario waits for convergence, seconds.
     pub timeout_secs: u64,
 }
@@ -67,6 +76,10 @@ impl Scale {
             storm_devices: 2000,
             storm_venues: 20,
             storm_window_ms: 1000,
+            chaos_kills: 20,
+            chaos_up_ms: (500, 3000),
+            chaos_down_ms: 1000,
+            chaos_rate: 20,
             timeout_secs: 180,
         }
     }
@@ -87,6 +100,10 @@ impl Scale {
             storm_devices: 300,
             storm_venues: 6,
             storm_window_ms: 1000,
+            chaos_kills: 5,
+            chaos_up_ms: (300, 1500),
+            chaos_down_ms: 500,
+            chaos_rate: 10,
             timeout_secs: 120,
         }
     }
@@ -105,7 +122,7 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    fn bar(&self, len: usize, what: &str) -> ProgressBar {
+    pub(crate) fn bar(&self, len: usize, what: &str) -> ProgressBar {
         if !self.progress {
             return ProgressBar::hidden();
         }
@@ -122,19 +139,19 @@ impl Ctx {
 
 /// Per-device status the coordinator polls.
 #[derive(Debug, Default, Clone)]
-struct Slot {
-    in_sync: bool,
-    heads: Vec<ChangeHash>,
-    failed: Option<String>,
+pub(crate) struct Slot {
+    pub in_sync: bool,
+    pub heads: Vec<ChangeHash>,
+    pub failed: Option<String>,
 }
 
-type Board = Arc<Vec<Mutex<Slot>>>;
+pub(crate) type Board = Arc<Vec<Mutex<Slot>>>;
 
-fn board(n: usize) -> Board {
+pub(crate) fn board(n: usize) -> Board {
     Arc::new((0..n).map(|_| Mutex::new(Slot::default())).collect())
 }
 
-fn read_slot(board: &Board, i: usize) -> Slot {
+pub(crate) fn read_slot(board: &Board, i: usize) -> Slot {
     board[i].lock().map(|s| s.clone()).unwrap_or_default()
 }
 
@@ -146,7 +163,7 @@ fn write_slot(board: &Board, i: usize, f: impl FnOnce(&mut Slot)) {
 
 /// Send times of changes, and the latencies observers saw, per live-day step.
 #[derive(Default)]
-struct Latency {
+pub(crate) struct Latency {
     sent: Mutex<HashMap<ChangeHash, (Instant, usize)>>,
     seen: Mutex<Vec<Vec<Duration>>>,
 }
@@ -174,7 +191,7 @@ impl Latency {
 }
 
 /// A command to an online device.
-enum Cmd {
+pub(crate) enum Cmd {
     /// Write this edit now and send it.
     Edit {
         doc: DocumentId,
@@ -183,57 +200,214 @@ enum Cmd {
     },
 }
 
-/// How often an online device reconnects after its connection dropped before it gives up.
+/// How often an online device reconnects after its connection dropped for no reason the
+/// run knows of (not a kill of a chaos run) before it gives up.
 const MAX_RECONNECTS: u32 = 20;
-/// Quiet time after which a connected device that is still out of sync reconnects.
-const STALL_AFTER: Duration = Duration::from_secs(20);
+/// How many connection attempts in a row may fail before a device gives up.
+const MAX_CONNECT_FAILURES: u32 = 30;
+
+/// The server's life as a chaos run sees it: which start of the server process this is,
+/// and whether it is up. Devices connect only while it is up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Life {
+    /// Starts of the server so far, minus one.
+    pub incarnation: u64,
+    /// The server is up (and its records checked after a restart).
+    pub up: bool,
+}
+
+/// Check-ins made by the devices of a chaos run and those the devices saw acknowledged,
+/// by scan id.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    /// Every check-in a device wrote.
+    pub made: Mutex<HashSet<String>>,
+    /// Every check-in a device knows the server holds.
+    pub acked: Mutex<HashSet<String>>,
+}
+
+/// What the devices of a chaos run share with the driver.
+#[derive(Clone)]
+pub(crate) struct Chaos {
+    /// The server's life.
+    pub life: watch::Receiver<Life>,
+    /// Devices connecting or connected now.
+    pub sockets: Arc<AtomicUsize>,
+    /// Check-ins made and acknowledged.
+    pub ledger: Arc<Ledger>,
+}
+
+/// A device's own check-ins not yet acknowledged: (document, change, scan id).
+pub(crate) type Pending = Vec<(DocumentId, ChangeHash, String)>;
+
+/// Moves the check-ins of `pending` that the server holds (as far as `device` knows) to
+/// the ledger's acknowledged set.
+fn note_acks(device: &Device, pending: &mut Pending, ledger: &Ledger) {
+    if pending.is_empty() {
+        return;
+    }
+    let docs: HashSet<DocumentId> = pending.iter().map(|p| p.0).collect();
+    let mut held = HashSet::new();
+    for doc in docs {
+        let hashes: Vec<ChangeHash> = pending.iter().filter(|p| p.0 == doc).map(|p| p.1).collect();
+        held.extend(device.server_holds(&doc, &hashes));
+    }
+    if held.is_empty() {
+        return;
+    }
+    if let Ok(mut acked) = ledger.acked.lock() {
+        pending.retain(|(_, hash, scan)| {
+            let keep = !held.contains(hash);
+            if !keep {
+                acked.insert(scan.clone());
+            }
+            keep
+        });
+    }
+}
+
+/// Records a check-in `device` just wrote, for the ledger.
+fn note_made(
+    ledger: &Ledger,
+    pending: &mut Pending,
+    doc: DocumentId,
+    hash: ChangeHash,
+    edit: &Edit,
+) {
+    if let Edit::CheckIn { scan_id, .. } = edit {
+        if let Ok(mut made) = ledger.made.lock() {
+            made.insert(scan_id.clone());
+        }
+        pending.push((doc, hash, scan_id.clone()));
+    }
+}
+
+/// Everything an online device shares with the run.
+#[derive(Clone)]
+pub(crate) struct Seat {
+    pub target: Target,
+    pub counters: Arc<Counters>,
+    pub board: Board,
+    pub index: usize,
+    pub latency: Option<(Arc<Latency>, bool)>,
+    pub chaos: Option<Chaos>,
+}
+
+/// How a connection ended.
+enum End {
+    /// Told to stop.
+    Stopped,
+    /// The connection dropped (closed, reset, or a send or receive failed): reconnect.
+    Dropped(anyhow::Error),
+    /// Something no reconnect mends (a server `error`, a message that does not apply).
+    Failed(anyhow::Error),
+}
 
 /// A device online until `stop`: connects, syncs every document, applies commands,
 /// publishes its state on the board and feeds the latency book (send times of its own
-/// changes; arrival times of others' when it is an observer). When the server drops the
-/// connection it reconnects after a second, as automerge-repo clients do.
-#[allow(clippy::too_many_arguments)]
-async fn online(
-    target: Target,
+/// changes; arrival times of others' when it is an observer). When the connection drops
+/// it reconnects after a second (in a chaos run: once the server is back), as
+/// automerge-repo clients do; `reconnects` counts those that follow a drop the run did
+/// not cause, `kill_reconnects` those that follow a chaos run's kill. A device that stays
+/// connected but out of sync does not reconnect: it is reported out of sync.
+pub(crate) async fn online(
+    seat: Seat,
     mut device: Device,
-    counters: Arc<Counters>,
-    board: Board,
-    index: usize,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
-    latency: Option<(Arc<Latency>, bool)>,
     mut stop: watch::Receiver<bool>,
+    mut pending: Pending,
 ) -> Device {
-    let mut drops = 0;
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
+    let fail = |e: &anyhow::Error| {
+        write_slot(&seat.board, seat.index, |s| {
+            s.in_sync = false;
+            s.failed = Some(format!("{e:#}"));
+        });
+    };
+    // Some(caused by a kill) once a connection dropped.
+    let mut dropped: Option<bool> = None;
+    let (mut drops, mut refused) = (0u32, 0u32);
     loop {
-        let result = session(
-            &target,
-            &mut device,
-            &counters,
-            &board,
-            index,
-            &mut cmds,
-            latency.as_ref(),
-            &mut stop,
-        )
-        .await;
-        match result {
-            Ok(()) => break,
-            Err(e) => {
-                drops += 1;
-                counters
-                    .reconnects
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                write_slot(&board, index, |s| s.in_sync = false);
-                if drops > MAX_RECONNECTS || *stop.borrow() {
-                    write_slot(&board, index, |s| s.failed = Some(format!("{e:#}")));
+        let mut life = None;
+        if let Some(chaos) = &seat.chaos {
+            let mut rx = chaos.life.clone();
+            tokio::select! {
+                up = rx.wait_for(|l| l.up) => match up {
+                    Ok(l) => life = Some(l.incarnation),
+                    Err(_) => break,
+                },
+                _ = stop.changed() => break,
+            }
+            chaos.sockets.fetch_add(1, relaxed);
+        }
+        let opened = tokio::select! {
+            c = connect(&seat.target, &device, &seat.counters) => Some(c),
+            _ = stop.changed() => None,
+        };
+        let conn = match opened {
+            None => {
+                if let Some(chaos) = &seat.chaos {
+                    chaos.sockets.fetch_sub(1, relaxed);
+                }
+                break;
+            }
+            Some(Ok(conn)) => conn,
+            Some(Err(e)) => {
+                if let Some(chaos) = &seat.chaos {
+                    chaos.sockets.fetch_sub(1, relaxed);
+                }
+                refused += 1;
+                if refused > MAX_CONNECT_FAILURES || *stop.borrow() {
+                    fail(&e);
                     break;
                 }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = stop.changed() => break,
+                }
+            }
+        };
+        refused = 0;
+        match dropped.take() {
+            Some(true) => seat.counters.kill_reconnects.fetch_add(1, relaxed),
+            Some(false) => seat.counters.reconnects.fetch_add(1, relaxed),
+            None => 0,
+        };
+        let end = session(&seat, &mut device, conn, &mut cmds, &mut stop, &mut pending).await;
+        if let Some(chaos) = &seat.chaos {
+            chaos.sockets.fetch_sub(1, relaxed);
+        }
+        match end {
+            End::Stopped => break,
+            End::Failed(e) => {
+                fail(&e);
+                break;
+            }
+            End::Dropped(e) => {
+                write_slot(&seat.board, seat.index, |s| s.in_sync = false);
+                let by_kill = seat.chaos.as_ref().is_some_and(|c| {
+                    let now = *c.life.borrow();
+                    !now.up || Some(now.incarnation) != life
+                });
+                if !by_kill {
+                    drops += 1;
+                    if drops > MAX_RECONNECTS {
+                        fail(&e);
+                        break;
+                    }
+                }
+                if *stop.borrow() {
+                    break;
+                }
+                dropped = Some(by_kill);
                 if device.persist_states().is_err() {
                     device.reset_states();
                 }
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stop.changed() => break,
+                if !by_kill {
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.changed() => break,
+                    }
                 }
             }
         }
@@ -241,56 +415,72 @@ async fn online(
     device
 }
 
-/// One connection of [`online`]; `Ok` when told to stop.
-#[allow(clippy::too_many_arguments)]
+/// One connection of [`online`].
 async fn session(
-    target: &Target,
+    seat: &Seat,
     device: &mut Device,
-    counters: &Arc<Counters>,
-    board: &Board,
-    index: usize,
+    mut conn: Conn,
     cmds: &mut mpsc::UnboundedReceiver<Cmd>,
-    latency: Option<&(Arc<Latency>, bool)>,
     stop: &mut watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let mut conn = connect(target, device, counters).await?;
+    pending: &mut Pending,
+) -> End {
     let (me, server) = (conn.peer_id.clone(), conn.server_id.clone());
+    let ledger = seat.chaos.as_ref().map(|c| Arc::clone(&c.ledger));
     for m in device.all_outgoing(&me, &server) {
-        conn.send(&m).await?;
+        if let Err(e) = conn.send(&m).await {
+            return End::Dropped(e);
+        }
     }
     loop {
         tokio::select! {
             received = conn.recv() => {
-                let message = received?.context("the server closed the connection")?;
-                let incoming = device.handle(&me, &server, message)?;
+                let message = match received {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return End::Dropped(anyhow::anyhow!("the server closed the connection")),
+                    Err(e) => return End::Dropped(e),
+                };
+                let incoming = match device.handle(&me, &server, message) {
+                    Ok(i) => i,
+                    Err(e) => return End::Failed(e),
+                };
                 if let Some(e) = incoming.error {
-                    bail!("server error: {e}");
+                    return End::Failed(anyhow::anyhow!("server error: {e}"));
                 }
-                if let Some((book, true)) = latency {
+                if let Some((book, true)) = &seat.latency {
                     for h in &incoming.new_changes {
                         book.observed(h);
                     }
                 }
+                if let Some(ledger) = &ledger {
+                    note_acks(device, pending, ledger);
+                }
                 for m in &incoming.replies {
-                    conn.send(m).await?;
+                    if let Err(e) = conn.send(m).await {
+                        return End::Dropped(e);
+                    }
                 }
             }
             cmd = cmds.recv() => {
                 let Some(Cmd::Edit { doc, edit, step }) = cmd else { break };
-                if let (Some(hash), Some((book, _))) = (device.edit(doc, &edit)?, latency) {
-                    book.sent(hash, step);
+                let hash = match device.edit(doc, &edit) {
+                    Ok(h) => h,
+                    Err(e) => return End::Failed(e),
+                };
+                if let Some(hash) = hash {
+                    if let Some((book, _)) = &seat.latency {
+                        book.sent(hash, step);
+                    }
+                    if let Some(ledger) = &ledger {
+                        note_made(ledger, pending, doc, hash, &edit);
+                    }
                 }
-                if let Some(m) = device.outgoing(&me, &server, doc) {
-                    conn.send(&m).await?;
+                if let Some(m) = device.outgoing(&me, &server, doc)
+                    && let Err(e) = conn.send(&m).await
+                {
+                    return End::Dropped(e);
                 }
             }
             _ = stop.changed() => break,
-            // Out of sync with nothing arriving: handled like a dropped connection
-            // (reconnect with the persisted sync state, counted in `reconnects`), as a
-            // phone's failed `sync_now` is retried. See known gap 21 in ARCHITECTURE.md.
-            () = tokio::time::sleep(STALL_AFTER), if !device.all_in_sync() => {
-                bail!("no progress for {} s while out of sync", STALL_AFTER.as_secs());
-            }
         }
         let (in_sync, heads) = (
             device.all_in_sync(),
@@ -301,16 +491,16 @@ async fn session(
                 .map(|d| device.heads(d))
                 .unwrap_or_default(),
         );
-        write_slot(board, index, |s| {
+        write_slot(&seat.board, seat.index, |s| {
             s.in_sync = in_sync;
             s.heads = heads;
         });
     }
     conn.close().await;
-    Ok(())
+    End::Stopped
 }
 
-fn check_in(pupil: PupilId) -> Edit {
+pub(crate) fn check_in(pupil: PupilId) -> Edit {
     Edit::CheckIn {
         pupil,
         scan_id: fresh_id().to_string(),
@@ -358,18 +548,25 @@ async fn records(ctx: &Ctx, bookings: &[(DocumentId, usize)], timeout: Duration)
     }
 }
 
-/// `end-of-day`: every staff device records check-ins offline, then all reconnect at
-/// once; time until every device of every venue holds the same heads as the server.
-///
-/// # Errors
-/// Provisioning or preparation failed.
-pub async fn end_of_day(
-    ctx: &Ctx,
-    scale: &Scale,
-    server_pid: Option<u32>,
-) -> anyhow::Result<Value> {
+/// The devices of an end-of-day, offline, each holding its venue's booking and its
+/// check-ins.
+pub(crate) struct Day {
+    /// The devices, venue by venue.
+    pub devices: Vec<Device>,
+    /// Each device's own check-ins (for a chaos run's ledger).
+    pub pending: Vec<Pending>,
+    /// The devices of each venue (indices into `devices`).
+    pub groups: Vec<std::ops::Range<usize>>,
+    /// Each venue's booking and its roster.
+    pub bookings: Vec<(DocumentId, Vec<PupilId>)>,
+    /// Seconds the offline check-ins took to write.
+    pub offline_secs: f64,
+}
+
+/// Builds the venues of an end-of-day and writes every device's offline check-ins.
+pub(crate) async fn prepare_day(ctx: &Ctx, scale: &Scale, what: &str) -> anyhow::Result<Day> {
     let n = scale.venues * scale.devices_per_venue;
-    let bar = ctx.bar(n, "end-of-day: enroll");
+    let bar = ctx.bar(n, &format!("{what}: enroll"));
     let world = world::build(
         &ctx.target,
         &ctx.prov,
@@ -384,9 +581,13 @@ pub async fn end_of_day(
 
     // Offline: every device scans its share of the roster.
     let built = Instant::now();
-    let mut devices = Vec::with_capacity(n);
-    let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
-    let mut bookings = Vec::new();
+    let mut day = Day {
+        devices: Vec::with_capacity(n),
+        pending: Vec::with_capacity(n),
+        groups: Vec::new(),
+        bookings: Vec::new(),
+        offline_secs: 0.0,
+    };
     for VenueWorld {
         booking,
         roster,
@@ -394,46 +595,43 @@ pub async fn end_of_day(
         ..
     } in world
     {
-        let start = devices.len();
+        let start = day.devices.len();
         for (i, mut d) in staff.into_iter().enumerate() {
+            let mut own = Vec::with_capacity(scale.check_ins);
             for k in 0..scale.check_ins {
                 let pupil = roster[(i * scale.check_ins + k) % roster.len()];
-                d.edit(booking, &check_in(pupil))?;
+                let edit = check_in(pupil);
+                if let (Some(hash), Edit::CheckIn { scan_id, .. }) = (d.edit(booking, &edit)?, edit)
+                {
+                    own.push((booking, hash, scan_id));
+                }
             }
-            devices.push(d);
+            day.devices.push(d);
+            day.pending.push(own);
         }
-        groups.push(start..devices.len());
-        bookings.push((booking, scale.devices_per_venue * scale.check_ins));
+        day.groups.push(start..day.devices.len());
+        day.bookings.push((booking, roster));
     }
-    let offline_secs = built.elapsed().as_secs_f64();
-    let total = n * scale.check_ins;
+    day.offline_secs = built.elapsed().as_secs_f64();
+    Ok(day)
+}
 
-    // All reconnect at once.
-    let (before_sent, before_recv) = ctx.counters.bytes();
-    let b = board(n);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(n);
-    let mut senders = Vec::with_capacity(n);
-    for (i, d) in devices.into_iter().enumerate() {
-        let (tx, rx) = mpsc::unbounded_channel();
-        senders.push(tx);
-        tasks.push(tokio::spawn(online(
-            ctx.target.clone(),
-            d,
-            Arc::clone(&ctx.counters),
-            Arc::clone(&b),
-            i,
-            rx,
-            None,
-            stop_rx.clone(),
-        )));
-    }
-    let bar = ctx.bar(n, "end-of-day: in sync");
-    let deadline = started + Duration::from_secs(scale.timeout_secs);
+/// Polls the board until every device of every group is in sync with the same heads, or
+/// until `deadline` (or every device failed). Returns the time to converge from `started`
+/// (`None` if it did not) and the devices in sync at the end.
+pub(crate) async fn converge(
+    ctx: &Ctx,
+    b: &Board,
+    groups: &[std::ops::Range<usize>],
+    started: Instant,
+    deadline: Instant,
+    what: &str,
+) -> (Option<Duration>, usize) {
+    let n = b.len();
+    let bar = ctx.bar(n, &format!("{what}: in sync"));
     let mut in_sync_at_end;
     let converged = loop {
-        let slots: Vec<Slot> = (0..n).map(|i| read_slot(&b, i)).collect();
+        let slots: Vec<Slot> = (0..n).map(|i| read_slot(b, i)).collect();
         in_sync_at_end = slots
             .iter()
             .filter(|s| s.in_sync && s.failed.is_none())
@@ -454,6 +652,59 @@ pub async fn end_of_day(
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     bar.finish_and_clear();
+    (converged, in_sync_at_end)
+}
+
+/// `end-of-day`: every staff device records check-ins offline, then all reconnect at
+/// once; time until every device of every venue holds the same heads as the server. A
+/// device still out of sync at the deadline is counted in `out_of_sync` and the scenario
+/// fails (see [`crate::failures`]).
+///
+/// # Errors
+/// Provisioning or preparation failed.
+pub async fn end_of_day(
+    ctx: &Ctx,
+    scale: &Scale,
+    server_pid: Option<u32>,
+) -> anyhow::Result<Value> {
+    let n = scale.venues * scale.devices_per_venue;
+    let day = prepare_day(ctx, scale, "end-of-day").await?;
+    let total = n * scale.check_ins;
+    let bookings: Vec<(DocumentId, usize)> = day
+        .bookings
+        .iter()
+        .map(|(b, _)| (*b, scale.devices_per_venue * scale.check_ins))
+        .collect();
+
+    // All reconnect at once.
+    let (before_sent, before_recv) = ctx.counters.bytes();
+    let b = board(n);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    let mut senders = Vec::with_capacity(n);
+    for (i, d) in day.devices.into_iter().enumerate() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        senders.push(tx);
+        let seat = Seat {
+            target: ctx.target.clone(),
+            counters: Arc::clone(&ctx.counters),
+            board: Arc::clone(&b),
+            index: i,
+            latency: None,
+            chaos: None,
+        };
+        tasks.push(tokio::spawn(online(
+            seat,
+            d,
+            rx,
+            stop_rx.clone(),
+            Vec::new(),
+        )));
+    }
+    let deadline = started + Duration::from_secs(scale.timeout_secs);
+    let (converged, in_sync_at_end) =
+        converge(ctx, &b, &day.groups, started, deadline, "end-of-day").await;
     let (after_sent, after_recv) = ctx.counters.bytes();
     let _ = stop_tx.send(true);
     drop(senders);
@@ -467,9 +718,11 @@ pub async fn end_of_day(
         "venues": scale.venues,
         "devices": n,
         "check_ins": total,
-        "offline_build_s": offline_secs,
+        "offline_build_s": day.offline_secs,
         "converged": converged.is_some(),
         "in_sync_at_end": in_sync_at_end,
+        "out_of_sync": n - in_sync_at_end,
+        "timeout_s": scale.timeout_secs,
         "converge_s": secs,
         "check_ins_per_s": secs.map(|s| total as f64 / s),
         "bytes_sent": after_sent - before_sent,
@@ -540,15 +793,20 @@ pub async fn live_day(ctx: &Ctx, scale: &Scale, server_pid: Option<u32>) -> anyh
             } else {
                 writers.push((tx, v));
             }
-            tasks.push(tokio::spawn(online(
-                ctx.target.clone(),
-                d,
-                Arc::clone(&ctx.counters),
-                Arc::clone(&b),
+            let seat = Seat {
+                target: ctx.target.clone(),
+                counters: Arc::clone(&ctx.counters),
+                board: Arc::clone(&b),
                 index,
+                latency: Some((Arc::clone(&latency), observer)),
+                chaos: None,
+            };
+            tasks.push(tokio::spawn(online(
+                seat,
+                d,
                 rx,
-                Some((Arc::clone(&latency), observer)),
                 stop_rx.clone(),
+                Vec::new(),
             )));
             index += 1;
         }

@@ -140,6 +140,10 @@ fn tiny() -> Scale {
         storm_devices: 20,
         storm_venues: 2,
         storm_window_ms: 500,
+        chaos_kills: 3,
+        chaos_up_ms: (300, 1200),
+        chaos_down_ms: 300,
+        chaos_rate: 10,
         timeout_secs: 60,
     }
 }
@@ -173,6 +177,11 @@ async fn every_scenario(db: Db) {
     let eod = &s["end-of-day"];
     assert_eq!(eod["converged"], true, "end-of-day converges: {eod}");
     assert_eq!(eod["failures"], 0, "{eod}");
+    assert_eq!(eod["out_of_sync"], 0, "{eod}");
+    assert_eq!(
+        eod["reconnects"], 0,
+        "no device needed a reconnect to get its acknowledgement: {eod}"
+    );
     assert_eq!(eod["check_ins"], 2 * 2 * 5);
     assert!(eod["check_ins_per_s"].as_f64().is_some_and(|r| r > 0.0));
     assert!(eod["bytes_sent"].as_u64().is_some_and(|b| b > 0));
@@ -180,6 +189,7 @@ async fn every_scenario(db: Db) {
 
     let live = &s["live-day"];
     assert_eq!(live["failures"], 0, "{live}");
+    assert_eq!(live["reconnects"], 0, "{live}");
     assert_eq!(
         live["unobserved"], 0,
         "the observers saw every check-in: {live}"
@@ -212,7 +222,13 @@ async fn every_scenario(db: Db) {
             .is_some_and(|k| k > 0)
     );
 
+    assert!(
+        kepu_loadgen::failures(&figures).is_empty(),
+        "{:?}",
+        kepu_loadgen::failures(&figures)
+    );
     let table = kepu_loadgen::table(&figures);
+    assert!(table.contains("reconnects 0  out of sync 0"), "{table}");
     assert!(table.contains("end-of-day (kepu)") && table.contains("reconnect-storm (kepu)"));
     server.finish().await;
 }

@@ -2,6 +2,7 @@
 //! against SQLite (temp dir) and PostgreSQL (a fresh database per test, from
 //! `KEPU_TEST_PG_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`).
 
+mod chaos;
 mod demo;
 mod hostile_payloads;
 mod hostile_web;

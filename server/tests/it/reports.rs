@@ -134,15 +134,24 @@ fn misses(row: &Value) -> Vec<&str> {
         .collect()
 }
 
+/// How long a device waits, on one connection, for the server to acknowledge its changes.
+const ACK_WAIT: Duration = Duration::from_secs(15);
+
+/// Syncs `doc` until the server acknowledges every change of it (the heads it sends cover
+/// them), on one connection: a reconnect would hide a lost acknowledgement.
 async fn sync_until_stored(device: &mut Device, server: &TestServer, doc: DocumentId) {
-    for attempt in 1..=50 {
-        device.sync(server.addr).await;
+    if !device.online() {
+        device.connect(server.addr).await;
+    }
+    let deadline = std::time::Instant::now() + ACK_WAIT;
+    while std::time::Instant::now() < deadline {
+        device.pump(Duration::from_millis(200)).await;
+        assert!(
+            device.online(),
+            "the server closed the connection while {doc} waited for its acknowledgement"
+        );
         if device.server_has_all(&doc) {
             return;
-        }
-        if attempt % 10 == 0 {
-            // A phone whose line went quiet reconnects and syncs again.
-            device.disconnect();
         }
     }
     let trouble: Vec<&kepu_sync_core::engine::Event> = device
@@ -156,7 +165,10 @@ async fn sync_until_stored(device: &mut Device, server: &TestServer, doc: Docume
             )
         })
         .collect();
-    panic!("the server never acknowledged {doc}: {trouble:?}");
+    panic!(
+        "the server did not acknowledge every change of {doc} within {ACK_WAIT:?} on an open \
+         connection (a lost acknowledgement); refusals and protocol errors: {trouble:?}"
+    );
 }
 
 /// The school's 2026 log, the one document every device computes the id of. The server
