@@ -52,12 +52,14 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
+db_name=SQLite
+[ -n "$pg_url" ] && db_name=PostgreSQL
 db_args=()
 [ -n "$pg_url" ] && db_args+=(--database-url "$pg_url")
 mkdir -p benchmarks/results
 suffix="-chaos${quick:+-quick}${pg_url:+-pg}"
 out="${out:-benchmarks/results/$(date -u +%F)$suffix.json}"
-echo "== chaos on ${pg_url:+PostgreSQL}${pg_url:-SQLite}" >&2
+echo "== chaos on $db_name" >&2
 status=0
 "$target_dir/release/kepu-loadgen" --scenario chaos --server-bin "$target_dir/release/kepu-server" \
   --data-dir "$work/data" "${db_args[@]}" --server-log "$work/server.log" \

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The end-of-day scenario alone against kepu-server (release build, fresh data):
+# 200 devices reconnect at once with 50,000 check-ins made offline (--quick: 20 devices,
+# 1,000 check-ins). Prints the loadgen's table; exits non-zero when a device is left out of
+# sync, fails, or the records do not hold every check-in once. `reconnects` must be 0.
+#
+#   benchmarks/end-of-day.sh [--quick] [--pg URL] [--busy N] [--json F] [-- extra kepu-loadgen flags]
+#
+#   --quick    small sizes
+#   --pg URL   run kepu-server on PostgreSQL: URL of an EMPTY database it may migrate
+#              (default: SQLite in a fresh temporary data directory)
+#   --busy N   keep N extra processes spinning (`yes > /dev/null`) during the run, to
+#              reproduce a loaded machine
+#   --json F   also write the figures to F
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=""
+pg_url=""
+busy=0
+json=()
+extra=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick="--quick" ;;
+    --pg)
+      [ $# -ge 2 ] || { echo "end-of-day.sh: --pg needs a database URL" >&2; exit 2; }
+      pg_url="$2"
+      shift
+      ;;
+    --busy)
+      [ $# -ge 2 ] || { echo "end-of-day.sh: --busy needs a number" >&2; exit 2; }
+      busy="$2"
+      shift
+      ;;
+    --json)
+      [ $# -ge 2 ] || { echo "end-of-day.sh: --json needs a file" >&2; exit 2; }
+      json=(--json "$2")
+      shift
+      ;;
+    --) shift; extra=("$@"); break ;;
+    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) echo "end-of-day.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+case "$pg_url" in
+  "" | postgres://* | postgresql://*) ;;
+  *) echo "end-of-day.sh: --pg wants a postgres:// URL" >&2; exit 2 ;;
+esac
+case "$busy" in
+  '' | *[!0-9]*) echo "end-of-day.sh: --busy wants a number" >&2; exit 2 ;;
+esac
+
+target_dir="${CARGO_TARGET_DIR:-target}"
+echo "== building release binaries" >&2
+cargo build --release --locked -p kepu-server -p kepu-loadgen >&2
+server_bin="$target_dir/release/kepu-server"
+loadgen_bin="$target_dir/release/kepu-loadgen"
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_port() {
+  for _ in $(seq 1 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "end-of-day.sh: nothing listens on port $1" >&2
+  return 1
+}
+
+db_name=SQLite
+[ -n "$pg_url" ] && db_name=PostgreSQL
+db_args=(--data-dir "$work/data")
+[ -n "$pg_url" ] && db_args+=(--database-url "$pg_url")
+code="$("$server_bin" admin create-user --role bureau-admin "${db_args[@]}" 2>/dev/null |
+  sed -n 's/^enrollment code //p')"
+[ -n "$code" ] || { echo "end-of-day.sh: could not create the admin user" >&2; exit 1; }
+port="$(free_port)"
+RUST_LOG=warn "$server_bin" "${db_args[@]}" --bind "127.0.0.1:$port" >"$work/kepu.log" 2>&1 &
+kepu_pid=$!
+pids+=("$kepu_pid")
+wait_port "$port"
+for _ in $(seq 1 "$busy"); do
+  yes >/dev/null &
+  pids+=("$!")
+done
+echo "== end-of-day on $db_name${quick:+ (quick)}, $busy busy processes" >&2
+status=0
+KEPU_LOADGEN_ADMIN_CODE="$code" "$loadgen_bin" --target kepu --url "ws://127.0.0.1:$port/sync" \
+  --scenario end-of-day --server-pid "$kepu_pid" --no-progress $quick "${json[@]}" "${extra[@]}" ||
+  status=$?
+if [ "$status" != 0 ] && [ -s "$work/kepu.log" ]; then
+  echo "== the server's warnings and errors (last 20 lines)" >&2
+  tail -20 "$work/kepu.log" >&2
+fi
+exit "$status"
