@@ -464,6 +464,7 @@ pub async fn chaos(spec: &ServerSpec, scale: &Scale, progress: bool) -> anyhow::
         "timeout_s": scale.timeout_secs,
         "reconnects": ctx.counters.reconnects.load(relaxed),
         "kill_reconnects": ctx.counters.kill_reconnects.load(relaxed),
+        "drop_reasons": ctx.counters.take_drop_reasons(),
         "failures": failures.len(),
         "first_failure": failures.first(),
         "records": {

@@ -1,8 +1,9 @@
 //! One websocket connection speaking the automerge-repo v1 protocol: `join` → `peer`, then
 //! binary frames of one CBOR message each, counted in shared byte counters.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
@@ -35,6 +36,8 @@ pub struct Counters {
     pub reconnects: AtomicU64,
     /// Connections a chaos run's kill dropped and that a device then re-opened.
     pub kill_reconnects: AtomicU64,
+    /// Why connections dropped (other than a chaos run's kills): reason → count.
+    pub drop_reasons: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Counters {
@@ -46,6 +49,22 @@ impl Counters {
             self.bytes_received.load(Ordering::Relaxed),
         )
     }
+
+    /// Counts a dropped connection under `reason`.
+    pub fn dropped(&self, reason: &str) {
+        if let Ok(mut m) = self.drop_reasons.lock() {
+            *m.entry(reason.to_owned()).or_insert(0) += 1;
+        }
+    }
+
+    /// The drop reasons so far, emptied.
+    #[must_use]
+    pub fn take_drop_reasons(&self) -> BTreeMap<String, u64> {
+        self.drop_reasons
+            .lock()
+            .map(|mut m| std::mem::take(&mut *m))
+            .unwrap_or_default()
+    }
 }
 
 /// An open, joined connection.
@@ -55,6 +74,8 @@ pub struct Conn {
     pub peer_id: String,
     /// The server's peer id, from its `peer` message.
     pub server_id: String,
+    /// The code and reason of the server's close frame, once it sent one.
+    pub closed: Option<String>,
     counters: Arc<Counters>,
 }
 
@@ -93,6 +114,7 @@ impl Conn {
             socket,
             peer_id,
             server_id: String::new(),
+            closed: None,
             counters,
         };
         let join = Message::Join {
@@ -155,7 +177,13 @@ impl Conn {
                     }
                     return Ok(Some(message));
                 }
-                Ws::Close(_) => return Ok(None),
+                Ws::Close(frame) => {
+                    self.closed = Some(frame.map_or_else(
+                        || "no close code".to_owned(),
+                        |f| format!("{} {}", u16::from(f.code), f.reason),
+                    ));
+                    return Ok(None);
+                }
                 Ws::Text(_) => bail!("unexpected text frame"),
                 _ => {}
             }

@@ -390,6 +390,7 @@ pub(crate) async fn online(
                     !now.up || Some(now.incarnation) != life
                 });
                 if !by_kill {
+                    seat.counters.dropped(&format!("{e:#}"));
                     drops += 1;
                     if drops > MAX_RECONNECTS {
                         fail(&e);
@@ -436,7 +437,10 @@ async fn session(
             received = conn.recv() => {
                 let message = match received {
                     Ok(Some(m)) => m,
-                    Ok(None) => return End::Dropped(anyhow::anyhow!("the server closed the connection")),
+                    Ok(None) => {
+                        let why = conn.closed.as_deref().unwrap_or("no close frame");
+                        return End::Dropped(anyhow::anyhow!("the server closed the connection ({why})"));
+                    }
                     Err(e) => return End::Dropped(e),
                 };
                 let incoming = match device.handle(&me, &server, message) {
@@ -730,6 +734,7 @@ pub async fn end_of_day(
         "failures": failures.len(),
         "first_failure": failures.first(),
         "reconnects": ctx.counters.reconnects.swap(0, std::sync::atomic::Ordering::Relaxed),
+        "drop_reasons": ctx.counters.take_drop_reasons(),
         "records": stored,
         "server_memory": rss(server_pid),
     }))
@@ -924,6 +929,7 @@ pub async fn live_day(ctx: &Ctx, scale: &Scale, server_pid: Option<u32>) -> anyh
         "steps": step_rows,
         "unobserved": lost,
         "reconnects": ctx.counters.reconnects.swap(0, std::sync::atomic::Ordering::Relaxed),
+        "drop_reasons": ctx.counters.take_drop_reasons(),
         "sse": sse.as_ref().map(|d| d.status()),
         "bytes_sent": after_sent - before_sent,
         "bytes_received": after_recv - before_recv,
