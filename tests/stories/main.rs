@@ -33,6 +33,7 @@ macro_rules! stories {
 
 mod booking;
 mod devices;
+mod gate;
 mod privacy;
 mod restart;
 mod school_day;

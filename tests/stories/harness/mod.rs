@@ -63,6 +63,8 @@ pub struct World {
     pub other_school: String,
     /// The science museum.
     pub venue: String,
+    /// The county everything is in.
+    pub county: String,
     /// Pupils of `school` (user ids = pseudonymous pupil ids), named `Pupil A<i>`.
     pub pupils: Vec<String>,
     /// Pupils of `other_school`.
@@ -128,6 +130,7 @@ impl World {
             school,
             other_school,
             venue,
+            county,
             pupils,
             other_pupils,
             teachers,
