@@ -1211,11 +1211,16 @@ impl Engine {
     }
 
     fn fan_out(&mut self, doc: DocumentId) {
-        let conns: Vec<ConnId> = self
+        let mut conns: BTreeSet<ConnId> = self
             .docs
             .get(&doc)
             .map(|e| e.peers.keys().copied().collect())
             .unwrap_or_default();
+        if self.config.mode == Mode::Client && self.local_docs.contains(&doc) {
+            // A document made or first written while connected goes to the server now,
+            // not at the next connection.
+            conns.extend(self.conns.iter().filter(|(_, c)| c.joined).map(|(k, _)| *k));
+        }
         for conn in conns {
             self.generate(conn, doc, false);
         }

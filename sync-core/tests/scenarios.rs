@@ -1400,3 +1400,22 @@ fn a_pupil_taking_the_teachers_next_sequence_number_is_refused_and_the_teachers_
         "refused again after a restart"
     );
 }
+
+/// A booking made while the phone is connected reaches the server on that connection.
+#[test]
+fn a_booking_made_while_connected_is_sent_without_reconnecting() {
+    let mut w = World::new(97, 60);
+    let t = w.teacher(1);
+    w.sim.set_online(t, true);
+    w.sim.run(1_000);
+    let b = w.book(t, 30, w.pupils.clone());
+    w.sim.run(10_000);
+    assert!(
+        w.sim
+            .server
+            .doc(&b)
+            .is_some_and(|d| !d.get_heads().is_empty()),
+        "the server has the booking"
+    );
+    assert_eq!(w.sim.unacknowledged(), vec![]);
+}
