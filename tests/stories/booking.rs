@@ -1,6 +1,8 @@
 //! Booking a visit.
 
-use crate::harness::{World, wait_for_status};
+use kepu_sync_core::calendar::{china_day, format_date};
+
+use crate::harness::{World, now_ms, wait_for_status};
 
 stories! {
     /// Two schools ask for the same small slot: the first to reach the server is confirmed, the other wait-listed.
@@ -27,7 +29,8 @@ stories! {
         assert_eq!(wait_listed.wait_position, Some(1));
         // The museum's dashboard shows the same decision.
         let staff = w.web_login(&w.staff, "museum.staff").await;
-        let live = staff.json(&format!("/api/venues/{}/live", w.venue)).await;
+        let day = format_date(china_day(now_ms()));
+        let live = staff.json(&format!("/api/venues/{}/live?day={day}", w.venue)).await;
         let bookings = &live["slots"][0]["bookings"];
         let status_of = |doc: &str| {
             bookings.as_array().unwrap().iter()
