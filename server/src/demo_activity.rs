@@ -237,7 +237,10 @@ pub async fn seed(store: &Store, hub: &SyncHub, now: i64) -> Result<usize> {
             .collect();
             if !pupils.is_empty() {
                 let slot = SlotId(stable_id(&format!("demo/today-slot/{venue}/{today}")));
-                let start = now - 3_600_000;
+                // An hour ago, but never before today began (China time), so that the
+                // class is on today's dashboard in the first hour after midnight too.
+                let start = (now - 3_600_000)
+                    .max(kepu_sync_core::calendar::china_day_start(china_day(now)));
                 hub.edit(
                     venue_doc(VenueId(venue)),
                     Edit::PutSlot {

@@ -94,7 +94,10 @@ impl Scene {
         let mut staff = enroller
             .device(Role::VenueStaff, None, Some(p.venue), 200)
             .await;
-        let start = now_ms() - 30 * 60_000;
+        // Half an hour ago, but within today (China time), where the scans of now fall.
+        let start = (now_ms() - 30 * 60_000).max(kepu_sync_core::calendar::china_day_start(
+            kepu_sync_core::calendar::china_day(now_ms()),
+        ));
         let slot = publish_slot(&mut staff, addr, VenueId(p.venue), start, 60).await;
         let admin_token = enroller.admin_token().await;
         let day = Day::containing(start).to_string();
@@ -956,7 +959,9 @@ async fn a_busy_day_is_read_quickly(server: &TestServer) {
     let mut staff = enroller
         .device(Role::VenueStaff, None, Some(p.venue), 7)
         .await;
-    let start = now_ms() - 30 * 60_000;
+    let start = (now_ms() - 30 * 60_000).max(kepu_sync_core::calendar::china_day_start(
+        kepu_sync_core::calendar::china_day(now_ms()),
+    ));
     let slot = publish_slot(&mut staff, server.addr, VenueId(p.venue), start, 1000).await;
     let day = Day::containing(start);
     let admin = enroller.admin_token().await;
