@@ -329,3 +329,57 @@ pub async fn background(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{UpgradeRefusal, http, upgrade_refusal};
+
+    fn answer(status: u16, header: Option<&str>, body: &str) -> UpgradeRefusal {
+        let mut b = http::Response::builder().status(status);
+        if let Some(h) = header {
+            b = b.header("X-Kepu-Error", h);
+        }
+        let body = (!body.is_empty()).then(|| body.as_bytes().to_vec());
+        upgrade_refusal(&b.body(body).unwrap())
+    }
+
+    #[test]
+    fn only_an_explicit_revocation_is_read_as_one() {
+        let revoked = r#"{"error":{"code":"device_revoked","message":"device revoked"}}"#;
+        let unknown = r#"{"error":{"code":"invalid_token","message":"invalid token"}}"#;
+        assert_eq!(
+            answer(401, Some("device-revoked"), revoked),
+            UpgradeRefusal::Revoked
+        );
+        // Either sign is enough: a proxy may drop the header or replace the body.
+        assert_eq!(
+            answer(401, Some("Device-Revoked"), ""),
+            UpgradeRefusal::Revoked
+        );
+        assert_eq!(answer(401, None, revoked), UpgradeRefusal::Revoked);
+        assert_eq!(answer(403, None, revoked), UpgradeRefusal::Revoked);
+        // Anything else on 401/403 keeps the data.
+        let auth = |c: &str| UpgradeRefusal::Auth(c.to_owned());
+        assert_eq!(
+            answer(401, Some("unauthenticated"), unknown),
+            auth("invalid_token")
+        );
+        assert_eq!(answer(401, None, ""), auth("http-401"));
+        assert_eq!(
+            answer(403, None, "<html>Forbidden</html>"),
+            auth("http-403")
+        );
+        assert_eq!(answer(401, Some("revoked"), "{}"), auth("http-401"));
+        // A code is shown to the user: odd or huge ones are not passed on.
+        let long = format!(r#"{{"error":{{"code":"{}"}}}}"#, "a".repeat(5000));
+        assert_eq!(answer(401, None, &long), auth("http-401"));
+        let odd = r#"{"error":{"code":"<script>"}}"#;
+        assert_eq!(answer(401, None, odd), auth("http-401"));
+        // The revoked word on another status is not a revocation.
+        assert_eq!(
+            answer(502, Some("device-revoked"), revoked),
+            UpgradeRefusal::Other(502)
+        );
+        assert_eq!(answer(429, None, ""), UpgradeRefusal::Other(429));
+    }
+}
