@@ -124,11 +124,19 @@ impl Identity {
             school: parse_opt("school_id")?.and_then(|s| s.parse().ok()),
             venue: parse_opt("venue_id")?.and_then(|s| s.parse().ok()),
             pupil: parse_opt("pupil_id")?.and_then(|s| s.parse().ok()),
-            actor: super::core::random(),
+            actor: fresh_actor(),
             storage_id: store
                 .meta("storage_id")?
                 .ok_or_else(|| corrupt("storage id"))?,
             revocations_doc: parse_opt("revocations_doc")?.and_then(|d| d.parse().ok()),
         }))
     }
+}
+
+/// A new random actor id: every open of a store writes under its own, so that two copies
+/// of one store never write the same (actor, sequence number).
+fn fresh_actor() -> [u8; 16] {
+    let mut actor = [0u8; 16];
+    rand::fill(&mut actor);
+    actor
 }
