@@ -101,6 +101,14 @@ status=0
 KEPU_LOADGEN_ADMIN_CODE="$code" "$loadgen_bin" --target kepu --url "ws://127.0.0.1:$port/sync" \
   --scenario end-of-day --server-pid "$kepu_pid" --no-progress $quick "${json[@]}" "${extra[@]}" ||
   status=$?
+# The server's own count of peers it closed for not keeping up with their queue.
+python3 - "$port" <<'PY' || true
+import sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=10).read().decode()
+for line in text.splitlines():
+    if line.startswith(("kepu_slow_peers_closed_total", "kepu_ws_connections")):
+        print("server metric:", line)
+PY
 if [ "$status" != 0 ] && [ -s "$work/kepu.log" ]; then
   echo "== the server's warnings and errors (last 20 lines)" >&2
   tail -20 "$work/kepu.log" >&2
