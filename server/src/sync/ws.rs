@@ -158,6 +158,30 @@ fn writer_of(id: &DeviceIdentity) -> kepu_sync_core::writer::Writer {
     }
 }
 
+/// Carries out one thing the hub queued for this session; false when the session ends.
+async fn deliver(socket: &mut WebSocket, out: Option<Outbound>) -> bool {
+    match out {
+        Some(Outbound::Frame(bytes)) => {
+            // A peer that stops reading is cut off: the hub has then closed its queue,
+            // and the send must not wait forever.
+            let sent =
+                tokio::time::timeout(SEND_TIMEOUT, socket.send(WsMessage::Binary(bytes.into())))
+                    .await;
+            matches!(sent, Ok(Ok(())))
+        }
+        Some(Outbound::Close(reason)) => {
+            let _ = socket
+                .send(WsMessage::Close(Some(CloseFrame {
+                    code: 1008,
+                    reason: reason.into(),
+                })))
+                .await;
+            false
+        }
+        None => false,
+    }
+}
+
 async fn session(
     mut socket: WebSocket,
     mut ctx: SyncContext,
@@ -196,7 +220,34 @@ async fn session(
                     break;
                 }
                 match msg {
-                    WsMessage::Binary(frame) => ctx.hub.frame(conn, frame.to_vec()).await,
+                    WsMessage::Binary(frame) => {
+                        // Any frame shows the peer is alive.
+                        awaiting_pong = false;
+                        // While the hub's inbound budget is spent, this session waits
+                        // before reading its socket again (back-pressure), but keeps
+                        // sending what the hub queued for it, so that its queue does not
+                        // overflow because the hub itself is slow.
+                        let waited = tokio::time::Instant::now();
+                        let submit = ctx.hub.frame(conn, frame.to_vec());
+                        tokio::pin!(submit);
+                        let mut open = true;
+                        loop {
+                            tokio::select! {
+                                () = &mut submit => break,
+                                out = out_rx.recv() => {
+                                    open = deliver(&mut socket, out).await;
+                                    if !open { break; }
+                                }
+                            }
+                        }
+                        if !open { break; }
+                        if waited.elapsed() >= Duration::from_secs(1) {
+                            // The pong may be waiting unread behind the stalled frame: the
+                            // stall was ours, so the keepalive starts over.
+                            awaiting_pong = false;
+                            ping.reset();
+                        }
+                    }
                     WsMessage::Text(_) => {
                         let err = kepu_sync_core::wire::Message::Error {
                             sender_id: None,
@@ -212,19 +263,7 @@ async fn session(
                 }
             }
             out = out_rx.recv() => {
-                match out {
-                    Some(Outbound::Frame(bytes)) => {
-                        // A peer that stops reading is cut off: the hub has then closed
-                        // its queue, and the send must not wait forever.
-                        let sent = tokio::time::timeout(SEND_TIMEOUT, socket.send(WsMessage::Binary(bytes.into()))).await;
-                        if !matches!(sent, Ok(Ok(()))) { break; }
-                    }
-                    Some(Outbound::Close(reason)) => {
-                        let _ = socket.send(WsMessage::Close(Some(CloseFrame { code: 1008, reason: reason.into() }))).await;
-                        break;
-                    }
-                    None => break,
-                }
+                if !deliver(&mut socket, out).await { break; }
             }
             _ = ping.tick() => {
                 if awaiting_pong { break; }

@@ -43,7 +43,7 @@ async fn a_peer_whose_queue_is_full_is_disconnected_for_certain() {
     hub.frame(conn, join.encode()).await;
     // Each request for a document the server does not have is answered: more answers
     // than the queue holds.
-    for n in 0..6u8 {
+    for n in 0..20u8 {
         let request = Message::Request {
             sender_id: "slow-peer".into(),
             target_id: "server".into(),
@@ -56,15 +56,15 @@ async fn a_peer_whose_queue_is_full_is_disconnected_for_certain() {
     // What fitted is delivered, then the queue ends: the session closes.
     let mut delivered = 0;
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), queue.recv()).await {
+        match tokio::time::timeout(Duration::from_secs(30), queue.recv()).await {
             Ok(Some(Outbound::Frame(_))) => delivered += 1,
             Ok(Some(Outbound::Close(_)) | None) => break,
             Err(_) => panic!("the slow peer was left connected after its queue overflowed"),
         }
     }
     assert!(
-        (2..7).contains(&delivered),
-        "what fitted in the queue went out, not the 7 answers: {delivered}"
+        (2..21).contains(&delivered),
+        "what fitted in the queue went out, not the 21 answers: {delivered}"
     );
     assert_eq!(state.metrics.slow_peers_closed_total.get(), 1);
     db.finish().await;
