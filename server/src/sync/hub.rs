@@ -281,11 +281,16 @@ async fn dispatch(
                 .sync_messages_total
                 .with_label_values(&["out"])
                 .inc();
-            if c.out.try_send(Outbound::Frame(bytes)).is_err() {
-                // A peer that cannot keep up is disconnected; it resumes from its sync
-                // state. The frame that did not fit was never sent.
-                state.metrics.slow_peers_closed_total.inc();
-                gone.push(conn);
+            match c.out.try_send(Outbound::Frame(bytes)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    // A peer that cannot keep up is disconnected; it resumes from its
+                    // sync state. The frame that did not fit was never sent.
+                    state.metrics.slow_peers_closed_total.inc();
+                    gone.push(conn);
+                }
+                // The session has already ended; its disconnect is on its way.
+                Err(mpsc::error::TrySendError::Closed(_)) => gone.push(conn),
             }
         }
     }
