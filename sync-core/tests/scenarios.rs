@@ -133,6 +133,18 @@ impl World {
         }
     }
 
+    /// A teacher's booking of every pupil, synced, and a gate of the venue that has it:
+    /// (teacher, gate, booking).
+    fn teacher_and_gate_on_a_booking(&mut self) -> (usize, usize, DocumentId) {
+        let t = self.teacher(1);
+        let g = self.gate(2);
+        let b = self.book(t, 30, self.pupils.clone());
+        self.sim.settle();
+        self.sim.want(g, b);
+        self.sim.settle();
+        (t, g, b)
+    }
+
     fn check_in(&mut self, device: usize, doc: DocumentId, pupil: PupilId, method: ScanMethod) {
         let scan_id = self.sim.new_entry_id();
         self.sim.edit(
@@ -1140,12 +1152,7 @@ fn a_reply_held_while_an_append_is_in_flight_still_acknowledges_the_change() {
 fn two_writers_crossing_a_fan_out_both_hear_their_changes_acknowledged() {
     for seed in 0..40 {
         let mut w = World::new(200 + seed, 60);
-        let t = w.teacher(1);
-        let g = w.gate(2);
-        let b = w.book(t, 30, w.pupils.clone());
-        w.sim.settle();
-        w.sim.want(g, b);
-        w.sim.settle();
+        let (t, g, b) = w.teacher_and_gate_on_a_booking();
         w.sim.faults = Faults {
             reorder: true,
             hold_server_io: true,
@@ -1171,12 +1178,7 @@ fn two_writers_crossing_a_fan_out_both_hear_their_changes_acknowledged() {
 #[test]
 fn a_busy_booking_acknowledges_within_the_bound_while_writes_keep_coming() {
     let mut w = World::new(73, 60);
-    let t = w.teacher(1);
-    let g = w.gate(2);
-    let b = w.book(t, 30, w.pupils.clone());
-    w.sim.settle();
-    w.sim.want(g, b);
-    w.sim.settle();
+    let (t, g, b) = w.teacher_and_gate_on_a_booking();
     w.sim.faults.hold_server_io = true;
     // The teacher's check-in starts an append that stays in flight.
     w.check_in(t, b, w.pupils[0], ScanMethod::Manual);
@@ -1209,12 +1211,7 @@ fn a_busy_booking_acknowledges_within_the_bound_while_writes_keep_coming() {
 #[test]
 fn a_watching_device_hears_changes_after_the_server_evicts_the_booking() {
     let mut w = World::new(79, 60);
-    let t = w.teacher(1);
-    let g = w.gate(2);
-    let b = w.book(t, 30, w.pupils.clone());
-    w.sim.settle();
-    w.sim.want(g, b);
-    w.sim.settle();
+    let (t, g, b) = w.teacher_and_gate_on_a_booking();
     // Idle for longer than the eviction time: the server drops the booking from memory.
     w.sim.advance(10 * 60 * 1000);
     w.sim.tick();
@@ -1234,12 +1231,7 @@ fn a_watching_device_hears_changes_after_the_server_evicts_the_booking() {
 #[test]
 fn a_stale_completion_after_a_storage_failure_acknowledges_nothing() {
     let mut w = World::new(83, 60);
-    let t = w.teacher(1);
-    let g1 = w.gate(2);
-    let b = w.book(t, 30, w.pupils.clone());
-    w.sim.settle();
-    w.sim.want(g1, b);
-    w.sim.settle();
+    let (t, g1, b) = w.teacher_and_gate_on_a_booking();
     w.sim.faults.hold_server_io = true;
     // The gate's change is stored, but its completion is slow (the stale one).
     w.check_in(g1, b, w.pupils[0], ScanMethod::PassScan);
