@@ -105,11 +105,29 @@ impl TestDb {
         config
     }
 
+    /// Closes the store and removes the database (dropping a `TestDb` removes it too, so
+    /// a test that panics leaves no database behind).
     pub async fn finish(self) {
         self.store.close().await;
-        match self.cleanup {
-            Cleanup::Dir(dir) => drop(dir),
-            Cleanup::Postgres { admin_url, name } => {
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        // A temporary directory removes itself; a PostgreSQL database is dropped from a
+        // thread of its own, since this may run while a test unwinds inside a runtime.
+        let Self::Postgres { admin_url, name } = self else {
+            return;
+        };
+        let (admin_url, name) = (admin_url.clone(), name.clone());
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
                 if let Ok(mut conn) = sqlx::AnyConnection::connect(&admin_url).await {
                     conn.execute(sqlx::AssertSqlSafe(format!(
                         "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
@@ -118,8 +136,9 @@ impl TestDb {
                     .ok();
                     conn.close().await.ok();
                 }
-            }
-        }
+            });
+        })
+        .join();
     }
 }
 
