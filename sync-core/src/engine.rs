@@ -202,6 +202,16 @@ enum Pending {
     Nothing,
 }
 
+impl Pending {
+    /// The connection a queued frame came from.
+    const fn frame_conn(&self) -> Option<ConnId> {
+        match self {
+            Self::Frame { conn, .. } => Some(*conn),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct DocMsg {
     request: bool,
@@ -475,11 +485,17 @@ impl Engine {
 
     /// Closes `conn` because the server cannot take more from it now.
     fn overloaded(&mut self, conn: ConnId, doc: Option<DocumentId>) {
+        self.close_with(conn, "server busy, reconnect later", "overloaded", doc);
+    }
+
+    /// Tells `conn` why with an `error` of refusal `code`, then closes it: the peer
+    /// resumes from its saved sync state and sends again what the server did not keep.
+    fn close_with(&mut self, conn: ConnId, message: &str, code: &str, doc: Option<DocumentId>) {
         self.send_error(
             conn,
-            "server busy, reconnect later",
+            message,
             Some(wire::Refusal {
-                code: "overloaded".into(),
+                code: code.into(),
                 document_id: doc,
                 changes: Vec::new(),
             }),
@@ -1522,14 +1538,8 @@ impl Engine {
             IoResult::Loaded(l) => l,
             IoResult::Failed(error) => {
                 // Nothing can be answered for this document now; peers will retry.
-                let conns: BTreeSet<ConnId> = e
-                    .pending
-                    .iter()
-                    .filter_map(|p| match p {
-                        Pending::Frame { conn, .. } => Some(*conn),
-                        _ => None,
-                    })
-                    .collect();
+                let conns: BTreeSet<ConnId> =
+                    e.pending.iter().filter_map(Pending::frame_conn).collect();
                 self.docs.remove(&doc);
                 self.fx.events.push(Event::StorageFailed { doc, error });
                 self.drop_peers_after_failure(doc, conns);
@@ -1596,10 +1606,7 @@ impl Engine {
             // with frames queued) are disconnected, so that they resend on reconnect
             // instead of believing the server has what they sent.
             let mut conns: BTreeSet<ConnId> = e.peers.keys().copied().collect();
-            conns.extend(e.pending.iter().filter_map(|p| match p {
-                Pending::Frame { conn, .. } => Some(*conn),
-                _ => None,
-            }));
+            conns.extend(e.pending.iter().filter_map(Pending::frame_conn));
             self.docs.remove(&doc);
             self.fx.events.push(Event::StorageFailed { doc, error });
             self.drop_peers_after_failure(doc, conns);
@@ -1634,20 +1641,14 @@ impl Engine {
     /// that each resumes from its sync state and sends again what was not stored.
     fn drop_peers_after_failure(&mut self, doc: DocumentId, conns: BTreeSet<ConnId>) {
         for conn in conns {
-            if !self.conns.contains_key(&conn) {
-                continue;
+            if self.conns.contains_key(&conn) {
+                self.close_with(
+                    conn,
+                    "storage unavailable, retry later",
+                    "storage-unavailable",
+                    Some(doc),
+                );
             }
-            self.send_error(
-                conn,
-                "storage unavailable, retry later",
-                Some(wire::Refusal {
-                    code: "storage-unavailable".into(),
-                    document_id: Some(doc),
-                    changes: Vec::new(),
-                }),
-            );
-            self.fx.close.push(conn);
-            self.on_disconnected(conn);
         }
     }
 
