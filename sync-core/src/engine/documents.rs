@@ -1,0 +1,402 @@
+//! Documents: the in-memory entry of each document, loading it on first use and queueing
+//! what arrives meanwhile, applying an incoming sync message (after the payload guard),
+//! generating replies and fanning changes out, and our own local edits.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use automerge::sync::{self, SyncDoc};
+use automerge::{Automerge, Change, ChangeHash, ReadDoc};
+
+use super::{
+    ConnId, DocEntry, DocMsg, Effects, Engine, Event, Mode, Pending, StorageTask, StoredChange,
+    TaskPurpose, actor,
+};
+use crate::doc_id::DocumentId;
+use crate::edits::{self, Edit};
+use crate::validate::{self};
+use crate::wire::{self, Message};
+
+impl Engine {
+    pub(super) fn entry(&mut self, doc: DocumentId) -> &mut DocEntry {
+        let now = self.now;
+        let actor = actor(&self.config);
+        let generation = self.next_generation;
+        if !self.docs.contains_key(&doc) {
+            self.next_generation += 1;
+        }
+        let e = self.docs.entry(doc).or_insert_with(|| DocEntry {
+            doc: Automerge::new().with_actor(actor),
+            loaded: false,
+            load_task: None,
+            pending: Vec::new(),
+            peers: BTreeMap::new(),
+            saved_states: HashMap::new(),
+            stored_rows: Vec::new(),
+            appends_in_flight: 0,
+            compacting: false,
+            last_used: now,
+            refused: HashSet::new(),
+            generation,
+            busy_since: None,
+        });
+        e.last_used = now;
+        e
+    }
+
+    /// Queues `p` until `doc` is loaded, starting the load if needed. Returns true if the
+    /// document is loaded and `p` should run now.
+    pub(super) fn ensure_loaded(&mut self, doc: DocumentId, p: Pending) -> Option<Pending> {
+        let e = self.entry(doc);
+        if e.loaded {
+            return Some(p);
+        }
+        self.hold(doc, p);
+        let e = self.docs.get(&doc)?;
+        if e.load_task.is_none() {
+            let t = self.task(TaskPurpose::Load(doc), StorageTask::Load { doc });
+            if let Some(e) = self.docs.get_mut(&doc) {
+                e.load_task = Some(t);
+            }
+        }
+        None
+    }
+
+    /// Queues `p` on `doc` (loading, or replies due). A frame beyond the document's queue
+    /// bound closes its connection: the peer resumes from its sync state, nothing it
+    /// sent is recorded as received.
+    pub(super) fn hold(&mut self, doc: DocumentId, p: Pending) {
+        let cap = self.config.max_pending_per_doc;
+        let Some(e) = self.docs.get_mut(&doc) else {
+            return;
+        };
+        if e.pending.len() < cap {
+            e.pending.push(p);
+            return;
+        }
+        if let Pending::Frame { conn, .. } = p {
+            self.overloaded(conn, Some(doc));
+        }
+    }
+
+    pub(super) fn run_pending(&mut self, doc: DocumentId, p: Pending) {
+        match p {
+            Pending::Frame { conn, doc_msg } => {
+                let mark = self.fx.tasks.len();
+                self.on_doc_message(conn, doc, &doc_msg);
+                self.after_message(conn, doc, mark);
+            }
+            Pending::Edit(edit) => {
+                let mark = self.fx.tasks.len();
+                self.apply_edit(doc, &edit);
+                self.after_own_edit(doc, mark);
+            }
+            Pending::Announce { conn } => self.announce(conn, doc),
+            Pending::Nothing => {}
+        }
+    }
+
+    pub(super) fn on_doc_frame(&mut self, conn: ConnId, doc: DocumentId, msg: DocMsg) {
+        let over_limit = self.conns.get(&conn).is_some_and(|c| {
+            !c.docs.contains(&doc) && c.docs.len() >= self.config.max_docs_per_conn
+        });
+        if over_limit {
+            self.send_error(
+                conn,
+                "too many documents on one connection",
+                Some(wire::Refusal {
+                    code: "too-many-documents".into(),
+                    document_id: Some(doc),
+                    changes: Vec::new(),
+                }),
+            );
+            return;
+        }
+        if msg.data.is_empty() {
+            return;
+        }
+        // A document busy for longer than the bound stops taking new frames until its
+        // appends are written and its replies sent: acknowledgements are never starved.
+        let limit = self.config.max_ack_delay_ms;
+        let now = self.now;
+        let starving = self.config.mode == Mode::Server
+            && self
+                .docs
+                .get(&doc)
+                .is_some_and(|e| e.loaded && e.busy_since.is_some_and(|t| now - t >= limit));
+        if starving {
+            self.hold(doc, Pending::Frame { conn, doc_msg: msg });
+            return;
+        }
+        if let Some(p) = self.ensure_loaded(doc, Pending::Frame { conn, doc_msg: msg }) {
+            self.run_pending(doc, p);
+        }
+    }
+
+    pub(super) fn unavailable(&mut self, conn: ConnId, doc: DocumentId) {
+        let msg = Message::DocUnavailable {
+            sender_id: self.config.peer_id.clone(),
+            target_id: self.target(conn),
+            document_id: doc,
+        };
+        self.send(conn, &msg);
+        if let Some(e) = self.docs.get_mut(&doc) {
+            e.peers.remove(&conn);
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.docs.remove(&doc);
+        }
+    }
+
+    pub(super) fn on_doc_message(&mut self, conn: ConnId, doc: DocumentId, msg: &DocMsg) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        let Ok(message) = sync::Message::decode(&msg.data) else {
+            self.send_error(
+                conn,
+                "malformed automerge sync message",
+                Some(wire::Refusal {
+                    code: "malformed-sync".into(),
+                    document_id: Some(doc),
+                    changes: Vec::new(),
+                }),
+            );
+            return;
+        };
+        let writer = self.conns.get(&conn).and_then(|c| c.writer.clone());
+        let server = self.config.mode == Mode::Server;
+        let Some(e) = self.docs.get(&doc) else {
+            return;
+        };
+        let exists = !e.doc.get_heads().is_empty();
+        if server {
+            let Some(w) = writer.as_ref() else {
+                self.unavailable(conn, doc);
+                return;
+            };
+            if exists && !validate::can_read(w, &e.doc) {
+                self.unavailable(conn, doc);
+                return;
+            }
+            if !exists && message.heads.is_empty() {
+                self.unavailable(conn, doc);
+                return;
+            }
+        }
+        // Nothing reaches automerge before the payload guard has read it.
+        let Some(message) = self.admit(conn, doc, message, writer.as_ref()) else {
+            return;
+        };
+        let _ = msg.request;
+        let Some(peer) = self.peer_state(conn, doc) else {
+            return;
+        };
+        let mut state = std::mem::take(&mut peer.state);
+        let Some(e) = self.docs.get_mut(&doc) else {
+            return;
+        };
+        let before = e.doc.get_heads();
+        // The changes this message brings, read from its chunks, so that persisting them
+        // needs no walk of the document's history. Only when nothing is queued and every
+        // chunk is a plain change; otherwise `persist_new` asks the document.
+        let mut incoming = if e.doc.get_missing_deps(&[]).is_empty() {
+            Some(Vec::new())
+        } else {
+            None
+        };
+        for chunk in message.changes.iter() {
+            let Some(list) = incoming.as_mut() else { break };
+            match Change::try_from(chunk) {
+                Ok(c) if !e.doc.get_missing_deps(&[c.hash()]).is_empty() => {
+                    list.push(StoredChange {
+                        hash: c.hash(),
+                        bytes: chunk.to_vec(),
+                    });
+                }
+                Ok(_) => {}
+                Err(_) => incoming = None,
+            }
+        }
+        let mut log = automerge::PatchLog::new(server);
+        if let Err(err) = e
+            .doc
+            .receive_sync_message_log_patches(&mut state, message, &mut log)
+        {
+            // Roll back whatever part was applied; the peer starts over.
+            if let Ok(mut f) = e.doc.fork_at(&before) {
+                f.set_actor(actor(&self.config));
+                e.doc = f;
+            }
+            if let Some(p) = e.peers.get_mut(&conn) {
+                p.state = sync::State::new();
+            }
+            self.fx.events.push(Event::ProtocolError {
+                conn,
+                error: format!("sync message refused by automerge: {err}"),
+            });
+            self.send_error(
+                conn,
+                "sync message could not be applied",
+                Some(wire::Refusal {
+                    code: "malformed-sync".into(),
+                    document_id: Some(doc),
+                    changes: Vec::new(),
+                }),
+            );
+            return;
+        }
+        if let Some(p) = e.peers.get_mut(&conn) {
+            p.state = state;
+        }
+        let after = e.doc.get_heads();
+        if !e.doc.get_missing_deps(&[]).is_empty() {
+            incoming = None;
+        }
+        if after != before {
+            if let (true, Some(w)) = (server, writer) {
+                let patches = e.doc.make_patches(&mut log);
+                self.merge_validated(conn, doc, &before, &patches, &w, incoming);
+            } else {
+                self.persist(doc, &before, incoming);
+            }
+        }
+        let busy = self.docs.get(&doc).is_some_and(|e| e.appends_in_flight > 0);
+        if busy {
+            // Persist before acknowledge: the reply waits for the append, and is owed.
+            if let Some(p) = self.docs.get_mut(&doc).and_then(|e| e.peers.get_mut(&conn)) {
+                p.owed = true;
+            }
+        } else {
+            self.generate(conn, doc, false);
+        }
+    }
+
+    /// Sends our next sync message for `doc` to `conn`, if there is one.
+    pub(super) fn generate(&mut self, conn: ConnId, doc: DocumentId, as_request: bool) {
+        let server = self.config.mode == Mode::Server;
+        let writer = self.conns.get(&conn).and_then(|c| c.writer.clone());
+        if server {
+            let readable = match (self.docs.get(&doc), writer.as_ref()) {
+                (Some(e), Some(w)) => e.doc.get_heads().is_empty() || validate::can_read(w, &e.doc),
+                _ => false,
+            };
+            if !readable {
+                // Read access was lost (e.g. removed from a roster): the peer drops it.
+                self.unavailable(conn, doc);
+                return;
+            }
+        }
+        if self.peer_state(conn, doc).is_none() {
+            return;
+        }
+        let target = self.target(conn);
+        let Some(e) = self.docs.get_mut(&doc) else {
+            return;
+        };
+        let Some(p) = e.peers.get_mut(&conn) else {
+            return;
+        };
+        if std::mem::take(&mut p.owed) {
+            // A reply is owed for a frame read while busy: make automerge answer.
+            p.state.have_responded = false;
+        }
+        if let Some(m) = e.doc.generate_sync_message(&mut p.state) {
+            let data = m.encode();
+            let msg = if as_request {
+                Message::Request {
+                    sender_id: self.config.peer_id.clone(),
+                    target_id: target,
+                    document_id: doc,
+                    data,
+                }
+            } else {
+                Message::Sync {
+                    sender_id: self.config.peer_id.clone(),
+                    target_id: target,
+                    document_id: doc,
+                    data,
+                }
+            };
+            self.send(conn, &msg);
+        } else if self.config.mode == Mode::Client && !e.doc.get_heads().is_empty() {
+            let ours: BTreeSet<ChangeHash> = e.doc.get_heads().into_iter().collect();
+            let theirs: BTreeSet<ChangeHash> = p.state.shared_heads.iter().copied().collect();
+            if theirs.is_superset(&ours) {
+                self.fx.events.push(Event::Synced { doc });
+            }
+        }
+    }
+
+    pub(super) fn fan_out(&mut self, doc: DocumentId) {
+        let mut conns: BTreeSet<ConnId> = self
+            .docs
+            .get(&doc)
+            .map(|e| e.peers.keys().copied().collect())
+            .unwrap_or_default();
+        if self.config.mode == Mode::Client && self.local_docs.contains(&doc) {
+            // A document made or first written while connected goes to the server now,
+            // not at the next connection.
+            conns.extend(self.conns.iter().filter(|(_, c)| c.joined).map(|(k, _)| *k));
+        }
+        for conn in conns {
+            self.generate(conn, doc, false);
+        }
+    }
+
+    pub(super) fn on_edit(&mut self, doc: DocumentId, edit: Edit) {
+        if self.config.mode == Mode::Client {
+            self.local_docs.insert(doc);
+        }
+        if let Some(p) = self.ensure_loaded(doc, Pending::Edit(edit)) {
+            self.run_pending(doc, p);
+        }
+    }
+
+    pub(super) fn apply_edit(&mut self, doc: DocumentId, edit: &Edit) {
+        let writer = self.config.writer.clone();
+        let now = self.now;
+        let actor = actor(&self.config);
+        let Some(e) = self.docs.get_mut(&doc) else {
+            return;
+        };
+        let before = e.doc.get_heads();
+        if let Err(err) = edits::apply_unchecked(&mut e.doc, &writer, now, edit) {
+            self.fx.events.push(Event::EditFailed {
+                doc,
+                error: err.to_string(),
+            });
+            return;
+        }
+        if let Err(refusal) = validate::validate(&e.doc, &before, &writer) {
+            if let Ok(mut f) = e.doc.fork_at(&before) {
+                f.set_actor(actor);
+                e.doc = f;
+            }
+            self.fx.events.push(Event::EditFailed {
+                doc,
+                error: edits::EditError::Refused(refusal).to_string(),
+            });
+            return;
+        }
+        self.fx.events.push(Event::EditApplied { doc });
+        self.persist_new(doc, &before);
+    }
+
+    /// Writes `edit` without validating it first, as a tampered or outdated app would.
+    /// The server still validates it; this exists so tests can show that it does.
+    pub fn edit_unchecked(&mut self, now: i64, doc: DocumentId, edit: &Edit) -> Effects {
+        self.now = now;
+        let writer = self.config.writer.clone();
+        if let Some(e) = self.docs.get_mut(&doc).filter(|e| e.loaded) {
+            let before = e.doc.get_heads();
+            match edits::apply_unchecked(&mut e.doc, &writer, now, edit) {
+                Ok(_) => self.persist_new(doc, &before),
+                Err(err) => self.fx.events.push(Event::EditFailed {
+                    doc,
+                    error: err.to_string(),
+                }),
+            }
+        }
+        std::mem::take(&mut self.fx)
+    }
+}

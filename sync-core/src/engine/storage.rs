@@ -1,0 +1,338 @@
+//! Storage tasks: issuing tasks to the host (load, append, compact, save sync state) and
+//! handling their completions: retries, dropping a document after a storage failure,
+//! compaction and periodic saving of sync states.
+
+use std::collections::{BTreeSet, HashSet};
+
+use automerge::sync;
+use automerge::{Automerge, Change, ChangeHash};
+
+use super::{
+    ConnId, Effects, Engine, Event, IoResult, Loaded, Mode, PeerDoc, Pending, StorageTask,
+    StoredChange, TaskId, TaskPurpose, actor,
+};
+use crate::doc_id::DocumentId;
+use crate::schema::{self, DocKind};
+
+impl Engine {
+    pub(super) fn task(&mut self, purpose: TaskPurpose, task: StorageTask) -> TaskId {
+        let id = TaskId(self.next_task);
+        self.next_task += 1;
+        self.tasks.insert(id, purpose);
+        self.fx.tasks.push((id, task));
+        id
+    }
+
+    /// Hands an `Append` of `changes` to storage (attempt number `tries`).
+    pub(super) fn append(
+        &mut self,
+        doc: DocumentId,
+        kind: Option<DocKind>,
+        changes: Vec<StoredChange>,
+        heads: Vec<ChangeHash>,
+        tries: u32,
+    ) {
+        let generation = self.docs.get(&doc).map_or(0, |e| e.generation);
+        let task = StorageTask::Append {
+            doc,
+            kind,
+            changes: changes.clone(),
+            heads,
+        };
+        self.task(
+            TaskPurpose::Append {
+                doc,
+                generation,
+                changes,
+                kind,
+                tries,
+            },
+            task,
+        );
+    }
+
+    /// Emits an `Append` for every change added since `before`.
+    pub(super) fn persist_new(&mut self, doc: DocumentId, before: &[ChangeHash]) {
+        self.persist(doc, before, None);
+    }
+
+    /// Emits an `Append` for the changes added since `before`: `known` when the caller
+    /// already holds exactly those, else read from the document.
+    pub(super) fn persist(
+        &mut self,
+        doc: DocumentId,
+        before: &[ChangeHash],
+        known: Option<Vec<StoredChange>>,
+    ) {
+        let Some(e) = self.docs.get_mut(&doc) else {
+            return;
+        };
+        let changes: Vec<StoredChange> = known.unwrap_or_else(|| {
+            e.doc
+                .get_changes(before)
+                .into_iter()
+                .map(|c| StoredChange {
+                    hash: c.hash(),
+                    bytes: c.raw_bytes().to_vec(),
+                })
+                .collect()
+        });
+        if changes.is_empty() {
+            return;
+        }
+        if e.appends_in_flight == 0 {
+            e.busy_since = Some(self.now);
+        }
+        e.appends_in_flight += 1;
+        let kind = schema::kind_of(&e.doc);
+        let heads = e.doc.get_heads();
+        self.append(doc, kind, changes, heads, 0);
+    }
+
+    pub(super) fn on_io(&mut self, task: TaskId, result: IoResult) {
+        let Some(purpose) = self.tasks.remove(&task) else {
+            return;
+        };
+        match purpose {
+            TaskPurpose::Load(doc) => {
+                // Only the load this incarnation is waiting for.
+                if self
+                    .docs
+                    .get(&doc)
+                    .is_some_and(|e| e.load_task == Some(task))
+                {
+                    self.on_loaded(doc, result);
+                }
+            }
+            TaskPurpose::Append {
+                doc,
+                generation,
+                changes,
+                kind,
+                tries,
+            } => {
+                if self
+                    .docs
+                    .get(&doc)
+                    .is_some_and(|e| e.generation == generation)
+                {
+                    self.on_appended(doc, changes, kind, tries, result);
+                }
+            }
+            TaskPurpose::Compact {
+                doc,
+                generation,
+                delete,
+            } => {
+                if let Some(e) = self
+                    .docs
+                    .get_mut(&doc)
+                    .filter(|e| e.generation == generation)
+                {
+                    e.compacting = false;
+                    if result == IoResult::Done {
+                        let gone: HashSet<ChangeHash> = delete.into_iter().collect();
+                        e.stored_rows.retain(|h| !gone.contains(h));
+                    }
+                }
+            }
+            TaskPurpose::Other(doc) => {
+                if let IoResult::Failed(error) = result {
+                    self.fx.events.push(Event::StorageFailed { doc, error });
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_loaded(&mut self, doc: DocumentId, result: IoResult) {
+        let actor = actor(&self.config);
+        let Some(e) = self.docs.get_mut(&doc) else {
+            return;
+        };
+        e.load_task = None;
+        let loaded = match result {
+            IoResult::Loaded(l) => l,
+            IoResult::Failed(error) => {
+                // Nothing can be answered for this document now; peers will retry.
+                let conns: BTreeSet<ConnId> =
+                    e.pending.iter().filter_map(Pending::frame_conn).collect();
+                self.docs.remove(&doc);
+                self.fx.events.push(Event::StorageFailed { doc, error });
+                self.drop_peers_after_failure(doc, conns);
+                return;
+            }
+            IoResult::Done => Loaded::default(),
+        };
+        let mut d = Automerge::new().with_actor(actor.clone());
+        if let Some(s) = &loaded.snapshot
+            && let Ok(l) = Automerge::load(s)
+        {
+            d = l.with_actor(actor);
+        }
+        let mut rows = Vec::with_capacity(loaded.changes.len());
+        let mut parsed = Vec::with_capacity(loaded.changes.len());
+        for c in loaded.changes {
+            if let Ok(ch) = Change::from_bytes(c.bytes) {
+                rows.push(c.hash);
+                parsed.push(ch);
+            }
+        }
+        let _ = d.apply_changes(parsed);
+        e.doc = d;
+        e.stored_rows = rows;
+        e.saved_states = loaded.sync_states.into_iter().collect();
+        e.loaded = true;
+        if self.config.mode == Mode::Client && !e.doc.get_heads().is_empty() {
+            self.local_docs.insert(doc);
+        }
+        // Devices still connected that watched this document before it was evicted.
+        let now = self.now;
+        for (conn, state) in self.watchers.remove(&doc).unwrap_or_default() {
+            if self.conns.contains_key(&conn) {
+                let state = sync::State::decode(&state).unwrap_or_default();
+                e.peers.insert(conn, PeerDoc::new(state, now));
+            }
+        }
+        let pending = std::mem::take(&mut e.pending);
+        for p in pending {
+            self.run_pending(doc, p);
+        }
+    }
+
+    pub(super) fn on_appended(
+        &mut self,
+        doc: DocumentId,
+        changes: Vec<StoredChange>,
+        kind: Option<DocKind>,
+        tries: u32,
+        result: IoResult,
+    ) {
+        let retries = self.config.append_retries;
+        let Some(e) = self.docs.get_mut(&doc) else {
+            return;
+        };
+        if let IoResult::Failed(error) = result {
+            if tries < retries {
+                let heads = e.doc.get_heads();
+                self.append(doc, kind, changes, heads, tries + 1);
+                return;
+            }
+            // Give up on this copy: nothing it held beyond storage was acknowledged, so
+            // dropping it loses nothing a device has seen confirmed. Its peers (and those
+            // with frames queued) are disconnected, so that they resend on reconnect
+            // instead of believing the server has what they sent.
+            let mut conns: BTreeSet<ConnId> = e.peers.keys().copied().collect();
+            conns.extend(e.pending.iter().filter_map(Pending::frame_conn));
+            self.docs.remove(&doc);
+            self.fx.events.push(Event::StorageFailed { doc, error });
+            self.drop_peers_after_failure(doc, conns);
+            return;
+        }
+        e.appends_in_flight = e.appends_in_flight.saturating_sub(1);
+        e.stored_rows.extend(changes.iter().map(|c| c.hash));
+        if e.appends_in_flight > 0 {
+            return;
+        }
+        e.busy_since = None;
+        let kind = schema::kind_of(&e.doc);
+        self.fx.events.push(Event::DocChanged { doc, kind });
+        self.fan_out(doc);
+        self.maybe_compact(doc);
+        // Frames held while replies were due run now, in arrival order.
+        let held = self
+            .docs
+            .get_mut(&doc)
+            .map(|e| std::mem::take(&mut e.pending))
+            .unwrap_or_default();
+        for p in held {
+            if self.docs.get(&doc).is_some_and(|e| e.loaded) {
+                self.run_pending(doc, p);
+            } else {
+                self.hold(doc, p);
+            }
+        }
+    }
+
+    /// After `doc` was dropped for a storage failure: tell `conns` and close them, so
+    /// that each resumes from its sync state and sends again what was not stored.
+    pub(super) fn drop_peers_after_failure(&mut self, doc: DocumentId, conns: BTreeSet<ConnId>) {
+        for conn in conns {
+            if self.conns.contains_key(&conn) {
+                self.close_with(
+                    conn,
+                    "storage unavailable, retry later",
+                    "storage-unavailable",
+                    Some(doc),
+                );
+            }
+        }
+    }
+
+    pub(super) fn maybe_compact(&mut self, doc: DocumentId) {
+        let threshold = self.config.compact_after;
+        let Some(e) = self.docs.get_mut(&doc) else {
+            return;
+        };
+        if e.compacting || e.appends_in_flight > 0 || e.stored_rows.len() < threshold {
+            return;
+        }
+        e.compacting = true;
+        let snapshot = e.doc.save();
+        let heads = e.doc.get_heads();
+        let delete = e.stored_rows.clone();
+        let generation = e.generation;
+        self.task(
+            TaskPurpose::Compact {
+                doc,
+                generation,
+                delete: delete.clone(),
+            },
+            StorageTask::Compact {
+                doc,
+                snapshot,
+                heads,
+                delete,
+            },
+        );
+    }
+
+    /// Forces compaction of a loaded document now (benchmarks, admin tools).
+    pub fn compact_now(&mut self, now: i64, doc: DocumentId) -> Effects {
+        self.now = now;
+        let saved = self.config.compact_after;
+        self.config.compact_after = 1;
+        self.maybe_compact(doc);
+        self.config.compact_after = saved;
+        std::mem::take(&mut self.fx)
+    }
+
+    /// Saves the sync states that moved since their last save, at most once per
+    /// `save_state_every_ms` each: after a crash a peer resumes from a recent state.
+    pub(super) fn save_changed_states(&mut self) {
+        let every = self.config.save_state_every_ms;
+        let now = self.now;
+        let mut saves = Vec::new();
+        for (doc, e) in &mut self.docs {
+            for (conn, p) in &mut e.peers {
+                if p.state.shared_heads == p.saved_heads || now - p.saved_at < every {
+                    continue;
+                }
+                let Some(storage) = self.conns.get(conn).and_then(|c| c.remote_storage.clone())
+                else {
+                    continue;
+                };
+                p.saved_heads.clone_from(&p.state.shared_heads);
+                p.saved_at = now;
+                let state = p.state.encode();
+                e.saved_states.insert(storage.clone(), state.clone());
+                saves.push((*doc, storage, state));
+            }
+        }
+        for (doc, peer, state) in saves {
+            self.task(
+                TaskPurpose::Other(doc),
+                StorageTask::SaveSyncState { doc, peer, state },
+            );
+        }
+    }
+}
