@@ -14,8 +14,6 @@ use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::edits::Edit;
 use kepu_sync_core::ids::{PupilId, SchoolId, SlotId, UserId, VenueId};
 use kepu_sync_core::schema::booking::ScanMethod;
-use sqlx::Row;
-use uuid::Uuid;
 
 use crate::demo::MARK;
 use crate::error::Result;
@@ -40,15 +38,6 @@ const fn afternoon(day: i64) -> i64 {
     day * DAY - UTC_OFFSET_MS + 15 * 3_600_000 + 30 * 60_000
 }
 
-async fn uuids(store: &Store, sql: &'static str, bind: &str) -> Result<Vec<Uuid>> {
-    let rows = sqlx::query(sql).bind(bind).fetch_all(store.pool()).await?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| r.try_get::<String, _>(0).ok())
-        .filter_map(|s| Uuid::parse_str(&s).ok())
-        .collect())
-}
-
 /// Writes the sample activity of this year (China time at `now`) that does not exist
 /// yet. Returns the number of documents created.
 ///
@@ -62,21 +51,8 @@ pub async fn seed(store: &Store, hub: &SyncHub, now: i64) -> Result<usize> {
         .into_iter()
         .map(|(d, _)| d)
         .collect();
-    let marked = format!("%{MARK}");
-    let schools = uuids(
-        store,
-        "SELECT id FROM schools WHERE name LIKE $1 ORDER BY name",
-        &marked,
-    )
-    .await?;
-    let venue = uuids(
-        store,
-        "SELECT id FROM venues WHERE name LIKE $1 ORDER BY name",
-        &marked,
-    )
-    .await?
-    .into_iter()
-    .next();
+    let schools = store.schools_marked(MARK).await?;
+    let venue = store.venues_marked(MARK).await?.into_iter().next();
     let today = china_day(now);
     let (year, _, _) = civil_from_days(today);
     let first_day = days_from_civil(year, 1, 1);
@@ -84,23 +60,14 @@ pub async fn seed(store: &Store, hub: &SyncHub, now: i64) -> Result<usize> {
     let mut created = 0;
 
     for (n, school) in schools.iter().enumerate() {
-        let pupils: Vec<PupilId> = uuids(
-            store,
-            "SELECT id FROM users WHERE role = 'pupil' AND school_id = $1 ORDER BY id",
-            &school.to_string(),
-        )
-        .await?
-        .into_iter()
-        .map(PupilId)
-        .collect();
+        let pupils: Vec<PupilId> = store
+            .pupils_of_school(*school)
+            .await?
+            .into_iter()
+            .map(PupilId)
+            .collect();
         let log = DocumentId::school_log(SchoolId(*school), year);
-        let logged: i64 = sqlx::query(
-            "SELECT CAST(COUNT(*) AS BIGINT) FROM proj_school_sessions WHERE school_id = $1",
-        )
-        .bind(school.to_string())
-        .fetch_one(store.pool())
-        .await?
-        .try_get(0)?;
+        let logged = store.school_session_count(*school).await?;
         // `ensure` has queued the log's creation (the hub runs edits in order).
         if logged == 0 {
             // School 1 skips two weeks, school 2 every third week, school 3 logs only
@@ -213,28 +180,20 @@ pub async fn seed(store: &Store, hub: &SyncHub, now: i64) -> Result<usize> {
 
     // Today, a class of the first sample school is at the sample venue staff's venue: the
     // live dashboard (`/venues/<venue>/live`) shows six of ten arrived, one scanned twice.
-    let staff_venue = uuids(
-        store,
-        "SELECT COALESCE(venue_id, '') FROM users WHERE id = $1",
-        &stable_id("demo/venue-staff").to_string(),
-    )
-    .await?
-    .into_iter()
-    .next();
+    let staff_venue = store
+        .user(stable_id("demo/venue-staff"))
+        .await?
+        .and_then(|u| u.venue_id);
     if let (Some(school), Some(venue)) = (schools.first(), staff_venue) {
         let booking = doc_for(&format!("demo/today-booking/{school}/{today}"));
         if !existing.contains(&booking) {
-            let pupils: Vec<PupilId> = uuids(
-                store,
-                "SELECT id FROM users WHERE role = 'pupil' AND school_id = $1 \
-                 AND erased_at IS NULL ORDER BY id",
-                &school.to_string(),
-            )
-            .await?
-            .into_iter()
-            .map(PupilId)
-            .take(10)
-            .collect();
+            let pupils: Vec<PupilId> = store
+                .current_pupils_of_school(*school)
+                .await?
+                .into_iter()
+                .map(PupilId)
+                .take(10)
+                .collect();
             if !pupils.is_empty() {
                 let slot = SlotId(stable_id(&format!("demo/today-slot/{venue}/{today}")));
                 // An hour ago, but never before today began (China time), so that the
@@ -287,21 +246,9 @@ pub async fn seed(store: &Store, hub: &SyncHub, now: i64) -> Result<usize> {
     }
 
     // The sample volunteer's activities at the first venue, confirmed by the server.
-    let volunteers = uuids(
-        store,
-        "SELECT id FROM users WHERE role = 'volunteer' AND display_name LIKE $1 ORDER BY id",
-        &marked,
-    )
-    .await?;
+    let volunteers = store.volunteers_marked(MARK).await?;
     if let (Some(volunteer), Some(venue)) = (volunteers.first(), venue) {
-        let school = uuids(
-            store,
-            "SELECT COALESCE(school_id, '') FROM users WHERE id = $1",
-            &volunteer.to_string(),
-        )
-        .await?
-        .into_iter()
-        .next();
+        let school = store.user(*volunteer).await?.and_then(|u| u.school_id);
         let doc = doc_for(&format!("demo/activity-log/{volunteer}/{year}"));
         if !existing.contains(&doc) {
             hub.edit(

@@ -21,10 +21,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
-use sqlx::Row;
 
 use crate::error::{Error, Result};
 use crate::store::Store;
+pub use crate::store::{SchoolFacts, SchoolPlace, Scope};
 
 /// China time, in which days and years are counted.
 pub use kepu_sync_core::calendar::CHINA_UTC_OFFSET_MS as UTC_OFFSET_MS;
@@ -182,45 +182,6 @@ impl Miss {
             Self::TourCoverageIncomplete => "tour_coverage_incomplete",
         }
     }
-}
-
-/// Where a school is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SchoolPlace {
-    /// School id.
-    pub school_id: String,
-    /// School name.
-    pub school: String,
-    /// County id.
-    pub county_id: String,
-    /// County name.
-    pub county: String,
-    /// City id.
-    pub city_id: String,
-    /// City name.
-    pub city: String,
-}
-
-/// What the records hold for one school (any dates; [`school_row`] keeps the period's).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SchoolFacts {
-    /// Slot starts (unix ms) of the school's bookings with at least one counted arrival.
-    pub visits: Vec<i64>,
-    /// Sessions: (at, minutes, how many). One session is `(at, minutes, 1)`; a caller may
-    /// group several sessions of one week into one entry.
-    pub sessions: Vec<(i64, i64, i64)>,
-    /// Lecture times.
-    pub lectures: Vec<i64>,
-    /// Tour stops: (stop key unique across documents, at, days).
-    pub tour_stops: Vec<(String, i64, i64)>,
-    /// Distinct pupils recorded at the school's tour stops held in the period (the
-    /// loader counts them in the database: one pupil recorded by several devices or at
-    /// several stops is one).
-    pub tour_reached: i64,
-    /// Pupils of the school: named ones plus the anonymous count of erased ones.
-    pub pupils: i64,
-    /// Activities of the school's volunteers: (start, confirmed minutes).
-    pub volunteer_activities: Vec<(i64, i64)>,
 }
 
 /// Which targets a row meets.
@@ -556,169 +517,17 @@ pub fn aggregate(period: &Period, level: Level, rows: &[SchoolRow]) -> Vec<AreaR
         .collect()
 }
 
-/// Which schools a report covers: filters by city, county and school id (empty = all).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Scope {
-    /// City id.
-    pub city: Option<String>,
-    /// County id.
-    pub county: Option<String>,
-    /// School id (a teacher's own school).
-    pub school: Option<String>,
-}
-
-fn opt(s: Option<&String>) -> &str {
-    s.map_or("", String::as_str)
-}
-
 /// Reads the schools in `scope` with what the records hold for them in `period`, and
 /// computes their rows (ordered by city, county and school name).
 ///
 /// # Errors
 /// A database failure.
-#[allow(clippy::too_many_lines)]
 pub async fn load_schools(store: &Store, period: &Period, scope: &Scope) -> Result<Vec<SchoolRow>> {
-    let pool = store.pool();
-    let places = sqlx::query(
-        "SELECT s.id, s.name, c.id, c.name, ci.id, ci.name FROM schools s \
-         JOIN counties c ON c.id = s.county_id JOIN cities ci ON ci.id = c.city_id \
-         WHERE ($1 = '' OR ci.id = $1) AND ($2 = '' OR c.id = $2) AND ($3 = '' OR s.id = $3) \
-         ORDER BY ci.name, c.name, s.name, s.id",
-    )
-    .bind(opt(scope.city.as_ref()))
-    .bind(opt(scope.county.as_ref()))
-    .bind(opt(scope.school.as_ref()))
-    .fetch_all(pool)
-    .await?
-    .into_iter()
-    .map(|r| {
-        Ok(SchoolPlace {
-            school_id: r.try_get(0)?,
-            school: r.try_get(1)?,
-            county_id: r.try_get(2)?,
-            county: r.try_get(3)?,
-            city_id: r.try_get(4)?,
-            city: r.try_get(5)?,
-        })
-    })
-    .collect::<Result<Vec<_>>>()?;
-    let mut facts: BTreeMap<String, SchoolFacts> = places
-        .iter()
-        .map(|p| (p.school_id.clone(), SchoolFacts::default()))
-        .collect();
-    let (start, end) = (period.start_ms(), period.end_ms());
-
-    let rows = sqlx::query(
-        "SELECT b.school_id, s.start_ms FROM proj_bookings b JOIN proj_slots s ON s.slot_id = b.slot_id \
-         WHERE b.arrived > 0 AND s.start_ms >= $1 AND s.start_ms < $2",
-    )
-    .bind(start)
-    .bind(end)
-    .fetch_all(pool)
-    .await?;
-    for r in rows {
-        if let Some(f) = facts.get_mut(&r.try_get::<String, _>(0)?) {
-            f.visits.push(r.try_get(1)?);
-        }
-    }
-
-    let rows = sqlx::query(
-        "SELECT school_id, at, minutes FROM proj_school_sessions WHERE at >= $1 AND at < $2",
-    )
-    .bind(start)
-    .bind(end)
-    .fetch_all(pool)
-    .await?;
-    for r in rows {
-        if let Some(f) = facts.get_mut(&r.try_get::<String, _>(0)?) {
-            f.sessions.push((r.try_get(1)?, r.try_get(2)?, 1));
-        }
-    }
-
-    let rows = sqlx::query("SELECT school_id, at FROM proj_lectures WHERE at >= $1 AND at < $2")
-        .bind(start)
-        .bind(end)
-        .fetch_all(pool)
-        .await?;
-    for r in rows {
-        if let Some(f) = facts.get_mut(&r.try_get::<String, _>(0)?) {
-            f.lectures.push(r.try_get(1)?);
-        }
-    }
-
-    let rows = sqlx::query(
-        "SELECT school_id, doc_id, stop_id, at, days FROM proj_tour_stops WHERE at >= $1 AND at < $2",
-    )
-    .bind(start)
-    .bind(end)
-    .fetch_all(pool)
-    .await?;
-    for r in rows {
-        if let Some(f) = facts.get_mut(&r.try_get::<String, _>(0)?) {
-            let key = format!(
-                "{}/{}",
-                r.try_get::<String, _>(1)?,
-                r.try_get::<String, _>(2)?
-            );
-            f.tour_stops.push((key, r.try_get(3)?, r.try_get(4)?));
-        }
-    }
-
-    let rows = sqlx::query(
-        "SELECT t.school_id, CAST(COUNT(DISTINCT a.pupil_id) AS BIGINT) FROM proj_tour_attendance a \
-         JOIN proj_tour_stops t ON t.doc_id = a.doc_id AND t.stop_id = a.stop_id \
-         WHERE t.at >= $1 AND t.at < $2 GROUP BY t.school_id",
-    )
-    .bind(start)
-    .bind(end)
-    .fetch_all(pool)
-    .await?;
-    for r in rows {
-        if let Some(f) = facts.get_mut(&r.try_get::<String, _>(0)?) {
-            f.tour_reached = r.try_get(1)?;
-        }
-    }
-
-    let rows = sqlx::query(
-        "SELECT school_id, CAST(COUNT(*) AS BIGINT) FROM users \
-         WHERE role = 'pupil' AND school_id IS NOT NULL GROUP BY school_id",
-    )
-    .fetch_all(pool)
-    .await?;
-    for r in rows {
-        if let Some(f) = facts.get_mut(&r.try_get::<String, _>(0)?) {
-            f.pupils += r.try_get::<i64, _>(1)?;
-        }
-    }
-    let rows = sqlx::query("SELECT school_id, erased_count FROM school_erased_pupils")
-        .fetch_all(pool)
-        .await?;
-    for r in rows {
-        if let Some(f) = facts.get_mut(&r.try_get::<String, _>(0)?) {
-            f.pupils += r.try_get::<i64, _>(1)?;
-        }
-    }
-
-    let rows = sqlx::query(
-        "SELECT school_id, start_ms, confirmed_minutes FROM proj_activities \
-         WHERE school_id IS NOT NULL AND confirmed_minutes > 0 AND start_ms >= $1 AND start_ms < $2",
-    )
-    .bind(start)
-    .bind(end)
-    .fetch_all(pool)
-    .await?;
-    for r in rows {
-        if let Some(f) = facts.get_mut(&r.try_get::<String, _>(0)?) {
-            f.volunteer_activities.push((r.try_get(1)?, r.try_get(2)?));
-        }
-    }
-
-    Ok(places
+    Ok(store
+        .school_facts(scope, period.start_ms(), period.end_ms())
+        .await?
         .into_iter()
-        .map(|p| {
-            let f = facts.remove(&p.school_id).unwrap_or_default();
-            school_row(period, p, &f)
-        })
+        .map(|(place, facts)| school_row(period, place, &facts))
         .collect())
 }
 

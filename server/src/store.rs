@@ -5,12 +5,16 @@
 //! Each concept's queries live in their own file under `store/` as an `impl Store` block.
 
 mod backend;
+mod demo;
 mod devices;
+mod directory;
 mod documents;
 mod enrollment;
 mod geo;
+mod live;
 mod projections;
 mod refusals;
+mod reports;
 mod rows;
 mod server_keys;
 mod users;
@@ -23,9 +27,12 @@ use sqlx::{AnyPool, Executor};
 
 pub use backend::Backend;
 pub use devices::{DeviceAuthRecord, DeviceRecord};
+pub use directory::{DirectorySlot, DirectoryVenue};
 pub use geo::{City, County, School, Venue};
+pub use live::{DayAnomaly, DayBooking, DayDevice, DayScan, DaySlot, VenueDay};
 pub use projections::{AnomalyRow, BookingRow, ScanRow, SlotBooking, VolunteerHours};
 pub use refusals::{MAX_DETAIL_CHARS, MAX_REFUSALS_PER_DEVICE, Refusal};
+pub use reports::{SchoolFacts, SchoolPlace, Scope};
 pub use users::{ErasedPupil, NewUser, User};
 pub use web_logins::{SessionRecord, WebLoginRecord};
 

@@ -7,7 +7,6 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::{Value, json};
-use sqlx::Row;
 
 use crate::app_state::AppState;
 use crate::error::Result;
@@ -27,36 +26,27 @@ struct Entry {
 }
 
 async fn entries(state: &AppState) -> Result<Vec<Entry>> {
-    let pool = state.store.pool();
-    let rows =
-        sqlx::query("SELECT venue_id, profile_json, updated_at FROM proj_venues ORDER BY venue_id")
-            .fetch_all(pool)
-            .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        let venue_id: String = r.try_get(0)?;
-        let doc: Value = serde_json::from_str(&r.try_get::<String, _>(1)?).unwrap_or(Value::Null);
-        let slots = sqlx::query("SELECT slot_id, start_ms, end_ms, capacity, label FROM proj_slots WHERE venue_id = $1 ORDER BY start_ms")
-            .bind(&venue_id)
-            .fetch_all(pool)
-            .await?
-            .into_iter()
-            .filter_map(|s| {
-                Some(json!({
-                    "slot_id": s.try_get::<String, _>(0).ok()?, "start_ms": s.try_get::<i64, _>(1).ok()?,
-                    "end_ms": s.try_get::<i64, _>(2).ok()?, "capacity": s.try_get::<i64, _>(3).ok()?,
-                    "label": s.try_get::<String, _>(4).ok()?,
-                }))
-            })
-            .collect();
-        out.push(Entry {
-            venue_id,
-            doc,
-            updated_at: r.try_get(2)?,
-            slots,
-        });
-    }
-    Ok(out)
+    Ok(state
+        .store
+        .directory()
+        .await?
+        .into_iter()
+        .map(|v| Entry {
+            doc: serde_json::from_str(&v.profile_json).unwrap_or(Value::Null),
+            slots: v
+                .slots
+                .iter()
+                .map(|s| {
+                    json!({
+                        "slot_id": s.slot_id, "start_ms": s.start_ms, "end_ms": s.end_ms,
+                        "capacity": s.capacity, "label": s.label,
+                    })
+                })
+                .collect(),
+            venue_id: v.venue_id,
+            updated_at: v.updated_at,
+        })
+        .collect())
 }
 
 fn properties(e: &Entry) -> Value {

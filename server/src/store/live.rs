@@ -1,15 +1,124 @@
-//! The dashboard's reads: one venue-day from the records, the devices around it and the
-//! rosters of its bookings. The same SQL runs on SQLite and PostgreSQL.
+//! What the live venue dashboard reads: one venue-day from the records (slots, bookings
+//! with their schools' names, scans, anomalies), the devices relevant to it and, when the
+//! viewer may see them, the booked pupils' display names.
 
-use kepu_sync_core::doc_id::DocumentId;
-use kepu_sync_core::schema::booking::Booking;
+use std::collections::HashMap;
+
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
-use super::{AnomalyRow, BookingRow, Day, DeviceRow, Rows, ScanRow, SlotRow};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::Store;
+
+/// A slot of the day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaySlot {
+    /// Slot id.
+    pub slot_id: String,
+    /// Start.
+    pub start: i64,
+    /// End.
+    pub end: i64,
+    /// Places.
+    pub capacity: i64,
+    /// Label.
+    pub label: String,
+}
+
+/// A booking of the day with its school's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayBooking {
+    /// Document id.
+    pub doc_id: String,
+    /// Slot id.
+    pub slot_id: String,
+    /// School id.
+    pub school_id: String,
+    /// School name (empty if unknown).
+    pub school_name: String,
+    /// Places.
+    pub party_size: i64,
+    /// Status.
+    pub status: String,
+    /// Wait-list position.
+    pub wait_position: Option<i64>,
+    /// Roster size.
+    pub expected: i64,
+    /// Arrived.
+    pub arrived: i64,
+    /// Inside now.
+    pub inside: i64,
+    /// When the records were written (the dashboard keys its roster cache on it).
+    pub updated_at: i64,
+}
+
+/// A check-in scan of one of the day's bookings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayScan {
+    /// Booking document.
+    pub doc_id: String,
+    /// Pupil.
+    pub pupil_id: String,
+    /// Device.
+    pub device_id: String,
+    /// Time.
+    pub at: i64,
+    /// Method.
+    pub method: String,
+    /// The scan that counts.
+    pub counted: bool,
+}
+
+/// An anomaly of one of the day's bookings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayAnomaly {
+    /// Booking document.
+    pub doc_id: String,
+    /// Pupil.
+    pub pupil_id: String,
+    /// Device.
+    pub device_id: String,
+    /// Kind.
+    pub kind: String,
+    /// Time.
+    pub at: i64,
+}
+
+/// A device relevant to the day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayDevice {
+    /// Device id.
+    pub device_id: String,
+    /// Owner's role.
+    pub role: String,
+    /// Last sync (unix ms), if ever.
+    pub last_sync_at: Option<i64>,
+    /// Revoked devices are labelled but are not in the band.
+    pub revoked: bool,
+    /// Relevant to the day (the live dashboard's uncertainty band); other rows only
+    /// label scans.
+    pub relevant: bool,
+    /// Holds an open sync connection now.
+    pub connected: bool,
+}
+
+/// One venue-day as the records hold it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VenueDay {
+    /// The day's slots.
+    pub slots: Vec<DaySlot>,
+    /// Their bookings.
+    pub bookings: Vec<DayBooking>,
+    /// The bookings' check-in scans.
+    pub scans: Vec<DayScan>,
+    /// Their anomalies.
+    pub anomalies: Vec<DayAnomaly>,
+    /// Devices that scanned, and every relevant device.
+    pub devices: Vec<DayDevice>,
+    /// Pupil id to (display name, school id), only when names were asked for.
+    pub names: HashMap<String, (String, String)>,
+}
 
 /// The day's bookings of a venue: `$1` venue, `$2`..`$3` the day's bounds, by slot start.
 macro_rules! day_bookings {
@@ -26,33 +135,53 @@ async fn day_query<T>(
     store: &Store,
     sql: &'static str,
     venue: &str,
-    day: Day,
+    (start, end): (i64, i64),
     row: impl Fn(&AnyRow) -> Result<T>,
 ) -> Result<Vec<T>> {
-    let (start, end) = day.bounds();
     sqlx::query(sql)
         .bind(venue)
         .bind(start)
         .bind(end)
-        .fetch_all(store.pool())
+        .fetch_all(&store.pool)
         .await?
         .iter()
         .map(row)
         .collect()
 }
 
-/// The venue's name, `None` if there is no such venue.
-pub(super) async fn venue_name(store: &Store, venue: Uuid) -> Result<Option<String>> {
-    Ok(sqlx::query("SELECT name FROM venues WHERE id = $1")
-        .bind(venue.to_string())
-        .fetch_optional(store.pool())
-        .await?
-        .map(|r| r.try_get(0))
-        .transpose()?)
+impl Store {
+    /// The venue's name, `None` if there is no such venue.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn venue_name(&self, venue: Uuid) -> Result<Option<String>> {
+        Ok(sqlx::query("SELECT name FROM venues WHERE id = $1")
+            .bind(venue.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?)
+    }
+
+    /// What the records hold for `venue` on the day from `start` (inclusive) to `end`
+    /// (exclusive), unix ms: its slots starting that day and their bookings, their scans
+    /// and anomalies, the devices relevant to the day and, with `names`, the display
+    /// names of the booked schools' pupils.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn venue_day(
+        &self,
+        venue: Uuid,
+        start: i64,
+        end: i64,
+        names: bool,
+    ) -> Result<VenueDay> {
+        venue_day(self, venue, (start, end), names).await
+    }
 }
 
-/// Everything but the rosters and the venue name.
-pub(super) async fn day_rows(store: &Store, venue: Uuid, day: Day, names: bool) -> Result<Rows> {
+async fn venue_day(store: &Store, venue: Uuid, day: (i64, i64), names: bool) -> Result<VenueDay> {
     let v = venue.to_string();
 
     let slots = day_query(
@@ -62,7 +191,7 @@ pub(super) async fn day_rows(store: &Store, venue: Uuid, day: Day, names: bool) 
         &v,
         day,
         |r| {
-            Ok(SlotRow {
+            Ok(DaySlot {
                 slot_id: r.try_get(0)?,
                 start: r.try_get(1)?,
                 end: r.try_get(2)?,
@@ -80,7 +209,7 @@ pub(super) async fn day_rows(store: &Store, venue: Uuid, day: Day, names: bool) 
          LEFT JOIN schools sc ON sc.id = b.school_id \
          WHERE b.venue_id = $1 AND s.start_ms >= $2 AND s.start_ms < $3 \
          ORDER BY s.start_ms, b.received_seq", &v, day, |r| {
-        Ok(BookingRow {
+        Ok(DayBooking {
             doc_id: r.try_get(0)?,
             slot_id: r.try_get(1)?,
             school_id: r.try_get(2)?,
@@ -102,7 +231,7 @@ pub(super) async fn day_rows(store: &Store, venue: Uuid, day: Day, names: bool) 
         day_bookings!(),
         ") ORDER BY c.doc_id, c.pupil_id, c.at, c.device_id, c.scan_id"
     ), &v, day, |r| {
-        Ok(ScanRow {
+        Ok(DayScan {
             doc_id: r.try_get(0)?,
             pupil_id: r.try_get(1)?,
             device_id: r.try_get(2)?,
@@ -124,7 +253,7 @@ pub(super) async fn day_rows(store: &Store, venue: Uuid, day: Day, names: bool) 
         &v,
         day,
         |r| {
-            Ok(AnomalyRow {
+            Ok(DayAnomaly {
                 doc_id: r.try_get(0)?,
                 pupil_id: r.try_get(1)?,
                 device_id: r.try_get(2)?,
@@ -157,7 +286,7 @@ pub(super) async fn day_rows(store: &Store, venue: Uuid, day: Day, names: bool) 
              WHERE bv.venue_id = $1 AND cv.at >= $2 AND cv.at < $3) \
          ORDER BY d.id"
     ), &v, day, |r| {
-        Ok(DeviceRow {
+        Ok(DayDevice {
             device_id: r.try_get(0)?,
             role: r.try_get(1)?,
             last_sync_at: r.try_get(2)?,
@@ -168,7 +297,7 @@ pub(super) async fn day_rows(store: &Store, venue: Uuid, day: Day, names: bool) 
     })
     .await?;
 
-    let mut names_by_pupil = std::collections::HashMap::new();
+    let mut names_by_pupil = HashMap::new();
     if names {
         let rows = day_query(
             store,
@@ -187,23 +316,12 @@ pub(super) async fn day_rows(store: &Store, venue: Uuid, day: Day, names: bool) 
         names_by_pupil.extend(rows);
     }
 
-    Ok(Rows {
-        venue_name: String::new(),
+    Ok(VenueDay {
         slots,
         bookings,
-        rosters: std::collections::HashMap::new(),
         scans,
         anomalies,
         devices,
         names: names_by_pupil,
     })
-}
-
-/// The pupils on a booking's roster, read from its stored document.
-pub(super) async fn roster(store: &Store, doc: &str) -> Result<Vec<Uuid>> {
-    let id: DocumentId = doc.parse().map_err(|_| Error::Corrupt("proj_bookings"))?;
-    let merged = crate::records::load(store, id).await?;
-    Ok(Booking::read(&merged)
-        .map(|b| b.roster.keys().map(|p| p.0).collect())
-        .unwrap_or_default())
 }
