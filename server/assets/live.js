@@ -22,7 +22,7 @@
       statusName: { requested: '待确认', confirmed: '已确认', waitlisted: '候补', cancelled: '已取消' },
       kindName: { walk_in: '未预约入馆', cancelled_booking: '预约已取消', unconfirmed_booking: '预约未确认', outside_slot: '不在时段内' },
       method: { gate_code: '闸机码', pass_scan: '扫学生证', manual: '手动' },
-      toggle: 'EN',
+      toggle: 'English',
     },
     en: {
       title: 'Live attendance', logout: 'Log out', expected: 'Expected', arrived: 'Arrived',
@@ -89,7 +89,14 @@
       const v = t(node.getAttribute('data-i18n'));
       if (typeof v === 'string') node.textContent = v;
     }
-    $('lang').textContent = t('toggle');
+    const other = lang === 'zh' ? 'en' : 'zh';
+    const toggle = $('lang');
+    toggle.textContent = t('toggle');
+    toggle.lang = other === 'zh' ? 'zh-CN' : 'en';
+    toggle.hreflang = toggle.lang;
+    const to = new URL(window.location.href);
+    to.searchParams.set('lang', other);
+    toggle.href = to.search;
     document.title = `${t('title')}${last ? ' · ' + last.venue_name : ''}`;
     showConnection(connState);
     if (last) render(last);
@@ -335,7 +342,9 @@
     });
   }
 
-  $('lang').addEventListener('click', () => {
+  // The switch is a link to the page in the other language; here it switches in place.
+  $('lang').addEventListener('click', (event) => {
+    event.preventDefault();
     lang = lang === 'zh' ? 'en' : 'zh';
     const u = new URL(window.location.href);
     u.searchParams.set('lang', lang);

@@ -1,6 +1,8 @@
 //! The HTTP surface. Each `http/<area>.rs` owns a router over [`AppState`]; [`routes`]
 //! merges them and [`router`] adds the fallbacks, tracing and state. The sync endpoint
-//! joins by adding its route to [`routes`].
+//! joins by adding its route to [`routes`]. Handlers read through the
+//! [`Store`](crate::store::Store) and render; they run no SQL. Every HTML page (login,
+//! reports, the live dashboard) is built in the one shell of `page.rs`, with its `Lang`.
 
 mod admin;
 mod auth;
@@ -11,6 +13,7 @@ mod error_response;
 mod health;
 mod json;
 mod live;
+mod page;
 mod prometheus;
 mod proofs;
 mod records;

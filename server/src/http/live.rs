@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::{HeaderMap, HeaderName, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,6 +19,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::page::{self, Caching, Lang, Policy, Shell, Style};
 use super::{ApiJson, PageUser, WebUser};
 use crate::app_state::AppState;
 use crate::clock::now_ms;
@@ -33,11 +34,9 @@ const DEBOUNCE: Duration = Duration::from_millis(150);
 const REFRESH: Duration = Duration::from_secs(10);
 /// A comment line this often keeps proxies from closing an idle stream.
 const HEARTBEAT: Duration = Duration::from_secs(15);
-/// What the page may load: only this server, no inline script or style.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
-                   connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
-
-const PAGE: &str = include_str!("../../assets/live.html");
+/// The page's main part, which the script fills in; its texts marked `data-i18n` are
+/// replaced in the reader's language.
+const MAIN: &str = include_str!("../../assets/live-main.html");
 const SCRIPT: &str = include_str!("../../assets/live.js");
 const STYLE: &str = include_str!("../../assets/live.css");
 const ICON: &str = include_str!("../../assets/live-icon.svg");
@@ -282,20 +281,17 @@ async fn settle(changes: &mut tokio::sync::broadcast::Receiver<Uuid>) {
     ) {}
 }
 
-fn page_headers(content_type: &'static str) -> [(HeaderName, &'static str); 5] {
-    [
-        (header::CONTENT_TYPE, content_type),
-        (header::CONTENT_SECURITY_POLICY, CSP),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "same-origin"),
-        (header::CACHE_CONTROL, "no-cache"),
-    ]
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    lang: Option<String>,
 }
 
 async fn page(
     State(state): State<AppState>,
     PageUser(user): PageUser,
     Path(venue): Path<String>,
+    Query(q): Query<PageQuery>,
+    headers: HeaderMap,
 ) -> Result<Response> {
     let venue = venue_id(&venue)?;
     if crate::live::venue_exists(&state.store, venue).await? {
@@ -307,17 +303,67 @@ async fn page(
     } else {
         return Err(Error::not_found("venue", venue));
     }
-    Ok((page_headers("text/html; charset=utf-8"), PAGE).into_response())
+    // The script chooses the language again (`?lang=`, else the browser's) and switches
+    // it in place; the server's choice only spares a flash of the other language.
+    let lang = Lang::preferred(q.lang.as_deref(), &headers);
+    Ok(page::html(
+        StatusCode::OK,
+        Policy::OwnAssets,
+        Caching::Revalidate,
+        page_html(lang),
+    ))
+}
+
+fn page_html(lang: Lang) -> String {
+    let header = format!(
+        "<div class=\"heading\"><h1 id=\"venue-name\">…</h1>\
+         <p class=\"sub\"><span data-i18n=\"title\">{title}</span> · <span id=\"day\"></span></p></div>\
+         <div class=\"tools\"><span id=\"conn\" class=\"conn\" data-state=\"connecting\" role=\"status\" aria-live=\"polite\"></span>\
+         {switch}<form method=\"post\" action=\"/logout\" class=\"logout\">\
+         <button type=\"submit\" data-i18n=\"logout\">{logout}</button></form></div>",
+        title = lang.pick("实时入馆", "Live attendance"),
+        switch = lang
+            .switch_link(&format!("?lang={}", lang.other().code()))
+            .replacen("<a ", "<a id=\"lang\" ", 1),
+        logout = lang.pick("退出", "Log out"),
+    );
+    let footer = format!(
+        "<span data-i18n=\"updated\">{}</span> <span id=\"updated\">–</span>",
+        lang.pick("更新于", "Updated")
+    );
+    Shell {
+        lang,
+        title: "实时入馆 · Live attendance",
+        style: Style::Assets {
+            css: "/assets/live.css",
+            script: "/assets/live.js",
+            icon: "/assets/live-icon.svg",
+        },
+        header: Some(&header),
+        main: MAIN,
+        footer: Some(&footer),
+    }
+    .render()
 }
 
 async fn script() -> Response {
-    (page_headers("text/javascript; charset=utf-8"), SCRIPT).into_response()
+    asset("text/javascript; charset=utf-8", SCRIPT)
 }
 
 async fn style() -> Response {
-    (page_headers("text/css; charset=utf-8"), STYLE).into_response()
+    asset("text/css; charset=utf-8", STYLE)
 }
 
 async fn icon() -> Response {
-    (page_headers("image/svg+xml"), ICON).into_response()
+    asset("image/svg+xml", ICON)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    page::respond(
+        StatusCode::OK,
+        content_type,
+        Policy::OwnAssets,
+        Caching::Revalidate,
+        body,
+    )
 }

@@ -4,15 +4,16 @@
 //! same, else a redirect to the login page).
 
 use axum::extract::{FromRequestParts, Query, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, COOKIE, LOCATION, SET_COOKIE};
+use axum::http::header::{COOKIE, LOCATION, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::page::{Caching, Lang, Policy, Shell, Style, html};
 use super::text::{html_escape as escape, percent_encode};
 use crate::accounts::{NewSession, Role, SESSION_TTL_MS};
 use crate::app_state::AppState;
@@ -190,29 +191,6 @@ struct LoginForm {
     lang: Option<String>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Lang {
-    Zh,
-    En,
-}
-
-fn lang_of(explicit: Option<&str>, headers: &HeaderMap) -> Lang {
-    let pick = |s: &str| {
-        if s.trim().to_ascii_lowercase().starts_with("en") {
-            Lang::En
-        } else {
-            Lang::Zh
-        }
-    };
-    match explicit {
-        Some(l) if !l.is_empty() => pick(l),
-        _ => headers
-            .get(axum::http::header::ACCEPT_LANGUAGE)
-            .and_then(|v| v.to_str().ok())
-            .map_or(Lang::Zh, pick),
-    }
-}
-
 const LOGIN_CSS: &str = "body{font-family:system-ui,'Noto Sans CJK SC',sans-serif;margin:0;\
 background:#f3f6f9;color:#1d2733}main{max-width:22rem;margin:12vh auto;padding:1.5rem;\
 background:#fff;border-radius:12px;box-shadow:0 2px 12px #0002}h1{font-size:1.3rem;margin:0 0 1rem}\
@@ -222,52 +200,44 @@ width:100%;padding:.7rem;font-size:1rem;background:#0b6bcb;color:#fff;border:0;b
 .err{color:#b00020;margin:.5rem 0}.lang{float:right;font-size:.85rem}";
 
 fn login_html(lang: Lang, next: &str, error: Option<&str>) -> String {
-    let (title, login, password, submit, other, other_code) = match lang {
-        Lang::Zh => ("科普场馆登录", "登录名", "密码", "登录", "English", "en"),
-        Lang::En => (
-            "kepu sign in",
-            "Login name",
-            "Password",
-            "Sign in",
-            "中文",
-            "zh",
-        ),
-    };
-    let html_lang = if lang == Lang::Zh { "zh-CN" } else { "en" };
-    let code = if lang == Lang::Zh { "zh" } else { "en" };
+    let title = lang.pick("科普场馆登录", "kepu sign in");
+    let next_q = percent_encode(next, b"/");
+    let switch = lang.switch_link(&format!(
+        "/login?lang={}&amp;next={next_q}",
+        lang.other().code()
+    ));
     let next = escape(next);
     let error = error.map_or(String::new(), |e| {
         format!("<p class=\"err\" role=\"alert\">{}</p>", escape(e))
     });
-    format!(
-        "<!doctype html><html lang=\"{html_lang}\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-<title>{title}</title><style>{LOGIN_CSS}</style></head><body><main>\
-<a class=\"lang\" href=\"/login?lang={other_code}&amp;next={next_q}\">{other}</a>\
-<h1>{title}</h1>{error}<form method=\"post\" action=\"/login\">\
+    let main = format!(
+        "{switch}<h1>{title}</h1>{error}<form method=\"post\" action=\"/login\">\
 <input type=\"hidden\" name=\"next\" value=\"{next}\"><input type=\"hidden\" name=\"lang\" value=\"{code}\">\
 <label for=\"login\">{login}</label><input id=\"login\" name=\"login\" autocomplete=\"username\" required autofocus>\
 <label for=\"password\">{password}</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
-<button type=\"submit\">{submit}</button></form></main></body></html>",
-        next_q = percent_encode(&next, b"/"),
-    )
+<button type=\"submit\">{submit}</button></form>",
+        code = lang.code(),
+        login = lang.pick("登录名", "Login name"),
+        password = lang.pick("密码", "Password"),
+        submit = lang.pick("登录", "Sign in"),
+    );
+    Shell {
+        lang,
+        title,
+        style: Style::Inline(LOGIN_CSS),
+        header: None,
+        main: &main,
+        footer: None,
+    }
+    .render()
 }
 
 fn page(status: StatusCode, body: String) -> Response {
-    let mut response = (status, Html(body)).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
-        ),
-    );
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    html(status, Policy::InlineStyle, Caching::NoStore, body)
 }
 
 async fn login_page(Query(q): Query<LoginQuery>, headers: HeaderMap) -> Response {
-    let lang = lang_of(q.lang.as_deref(), &headers);
+    let lang = Lang::preferred(q.lang.as_deref(), &headers);
     page(
         StatusCode::OK,
         login_html(lang, &local_next(q.next.as_deref()), None),
@@ -280,7 +250,7 @@ async fn login_form(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let lang = lang_of(form.lang.as_deref(), &headers);
+    let lang = Lang::preferred(form.lang.as_deref(), &headers);
     let next = form.next.as_deref().filter(|n| !n.is_empty());
     match state
         .accounts
