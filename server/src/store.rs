@@ -106,8 +106,8 @@ impl Store {
         })
     }
 
-    /// The connection pool, for queries that live outside this module (documents,
-    /// projections).
+    /// The connection pool, for tests and benchmarks that set up or inspect rows
+    /// directly. The server's own queries are `Store` methods under `store/`.
     #[must_use]
     pub fn pool(&self) -> &AnyPool {
         &self.pool
