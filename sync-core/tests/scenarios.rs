@@ -6,7 +6,7 @@ use kepu_sync_core::edits::Edit;
 use kepu_sync_core::engine::Event;
 use kepu_sync_core::ids::{DeviceId, PupilId, SchoolId, SlotId, UserId, VenueId};
 use kepu_sync_core::rules::attendance::{AnomalyKind, attendance};
-use kepu_sync_core::rules::capacity::{SlotRequest, decide};
+use kepu_sync_core::rules::capacity::{SlotRequest, edits};
 use kepu_sync_core::rules::volunteer::minutes;
 use kepu_sync_core::schema::activity_log::ActivityLog;
 use kepu_sync_core::schema::booking::{Booking, ScanMethod, Status};
@@ -104,7 +104,8 @@ impl World {
         doc
     }
 
-    /// The server's capacity decision over bookings in the order it received them.
+    /// The server's capacity decision over bookings in the order it received them, written
+    /// by the same rule as the server's storage worker (`rules::capacity::edits`).
     fn server_decides(&mut self, arrival: &[DocumentId]) {
         let venue = Venue::read(self.sim.server.doc(&self.venue_doc).unwrap()).unwrap();
         let cap = venue.slot(self.slot).unwrap().capacity;
@@ -117,19 +118,12 @@ impl World {
                     booking: *d,
                     party_size: b.party_size,
                     status: b.status,
+                    wait_position: b.wait_position,
                 }
             })
             .collect();
-        for (d, r) in decide(cap, &requests).into_iter().zip(&requests) {
-            if d.status != r.status {
-                self.sim.server_edit(
-                    d.booking,
-                    Edit::Decide {
-                        status: d.status,
-                        wait_position: d.wait_position,
-                    },
-                );
-            }
+        for (doc, edit) in edits(cap, &requests) {
+            self.sim.server_edit(doc, edit);
         }
     }
 
@@ -251,6 +245,45 @@ fn two_teachers_book_the_last_places_offline_and_everyone_sees_one_confirmed_one
     w.server_decides(&[b0, b2, b1]);
     w.sim.settle();
     assert_eq!(booking_on(&w.sim, Some(t1), &b1).status, Status::Confirmed);
+}
+
+#[test]
+fn a_waitlisted_booking_moves_up_the_queue_when_an_earlier_one_cancels() {
+    // Ten places: the first school takes them all, two more wait in the order they came.
+    let mut w = World::new(17, 10);
+    let first = w.teacher(1);
+    let b0 = w.book(first, 10, vec![]);
+    let t1 = w.teacher(2);
+    let b1 = w.book(t1, 5, vec![]);
+    let t2 = w.teacher(3);
+    let b2 = w.book(t2, 5, vec![]);
+    let gate = w.gate(4);
+    w.sim.settle();
+    w.server_decides(&[b0, b1, b2]);
+    w.sim.want(gate, b2);
+    w.sim.settle();
+    for node in [None, Some(t2), Some(gate)] {
+        let b = booking_on(&w.sim, node, &b2);
+        assert_eq!(
+            (b.status, b.wait_position),
+            (Status::Waitlisted, Some(2)),
+            "second in the queue, seen from {node:?}"
+        );
+    }
+    // The first wait-listed school gives up: the other one is now first in the queue,
+    // still waiting (the ten places stay taken), and every device shows it.
+    w.sim.edit(t1, b1, Edit::CancelBooking);
+    w.sim.settle();
+    w.server_decides(&[b0, b1, b2]);
+    w.sim.settle();
+    for node in [None, Some(t2), Some(gate)] {
+        let b = booking_on(&w.sim, node, &b2);
+        assert_eq!(
+            (b.status, b.wait_position),
+            (Status::Waitlisted, Some(1)),
+            "first in the queue now, seen from {node:?}"
+        );
+    }
 }
 
 #[test]

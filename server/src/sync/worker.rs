@@ -4,11 +4,9 @@
 use std::time::Instant;
 
 use kepu_sync_core::doc_id::DocumentId;
-use kepu_sync_core::edits::Edit;
 use kepu_sync_core::engine::{IoResult, StorageTask, TaskId};
 use kepu_sync_core::ids::{DeviceId, SlotId};
-use kepu_sync_core::rules::capacity::{SlotRequest, decide};
-use kepu_sync_core::schema::booking::Status;
+use kepu_sync_core::rules::capacity::{SlotRequest, edits};
 use tokio::sync::{mpsc, oneshot};
 
 use super::inbox::{HubMsg, SyncHub};
@@ -172,24 +170,10 @@ async fn decide_slot(state: &AppState, hub: &SyncHub, slot: SlotId) {
             booking: b.doc,
             party_size: b.party_size,
             status: b.status,
+            wait_position: b.wait_position,
         })
         .collect();
-    for ((d, r), b) in decide(capacity, &requests)
-        .into_iter()
-        .zip(&requests)
-        .zip(&bookings)
-    {
-        // A new status, or a wait-listed booking whose place in the queue moved.
-        if d.status != r.status
-            || (d.status == Status::Waitlisted && d.wait_position != b.wait_position)
-        {
-            hub.edit(
-                d.booking,
-                Edit::Decide {
-                    status: d.status,
-                    wait_position: d.wait_position,
-                },
-            );
-        }
+    for (doc, edit) in edits(capacity, &requests) {
+        hub.edit(doc, edit);
     }
 }
