@@ -11,8 +11,8 @@
 //! - [`metrics`]: the Prometheus metrics the sync engine feeds.
 //! - [`sync`]: the websocket endpoint, the hub that drives the sync-core engine, the
 //!   storage worker (batched transactions, projections, booking decisions).
-//! - [`projection`]: what the relational records hold for a document (pure).
-//! - [`records`]: rebuilding every projection from the stored documents.
+//! - [`records`]: the records pipeline: projecting a document into its records (pure),
+//!   the capacity decision over a slot's bookings, rebuilding every document's records.
 //! - [`reports`]: programme reports per school, county and city (targets and misses).
 //! - [`live`]: the live venue dashboard (change feed, snapshots of a venue-day).
 //! - [`app_state`]: the state shared by handlers.
@@ -42,7 +42,6 @@ pub mod ids;
 pub mod limits;
 pub mod live;
 pub mod metrics;
-pub mod projection;
 pub mod records;
 pub mod reports;
 pub mod revocations;

@@ -8,7 +8,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::roster::RosterCache;
-use crate::projection::Projection;
+use crate::records::Projection;
 
 /// Change notifications for the dashboard and the set of devices connected right now.
 /// Cheap to clone.

@@ -1,15 +1,12 @@
-//! The rosters of the day's bookings. The records hold a booking's counts but not who is
-//! on its roster, so the roster is read from the booking's stored document and kept in
-//! memory until the booking's records change.
+//! The rosters of the day's bookings, read from their records (`proj_rosters`) and kept
+//! in memory until the booking's records change.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use kepu_sync_core::doc_id::DocumentId;
-use kepu_sync_core::schema::booking::Booking;
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::{DayBooking, Store};
 
 /// Rosters kept in memory at most (one per booking document).
@@ -31,7 +28,7 @@ struct CachedRoster {
 
 impl RosterCache {
     /// The pupils on `booking`'s roster: from memory while its records are the ones the
-    /// roster was read with, else from its stored document.
+    /// roster was read with, else from the records.
     pub(super) async fn roster(
         &self,
         store: &Store,
@@ -40,7 +37,7 @@ impl RosterCache {
         if let Some(r) = self.cached(&booking.doc_id, booking.updated_at, booking.expected) {
             return Ok(r);
         }
-        let r = Arc::new(load(store, &booking.doc_id).await?);
+        let r = Arc::new(store.booking_roster(&booking.doc_id).await?);
         self.keep(
             &booking.doc_id,
             booking.updated_at,
@@ -71,13 +68,4 @@ impl RosterCache {
             },
         );
     }
-}
-
-/// The pupils on a booking's roster, read from its stored document.
-async fn load(store: &Store, doc: &str) -> Result<Vec<Uuid>> {
-    let id: DocumentId = doc.parse().map_err(|_| Error::Corrupt("proj_bookings"))?;
-    let merged = crate::records::load(store, id).await?;
-    Ok(Booking::read(&merged)
-        .map(|b| b.roster.keys().map(|p| p.0).collect())
-        .unwrap_or_default())
 }

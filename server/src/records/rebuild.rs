@@ -1,13 +1,14 @@
-//! Rebuilding the projections from the stored documents (`kepu-server admin
+//! Rebuilding the records from the stored documents (`kepu-server admin
 //! rebuild-projections`): venues first (bookings read their slots), then the rest; and,
 //! at start, recomputing the records a crash left behind their documents.
 
 use automerge::{Automerge, Change};
 use kepu_sync_core::doc_id::DocumentId;
 
+use super::project::{Projection, project};
+use super::write::write;
 use crate::clock::now_ms;
 use crate::error::Result;
-use crate::projection::{Projection, project};
 use crate::store::Store;
 
 /// Loads a stored document into memory.
@@ -36,7 +37,7 @@ pub async fn load(store: &Store, doc: DocumentId) -> Result<Automerge> {
 /// A database failure.
 pub async fn rebuild(store: &Store) -> Result<usize> {
     let docs = store.document_ids().await?;
-    store.clear_projections().await?;
+    store.clear_records().await?;
     let mut n = 0;
     for pass in ["venue", "other"] {
         for (doc, kind) in &docs {
@@ -46,7 +47,7 @@ pub async fn rebuild(store: &Store) -> Result<usize> {
             let d = load(store, *doc).await?;
             let p = project(*doc, &d);
             if p != Projection::Nothing {
-                store.write_projection(*doc, &p, now_ms()).await?;
+                write(store, *doc, &p, now_ms()).await?;
                 n += 1;
             }
             store.mark_projected(*doc, &d.get_heads()).await?;
@@ -67,7 +68,7 @@ pub async fn reproject_stale(store: &Store) -> Result<usize> {
         let d = load(store, *doc).await?;
         let p = project(*doc, &d);
         if p != Projection::Nothing {
-            store.write_projection(*doc, &p, now_ms()).await?;
+            write(store, *doc, &p, now_ms()).await?;
         }
         store.mark_projected(*doc, &d.get_heads()).await?;
     }

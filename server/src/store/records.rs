@@ -1,15 +1,18 @@
-//! Writes and reads the projections (records rebuilt from documents).
+//! Writes and reads the records projected from documents (see `crate::records`).
 
 use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::ids::SlotId;
-use kepu_sync_core::schema::booking::Status;
+use kepu_sync_core::rules::attendance::attendance;
+use kepu_sync_core::rules::volunteer;
+use kepu_sync_core::schema::activity_log::ActivityLog;
+use kepu_sync_core::schema::booking::{Booking, Status};
 use kepu_sync_core::schema::school_log::SchoolLog;
-use kepu_sync_core::schema::venue::Slot;
+use kepu_sync_core::schema::venue::{Slot, Venue};
 use serde::Serialize;
 use sqlx::Row;
+use uuid::Uuid;
 
-use crate::error::Result;
-use crate::projection::{Projection, activity_records, booking_attendance};
+use crate::error::{Error, Result};
 use crate::store::Store;
 
 /// A booking request in a slot, as the capacity decision needs it.
@@ -100,180 +103,216 @@ fn i(n: impl TryInto<i64>) -> i64 {
 }
 
 impl Store {
-    /// Replaces the records of one document. Returns the slot of a booking, whose
-    /// capacity decision the caller should run again.
+    /// Replaces the records of a venue: its directory profile and its slots.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn write_venue_records(&self, doc: DocumentId, v: &Venue, now: i64) -> Result<()> {
+        let id = doc.to_string();
+        let mut tx = self.begin_write().await?;
+        let venue = v.venue.to_string();
+        let profile = serde_json::json!({
+            "profile": v.profile, "location": v.location, "after_school": v.after_school,
+            "instruments": v.instruments, "updated_at": v.updated_at,
+        });
+        sqlx::query(
+            "INSERT INTO proj_venues (venue_id, doc_id, profile_json, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (venue_id) DO UPDATE SET doc_id = excluded.doc_id, profile_json = excluded.profile_json, updated_at = excluded.updated_at",
+        )
+        .bind(&venue)
+        .bind(&id)
+        .bind(profile.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM proj_slots WHERE venue_id = $1")
+            .bind(&venue)
+            .execute(&mut *tx)
+            .await?;
+        for s in &v.slots {
+            sqlx::query("INSERT INTO proj_slots (slot_id, venue_id, start_ms, end_ms, capacity, label) VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind(s.id.to_string())
+                .bind(&venue)
+                .bind(s.start)
+                .bind(s.end)
+                .bind(i64::from(s.capacity))
+                .bind(&s.label)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces the records of a booking in one transaction: its row (keeping the arrival
+    /// number it got when first written), roster, check-in and check-out scans and
+    /// anomalies, with the attendance computed against its slot as recorded.
     ///
     /// # Errors
     /// A database failure.
     #[allow(clippy::too_many_lines)]
-    pub async fn write_projection(
+    pub async fn write_booking_records(
         &self,
         doc: DocumentId,
-        projection: &Projection,
+        b: &Booking,
         now: i64,
-    ) -> Result<Option<SlotId>> {
+    ) -> Result<()> {
         let id = doc.to_string();
         let mut tx = self.begin_write().await?;
-        let mut slot_out = None;
-        match projection {
-            Projection::Nothing => {}
-            Projection::Venue(v) => {
-                let venue = v.venue.to_string();
-                let profile = serde_json::json!({
-                    "profile": v.profile, "location": v.location, "after_school": v.after_school,
-                    "instruments": v.instruments, "updated_at": v.updated_at,
-                });
-                sqlx::query(
-                    "INSERT INTO proj_venues (venue_id, doc_id, profile_json, updated_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (venue_id) DO UPDATE SET doc_id = excluded.doc_id, profile_json = excluded.profile_json, updated_at = excluded.updated_at",
-                )
-                .bind(&venue)
+        let slot = slot_of(&mut tx, b.slot).await?;
+        let a = attendance(b, slot.as_ref());
+        let seq: Option<i64> =
+            sqlx::query("SELECT received_seq FROM proj_bookings WHERE doc_id = $1")
                 .bind(&id)
-                .bind(profile.to_string())
-                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?
+                .and_then(|r| r.try_get(0).ok());
+        let seq = match seq {
+            Some(s) => s,
+            None => sqlx::query("SELECT COALESCE(MAX(received_seq), 0) + 1 FROM proj_bookings")
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get::<i64, _>(0)?,
+        };
+        sqlx::query("DELETE FROM proj_bookings WHERE doc_id = $1")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO proj_bookings (doc_id, venue_id, slot_id, school_id, party_size, status, wait_position, \
+             requested_at, received_seq, expected, arrived, inside_now, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(&id)
+        .bind(b.venue.to_string())
+        .bind(b.slot.to_string())
+        .bind(b.school.to_string())
+        .bind(i64::from(b.party_size))
+        .bind(b.status.as_str())
+        .bind(b.wait_position.map(i64::from))
+        .bind(b.requested_at)
+        .bind(seq)
+        .bind(i(a.expected))
+        .bind(i(a.arrived))
+        .bind(i(a.inside_now))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for t in [
+            "proj_rosters",
+            "proj_check_ins",
+            "proj_check_outs",
+            "proj_anomalies",
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {t} WHERE doc_id = $1"
+            )))
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (pupil, added_at) in &b.roster {
+            sqlx::query(
+                "INSERT INTO proj_rosters (doc_id, pupil_id, added_at) VALUES ($1, $2, $3)",
+            )
+            .bind(&id)
+            .bind(pupil.to_string())
+            .bind(added_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for p in &a.pupils {
+            let scans = p
+                .counted
+                .iter()
+                .map(|s| (s, 1i64))
+                .chain(p.duplicates.iter().map(|s| (s, 0i64)));
+            for (s, counted) in scans {
+                sqlx::query(
+                    "INSERT INTO proj_check_ins (doc_id, pupil_id, device_id, scan_id, at, method, counted) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&id)
+                .bind(s.pupil.to_string())
+                .bind(s.device.to_string())
+                .bind(&s.scan_id)
+                .bind(s.at)
+                .bind(s.method.as_str())
+                .bind(counted)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("DELETE FROM proj_slots WHERE venue_id = $1")
-                    .bind(&venue)
-                    .execute(&mut *tx)
-                    .await?;
-                for s in &v.slots {
-                    sqlx::query("INSERT INTO proj_slots (slot_id, venue_id, start_ms, end_ms, capacity, label) VALUES ($1, $2, $3, $4, $5, $6)")
-                        .bind(s.id.to_string())
-                        .bind(&venue)
-                        .bind(s.start)
-                        .bind(s.end)
-                        .bind(i64::from(s.capacity))
-                        .bind(&s.label)
-                        .execute(&mut *tx)
-                        .await?;
-                }
             }
-            Projection::Booking(b) => {
-                let slot = slot_of(&mut tx, b.slot).await?;
-                let a = booking_attendance(b, slot.as_ref());
-                let seq: Option<i64> =
-                    sqlx::query("SELECT received_seq FROM proj_bookings WHERE doc_id = $1")
-                        .bind(&id)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .and_then(|r| r.try_get(0).ok());
-                let seq = match seq {
-                    Some(s) => s,
-                    None => {
-                        sqlx::query("SELECT COALESCE(MAX(received_seq), 0) + 1 FROM proj_bookings")
-                            .fetch_one(&mut *tx)
-                            .await?
-                            .try_get::<i64, _>(0)?
-                    }
-                };
-                sqlx::query("DELETE FROM proj_bookings WHERE doc_id = $1")
-                    .bind(&id)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "INSERT INTO proj_bookings (doc_id, venue_id, slot_id, school_id, party_size, status, wait_position, \
-                     requested_at, received_seq, expected, arrived, inside_now, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                )
+        }
+        for s in &b.check_outs {
+            sqlx::query("INSERT INTO proj_check_outs (doc_id, pupil_id, device_id, scan_id, at) VALUES ($1, $2, $3, $4, $5)")
                 .bind(&id)
-                .bind(b.venue.to_string())
-                .bind(b.slot.to_string())
-                .bind(b.school.to_string())
-                .bind(i64::from(b.party_size))
-                .bind(b.status.as_str())
-                .bind(b.wait_position.map(i64::from))
-                .bind(b.requested_at)
-                .bind(seq)
-                .bind(i(a.expected))
-                .bind(i(a.arrived))
-                .bind(i(a.inside_now))
-                .bind(now)
+                .bind(s.pupil.to_string())
+                .bind(s.device.to_string())
+                .bind(&s.scan_id)
+                .bind(s.at)
                 .execute(&mut *tx)
                 .await?;
-                for t in ["proj_check_ins", "proj_check_outs", "proj_anomalies"] {
-                    sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DELETE FROM {t} WHERE doc_id = $1"
-                    )))
-                    .bind(&id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                for p in &a.pupils {
-                    let scans = p
-                        .counted
-                        .iter()
-                        .map(|s| (s, 1i64))
-                        .chain(p.duplicates.iter().map(|s| (s, 0i64)));
-                    for (s, counted) in scans {
-                        sqlx::query(
-                            "INSERT INTO proj_check_ins (doc_id, pupil_id, device_id, scan_id, at, method, counted) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                        )
-                        .bind(&id)
-                        .bind(s.pupil.to_string())
-                        .bind(s.device.to_string())
-                        .bind(&s.scan_id)
-                        .bind(s.at)
-                        .bind(s.method.as_str())
-                        .bind(counted)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                }
-                for s in &b.check_outs {
-                    sqlx::query("INSERT INTO proj_check_outs (doc_id, pupil_id, device_id, scan_id, at) VALUES ($1, $2, $3, $4, $5)")
-                        .bind(&id)
-                        .bind(s.pupil.to_string())
-                        .bind(s.device.to_string())
-                        .bind(&s.scan_id)
-                        .bind(s.at)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                for an in &a.anomalies {
-                    sqlx::query(
-                        "INSERT INTO proj_anomalies (doc_id, pupil_id, device_id, kind, at) VALUES ($1, $2, $3, $4, $5) \
-                         ON CONFLICT (doc_id, pupil_id, kind) DO NOTHING",
-                    )
-                    .bind(&id)
-                    .bind(an.pupil.to_string())
-                    .bind(an.device.to_string())
-                    .bind(an.kind.as_str())
-                    .bind(an.at)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                slot_out = Some(b.slot);
-            }
-            Projection::ActivityLog(log) => {
-                sqlx::query("DELETE FROM proj_activities WHERE doc_id = $1")
-                    .bind(&id)
-                    .execute(&mut *tx)
-                    .await?;
-                for (a, r) in log.activities.iter().zip(activity_records(log)) {
-                    sqlx::query(
-                        "INSERT INTO proj_activities (doc_id, activity_id, volunteer_id, school_id, venue_id, activity_kind, \
-                         start_ms, minutes, status, confirmed_minutes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                    )
-                    .bind(&id)
-                    .bind(&a.id)
-                    .bind(log.volunteer.to_string())
-                    .bind(log.school.map(|s| s.to_string()))
-                    .bind(a.venue.to_string())
-                    .bind(&a.activity_kind)
-                    .bind(a.start)
-                    .bind(i64::from(a.minutes))
-                    .bind(r.status)
-                    .bind(i(r.confirmed_minutes))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-            Projection::SchoolLog(log) => write_school_log(&mut tx, &id, log).await?,
+        }
+        for an in &a.anomalies {
+            sqlx::query(
+                "INSERT INTO proj_anomalies (doc_id, pupil_id, device_id, kind, at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (doc_id, pupil_id, kind) DO NOTHING",
+            )
+            .bind(&id)
+            .bind(an.pupil.to_string())
+            .bind(an.device.to_string())
+            .bind(an.kind.as_str())
+            .bind(an.at)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
-        Ok(slot_out)
+        Ok(())
+    }
+
+    /// Replaces the per-activity records of a volunteer's log.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn write_activity_records(&self, doc: DocumentId, log: &ActivityLog) -> Result<()> {
+        let id = doc.to_string();
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM proj_activities WHERE doc_id = $1")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        for a in &log.activities {
+            let outcome = volunteer::outcome(log, a);
+            sqlx::query(
+                "INSERT INTO proj_activities (doc_id, activity_id, volunteer_id, school_id, venue_id, activity_kind, \
+                 start_ms, minutes, status, confirmed_minutes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(&id)
+            .bind(&a.id)
+            .bind(log.volunteer.to_string())
+            .bind(log.school.map(|s| s.to_string()))
+            .bind(a.venue.to_string())
+            .bind(&a.activity_kind)
+            .bind(a.start)
+            .bind(i64::from(a.minutes))
+            .bind(outcome.as_str())
+            .bind(i(outcome.confirmed_minutes()))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces the records of a school's year.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn write_school_log_records(&self, doc: DocumentId, log: &SchoolLog) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        write_school_log(&mut tx, &doc.to_string(), log).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// A slot's capacity and its bookings in the order the server received them.
@@ -346,6 +385,28 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The pupils on a booking's roster (pseudonymous ids), in id order; empty for an
+    /// unknown booking.
+    ///
+    /// # Errors
+    /// A database failure, or a stored id that is not a uuid.
+    pub async fn booking_roster(&self, doc: &str) -> Result<Vec<Uuid>> {
+        let mut pupils = sqlx::query("SELECT pupil_id FROM proj_rosters WHERE doc_id = $1")
+            .bind(doc)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| {
+                r.try_get::<String, _>(0)?
+                    .parse()
+                    .map_err(|_| Error::Corrupt("proj_rosters"))
+            })
+            .collect::<Result<Vec<Uuid>>>()?;
+        // The order of the ids, not of the database's text collation.
+        pupils.sort_unstable();
+        Ok(pupils)
     }
 
     /// Every check-in scan of a booking, counted one marked.
@@ -437,16 +498,17 @@ impl Store {
             .collect()
     }
 
-    /// Removes every projection row (before a rebuild).
+    /// Removes every record row (before a rebuild).
     ///
     /// # Errors
     /// A database failure.
-    pub async fn clear_projections(&self) -> Result<()> {
+    pub async fn clear_records(&self) -> Result<()> {
         let mut tx = self.begin_write().await?;
         for t in [
             "proj_venues",
             "proj_slots",
             "proj_bookings",
+            "proj_rosters",
             "proj_check_ins",
             "proj_check_outs",
             "proj_anomalies",

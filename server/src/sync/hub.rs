@@ -301,7 +301,7 @@ async fn dispatch(
         match event {
             Event::DocChanged { doc, .. } => {
                 if let Some(d) = engine.doc(&doc) {
-                    let projection = crate::projection::project(doc, d);
+                    let projection = crate::records::project(doc, d);
                     let _ = jobs
                         .send(Job::Project {
                             doc,

@@ -1,18 +1,18 @@
 //! The storage worker: runs the engine's storage tasks, many at a time in one
-//! transaction, answers the hub, then projects changed documents and decides bookings.
+//! transaction, answers the hub, then writes changed documents' records and writes the
+//! capacity decision of their slots back into the bookings (see `crate::records`).
 
 use std::time::Instant;
 
 use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::engine::{IoResult, StorageTask, TaskId};
 use kepu_sync_core::ids::{DeviceId, SlotId};
-use kepu_sync_core::rules::capacity::{SlotRequest, edits};
 use tokio::sync::{mpsc, oneshot};
 
 use super::inbox::{HubMsg, SyncHub};
 use crate::app_state::AppState;
 use crate::clock::now_ms;
-use crate::projection::Projection;
+use crate::records::Projection;
 
 /// Work for the storage worker.
 #[derive(Debug)]
@@ -115,11 +115,7 @@ async fn run(state: AppState, hub: SyncHub, mut rx: mpsc::Receiver<Job>) {
                     doc,
                     projection,
                     heads,
-                } => match state
-                    .store
-                    .write_projection(doc, &projection, now_ms())
-                    .await
-                {
+                } => match crate::records::write(&state.store, doc, &projection, now_ms()).await {
                     Ok(slot) => {
                         state.live.publish_projection(&projection);
                         if let Err(e) = state.store.mark_projected(doc, &heads).await {
@@ -159,21 +155,14 @@ async fn run(state: AppState, hub: SyncHub, mut rx: mpsc::Receiver<Job>) {
 }
 
 /// The capacity decision for a slot, first come first served, written back into the
-/// bookings whose status changes as the server's own change.
+/// bookings whose status or wait-list place changes as the server's own change.
 async fn decide_slot(state: &AppState, hub: &SyncHub, slot: SlotId) {
-    let Ok(Some((capacity, bookings))) = state.store.slot_bookings(slot).await else {
-        return;
-    };
-    let requests: Vec<SlotRequest<DocumentId>> = bookings
-        .iter()
-        .map(|b| SlotRequest {
-            booking: b.doc,
-            party_size: b.party_size,
-            status: b.status,
-            wait_position: b.wait_position,
-        })
-        .collect();
-    for (doc, edit) in edits(capacity, &requests) {
-        hub.edit(doc, edit);
+    match crate::records::capacity::slot_edits(&state.store, slot).await {
+        Ok(edits) => {
+            for (doc, edit) in edits {
+                hub.edit(doc, edit);
+            }
+        }
+        Err(e) => tracing::warn!(slot = %slot, error = %e, "could not decide the slot"),
     }
 }

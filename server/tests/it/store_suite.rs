@@ -50,6 +50,7 @@ macro_rules! all_cases {
                 venues_are_listed_by_name,
                 admin_cli_bootstraps_an_admin_and_imports_pupils,
                 one_failing_storage_task_fails_only_itself,
+                a_bookings_roster_is_written_with_its_records_and_rebuilt,
             ]
         );
     };
@@ -626,5 +627,103 @@ async fn one_failing_storage_task_fails_only_itself(db: &TestDb) {
             .unwrap()
             .changes
             .is_empty()
+    );
+}
+
+/// Stores a booking's new changes as the engine's `Append` would.
+async fn store_booking_changes(
+    store: &Store,
+    doc: kepu_sync_core::doc_id::DocumentId,
+    d: &automerge::Automerge,
+    since: &[automerge::ChangeHash],
+) {
+    let task = StorageTask::Append {
+        doc,
+        kind: Some(kepu_sync_core::schema::DocKind::Booking),
+        changes: d
+            .get_changes(since)
+            .into_iter()
+            .map(|c| StoredChange {
+                hash: c.hash(),
+                bytes: c.raw_bytes().to_vec(),
+            })
+            .collect(),
+        heads: d.get_heads(),
+    };
+    let results = store.run_document_tasks_isolated(&[&task], now_ms()).await;
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+}
+
+async fn a_bookings_roster_is_written_with_its_records_and_rebuilt(db: &TestDb) {
+    use kepu_sync_core::edits::{Edit, apply_unchecked};
+    use kepu_sync_core::ids::{SlotId, UserId, VenueId};
+    use kepu_sync_core::writer::{Role as WriterRole, Writer};
+    use uuid::Uuid;
+
+    let store = &db.store;
+    let teacher = Writer {
+        device: DeviceId(Uuid::from_u128(1)),
+        user: UserId(Uuid::from_u128(2)),
+        role: WriterRole::Teacher,
+        school: Some(SchoolId(Uuid::from_u128(3))),
+        venue: None,
+        pupil: None,
+    };
+    let pupils: Vec<PupilId> = [30u128, 10, 20]
+        .into_iter()
+        .map(|n| PupilId(Uuid::from_u128(n)))
+        .collect();
+    let doc = kepu_sync_core::doc_id::DocumentId::from_bytes([7; 16]);
+    let mut d = automerge::Automerge::new();
+    let create = Edit::CreateBooking {
+        venue: VenueId(Uuid::from_u128(4)),
+        slot: SlotId(Uuid::from_u128(5)),
+        school: SchoolId(Uuid::from_u128(3)),
+        party_size: 3,
+        roster: pupils.clone(),
+    };
+    apply_unchecked(&mut d, &teacher, now_ms(), &create).unwrap();
+    store_booking_changes(store, doc, &d, &[]).await;
+    let projection = kepu_server::records::project(doc, &d);
+    kepu_server::records::write(store, doc, &projection, now_ms())
+        .await
+        .unwrap();
+    let id = doc.to_string();
+    let ids = |ns: &[u128]| ns.iter().map(|n| Uuid::from_u128(*n)).collect::<Vec<_>>();
+    assert_eq!(
+        store.booking_roster(&id).await.unwrap(),
+        ids(&[10, 20, 30]),
+        "the roster is written with the booking's other records"
+    );
+
+    // The teacher takes a pupil off the trip: the roster is replaced, not added to.
+    let before = d.get_heads();
+    apply_unchecked(
+        &mut d,
+        &teacher,
+        now_ms(),
+        &Edit::RemoveFromRoster { pupil: pupils[2] },
+    )
+    .unwrap();
+    store_booking_changes(store, doc, &d, &before).await;
+    let projection = kepu_server::records::project(doc, &d);
+    kepu_server::records::write(store, doc, &projection, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(store.booking_roster(&id).await.unwrap(), ids(&[10, 30]));
+
+    // A database whose roster rows are gone (written before the table existed) gets them
+    // back from the stored document by the rebuild.
+    sqlx::query("DELETE FROM proj_rosters")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert!(store.booking_roster(&id).await.unwrap().is_empty());
+    assert_eq!(kepu_server::records::rebuild(store).await.unwrap(), 1);
+    assert_eq!(store.booking_roster(&id).await.unwrap(), ids(&[10, 30]));
+    let other = kepu_sync_core::doc_id::DocumentId::from_bytes([8; 16]).to_string();
+    assert!(
+        store.booking_roster(&other).await.unwrap().is_empty(),
+        "an unknown booking has nobody on its roster"
     );
 }

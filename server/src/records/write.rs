@@ -1,0 +1,33 @@
+//! Writing a document's records: each kind through its own store call, one transaction
+//! per document.
+
+use kepu_sync_core::doc_id::DocumentId;
+use kepu_sync_core::ids::SlotId;
+
+use super::project::Projection;
+use crate::error::Result;
+use crate::store::Store;
+
+/// Replaces the records of one document. Returns the slot of a booking, whose capacity
+/// decision the caller should run again.
+///
+/// # Errors
+/// A database failure.
+pub async fn write(
+    store: &Store,
+    doc: DocumentId,
+    projection: &Projection,
+    now: i64,
+) -> Result<Option<SlotId>> {
+    match projection {
+        Projection::Nothing => return Ok(None),
+        Projection::Venue(v) => store.write_venue_records(doc, v, now).await?,
+        Projection::Booking(b) => {
+            store.write_booking_records(doc, b, now).await?;
+            return Ok(Some(b.slot));
+        }
+        Projection::ActivityLog(log) => store.write_activity_records(doc, log).await?,
+        Projection::SchoolLog(log) => store.write_school_log_records(doc, log).await?,
+    }
+    Ok(None)
+}
