@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Runs the kepu-loadgen scenarios against kepu-server and against a plain automerge-repo
-# 2.5.6 (JavaScript) sync server on this machine, one after the other, and writes
-#   benchmarks/results/<date>.json   both sets of figures and the kepu / js ratios
+# Runs the kepu-loadgen scenarios against kepu-server, a plain automerge-repo 2.5.6
+# (JavaScript) sync server and a plain samod 0.16 (Rust) sync server on this machine, one
+# after the other, and writes
+#   benchmarks/results/<date>.json   the three sets of figures and the kepu / peer ratios
 #   docs/perf-peers.svg              the comparison plot
-# and prints the ratio table.
+# and prints the table.
 #
-#   benchmarks/compare.sh [--quick] [--pg URL] [-- extra kepu-loadgen flags]
+#   benchmarks/compare.sh [--quick] [--pg URL] [--no-samod] [-- extra kepu-loadgen flags]
 #
-#   --quick    small sizes, the whole comparison in under two minutes
-#   --pg URL   run kepu-server on PostgreSQL: URL of an EMPTY database it may migrate
-#              (default: SQLite in a fresh temporary data directory)
-#   --out F    results file (default benchmarks/results/<UTC date>[-quick][-pg].json)
-#   --no-plot  do not rewrite docs/perf-peers.svg
+#   --quick     small sizes, the whole comparison in a few minutes
+#   --pg URL    run kepu-server on PostgreSQL: URL of an EMPTY database it may migrate
+#               (default: SQLite in a fresh temporary data directory)
+#   --out F     results file (default benchmarks/results/<UTC date>[-quick][-pg].json)
+#   --no-plot   do not rewrite docs/perf-peers.svg
+#   --no-samod  leave out the samod peer (and its release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +21,7 @@ quick=""
 pg_url=""
 out=""
 plot=1
+samod=1
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -34,8 +37,9 @@ while [ $# -gt 0 ]; do
       shift
       ;;
     --no-plot) plot=0 ;;
+    --no-samod) samod=0 ;;
     --) shift; extra=("$@"); break ;;
-    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -53,6 +57,12 @@ echo "== building release binaries" >&2
 cargo build --release --locked -p kepu-server -p kepu-loadgen >&2
 server_bin="$target_dir/release/kepu-server"
 loadgen_bin="$target_dir/release/kepu-loadgen"
+samod_bin="$target_dir/release/kepu-bench-samod-peer"
+if [ "$samod" = 1 ]; then
+  # Its own Cargo project (not a workspace member), built into the same target directory.
+  echo "== building the samod peer" >&2
+  cargo build --release --locked --manifest-path benchmarks/peers/samod/Cargo.toml >&2
+fi
 echo "== installing the JS peer (npm ci)" >&2
 (cd benchmarks/peers && npm ci --no-audit --no-fund --silent >&2)
 
@@ -112,6 +122,21 @@ echo "== automerge-repo 2.5.6 (pid $js_pid, node $(node --version))" >&2
 kill "$js_pid"
 wait "$js_pid" 2>/dev/null || true
 
+# ---- samod (Rust) ----
+if [ "$samod" = 1 ]; then
+  port="$(free_port)"
+  "$samod_bin" "$port" "$work/samod-data" >"$work/samod.log" 2>&1 &
+  samod_pid=$!
+  pids+=("$samod_pid")
+  wait_port "$port"
+  echo "== samod 0.16 (pid $samod_pid)" >&2
+  # The same plain automerge-repo protocol as the JS peer: the loadgen's js target.
+  "$loadgen_bin" --target js --url "ws://127.0.0.1:$port" \
+    --server-pid "$samod_pid" --json "$work/samod.json" $quick "${extra[@]}" || true
+  kill "$samod_pid"
+  wait "$samod_pid" 2>/dev/null || true
+fi
+
 # ---- results ----
 mkdir -p benchmarks/results
 suffix="${quick:+-quick}${pg_url:+-pg}"
@@ -119,12 +144,14 @@ out="${out:-benchmarks/results/$(date -u +%F)$suffix.json}"
 cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
 mem="$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
 svg="docs/perf-peers.svg"
+figures=(kepu="$work/kepu.json" js="$work/js.json")
+[ "$samod" = 1 ] && figures+=(samod="$work/samod.json")
 [ "$plot" = 1 ] || svg="$work/plot.svg"
 echo
 BENCH_MACHINE="$(nproc) cores ($cpu), $mem RAM, $(uname -s) $(uname -r | cut -d- -f1), node $(node --version)" \
 BENCH_COMMAND="benchmarks/compare.sh ${quick}${pg_url:+ --pg <url>}${extra[*]:+ -- ${extra[*]}}" \
 BENCH_DB="$db_kind" \
-  node benchmarks/report.mjs "$work/kepu.json" "$work/js.json" "$out" "$svg"
+  node benchmarks/report.mjs "$out" "$svg" "${figures[@]}"
 echo
 if [ "$plot" = 1 ]; then echo "results: $out, plot: $svg" >&2; else echo "results: $out" >&2; fi
 exit "$kepu_status"

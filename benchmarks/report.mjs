@@ -1,24 +1,32 @@
-// Combines the kepu-loadgen figures of both targets into one results file, prints the
-// kepu / js ratio table and draws the comparison plot as a standalone SVG.
-//   node report.mjs <kepu.json> <js.json> <results.json> <plot.svg>
+// Combines the kepu-loadgen figures of kepu-server and the peers it is compared with into
+// one results file, prints the table with the kepu / peer ratios and draws the comparison
+// plot as a standalone SVG.
+//   node report.mjs <results.json> <plot.svg> kepu=<kepu.json> js=<js.json> [samod=<samod.json>]
+// A peer whose figures file is missing or unreadable is shown as "-" (it did not finish).
 // Machine details come from the environment (BENCH_MACHINE, BENCH_COMMAND, BENCH_DB).
 import { readFileSync, writeFileSync } from "node:fs"
 
-const [kepuFile, jsFile, outFile, svgFile] = process.argv.slice(2)
-if (!svgFile) {
-  console.error("usage: node report.mjs <kepu.json> <js.json> <results.json> <plot.svg>")
+const [outFile, svgFile, ...named] = process.argv.slice(2)
+const files = Object.fromEntries(named.map((a) => a.split(/=(.*)/s).slice(0, 2)))
+if (!svgFile || !files.kepu || !files.js || Object.keys(files).some((k) => !["kepu", "js", "samod"].includes(k))) {
+  console.error("usage: node report.mjs <results.json> <plot.svg> kepu=<kepu.json> js=<js.json> [samod=<samod.json>]")
   process.exit(2)
 }
-const read = (f) => {
+const read = (f, required) => {
   try {
     return JSON.parse(readFileSync(f, "utf8"))
   } catch (e) {
     console.error(`cannot read figures from ${f}: ${e.message}`)
-    process.exit(1)
+    if (required) process.exit(1)
+    return null
   }
 }
-const kepu = read(kepuFile)
-const js = read(jsFile)
+const kepu = read(files.kepu, true)
+const js = read(files.js, false)
+const samod = files.samod ? read(files.samod, false) : undefined
+// The peers beside kepu, in the table's and the plot's order.
+const peers = [["js", js]]
+if (samod !== undefined) peers.push(["samod", samod])
 const get = (o, path) => path.split(".").reduce((v, k) => (v == null ? undefined : v[k]), o)
 
 // Rows: [label, path, unit, "lower" | "higher" is better]
@@ -44,18 +52,26 @@ rows.push(
 const fmt = (v) => (Number.isInteger(v) ? String(v) : fmtf(v))
 const fmtf = (v) =>
   v == null ? "-" : Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(2)
-const ratios = {}
+const ratios = Object.fromEntries(peers.map(([n]) => [n, {}]))
 const lines = []
-lines.push(`${"figure".padEnd(40)} ${"kepu".padStart(12)} ${"js".padStart(12)} ${"kepu/js".padStart(8)}`)
+lines.push(
+  `${"figure".padEnd(40)} ${"kepu".padStart(12)}` +
+    peers.map(([n]) => ` ${n.padStart(12)}`).join("") +
+    peers.map(([n]) => ` ${`kepu/${n}`.padStart(10)}`).join(""),
+)
 for (const [label, path, unit] of rows) {
   const a = get(kepu, path)
-  const b = get(js, path)
-  const ratio = typeof a === "number" && typeof b === "number" && b !== 0 ? a / b : null
-  ratios[label] = ratio
   const u = unit ? ` ${unit}` : ""
-  lines.push(
-    `${label.padEnd(40)} ${(fmt(a) + u).padStart(12)} ${(fmt(b) + u).padStart(12)} ${(ratio == null ? "-" : ratio.toFixed(2)).padStart(8)}`,
-  )
+  let line = `${label.padEnd(40)} ${(fmt(a) + u).padStart(12)}`
+  const rs = []
+  for (const [n, figs] of peers) {
+    const b = get(figs, path)
+    const ratio = typeof a === "number" && typeof b === "number" && b !== 0 ? a / b : null
+    ratios[n][label] = ratio
+    line += ` ${(fmt(b) + (b == null ? "" : u)).padStart(12)}`
+    rs.push(` ${(ratio == null ? "-" : ratio.toFixed(2)).padStart(10)}`)
+  }
+  lines.push(line + rs.join(""))
 }
 const sse = get(kepu, "scenarios.live-day.steps") ?? []
 if (sse.some((s) => s.dashboard_sse && s.dashboard_sse.count > 0)) {
@@ -74,14 +90,16 @@ const results = {
   kepu_database: process.env.BENCH_DB ?? "sqlite",
   kepu,
   js,
-  ratios_kepu_over_js: ratios,
+  ...(samod !== undefined ? { samod } : {}),
+  ratios_kepu_over_js: ratios.js,
+  ...(samod !== undefined ? { ratios_kepu_over_samod: ratios.samod } : {}),
 }
 writeFileSync(outFile, JSON.stringify(results, null, 2) + "\n")
 
 // ---- the plot: three panels ----
-const W = 960
+const W = 1000
 const H = 340
-const colors = { kepu: "#1b6ca8", js: "#e07a1f" }
+const colors = { kepu: "#1b6ca8", js: "#e07a1f", samod: "#3a9d5d" }
 const esc = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;")
 const parts = []
 const text = (x, y, s, opts = "") => parts.push(`<text x="${x}" y="${y}" ${opts}>${esc(s)}</text>`)
@@ -134,29 +152,39 @@ function panel(x0, title, yLabel, groups, series, opts = {}) {
   }
 }
 
-panel(10, "end-of-day", "check-ins/s (higher is better)", ["throughput"], {
-  kepu: [get(kepu, "scenarios.end-of-day.check_ins_per_s")],
-  js: [get(js, "scenarios.end-of-day.check_ins_per_s")],
-})
+const all = [["kepu", kepu], ...peers]
+panel(10, "end-of-day", "check-ins/s (higher is better)", ["throughput"], Object.fromEntries(
+  all.map(([n, figs]) => [n, [get(figs, "scenarios.end-of-day.check_ins_per_s")]]),
+))
 const rates = steps.map((s) => `${s.rate_per_s}/s`)
-const jsSteps = get(js, "scenarios.live-day.steps") ?? []
-panel(330, "live-day latency to observer", "ms (lower is better)", rates, {
-  "kepu p50": steps.map((s) => s.observer?.p50_ms),
-  "kepu p99": steps.map((s) => s.observer?.p99_ms),
-  "js p50": jsSteps.map((s) => s.observer?.p50_ms),
-  "js p99": jsSteps.map((s) => s.observer?.p99_ms),
-}, { lines: true })
-panel(650, "reconnect-storm", "ms per device (lower is better)", ["p50", "p99"], {
-  kepu: [get(kepu, "scenarios.reconnect-storm.per_device.p50_ms"), get(kepu, "scenarios.reconnect-storm.per_device.p99_ms")],
-  js: [get(js, "scenarios.reconnect-storm.per_device.p50_ms"), get(js, "scenarios.reconnect-storm.per_device.p99_ms")],
-})
+panel(330, "live-day latency to observer", "ms (lower is better)", rates, Object.fromEntries(
+  all.flatMap(([n, figs]) => {
+    const st = get(figs, "scenarios.live-day.steps") ?? []
+    return [
+      [`${n} p50`, st.map((s) => s.observer?.p50_ms)],
+      [`${n} p99`, st.map((s) => s.observer?.p99_ms)],
+    ]
+  }),
+), { lines: true })
+panel(650, "reconnect-storm", "ms per device (lower is better)", ["p50", "p99"], Object.fromEntries(
+  all.map(([n, figs]) => [n, [
+    get(figs, "scenarios.reconnect-storm.per_device.p50_ms"),
+    get(figs, "scenarios.reconnect-storm.per_device.p99_ms"),
+  ]]),
+))
 // Legend.
 const ly = H - 22
-parts.push(`<rect x="330" y="${ly - 10}" width="12" height="12" fill="${colors.kepu}"/>`)
-text(348, ly, "kepu-server")
-parts.push(`<rect x="450" y="${ly - 10}" width="12" height="12" fill="${colors.js}"/>`)
-text(468, ly, "automerge-repo 2.5.6 (JS)")
-text(650, ly, "dashed: p99, solid: p50", 'font-size="11"')
+const legend = {
+  kepu: "kepu-server",
+  js: "automerge-repo 2.5.6 (JS)",
+  samod: "samod 0.16 (Rust)",
+}
+all.forEach(([n], i) => {
+  const x = 10 + i * 200
+  parts.push(`<rect x="${x}" y="${ly - 10}" width="12" height="12" fill="${colors[n]}"/>`)
+  text(x + 18, ly, legend[n])
+})
+text(660, ly, "dashed: p99, solid: p50", 'font-size="11"')
 const scale = get(kepu, "scale") ?? {}
 text(10, H - 4, `end-of-day ${scale.venues}×${scale.devices_per_venue} devices × ${scale.check_ins} check-ins; storm ${get(kepu, "scenarios.reconnect-storm.devices")} devices; ${process.env.BENCH_MACHINE ?? ""}`, 'font-size="10" fill="#555"')
 
