@@ -5,10 +5,12 @@ pub mod doc_read;
 pub mod edits;
 pub mod engine;
 pub mod ids;
+#[cfg(feature = "testing")]
 pub mod mem_store;
 pub mod proof;
 pub mod rules;
 pub mod schema;
+#[cfg(feature = "testing")]
 pub mod sim;
 pub mod validate;
 pub mod wire;

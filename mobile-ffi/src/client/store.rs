@@ -1,9 +1,9 @@
 //! The device's SQLite store: one file, versioned schema upgrades (`PRAGMA user_version`),
 //! WAL with `synchronous = FULL` so that a write that returned survives a killed app or a
-//! power cut. It runs the engine's [`StorageTask`]s with the semantics of
-//! [`kepu_sync_core::mem_store::MemStore`]: `Append` is idempotent by hash, `Compact`
-//! deletes only the rows it lists, `Quarantine` moves refused changes aside (kept and
-//! shown), `Forget` drops a document.
+//! power cut. It runs the engine's [`StorageTask`]s with the semantics of the reference
+//! store `kepu_sync_core::mem_store::MemStore` (feature `testing`): `Append` is idempotent
+//! by hash, `Compact` deletes only the rows it lists, `Quarantine` moves refused changes
+//! aside (kept and shown), `Forget` drops a document.
 
 use std::path::Path;
 

@@ -8,8 +8,8 @@ use automerge::sync::{self, SyncDoc};
 use automerge::{Automerge, Change, ChangeHash, ReadDoc};
 
 use super::{
-    ConnId, DocEntry, DocMsg, Effects, Engine, Event, Mode, Pending, StorageTask, StoredChange,
-    TaskPurpose, actor,
+    ConnId, DocEntry, DocMsg, Engine, Event, Mode, Pending, StorageTask, StoredChange, TaskPurpose,
+    actor,
 };
 use crate::doc_id::DocumentId;
 use crate::edits::{self, Edit};
@@ -384,7 +384,8 @@ impl Engine {
 
     /// Writes `edit` without validating it first, as a tampered or outdated app would.
     /// The server still validates it; this exists so tests can show that it does.
-    pub fn edit_unchecked(&mut self, now: i64, doc: DocumentId, edit: &Edit) -> Effects {
+    #[cfg(feature = "testing")]
+    pub fn edit_unchecked(&mut self, now: i64, doc: DocumentId, edit: &Edit) -> super::Effects {
         self.now = now;
         let writer = self.config.writer.clone();
         if let Some(e) = self.docs.get_mut(&doc).filter(|e| e.loaded) {

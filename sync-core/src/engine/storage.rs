@@ -8,8 +8,8 @@ use automerge::sync;
 use automerge::{Automerge, Change, ChangeHash};
 
 use super::{
-    ConnId, Effects, Engine, Event, IoResult, Loaded, Mode, PeerDoc, Pending, StorageTask,
-    StoredChange, TaskId, TaskPurpose, actor,
+    ConnId, Engine, Event, IoResult, Loaded, Mode, PeerDoc, Pending, StorageTask, StoredChange,
+    TaskId, TaskPurpose, actor,
 };
 use crate::doc_id::DocumentId;
 use crate::schema::{self, DocKind};
@@ -296,8 +296,9 @@ impl Engine {
         );
     }
 
-    /// Forces compaction of a loaded document now (benchmarks, admin tools).
-    pub fn compact_now(&mut self, now: i64, doc: DocumentId) -> Effects {
+    /// Forces compaction of a loaded document now (tests and benchmarks).
+    #[cfg(feature = "testing")]
+    pub fn compact_now(&mut self, now: i64, doc: DocumentId) -> super::Effects {
         self.now = now;
         let saved = self.config.compact_after;
         self.config.compact_after = 1;
