@@ -73,9 +73,7 @@ pub async fn execute_with(
             venue,
             display_name,
         } => {
-            let role: Role = role
-                .parse()
-                .map_err(|e: crate::accounts::UnknownRole| Error::InvalidInput(e.to_string()))?;
+            let role = Role::parse_user(&role).map_err(|e| Error::InvalidInput(e.to_string()))?;
             let user = NewUser {
                 id: new_id(),
                 role,

@@ -53,6 +53,56 @@ impl Role {
     }
 }
 
+impl Role {
+    /// The roles a user can have (every role but [`Role::Server`]).
+    pub const USERS: [Self; 5] = [
+        Self::Pupil,
+        Self::Volunteer,
+        Self::Teacher,
+        Self::VenueStaff,
+        Self::BureauAdmin,
+    ];
+
+    /// Whether a user can have this role (the server's own role is not one).
+    #[must_use]
+    pub const fn is_user(self) -> bool {
+        !matches!(self, Self::Server)
+    }
+
+    /// Parses the role of a user (from a request, the admin command line or a stored
+    /// row): one of [`Role::USERS`], surrounding spaces ignored, dashes accepted for
+    /// underscores.
+    ///
+    /// # Errors
+    /// [`UnknownRole`] for any other text, `server` included.
+    pub fn parse_user(text: &str) -> Result<Self, UnknownRole> {
+        Self::parse(text.trim())
+            .filter(|r| r.is_user())
+            .ok_or(UnknownRole)
+    }
+
+    /// Deserializes the role of a user, refusing `server` (for
+    /// `#[serde(deserialize_with = "Role::deserialize_user")]`).
+    ///
+    /// # Errors
+    /// Not a string, or not the name of a user's role.
+    pub fn deserialize_user<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse_user(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A role name that is not one a user can have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role (expected pupil, volunteer, teacher, venue_staff or bureau_admin)")]
+pub struct UnknownRole;
+
 /// The identity behind a change: one device of one user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Writer {
@@ -82,5 +132,34 @@ impl Writer {
             venue: None,
             pupil: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_role_reads_back_from_its_text() {
+        for role in Role::USERS.into_iter().chain([Role::Server]) {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+            assert_eq!(role.to_string(), role.as_str());
+        }
+        assert_eq!(Role::parse_user(" venue-staff "), Ok(Role::VenueStaff));
+    }
+
+    #[test]
+    fn a_user_is_never_the_server() {
+        assert_eq!(Role::parse_user("server"), Err(UnknownRole));
+        assert_eq!(Role::parse_user("admin"), Err(UnknownRole));
+        let json = serde_json::json!({ "role": "server" });
+        #[derive(Debug, serde::Deserialize)]
+        struct Request {
+            #[serde(deserialize_with = "Role::deserialize_user")]
+            role: Role,
+        }
+        assert!(serde_json::from_value::<Request>(json).is_err());
+        let ok: Request = serde_json::from_value(serde_json::json!({ "role": "teacher" })).unwrap();
+        assert_eq!(ok.role, Role::Teacher);
     }
 }

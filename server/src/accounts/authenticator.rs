@@ -4,6 +4,7 @@
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use kepu_sync_core::ids::{DeviceId, PupilId, SchoolId, UserId, VenueId};
+use kepu_sync_core::writer::Writer;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
@@ -13,21 +14,14 @@ pub use crate::error::AuthError;
 use crate::error::Error;
 use crate::store::Store;
 
-/// Who is on the other end of a request or connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Who is on the other end of a request or connection: the core's [`Writer`], the same
+/// identity the sync engine validates a device's changes against (device, user, role,
+/// school, venue and, for a pupil, the pseudonymous pupil id, the same uuid as the user
+/// id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeviceIdentity {
-    /// The enrolled device.
-    pub device_id: DeviceId,
-    /// Its user.
-    pub user_id: UserId,
-    /// The user's role.
-    pub role: Role,
-    /// The user's school (pupils, teachers, volunteers).
-    pub school_id: Option<SchoolId>,
-    /// The user's venue (venue staff).
-    pub venue_id: Option<VenueId>,
-    /// For pupils, their pseudonymous pupil id (the same uuid as the user id).
-    pub pupil_id: Option<PupilId>,
+    /// The enrolled device and what its user is.
+    pub writer: Writer,
 }
 
 /// Checks tokens and announces revocations. Cheap to clone.
@@ -62,12 +56,14 @@ impl Authenticator {
             return Err(AuthError::Revoked);
         }
         Ok(DeviceIdentity {
-            device_id: DeviceId(record.device_id),
-            user_id: UserId(record.user_id),
-            role: record.role,
-            school_id: record.school_id.map(SchoolId),
-            venue_id: record.venue_id.map(VenueId),
-            pupil_id: (record.role == Role::Pupil).then_some(PupilId(record.user_id)),
+            writer: Writer {
+                device: DeviceId(record.device_id),
+                user: UserId(record.user_id),
+                role: record.role,
+                school: record.school_id.map(SchoolId),
+                venue: record.venue_id.map(VenueId),
+                pupil: (record.role == Role::Pupil).then_some(PupilId(record.user_id)),
+            },
         })
     }
 

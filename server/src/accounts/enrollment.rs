@@ -134,7 +134,7 @@ impl Accounts {
         caller: &DeviceIdentity,
         device_id: DeviceId,
     ) -> Result<DeviceToken> {
-        if caller.device_id != device_id {
+        if caller.writer.device != device_id {
             return Err(Error::Forbidden("a device can only rotate its own token"));
         }
         let token = DeviceToken::generate();

@@ -128,6 +128,7 @@ async fn create_venue(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UserRequest {
+    #[serde(deserialize_with = "Role::deserialize_user")]
     role: Role,
     school_id: Option<Uuid>,
     venue_id: Option<Uuid>,

@@ -8,11 +8,11 @@ use crate::app_state::AppState;
 use crate::error::Error;
 
 /// A request made with a live device's bearer token.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AuthenticatedDevice(pub DeviceIdentity);
 
 /// A request made by a bureau administrator's device.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AdminDevice(pub DeviceIdentity);
 
 impl FromRequestParts<AppState> for AuthenticatedDevice {
@@ -33,7 +33,7 @@ impl FromRequestParts<AppState> for AdminDevice {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let AuthenticatedDevice(identity) =
             AuthenticatedDevice::from_request_parts(parts, state).await?;
-        if identity.role != Role::BureauAdmin {
+        if identity.writer.role != Role::BureauAdmin {
             return Err(Error::Forbidden("only bureau administrators may do this"));
         }
         Ok(Self(identity))

@@ -56,7 +56,7 @@ async fn revoke(
     Path(id): Path<String>,
 ) -> Result<ApiJson<Revoked>> {
     let device_id = DeviceId(path_uuid(&id, "device")?);
-    if caller.role != Role::BureauAdmin && caller.device_id != device_id {
+    if caller.writer.role != Role::BureauAdmin && caller.writer.device != device_id {
         return Err(Error::Forbidden(
             "only bureau administrators may revoke other devices",
         ));

@@ -53,7 +53,7 @@ async fn day_cert(
     AuthenticatedDevice(id): AuthenticatedDevice,
     ApiJson(request): ApiJson<DayCertRequest>,
 ) -> Result<ApiJson<DayCert>> {
-    let (Role::VenueStaff, Some(venue)) = (id.role, id.venue_id) else {
+    let (Role::VenueStaff, Some(venue)) = (id.writer.role, id.writer.venue) else {
         return Err(Error::Forbidden(
             "only a venue's staff devices act as gates",
         ));
@@ -108,9 +108,12 @@ async fn pass(
         .await?
         .filter(|u| u.role == Role::Pupil)
         .ok_or_else(|| Error::not_found("pupil", pupil))?;
-    let allowed = match id.role {
-        Role::Pupil => id.pupil_id.is_some_and(|p| p.0 == pupil),
-        Role::Teacher => id.school_id.is_some_and(|s| Some(s.0) == user.school_id),
+    let allowed = match id.writer.role {
+        Role::Pupil => id.writer.pupil.is_some_and(|p| p.0 == pupil),
+        Role::Teacher => id
+            .writer
+            .school
+            .is_some_and(|s| Some(s.0) == user.school_id),
         Role::BureauAdmin => true,
         _ => false,
     };

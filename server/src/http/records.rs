@@ -32,10 +32,10 @@ struct Filter {
 
 /// The school and venue filters a device is held to.
 fn scope(id: &DeviceIdentity, f: &Filter) -> Result<(Option<String>, Option<String>)> {
-    match id.role {
+    match id.writer.role {
         Role::BureauAdmin => Ok((f.school.clone(), f.venue.clone())),
-        Role::Teacher => Ok((id.school_id.map(|s| s.to_string()), f.venue.clone())),
-        Role::VenueStaff => Ok((f.school.clone(), id.venue_id.map(|v| v.to_string()))),
+        Role::Teacher => Ok((id.writer.school.map(|s| s.to_string()), f.venue.clone())),
+        Role::VenueStaff => Ok((f.school.clone(), id.writer.venue.map(|v| v.to_string()))),
         _ => Err(Error::Forbidden(
             "only teachers, venue staff and bureau administrators read records",
         )),
@@ -43,10 +43,13 @@ fn scope(id: &DeviceIdentity, f: &Filter) -> Result<(Option<String>, Option<Stri
 }
 
 fn may_see(id: &DeviceIdentity, b: &BookingRow) -> bool {
-    match id.role {
+    match id.writer.role {
         Role::BureauAdmin => true,
-        Role::Teacher => id.school_id.is_some_and(|s| s.to_string() == b.school_id),
-        Role::VenueStaff => id.venue_id.is_some_and(|v| v.to_string() == b.venue_id),
+        Role::Teacher => id
+            .writer
+            .school
+            .is_some_and(|s| s.to_string() == b.school_id),
+        Role::VenueStaff => id.writer.venue.is_some_and(|v| v.to_string() == b.venue_id),
         _ => false,
     }
 }
@@ -117,8 +120,9 @@ async fn venue_day(
     Path(venue): Path<String>,
     Query(f): Query<Filter>,
 ) -> Result<ApiJson<VenueDay>> {
-    let allowed = id.role == Role::BureauAdmin
-        || (id.role == Role::VenueStaff && id.venue_id.is_some_and(|v| v.to_string() == venue));
+    let allowed = id.writer.role == Role::BureauAdmin
+        || (id.writer.role == Role::VenueStaff
+            && id.writer.venue.is_some_and(|v| v.to_string() == venue));
     if !allowed {
         return Err(Error::Forbidden(
             "only this venue's staff and bureau administrators",
@@ -159,7 +163,7 @@ async fn volunteer_hours(
     // Venue staff see the hours volunteers logged at their own venue, of any school,
     // and nothing logged elsewhere; teachers their school's volunteers.
     let (school, venue) = scope(&id, &f)?;
-    let venue = match id.role {
+    let venue = match id.writer.role {
         Role::VenueStaff => venue,
         _ => None,
     };

@@ -75,10 +75,10 @@ impl FromRequestParts<AppState> for WebUser {
                 .authenticate_headers(&parts.headers)
                 .await?;
             return Ok(Self {
-                user_id: d.user_id.0,
-                role: d.role,
-                venue_id: d.venue_id.map(|v| v.0),
-                school_id: d.school_id.map(|s| s.0),
+                user_id: d.writer.user.0,
+                role: d.writer.role,
+                venue_id: d.writer.venue.map(|v| v.0),
+                school_id: d.writer.school.map(|s| s.0),
             });
         }
         Err(Error::NotLoggedIn)

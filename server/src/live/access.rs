@@ -20,7 +20,7 @@ pub fn may_watch(viewer: Viewer, venue: Uuid) -> bool {
     match viewer.role {
         Role::BureauAdmin => true,
         Role::VenueStaff => viewer.venue_id == Some(venue),
-        Role::Pupil | Role::Volunteer | Role::Teacher => false,
+        Role::Pupil | Role::Volunteer | Role::Teacher | Role::Server => false,
     }
 }
 

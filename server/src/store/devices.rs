@@ -55,7 +55,7 @@ fn device_record(row: &AnyRow) -> Result<DeviceRecord> {
     Ok(DeviceRecord {
         id: rows::uuid(row, "id", "devices")?,
         user_id: rows::uuid(row, "user_id", "devices")?,
-        role: role.parse().map_err(|_| Error::Corrupt("users"))?,
+        role: Role::parse_user(&role).map_err(|_| Error::Corrupt("users"))?,
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
         last_sync_at: row.try_get("last_sync_at")?,
@@ -85,7 +85,7 @@ impl Store {
         Ok(Some(DeviceAuthRecord {
             device_id: rows::uuid(&row, "id", "devices")?,
             user_id: rows::uuid(&row, "user_id", "devices")?,
-            role: role.parse().map_err(|_| Error::Corrupt("users"))?,
+            role: Role::parse_user(&role).map_err(|_| Error::Corrupt("users"))?,
             school_id: rows::opt_uuid(&row, "school_id", "users")?,
             venue_id: rows::opt_uuid(&row, "venue_id", "users")?,
             revoked_at: row.try_get("revoked_at")?,

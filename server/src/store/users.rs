@@ -128,7 +128,7 @@ impl Store {
         let role: String = row.try_get("role")?;
         Ok(Some(User {
             id: rows::uuid(&row, "id", "users")?,
-            role: role.parse().map_err(|_| Error::Corrupt("users"))?,
+            role: Role::parse_user(&role).map_err(|_| Error::Corrupt("users"))?,
             school_id: rows::opt_uuid(&row, "school_id", "users")?,
             venue_id: rows::opt_uuid(&row, "venue_id", "users")?,
             display_name: row.try_get("display_name")?,
@@ -285,6 +285,11 @@ async fn insert_user(tx: &mut Transaction<'static, Any>, user: &NewUser, now: i6
                 ),
             ),
             Role::BureauAdmin => (None, None),
+            Role::Server => {
+                return Err(Error::InvalidInput(
+                    "a user cannot have the server's role".into(),
+                ));
+            }
         };
     if let Some(school_id) = school_id {
         require_row(tx, "schools", "school", school_id).await?;

@@ -144,7 +144,7 @@ impl Store {
         let role: String = row.try_get("role")?;
         Ok(Some(SessionRecord {
             user_id: rows::uuid(&row, "user_id", "web_sessions")?,
-            role: role.parse().map_err(|_| Error::Corrupt("users"))?,
+            role: Role::parse_user(&role).map_err(|_| Error::Corrupt("users"))?,
             school_id: rows::opt_uuid(&row, "school_id", "users")?,
             venue_id: rows::opt_uuid(&row, "venue_id", "users")?,
             expires_at: row.try_get("expires_at")?,

@@ -85,7 +85,7 @@ pub(crate) async fn upgrade(
     if ctx.hub.connections() >= ctx.limits.max_connections {
         return Error::Unavailable("too many connections").into_response();
     }
-    let Some(slot) = state.guards.sync_per_device.open(identity.device_id.0) else {
+    let Some(slot) = state.guards.sync_per_device.open(identity.writer.device.0) else {
         return Error::TooManyConnections(
             "this device has as many sync connections open as it may",
         )
@@ -147,17 +147,6 @@ fn rate_limited() -> Vec<u8> {
     .encode()
 }
 
-fn writer_of(id: &DeviceIdentity) -> kepu_sync_core::writer::Writer {
-    kepu_sync_core::writer::Writer {
-        device: id.device_id,
-        user: id.user_id,
-        role: id.role.into(),
-        school: id.school_id,
-        venue: id.venue_id,
-        pupil: id.pupil_id,
-    }
-}
-
 /// Carries out one thing the hub queued for this session; false when the session ends.
 async fn deliver(socket: &mut WebSocket, out: Option<Outbound>) -> bool {
     match out {
@@ -189,7 +178,7 @@ async fn session(
     identity: DeviceIdentity,
 ) {
     let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(4096);
-    let conn = ctx.hub.connect(writer_of(&identity), out_tx);
+    let conn = ctx.hub.connect(identity.writer.clone(), out_tx);
     state.metrics.ws_connections.inc();
     let mut ping = tokio::time::interval(ctx.limits.ping_every);
     ping.tick().await;

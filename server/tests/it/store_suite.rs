@@ -141,10 +141,10 @@ async fn identity_carries_role_school_venue_and_pupil_id(db: &TestDb) {
         .authenticate(&enrolled.token)
         .await
         .unwrap();
-    assert_eq!(identity.role, Role::Pupil);
-    assert_eq!(identity.school_id, Some(SchoolId(p.school)));
-    assert_eq!(identity.pupil_id, Some(PupilId(pupil)));
-    assert_eq!(identity.device_id, enrolled.device_id);
+    assert_eq!(identity.writer.role, Role::Pupil);
+    assert_eq!(identity.writer.school, Some(SchoolId(p.school)));
+    assert_eq!(identity.writer.pupil, Some(PupilId(pupil)));
+    assert_eq!(identity.writer.device, enrolled.device_id);
 
     let code = accounts.issue_enrollment_code(staff, 7).await.unwrap();
     let enrolled = accounts.enroll(code.code.expose(), None).await.unwrap();
@@ -153,8 +153,8 @@ async fn identity_carries_role_school_venue_and_pupil_id(db: &TestDb) {
         .authenticate(&enrolled.token)
         .await
         .unwrap();
-    assert_eq!(identity.venue_id.map(|v| v.0), Some(p.venue));
-    assert_eq!(identity.pupil_id, None);
+    assert_eq!(identity.writer.venue.map(|v| v.0), Some(p.venue));
+    assert_eq!(identity.writer.pupil, None);
     assert!(matches!(
         accounts.authenticator().authenticate("garbage").await,
         Err(AuthError::Invalid)
@@ -215,7 +215,8 @@ async fn rotation_kills_the_old_token(db: &TestDb) {
         auth.authenticate(new_token.expose())
             .await
             .unwrap()
-            .device_id,
+            .writer
+            .device,
         enrolled.device_id
     );
     let other = DeviceId(new_id());

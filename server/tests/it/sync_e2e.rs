@@ -77,7 +77,7 @@ async fn device(
     let writer = Writer {
         device: device_id.parse::<DeviceId>().unwrap(),
         user: UserId(u),
-        role: role.into(),
+        role,
         school: school.map(SchoolId),
         venue: venue.map(VenueId),
         pupil: (role == Role::Pupil).then_some(PupilId(u)),

@@ -47,7 +47,7 @@ impl Enroller {
         let writer = Writer {
             device: device_id.parse::<DeviceId>().expect("device id"),
             user: UserId(u),
-            role: role.into(),
+            role,
             school: school.map(SchoolId),
             venue: venue.map(VenueId),
             pupil: (role == Role::Pupil).then_some(PupilId(u)),
