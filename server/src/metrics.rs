@@ -29,6 +29,9 @@ pub struct Metrics {
     /// Connections closed because their outbound queue was full
     /// (`kepu_slow_peers_closed_total`).
     pub slow_peers_closed_total: IntCounter,
+    /// Stored snapshots and change rows that did not parse when their document was
+    /// loaded (`kepu_stored_unreadable_total`); anything above zero needs a look.
+    pub stored_unreadable_total: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -87,6 +90,11 @@ impl Metrics {
         )?;
         registry.register(Box::new(http_requests_total.clone()))?;
         registry.register(Box::new(slow_peers_closed_total.clone()))?;
+        let stored_unreadable_total = IntCounter::new(
+            "kepu_stored_unreadable_total",
+            "Stored snapshots and change rows that did not parse when loaded",
+        )?;
+        registry.register(Box::new(stored_unreadable_total.clone()))?;
         // Make the labelled series visible before the first event.
         for direction in ["in", "out"] {
             sync_messages_total.with_label_values(&[direction]);
@@ -102,6 +110,7 @@ impl Metrics {
             batch_size,
             http_requests_total,
             slow_peers_closed_total,
+            stored_unreadable_total,
         })
     }
 

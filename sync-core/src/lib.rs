@@ -12,6 +12,7 @@ pub mod rules;
 pub mod schema;
 #[cfg(feature = "testing")]
 pub mod sim;
+pub mod stored;
 pub mod validate;
 pub mod wire;
 pub mod writer;

@@ -723,16 +723,11 @@ fn drive(
 
 fn load_doc(store: &Store, doc: &DocumentId) -> Result<Option<Automerge>> {
     let loaded = store.load(doc)?;
-    let mut d = match &loaded.snapshot {
-        Some(s) => Automerge::load(s).unwrap_or_default(),
-        None => Automerge::new(),
-    };
-    let changes: Vec<automerge::Change> = loaded
-        .changes
-        .into_iter()
-        .filter_map(|c| automerge::Change::from_bytes(c.bytes).ok())
-        .collect();
-    let _ = d.apply_changes(changes);
+    let restored = kepu_sync_core::stored::restore(loaded.snapshot.as_deref(), loaded.changes);
+    for problem in &restored.problems {
+        tracing::error!(doc = %doc, problem = %problem, "stored document partly unreadable");
+    }
+    let d = restored.doc;
     if d.get_heads().is_empty() {
         return Ok(None);
     }

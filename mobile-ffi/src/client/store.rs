@@ -561,16 +561,21 @@ fn load_whole(tx: &Transaction<'_>, doc: &DocumentId) -> Result<automerge::Autom
         )
         .optional()?
         .flatten();
-    let mut d = snapshot
-        .and_then(|s| automerge::Automerge::load(&s).ok())
-        .unwrap_or_default();
-    let mut stmt = tx.prepare_cached("SELECT bytes FROM changes WHERE doc_id = ?1")?;
-    let changes: Vec<automerge::Change> = stmt
-        .query_map([doc_key(doc)], |r| r.get::<_, Vec<u8>>(0))?
-        .filter_map(|b| automerge::Change::from_bytes(b.ok()?).ok())
-        .collect();
-    let _ = d.apply_changes(changes);
-    Ok(d)
+    let mut stmt = tx.prepare_cached("SELECT hash, bytes FROM changes WHERE doc_id = ?1")?;
+    let rows = stmt
+        .query_map([doc_key(doc)], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let changes = rows.into_iter().map(|(hash, bytes)| StoredChange {
+        hash: ChangeHash(hash.try_into().unwrap_or([0; 32])),
+        bytes,
+    });
+    let restored = kepu_sync_core::stored::restore(snapshot.as_deref(), changes);
+    for problem in &restored.problems {
+        tracing::error!(doc = %doc, problem = %problem, "stored document partly unreadable");
+    }
+    Ok(restored.doc)
 }
 
 fn touch(tx: &Transaction<'_>, doc: &DocumentId, kind: Option<DocKind>, now: i64) -> Result<()> {

@@ -2,7 +2,7 @@
 //! rebuild-projections`): venues first (bookings read their slots), then the rest; and,
 //! at start, recomputing the records a crash left behind their documents.
 
-use automerge::{Automerge, Change};
+use automerge::Automerge;
 use kepu_sync_core::doc_id::DocumentId;
 
 use super::project::{Projection, project};
@@ -17,18 +17,11 @@ use crate::store::Store;
 /// A database failure.
 pub async fn load(store: &Store, doc: DocumentId) -> Result<Automerge> {
     let loaded = store.load_document(doc).await?;
-    let mut d = loaded
-        .snapshot
-        .as_deref()
-        .and_then(|s| Automerge::load(s).ok())
-        .unwrap_or_default();
-    let changes: Vec<Change> = loaded
-        .changes
-        .into_iter()
-        .filter_map(|c| Change::from_bytes(c.bytes).ok())
-        .collect();
-    let _ = d.apply_changes(changes);
-    Ok(d)
+    let restored = kepu_sync_core::stored::restore(loaded.snapshot.as_deref(), loaded.changes);
+    for problem in &restored.problems {
+        tracing::error!(doc = %doc, problem = %problem, "stored document partly unreadable");
+    }
+    Ok(restored.doc)
 }
 
 /// Recomputes every projection. Returns the number of documents projected.

@@ -342,6 +342,15 @@ async fn dispatch(
             Event::StorageFailed { doc, error } => {
                 tracing::error!(doc = %doc, error = %error, "storage failed");
             }
+            Event::LoadProblems { doc, problems } => {
+                state
+                    .metrics
+                    .stored_unreadable_total
+                    .inc_by(problems.len() as u64);
+                for problem in problems {
+                    tracing::error!(doc = %doc, problem = %problem, "stored document partly unreadable");
+                }
+            }
             _ => {}
         }
     }

@@ -174,6 +174,14 @@ pub enum Event {
         /// Why (no personal data).
         error: String,
     },
+    /// Part of a stored document could not be read when it was loaded (a snapshot or
+    /// change rows that do not parse); the rest was loaded. The host logs and counts it.
+    LoadProblems {
+        /// Document.
+        doc: DocumentId,
+        /// What could not be read (hashes and automerge's reasons, no content).
+        problems: Vec<crate::stored::LoadProblem>,
+    },
     /// A storage task failed.
     StorageFailed {
         /// Document.

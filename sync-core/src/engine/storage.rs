@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashSet};
 
 use automerge::sync;
-use automerge::{Automerge, Change, ChangeHash};
+use automerge::ChangeHash;
 
 use super::{
     ConnId, Engine, Event, IoResult, Loaded, Mode, PeerDoc, Pending, StorageTask, StoredChange,
@@ -163,23 +163,15 @@ impl Engine {
             }
             IoResult::Done => Loaded::default(),
         };
-        let mut d = Automerge::new().with_actor(actor.clone());
-        if let Some(s) = &loaded.snapshot
-            && let Ok(l) = Automerge::load(s)
-        {
-            d = l.with_actor(actor);
+        let restored = crate::stored::restore(loaded.snapshot.as_deref(), loaded.changes);
+        e.doc = restored.doc.with_actor(actor);
+        e.stored_rows = restored.rows;
+        if !restored.problems.is_empty() {
+            self.fx.events.push(Event::LoadProblems {
+                doc,
+                problems: restored.problems,
+            });
         }
-        let mut rows = Vec::with_capacity(loaded.changes.len());
-        let mut parsed = Vec::with_capacity(loaded.changes.len());
-        for c in loaded.changes {
-            if let Ok(ch) = Change::from_bytes(c.bytes) {
-                rows.push(c.hash);
-                parsed.push(ch);
-            }
-        }
-        let _ = d.apply_changes(parsed);
-        e.doc = d;
-        e.stored_rows = rows;
         e.saved_states = loaded.sync_states.into_iter().collect();
         e.loaded = true;
         if self.config.mode == Mode::Client && !e.doc.get_heads().is_empty() {
