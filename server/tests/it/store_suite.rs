@@ -51,6 +51,7 @@ macro_rules! all_cases {
                 admin_cli_bootstraps_an_admin_and_imports_pupils,
                 one_failing_storage_task_fails_only_itself,
                 a_bookings_roster_is_written_with_its_records_and_rebuilt,
+                a_database_from_before_rosters_gets_them_at_start,
             ]
         );
     };
@@ -727,4 +728,68 @@ async fn a_bookings_roster_is_written_with_its_records_and_rebuilt(db: &TestDb) 
         store.booking_roster(&other).await.unwrap().is_empty(),
         "an unknown booking has nobody on its roster"
     );
+}
+
+async fn a_database_from_before_rosters_gets_them_at_start(db: &TestDb) {
+    use kepu_sync_core::edits::{Edit, apply_unchecked};
+    use kepu_sync_core::ids::{SlotId, UserId, VenueId};
+    use kepu_sync_core::writer::{Role as WriterRole, Writer};
+    use uuid::Uuid;
+
+    // A booking stored and projected, its records up to date with its document.
+    let teacher = Writer {
+        device: DeviceId(Uuid::from_u128(1)),
+        user: UserId(Uuid::from_u128(2)),
+        role: WriterRole::Teacher,
+        school: Some(SchoolId(Uuid::from_u128(3))),
+        venue: None,
+        pupil: None,
+    };
+    let doc = kepu_sync_core::doc_id::DocumentId::from_bytes([9; 16]);
+    let mut d = automerge::Automerge::new();
+    let create = Edit::CreateBooking {
+        venue: VenueId(Uuid::from_u128(4)),
+        slot: SlotId(Uuid::from_u128(5)),
+        school: SchoolId(Uuid::from_u128(3)),
+        party_size: 2,
+        roster: vec![PupilId(Uuid::from_u128(11)), PupilId(Uuid::from_u128(12))],
+    };
+    apply_unchecked(&mut d, &teacher, now_ms(), &create).unwrap();
+    store_booking_changes(&db.store, doc, &d, &[]).await;
+    let projection = kepu_server::records::project(doc, &d);
+    kepu_server::records::write(&db.store, doc, &projection, now_ms())
+        .await
+        .unwrap();
+    db.store.mark_projected(doc, &d.get_heads()).await.unwrap();
+    assert!(db.store.stale_projections().await.unwrap().is_empty());
+
+    // Take the database back to before the roster table (migration 0008).
+    for q in [
+        "DROP TABLE proj_rosters",
+        "DELETE FROM _sqlx_migrations WHERE version = 8",
+    ] {
+        sqlx::query(q).execute(db.store.pool()).await.unwrap();
+    }
+
+    // The upgraded server opens it and, before serving, recomputes the booking's records.
+    let upgraded = Store::open(&db.url, None).await.unwrap();
+    assert_eq!(
+        kepu_server::records::reproject_stale(&upgraded)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        upgraded.booking_roster(&doc.to_string()).await.unwrap(),
+        vec![Uuid::from_u128(11), Uuid::from_u128(12)],
+        "the roster is there for the dashboard"
+    );
+    assert_eq!(
+        kepu_server::records::reproject_stale(&upgraded)
+            .await
+            .unwrap(),
+        0,
+        "only once"
+    );
+    upgraded.close().await;
 }
