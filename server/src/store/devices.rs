@@ -1,12 +1,12 @@
 //! Enrolled devices: token hashes, revocation, last sync and pending refusals.
 
+use kepu_sync_core::writer::Role;
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
 use super::rows;
-use crate::accounts::Role;
 use crate::error::{Error, Result};
 use crate::store::Store;
 

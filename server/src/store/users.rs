@@ -1,11 +1,11 @@
 //! Users, pupils' anonymous counts and erasure.
 
+use kepu_sync_core::writer::Role;
 use sqlx::{Any, Row, Transaction};
 use uuid::Uuid;
 
 use super::geo::require_row;
 use super::rows;
-use crate::accounts::Role;
 use crate::error::{Error, Result};
 use crate::store::Store;
 

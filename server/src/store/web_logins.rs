@@ -1,10 +1,10 @@
 //! Web logins (login name, password hash) and browser sessions (cookie token hashes).
 
+use kepu_sync_core::writer::Role;
 use sqlx::Row;
 use uuid::Uuid;
 
 use super::rows;
-use crate::accounts::Role;
 use crate::error::{Error, Result};
 use crate::store::Store;
 
