@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use automerge::sync;
 use automerge::ChangeHash;
+use automerge::sync;
 
 use super::{
     ConnId, Engine, Event, IoResult, Loaded, Mode, PeerDoc, Pending, StorageTask, StoredChange,
