@@ -692,3 +692,7 @@ pub fn apply_unchecked(
     .map(|ok| ok.hash)
     .map_err(|f| EditError::Automerge(f.error.to_string()))
 }
+
+#[cfg(test)]
+#[path = "edits_tests.rs"]
+mod tests;

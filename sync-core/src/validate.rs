@@ -994,3 +994,7 @@ fn check_school_log(
         _ => Err(RefusalCode::UnknownField),
     }
 }
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;

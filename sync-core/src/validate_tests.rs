@@ -1,0 +1,463 @@
+//! Each refusal `validate` can give, on a minimal document: the code a device is shown and
+//! the path it names. (`depends-on-refused`, `access-lost` and `foreign-actor` come from
+//! the engine, not from these rules, and are tested there.)
+
+use automerge::transaction::{Transactable, Transaction};
+use automerge::{Automerge, ObjId, ObjType, ROOT};
+use uuid::Uuid;
+
+use super::{MAX_TEXT_CHARS, ProofCheck, Refusal, RefusalCode, validate, validate_patches_with};
+use crate::edits::{Edit, apply_unchecked};
+use crate::ids::{DeviceId, PupilId, SchoolId, SlotId, UserId, VenueId};
+use crate::schema::booking::ScanMethod;
+use crate::writer::{Role, Writer};
+
+const NOW: i64 = 1_767_225_600_000;
+const SCHOOL: SchoolId = SchoolId(Uuid::from_u128(1));
+const VENUE: VenueId = VenueId(Uuid::from_u128(2));
+const SLOT: SlotId = SlotId(Uuid::from_u128(3));
+
+fn pupil(n: u128) -> PupilId {
+    PupilId(Uuid::from_u128(300 + n))
+}
+
+fn writer(n: u128, role: Role) -> Writer {
+    Writer {
+        device: DeviceId(Uuid::from_u128(100 + n)),
+        user: UserId(Uuid::from_u128(200 + n)),
+        role,
+        school: matches!(role, Role::Teacher | Role::Volunteer | Role::Pupil).then_some(SCHOOL),
+        venue: (role == Role::VenueStaff).then_some(VENUE),
+        pupil: (role == Role::Pupil).then_some(pupil(n)),
+    }
+}
+
+fn teacher() -> Writer {
+    writer(1, Role::Teacher)
+}
+
+fn staff() -> Writer {
+    writer(2, Role::VenueStaff)
+}
+
+fn volunteer() -> Writer {
+    writer(3, Role::Volunteer)
+}
+
+fn server() -> Writer {
+    Writer::server(DeviceId(Uuid::from_u128(9)))
+}
+
+/// A booking for pupils 1 and 2, made by the teacher.
+fn booking() -> Automerge {
+    let mut doc = Automerge::new();
+    let edit = Edit::CreateBooking {
+        venue: VENUE,
+        slot: SLOT,
+        school: SCHOOL,
+        party_size: 2,
+        roster: vec![pupil(1), pupil(2)],
+    };
+    apply_unchecked(&mut doc, &teacher(), NOW, &edit).unwrap();
+    doc
+}
+
+fn activity_log() -> Automerge {
+    let mut doc = Automerge::new();
+    let create = Edit::CreateActivityLog {
+        volunteer: volunteer().user,
+        school: Some(SCHOOL),
+    };
+    apply_unchecked(&mut doc, &volunteer(), NOW, &create).unwrap();
+    let log = Edit::LogActivity {
+        activity_id: "a-1".into(),
+        venue: VENUE,
+        activity_kind: "guided_tour".into(),
+        start: NOW,
+        minutes: 45,
+        description: "讲解".into(),
+    };
+    apply_unchecked(&mut doc, &volunteer(), NOW, &log).unwrap();
+    doc
+}
+
+fn venue() -> Automerge {
+    let mut doc = Automerge::new();
+    apply_unchecked(
+        &mut doc,
+        &server(),
+        NOW,
+        &Edit::CreateVenue { venue: VENUE },
+    )
+    .unwrap();
+    doc
+}
+
+/// `edit` by `by` on a copy of `doc`, as the server would validate it.
+fn edit(doc: &Automerge, by: &Writer, edit: &Edit) -> Result<(), Refusal> {
+    let mut d = doc.fork();
+    let before = d.get_heads();
+    apply_unchecked(&mut d, by, NOW + 1000, edit).unwrap();
+    validate(&d, &before, by)
+}
+
+/// Raw automerge writes by `by` on a copy of `doc` (what a tampered or foreign client
+/// could send), as the server would validate them.
+fn raw(doc: &Automerge, by: &Writer, f: impl FnOnce(&mut Transaction<'_>)) -> Result<(), Refusal> {
+    let mut d = doc.fork();
+    let before = d.get_heads();
+    let mut tx = d.transaction();
+    f(&mut tx);
+    tx.commit();
+    validate(&d, &before, by)
+}
+
+fn map(tx: &Transaction<'_>, parent: &ObjId, key: &str) -> ObjId {
+    crate::doc_read::map(tx, parent, key).expect("map exists")
+}
+
+fn refused(result: Result<(), Refusal>, code: RefusalCode, path: &str) {
+    assert_eq!(
+        result,
+        Err(Refusal {
+            code,
+            path: path.to_owned()
+        })
+    );
+}
+
+fn check_in(pupil: PupilId, method: ScanMethod, proof: Option<&str>) -> Edit {
+    Edit::CheckIn {
+        pupil,
+        scan_id: "s-1".into(),
+        method,
+        proof: proof.map(str::to_owned),
+    }
+}
+
+#[test]
+fn the_same_edits_by_the_right_writers_pass() {
+    let doc = booking();
+    assert_eq!(
+        edit(
+            &doc,
+            &staff(),
+            &check_in(pupil(1), ScanMethod::Manual, None)
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        edit(
+            &doc,
+            &teacher(),
+            &Edit::AddToRoster {
+                pupils: vec![pupil(3)]
+            }
+        ),
+        Ok(())
+    );
+    let decide = Edit::Decide {
+        status: crate::schema::booking::Status::Confirmed,
+        wait_position: None,
+    };
+    assert_eq!(edit(&doc, &server(), &decide), Ok(()));
+}
+
+#[test]
+fn role_may_not_write_venue_staff_change_a_roster() {
+    let result = edit(
+        &booking(),
+        &staff(),
+        &Edit::AddToRoster {
+            pupils: vec![pupil(3)],
+        },
+    );
+    refused(
+        result,
+        RefusalCode::RoleMayNotWrite,
+        &format!("roster/{}", pupil(3)),
+    );
+}
+
+#[test]
+fn status_is_server_only_a_teacher_cannot_confirm_their_own_booking() {
+    let decide = Edit::Decide {
+        status: crate::schema::booking::Status::Confirmed,
+        wait_position: None,
+    };
+    refused(
+        edit(&booking(), &teacher(), &decide),
+        RefusalCode::StatusIsServerOnly,
+        "decided_at",
+    );
+}
+
+#[test]
+fn not_own_device_a_scan_under_another_devices_key() {
+    let other = DeviceId(Uuid::from_u128(555));
+    let result = raw(&booking(), &staff(), |tx| {
+        let ins = map(tx, &ROOT, "check_ins");
+        tx.put_object(&ins, format!("{}/{other}", pupil(1)), ObjType::Map)
+            .unwrap();
+    });
+    refused(
+        result,
+        RefusalCode::NotOwnDevice,
+        &format!("check_ins/{}/{other}", pupil(1)),
+    );
+}
+
+#[test]
+fn not_own_pupil_a_pupil_checks_in_a_classmate() {
+    let phone = writer(1, Role::Pupil);
+    let result = edit(
+        &booking(),
+        &phone,
+        &check_in(pupil(2), ScanMethod::GateCode, None),
+    );
+    refused(
+        result,
+        RefusalCode::NotOwnPupil,
+        &format!("check_ins/{}/{}", pupil(2), phone.device),
+    );
+}
+
+#[test]
+fn not_on_roster_a_pupil_checks_in_on_someone_elses_visit() {
+    let phone = writer(3, Role::Pupil);
+    let result = edit(
+        &booking(),
+        &phone,
+        &check_in(pupil(3), ScanMethod::GateCode, None),
+    );
+    refused(
+        result,
+        RefusalCode::NotOnRoster,
+        &format!("check_ins/{}/{}", pupil(3), phone.device),
+    );
+}
+
+#[test]
+fn other_venue_staff_of_another_venue_cancel_a_booking() {
+    let elsewhere = Writer {
+        venue: Some(VenueId(Uuid::from_u128(99))),
+        ..staff()
+    };
+    refused(
+        edit(&booking(), &elsewhere, &Edit::CancelBooking),
+        RefusalCode::OtherVenue,
+        "cancelled_at",
+    );
+}
+
+#[test]
+fn other_school_a_teacher_of_another_school_adds_a_note() {
+    let elsewhere = Writer {
+        school: Some(SchoolId(Uuid::from_u128(99))),
+        ..teacher()
+    };
+    let note = Edit::AddNote {
+        note_id: "n-1".into(),
+        text: "weather".into(),
+    };
+    refused(
+        edit(&booking(), &elsewhere, &note),
+        RefusalCode::OtherSchool,
+        "notes/n-1",
+    );
+}
+
+#[test]
+fn not_owner_a_volunteer_logs_into_someone_elses_log() {
+    let other = writer(4, Role::Volunteer);
+    let log = Edit::LogActivity {
+        activity_id: "a-2".into(),
+        venue: VENUE,
+        activity_kind: "guided_tour".into(),
+        start: NOW,
+        minutes: 600,
+        description: "x".into(),
+    };
+    refused(
+        edit(&activity_log(), &other, &log),
+        RefusalCode::NotOwner,
+        "activities/a-2",
+    );
+}
+
+#[test]
+fn scan_immutable_a_recorded_scan_time_is_rewritten() {
+    let gate = staff();
+    let mut doc = booking();
+    apply_unchecked(
+        &mut doc,
+        &gate,
+        NOW,
+        &check_in(pupil(1), ScanMethod::Manual, None),
+    )
+    .unwrap();
+    let key = format!("{}/{}", pupil(1), gate.device);
+    let result = raw(&doc, &gate, |tx| {
+        let ins = map(tx, &ROOT, "check_ins");
+        let per = map(tx, &ins, &key);
+        let scan = map(tx, &per, "s-1");
+        tx.put(
+            &scan,
+            "at",
+            automerge::ScalarValue::Timestamp(NOW - 3_600_000),
+        )
+        .unwrap();
+    });
+    refused(
+        result,
+        RefusalCode::ScanImmutable,
+        &format!("check_ins/{key}/s-1/at"),
+    );
+}
+
+#[test]
+fn no_delete_a_check_in_is_removed() {
+    let gate = staff();
+    let mut doc = booking();
+    apply_unchecked(
+        &mut doc,
+        &gate,
+        NOW,
+        &check_in(pupil(1), ScanMethod::Manual, None),
+    )
+    .unwrap();
+    let key = format!("{}/{}", pupil(1), gate.device);
+    let result = raw(&doc, &gate, |tx| {
+        let ins = map(tx, &ROOT, "check_ins");
+        let per = map(tx, &ins, &key);
+        tx.delete(&per, "s-1").unwrap();
+    });
+    refused(
+        result,
+        RefusalCode::NoDelete,
+        &format!("check_ins/{key}/s-1"),
+    );
+}
+
+#[test]
+fn unknown_field_a_field_the_schema_does_not_have() {
+    let result = raw(&booking(), &teacher(), |tx| {
+        tx.put(ROOT, "colour", "blue").unwrap();
+    });
+    refused(result, RefusalCode::UnknownField, "colour");
+}
+
+#[test]
+fn immutable_field_a_booking_moves_to_another_school() {
+    let result = raw(&booking(), &teacher(), |tx| {
+        tx.put(ROOT, "school", Uuid::from_u128(99).to_string())
+            .unwrap();
+    });
+    refused(result, RefusalCode::ImmutableField, "school");
+}
+
+#[test]
+fn may_not_create_venue_staff_create_a_booking() {
+    let mut doc = Automerge::new();
+    let create = Edit::CreateBooking {
+        venue: VENUE,
+        slot: SLOT,
+        school: SCHOOL,
+        party_size: 2,
+        roster: vec![],
+    };
+    apply_unchecked(&mut doc, &staff(), NOW, &create).unwrap();
+    refused(
+        validate(&doc, &[], &staff()),
+        RefusalCode::MayNotCreate,
+        "booking",
+    );
+}
+
+#[test]
+fn malformed_value_a_note_that_is_not_one_of_the_codes() {
+    let note = Edit::AddNote {
+        note_id: "n-1".into(),
+        text: "王小明 was late".into(),
+    };
+    refused(
+        edit(&booking(), &teacher(), &note),
+        RefusalCode::MalformedValue,
+        "notes/n-1/text",
+    );
+}
+
+#[test]
+fn unknown_kind_a_document_without_a_kind() {
+    let doc = Automerge::new();
+    let result = raw(&doc, &teacher(), |tx| {
+        tx.put(ROOT, "anything", 1).unwrap();
+    });
+    refused(result, RefusalCode::UnknownKind, "");
+}
+
+#[test]
+fn bad_proof_a_gate_code_check_in_whose_proof_does_not_verify() {
+    let phone = writer(1, Role::Pupil);
+    let mut doc = booking();
+    let before = doc.get_heads();
+    apply_unchecked(
+        &mut doc,
+        &phone,
+        NOW + 1000,
+        &check_in(pupil(1), ScanMethod::GateCode, Some("KPE1.forged")),
+    )
+    .unwrap();
+    let patches = doc.diff(&before, &doc.get_heads());
+    let checks = ProofCheck {
+        server_key: Some(crate::proof::ServerSigner::from_seed([7; 32]).public()),
+        ..ProofCheck::default()
+    };
+    assert_eq!(
+        validate(&doc, &before, &phone),
+        Ok(()),
+        "without the server's key the phone trusts its own scan"
+    );
+    refused(
+        validate_patches_with(&doc, false, &patches, &phone, &checks),
+        RefusalCode::BadProof,
+        &format!("check_ins/{}/{}/s-1", pupil(1), phone.device),
+    );
+}
+
+#[test]
+fn too_long_a_slot_label_longer_than_a_text_field_allows() {
+    let put = Edit::PutSlot {
+        slot: SLOT,
+        start: NOW,
+        end: NOW + 3_600_000,
+        capacity: 40,
+        label: "长".repeat(MAX_TEXT_CHARS + 1),
+    };
+    refused(
+        edit(&venue(), &staff(), &put),
+        RefusalCode::TooLong,
+        &format!("slots/{SLOT}/label"),
+    );
+}
+
+#[test]
+fn activity_confirmed_a_claim_is_raised_after_staff_confirmed_it() {
+    let mut doc = activity_log();
+    let confirm = Edit::ConfirmActivity {
+        activity_id: "a-1".into(),
+        approved: true,
+        minutes: None,
+    };
+    apply_unchecked(&mut doc, &staff(), NOW, &confirm).unwrap();
+    let result = raw(&doc, &volunteer(), |tx| {
+        let acts = map(tx, &ROOT, "activities");
+        let a = map(tx, &acts, "a-1");
+        tx.put(&a, "minutes", 600).unwrap();
+    });
+    refused(
+        result,
+        RefusalCode::ActivityConfirmed,
+        "activities/a-1/minutes",
+    );
+}
