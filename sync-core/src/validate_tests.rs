@@ -117,13 +117,8 @@ fn map(tx: &Transaction<'_>, parent: &ObjId, key: &str) -> ObjId {
 }
 
 fn refused(result: Result<(), Refusal>, code: RefusalCode, path: &str) {
-    assert_eq!(
-        result,
-        Err(Refusal {
-            code,
-            path: path.to_owned()
-        })
-    );
+    let refusal = result.expect_err("the change is refused");
+    assert_eq!((refusal.code, refusal.path.as_str()), (code, path));
 }
 
 fn check_in(pupil: PupilId, method: ScanMethod, proof: Option<&str>) -> Edit {
