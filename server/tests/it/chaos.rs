@@ -10,19 +10,9 @@ use kepu_loadgen::chaos::ServerSpec;
 
 use crate::support::{Db, TestDb};
 
-mod sqlite {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn three_sigkills_during_end_of_day_lose_no_acknowledged_check_in() {
-        super::scenario(crate::support::Db::Sqlite).await;
-    }
-}
-
-mod postgres {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn three_sigkills_during_end_of_day_lose_no_acknowledged_check_in() {
-        super::scenario(crate::support::Db::Postgres).await;
-    }
-}
+crate::support::on_both_databases!(
+    multi_thread kind: three_sigkills_during_end_of_day_lose_no_acknowledged_check_in
+);
 
 fn tiny() -> Scale {
     let mut s = Scale::quick();
@@ -38,7 +28,7 @@ fn tiny() -> Scale {
     s
 }
 
-async fn scenario(kind: Db) {
+async fn three_sigkills_during_end_of_day_lose_no_acknowledged_check_in(kind: Db) {
     let db = TestDb::new(kind).await;
     let scratch = tempfile::tempdir().expect("scratch dir");
     let spec = ServerSpec {

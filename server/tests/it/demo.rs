@@ -133,12 +133,4 @@ async fn the_demo_shows_a_live_class_and_full_reports(db: Db) {
     db.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite() {
-    the_demo_shows_a_live_class_and_full_reports(Db::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres() {
-    the_demo_shows_a_live_class_and_full_reports(Db::Postgres).await;
-}
+crate::support::on_both_databases!(multi_thread kind: the_demo_shows_a_live_class_and_full_reports);

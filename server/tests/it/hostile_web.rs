@@ -20,28 +20,8 @@ use tokio_tungstenite::tungstenite::Message as Ws;
 use crate::support::{Db, TestServer, error_code, place, user};
 use crate::sync_client::open_socket;
 
-macro_rules! both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case(crate::support::Db::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case(crate::support::Db::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-both_backends!(
+crate::support::on_both_databases!(
+    kind:
     parallel_guesses_on_one_name_stop_at_the_lock,
     one_address_cannot_guess_across_many_names,
     enrollment_guesses_are_limited_per_address,

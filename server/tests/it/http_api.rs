@@ -5,45 +5,20 @@ use serde_json::{Value, json};
 
 use crate::support::{TestServer, error_code, place, user};
 
-macro_rules! http_suite {
-    ($backend:ident, $db:expr, [$($case:ident),* $(,)?]) => {
-        mod $backend {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let server = crate::support::TestServer::start($db).await;
-                    super::$case(&server).await;
-                    server.finish().await;
-                }
-            )*
-        }
-    };
-}
-
-macro_rules! all_cases {
-    ($backend:ident, $db:expr) => {
-        http_suite!(
-            $backend,
-            $db,
-            [
-                health_ready_and_metrics_answer,
-                enrollment_code_works_once,
-                bad_token_is_401_in_the_json_shape,
-                malformed_requests_get_the_json_shape,
-                revoked_device_is_refused,
-                rotation_kills_the_old_token,
-                admin_routes_need_a_bureau_admin,
-                admin_builds_a_province_and_issues_codes,
-                csv_import_reports_bad_rows_and_keeps_good_ones,
-                erasure_keeps_the_school_count,
-                venues_are_public,
-            ]
-        );
-    };
-}
-
-all_cases!(sqlite, crate::support::Db::Sqlite);
-all_cases!(postgres, crate::support::Db::Postgres);
+crate::support::on_both_databases!(
+    server:
+    health_ready_and_metrics_answer,
+    enrollment_code_works_once,
+    bad_token_is_401_in_the_json_shape,
+    malformed_requests_get_the_json_shape,
+    revoked_device_is_refused,
+    rotation_kills_the_old_token,
+    admin_routes_need_a_bureau_admin,
+    admin_builds_a_province_and_issues_codes,
+    csv_import_reports_bad_rows_and_keeps_good_ones,
+    erasure_keeps_the_school_count,
+    venues_are_public,
+);
 
 async fn health_ready_and_metrics_answer(s: &TestServer) {
     let health = s.http.get(s.url("/healthz")).send().await.unwrap();

@@ -19,19 +19,9 @@ use crate::support::{Db, TestDb, place};
 use crate::sync_client::Device;
 use crate::world::{Enroller, check_in, create_booking, new_doc, publish_slot, pupils, scan_ids};
 
-mod sqlite {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn acknowledged_check_ins_survive_sigkill_mid_sync_and_devices_converge() {
-        super::scenario(crate::support::Db::Sqlite).await;
-    }
-}
-
-mod postgres {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn acknowledged_check_ins_survive_sigkill_mid_sync_and_devices_converge() {
-        super::scenario(crate::support::Db::Postgres).await;
-    }
-}
+crate::support::on_both_databases!(
+    multi_thread kind: acknowledged_check_ins_survive_sigkill_mid_sync_and_devices_converge
+);
 
 /// A `kepu-server` child process; killed when dropped.
 pub(crate) struct ServerProcess {
@@ -207,7 +197,7 @@ async fn online(
     }
 }
 
-async fn scenario(kind: Db) {
+async fn acknowledged_check_ins_survive_sigkill_mid_sync_and_devices_converge(kind: Db) {
     let db = TestDb::new(kind).await;
     // Places exist before the first start, so the server creates the venue document.
     let p = place(&db.store).await;

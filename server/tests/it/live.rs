@@ -18,41 +18,16 @@ use crate::support::{TestServer, error_code, place, user};
 use crate::sync_client::Device;
 use crate::world::{Enroller, check_in, create_booking, new_doc};
 
-macro_rules! live_suite {
-    ($backend:ident, $db:expr, [$($case:ident),* $(,)?]) => {
-        mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let server = crate::support::TestServer::start($db).await;
-                    super::$case(&server).await;
-                    server.finish().await;
-                }
-            )*
-        }
-    };
-}
-
-macro_rules! all_live_cases {
-    ($backend:ident, $db:expr) => {
-        live_suite!(
-            $backend,
-            $db,
-            [
-                the_snapshot_shows_what_devices_synced,
-                the_event_stream_sends_a_new_snapshot_within_a_second_of_a_sync,
-                only_the_venues_staff_and_bureau_admins_may_watch,
-                devices_silent_for_ten_minutes_make_the_counts_lower_bounds,
-                names_are_shown_only_where_allowed,
-                the_page_needs_a_login_and_loads_nothing_from_elsewhere,
-                a_busy_day_is_read_quickly,
-            ]
-        );
-    };
-}
-
-all_live_cases!(sqlite, crate::support::Db::Sqlite);
-all_live_cases!(postgres, crate::support::Db::Postgres);
+crate::support::on_both_databases!(
+    multi_thread server:
+    the_snapshot_shows_what_devices_synced,
+    the_event_stream_sends_a_new_snapshot_within_a_second_of_a_sync,
+    only_the_venues_staff_and_bureau_admins_may_watch,
+    devices_silent_for_ten_minutes_make_the_counts_lower_bounds,
+    names_are_shown_only_where_allowed,
+    the_page_needs_a_login_and_loads_nothing_from_elsewhere,
+    a_busy_day_is_read_quickly,
+);
 
 /// Names the tests look for (and must not find where they are not allowed).
 pub const NAMES: [&str; 3] = ["王测试一", "王测试二", "王测试三"];

@@ -1,6 +1,7 @@
-//! kepu-server integration tests, one binary. The store suite and the HTTP suite each run
+//! kepu-server integration tests, one binary. Every case that touches the database runs
 //! against SQLite (temp dir) and PostgreSQL (a fresh database per test, from
-//! `KEPU_TEST_PG_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`).
+//! `KEPU_TEST_PG_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`) through
+//! `support::on_both_databases!`, as `<file>::sqlite::<case>` and `<file>::postgres::<case>`.
 
 mod chaos;
 mod demo;

@@ -17,21 +17,10 @@ use crate::support::{TestServer, place};
 use crate::sync_client::Device;
 use crate::world::{Enroller, check_in, create_booking, new_doc, pupils, scan_ids};
 
-macro_rules! many_suite {
-    ($backend:ident, $db:expr) => {
-        mod $backend {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn thirty_offline_devices_reconnecting_at_once_converge_and_metrics_show_it() {
-                let server = crate::support::TestServer::start($db).await;
-                super::scenario(&server).await;
-                server.finish().await;
-            }
-        }
-    };
-}
-
-many_suite!(sqlite, crate::support::Db::Sqlite);
-many_suite!(postgres, crate::support::Db::Postgres);
+crate::support::on_both_databases!(
+    multi_thread server:
+    thirty_offline_devices_reconnecting_at_once_converge_and_metrics_show_it,
+);
 
 const VENUES: usize = 3;
 const PER_VENUE: usize = 10;
@@ -63,7 +52,9 @@ struct Group {
     devices: Vec<Device>,
 }
 
-async fn scenario(server: &TestServer) {
+async fn thirty_offline_devices_reconnecting_at_once_converge_and_metrics_show_it(
+    server: &TestServer,
+) {
     let store = &server.db.store;
     let p = place(store).await;
     let enroller = Enroller::new(store, server.addr);

@@ -18,21 +18,7 @@ use crate::support::{TestServer, error_code, user};
 use crate::sync_client::Device;
 use crate::world::{Enroller, new_doc, scan_id};
 
-macro_rules! reports_suite {
-    ($backend:ident, $db:expr) => {
-        mod $backend {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn reports_count_what_devices_synced() {
-                let server = crate::support::TestServer::start($db).await;
-                super::scenario(&server).await;
-                server.finish().await;
-            }
-        }
-    };
-}
-
-reports_suite!(sqlite, crate::support::Db::Sqlite);
-reports_suite!(postgres, crate::support::Db::Postgres);
+crate::support::on_both_databases!(multi_thread server: reports_count_what_devices_synced);
 
 /// Noon China time of a date, unix ms.
 fn cn_noon(y: i64, m: i64, d: i64) -> i64 {
@@ -214,7 +200,7 @@ async fn school_log(teacher: &mut Device, server: &TestServer, school: Uuid) -> 
 }
 
 #[allow(clippy::too_many_lines)]
-async fn scenario(server: &TestServer) {
+async fn reports_count_what_devices_synced(server: &TestServer) {
     let p = province(server).await;
     let store = &server.db.store;
     let enroller = Enroller::new(store, server.addr);

@@ -304,32 +304,8 @@ async fn refusals_are_bounded_per_device_and_in_length(db: &TestDb) {
     assert_eq!(record.pending_refusals, MAX_REFUSALS_PER_DEVICE);
 }
 
-macro_rules! both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let db = crate::support::TestDb::new(crate::support::Db::Sqlite).await;
-                    super::$case(&db).await;
-                    db.finish().await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let db = crate::support::TestDb::new(crate::support::Db::Postgres).await;
-                    super::$case(&db).await;
-                    db.finish().await;
-                }
-            )*
-        }
-    };
-}
-
-both_backends!(
+crate::support::on_both_databases!(
+    db:
     a_document_of_the_wrong_kind_at_a_derived_id_is_reported,
     refusals_are_bounded_per_device_and_in_length,
 );

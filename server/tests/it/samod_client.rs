@@ -16,28 +16,11 @@ use tokio_tungstenite::tungstenite::{self, Message as Ws, client::IntoClientRequ
 use crate::support::{TestServer, place};
 use crate::world::{Enroller, create_booking, new_doc, pupils};
 
-macro_rules! samod_suite {
-    ($backend:ident, $db:expr) => {
-        mod $backend {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn a_samod_repo_finds_a_booking_its_device_may_read_and_not_one_it_may_not() {
-                let server = crate::support::TestServer::start($db).await;
-                super::finds_readable_booking_only(&server).await;
-                server.finish().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn a_samod_repo_with_a_wrong_token_is_refused_at_the_upgrade() {
-                let server = crate::support::TestServer::start($db).await;
-                super::wrong_token_never_connects(&server).await;
-                server.finish().await;
-            }
-        }
-    };
-}
-
-samod_suite!(sqlite, crate::support::Db::Sqlite);
-samod_suite!(postgres, crate::support::Db::Postgres);
+crate::support::on_both_databases!(
+    multi_thread server:
+    a_samod_repo_finds_a_booking_its_device_may_read_and_not_one_it_may_not,
+    a_samod_repo_with_a_wrong_token_is_refused_at_the_upgrade,
+);
 
 /// How the dialer presents the device token.
 #[derive(Clone, Copy)]
@@ -147,7 +130,9 @@ async fn repo_for(
     (repo, established)
 }
 
-async fn finds_readable_booking_only(server: &TestServer) {
+async fn a_samod_repo_finds_a_booking_its_device_may_read_and_not_one_it_may_not(
+    server: &TestServer,
+) {
     let p = place(&server.db.store).await;
     let enroller = Enroller::new(&server.db.store, server.addr);
     let (venue, school) = (VenueId(p.venue), SchoolId(p.school));
@@ -207,7 +192,7 @@ async fn finds_readable_booking_only(server: &TestServer) {
     repo.stop().await;
 }
 
-async fn wrong_token_never_connects(server: &TestServer) {
+async fn a_samod_repo_with_a_wrong_token_is_refused_at_the_upgrade(server: &TestServer) {
     let (repo, established) = repo_for(server, "not-a-valid-token", TokenIn::Header).await;
     assert!(
         established.is_err(),

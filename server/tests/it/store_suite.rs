@@ -12,53 +12,28 @@ use sqlx::{Column, Row};
 
 use crate::support::{TestDb, place, user};
 
-macro_rules! store_suite {
-    ($backend:ident, $db:expr, [$($case:ident),* $(,)?]) => {
-        mod $backend {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let db = crate::support::TestDb::new($db).await;
-                    super::$case(&db).await;
-                    db.finish().await;
-                }
-            )*
-        }
-    };
-}
-
-macro_rules! all_cases {
-    ($backend:ident, $db:expr) => {
-        store_suite!(
-            $backend,
-            $db,
-            [
-                reopening_keeps_the_server_seed,
-                configured_seed_must_match_the_stored_one,
-                enrollment_code_works_once,
-                expired_enrollment_code_is_refused,
-                identity_carries_role_school_venue_and_pupil_id,
-                revoked_device_is_refused_and_announced,
-                rotation_kills_the_old_token,
-                erasure_removes_the_name_everywhere_and_keeps_counts,
-                erasing_twice_changes_nothing,
-                roles_need_their_affiliation,
-                duplicate_school_name_in_a_county_is_a_conflict,
-                refusals_are_recorded_and_pending,
-                pupil_import_keeps_good_rows,
-                devices_list_by_user_with_last_sync,
-                venues_are_listed_by_name,
-                admin_cli_bootstraps_an_admin_and_imports_pupils,
-                one_failing_storage_task_fails_only_itself,
-                a_bookings_roster_is_written_with_its_records_and_rebuilt,
-                a_database_from_before_rosters_gets_them_at_start,
-            ]
-        );
-    };
-}
-
-all_cases!(sqlite, crate::support::Db::Sqlite);
-all_cases!(postgres, crate::support::Db::Postgres);
+crate::support::on_both_databases!(
+    db:
+    reopening_keeps_the_server_seed,
+    configured_seed_must_match_the_stored_one,
+    enrollment_code_works_once,
+    expired_enrollment_code_is_refused,
+    identity_carries_role_school_venue_and_pupil_id,
+    revoked_device_is_refused_and_announced,
+    rotation_kills_the_old_token,
+    erasure_removes_the_name_everywhere_and_keeps_counts,
+    erasing_twice_changes_nothing,
+    roles_need_their_affiliation,
+    duplicate_school_name_in_a_county_is_a_conflict,
+    refusals_are_recorded_and_pending,
+    pupil_import_keeps_good_rows,
+    devices_list_by_user_with_last_sync,
+    venues_are_listed_by_name,
+    admin_cli_bootstraps_an_admin_and_imports_pupils,
+    one_failing_storage_task_fails_only_itself,
+    a_bookings_roster_is_written_with_its_records_and_rebuilt,
+    a_database_from_before_rosters_gets_them_at_start,
+);
 
 async fn reopening_keeps_the_server_seed(db: &TestDb) {
     let again = Store::open(&db.url, None).await.unwrap();

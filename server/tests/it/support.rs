@@ -1,5 +1,6 @@
-//! Test databases (SQLite in a temp dir, PostgreSQL as a fresh database per test) and a
-//! test server bound to 127.0.0.1:0.
+//! Test databases (SQLite in a temp dir, PostgreSQL as a fresh database per test), a
+//! test server bound to 127.0.0.1:0, and `on_both_databases!`, which runs every case of a
+//! file on SQLite and on PostgreSQL.
 
 use std::net::SocketAddr;
 
@@ -12,6 +13,75 @@ use sqlx::{Connection, Executor};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
+
+/// Runs every listed case on SQLite and on PostgreSQL: it makes `mod sqlite` and
+/// `mod postgres` with one test per case, named after the case, so a test reads
+/// `store_suite::postgres::one_failing_storage_task_fails_only_itself`.
+///
+/// The word before the colon says what each case takes:
+/// - `db`: `&TestDb`, a fresh database, closed after the case;
+/// - `server`: `&TestServer`, a running server over a fresh database, stopped after the case;
+/// - `kind`: the `Db` itself, for a case that opens its own database or server process.
+///
+/// Every fixture holds a `TestDb`, whose drop removes the database, so a case that panics
+/// leaves no PostgreSQL database behind. `multi_thread` in front runs each case on a
+/// two-thread runtime (what a case with a live server and devices needs); `blocking` makes
+/// plain `#[test]`s of `fn case(Db)` cases that build their own runtime.
+///
+/// ```ignore
+/// crate::support::on_both_databases!(db: reopening_keeps_the_server_seed, erasing_twice_changes_nothing);
+/// crate::support::on_both_databases!(multi_thread server: the_snapshot_shows_what_devices_synced);
+/// ```
+macro_rules! on_both_databases {
+    (multi_thread $fixture:ident: $($case:ident),+ $(,)?) => {
+        $crate::support::on_both_databases!(
+            @modules [tokio::test(flavor = "multi_thread", worker_threads = 2)] $fixture: $($case),+
+        );
+    };
+    (blocking kind: $($case:ident),+ $(,)?) => {
+        $crate::support::on_both_databases!(@modules [test] blocking: $($case),+);
+    };
+    ($fixture:ident: $($case:ident),+ $(,)?) => {
+        $crate::support::on_both_databases!(@modules [tokio::test] $fixture: $($case),+);
+    };
+    (@modules [$test:meta] $fixture:ident: $($case:ident),+) => {
+        mod sqlite {
+            $($crate::support::on_both_databases!(@case [$test] Sqlite $fixture $case);)+
+        }
+        mod postgres {
+            $($crate::support::on_both_databases!(@case [$test] Postgres $fixture $case);)+
+        }
+    };
+    (@case [$test:meta] $db:ident db $case:ident) => {
+        #[$test]
+        async fn $case() {
+            let db = $crate::support::TestDb::new($crate::support::Db::$db).await;
+            super::$case(&db).await;
+            db.finish().await;
+        }
+    };
+    (@case [$test:meta] $db:ident server $case:ident) => {
+        #[$test]
+        async fn $case() {
+            let server = $crate::support::TestServer::start($crate::support::Db::$db).await;
+            super::$case(&server).await;
+            server.finish().await;
+        }
+    };
+    (@case [$test:meta] $db:ident kind $case:ident) => {
+        #[$test]
+        async fn $case() {
+            super::$case($crate::support::Db::$db).await;
+        }
+    };
+    (@case [$test:meta] $db:ident blocking $case:ident) => {
+        #[$test]
+        fn $case() {
+            super::$case($crate::support::Db::$db);
+        }
+    };
+}
+pub(crate) use on_both_databases;
 
 /// Which database a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

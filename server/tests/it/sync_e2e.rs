@@ -19,43 +19,18 @@ use uuid::Uuid;
 use crate::support::{TestServer, place, user};
 use crate::sync_client::{Device, open_socket};
 
-macro_rules! sync_suite {
-    ($backend:ident, $db:expr, [$($case:ident),* $(,)?]) => {
-        mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let server = crate::support::TestServer::start($db).await;
-                    super::$case(&server).await;
-                    server.finish().await;
-                }
-            )*
-        }
-    };
-}
-
-macro_rules! all_sync_cases {
-    ($backend:ident, $db:expr) => {
-        sync_suite!(
-            $backend,
-            $db,
-            [
-                offline_scans_from_two_devices_count_once_in_the_records,
-                the_server_decides_bookings_first_come_first_served,
-                garbage_gets_a_clear_error_and_nothing_is_stored,
-                unknown_and_forbidden_documents_look_the_same,
-                wrong_and_revoked_tokens_are_refused_and_a_revoked_device_is_cut_off,
-                a_refused_change_is_recorded_for_admins,
-                a_pupil_checks_in_with_a_gate_code_certified_by_the_server,
-                the_directory_publishes_what_venue_staff_edit,
-                every_school_gets_this_years_log_from_the_server,
-            ]
-        );
-    };
-}
-
-all_sync_cases!(sqlite, crate::support::Db::Sqlite);
-all_sync_cases!(postgres, crate::support::Db::Postgres);
+crate::support::on_both_databases!(
+    multi_thread server:
+    offline_scans_from_two_devices_count_once_in_the_records,
+    the_server_decides_bookings_first_come_first_served,
+    garbage_gets_a_clear_error_and_nothing_is_stored,
+    unknown_and_forbidden_documents_look_the_same,
+    wrong_and_revoked_tokens_are_refused_and_a_revoked_device_is_cut_off,
+    a_refused_change_is_recorded_for_admins,
+    a_pupil_checks_in_with_a_gate_code_certified_by_the_server,
+    the_directory_publishes_what_venue_staff_edit,
+    every_school_gets_this_years_log_from_the_server,
+);
 
 struct Cast {
     county: Uuid,

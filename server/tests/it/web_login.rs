@@ -7,41 +7,16 @@ use serde_json::{Value, json};
 
 use crate::support::{TestServer, error_code, place, user};
 
-macro_rules! login_suite {
-    ($backend:ident, $db:expr, [$($case:ident),* $(,)?]) => {
-        mod $backend {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let server = crate::support::TestServer::start($db).await;
-                    super::$case(&server).await;
-                    server.finish().await;
-                }
-            )*
-        }
-    };
-}
-
-macro_rules! all_cases {
-    ($backend:ident, $db:expr) => {
-        login_suite!(
-            $backend,
-            $db,
-            [
-                staff_log_in_with_the_form_and_land_on_their_dashboard,
-                wrong_passwords_are_refused_alike_and_then_throttled,
-                logout_ends_the_session,
-                pages_redirect_to_login_and_apis_answer_401,
-                logins_are_checked_when_set,
-                a_new_password_ends_old_sessions,
-                device_tokens_work_where_sessions_do,
-            ]
-        );
-    };
-}
-
-all_cases!(sqlite, crate::support::Db::Sqlite);
-all_cases!(postgres, crate::support::Db::Postgres);
+crate::support::on_both_databases!(
+    server:
+    staff_log_in_with_the_form_and_land_on_their_dashboard,
+    wrong_passwords_are_refused_alike_and_then_throttled,
+    logout_ends_the_session,
+    pages_redirect_to_login_and_apis_answer_401,
+    logins_are_checked_when_set,
+    a_new_password_ends_old_sessions,
+    device_tokens_work_where_sessions_do,
+);
 
 const PASSWORD: &str = "gate-keeper-2026";
 
