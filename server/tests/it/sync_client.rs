@@ -23,6 +23,8 @@ pub struct Device {
     outbox: Vec<Vec<u8>>,
     conn: u64,
     now: i64,
+    /// Added to the real clock: a device whose clock is wrong (phones' often are).
+    pub clock_offset: i64,
     addr: Option<std::net::SocketAddr>,
 }
 
@@ -58,6 +60,7 @@ impl Device {
             outbox: Vec::new(),
             conn: 0,
             now: kepu_server::clock::now_ms(),
+            clock_offset: 0,
             addr: None,
         }
     }
@@ -81,7 +84,7 @@ impl Device {
     }
 
     pub fn feed(&mut self, input: Input) {
-        self.now = kepu_server::clock::now_ms();
+        self.now = kepu_server::clock::now_ms() + self.clock_offset;
         let fx = self.engine.handle(self.now, input);
         self.apply(fx);
     }
@@ -105,6 +108,11 @@ impl Device {
         !self.events[before..]
             .iter()
             .any(|e| matches!(e, Event::EditFailed { .. }))
+    }
+
+    /// The device time of the last input, e.g. the time an edit was written at.
+    pub fn last_time(&self) -> i64 {
+        self.now
     }
 
     pub fn want(&mut self, doc: DocumentId) {
