@@ -18,6 +18,7 @@ mod reports;
 mod roles;
 mod samod_client;
 mod store_suite;
+mod stored_rows;
 mod support;
 mod sync_client;
 mod sync_e2e;
