@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use automerge::{ActorId, Automerge};
-use kepu_server::projection::project;
+use kepu_server::records::{project, write};
 use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::edits::{Edit, apply_unchecked};
 use kepu_sync_core::ids::{DeviceId, PupilId, SchoolId, SlotId, UserId, VenueId};
@@ -283,8 +283,7 @@ async fn records_tables(
 async fn the_records_of_a_fixed_day_are_stored_as_before(db: &TestDb) {
     for (id, doc) in documents() {
         let projection = project(id, &doc);
-        db.store
-            .write_projection(id, &projection, T + 200 * MIN)
+        write(&db.store, id, &projection, T + 200 * MIN)
             .await
             .expect("records written");
     }
