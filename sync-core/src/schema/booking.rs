@@ -228,20 +228,17 @@ fn read_scans<D: ReadDoc>(doc: &D, container: &str, out: &mut Vec<Scan>) {
     let Some(obj) = r::map(doc, &ROOT, container) else {
         return;
     };
-    for key in r::keys(doc, &obj) {
+    // One pass over each map: a booking holds thousands of scans by the end of a day,
+    // and a lookup by key costs more the bigger the document.
+    for (key, per_device) in r::maps(doc, &obj) {
         let Some((pupil, device)) = split_scan_key(&key) else {
             continue;
         };
-        let Some(per_device) = r::map(doc, &obj, &key) else {
-            continue;
-        };
-        for scan_id in r::keys(doc, &per_device) {
-            let Some(rec) = r::map(doc, &per_device, &scan_id) else {
-                continue;
-            };
+        for (scan_id, rec) in r::maps(doc, &per_device) {
+            let rec = r::Fields::of(doc, &rec);
             let (Some(at), Some(method)) = (
-                r::int(doc, &rec, "at"),
-                r::string(doc, &rec, "method").and_then(|m| ScanMethod::parse(&m)),
+                rec.int("at"),
+                rec.string("method").and_then(|m| ScanMethod::parse(&m)),
             ) else {
                 continue;
             };
@@ -251,8 +248,8 @@ fn read_scans<D: ReadDoc>(doc: &D, container: &str, out: &mut Vec<Scan>) {
                 scan_id,
                 at,
                 method,
-                proof: r::string(doc, &rec, "proof"),
-                by: r::parsed(doc, &rec, "by"),
+                proof: rec.string("proof"),
+                by: rec.parsed("by"),
             });
         }
     }
@@ -275,9 +272,13 @@ impl Booking {
         };
         let mut roster = BTreeMap::new();
         if let Some(obj) = r::map(doc, &ROOT, key::ROSTER) {
-            for k in r::keys(doc, &obj) {
-                if let Ok(p) = k.parse::<PupilId>() {
-                    roster.insert(p, r::int(doc, &obj, &k).unwrap_or(0));
+            for item in doc.map_range(&obj, ..) {
+                if let Ok(p) = item.key.parse::<PupilId>() {
+                    let n = match item.value.into_value() {
+                        automerge::Value::Scalar(s) => r::as_int(&s),
+                        automerge::Value::Object(_) => None,
+                    };
+                    roster.insert(p, n.unwrap_or(0));
                 }
             }
         }
