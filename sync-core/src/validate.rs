@@ -153,22 +153,33 @@ fn max_chars(field: &str) -> usize {
 /// Every value now at the patched key (the visible one and concurrent ones) must fit.
 fn check_lengths(doc: &Automerge, p: &Patch, field: &str) -> Rule {
     let limit = max_chars(field);
+    // A put with no concurrent value carries the only value at the key: no lookup.
+    if let PatchAction::PutMap {
+        value: (Value::Scalar(s), _),
+        conflict: false,
+        ..
+    } = &p.action
+    {
+        return fits(s, limit);
+    }
     let Ok(values) = doc.get_all(&p.obj, field) else {
         return Ok(());
     };
     for (value, _) in values {
         if let Value::Scalar(s) = value {
-            let too_long = match s.as_ref() {
-                ScalarValue::Str(t) => t.chars().count() > limit,
-                ScalarValue::Bytes(b) | ScalarValue::Unknown { bytes: b, .. } => {
-                    b.len() > MAX_PROOF_CHARS
-                }
-                _ => false,
-            };
-            require(!too_long, RefusalCode::TooLong)?;
+            fits(&s, limit)?;
         }
     }
     Ok(())
+}
+
+fn fits(s: &ScalarValue, limit: usize) -> Rule {
+    let too_long = match s {
+        ScalarValue::Str(t) => t.chars().count() > limit,
+        ScalarValue::Bytes(b) | ScalarValue::Unknown { bytes: b, .. } => b.len() > MAX_PROOF_CHARS,
+        _ => false,
+    };
+    require(!too_long, RefusalCode::TooLong)
 }
 
 /// The server's answer to "which document does the server itself create at this id?":
@@ -213,6 +224,9 @@ struct Ctx<'a> {
     created: bool,
     new_objects: HashSet<ObjId>,
     new_scans: Vec<(String, String)>,
+    /// May the writer write this booking at all (school or venue): the same for every
+    /// patch of a merge, read from the document once.
+    booking_scope: std::cell::OnceCell<Rule>,
 }
 
 /// May `writer` read `doc`? Deny looks exactly like unknown on the wire.
@@ -331,6 +345,7 @@ pub fn validate_patches_with(
         created,
         new_objects: HashSet::new(),
         new_scans: Vec::new(),
+        booking_scope: std::cell::OnceCell::new(),
     };
     if created {
         check_create(&ctx, kind, proofs)?;
@@ -633,6 +648,10 @@ fn container_rule(ctx: &Ctx<'_>, kind: DocKind, p: &[&str], act: Act) -> Option<
 }
 
 fn booking_scope(ctx: &Ctx<'_>) -> Rule {
+    *ctx.booking_scope.get_or_init(|| booking_scope_of(ctx))
+}
+
+fn booking_scope_of(ctx: &Ctx<'_>) -> Rule {
     let w = ctx.writer;
     match w.role {
         Role::Server => Ok(()),
