@@ -75,7 +75,9 @@ pub struct Config {
     pub max_docs_in_memory: usize,
     /// A document idle this long (ms) leaves memory.
     pub idle_evict_ms: i64,
-    /// Compact a document once it has this many change rows.
+    /// Compact a document once it has this many change rows and they take at least as
+    /// many bytes as its last snapshot (so a document's compactions cost, together, a
+    /// bounded multiple of its size instead of growing with its square; ADR 0115).
     pub compact_after: usize,
     /// Documents one connection may sync at most.
     pub max_docs_per_conn: usize,
@@ -243,6 +245,10 @@ struct DocEntry {
     peers: BTreeMap<ConnId, PeerDoc>,
     saved_states: HashMap<String, Vec<u8>>,
     stored_rows: Vec<ChangeHash>,
+    /// Bytes of the change rows in `stored_rows`.
+    stored_bytes: usize,
+    /// Bytes of the stored snapshot (0 when there is none).
+    snapshot_bytes: usize,
     appends_in_flight: usize,
     compacting: bool,
     last_used: i64,
@@ -277,6 +283,8 @@ enum TaskPurpose {
         doc: DocumentId,
         generation: u64,
         delete: Vec<ChangeHash>,
+        /// Their bytes.
+        bytes: usize,
     },
     Other(DocumentId),
 }

@@ -1444,3 +1444,53 @@ fn a_booking_made_while_connected_is_sent_without_reconnecting() {
     );
     assert_eq!(w.sim.unacknowledged(), vec![]);
 }
+
+#[test]
+fn a_document_is_compacted_only_once_its_new_rows_outweigh_its_snapshot() {
+    let mut w = World::new(83, 60);
+    let t = w.teacher(1);
+    let b = w.book(t, 30, w.pupils.clone());
+    let pupils = w.pupils.clone();
+    // A day's worth of check-ins in one sync: stored as rows, then folded into a snapshot.
+    for i in 0..600 {
+        w.check_in(t, b, pupils[i % pupils.len()], ScanMethod::Manual);
+    }
+    w.sim.settle();
+    let stored = |w: &World| {
+        let d = &w.sim.server.store.docs[&b];
+        let bytes: usize = d.changes.values().map(Vec::len).sum();
+        (d.snapshot.clone(), d.changes.len(), bytes)
+    };
+    assert!(stored(&w).0.is_some(), "the large sync was compacted");
+    // Then one check-in per sync: the rows pile up past the row count until they weigh
+    // as much as the snapshot, and only then are they folded into a new one.
+    let mut most_rows_kept = 0;
+    let mut compacted_again = false;
+    for i in 0..600 {
+        let (snapshot, rows, bytes) = stored(&w);
+        let snapshot = snapshot.expect("a snapshot");
+        w.check_in(t, b, pupils[i % pupils.len()], ScanMethod::Manual);
+        w.sim.settle();
+        if stored(&w).0.as_ref() != Some(&snapshot) {
+            // One more row (well under 2 KB) came in with the step that compacted.
+            assert!(rows + 1 >= 64, "compacted at {} rows", rows + 1);
+            assert!(
+                bytes + 2_000 >= snapshot.len(),
+                "compacted with {bytes} bytes of rows against a {}-byte snapshot",
+                snapshot.len()
+            );
+            compacted_again = true;
+            break;
+        }
+        most_rows_kept = most_rows_kept.max(rows + 1);
+    }
+    assert!(
+        most_rows_kept > 64,
+        "64 rows alone do not compact a large document (kept at most {most_rows_kept})"
+    );
+    assert!(compacted_again, "the rows are folded in eventually");
+    // The new snapshot loads and holds every check-in: 600 + the ones after.
+    let doc = automerge::Automerge::load(&stored(&w).0.expect("a snapshot")).expect("loads");
+    let read = kepu_sync_core::schema::booking::Booking::read(&doc).expect("a booking");
+    assert!(read.check_ins.len() > 600 + 64);
+}

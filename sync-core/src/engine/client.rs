@@ -217,6 +217,7 @@ impl Engine {
         }
         e.doc = rebuilt;
         e.stored_rows.clear();
+        e.stored_bytes = 0;
         if let Some(p) = e.peers.get_mut(&conn) {
             p.state = sync::State::new();
         }

@@ -32,6 +32,8 @@ impl Engine {
             peers: BTreeMap::new(),
             saved_states: HashMap::new(),
             stored_rows: Vec::new(),
+            stored_bytes: 0,
+            snapshot_bytes: 0,
             appends_in_flight: 0,
             compacting: false,
             last_used: now,
