@@ -17,7 +17,8 @@ import re
 import sys
 
 # (label, how, pattern, indent). how: "incl" or "self" by function name, "file" = self
-# cost of every function defined in a matching source file.
+# cost of every function defined in a matching source file, "edge" = the inclusive cost of
+# the calls from callers matching the first pattern to callees matching the second.
 STAGES = [
     ("socket: websocket frames read + written (tungstenite)", "incl",
      r"^tungstenite::protocol::WebSocketContext::(read|_write|flush)$", 0),
@@ -33,17 +34,18 @@ STAGES = [
     ("replies + fan-out: generate_sync_message", "incl",
      r"^<automerge::automerge::Automerge as automerge::sync::SyncDoc>"
      r"::generate_sync_message$", 1),
+    ("whole-document saves inside generate_sync_message", "edge",
+     (r"::generate_sync_message$", r"^automerge::automerge::Automerge::save_with_options$"), 2),
     ("encode: CBOR frame (wire::Message::encode)", "incl",
      r"^kepu_sync_core::wire::Message::encode$", 1),
-    ("compaction: Automerge::save", "incl",
-     r"^automerge::automerge::Automerge::save_with_options$", 1),
-    ("of which DEFLATE of the columns", "incl",
-     r"^automerge::storage::columns::raw_column::RawColumns<T>::compress$", 2),
-    ("projections: compute (projection::project, in the hub)", "incl",
-     r"^kepu_server::projection::project$", 0),
-    ("projections: write (Rust side of write_projection)", "incl",
-     r"^kepu_server::store::projections::<impl kepu_server::store::Store>"
-     r"::write_projection::\{\{closure\}\}$", 0),
+    ("compaction: snapshot saves by the engine (Automerge::save*)", "edge",
+     (r"^automerge::automerge::Automerge::save(_nocompress)?$",
+      r"^automerge::automerge::Automerge::save_with_options$"), 1),
+    ("projections: compute (records::project, in the hub)", "incl",
+     r"^kepu_server::(projection|records::project)::project$", 0),
+    ("projections: write (Rust side of the store's record writes)", "incl",
+     r"^kepu_server::store::(projections|records)::<impl kepu_server::store::Store>"
+     r"::write_(projection|[a-z_]+_records)::\{\{closure\}\}$", 0),
     ("persist: storage tasks (Rust side of run_document_tasks)", "incl",
      r"^kepu_server::store::documents::<impl kepu_server::store::Store>"
      r"::run_document_tasks::\{\{closure\}\}$", 0),
@@ -71,7 +73,7 @@ def parse(path):
     """Self cost and inclusive cost per function (recursion levels `'N` folded), the
     source file each function is defined in, and the program's total."""
     fns, files = {}, {}
-    self_cost, call_cost, fn_file = {}, {}, {}
+    self_cost, call_cost, fn_file, edges = {}, {}, {}, {}
     fn = fl = cfn = None
     in_call = False
     total = None
@@ -84,6 +86,7 @@ def parse(path):
                 if in_call:
                     if cfn != fn:
                         call_cost[fn] = call_cost.get(fn, 0) + cost
+                        edges[(fn, cfn)] = edges.get((fn, cfn), 0) + cost
                     in_call = False
                 else:
                     self_cost[fn] = self_cost.get(fn, 0) + cost
@@ -103,13 +106,18 @@ def parse(path):
             elif line.startswith(("summary:", "totals:")):
                 total = int(line.split()[1])
     incl = {k: self_cost.get(k, 0) + call_cost.get(k, 0) for k in set(self_cost) | set(call_cost)}
-    return total, self_cost, incl, fn_file
+    return total, self_cost, incl, fn_file, edges
 
 
 def stage_costs(path):
-    total, self_cost, incl, fn_file = parse(path)
+    total, self_cost, incl, fn_file, edges = parse(path)
     rows = []
     for _, how, pattern, _ in STAGES:
+        if how == "edge":
+            caller, callee = (re.compile(p) for p in pattern)
+            rows.append(sum(v for (a, b), v in edges.items()
+                            if caller.search(a or "") and callee.search(b or "")))
+            continue
         r = re.compile(pattern)
         if how == "incl":
             rows.append(sum(v for k, v in incl.items() if r.search(k)))
