@@ -147,7 +147,10 @@ struct Run {
 }
 
 /// Online rounds of check-ins; the server is killed while they run.
-const ROUNDS: usize = 40;
+/// Devices keep scanning until the server goes away, so that the kill lands while some
+/// scans are not yet acknowledged however fast the server is; this only bounds a run in
+/// which the kill never comes.
+const ROUNDS: usize = 400;
 const PER_ROUND: usize = 3;
 const OFFLINE: usize = 25;
 
@@ -177,9 +180,14 @@ async fn online(
             device.edit(booking, edit);
             made.push(id);
         }
-        for _ in 0..3 {
+        // Wait for this round's acknowledgement (a loaded machine may take a while),
+        // then scan again: the scans never stop while the server lives.
+        for _ in 0..10 {
             device.pump(Duration::from_millis(30)).await;
             note(&device, &made, &mut acked);
+            if acked == made.len() {
+                break;
+            }
         }
     }
     // Keep listening until the server goes away (the kill) or everything is acknowledged.
