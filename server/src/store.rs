@@ -30,7 +30,9 @@ pub use devices::{DeviceAuthRecord, DeviceRecord};
 pub use directory::{DirectorySlot, DirectoryVenue};
 pub use geo::{City, County, School, Venue};
 pub use live::{DayAnomaly, DayBooking, DayDevice, DayScan, DaySlot, VenueDay};
-pub use records::{AnomalyRow, BookingRow, ScanRow, SlotBooking, VolunteerHours};
+pub use records::{
+    AnomalyRow, BookingAttendance, BookingRow, ScanRow, SlotBooking, VolunteerHours,
+};
 pub use refusals::{MAX_DETAIL_CHARS, MAX_REFUSALS_PER_DEVICE, Refusal};
 pub use reports::{SchoolFacts, SchoolPlace, Scope};
 pub use users::{ErasedPupil, NewUser, User};
@@ -68,6 +70,21 @@ impl Store {
         let statement = match self.backend {
             Backend::Sqlite => "BEGIN IMMEDIATE",
             Backend::Postgres => "BEGIN",
+        };
+        Ok(self.pool.begin_with(statement).await?)
+    }
+
+    /// Starts a read-only transaction that sees one snapshot of the database for all of
+    /// its statements: on PostgreSQL `REPEATABLE READ` (its default, `READ COMMITTED`,
+    /// takes a new snapshot per statement); on SQLite in WAL mode a deferred transaction
+    /// keeps the snapshot of its first read until it ends.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub(crate) async fn begin_read(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        let statement = match self.backend {
+            Backend::Sqlite => "BEGIN",
+            Backend::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
         };
         Ok(self.pool.begin_with(statement).await?)
     }

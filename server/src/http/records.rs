@@ -12,7 +12,7 @@ use super::auth::AuthenticatedDevice;
 use crate::accounts::{DeviceIdentity, Role};
 use crate::app_state::AppState;
 use crate::error::{Error, Result};
-use crate::store::{AnomalyRow, BookingRow, ScanRow, VolunteerHours};
+use crate::store::{BookingAttendance, BookingRow, VolunteerHours};
 
 /// Routes of this area.
 pub fn router() -> Router<AppState> {
@@ -73,28 +73,19 @@ async fn bookings(
     }))
 }
 
-#[derive(Serialize)]
-struct BookingAttendance {
-    booking: BookingRow,
-    scans: Vec<ScanRow>,
-    anomalies: Vec<AnomalyRow>,
-}
-
 async fn booking_attendance(
     State(state): State<AppState>,
     AuthenticatedDevice(id): AuthenticatedDevice,
     Path(doc): Path<String>,
 ) -> Result<ApiJson<BookingAttendance>> {
-    let all = state.store.bookings(None, None).await?;
-    let booking = all
-        .into_iter()
-        .find(|b| b.doc_id == doc && may_see(&id, b))
-        .ok_or_else(|| Error::not_found("booking", &doc))?;
-    Ok(ApiJson(BookingAttendance {
-        scans: state.store.booking_scans(&doc).await?,
-        anomalies: state.store.booking_anomalies(&doc).await?,
-        booking,
-    }))
+    // One snapshot: the counts in the booking's row agree with the scans beside them.
+    state
+        .store
+        .booking_attendance(&doc)
+        .await?
+        .filter(|a| may_see(&id, &a.booking))
+        .map(ApiJson)
+        .ok_or_else(|| Error::not_found("booking", &doc))
 }
 
 #[derive(Serialize)]

@@ -85,6 +85,18 @@ pub struct AnomalyRow {
     pub at: i64,
 }
 
+/// One booking's attendance as the records hold it: its row, every check-in scan and its
+/// anomalies, all from one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BookingAttendance {
+    /// The booking's row (counts included).
+    pub booking: BookingRow,
+    /// Every check-in scan, the one that counts marked.
+    pub scans: Vec<ScanRow>,
+    /// Anomalies.
+    pub anomalies: Vec<AnomalyRow>,
+}
+
 /// Volunteer minutes for the API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VolunteerHours {
@@ -350,7 +362,8 @@ impl Store {
         Ok(Some((u32::try_from(cap).unwrap_or(0), bookings)))
     }
 
-    /// Bookings, filtered by school and/or venue.
+    /// Bookings, optionally of one school and/or venue, in the order the server received
+    /// them.
     ///
     /// # Errors
     /// A database failure.
@@ -359,32 +372,14 @@ impl Store {
         school: Option<&str>,
         venue: Option<&str>,
     ) -> Result<Vec<BookingRow>> {
-        let rows = sqlx::query(
-            "SELECT b.doc_id, b.venue_id, b.slot_id, b.school_id, b.party_size, b.status, b.wait_position, \
-             b.expected, b.arrived, b.inside_now, s.start_ms FROM proj_bookings b LEFT JOIN proj_slots s ON s.slot_id = b.slot_id \
-             WHERE ($1 = '' OR b.school_id = $1) AND ($2 = '' OR b.venue_id = $2) ORDER BY b.received_seq",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{BOOKING_COLUMNS} WHERE ($1 = '' OR b.school_id = $1) AND ($2 = '' OR b.venue_id = $2) ORDER BY b.received_seq"
+        )))
         .bind(school.unwrap_or(""))
         .bind(venue.unwrap_or(""))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(BookingRow {
-                    doc_id: r.try_get(0)?,
-                    venue_id: r.try_get(1)?,
-                    slot_id: r.try_get(2)?,
-                    school_id: r.try_get(3)?,
-                    party_size: r.try_get(4)?,
-                    status: r.try_get(5)?,
-                    wait_position: r.try_get(6)?,
-                    expected: r.try_get(7)?,
-                    arrived: r.try_get(8)?,
-                    inside_now: r.try_get(9)?,
-                    slot_start: r.try_get(10)?,
-                })
-            })
-            .collect()
+        rows.iter().map(booking_row).collect()
     }
 
     /// The pupils on a booking's roster (pseudonymous ids), in id order; empty for an
@@ -409,29 +404,56 @@ impl Store {
         Ok(pupils)
     }
 
-    /// Every check-in scan of a booking, counted one marked.
+    /// One booking's row, scans and anomalies, read from one snapshot of the database, so
+    /// that the counts in the row always agree with the scans beside them even while the
+    /// booking's records are being rewritten. `None` for an unknown booking.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn booking_attendance(&self, doc: &str) -> Result<Option<BookingAttendance>> {
+        let mut tx = self.begin_read().await?;
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{BOOKING_COLUMNS} WHERE b.doc_id = $1"
+        )))
+        .bind(doc)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let booking = booking_row(&row)?;
+        let scans = sqlx::query(SCAN_QUERY)
+            .bind(doc)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(scan_row)
+            .collect::<Result<_>>()?;
+        let anomalies = sqlx::query(ANOMALY_QUERY)
+            .bind(doc)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(anomaly_row)
+            .collect::<Result<_>>()?;
+        tx.commit().await?;
+        Ok(Some(BookingAttendance {
+            booking,
+            scans,
+            anomalies,
+        }))
+    }
+
+    /// Every check-in scan of a booking, the one that counts marked.
     ///
     /// # Errors
     /// A database failure.
     pub async fn booking_scans(&self, doc: &str) -> Result<Vec<ScanRow>> {
-        let rows = sqlx::query(
-            "SELECT pupil_id, device_id, scan_id, at, method, counted FROM proj_check_ins WHERE doc_id = $1 ORDER BY pupil_id, at, device_id, scan_id",
-        )
-        .bind(doc)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(ScanRow {
-                    pupil_id: r.try_get(0)?,
-                    device_id: r.try_get(1)?,
-                    scan_id: r.try_get(2)?,
-                    at: r.try_get(3)?,
-                    method: r.try_get(4)?,
-                    counted: r.try_get::<i64, _>(5)? != 0,
-                })
-            })
-            .collect()
+        let rows = sqlx::query(SCAN_QUERY)
+            .bind(doc)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(scan_row).collect()
     }
 
     /// Anomalies of a booking.
@@ -439,20 +461,11 @@ impl Store {
     /// # Errors
     /// A database failure.
     pub async fn booking_anomalies(&self, doc: &str) -> Result<Vec<AnomalyRow>> {
-        let rows = sqlx::query("SELECT pupil_id, device_id, kind, at FROM proj_anomalies WHERE doc_id = $1 ORDER BY at, pupil_id, kind")
+        let rows = sqlx::query(ANOMALY_QUERY)
             .bind(doc)
             .fetch_all(&self.pool)
             .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(AnomalyRow {
-                    pupil_id: r.try_get(0)?,
-                    device_id: r.try_get(1)?,
-                    kind: r.try_get(2)?,
-                    at: r.try_get(3)?,
-                })
-            })
-            .collect()
+        rows.iter().map(anomaly_row).collect()
     }
 
     /// Confirmed and unconfirmed minutes per volunteer, optionally of one school.
@@ -620,4 +633,50 @@ async fn slot_of(tx: &mut sqlx::Transaction<'_, sqlx::Any>, slot: SlotId) -> Res
             label: r.try_get(3).ok()?,
         })
     }))
+}
+
+/// The columns of a [`BookingRow`], with its slot's start.
+const BOOKING_COLUMNS: &str = "SELECT b.doc_id, b.venue_id, b.slot_id, b.school_id, b.party_size, b.status, b.wait_position, \
+     b.expected, b.arrived, b.inside_now, s.start_ms FROM proj_bookings b LEFT JOIN proj_slots s ON s.slot_id = b.slot_id";
+
+/// A booking's check-in scans, as [`ScanRow`]s.
+const SCAN_QUERY: &str = "SELECT pupil_id, device_id, scan_id, at, method, counted FROM proj_check_ins WHERE doc_id = $1 ORDER BY pupil_id, at, device_id, scan_id";
+
+/// A booking's anomalies, as [`AnomalyRow`]s.
+const ANOMALY_QUERY: &str = "SELECT pupil_id, device_id, kind, at FROM proj_anomalies WHERE doc_id = $1 ORDER BY at, pupil_id, kind";
+
+fn booking_row(r: &sqlx::any::AnyRow) -> Result<BookingRow> {
+    Ok(BookingRow {
+        doc_id: r.try_get(0)?,
+        venue_id: r.try_get(1)?,
+        slot_id: r.try_get(2)?,
+        school_id: r.try_get(3)?,
+        party_size: r.try_get(4)?,
+        status: r.try_get(5)?,
+        wait_position: r.try_get(6)?,
+        expected: r.try_get(7)?,
+        arrived: r.try_get(8)?,
+        inside_now: r.try_get(9)?,
+        slot_start: r.try_get(10)?,
+    })
+}
+
+fn scan_row(r: &sqlx::any::AnyRow) -> Result<ScanRow> {
+    Ok(ScanRow {
+        pupil_id: r.try_get(0)?,
+        device_id: r.try_get(1)?,
+        scan_id: r.try_get(2)?,
+        at: r.try_get(3)?,
+        method: r.try_get(4)?,
+        counted: r.try_get::<i64, _>(5)? != 0,
+    })
+}
+
+fn anomaly_row(r: &sqlx::any::AnyRow) -> Result<AnomalyRow> {
+    Ok(AnomalyRow {
+        pupil_id: r.try_get(0)?,
+        device_id: r.try_get(1)?,
+        kind: r.try_get(2)?,
+        at: r.try_get(3)?,
+    })
 }

@@ -33,6 +33,7 @@ crate::support::on_both_databases!(
     one_failing_storage_task_fails_only_itself,
     a_bookings_roster_is_written_with_its_records_and_rebuilt,
     a_database_from_before_rosters_gets_them_at_start,
+    a_bookings_attendance_is_read_from_one_snapshot,
 );
 
 async fn reopening_keeps_the_server_seed(db: &TestDb) {
@@ -633,33 +634,16 @@ async fn store_booking_changes(
 
 async fn a_bookings_roster_is_written_with_its_records_and_rebuilt(db: &TestDb) {
     use kepu_sync_core::edits::{Edit, apply_unchecked};
-    use kepu_sync_core::ids::{SlotId, UserId, VenueId};
-    use kepu_sync_core::writer::{Role as WriterRole, Writer};
     use uuid::Uuid;
 
     let store = &db.store;
-    let teacher = Writer {
-        device: DeviceId(Uuid::from_u128(1)),
-        user: UserId(Uuid::from_u128(2)),
-        role: WriterRole::Teacher,
-        school: Some(SchoolId(Uuid::from_u128(3))),
-        venue: None,
-        pupil: None,
-    };
+    let teacher = teacher_of_school_3();
     let pupils: Vec<PupilId> = [30u128, 10, 20]
         .into_iter()
         .map(|n| PupilId(Uuid::from_u128(n)))
         .collect();
     let doc = kepu_sync_core::doc_id::DocumentId::from_bytes([7; 16]);
-    let mut d = automerge::Automerge::new();
-    let create = Edit::CreateBooking {
-        venue: VenueId(Uuid::from_u128(4)),
-        slot: SlotId(Uuid::from_u128(5)),
-        school: SchoolId(Uuid::from_u128(3)),
-        party_size: 3,
-        roster: pupils.clone(),
-    };
-    apply_unchecked(&mut d, &teacher, now_ms(), &create).unwrap();
+    let mut d = booking_of_school_3(&teacher, 3, pupils.clone());
     store_booking_changes(store, doc, &d, &[]).await;
     let projection = kepu_server::records::project(doc, &d);
     kepu_server::records::write(store, doc, &projection, now_ms())
@@ -706,30 +690,16 @@ async fn a_bookings_roster_is_written_with_its_records_and_rebuilt(db: &TestDb) 
 }
 
 async fn a_database_from_before_rosters_gets_them_at_start(db: &TestDb) {
-    use kepu_sync_core::edits::{Edit, apply_unchecked};
-    use kepu_sync_core::ids::{SlotId, UserId, VenueId};
-    use kepu_sync_core::writer::{Role as WriterRole, Writer};
     use uuid::Uuid;
 
     // A booking stored and projected, its records up to date with its document.
-    let teacher = Writer {
-        device: DeviceId(Uuid::from_u128(1)),
-        user: UserId(Uuid::from_u128(2)),
-        role: WriterRole::Teacher,
-        school: Some(SchoolId(Uuid::from_u128(3))),
-        venue: None,
-        pupil: None,
-    };
+    let teacher = teacher_of_school_3();
     let doc = kepu_sync_core::doc_id::DocumentId::from_bytes([9; 16]);
-    let mut d = automerge::Automerge::new();
-    let create = Edit::CreateBooking {
-        venue: VenueId(Uuid::from_u128(4)),
-        slot: SlotId(Uuid::from_u128(5)),
-        school: SchoolId(Uuid::from_u128(3)),
-        party_size: 2,
-        roster: vec![PupilId(Uuid::from_u128(11)), PupilId(Uuid::from_u128(12))],
-    };
-    apply_unchecked(&mut d, &teacher, now_ms(), &create).unwrap();
+    let d = booking_of_school_3(
+        &teacher,
+        2,
+        vec![PupilId(Uuid::from_u128(11)), PupilId(Uuid::from_u128(12))],
+    );
     store_booking_changes(&db.store, doc, &d, &[]).await;
     let projection = kepu_server::records::project(doc, &d);
     kepu_server::records::write(&db.store, doc, &projection, now_ms())
@@ -767,4 +737,102 @@ async fn a_database_from_before_rosters_gets_them_at_start(db: &TestDb) {
         "only once"
     );
     upgraded.close().await;
+}
+
+async fn a_bookings_attendance_is_read_from_one_snapshot(db: &TestDb) {
+    use kepu_sync_core::edits::{Edit, apply_unchecked};
+    use kepu_sync_core::schema::booking::ScanMethod;
+    use uuid::Uuid;
+
+    // A booking whose records are rewritten again and again as scans arrive, while staff
+    // read its attendance: every answer's "arrived" agrees with the scans beside it.
+    let store = db.store.clone();
+    let teacher = teacher_of_school_3();
+    let pupils: Vec<PupilId> = (100..140u128)
+        .map(|n| PupilId(Uuid::from_u128(n)))
+        .collect();
+    let doc = kepu_sync_core::doc_id::DocumentId::from_bytes([9; 16]);
+    let mut d = booking_of_school_3(&teacher, 40, pupils.clone());
+    let mut projections = vec![kepu_server::records::project(doc, &d)];
+    for (k, p) in pupils.iter().enumerate() {
+        let scan = Edit::CheckIn {
+            pupil: *p,
+            scan_id: format!("s{k}"),
+            method: ScanMethod::Manual,
+            proof: None,
+        };
+        apply_unchecked(&mut d, &teacher, now_ms(), &scan).unwrap();
+        projections.push(kepu_server::records::project(doc, &d));
+    }
+    kepu_server::records::write(&store, doc, &projections[0], now_ms())
+        .await
+        .unwrap();
+
+    let writer_store = store.clone();
+    let writer = tokio::spawn(async move {
+        for round in 0..3 {
+            for p in &projections {
+                kepu_server::records::write(&writer_store, doc, p, now_ms() + round)
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    let id = doc.to_string();
+    let mut reads = 0;
+    while !writer.is_finished() {
+        let a = store
+            .booking_attendance(&id)
+            .await
+            .unwrap()
+            .expect("the booking is known");
+        let counted = a.scans.iter().filter(|s| s.counted).count();
+        assert_eq!(
+            usize::try_from(a.booking.arrived).unwrap(),
+            counted,
+            "arrived agrees with the counted scans in the same answer (read {reads})"
+        );
+        reads += 1;
+    }
+    writer.await.unwrap();
+    assert!(reads > 0);
+    assert!(
+        store.booking_attendance("unknown").await.unwrap().is_none(),
+        "an unknown booking has no attendance"
+    );
+}
+
+/// The teacher of school 3 who books in the roster and records tests.
+fn teacher_of_school_3() -> kepu_sync_core::writer::Writer {
+    use kepu_sync_core::ids::UserId;
+    use uuid::Uuid;
+    kepu_sync_core::writer::Writer {
+        device: DeviceId(Uuid::from_u128(1)),
+        user: UserId(Uuid::from_u128(2)),
+        role: kepu_sync_core::writer::Role::Teacher,
+        school: Some(SchoolId(Uuid::from_u128(3))),
+        venue: None,
+        pupil: None,
+    }
+}
+
+/// A booking document of school 3 at venue 4, slot 5, made by `teacher`.
+fn booking_of_school_3(
+    teacher: &kepu_sync_core::writer::Writer,
+    party_size: u32,
+    roster: Vec<PupilId>,
+) -> automerge::Automerge {
+    use kepu_sync_core::edits::{Edit, apply_unchecked};
+    use kepu_sync_core::ids::{SlotId, VenueId};
+    use uuid::Uuid;
+    let mut d = automerge::Automerge::new();
+    let create = Edit::CreateBooking {
+        venue: VenueId(Uuid::from_u128(4)),
+        slot: SlotId(Uuid::from_u128(5)),
+        school: SchoolId(Uuid::from_u128(3)),
+        party_size,
+        roster,
+    };
+    apply_unchecked(&mut d, teacher, now_ms(), &create).unwrap();
+    d
 }
