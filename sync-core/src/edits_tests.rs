@@ -8,52 +8,18 @@ use uuid::Uuid;
 
 use super::{Edit, EditError, apply_unchecked, check_applies};
 use crate::doc_read as r;
-use crate::ids::{DeviceId, PupilId, SchoolId, SlotId, UserId, VenueId};
+use crate::ids::DeviceId;
 use crate::schema::activity_log::{ActivityLog, Confirmation};
 use crate::schema::booking::{Booking, Scan, ScanMethod, Status};
 use crate::schema::school_log::{Entry, SchoolLog};
 use crate::schema::venue::{Instrument, Slot, Venue};
 use crate::schema::{self, DocKind, revocations};
+use crate::test_writers::{
+    NOW, SCHOOL, SLOT, VENUE, pupil, server, staff, teacher, volunteer, writer,
+};
 use crate::writer::{Role, Writer};
 
-/// 2026-01-01 00:00 UTC.
-const NOW: i64 = 1_767_225_600_000;
 const LATER: i64 = NOW + 60_000;
-
-const SCHOOL: SchoolId = SchoolId(Uuid::from_u128(1));
-const VENUE: VenueId = VenueId(Uuid::from_u128(2));
-const SLOT: SlotId = SlotId(Uuid::from_u128(3));
-
-fn pupil(n: u128) -> PupilId {
-    PupilId(Uuid::from_u128(300 + n))
-}
-
-fn writer(n: u128, role: Role) -> Writer {
-    Writer {
-        device: DeviceId(Uuid::from_u128(100 + n)),
-        user: UserId(Uuid::from_u128(200 + n)),
-        role,
-        school: matches!(role, Role::Teacher | Role::Volunteer | Role::Pupil).then_some(SCHOOL),
-        venue: (role == Role::VenueStaff).then_some(VENUE),
-        pupil: (role == Role::Pupil).then_some(pupil(n)),
-    }
-}
-
-fn teacher() -> Writer {
-    writer(1, Role::Teacher)
-}
-
-fn staff() -> Writer {
-    writer(2, Role::VenueStaff)
-}
-
-fn volunteer() -> Writer {
-    writer(3, Role::Volunteer)
-}
-
-fn server() -> Writer {
-    Writer::server(DeviceId(Uuid::from_u128(9)))
-}
 
 fn created(by: &Writer, edit: &Edit) -> Automerge {
     let mut doc = Automerge::new();

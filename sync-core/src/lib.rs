@@ -13,6 +13,8 @@ pub mod schema;
 #[cfg(feature = "testing")]
 pub mod sim;
 pub mod stored;
+#[cfg(test)]
+mod test_writers;
 pub mod validate;
 pub mod wire;
 pub mod writer;

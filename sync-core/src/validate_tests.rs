@@ -8,45 +8,12 @@ use uuid::Uuid;
 
 use super::{MAX_TEXT_CHARS, ProofCheck, Refusal, RefusalCode, validate, validate_patches_with};
 use crate::edits::{Edit, apply_unchecked};
-use crate::ids::{DeviceId, PupilId, SchoolId, SlotId, UserId, VenueId};
+use crate::ids::{DeviceId, PupilId, SchoolId, VenueId};
 use crate::schema::booking::ScanMethod;
+use crate::test_writers::{
+    NOW, SCHOOL, SLOT, VENUE, pupil, server, staff, teacher, volunteer, writer,
+};
 use crate::writer::{Role, Writer};
-
-const NOW: i64 = 1_767_225_600_000;
-const SCHOOL: SchoolId = SchoolId(Uuid::from_u128(1));
-const VENUE: VenueId = VenueId(Uuid::from_u128(2));
-const SLOT: SlotId = SlotId(Uuid::from_u128(3));
-
-fn pupil(n: u128) -> PupilId {
-    PupilId(Uuid::from_u128(300 + n))
-}
-
-fn writer(n: u128, role: Role) -> Writer {
-    Writer {
-        device: DeviceId(Uuid::from_u128(100 + n)),
-        user: UserId(Uuid::from_u128(200 + n)),
-        role,
-        school: matches!(role, Role::Teacher | Role::Volunteer | Role::Pupil).then_some(SCHOOL),
-        venue: (role == Role::VenueStaff).then_some(VENUE),
-        pupil: (role == Role::Pupil).then_some(pupil(n)),
-    }
-}
-
-fn teacher() -> Writer {
-    writer(1, Role::Teacher)
-}
-
-fn staff() -> Writer {
-    writer(2, Role::VenueStaff)
-}
-
-fn volunteer() -> Writer {
-    writer(3, Role::Volunteer)
-}
-
-fn server() -> Writer {
-    Writer::server(DeviceId(Uuid::from_u128(9)))
-}
 
 /// A booking for pupils 1 and 2, made by the teacher.
 fn booking() -> Automerge {
