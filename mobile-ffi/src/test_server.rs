@@ -175,11 +175,7 @@ impl Shared {
             sender_id: Some("kepu-test-server".into()),
             target_id: None,
             message: "device revoked".into(),
-            refusal: Some(wire::Refusal {
-                code: "device-revoked".into(),
-                document_id: None,
-                changes: Vec::new(),
-            }),
+            refusal: Some(wire::Refusal::new(wire::RefusalCode::DeviceRevoked, None)),
         }
         .encode();
         for (d, tx) in inner.conns.values() {

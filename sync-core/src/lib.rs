@@ -8,6 +8,7 @@ pub mod ids;
 #[cfg(feature = "testing")]
 pub mod mem_store;
 pub mod proof;
+pub mod refusal;
 pub mod rules;
 pub mod schema;
 #[cfg(feature = "testing")]

@@ -9,7 +9,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use automerge::{
-    Automerge, ChangeHash, ObjId, Patch, PatchAction, Prop, ROOT, ReadDoc, ScalarValue, Value,
+    Automerge, ChangeHash, ObjId, ObjType, Patch, PatchAction, Prop, ROOT, ReadDoc, ScalarValue,
+    Value,
 };
 
 use crate::doc_id::DocumentId;
@@ -18,92 +19,12 @@ use crate::ids::{PupilId, SchoolId, UserId, VenueId};
 use crate::schema::{self, DocKind, activity_log, booking, school_log, venue};
 use crate::writer::{Role, Writer};
 
-/// Machine-readable reasons for a refusal. The text forms are stable API: devices show
-/// them and admins filter on them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RefusalCode {
-    /// The writer's role may not write this field of this kind of document.
-    RoleMayNotWrite,
-    /// Only the server decides a booking's status.
-    StatusIsServerOnly,
-    /// A scan or confirmation must be recorded under the writer's own device id.
-    NotOwnDevice,
-    /// A pupil may only check themselves in.
-    NotOwnPupil,
-    /// A pupil may only check in on a booking whose roster holds them.
-    NotOnRoster,
-    /// Venue staff may only touch their own venue's documents.
-    OtherVenue,
-    /// Teachers may only touch their own school's documents.
-    OtherSchool,
-    /// The writer is not the owner of this log.
-    NotOwner,
-    /// A recorded scan is never changed.
-    ScanImmutable,
-    /// Nothing is deleted from this part of the document (check-ins above all).
-    NoDelete,
-    /// A field that is not in the schema.
-    UnknownField,
-    /// A field fixed at creation (kind, venue, school, …).
-    ImmutableField,
-    /// The writer may not create this kind of document.
-    MayNotCreate,
-    /// A value of the wrong type or out of range.
-    MalformedValue,
-    /// The document has no known kind.
-    UnknownKind,
-    /// The change depends on a change that was refused.
-    DependsOnRefused,
-    /// The proof attached to a check-in does not verify.
-    BadProof,
-    /// The device lost read access to the document before these changes reached the
-    /// server (client side; the changes are kept aside, not dropped).
-    AccessLost,
-    /// A value or key longer than its field allows ([`MAX_ID_CHARS`],
-    /// [`MAX_PROOF_CHARS`], [`MAX_TEXT_CHARS`], [`MAX_KEY_CHARS`]).
-    TooLong,
-    /// An activity's fields are fixed once staff confirmed or declined it.
-    ActivityConfirmed,
-    /// The change is written under an actor id that belongs to another device (or to the
-    /// server): each device writes only under its own actor ids.
-    ForeignActor,
-}
-
-impl RefusalCode {
-    /// The stable text form.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::RoleMayNotWrite => "role-may-not-write",
-            Self::StatusIsServerOnly => "status-is-server-only",
-            Self::NotOwnDevice => "not-own-device",
-            Self::NotOwnPupil => "not-own-pupil",
-            Self::NotOnRoster => "not-on-roster",
-            Self::OtherVenue => "other-venue",
-            Self::OtherSchool => "other-school",
-            Self::NotOwner => "not-owner",
-            Self::ScanImmutable => "scan-immutable",
-            Self::NoDelete => "no-delete",
-            Self::UnknownField => "unknown-field",
-            Self::ImmutableField => "immutable-field",
-            Self::MayNotCreate => "may-not-create",
-            Self::MalformedValue => "malformed-value",
-            Self::UnknownKind => "unknown-kind",
-            Self::DependsOnRefused => "depends-on-refused",
-            Self::BadProof => "bad-proof",
-            Self::AccessLost => "access-lost",
-            Self::TooLong => "too-long",
-            Self::ActivityConfirmed => "activity-confirmed",
-            Self::ForeignActor => "foreign-actor",
-        }
-    }
-}
+pub use crate::refusal::RefusalCode;
 
 /// A refusal: the reason and the document path it concerns (ids in paths are
 /// pseudonymous; no names or free text are ever echoed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
-#[error("{} at {path}", code.as_str())]
+#[error("{code} at {path}")]
 pub struct Refusal {
     /// Why.
     pub code: RefusalCode,
@@ -131,7 +52,7 @@ pub const MAX_TEXT_CHARS: usize = 500;
 /// Longest map key (entry ids, `"<pupil>/<device>"` scan keys and the like).
 pub const MAX_KEY_CHARS: usize = 200;
 
-fn bounded_path(path: &str) -> String {
+pub(crate) fn bounded_path(path: &str) -> String {
     if path.chars().count() <= MAX_PATH_CHARS {
         return path.to_owned();
     }
@@ -211,6 +132,8 @@ pub struct ProofCheck {
 enum Act {
     PutScalar,
     PutObject,
+    /// A text object put at a key (how the JavaScript library writes a plain string).
+    PutText,
     Delete,
     /// A concurrent write that lost (or tied) at a key: checked for rights like a put;
     /// its value is not visible in the patch.
@@ -337,7 +260,16 @@ pub fn validate_patches_with(
     proofs: &ProofCheck,
 ) -> Result<(), Refusal> {
     let Some(kind) = schema::kind_of(doc) else {
-        return Err(Refusal::at(RefusalCode::UnknownKind, &[]));
+        // A JavaScript client's `doc.kind = "booking"` writes a text object.
+        let text_kind = matches!(
+            doc.get(ROOT, schema::KIND),
+            Ok(Some((Value::Object(ObjType::Text), _)))
+        );
+        return Err(if text_kind {
+            Refusal::at(RefusalCode::TextNotScalar, &[schema::KIND.to_owned()])
+        } else {
+            Refusal::at(RefusalCode::UnknownKind, &[])
+        });
     };
     let mut ctx = Ctx {
         doc,
@@ -365,6 +297,14 @@ pub fn validate_patches_with(
         }
         // The object a put lands in, to tell new entries from edits of existing ones.
         let parent_is_new = ctx.new_objects.contains(&p.obj);
+        if act == Act::PutText {
+            // No field holds a text object. Where the same characters as a string would
+            // pass, say so; otherwise refuse for whatever else is wrong.
+            let as_string = text_as_string(doc, &p.action);
+            check(&ctx, kind, &path, Act::PutScalar, parent_is_new, &as_string)
+                .map_err(|code| Refusal::at(code, &path))?;
+            return Err(Refusal::at(RefusalCode::TextNotScalar, &path));
+        }
         check(&ctx, kind, &path, act, parent_is_new, &p.action)
             .map_err(|code| Refusal::at(code, &path))?;
         if kind == DocKind::Booking
@@ -449,6 +389,10 @@ fn flatten(p: &Patch, new_objects: &mut HashSet<ObjId>) -> (Vec<String>, Act) {
         PatchAction::PutMap { key, value, .. } => {
             path.push(key.clone());
             match value {
+                (Value::Object(ObjType::Text), id) => {
+                    new_objects.insert(id.clone());
+                    Act::PutText
+                }
                 (Value::Object(_), id) => {
                     new_objects.insert(id.clone());
                     Act::PutObject
@@ -529,6 +473,32 @@ fn str_value(action: &PatchAction) -> Option<String> {
             _ => None,
         },
         _ => None,
+    }
+}
+
+/// The put of a text object as the put of a string with the same characters (a text
+/// longer than any field allows reads as empty: it is refused either way).
+fn text_as_string(doc: &Automerge, action: &PatchAction) -> PatchAction {
+    let PatchAction::PutMap {
+        key,
+        value: (_, id),
+        conflict,
+    } = action
+    else {
+        return action.clone();
+    };
+    let text = if doc.length(id) <= MAX_PROOF_CHARS {
+        doc.text(id).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    PatchAction::PutMap {
+        key: key.clone(),
+        value: (
+            Value::Scalar(std::borrow::Cow::Owned(ScalarValue::Str(text.into()))),
+            id.clone(),
+        ),
+        conflict: *conflict,
     }
 }
 
@@ -648,7 +618,9 @@ fn container_rule(ctx: &Ctx<'_>, kind: DocKind, p: &[&str], act: Act) -> Option<
 }
 
 fn booking_scope(ctx: &Ctx<'_>) -> Rule {
-    *ctx.booking_scope.get_or_init(|| booking_scope_of(ctx))
+    ctx.booking_scope
+        .get_or_init(|| booking_scope_of(ctx))
+        .clone()
 }
 
 fn booking_scope_of(ctx: &Ctx<'_>) -> Rule {

@@ -423,3 +423,86 @@ fn activity_confirmed_a_claim_is_raised_after_staff_confirmed_it() {
         "activities/a-1/minutes",
     );
 }
+
+/// What the JavaScript automerge library writes for `entry.description = "讲解"`: a text
+/// object holding the characters, not a string.
+fn put_text(tx: &mut Transaction<'_>, parent: &ObjId, key: &str, text: &str) {
+    let t = tx.put_object(parent, key, ObjType::Text).unwrap();
+    tx.splice_text(&t, 0, 0, text).unwrap();
+}
+
+#[test]
+fn text_not_scalar_a_description_written_as_a_text_object() {
+    let result = raw(&activity_log(), &volunteer(), |tx| {
+        let acts = map(tx, &ROOT, "activities");
+        let a = tx.put_object(&acts, "a-2", ObjType::Map).unwrap();
+        tx.put(&a, "venue", VENUE.to_string()).unwrap();
+        tx.put(&a, "activity_kind", "guided_tour").unwrap();
+        tx.put(&a, "start", NOW).unwrap();
+        tx.put(&a, "minutes", 30).unwrap();
+        put_text(tx, &a, "description", "讲解");
+    });
+    refused(
+        result,
+        RefusalCode::TextNotScalar,
+        "activities/a-2/description",
+    );
+}
+
+#[test]
+fn text_not_scalar_only_where_the_string_itself_would_be_accepted() {
+    // A note's text as a text object, holding one of the note codes: the code is right,
+    // only its form is wrong.
+    let note = |text: &'static str| {
+        move |tx: &mut Transaction<'_>| {
+            let notes = map(tx, &ROOT, "notes");
+            let n = tx.put_object(&notes, "n-1", ObjType::Map).unwrap();
+            tx.put(&n, "at", NOW).unwrap();
+            tx.put(&n, "by", teacher().user.to_string()).unwrap();
+            tx.put(&n, "role", "teacher").unwrap();
+            put_text(tx, &n, "text", text);
+        }
+    };
+    let code = crate::schema::booking::NOTE_CODES[0];
+    refused(
+        raw(&booking(), &teacher(), note(code)),
+        RefusalCode::TextNotScalar,
+        "notes/n-1/text",
+    );
+    // Free text is still refused for what it says, whatever its form.
+    refused(
+        raw(&booking(), &teacher(), note("Wang Fang is ill")),
+        RefusalCode::MalformedValue,
+        "notes/n-1/text",
+    );
+    // A text object where a number belongs is a wrong value, not a wrong form.
+    let result = raw(&activity_log(), &volunteer(), |tx| {
+        let acts = map(tx, &ROOT, "activities");
+        let a = map(tx, &acts, "a-1");
+        put_text(tx, &a, "minutes", "45");
+    });
+    refused(
+        result,
+        RefusalCode::MalformedValue,
+        "activities/a-1/minutes",
+    );
+    // The writer's rights come first: a pupil may not name the guide at all.
+    let result = raw(&booking(), &writer(1, Role::Pupil), |tx| {
+        put_text(tx, &ROOT, "guide", "老师");
+    });
+    refused(result, RefusalCode::RoleMayNotWrite, "guide");
+}
+
+#[test]
+fn text_not_scalar_a_document_whose_kind_is_a_text_object() {
+    let mut doc = Automerge::new();
+    let before = doc.get_heads();
+    let mut tx = doc.transaction();
+    put_text(&mut tx, &ROOT, "kind", "booking");
+    tx.commit();
+    refused(
+        validate(&doc, &before, &teacher()),
+        RefusalCode::TextNotScalar,
+        "kind",
+    );
+}

@@ -19,6 +19,7 @@
 mod decode;
 mod encode;
 
+pub use crate::refusal::RefusalCode;
 pub use decode::{MAX_DEPTH, MAX_ID_LEN, decode};
 
 use crate::doc_id::DocumentId;
@@ -128,12 +129,30 @@ pub struct PeerMetadata {
 /// automerge-repo clients ignore (they tolerate unknown keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// Machine-readable reason, e.g. `rule-violation` (wire key `refusal`).
-    pub code: String,
+    /// Machine-readable reason, e.g. `not-on-roster` (wire key `refusal`); a code this
+    /// build does not know arrives as [`RefusalCode::Other`].
+    pub code: RefusalCode,
+    /// Where in the document, as `/`-joined keys (wire key `refusalPath`, left out when
+    /// empty): the path of the first refused change, holding pseudonymous ids only.
+    pub path: String,
     /// The document concerned, if any (wire key `documentId`).
     pub document_id: Option<DocumentId>,
     /// Hashes of the changes that were refused (wire key `rejectedChanges`).
     pub changes: Vec<[u8; 32]>,
+}
+
+impl Refusal {
+    /// A refusal of a message or a connection: a code and perhaps a document, naming no
+    /// changes and no path.
+    #[must_use]
+    pub const fn new(code: RefusalCode, document_id: Option<DocumentId>) -> Self {
+        Self {
+            code,
+            path: String::new(),
+            document_id,
+            changes: Vec::new(),
+        }
+    }
 }
 
 /// Why a frame is not a protocol message. Messages give offsets and field names, never
@@ -311,7 +330,8 @@ mod tests {
                 target_id: None,
                 message: "rule violation".into(),
                 refusal: Some(Refusal {
-                    code: "rule-violation".into(),
+                    code: RefusalCode::NotOnRoster,
+                    path: "check_ins/p-1/d-2".into(),
                     document_id: Some(doc()),
                     changes: vec![[7; 32], [9; 32]],
                 }),
@@ -706,7 +726,7 @@ mod tests {
             e.map(4).unwrap();
             e.str("type").unwrap().str("error").unwrap();
             e.str("message").unwrap().str("m").unwrap();
-            e.str("refusal").unwrap().str("rule-violation").unwrap();
+            e.str("refusal").unwrap().str("not-on-roster").unwrap();
             e.str("rejectedChanges")
                 .unwrap()
                 .array(1)
@@ -836,6 +856,7 @@ mod tests {
                 ".{0,80}",
                 proptest::option::of((
                     id(),
+                    ".{0,80}",
                     proptest::option::of(arb_doc()),
                     proptest::collection::vec(any::<[u8; 32]>(), 0..4)
                 ))
@@ -844,8 +865,9 @@ mod tests {
                     sender_id: s,
                     target_id: t,
                     message,
-                    refusal: refusal.map(|(code, document_id, changes)| Refusal {
-                        code,
+                    refusal: refusal.map(|(code, path, document_id, changes)| Refusal {
+                        code: RefusalCode::parse(&code),
+                        path,
                         document_id,
                         changes,
                     }),

@@ -113,7 +113,7 @@ impl Server {
                 refusal: Some(r), ..
             }) = wire::decode(bytes)
             {
-                codes.push(r.code);
+                codes.push(r.code.to_string());
             }
             false
         });

@@ -167,7 +167,11 @@ fn a_proof_and_time_copied_from_a_classmate_are_refused() {
     c.check_in_with(1, original.proof.clone().unwrap(), original.at);
     c.sim.settle();
     assert_eq!(
-        c.sim.server.refusals().map(|r| r.code).collect::<Vec<_>>(),
+        c.sim
+            .server
+            .refusals()
+            .map(|r| r.code.clone())
+            .collect::<Vec<_>>(),
         vec![RefusalCode::BadProof]
     );
     let a = attendance(&c.on_server(), None);

@@ -828,7 +828,7 @@ mod proofs {
         );
         w.sim.settle();
         assert_eq!(
-            w.sim.server.refusals().last().map(|r| r.code),
+            w.sim.server.refusals().last().map(|r| r.code.clone()),
             Some(RefusalCode::BadProof)
         );
         let scan_id = w.sim.new_entry_id();
@@ -889,7 +889,7 @@ mod proofs {
         }
         let a = attendance(&booking_on(&w.sim, None, &b), None);
         assert_eq!(a.arrived, 1, "only the valid pass counts");
-        let codes: Vec<RefusalCode> = w.sim.server.refusals().map(|r| r.code).collect();
+        let codes: Vec<RefusalCode> = w.sim.server.refusals().map(|r| r.code.clone()).collect();
         assert_eq!(codes, vec![RefusalCode::BadProof, RefusalCode::BadProof]);
     }
 }
@@ -964,7 +964,11 @@ fn a_pass_scanned_offline_before_its_revocation_still_counts() {
     );
     w.sim.settle();
     assert_eq!(
-        w.sim.server.refusals().map(|r| r.code).collect::<Vec<_>>(),
+        w.sim
+            .server
+            .refusals()
+            .map(|r| r.code.clone())
+            .collect::<Vec<_>>(),
         vec![RefusalCode::BadProof]
     );
 }

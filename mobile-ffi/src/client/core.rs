@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use automerge::Automerge;
 use kepu_sync_core::doc_id::DocumentId;
-use kepu_sync_core::edits::Edit;
+use kepu_sync_core::edits::{Edit, EditError};
 use kepu_sync_core::engine::{Config, ConnId, Engine, Event, Input, Mode, StorageTask};
 use kepu_sync_core::proof::ServerPublicKey;
 use kepu_sync_core::schema::DocKind;
@@ -378,10 +378,9 @@ impl Core {
         for e in &events {
             match e {
                 Event::EditFailed { doc: d, error } if *d == doc => {
-                    return Err(if let Some(reason) = error.strip_prefix("refused: ") {
-                        Error::Rejected(reason.to_owned())
-                    } else {
-                        Error::InvalidInput(error.clone())
+                    return Err(match error {
+                        EditError::Refused(refusal) => Error::Rejected(refusal.to_string()),
+                        other => Error::InvalidInput(other.to_string()),
                     });
                 }
                 Event::StorageFailed { doc: d, error } if *d == doc => {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::engine::{Event, Input};
-use kepu_sync_core::wire::{self, Message};
+use kepu_sync_core::refusal::RefusalCode;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, http};
@@ -115,14 +115,6 @@ fn upgrade_refusal(response: &http::Response<Option<Vec<u8>>>) -> UpgradeRefusal
     UpgradeRefusal::Auth(code.unwrap_or_else(|| format!("http-{}", status.as_u16())))
 }
 
-/// Is this frame the server telling us we are revoked?
-fn is_revocation(bytes: &[u8]) -> bool {
-    matches!(
-        wire::decode(bytes),
-        Ok(Message::Error { refusal: Some(r), .. }) if r.code == DEVICE_REVOKED
-    )
-}
-
 /// Runs one connection. With [`Until::Synced`] it returns once every local document is
 /// in sync; with [`Until::Stopped`] when `stop` turns true or the link breaks.
 ///
@@ -220,14 +212,17 @@ pub async fn connect_and_sync(
                 quiet_deadline = Instant::now() + QUIET;
                 settle_at = Some(Instant::now() + SETTLE);
                 core.bytes_received.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                if is_revocation(&bytes) {
-                    core.wipe_revoked()?;
-                    break Err(Error::Revoked);
-                }
                 let events = match core.handle(Input::Received { conn, bytes }, false) {
                     Ok(e) => e,
                     Err(e) => break Err(e),
                 };
+                let revoked = |e: &Event| {
+                    matches!(e, Event::ServerRefused { code: RefusalCode::DeviceRevoked, .. })
+                };
+                if events.iter().any(revoked) {
+                    core.wipe_revoked()?;
+                    break Err(Error::Revoked);
+                }
                 for e in events {
                     match e {
                         Event::PeerJoined { .. } => joined = true,

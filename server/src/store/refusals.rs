@@ -1,6 +1,7 @@
 //! Refusals: changes a device sent that the server would not merge, kept for admins and
 //! for the device to show.
 
+use kepu_sync_core::refusal::RefusalCode;
 use serde::Serialize;
 use sqlx::Row;
 use uuid::Uuid;
@@ -18,8 +19,8 @@ pub struct Refusal {
     pub device_id: Uuid,
     /// The document (bs58check id).
     pub doc_id: String,
-    /// A machine-readable reason.
-    pub code: String,
+    /// A machine-readable reason (its text form in JSON and in the database).
+    pub code: RefusalCode,
     /// A human-readable detail (never personal data).
     pub detail: String,
     /// When it was refused (unix ms).
@@ -60,7 +61,7 @@ impl Store {
         .bind(refusal.id.to_string())
         .bind(refusal.device_id.to_string())
         .bind(bounded(&refusal.doc_id, MAX_CODE_CHARS))
-        .bind(bounded(&refusal.code, MAX_CODE_CHARS))
+        .bind(bounded(refusal.code.as_str(), MAX_CODE_CHARS))
         .bind(bounded(&refusal.detail, MAX_DETAIL_CHARS))
         .bind(refusal.at)
         .execute(&mut *tx)
@@ -105,7 +106,7 @@ impl Store {
                     id: rows::uuid(row, "id", "refusals")?,
                     device_id: rows::uuid(row, "device_id", "refusals")?,
                     doc_id: row.try_get("doc_id")?,
-                    code: row.try_get("code")?,
+                    code: RefusalCode::parse(row.try_get("code")?),
                     detail: row.try_get("detail")?,
                     at: row.try_get("at")?,
                 })

@@ -163,11 +163,10 @@ async fn run(
                             sender_id: Some(engine.config().peer_id.clone()),
                             target_id: None,
                             message: "device revoked".into(),
-                            refusal: Some(wire::Refusal {
-                                code: "device-revoked".into(),
-                                document_id: None,
-                                changes: Vec::new(),
-                            }),
+                            refusal: Some(wire::Refusal::new(
+                                wire::RefusalCode::DeviceRevoked,
+                                None,
+                            )),
                         };
                         // Dropping the queue's sender ends the session once the
                         // queue is sent, even when these two did not fit.
@@ -330,8 +329,8 @@ async fn dispatch(
                         .send(Job::Refusal {
                             device,
                             doc,
-                            code: refusal.code.as_str(),
                             detail: refusal.to_string(),
+                            code: refusal.code,
                         })
                         .await;
                 }

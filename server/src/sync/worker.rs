@@ -35,7 +35,7 @@ pub enum Job {
         /// Document.
         doc: DocumentId,
         /// Code.
-        code: &'static str,
+        code: kepu_sync_core::refusal::RefusalCode,
         /// Detail (no personal data).
         detail: String,
     },
@@ -137,7 +137,7 @@ async fn run(state: AppState, hub: SyncHub, mut rx: mpsc::Receiver<Job>) {
                         id: kepu_sync_core::ids::uuid_v7(now_ms(), rand::random()),
                         device_id: device.0,
                         doc_id: doc.to_string(),
-                        code: code.to_owned(),
+                        code,
                         detail,
                         at: now_ms(),
                     };

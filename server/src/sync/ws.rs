@@ -138,11 +138,10 @@ fn rate_limited() -> Vec<u8> {
         sender_id: None,
         target_id: None,
         message: "too many frames or bytes per second; reconnect later".into(),
-        refusal: Some(kepu_sync_core::wire::Refusal {
-            code: "rate-limited".into(),
-            document_id: None,
-            changes: Vec::new(),
-        }),
+        refusal: Some(kepu_sync_core::wire::Refusal::new(
+            kepu_sync_core::wire::RefusalCode::RateLimited,
+            None,
+        )),
     }
     .encode()
 }
@@ -242,7 +241,7 @@ async fn session(
                             sender_id: None,
                             target_id: None,
                             message: "text frames are not part of the protocol; send binary CBOR".into(),
-                            refusal: Some(kepu_sync_core::wire::Refusal { code: "malformed-message".into(), document_id: None, changes: Vec::new() }),
+                            refusal: Some(kepu_sync_core::wire::Refusal::new(kepu_sync_core::wire::RefusalCode::MalformedMessage, None)),
                         };
                         if socket.send(WsMessage::Binary(err.encode().into())).await.is_err() { break; }
                     }

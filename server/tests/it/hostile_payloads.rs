@@ -101,7 +101,7 @@ impl Raw {
                 refusal, message, ..
             } = self.next().await?
             {
-                return Some(refusal.map_or(message, |r| r.code));
+                return Some(refusal.map_or(message, |r| r.code.to_string()));
             }
         }
     }

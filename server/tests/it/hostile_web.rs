@@ -495,7 +495,7 @@ async fn a_connection_sending_too_many_bytes_is_told_and_closed() {
                     refusal: Some(r), ..
                 }) = kepu_sync_core::wire::decode(&bytes)
                 {
-                    told |= r.code == "rate-limited";
+                    told |= r.code == kepu_sync_core::refusal::RefusalCode::RateLimited;
                 }
             }
             Ws::Close(frame) => {
@@ -664,7 +664,7 @@ async fn a_mass_revocation_closes_every_revoked_device(db: Db) {
                         refusal: Some(r), ..
                     }) = kepu_sync_core::wire::decode(&bytes)
                     {
-                        told |= r.code == "device-revoked";
+                        told |= r.code == kepu_sync_core::refusal::RefusalCode::DeviceRevoked;
                     }
                 }
                 Some(Ok(Ws::Close(_)) | Err(_)) | None => {
@@ -705,7 +705,7 @@ async fn a_device_revoked_by_another_process_is_closed_within_seconds() {
                     refusal: Some(r), ..
                 }) = kepu_sync_core::wire::decode(&bytes)
                 {
-                    told |= r.code == "device-revoked";
+                    told |= r.code == kepu_sync_core::refusal::RefusalCode::DeviceRevoked;
                 }
             }
             Some(Ok(Ws::Close(_)) | Err(_)) | None => {

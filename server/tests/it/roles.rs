@@ -172,7 +172,7 @@ async fn a_teacher_cannot_take_another_schools_log_id_for_next_year() {
         t.events.iter().find_map(|e| match e {
             Event::Refused {
                 doc: d, refusal, ..
-            } if *d == doc => Some(refusal.code),
+            } if *d == doc => Some(refusal.code.clone()),
             _ => None,
         })
     };
@@ -187,7 +187,7 @@ async fn a_teacher_cannot_take_another_schools_log_id_for_next_year() {
             .iter()
             .map(|t| refusal(&teacher, *t))
             .collect::<Vec<_>>(),
-        [Some(RefusalCode::MayNotCreate); 2],
+        vec![Some(RefusalCode::MayNotCreate); 2],
         "{:?}",
         teacher.events
     );

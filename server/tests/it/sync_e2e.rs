@@ -8,6 +8,7 @@ use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::edits::Edit;
 use kepu_sync_core::engine::Event;
 use kepu_sync_core::ids::{DeviceId, PupilId, SchoolId, SlotId, UserId, VenueId};
+use kepu_sync_core::refusal::RefusalCode;
 use kepu_sync_core::rules::attendance::attendance;
 use kepu_sync_core::schema::booking::{Booking, ScanMethod, Status};
 use kepu_sync_core::wire::{self, Message};
@@ -304,7 +305,7 @@ async fn expect_error(
                     refusal, message, ..
                 }) = wire::decode(&b)
                 {
-                    return Some(refusal.map_or(message, |r| r.code));
+                    return Some(refusal.map_or(message, |r| r.code.to_string()));
                 }
             }
             Ok(Some(Ok(Ws::Close(_)))) | Ok(None) | Err(_) | Ok(Some(Err(_))) => return None,
@@ -458,9 +459,13 @@ async fn wrong_and_revoked_tokens_are_refused_and_a_revoked_device_is_cut_off(se
     assert_eq!(r.status(), 200);
     t.pump(Duration::from_secs(2)).await;
     assert!(
-        t.events.iter().any(
-            |e| matches!(e, Event::ProtocolError { error, .. } if error.contains("device-revoked"))
-        ),
+        t.events.iter().any(|e| matches!(
+            e,
+            Event::ServerRefused {
+                code: kepu_sync_core::refusal::RefusalCode::DeviceRevoked,
+                ..
+            }
+        )),
         "{:?}",
         t.events
     );
@@ -533,7 +538,20 @@ async fn a_refused_change_is_recorded_for_admins(server: &TestServer) {
     }
     teacher.want(b);
     teacher.sync(server.addr).await;
-    assert!(teacher.events.iter().any(|e| matches!(e, Event::Refused { refusal, .. } if refusal.code.as_str() == "status-is-server-only")));
+    let refusal = teacher
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::Refused { refusal, .. } => Some(refusal.clone()),
+            _ => None,
+        })
+        .expect("the device is told its change was refused");
+    assert_eq!(refusal.code, RefusalCode::StatusIsServerOnly);
+    // The device learns where, not only why: the field it may not write.
+    assert!(
+        ["status", "decided_at", "wait_position"].contains(&refusal.path.as_str()),
+        "{refusal:?}"
+    );
     let admin = server.admin_token().await;
     let devices = get_json(server, "/api/admin/devices", &admin).await;
     let mine = devices["devices"]

@@ -118,11 +118,7 @@ impl Engine {
         self.send_error(
             conn,
             &refused.detail,
-            Some(wire::Refusal {
-                code: refused.code.to_owned(),
-                document_id: Some(doc),
-                changes: Vec::new(),
-            }),
+            Some(wire::Refusal::new(refused.code.clone(), Some(doc))),
         );
     }
 
@@ -208,7 +204,7 @@ impl Engine {
                                 self.split_document(doc, bytes, w, &mut bad, &mut refused)
                             else {
                                 let refused = Refused {
-                                    code: guard::code::MALFORMED_SYNC,
+                                    code: RefusalCode::MalformedSync,
                                     detail: "a document chunk that does not load".into(),
                                 };
                                 self.refuse_frame(conn, doc, &refused);
@@ -272,7 +268,7 @@ impl Engine {
             .unwrap_or(0);
         if !new.is_empty() && owned + new.len() > self.config.limits.actors_per_device {
             return Err(Refused {
-                code: guard::code::TOO_MANY_ACTORS,
+                code: RefusalCode::TooManyActors,
                 detail: format!(
                     "a device may write under at most {} actor ids",
                     self.config.limits.actors_per_device
@@ -329,11 +325,11 @@ impl Engine {
         }
         let code = refused
             .iter()
-            .map(|(_, c)| *c)
+            .map(|(_, c)| c.clone())
             .find(|c| *c != RefusalCode::DependsOnRefused)
             .unwrap_or(RefusalCode::DependsOnRefused);
         let refusal = Refusal {
-            code,
+            code: code.clone(),
             path: String::new(),
         };
         self.fx.events.push(Event::Refused {
@@ -347,7 +343,8 @@ impl Engine {
             conn,
             &format!("changes refused: {refusal}"),
             Some(wire::Refusal {
-                code: code.as_str().to_owned(),
+                code,
+                path: String::new(),
                 document_id: Some(doc),
                 changes: refused.iter().map(|(h, _)| h.0).collect(),
             }),
@@ -479,7 +476,7 @@ impl Engine {
             *conn,
             *doc,
             &Refused {
-                code: guard::code::DEPENDENCY_QUEUE_FULL,
+                code: RefusalCode::DependencyQueueFull,
                 detail: "too many changes wait for changes the server does not have".into(),
             },
         );
@@ -503,7 +500,7 @@ impl Engine {
                 conn,
                 doc,
                 &Refused {
-                    code: guard::code::PAYLOAD_TOO_LARGE,
+                    code: RefusalCode::PayloadTooLarge,
                     detail,
                 },
             );
@@ -526,7 +523,7 @@ impl Engine {
                     conn,
                     doc,
                     &Refused {
-                        code: guard::code::RATE_LIMITED,
+                        code: RefusalCode::RateLimited,
                         detail: format!("at most {per_second} ephemeral messages a second"),
                     },
                 );

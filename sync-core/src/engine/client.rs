@@ -170,21 +170,14 @@ impl Engine {
             });
             return;
         };
-        let Some(doc) = r.document_id else {
-            self.fx.events.push(Event::ProtocolError {
+        match r.document_id {
+            Some(doc) if !r.changes.is_empty() => self.quarantine(conn, doc, &r),
+            doc => self.fx.events.push(Event::ServerRefused {
                 conn,
-                error: format!("server refused: {}", r.code),
-            });
-            return;
-        };
-        if r.changes.is_empty() {
-            self.fx.events.push(Event::ProtocolError {
-                conn,
-                error: format!("server refused: {}", r.code),
-            });
-            return;
+                doc,
+                code: r.code,
+            }),
         }
-        self.quarantine(conn, doc, &r);
     }
 
     /// Client: rebuild `doc` without the refused changes and those that depend on them.
@@ -222,10 +215,9 @@ impl Engine {
             p.state = sync::State::new();
         }
         let snapshot = e.doc.save();
-        let code = validate_code(&r.code);
         let refusal = Refusal {
-            code,
-            path: String::new(),
+            code: r.code.clone(),
+            path: crate::validate::bounded_path(&r.path),
         };
         let n = dropped.len();
         self.task(
@@ -246,34 +238,4 @@ impl Engine {
         });
         self.generate(conn, doc, false);
     }
-}
-
-fn validate_code(code: &str) -> RefusalCode {
-    use RefusalCode as C;
-    [
-        C::RoleMayNotWrite,
-        C::StatusIsServerOnly,
-        C::NotOwnDevice,
-        C::NotOwnPupil,
-        C::NotOnRoster,
-        C::OtherVenue,
-        C::OtherSchool,
-        C::NotOwner,
-        C::ScanImmutable,
-        C::NoDelete,
-        C::UnknownField,
-        C::ImmutableField,
-        C::MayNotCreate,
-        C::MalformedValue,
-        C::UnknownKind,
-        C::DependsOnRefused,
-        C::BadProof,
-        C::AccessLost,
-        C::TooLong,
-        C::ActivityConfirmed,
-        C::ForeignActor,
-    ]
-    .into_iter()
-    .find(|c| c.as_str() == code)
-    .unwrap_or(C::RoleMayNotWrite)
 }

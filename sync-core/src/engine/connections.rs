@@ -10,6 +10,7 @@ use super::{
     Conn, ConnId, DocMsg, Engine, Event, Mode, PeerDoc, Pending, StorageTask, TaskPurpose,
 };
 use crate::doc_id::DocumentId;
+use crate::refusal::RefusalCode;
 use crate::wire::{self, Message, PeerMetadata};
 use crate::writer::Writer;
 
@@ -42,7 +43,12 @@ impl Engine {
 
     /// Closes `conn` because the server cannot take more from it now.
     pub(super) fn overloaded(&mut self, conn: ConnId, doc: Option<DocumentId>) {
-        self.close_with(conn, "server busy, reconnect later", "overloaded", doc);
+        self.close_with(
+            conn,
+            "server busy, reconnect later",
+            RefusalCode::Overloaded,
+            doc,
+        );
     }
 
     /// Tells `conn` why with an `error` of refusal `code`, then closes it: the peer
@@ -51,18 +57,10 @@ impl Engine {
         &mut self,
         conn: ConnId,
         message: &str,
-        code: &str,
+        code: RefusalCode,
         doc: Option<DocumentId>,
     ) {
-        self.send_error(
-            conn,
-            message,
-            Some(wire::Refusal {
-                code: code.into(),
-                document_id: doc,
-                changes: Vec::new(),
-            }),
-        );
+        self.send_error(conn, message, Some(wire::Refusal::new(code, doc)));
         self.fx.close.push(conn);
         self.on_disconnected(conn);
     }
@@ -138,11 +136,7 @@ impl Engine {
                 self.send_error(
                     conn,
                     &text,
-                    Some(wire::Refusal {
-                        code: "malformed-message".into(),
-                        document_id: None,
-                        changes: Vec::new(),
-                    }),
+                    Some(wire::Refusal::new(RefusalCode::MalformedMessage, None)),
                 );
                 return;
             }
@@ -173,11 +167,7 @@ impl Engine {
                 self.send_error(
                     conn,
                     "join first",
-                    Some(wire::Refusal {
-                        code: "not-joined".into(),
-                        document_id: None,
-                        changes: Vec::new(),
-                    }),
+                    Some(wire::Refusal::new(RefusalCode::NotJoined, None)),
                 );
             }
             Message::Request {
@@ -230,11 +220,7 @@ impl Engine {
             self.send_error(
                 conn,
                 "unsupported protocol version",
-                Some(wire::Refusal {
-                    code: "unsupported-protocol".into(),
-                    document_id: None,
-                    changes: Vec::new(),
-                }),
+                Some(wire::Refusal::new(RefusalCode::UnsupportedProtocol, None)),
             );
             self.fx.close.push(conn);
             return;

@@ -13,6 +13,7 @@ use super::{
 };
 use crate::doc_id::DocumentId;
 use crate::edits::{self, Edit};
+use crate::refusal::RefusalCode;
 use crate::validate::{self};
 use crate::wire::{self, Message};
 
@@ -105,11 +106,7 @@ impl Engine {
             self.send_error(
                 conn,
                 "too many documents on one connection",
-                Some(wire::Refusal {
-                    code: "too-many-documents".into(),
-                    document_id: Some(doc),
-                    changes: Vec::new(),
-                }),
+                Some(wire::Refusal::new(RefusalCode::TooManyDocuments, Some(doc))),
             );
             return;
         }
@@ -157,11 +154,7 @@ impl Engine {
             self.send_error(
                 conn,
                 "malformed automerge sync message",
-                Some(wire::Refusal {
-                    code: "malformed-sync".into(),
-                    document_id: Some(doc),
-                    changes: Vec::new(),
-                }),
+                Some(wire::Refusal::new(RefusalCode::MalformedSync, Some(doc))),
             );
             return;
         };
@@ -239,11 +232,7 @@ impl Engine {
             self.send_error(
                 conn,
                 "sync message could not be applied",
-                Some(wire::Refusal {
-                    code: "malformed-sync".into(),
-                    document_id: Some(doc),
-                    changes: Vec::new(),
-                }),
+                Some(wire::Refusal::new(RefusalCode::MalformedSync, Some(doc))),
             );
             return;
         }
@@ -363,10 +352,7 @@ impl Engine {
         };
         let before = e.doc.get_heads();
         if let Err(err) = edits::apply_unchecked(&mut e.doc, &writer, now, edit) {
-            self.fx.events.push(Event::EditFailed {
-                doc,
-                error: err.to_string(),
-            });
+            self.fx.events.push(Event::EditFailed { doc, error: err });
             return;
         }
         if let Err(refusal) = validate::validate(&e.doc, &before, &writer) {
@@ -376,7 +362,7 @@ impl Engine {
             }
             self.fx.events.push(Event::EditFailed {
                 doc,
-                error: edits::EditError::Refused(refusal).to_string(),
+                error: edits::EditError::Refused(refusal),
             });
             return;
         }
@@ -394,10 +380,7 @@ impl Engine {
             let before = e.doc.get_heads();
             match edits::apply_unchecked(&mut e.doc, &writer, now, edit) {
                 Ok(_) => self.persist_new(doc, &before),
-                Err(err) => self.fx.events.push(Event::EditFailed {
-                    doc,
-                    error: err.to_string(),
-                }),
+                Err(err) => self.fx.events.push(Event::EditFailed { doc, error: err }),
             }
         }
         std::mem::take(&mut self.fx)

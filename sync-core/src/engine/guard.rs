@@ -30,6 +30,8 @@ use automerge::sync;
 use flate2::bufread::DeflateDecoder;
 use sha2::{Digest, Sha256};
 
+use crate::refusal::RefusalCode;
+
 /// The first four bytes of every automerge chunk.
 const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
 const TYPE_DOCUMENT: u8 = 0;
@@ -45,29 +47,6 @@ const CHANGE_ACTOR_COLUMN: u64 = 1;
 /// A column's items may outnumber operations (predecessors of an operation, dependencies
 /// of a change), by at most this factor.
 const ITEMS_PER_OP: u64 = 4;
-
-/// Refusal codes the guard and the engine send in an `error` frame.
-pub mod code {
-    /// A chunk inflates beyond its bound, or a message's chunks do together.
-    pub const PAYLOAD_TOO_LARGE: &str = "payload-too-large";
-    /// A change or a message declares more operations than allowed.
-    pub const TOO_MANY_OPERATIONS: &str = "too-many-operations";
-    /// A message carries more changes than allowed.
-    pub const TOO_MANY_CHANGES: &str = "too-many-changes";
-    /// A chunk type no device needs to send (bundles, unknown types).
-    pub const CHUNK_TYPE_REFUSED: &str = "chunk-type-refused";
-    /// Bytes that are not a well-formed automerge sync message.
-    pub const MALFORMED_SYNC: &str = "malformed-sync";
-    /// Too much waits for changes the server has not seen.
-    pub const DEPENDENCY_QUEUE_FULL: &str = "dependency-queue-full";
-    /// A change under an actor id that belongs to another device.
-    pub const FOREIGN_ACTOR: &str = "foreign-actor";
-    /// A device wrote under more actor ids than allowed.
-    pub const TOO_MANY_ACTORS: &str = "too-many-actors";
-    /// More ephemeral messages per second than allowed (the rest of the second's are
-    /// dropped).
-    pub const RATE_LIMITED: &str = "rate-limited";
-}
 
 /// What one sync message (and one connection) may cost. The defaults keep one message's
 /// cost to the server's memory under about 64 MiB (see `docs/protocol.md`).
@@ -132,17 +111,17 @@ impl Default for Limits {
     }
 }
 
-/// Why a message is refused: a code from [`code`] and a short text (no payload bytes).
+/// Why a message is refused: a [`RefusalCode`] and a short text (no payload bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
     /// Machine-readable code.
-    pub code: &'static str,
+    pub code: RefusalCode,
     /// For people.
     pub detail: String,
 }
 
 impl Refused {
-    fn new(code: &'static str, detail: impl Into<String>) -> Self {
+    fn new(code: RefusalCode, detail: impl Into<String>) -> Self {
         Self {
             code,
             detail: detail.into(),
@@ -150,7 +129,7 @@ impl Refused {
     }
 
     fn malformed(detail: impl Into<String>) -> Self {
-        Self::new(code::MALFORMED_SYNC, detail)
+        Self::new(RefusalCode::MalformedSync, detail)
     }
 }
 
@@ -249,7 +228,7 @@ pub fn scan(message: &sync::Message, limits: &Limits) -> Result<Scan, Refused> {
             scan.inflated = scan.inflated.saturating_add(chunk.inflated);
             if scan.inflated > limits.message_bytes {
                 return Err(Refused::new(
-                    code::PAYLOAD_TOO_LARGE,
+                    RefusalCode::PayloadTooLarge,
                     format!(
                         "the message inflates to more than {} bytes",
                         limits.message_bytes
@@ -268,7 +247,7 @@ pub fn scan(message: &sync::Message, limits: &Limits) -> Result<Scan, Refused> {
             }
             if scan.changes > limits.changes_per_message {
                 return Err(Refused::new(
-                    code::TOO_MANY_CHANGES,
+                    RefusalCode::TooManyChanges,
                     format!(
                         "a message may carry at most {} changes",
                         limits.changes_per_message
@@ -311,7 +290,7 @@ pub fn change_actor(bytes: &[u8], limits: &Limits) -> Option<Vec<u8>> {
 
 fn too_many_ops(what: &str, max: u64) -> Refused {
     Refused::new(
-        code::TOO_MANY_OPERATIONS,
+        RefusalCode::TooManyOperations,
         format!("a {what} may declare at most {max} operations"),
     )
 }
@@ -391,7 +370,7 @@ fn read_chunk(
         }
         other => {
             return Err(Refused::new(
-                code::CHUNK_TYPE_REFUSED,
+                RefusalCode::ChunkTypeRefused,
                 format!("chunk type {other} is not accepted from devices"),
             ));
         }
@@ -428,14 +407,14 @@ fn inflate(data: &[u8], bound: u64) -> Result<Vec<u8>, Refused> {
 
 fn too_many_changes(max: u64) -> Refused {
     Refused::new(
-        code::TOO_MANY_CHANGES,
+        RefusalCode::TooManyChanges,
         format!("a document may carry at most {max} changes"),
     )
 }
 
 fn too_large(what: &str, bound: u64) -> Refused {
     Refused::new(
-        code::PAYLOAD_TOO_LARGE,
+        RefusalCode::PayloadTooLarge,
         format!("a {what} may inflate to at most {bound} bytes"),
     )
 }
@@ -1155,7 +1134,7 @@ mod tests {
         }
     }
 
-    fn refused(message: &sync::Message, limits: &Limits) -> &'static str {
+    fn refused(message: &sync::Message, limits: &Limits) -> RefusalCode {
         scan(message, limits).expect_err("refused").code
     }
 
@@ -1230,7 +1209,7 @@ mod tests {
         let limits = Limits::default();
         assert_eq!(
             refused(&message(vec![bomb]), &limits),
-            code::PAYLOAD_TOO_LARGE
+            RefusalCode::PayloadTooLarge
         );
     }
 
@@ -1252,7 +1231,7 @@ mod tests {
         assert!(scan(&message(vec![one.clone(); 3]), &limits).is_ok());
         assert_eq!(
             refused(&message(vec![one; 4]), &limits),
-            code::PAYLOAD_TOO_LARGE
+            RefusalCode::PayloadTooLarge
         );
     }
 
@@ -1262,7 +1241,7 @@ mod tests {
             let c = chunk(kind, [0; 4], &[0, 0, 0]);
             assert_eq!(
                 refused(&message(vec![c]), &Limits::default()),
-                code::CHUNK_TYPE_REFUSED
+                RefusalCode::ChunkTypeRefused
             );
         }
     }
@@ -1285,7 +1264,10 @@ mod tests {
                 b
             },
         ] {
-            assert_eq!(refused(&message(vec![bad]), &limits), code::MALFORMED_SYNC);
+            assert_eq!(
+                refused(&message(vec![bad]), &limits),
+                RefusalCode::MalformedSync
+            );
         }
         assert!(scan(&message(vec![good]), &limits).is_ok());
     }
@@ -1300,7 +1282,7 @@ mod tests {
         assert!(bomb.len() < 80);
         assert_eq!(
             refused(&message(vec![bomb]), &limits),
-            code::TOO_MANY_OPERATIONS
+            RefusalCode::TooManyOperations
         );
         // A null run of 2^40 in any column.
         let mut nulls = sleb(0);
@@ -1308,13 +1290,13 @@ mod tests {
         let bomb = change_chunk(&change_body(&[1; 16], 1, &[((7 << 4) | 1, nulls)]));
         assert_eq!(
             refused(&message(vec![bomb]), &limits),
-            code::TOO_MANY_OPERATIONS
+            RefusalCode::TooManyOperations
         );
         // A boolean column of 2^40 falses.
         let bomb = change_chunk(&change_body(&[1; 16], 1, &[((3 << 4) | 4, leb(1 << 40))]));
         assert_eq!(
             refused(&message(vec![bomb]), &limits),
-            code::TOO_MANY_OPERATIONS
+            RefusalCode::TooManyOperations
         );
     }
 
@@ -1337,7 +1319,7 @@ mod tests {
         assert!(scan(&message(vec![change(1), change(2)]), &limits).is_ok());
         assert_eq!(
             refused(&message(vec![change(1), change(2), change(3)]), &limits),
-            code::TOO_MANY_OPERATIONS
+            RefusalCode::TooManyOperations
         );
     }
 
@@ -1354,7 +1336,7 @@ mod tests {
         // Concatenated in one element, as a V2 message carries them.
         assert_eq!(
             refused(&message(vec![changes.concat()]), &limits),
-            code::TOO_MANY_CHANGES
+            RefusalCode::TooManyChanges
         );
     }
 
@@ -1363,7 +1345,7 @@ mod tests {
         let long = change_chunk(&change_body(&[1; 65], 1, &[]));
         assert_eq!(
             refused(&message(vec![long]), &Limits::default()),
-            code::MALFORMED_SYNC
+            RefusalCode::MalformedSync
         );
     }
 
@@ -1377,7 +1359,7 @@ mod tests {
         ));
         assert_eq!(
             refused(&message(vec![bad]), &Limits::default()),
-            code::MALFORMED_SYNC
+            RefusalCode::MalformedSync
         );
     }
 
@@ -1394,7 +1376,10 @@ mod tests {
         }
         body.extend([0, 0, 0]);
         let doc = chunk(TYPE_DOCUMENT, [0; 4], &body);
-        assert_eq!(refused(&message(vec![doc]), &limits), code::MALFORMED_SYNC);
+        assert_eq!(
+            refused(&message(vec![doc]), &limits),
+            RefusalCode::MalformedSync
+        );
     }
 
     #[test]
@@ -1448,7 +1433,7 @@ mod tests {
         assert!(bomb.len() < 200_000);
         assert_eq!(
             refused(&message(vec![bomb]), &limits),
-            code::PAYLOAD_TOO_LARGE
+            RefusalCode::PayloadTooLarge
         );
     }
 
@@ -1460,13 +1445,13 @@ mod tests {
         let bomb = document(&[(CHANGE_ACTOR_COLUMN, run.clone())]);
         assert_eq!(
             refused(&message(vec![bomb]), &limits),
-            code::TOO_MANY_CHANGES
+            RefusalCode::TooManyChanges
         );
         // Compressed, the same run.
         let bomb = document(&[(CHANGE_ACTOR_COLUMN | DEFLATE_BIT, deflate(&run))]);
         assert_eq!(
             refused(&message(vec![bomb]), &limits),
-            code::TOO_MANY_CHANGES
+            RefusalCode::TooManyChanges
         );
     }
 
@@ -1495,15 +1480,15 @@ mod tests {
         // Entries but no bits: automerge divides by zero.
         assert_eq!(
             refused(&with_have(&bloom(1, 0, 7, 0)), &limits),
-            code::MALFORMED_SYNC
+            RefusalCode::MalformedSync
         );
         // Four billion probes: automerge sizes a vector per hash with it.
         assert_eq!(
             refused(&with_have(&bloom(1, 8, u64::from(u32::MAX), 1)), &limits),
-            code::MALFORMED_SYNC
+            RefusalCode::MalformedSync
         );
         let mut many = with_have(&bloom(10, 10, 7, 13));
         many.have = vec![many.have[0].clone(); 100];
-        assert_eq!(refused(&many, &limits), code::MALFORMED_SYNC);
+        assert_eq!(refused(&many, &limits), RefusalCode::MalformedSync);
     }
 }

@@ -167,12 +167,14 @@ pub enum Event {
         /// Document.
         doc: DocumentId,
     },
-    /// A local edit could not be applied.
+    /// A local edit could not be applied: it does not fit the document, or this device's
+    /// own validation refused it ([`crate::edits::EditError::Refused`], with the code the
+    /// server would have given).
     EditFailed {
         /// Document.
         doc: DocumentId,
         /// Why (no personal data).
-        error: String,
+        error: crate::edits::EditError,
     },
     /// Part of a stored document could not be read when it was loaded (a snapshot or
     /// change rows that do not parse); the rest was loaded. The host logs and counts it.
@@ -188,6 +190,17 @@ pub enum Event {
         doc: DocumentId,
         /// Why.
         error: String,
+    },
+    /// Client: the server refused a message or the connection, with a code and no changes
+    /// named (a limit such as `payload-too-large`, `overloaded` before it closes, or
+    /// `device-revoked`). Refused changes come as [`Event::Refused`] instead.
+    ServerRefused {
+        /// Connection.
+        conn: ConnId,
+        /// The document concerned, if the server named one.
+        doc: Option<DocumentId>,
+        /// Why.
+        code: crate::refusal::RefusalCode,
     },
     /// A protocol error from or about a connection.
     ProtocolError {

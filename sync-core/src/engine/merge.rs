@@ -102,11 +102,13 @@ impl Engine {
                 refusal: refusal.clone(),
                 changes: hashes.len(),
             });
+            let message = format!("changes refused: {refusal}");
             self.send_error(
                 conn,
-                &format!("changes refused: {refusal}"),
+                &message,
                 Some(wire::Refusal {
-                    code: refusal.code.as_str().to_owned(),
+                    code: refusal.code,
+                    path: refusal.path,
                     document_id: Some(doc),
                     changes: hashes,
                 }),

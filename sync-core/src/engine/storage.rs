@@ -12,6 +12,7 @@ use super::{
     TaskId, TaskPurpose, actor,
 };
 use crate::doc_id::DocumentId;
+use crate::refusal::RefusalCode;
 use crate::schema::{self, DocKind};
 
 impl Engine {
@@ -258,7 +259,7 @@ impl Engine {
                 self.close_with(
                     conn,
                     "storage unavailable, retry later",
-                    "storage-unavailable",
+                    RefusalCode::StorageUnavailable,
                     Some(doc),
                 );
             }

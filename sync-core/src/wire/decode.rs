@@ -11,6 +11,7 @@ use minicbor::decode::{Decoder, Error as CborError};
 
 use super::{Message, PeerMetadata, Refusal, WireError};
 use crate::doc_id::DocumentId;
+use crate::refusal::RefusalCode;
 
 /// Deepest nesting of arrays, maps and tags accepted anywhere in a message (the top-level
 /// map is level 1).
@@ -23,6 +24,9 @@ const MAX_VERSIONS: usize = 32;
 /// peers use UUIDs or short random strings; the server echoes peer ids in every reply and
 /// keeps storage ids as database keys.
 pub const MAX_ID_LEN: usize = 256;
+/// Longest `refusalPath` accepted, in bytes: a path the server cut to
+/// [`crate::validate::MAX_PATH_CHARS`] characters, each at most four bytes.
+pub const MAX_PATH_LEN: usize = crate::validate::MAX_PATH_CHARS * 4;
 
 /// CBOR tag 64 ("uint8 typed array"), which cbor-x puts on `Uint8Array`s unless
 /// configured otherwise. It is accepted in front of byte strings.
@@ -53,11 +57,12 @@ enum Key {
     Count,
     Message,
     Refusal,
+    RefusalPath,
     RejectedChanges,
 }
 
 impl Key {
-    const ALL: [Self; 14] = [
+    const ALL: [Self; 15] = [
         Self::Type,
         Self::SenderId,
         Self::TargetId,
@@ -71,6 +76,7 @@ impl Key {
         Self::Count,
         Self::Message,
         Self::Refusal,
+        Self::RefusalPath,
         Self::RejectedChanges,
     ];
 
@@ -89,6 +95,7 @@ impl Key {
             Self::Count => "count",
             Self::Message => "message",
             Self::Refusal => "refusal",
+            Self::RefusalPath => "refusalPath",
             Self::RejectedChanges => "rejectedChanges",
         }
     }
@@ -512,6 +519,9 @@ impl<'b> Fields<'b> {
         if bounded && text.as_ref().is_some_and(|t| t.len() > MAX_ID_LEN) {
             return Err(too_long(key.name()));
         }
+        if key == Key::RefusalPath && text.as_ref().is_some_and(|t| t.len() > MAX_PATH_LEN) {
+            return Err(too_long(key.name()));
+        }
         Ok(text)
     }
 
@@ -586,7 +596,8 @@ impl<'b> Fields<'b> {
             |r| r.bytes()?.try_into().ok(),
         )?;
         Ok(Some(Refusal {
-            code,
+            code: RefusalCode::parse(&code),
+            path: self.text(Key::RefusalPath)?.unwrap_or_default(),
             document_id: self.document_id()?,
             changes: changes.unwrap_or_default(),
         }))

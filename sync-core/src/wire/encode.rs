@@ -140,7 +140,10 @@ fn push_peers<'a>(out: &mut Entries<'a>, sender_id: &'a str, target_id: &'a str)
 }
 
 fn push_refusal<'a>(out: &mut Entries<'a>, refusal: &'a Refusal) {
-    out.push(("refusal", Value::Text(&refusal.code)));
+    out.push(("refusal", Value::Text(refusal.code.as_str())));
+    if !refusal.path.is_empty() {
+        out.push(("refusalPath", Value::Text(&refusal.path)));
+    }
     if let Some(document_id) = refusal.document_id {
         out.push(("documentId", Value::Id(document_id)));
     }
