@@ -4,7 +4,7 @@
 # 1,000 check-ins). Prints the loadgen's table; exits non-zero when a device is left out of
 # sync, fails, or the records do not hold every check-in once. `reconnects` must be 0.
 #
-#   benchmarks/end-of-day.sh [--quick] [--pg URL] [--busy N] [--json F] [-- extra kepu-loadgen flags]
+#   benchmarks/end-of-day.sh [--quick] [--pg URL] [--busy N] [--json F] [--scenario S] [-- extra kepu-loadgen flags]
 #
 #   --quick    small sizes
 #   --pg URL   run kepu-server on PostgreSQL: URL of an EMPTY database it may migrate
@@ -12,6 +12,9 @@
 #   --busy N   keep N extra processes spinning (`yes > /dev/null`) during the run, to
 #              reproduce a loaded machine
 #   --json F   also write the figures to F
+#   --scenario S  another loadgen scenario against the same fresh server, e.g.
+#              `reconnect-storm -- --storm-devices 10000` (P3, with the server's KiB per
+#              idle connection)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +23,7 @@ pg_url=""
 busy=0
 json=()
 extra=()
+scenario=end-of-day
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick="--quick" ;;
@@ -38,8 +42,13 @@ while [ $# -gt 0 ]; do
       json=(--json "$2")
       shift
       ;;
+    --scenario)
+      [ $# -ge 2 ] || { echo "end-of-day.sh: --scenario needs a name" >&2; exit 2; }
+      scenario="$2"
+      shift
+      ;;
     --) shift; extra=("$@"); break ;;
-    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "end-of-day.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -96,10 +105,10 @@ for _ in $(seq 1 "$busy"); do
   yes >/dev/null &
   pids+=("$!")
 done
-echo "== end-of-day on $db_name${quick:+ (quick)}, $busy busy processes" >&2
+echo "== $scenario on $db_name${quick:+ (quick)}, $busy busy processes" >&2
 status=0
 KEPU_LOADGEN_ADMIN_CODE="$code" "$loadgen_bin" --target kepu --url "ws://127.0.0.1:$port/sync" \
-  --scenario end-of-day --server-pid "$kepu_pid" --no-progress $quick "${json[@]}" "${extra[@]}" ||
+  --scenario "$scenario" --server-pid "$kepu_pid" --no-progress $quick "${json[@]}" "${extra[@]}" ||
   status=$?
 # The server's own count of peers it closed for not keeping up with their queue.
 python3 - "$port" <<'PY' || true

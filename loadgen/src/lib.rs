@@ -287,6 +287,15 @@ pub fn table(figures: &Value) -> String {
             num(&r["per_device"]["p99_ms"], 1),
             num(&r["per_device"]["max_ms"], 1)
         );
+        if !r["server_kib_per_connection"].is_null() {
+            let _ = writeln!(
+                out,
+                "  server VmRSS {} KiB before, {} KiB with every device connected and idle: {} KiB per connection",
+                r["server_memory_before"]["rss_kb"],
+                r["server_memory"]["rss_kb"],
+                num(&r["server_kib_per_connection"], 1)
+            );
+        }
     }
     if let Some(c) = s.get("chaos").filter(|v| v.get("error").is_none()) {
         let _ = writeln!(

@@ -958,6 +958,10 @@ pub async fn reconnect_storm(
     bar.finish_and_clear();
     let devices: Vec<Device> = world.into_iter().flat_map(|v| v.staff).collect();
 
+    // The server's memory with none of the storm's devices connected, to divide what the
+    // connections add among them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let memory_before = rss(server_pid);
     let (before_sent, before_recv) = ctx.counters.bytes();
     let window = Duration::from_millis(scale.storm_window_ms);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -1010,7 +1014,16 @@ pub async fn reconnect_storm(
     let all_back = started.elapsed();
     bar.finish_and_clear();
     let (after_sent, after_recv) = ctx.counters.bytes();
+    // Every device is back in sync and stays connected, idle: what each costs the server.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let memory = rss(server_pid);
+    let connected = times.len();
+    let per_connection_kib = match (memory_before["rss_kb"].as_u64(), memory["rss_kb"].as_u64()) {
+        (Some(before), Some(after)) if connected > 0 => {
+            json!(after.saturating_sub(before) as f64 / connected as f64)
+        }
+        _ => Value::Null,
+    };
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;
@@ -1025,7 +1038,9 @@ pub async fn reconnect_storm(
         "per_device": Summary::of(times).json(),
         "bytes_sent": after_sent - before_sent,
         "bytes_received": after_recv - before_recv,
+        "server_memory_before": memory_before,
         "server_memory": memory,
+        "server_kib_per_connection": per_connection_kib,
     }))
 }
 

@@ -31,6 +31,7 @@ crate::support::on_both_databases!(
     a_pupil_checks_in_with_a_gate_code_certified_by_the_server,
     the_directory_publishes_what_venue_staff_edit,
     every_school_gets_this_years_log_from_the_server,
+    a_document_asked_for_before_it_exists_arrives_when_asked_again,
 );
 
 struct Cast {
@@ -726,6 +727,49 @@ async fn the_directory_publishes_what_venue_staff_edit(server: &TestServer) {
             .iter()
             .any(|x| x["address"] == "长沙市岳麓区示例路1号")
     );
+}
+
+/// A teacher's phone asks for a booking a colleague has not synced yet (or a log the
+/// server has not created yet): the server says it has none. Once it exists, the next ask
+/// on the same connection must fetch it.
+async fn a_document_asked_for_before_it_exists_arrives_when_asked_again(server: &TestServer) {
+    let (c, _) = venue_with_slot(server, 60).await;
+    let mut asks = device(server, Role::Teacher, Some(c.school.0), None, 61).await;
+    let mut makes = device(server, Role::Teacher, Some(c.school.0), None, 62).await;
+    let b = new_doc();
+    asks.want(b);
+    asks.sync(server.addr).await;
+    assert!(
+        asks.events
+            .iter()
+            .any(|e| matches!(e, Event::Unavailable { doc } if *doc == b)),
+        "the server has no such document yet: {:?}",
+        asks.events
+    );
+    makes.edit(
+        b,
+        Edit::CreateBooking {
+            venue: c.venue,
+            slot: c.slot,
+            school: c.school,
+            party_size: 3,
+            roster: vec![],
+        },
+    );
+    makes.sync(server.addr).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        asks.want(b);
+        asks.sync(server.addr).await;
+        if asks.doc(&b).and_then(Booking::read).is_some() {
+            break;
+        }
+    }
+    let booking = asks
+        .doc(&b)
+        .and_then(Booking::read)
+        .expect("asked again on the same connection, the phone gets the booking");
+    assert_eq!(booking.party_size, 3);
 }
 
 async fn every_school_gets_this_years_log_from_the_server(server: &TestServer) {

@@ -143,6 +143,13 @@ impl Engine {
             self.task(TaskPurpose::Other(doc), StorageTask::Forget { doc });
             self.fx.events.push(Event::AccessLost { doc });
         } else {
+            // The server may have the document later (a colleague syncs it, the server
+            // creates it): start the exchange over, so that the next ask on this
+            // connection sends a request. automerge holds back a message while it waits
+            // for an answer to the last one, and "unavailable" is not a sync message.
+            if let Some(p) = self.docs.get_mut(&doc).and_then(|e| e.peers.get_mut(&conn)) {
+                p.state = sync::State::new();
+            }
             self.fx.events.push(Event::Unavailable { doc });
         }
     }
