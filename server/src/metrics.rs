@@ -32,6 +32,10 @@ pub struct Metrics {
     /// Stored snapshots and change rows that did not parse when their document was
     /// loaded (`kepu_stored_unreadable_total`); anything above zero needs a look.
     pub stored_unreadable_total: IntCounter,
+    /// Documents whose records were computed (`kepu_projections_total`), by `source`:
+    /// `memory` (the merged document in the hub; a burst of merges is computed once) or
+    /// `store` (the document left memory first and was read back).
+    pub projections_total: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -95,9 +99,20 @@ impl Metrics {
             "Stored snapshots and change rows that did not parse when loaded",
         )?;
         registry.register(Box::new(stored_unreadable_total.clone()))?;
+        let projections_total = IntCounterVec::new(
+            Opts::new(
+                "kepu_projections_total",
+                "Documents whose records were computed, by where the document was read",
+            ),
+            &["source"],
+        )?;
+        registry.register(Box::new(projections_total.clone()))?;
         // Make the labelled series visible before the first event.
         for direction in ["in", "out"] {
             sync_messages_total.with_label_values(&[direction]);
+        }
+        for source in ["memory", "store"] {
+            projections_total.with_label_values(&[source]);
         }
         Ok(Self {
             registry,
@@ -111,6 +126,7 @@ impl Metrics {
             http_requests_total,
             slow_peers_closed_total,
             stored_unreadable_total,
+            projections_total,
         })
     }
 

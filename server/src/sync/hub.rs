@@ -1,8 +1,9 @@
 //! The hub: a single task that owns the sync engine.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
+use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::engine::{Config, ConnId, Effects, Engine, Event, Input, Mode};
 use kepu_sync_core::ids::DeviceId;
 use kepu_sync_core::wire::{self, Message};
@@ -24,6 +25,9 @@ pub struct HubConfig {
     pub idle_evict: Duration,
     /// Documents one connection may sync.
     pub max_docs_per_conn: usize,
+    /// Longest a merged document waits for its records while more frames keep arriving
+    /// (they are computed at once when the hub's queue is empty).
+    pub projection_delay: Duration,
 }
 
 impl Default for HubConfig {
@@ -32,6 +36,7 @@ impl Default for HubConfig {
             max_docs_in_memory: 20_000,
             idle_evict: Duration::from_secs(300),
             max_docs_per_conn: 2_000,
+            projection_delay: Duration::from_millis(20),
         }
     }
 }
@@ -63,7 +68,13 @@ impl SyncHub {
         engine_config.derived_ids = Some(derived.clone());
         let hub = Self::new(tx.clone(), derived);
         let jobs = worker::start(state.clone(), hub.clone());
-        tokio::spawn(run(Engine::new(engine_config), rx, jobs, state));
+        tokio::spawn(run(
+            Engine::new(engine_config),
+            rx,
+            jobs,
+            state,
+            config.projection_delay,
+        ));
         // Keep the revocation list in memory: every pass check reads it.
         hub.send(HubMsg::Want {
             doc: super::documents::REVOCATIONS_DOC,
@@ -99,103 +110,179 @@ struct ConnOut {
     device: DeviceId,
 }
 
+/// Documents merged since their records were last computed. A burst of frames for one
+/// booking (ten gates syncing a day's scans) is projected once, when the hub's queue is
+/// empty or the oldest change has waited [`HubConfig::projection_delay`], not once per
+/// frame.
+struct Dirty {
+    docs: BTreeSet<DocumentId>,
+    since: Option<Instant>,
+    delay: Duration,
+}
+
+impl Dirty {
+    const fn new(delay: Duration) -> Self {
+        Self {
+            docs: BTreeSet::new(),
+            since: None,
+            delay,
+        }
+    }
+
+    fn mark(&mut self, doc: DocumentId) {
+        self.docs.insert(doc);
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    fn due(&self, queue_empty: bool) -> bool {
+        self.since
+            .is_some_and(|t| queue_empty || t.elapsed() >= self.delay)
+    }
+}
+
+/// Computes the records of every dirty document and hands them to the worker, behind the
+/// storage tasks already queued for those documents. A document that left memory
+/// meanwhile is projected by the worker from the store.
+async fn project_dirty(
+    engine: &Engine,
+    dirty: &mut Dirty,
+    jobs: &mpsc::Sender<Job>,
+    state: &AppState,
+) {
+    dirty.since = None;
+    for doc in std::mem::take(&mut dirty.docs) {
+        let job = match engine.doc(&doc) {
+            Some(d) => {
+                state
+                    .metrics
+                    .projections_total
+                    .with_label_values(&["memory"])
+                    .inc();
+                Job::Project {
+                    doc,
+                    projection: Box::new(crate::records::project(doc, d)),
+                    heads: d.get_heads(),
+                }
+            }
+            None => Job::Reproject { doc },
+        };
+        let _ = jobs.send(job).await;
+    }
+}
+
 async fn run(
     mut engine: Engine,
     mut rx: mpsc::UnboundedReceiver<HubMsg>,
     jobs: mpsc::Sender<Job>,
     state: AppState,
+    projection_delay: Duration,
 ) {
     let mut conns: HashMap<ConnId, ConnOut> = HashMap::new();
+    let mut dirty = Dirty::new(projection_delay);
     load_actor_claims(&mut engine, &state).await;
     while let Some(msg) = rx.recv().await {
-        let now = now_ms();
-        let mut budget = None;
-        let input = match msg {
-            HubMsg::Connect { conn, writer, out } => {
-                let device = writer.device;
-                conns.insert(conn, ConnOut { out, device });
-                state.live.device_connected(device.0);
-                let touch = state.store.clone();
-                tokio::spawn(async move {
-                    let _ = touch.touch_device_sync(device.0, now_ms(), None).await;
-                });
-                Input::Connected {
-                    conn,
-                    writer: Some(writer),
-                }
-            }
-            HubMsg::Frame {
-                conn,
-                bytes,
-                budget: b,
-            } => {
-                budget = b;
-                state
-                    .metrics
-                    .sync_messages_total
-                    .with_label_values(&["in"])
-                    .inc();
-                Input::Received { conn, bytes }
-            }
-            HubMsg::Disconnect { conn } => {
-                if let Some(c) = conns.remove(&conn) {
-                    // Connected until its last sync time is written: the dashboard
-                    // never sees it as neither connected nor just synced.
-                    live_gone(&state, c.device);
-                }
-                Input::Disconnected { conn }
-            }
-            HubMsg::IoDone { task, result } => Input::IoDone { task, result },
-            HubMsg::Edit { doc, edit } => Input::Edit { doc, edit },
-            HubMsg::Want { doc } => Input::Want { doc },
-            HubMsg::Tick => Input::Tick,
-            HubMsg::Revoked { device } => {
-                let gone: Vec<ConnId> = conns
-                    .iter()
-                    .filter(|(_, c)| c.device == device)
-                    .map(|(k, _)| *k)
-                    .collect();
-                let mut fx = Effects::default();
-                for conn in gone {
-                    if let Some(c) = conns.remove(&conn) {
-                        live_gone(&state, c.device);
-                        let err = Message::Error {
-                            sender_id: Some(engine.config().peer_id.clone()),
-                            target_id: None,
-                            message: "device revoked".into(),
-                            refusal: Some(wire::Refusal::new(
-                                wire::RefusalCode::DeviceRevoked,
-                                None,
-                            )),
-                        };
-                        // Dropping the queue's sender ends the session once the
-                        // queue is sent, even when these two did not fit.
-                        let _ = c.out.try_send(Outbound::Frame(err.encode()));
-                        let _ = c.out.try_send(Outbound::Close("device revoked"));
-                    }
-                    fx.extend(engine.handle(now, Input::Disconnected { conn }));
-                }
-                settle(&mut engine, fx, &mut conns, &jobs, &state, now).await;
-                continue;
-            }
-            HubMsg::Flush { done } => {
-                let _ = jobs.send(Job::Flush(done)).await;
-                continue;
-            }
-        };
-        let started = Instant::now();
-        let fx = engine.handle(now, input);
-        drop(budget);
-        state
-            .metrics
-            .merge_seconds
-            .observe(started.elapsed().as_secs_f64());
-        state
-            .metrics
-            .docs_in_memory
-            .set(i64::try_from(engine.docs_in_memory()).unwrap_or(i64::MAX));
-        settle(&mut engine, fx, &mut conns, &jobs, &state, now).await;
+        handle_message(&mut engine, msg, &mut conns, &mut dirty, &jobs, &state).await;
+        if dirty.due(rx.is_empty()) {
+            project_dirty(&engine, &mut dirty, &jobs, &state).await;
+        }
     }
+}
+
+/// One message of the hub's queue: into the engine, and its effects carried out.
+async fn handle_message(
+    engine: &mut Engine,
+    msg: HubMsg,
+    conns: &mut HashMap<ConnId, ConnOut>,
+    dirty: &mut Dirty,
+    jobs: &mpsc::Sender<Job>,
+    state: &AppState,
+) {
+    let now = now_ms();
+    let mut budget = None;
+    let input = match msg {
+        HubMsg::Connect { conn, writer, out } => {
+            let device = writer.device;
+            conns.insert(conn, ConnOut { out, device });
+            state.live.device_connected(device.0);
+            let touch = state.store.clone();
+            tokio::spawn(async move {
+                let _ = touch.touch_device_sync(device.0, now_ms(), None).await;
+            });
+            Input::Connected {
+                conn,
+                writer: Some(writer),
+            }
+        }
+        HubMsg::Frame {
+            conn,
+            bytes,
+            budget: b,
+        } => {
+            budget = b;
+            state
+                .metrics
+                .sync_messages_total
+                .with_label_values(&["in"])
+                .inc();
+            Input::Received { conn, bytes }
+        }
+        HubMsg::Disconnect { conn } => {
+            if let Some(c) = conns.remove(&conn) {
+                // Connected until its last sync time is written: the dashboard
+                // never sees it as neither connected nor just synced.
+                live_gone(state, c.device);
+            }
+            Input::Disconnected { conn }
+        }
+        HubMsg::IoDone { task, result } => Input::IoDone { task, result },
+        HubMsg::Edit { doc, edit } => Input::Edit { doc, edit },
+        HubMsg::Want { doc } => Input::Want { doc },
+        HubMsg::Tick => Input::Tick,
+        HubMsg::Revoked { device } => {
+            let gone: Vec<ConnId> = conns
+                .iter()
+                .filter(|(_, c)| c.device == device)
+                .map(|(k, _)| *k)
+                .collect();
+            let mut fx = Effects::default();
+            for conn in gone {
+                if let Some(c) = conns.remove(&conn) {
+                    live_gone(state, c.device);
+                    let err = Message::Error {
+                        sender_id: Some(engine.config().peer_id.clone()),
+                        target_id: None,
+                        message: "device revoked".into(),
+                        refusal: Some(wire::Refusal::new(wire::RefusalCode::DeviceRevoked, None)),
+                    };
+                    // Dropping the queue's sender ends the session once the
+                    // queue is sent, even when these two did not fit.
+                    let _ = c.out.try_send(Outbound::Frame(err.encode()));
+                    let _ = c.out.try_send(Outbound::Close("device revoked"));
+                }
+                fx.extend(engine.handle(now, Input::Disconnected { conn }));
+            }
+            settle(engine, fx, conns, dirty, jobs, state, now).await;
+            return;
+        }
+        HubMsg::Flush { done } => {
+            // Everything before is written, the records of merged documents too.
+            project_dirty(engine, dirty, jobs, state).await;
+            let _ = jobs.send(Job::Flush(done)).await;
+            return;
+        }
+    };
+    let started = Instant::now();
+    let fx = engine.handle(now, input);
+    drop(budget);
+    state
+        .metrics
+        .merge_seconds
+        .observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .docs_in_memory
+        .set(i64::try_from(engine.docs_in_memory()).unwrap_or(i64::MAX));
+    settle(engine, fx, conns, dirty, jobs, state, now).await;
 }
 
 /// The device left the connected set: its last sync time, then the live dashboard.
@@ -216,12 +303,13 @@ async fn settle(
     engine: &mut Engine,
     mut fx: Effects,
     conns: &mut HashMap<ConnId, ConnOut>,
+    dirty: &mut Dirty,
     jobs: &mpsc::Sender<Job>,
     state: &AppState,
     now: i64,
 ) {
     loop {
-        let gone = dispatch(engine, fx, conns, jobs, state).await;
+        let gone = dispatch(fx, conns, dirty, jobs, state).await;
         if gone.is_empty() {
             return;
         }
@@ -257,9 +345,9 @@ async fn load_actor_claims(engine: &mut Engine, state: &AppState) {
 
 /// Carries out `fx`; returns the connections to disconnect.
 async fn dispatch(
-    engine: &Engine,
     fx: Effects,
     conns: &HashMap<ConnId, ConnOut>,
+    dirty: &mut Dirty,
     jobs: &mpsc::Sender<Job>,
     state: &AppState,
 ) -> Vec<ConnId> {
@@ -298,17 +386,9 @@ async fn dispatch(
     }
     for event in events {
         match event {
-            Event::DocChanged { doc, .. } => {
-                if let Some(d) = engine.doc(&doc) {
-                    let projection = crate::records::project(doc, d);
-                    let _ = jobs
-                        .send(Job::Project {
-                            doc,
-                            projection: Box::new(projection),
-                            heads: d.get_heads(),
-                        })
-                        .await;
-                }
+            Event::DocChanged { doc, .. } => dirty.mark(doc),
+            Event::Evicted { doc } if dirty.docs.remove(&doc) => {
+                let _ = jobs.send(Job::Reproject { doc }).await;
             }
             Event::Refused {
                 writer,

@@ -28,6 +28,12 @@ pub enum Job {
         /// The heads of the state they were computed from.
         heads: Vec<automerge::ChangeHash>,
     },
+    /// Compute and write the records of a document from the store: it left the hub's
+    /// memory before its records were computed.
+    Reproject {
+        /// Document.
+        doc: DocumentId,
+    },
     /// Record a refusal for admins.
     Refusal {
         /// Device.
@@ -115,15 +121,16 @@ async fn run(state: AppState, hub: SyncHub, mut rx: mpsc::Receiver<Job>) {
                     doc,
                     projection,
                     heads,
-                } => match crate::records::write(&state.store, doc, &projection, now_ms()).await {
-                    Ok(slot) => {
-                        state.live.publish_projection(&projection);
-                        if let Err(e) = state.store.mark_projected(doc, &heads).await {
-                            tracing::warn!(doc = %doc, error = %e, "could not mark projection");
-                        }
-                        if let Some(slot) = slot {
-                            decide_slot(&state, &hub, slot).await;
-                        }
+                } => write_records(&state, &hub, doc, &projection, &heads).await,
+                Job::Reproject { doc } => match crate::records::load(&state.store, doc).await {
+                    Ok(d) => {
+                        state
+                            .metrics
+                            .projections_total
+                            .with_label_values(&["store"])
+                            .inc();
+                        let projection = crate::records::project(doc, &d);
+                        write_records(&state, &hub, doc, &projection, &d.get_heads()).await;
                     }
                     Err(e) => tracing::error!(doc = %doc, error = %e, "projection failed"),
                 },
@@ -156,6 +163,29 @@ async fn run(state: AppState, hub: SyncHub, mut rx: mpsc::Receiver<Job>) {
 
 /// The capacity decision for a slot, first come first served, written back into the
 /// bookings whose status or wait-list place changes as the server's own change.
+/// Writes a document's records computed from the state at `heads`, tells the live
+/// dashboard, and decides the slot's bookings when a booking changed.
+async fn write_records(
+    state: &AppState,
+    hub: &SyncHub,
+    doc: DocumentId,
+    projection: &Projection,
+    heads: &[automerge::ChangeHash],
+) {
+    match crate::records::write(&state.store, doc, projection, now_ms()).await {
+        Ok(slot) => {
+            state.live.publish_projection(projection);
+            if let Err(e) = state.store.mark_projected(doc, heads).await {
+                tracing::warn!(doc = %doc, error = %e, "could not mark projection");
+            }
+            if let Some(slot) = slot {
+                decide_slot(state, hub, slot).await;
+            }
+        }
+        Err(e) => tracing::error!(doc = %doc, error = %e, "projection failed"),
+    }
+}
+
 async fn decide_slot(state: &AppState, hub: &SyncHub, slot: SlotId) {
     match crate::records::capacity::slot_edits(&state.store, slot).await {
         Ok(edits) => {

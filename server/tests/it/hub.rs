@@ -69,3 +69,101 @@ async fn a_peer_whose_queue_is_full_is_disconnected_for_certain() {
     assert_eq!(state.metrics.slow_peers_closed_total.get(), 1);
     db.finish().await;
 }
+
+crate::support::on_both_databases!(
+    multi_thread db: a_burst_of_scans_reaches_the_records_computed_at_most_twice_a_booking,
+);
+
+/// The records of a booking are computed from the whole document, so they are computed
+/// for a burst of merges, not for each merged change (the hub waits for its queue to
+/// empty; the engine writes the changes that arrive while a write is in flight
+/// together), and every scan still reaches them.
+async fn a_burst_of_scans_reaches_the_records_computed_at_most_twice_a_booking(db: &TestDb) {
+    use kepu_sync_core::edits::Edit;
+    use kepu_sync_core::ids::{PupilId, SchoolId, SlotId, VenueId};
+    use kepu_sync_core::schema::booking::ScanMethod;
+
+    let state = AppState::new(db.store.clone());
+    let config = HubConfig {
+        // Computed when the hub's queue is empty, never by the clock, so that a slow
+        // machine cannot turn the burst into single merges.
+        projection_delay: Duration::from_secs(3_600),
+        ..HubConfig::default()
+    };
+    let hub = SyncHub::start(state.clone(), &config);
+    let p = crate::support::place(&db.store).await;
+    let (venue, school) = (VenueId(p.venue), SchoolId(p.school));
+    let slot = SlotId(uuid::Uuid::from_u128(77));
+    let pupils: Vec<PupilId> = (1..=5).map(|n| PupilId(uuid::Uuid::from_u128(n))).collect();
+    let bookings: Vec<DocumentId> = (1..=6u8).map(|n| DocumentId::from_bytes([n; 16])).collect();
+    let records = |want: i64| {
+        let (store, hub, bookings) = (db.store.clone(), hub.clone(), bookings.clone());
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            let mut arrived = Vec::new();
+            while std::time::Instant::now() < deadline {
+                hub.flush().await;
+                arrived.clear();
+                for b in &bookings {
+                    let a = store.booking_attendance(&b.to_string()).await.unwrap();
+                    arrived.push(a.map(|a| a.booking.arrived));
+                }
+                if arrived.iter().all(|a| *a == Some(want)) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            arrived
+        }
+    };
+    let computed = || {
+        ["memory", "store"]
+            .iter()
+            .map(|s| {
+                state
+                    .metrics
+                    .projections_total
+                    .with_label_values(&[s])
+                    .get()
+            })
+            .sum::<u64>()
+    };
+    for b in &bookings {
+        hub.edit(
+            *b,
+            Edit::CreateBooking {
+                venue,
+                slot,
+                school,
+                party_size: 5,
+                roster: pupils.clone(),
+            },
+        );
+    }
+    assert_eq!(records(0).await, vec![Some(0); bookings.len()]);
+    let before = computed();
+    // Thirty scans in a burst, each its own merge and its own stored change.
+    for b in &bookings {
+        for (i, pupil) in pupils.iter().enumerate() {
+            hub.edit(
+                *b,
+                Edit::CheckIn {
+                    pupil: *pupil,
+                    scan_id: format!("s-{i}"),
+                    method: ScanMethod::Manual,
+                    proof: None,
+                },
+            );
+        }
+    }
+    assert_eq!(
+        records(5).await,
+        vec![Some(5); bookings.len()],
+        "every booking's records hold its five scans"
+    );
+    let during = computed() - before;
+    assert!(
+        (1..=12).contains(&during),
+        "30 merges of 6 bookings: records computed {during} times, at most twice a booking"
+    );
+}
