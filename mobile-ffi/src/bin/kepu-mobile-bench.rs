@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use kepu_mobile_ffi::client::core::{Core, random};
 use kepu_mobile_ffi::client::net::{Until, connect_and_sync};
+use kepu_mobile_ffi::client::store::Store;
 use kepu_mobile_ffi::test_server::{self, TestServer};
 use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::edits::Edit;
@@ -47,11 +48,18 @@ async fn teacher(server: &TestServer, dir: &std::path::Path) -> Result<Arc<Core>
     Ok(core)
 }
 
-async fn pupil(server: &TestServer, dir: &std::path::Path) -> Result<Arc<Core>, String> {
+/// A pupil's phone that synced the booking; its store on disk in `dir`, or in memory.
+async fn pupil(server: &TestServer, dir: Option<&std::path::Path>) -> Result<Arc<Core>, String> {
     let w = server.shared.world();
     let me: PupilId = w.pupils[0].parse().map_err(|_| "bad pupil id")?;
-    let core =
-        Arc::new(Core::open(dir, &w.url, Some(&w.server_public_key)).map_err(|e| e.to_string())?);
+    let store = match dir {
+        Some(dir) => Store::open(dir),
+        None => Store::in_memory(),
+    }
+    .map_err(|e| e.to_string())?;
+    let core = Arc::new(
+        Core::with_store(store, &w.url, Some(&w.server_public_key)).map_err(|e| e.to_string())?,
+    );
     core.enroll(&server.shared.issue_code(Role::Pupil, Some(me)))
         .await
         .map_err(|e| e.to_string())?;
@@ -100,22 +108,49 @@ async fn gate_code_latency(
             );
             in_booking += 1;
         }
-        let phone = pupil(server, &base.join(format!("gate-{size}"))).await?;
-        let held = phone.booking(&doc).map_err(|e| e.to_string())?.check_ins.len();
-        let mut ms = Vec::with_capacity(n);
-        for _ in 0..n {
-            let code = server.shared.gate_code();
-            let t = Instant::now();
-            phone
-                .check_in_with_gate_code(doc, &code)
-                .map_err(|e| e.to_string())?;
-            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        let dir = base.join(format!("gate-{size}"));
+        for (label, dir) in [("durable", Some(dir.as_path())), ("in-memory store", None)] {
+            let phone = pupil(server, dir).await?;
+            let held = phone
+                .booking(&doc)
+                .map_err(|e| e.to_string())?
+                .check_ins
+                .len();
+            let mut ms = Vec::with_capacity(n);
+            for _ in 0..n {
+                let code = server.shared.gate_code();
+                let t = Instant::now();
+                phone
+                    .check_in_with_gate_code(doc, &code)
+                    .map_err(|e| e.to_string())?;
+                ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            print_latency(
+                &format!("rust {label} gate-code check-in, {held} scans in the booking"),
+                ms,
+            );
         }
-        print_latency(
-            &format!("rust durable gate-code check-in, {held} scans in the booking"),
-            ms,
-        );
     }
+    Ok(())
+}
+
+/// The floor under a durable check-in on this disk: one small row committed in WAL
+/// with `synchronous = FULL`, as the store commits a check-in.
+fn bare_commit_latency(dir: &std::path::Path, n: usize) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let conn = rusqlite::Connection::open(dir.join("bare.sqlite3")).map_err(|e| e.to_string())?;
+    let setup = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+                 CREATE TABLE t (id INTEGER PRIMARY KEY, bytes BLOB NOT NULL);";
+    conn.execute_batch(setup).map_err(|e| e.to_string())?;
+    let row = vec![7u8; 220];
+    let mut ms = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        conn.execute("INSERT INTO t (bytes) VALUES (?1)", [&row])
+            .map_err(|e| e.to_string())?;
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    print_latency("bare SQLite commit of one row (WAL, synchronous=FULL)", ms);
     Ok(())
 }
 
@@ -130,6 +165,7 @@ async fn run() -> Result<(), String> {
     let base = std::env::temp_dir().join(format!("kepu-bench-{}", hex::encode(random::<6>())));
 
     let n = 500;
+    bare_commit_latency(&base.join("bare"), n)?;
     gate_code_latency(&server, &base, doc, n).await?;
 
     // Latency of a durable check-in (pass scan, verified, written, fsynced).
