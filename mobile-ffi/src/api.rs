@@ -507,6 +507,35 @@ impl ObserverHandle {
     }
 }
 
+/// Quiet time after the last edit before housekeeping (compaction) runs.
+const IDLE_BEFORE_MAINTENANCE_MS: i64 = 2_000;
+
+/// Runs [`Core::maintain`] when no edit came for a while, until the client is released.
+/// It holds the store's lock only while it works, on the library's runtime, never on a
+/// caller's thread.
+async fn maintenance(core: Weak<Core>) {
+    let period = std::time::Duration::from_millis(1_000);
+    let mut last_done = i64::MIN;
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(core) = core.upgrade() else {
+            return;
+        };
+        let last_edit = core.last_edit_ms();
+        let quiet = crate::client::core::now_ms().saturating_sub(last_edit);
+        if last_edit == 0 || last_edit == last_done || quiet < IDLE_BEFORE_MAINTENANCE_MS {
+            continue;
+        }
+        last_done = last_edit;
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = core.maintain() {
+                tracing::debug!(error = %e, "maintenance skipped");
+            }
+        })
+        .await;
+    }
+}
+
 struct Background {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -547,13 +576,14 @@ impl KepuClient {
         server_url: String,
         server_public_key: Option<String>,
     ) -> ApiResult<Arc<Self>> {
-        let core = Core::open(
+        let core = Arc::new(Core::open(
             std::path::Path::new(&dir),
             &server_url,
             server_public_key.as_deref(),
-        )?;
+        )?);
+        runtime()?.spawn(maintenance(Arc::downgrade(&core)));
         Ok(Arc::new(Self {
-            core: Arc::new(core),
+            core,
             background: Mutex::new(None),
         }))
     }

@@ -52,6 +52,8 @@ pub struct World {
     pub venue_doc: String,
     /// The seeded, confirmed booking.
     pub booking_doc: String,
+    /// The pass revocation list.
+    pub revocations_doc: String,
     /// Pupils on its roster.
     pub pupils: Vec<String>,
     /// One valid pass per pupil, in the same order.
@@ -186,6 +188,15 @@ impl Shared {
         }
     }
 
+    /// Revokes pass `serial` of `pupil` in the revocation list (devices learn of it on
+    /// their next sync).
+    pub fn revoke_pass(&self, pupil: PupilId, serial: u32) {
+        let doc = lock(&self.world).revocations_doc.parse();
+        if let Ok(doc) = doc {
+            self.server_edit(doc, Edit::RevokePass { pupil, serial });
+        }
+    }
+
     /// The gate's rotating code now.
     #[must_use]
     pub fn gate_code(&self) -> String {
@@ -244,6 +255,7 @@ pub async fn start() -> std::io::Result<TestServer> {
     let pupils: Vec<PupilId> = (0..4).map(|i| PupilId(uuid(100 + i))).collect();
     let venue_doc = DocumentId::from_uuid(uuid(500));
     let booking_doc = DocumentId::from_uuid(uuid(501));
+    let revocations_doc = DocumentId::from_uuid(uuid(502));
     let world = World {
         url: format!("http://{addr}"),
         server_public_key: signer.public().to_base64(),
@@ -252,6 +264,7 @@ pub async fn start() -> std::io::Result<TestServer> {
         slot_id: slot.to_string(),
         venue_doc: venue_doc.to_string(),
         booking_doc: booking_doc.to_string(),
+        revocations_doc: revocations_doc.to_string(),
         pupils: pupils.iter().map(ToString::to_string).collect(),
         passes: pupils
             .iter()
@@ -275,6 +288,7 @@ pub async fn start() -> std::io::Result<TestServer> {
         venue,
     });
     shared.server_edit(venue_doc, Edit::CreateVenue { venue });
+    shared.server_edit(revocations_doc, Edit::CreateRevocations);
     // This year's school log, created by the server as kepu-server does.
     let year = kepu_sync_core::calendar::china_year(now);
     shared.server_edit(
@@ -366,6 +380,7 @@ async fn enroll(State(s): State<Arc<Shared>>, Json(req): Json<EnrollRequest>) ->
         "venue_id": writer.venue,
         "pupil_id": writer.pupil,
         "server_public_key": s.signer.public().to_base64(),
+        "revocations_doc": lock(&s.world).revocations_doc,
     }))
     .into_response()
 }

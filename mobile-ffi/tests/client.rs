@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use kepu_mobile_ffi::client::core::{Core, DocListener, Status, SyncListener};
+use kepu_mobile_ffi::client::core::{Core, DocListener, Status, SyncListener, random};
 use kepu_mobile_ffi::client::error::Error;
 use kepu_mobile_ffi::client::net::{Until, connect_and_sync};
 use kepu_mobile_ffi::client::store::Store;
@@ -223,6 +223,11 @@ async fn a_pupil_checks_in_with_the_gate_code_and_the_teacher_sees_it() {
         .unwrap();
     assert_eq!(receipt.pupil, p0);
     assert!(!receipt.already_counted);
+    let again = pupil
+        .core
+        .check_in_with_gate_code(doc, &server.shared.gate_code())
+        .unwrap();
+    assert!(again.already_counted, "the second scan is a duplicate");
     let visits = pupil.core.my_visits().unwrap();
     assert_eq!(visits.len(), 1);
     sync(&pupil.core).await;
@@ -385,15 +390,19 @@ async fn a_pupil_removed_from_the_roster_drops_the_booking() {
     let doc = booking_doc(&server);
     let p0 = pupils(&server)[0];
     let pupil = device(&server, Role::Pupil, Some(p0)).await;
+    // The revocation list arrives first; its rows stay.
+    sync(&pupil.core).await;
+    let other_rows = pupil.core.store_count("changes").unwrap();
     pupil.core.want(doc).unwrap();
     sync(&pupil.core).await;
     assert_eq!(pupil.core.my_visits().unwrap().len(), 1);
+    assert!(pupil.core.store_count("changes").unwrap() > other_rows);
     server
         .shared
         .server_edit(doc, Edit::RemoveFromRoster { pupil: p0 });
     sync(&pupil.core).await;
     assert!(pupil.core.my_visits().unwrap().is_empty());
-    assert_eq!(pupil.core.store_count("changes").unwrap(), 0);
+    assert_eq!(pupil.core.store_count("changes").unwrap(), other_rows);
 }
 
 struct Counter(AtomicU32);
@@ -931,4 +940,62 @@ fn a_lost_document_keeps_unacknowledged_changes_aside_even_after_compaction() {
         ("access-lost", 3)
     );
     assert_eq!(store.count("changes").unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_revoked_on_the_server_is_refused_once_the_list_has_synced() {
+    let server = test_server::start().await.unwrap();
+    let doc = booking_doc(&server);
+    let passes = server.shared.world().passes;
+    let t = teacher_with_booking(&server).await;
+    // The list is read (and kept) by the first scan.
+    t.core.scan_pupil_pass(doc, &passes[0]).unwrap();
+    server.shared.revoke_pass(pupils(&server)[1], 1);
+    // Offline, the phone cannot know yet.
+    t.core.scan_pupil_pass(doc, &passes[2]).unwrap();
+    sync(&t.core).await;
+    let err = t.core.scan_pupil_pass(doc, &passes[1]).unwrap_err();
+    assert!(err.to_string().contains("revoked"), "{err}");
+    // Other passes still scan.
+    assert!(t.core.scan_pupil_pass(doc, &passes[3]).is_ok());
+    let (_, a) = t.core.roster(&doc).unwrap();
+    assert_eq!(a.arrived, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_ins_compacted_while_idle_survive_a_reopen() {
+    let server = test_server::start().await.unwrap();
+    let doc = booking_doc(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let n: u64 = 100;
+    {
+        let core = open(&server, dir.path());
+        core.enroll(&server.shared.issue_code(Role::Teacher, None))
+            .await
+            .unwrap();
+        core.want(doc).unwrap();
+        sync(&core).await;
+        let rows_before = core.store_count("changes").unwrap();
+        for _ in 0..n {
+            let pass = server
+                .shared
+                .pass_for(PupilId(uuid::Uuid::from_bytes(random())));
+            core.scan_pupil_pass(doc, &pass).unwrap();
+        }
+        // Each check-in is its own row: no scan waited for a compaction.
+        assert_eq!(core.store_count("changes").unwrap(), rows_before + n);
+        core.maintain().unwrap();
+        assert!(
+            core.store_count("changes").unwrap() < 5,
+            "compacted when idle"
+        );
+    }
+    let core = open(&server, dir.path());
+    assert_eq!(
+        core.booking(&doc).unwrap().check_ins.len(),
+        usize::try_from(n).unwrap()
+    );
+    assert_eq!(core.status().unwrap().pending_changes, n);
+    sync(&core).await;
+    assert_eq!(core.status().unwrap().pending_changes, 0);
 }

@@ -693,6 +693,32 @@ pub fn apply_unchecked(
     .map_err(|f| EditError::Automerge(f.error.to_string()))
 }
 
+/// Like [`apply_unchecked`], and also returns the patches of the transaction itself, so
+/// that validating the edit does not need a diff that walks the document (ADR 0125).
+///
+/// # Errors
+/// When the edit does not fit the document, or automerge fails.
+pub fn apply_logged(
+    doc: &mut Automerge,
+    writer: &Writer,
+    now: i64,
+    edit: &Edit,
+) -> Result<(Option<ChangeHash>, Vec<automerge::Patch>), EditError> {
+    check_applies(doc, edit)?;
+    let mut done = doc
+        .transact_and_log_patches_with(
+            |_| {
+                CommitOptions::default()
+                    .with_message(edit.name())
+                    .with_time(now / 1000)
+            },
+            |tx| write(tx, writer, now, edit),
+        )
+        .map_err(|f| EditError::Automerge(f.error.to_string()))?;
+    let patches = doc.make_patches(&mut done.patch_log);
+    Ok((done.hash, patches))
+}
+
 #[cfg(test)]
 #[path = "edits_tests.rs"]
 mod tests;

@@ -58,6 +58,10 @@ pub enum Mode {
     Client,
 }
 
+/// With [`Config::compact_when_idle`], a document whose rows reach this many times
+/// `compact_after` is compacted after an append all the same (bounds rows and load time).
+pub const IDLE_COMPACT_FACTOR: usize = 32;
+
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -79,6 +83,10 @@ pub struct Config {
     /// many bytes as its last snapshot (so a document's compactions cost, together, a
     /// bounded multiple of its size instead of growing with its square; ADR 0115).
     pub compact_after: usize,
+    /// Compact only on [`Input::Tick`] (the host sends it when idle), not right after an
+    /// append, unless the rows reach `compact_after` × [`IDLE_COMPACT_FACTOR`]: a phone
+    /// keeps the full save of a document off the write that a person waits for (ADR 0125).
+    pub compact_when_idle: bool,
     /// Documents one connection may sync at most.
     pub max_docs_per_conn: usize,
     /// Times a failed append is retried before the document is dropped from memory.
@@ -125,6 +133,7 @@ impl Config {
             max_docs_in_memory: 10_000,
             idle_evict_ms: 5 * 60 * 1000,
             compact_after: 64,
+            compact_when_idle: false,
             max_docs_per_conn: 2_000,
             append_retries: 3,
             proof_key: None,
@@ -185,7 +194,8 @@ pub enum Input {
         /// Document.
         doc: DocumentId,
     },
-    /// Time passes: evict idle documents.
+    /// Time passes: evict idle documents, save sync states that moved, and (with
+    /// [`Config::compact_when_idle`]) compact the documents that are due.
     Tick,
 }
 
@@ -298,6 +308,9 @@ pub struct Engine {
     tasks: HashMap<TaskId, TaskPurpose>,
     next_task: u64,
     local_docs: BTreeSet<DocumentId>,
+    /// Documents the host keeps in memory whatever their idle time (a phone's active
+    /// booking), besides the revocation list.
+    pinned: BTreeSet<DocumentId>,
     /// Connected peers of evicted documents, with their sync states: they are attached
     /// again when the document comes back, so a watching device keeps hearing changes.
     watchers: HashMap<DocumentId, Vec<(ConnId, Vec<u8>)>>,
@@ -322,6 +335,7 @@ impl Engine {
             tasks: HashMap::new(),
             next_task: 1,
             local_docs: BTreeSet::new(),
+            pinned: BTreeSet::new(),
             watchers: HashMap::new(),
             next_generation: 1,
             now: 0,
@@ -360,6 +374,17 @@ impl Engine {
         &self.local_docs
     }
 
+    /// Keeps `doc` in memory (`true`) or lets it be evicted again (`false`). A pinned
+    /// document still loads on first use; it is never evicted for idling, only when the
+    /// number of documents in memory is over the bound and nothing else can go.
+    pub fn pin(&mut self, doc: DocumentId, pinned: bool) {
+        if pinned {
+            self.pinned.insert(doc);
+        } else {
+            self.pinned.remove(&doc);
+        }
+    }
+
     /// Handles one input at time `now` (unix ms) and returns what to do.
     pub fn handle(&mut self, now: i64, input: Input) -> Effects {
         self.now = now;
@@ -371,7 +396,10 @@ impl Engine {
             Input::Edit { doc, edit } => self.on_edit(doc, edit),
             Input::Register { docs } => self.local_docs.extend(docs),
             Input::Want { doc } => self.on_want(doc),
-            Input::Tick => self.save_changed_states(),
+            Input::Tick => {
+                self.save_changed_states();
+                self.compact_due();
+            }
         }
         self.evict();
         std::mem::take(&mut self.fx)

@@ -2,6 +2,9 @@
 //! Every rule that decides what is shown (who is in, minutes confirmed) is sync-core's,
 //! so every device shows the same thing from the same merged document.
 
+use std::sync::Arc;
+
+use automerge::Automerge;
 use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::edits::Edit;
 use kepu_sync_core::ids::{EntryId, PupilId, SlotId, UserId, VenueId};
@@ -9,7 +12,7 @@ use kepu_sync_core::proof::{RevocationList, verify_gate_code, verify_pass};
 use kepu_sync_core::rules::attendance::{Attendance, attendance};
 use kepu_sync_core::rules::volunteer::{Minutes, minutes};
 use kepu_sync_core::schema::activity_log::ActivityLog;
-use kepu_sync_core::schema::booking::{Booking, ScanMethod};
+use kepu_sync_core::schema::booking::{self, Booking, ScanMethod};
 use kepu_sync_core::schema::venue::Venue;
 use kepu_sync_core::schema::{DocKind, revocations};
 use kepu_sync_core::writer::Role;
@@ -91,26 +94,56 @@ impl Core {
         Ok(None)
     }
 
-    pub(crate) fn revocations(&self) -> Result<RevocationList> {
+    /// The revocation list, parsed once per version of its document (ADR 0125): the
+    /// document named at enrollment, else every revocation document held.
+    pub(crate) fn revocations(&self) -> Result<Arc<RevocationList>> {
+        let docs: Vec<DocumentId> = match self.require_identity()?.revocations_doc {
+            Some(doc) => vec![doc],
+            None => self
+                .documents()?
+                .into_iter()
+                .filter(|(_, kind)| *kind == Some(DocKind::Revocations))
+                .map(|(doc, _)| doc)
+                .collect(),
+        };
+        let mut version = Vec::with_capacity(docs.len());
+        for doc in &docs {
+            version.push((
+                *doc,
+                self.read(doc, Automerge::get_heads)?.unwrap_or_default(),
+            ));
+        }
+        if let Some(list) = self.cached_revocations(&version) {
+            return Ok(list);
+        }
         let mut list = RevocationList::new();
-        for (doc, kind) in self.documents()? {
-            if kind == Some(DocKind::Revocations)
-                && let Some(set) = self.read(&doc, revocations::read)?
-            {
+        for doc in &docs {
+            if let Some(set) = self.read(doc, revocations::read)? {
                 for (p, s) in set {
                     list.revoke(p, s);
                 }
             }
         }
+        let list = Arc::new(list);
+        self.cache_revocations(version, Arc::clone(&list));
         Ok(list)
     }
 
+    /// Has `pupil` been counted in booking `doc`? A key lookup, not a read of the whole
+    /// booking. [`Error::InvalidInput`] when the booking is not held.
     fn already_counted(&self, doc: &DocumentId, pupil: PupilId) -> Result<bool> {
-        Ok(self
-            .booking(doc)?
-            .check_ins
-            .iter()
-            .any(|s| s.pupil == pupil))
+        self.read(doc, |d| {
+            booking::venue_of(d).map(|_| booking::has_check_in(d, pupil))
+        })?
+        .flatten()
+        .ok_or_else(|| Error::InvalidInput("no such booking on this device".into()))
+    }
+
+    /// The venue of booking `doc`, read alone. [`Error::InvalidInput`] when not held.
+    fn booking_venue(&self, doc: &DocumentId) -> Result<VenueId> {
+        self.read(doc, booking::venue_of)?
+            .flatten()
+            .ok_or_else(|| Error::InvalidInput("no such booking on this device".into()))
     }
 
     fn scan(
@@ -122,6 +155,7 @@ impl Core {
         check_out: bool,
     ) -> Result<Receipt> {
         let now = now_ms();
+        self.pin_active(doc);
         let already_counted = !check_out && self.already_counted(&doc, pupil)?;
         let scan_id = new_entry_id(now);
         let edit = if check_out {
@@ -160,8 +194,8 @@ impl Core {
         let key = self
             .server_key()
             .ok_or_else(|| Error::InvalidInput("no server public key configured".into()))?;
-        let booking = self.booking(&doc)?;
-        let proof = verify_gate_code(code.trim(), &key, now_ms(), Some(booking.venue))
+        let venue = self.booking_venue(&doc)?;
+        let proof = verify_gate_code(code.trim(), &key, now_ms(), Some(venue))
             .map_err(|e| Error::InvalidInput(format!("gate code: {e}")))?;
         self.scan(
             doc,
@@ -207,7 +241,7 @@ impl Core {
             (_, _, Some(text)) => parse_id(text, "pupil")?,
             _ => return Err(Error::InvalidInput("which pupil?".into())),
         };
-        self.booking(&doc)?;
+        self.booking_venue(&doc)?;
         self.scan(doc, pupil, ScanMethod::Manual, None, true)
     }
 

@@ -5,14 +5,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use automerge::Automerge;
+use automerge::{Automerge, ChangeHash};
 use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::edits::{Edit, EditError};
 use kepu_sync_core::engine::{Config, ConnId, Engine, Event, Input, Mode, StorageTask};
-use kepu_sync_core::proof::ServerPublicKey;
+use kepu_sync_core::proof::{RevocationList, ServerPublicKey};
 use kepu_sync_core::schema::DocKind;
 use tokio::sync::mpsc;
 
@@ -68,7 +68,12 @@ struct Session {
     identity: Identity,
     engine: Engine,
     conns: HashMap<ConnId, mpsc::UnboundedSender<Outbound>>,
+    /// The booking last scanned into, pinned in memory.
+    active: Option<DocumentId>,
 }
+
+/// The parsed revocation list and the versions (document, heads) it was read from.
+type RevocationCache = Option<(Vec<(DocumentId, Vec<ChangeHash>)>, Arc<RevocationList>)>;
 
 struct State {
     store: Store,
@@ -97,6 +102,9 @@ pub struct Core {
     net: Mutex<Net>,
     listeners: Mutex<Listeners>,
     next_conn: AtomicU64,
+    revocations: Mutex<RevocationCache>,
+    /// When this device last wrote a local edit (unix ms), for idle maintenance.
+    last_edit_ms: AtomicI64,
     /// Frame bytes sent.
     pub bytes_sent: AtomicU64,
     /// Frame bytes received.
@@ -130,14 +138,23 @@ pub fn random<const N: usize>() -> [u8; N] {
     out
 }
 
+/// Documents a phone keeps in memory at most (a booking of a day's visit is ~50 KiB).
+const MAX_DOCS_IN_MEMORY: usize = 256;
+
+/// The engine of a phone: compaction waits for idle time ([`Core::maintain`]), the
+/// revocation list stays in memory (ADR 0125).
 fn new_engine(identity: &Identity) -> Engine {
-    Engine::new(Config::new(
+    let mut config = Config::new(
         Mode::Client,
         identity.peer_id(),
         identity.storage_id.clone(),
         identity.actor,
         identity.writer(),
-    ))
+    );
+    config.compact_when_idle = true;
+    config.max_docs_in_memory = MAX_DOCS_IN_MEMORY;
+    config.revocations_doc = identity.revocations_doc;
+    Engine::new(config)
 }
 
 impl Core {
@@ -183,6 +200,8 @@ impl Core {
             net: Mutex::new(Net::default()),
             listeners: Mutex::new(Listeners::default()),
             next_conn: AtomicU64::new(1),
+            revocations: Mutex::new(None),
+            last_edit_ms: AtomicI64::new(0),
             bytes_sent: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
             http: reqwest::Client::builder()
@@ -374,6 +393,7 @@ impl Core {
     /// The device's own validation refused it ([`Error::Rejected`]), the edit does not fit
     /// the document ([`Error::InvalidInput`]) or storage failed.
     pub fn edit(&self, doc: DocumentId, edit: Edit) -> Result<()> {
+        self.last_edit_ms.store(now_ms(), Ordering::Relaxed);
         let events = self.handle(Input::Edit { doc, edit }, true)?;
         for e in &events {
             match e {
@@ -419,20 +439,86 @@ impl Core {
         Ok(())
     }
 
-    /// Reads a document (loaded copy, or from the store).
+    /// Reads a document. One the store holds is loaded into the engine on first read
+    /// and stays there until evicted, so that the next read costs no SQLite read and no
+    /// rebuild of the document.
     ///
     /// # Errors
     /// Not enrolled or storage failed.
     pub fn read<T>(&self, doc: &DocumentId, f: impl FnOnce(&Automerge) -> T) -> Result<Option<T>> {
-        let st = lock(&self.state);
-        let session = st.session.as_ref().ok_or(Error::NotEnrolled)?;
-        if let Some(d) = session.engine.doc(doc) {
-            return Ok(Some(f(d)));
+        let mut st = lock(&self.state);
+        let State { store, session } = &mut *st;
+        let session = session.as_mut().ok_or(Error::NotEnrolled)?;
+        if session.engine.doc(doc).is_none() && store.holds(doc)? {
+            // Loading is a storage task run right here; a held document is already
+            // local, so the `Want` adds nothing but the load.
+            let _ = drive(
+                store,
+                session,
+                Input::Want { doc: *doc },
+                false,
+                &self.bytes_sent,
+            );
         }
-        let Some(d) = load_doc(&st.store, doc)? else {
+        if let Some(d) = session.engine.doc(doc) {
+            return Ok((!d.get_heads().is_empty()).then(|| f(d)));
+        }
+        let Some(d) = load_doc(store, doc)? else {
             return Ok(None);
         };
         Ok(Some(f(&d)))
+    }
+
+    /// Keeps `doc` (the booking being scanned into) in memory, and lets the previous
+    /// one go.
+    pub fn pin_active(&self, doc: DocumentId) {
+        let mut st = lock(&self.state);
+        if let Some(session) = st.session.as_mut()
+            && session.active != Some(doc)
+        {
+            if let Some(old) = session.active.replace(doc) {
+                session.engine.pin(old, false);
+            }
+            session.engine.pin(doc, true);
+        }
+    }
+
+    /// The cached revocation list, if it was read from exactly `version`.
+    pub(crate) fn cached_revocations(
+        &self,
+        version: &[(DocumentId, Vec<ChangeHash>)],
+    ) -> Option<Arc<RevocationList>> {
+        lock(&self.revocations)
+            .as_ref()
+            .filter(|(v, _)| v.as_slice() == version)
+            .map(|(_, l)| Arc::clone(l))
+    }
+
+    /// Caches the revocation list read from `version`.
+    pub(crate) fn cache_revocations(
+        &self,
+        version: Vec<(DocumentId, Vec<ChangeHash>)>,
+        list: Arc<RevocationList>,
+    ) {
+        *lock(&self.revocations) = Some((version, list));
+    }
+
+    /// Housekeeping for idle time: compacts documents whose change rows are due (a full
+    /// save of the document and an fsync, kept off the writes a person waits for), saves
+    /// sync states that moved, evicts idle documents, checkpoints the WAL. The app's runtime calls it when
+    /// no edit came for a while ([`Core::last_edit_ms`]) and after each sync.
+    ///
+    /// # Errors
+    /// Not enrolled.
+    pub fn maintain(&self) -> Result<()> {
+        self.handle(Input::Tick, false)?;
+        lock(&self.state).store.checkpoint()
+    }
+
+    /// When the last local edit of this process was written (unix ms; 0 if none yet).
+    #[must_use]
+    pub fn last_edit_ms(&self) -> i64 {
+        self.last_edit_ms.load(Ordering::Relaxed)
     }
 
     /// Every document held or wanted, with its kind once known.
@@ -672,6 +758,7 @@ fn start_session(state: &mut State, identity: Identity) -> Result<()> {
         identity,
         engine,
         conns: HashMap::new(),
+        active: None,
     });
     Ok(())
 }

@@ -274,6 +274,10 @@ pub async fn connect_and_sync(
         }
     };
     core.detach(conn);
+    // Compact what the sync brought in now, rather than on the next check-in.
+    if let Err(e) = core.maintain() {
+        tracing::debug!(error = %e, "maintenance after sync skipped");
+    }
     outcome?;
     if joined && waiting.is_empty() {
         core.synced_at(now_ms())?;

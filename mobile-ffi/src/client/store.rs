@@ -144,7 +144,13 @@ impl Store {
     fn setup(mut conn: Connection, guard: Option<std::fs::File>) -> Result<Self> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+        // The WAL is copied back into the database file when the app is idle
+        // ([`Store::checkpoint`]); the automatic checkpoint, which runs inside the commit
+        // that crosses it, is only the bound (8,192 pages, 32 MiB).
+        conn.execute_batch(
+            "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
+             PRAGMA wal_autocheckpoint = 8192;",
+        )?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
         if version > known {
@@ -167,6 +173,18 @@ impl Store {
         }
         tx.commit()?;
         Ok(Self { conn, _lock: guard })
+    }
+
+    /// Copies what the WAL holds back into the database file, without waiting for
+    /// readers (idle time; the automatic checkpoint is only the bound).
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn checkpoint(&self) -> Result<()> {
+        let _: i64 = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(0))?;
+        Ok(())
     }
 
     /// The schema version of the open file.
@@ -327,6 +345,17 @@ impl Store {
             changes,
             sync_states,
         })
+    }
+
+    /// Does the store hold (or want) `doc`?
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn holds(&self, doc: &DocumentId) -> Result<bool> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT 1 FROM documents WHERE doc_id = ?1")?;
+        Ok(stmt.exists([doc_key(doc)])?)
     }
 
     /// Remembers a document the device wants (fetched on the next sync).

@@ -351,11 +351,18 @@ impl Engine {
             return;
         };
         let before = e.doc.get_heads();
-        if let Err(err) = edits::apply_unchecked(&mut e.doc, &writer, now, edit) {
-            self.fx.events.push(Event::EditFailed { doc, error: err });
-            return;
-        }
-        if let Err(refusal) = validate::validate(&e.doc, &before, &writer) {
+        // Validated from the transaction's own patches, and the new change taken as the
+        // last local one: neither walks the document or its history (ADR 0125).
+        let (hash, patches) = match edits::apply_logged(&mut e.doc, &writer, now, edit) {
+            Ok(done) => done,
+            Err(err) => {
+                self.fx.events.push(Event::EditFailed { doc, error: err });
+                return;
+            }
+        };
+        if let Err(refusal) =
+            validate::validate_patches(&e.doc, before.is_empty(), &patches, &writer)
+        {
             if let Ok(mut f) = e.doc.fork_at(&before) {
                 f.set_actor(actor);
                 e.doc = f;
@@ -367,7 +374,20 @@ impl Engine {
             return;
         }
         self.fx.events.push(Event::EditApplied { doc });
-        self.persist_new(doc, &before);
+        let Some(hash) = hash else {
+            return;
+        };
+        let known = e
+            .doc
+            .get_last_local_change()
+            .filter(|c| c.hash() == hash)
+            .map(|c| {
+                vec![StoredChange {
+                    hash,
+                    bytes: c.raw_bytes().to_vec(),
+                }]
+            });
+        self.persist(doc, &before, known);
     }
 
     /// Writes `edit` without validating it first, as a tampered or outdated app would.

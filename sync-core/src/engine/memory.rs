@@ -15,11 +15,20 @@ impl Engine {
                 || !e.pending.is_empty()
                 || e.load_task.is_some()
         };
-        let pinned = self.config.revocations_doc;
+        let revocations = self.config.revocations_doc;
         let mut candidates: Vec<(i64, DocumentId)> = self
             .docs
             .iter()
-            .filter(|(id, e)| !busy(e) && Some(**id) != pinned)
+            .filter(|(id, e)| !busy(e) && Some(**id) != revocations)
+            .map(|(id, e)| (e.last_used, *id))
+            .collect();
+        // Pinned documents go last, and only to get under the bound.
+        let pinned = &self.pinned;
+        candidates.retain(|(_, id)| !pinned.contains(id));
+        let spare: Vec<(i64, DocumentId)> = self
+            .docs
+            .iter()
+            .filter(|(id, e)| !busy(e) && pinned.contains(id))
             .map(|(id, e)| (e.last_used, *id))
             .collect();
         let over = self
@@ -30,10 +39,17 @@ impl Engine {
             return;
         }
         candidates.sort_unstable();
-        for (evicted, (last, doc)) in candidates.into_iter().enumerate() {
+        let mut evicted = 0;
+        for (last, doc) in candidates {
             if evicted >= over && now - last < idle_ms {
                 break;
             }
+            self.evict_one(doc);
+            evicted += 1;
+        }
+        let mut spare = spare;
+        spare.sort_unstable();
+        for (_, doc) in spare.into_iter().take(over.saturating_sub(evicted)) {
             self.evict_one(doc);
         }
     }

@@ -267,7 +267,32 @@ impl Engine {
     }
 
     pub(super) fn maybe_compact(&mut self, doc: DocumentId) {
+        if self.config.compact_when_idle {
+            let bound = self
+                .config
+                .compact_after
+                .saturating_mul(super::IDLE_COMPACT_FACTOR);
+            if self
+                .docs
+                .get(&doc)
+                .is_none_or(|e| e.stored_rows.len() < bound)
+            {
+                return;
+            }
+        }
         self.compact(doc, false);
+    }
+
+    /// On a tick, with [`super::Config::compact_when_idle`]: compacts every document in
+    /// memory that is due (at most one task per document; the host runs them when idle).
+    pub(super) fn compact_due(&mut self) {
+        if !self.config.compact_when_idle {
+            return;
+        }
+        let docs: Vec<DocumentId> = self.docs.keys().copied().collect();
+        for doc in docs {
+            self.compact(doc, false);
+        }
     }
 
     /// Folds the stored change rows into a new snapshot once they are at least

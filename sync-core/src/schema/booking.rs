@@ -255,6 +255,41 @@ fn read_scans<D: ReadDoc>(doc: &D, container: &str, out: &mut Vec<Scan>) {
     }
 }
 
+/// Has any device recorded a check-in of `pupil` that [`Booking::read`] would list? Looks
+/// up the pupil's keys (`"<pupil>/…"`, adjacent in key order) instead of reading every
+/// scan: a phone answers "already counted" at the gate without walking the booking.
+pub fn has_check_in<D: ReadDoc>(doc: &D, pupil: PupilId) -> bool {
+    let Some(obj) = r::map(doc, &ROOT, key::CHECK_INS) else {
+        return false;
+    };
+    // '/' is followed by '0' in byte order: the range holds exactly this pupil's keys.
+    let (from, to) = (format!("{pupil}/"), format!("{pupil}0"));
+    let devices: Vec<automerge::ObjId> = doc
+        .map_range(&obj, from..to)
+        .filter(|item| split_scan_key(&item.key).is_some_and(|(p, _)| p == pupil))
+        .filter(|item| matches!(item.value, automerge::ValueRef::Object(_)))
+        .map(|item| item.id())
+        .collect();
+    devices.iter().any(|per_device| {
+        r::maps(doc, per_device).iter().any(|(_, rec)| {
+            let rec = r::Fields::of(doc, rec);
+            rec.int("at").is_some()
+                && rec
+                    .string("method")
+                    .and_then(|m| ScanMethod::parse(&m))
+                    .is_some()
+        })
+    })
+}
+
+/// The venue of a booking, read without the rest (`None` if not a booking).
+pub fn venue_of<D: ReadDoc>(doc: &D) -> Option<VenueId> {
+    if crate::schema::kind_of(doc)? != crate::schema::DocKind::Booking {
+        return None;
+    }
+    r::parsed(doc, &ROOT, key::VENUE)
+}
+
 impl Booking {
     /// Reads a booking; `None` if the document is not a well-formed booking.
     pub fn read<D: ReadDoc>(doc: &D) -> Option<Self> {
