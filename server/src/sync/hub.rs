@@ -149,6 +149,15 @@ async fn run(
             HubMsg::Edit { doc, edit } => Input::Edit { doc, edit },
             HubMsg::Want { doc } => Input::Want { doc },
             HubMsg::Tick => Input::Tick,
+            HubMsg::StoredElsewhere { doc } => Input::StoredElsewhere { doc },
+            HubMsg::StoredElsewhereAll => {
+                let mut fx = Effects::default();
+                for doc in engine.docs() {
+                    fx.extend(engine.handle(now, Input::StoredElsewhere { doc }));
+                }
+                settle(&mut engine, fx, &mut conns, &jobs, &state, now).await;
+                continue;
+            }
             HubMsg::Revoked { device } => {
                 let gone: Vec<ConnId> = conns
                     .iter()

@@ -1,0 +1,156 @@
+//! Several server nodes on one PostgreSQL database (ADR 0120): each test starts two or
+//! three servers in this process over the same fresh database, with devices on
+//! different nodes. SQLite has one node only, so these cases run on PostgreSQL alone; the
+//! single-node behaviour on SQLite is what every other test in this binary checks.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use kepu_server::accounts::Role;
+use kepu_sync_core::doc_id::DocumentId;
+use kepu_sync_core::ids::{SchoolId, SlotId, VenueId};
+use kepu_sync_core::schema::booking::{Booking, Status};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::support::{Db, TestDb, place};
+use crate::sync_client::Device;
+use crate::world::{Enroller, check_in, create_booking, new_doc, publish_slot, pupils, scan_ids};
+
+/// One server process's worth: `kepu_server::run` on its own listener over a shared
+/// database.
+struct Node {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<kepu_server::Result<()>>>,
+}
+
+impl Node {
+    async fn start(db: &TestDb) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(kepu_server::run(db.config(), listener, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the node (its devices' connections close, its leadership is released).
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("node task").expect("node ran cleanly");
+        }
+    }
+}
+
+/// Pumps `device` until `check` holds (at most 10 s).
+async fn until(device: &mut Device, what: &str, check: impl Fn(&Device) -> bool) {
+    for _ in 0..200 {
+        if check(device) {
+            return;
+        }
+        device.pump(Duration::from_millis(50)).await;
+    }
+    panic!("{what} never happened");
+}
+
+fn scans(device: &Device, doc: &DocumentId) -> usize {
+    device.doc(doc).map_or(0, |d| scan_ids(d).len())
+}
+
+fn status(device: &Device, doc: &DocumentId) -> Option<Status> {
+    device.doc(doc).and_then(Booking::read).map(|b| b.status)
+}
+
+struct Cast {
+    venue: VenueId,
+    school: SchoolId,
+    slot: SlotId,
+}
+
+/// A venue whose staff (on `node`) published a slot of `capacity`.
+async fn venue_with_slot(db: &TestDb, node: SocketAddr, capacity: u32) -> (Cast, Device, Enroller) {
+    let p = place(&db.store).await;
+    let enroller = Enroller::new(&db.store, node);
+    let mut staff = enroller
+        .device(Role::VenueStaff, None, Some(p.venue), 200)
+        .await;
+    let venue = VenueId(p.venue);
+    let slot = publish_slot(&mut staff, node, venue, capacity).await;
+    (
+        Cast {
+            venue,
+            school: SchoolId(p.school),
+            slot,
+        },
+        staff,
+        enroller,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_check_in_on_one_node_reaches_a_device_on_another_and_back() {
+    let db = TestDb::new(Db::Postgres).await;
+    let a = Node::start(&db).await;
+    let b = Node::start(&db).await;
+    let (c, mut gate, enroller) = venue_with_slot(&db, a.addr, 60).await;
+    let mut teacher = enroller
+        .device(Role::Teacher, Some(c.school.0), None, 1)
+        .await;
+    let roster = pupils(900, 2);
+    let booking = new_doc();
+    teacher.edit(
+        booking,
+        create_booking(c.venue, c.slot, c.school, roster.clone()),
+    );
+    teacher.sync(a.addr).await;
+    // The gate is on node B, which loads the booking from the database.
+    gate.disconnect();
+    gate.want(booking);
+    gate.sync(b.addr).await;
+    assert!(
+        gate.doc(&booking).is_some(),
+        "node B serves the booking node A stored"
+    );
+    // Both stay connected: what one node stores reaches the other's device live.
+    let (edit, _) = check_in(roster[0]);
+    teacher.edit(booking, edit);
+    teacher.pump(Duration::from_millis(100)).await;
+    until(
+        &mut gate,
+        "the check-in through A reaching the gate on B",
+        |g| scans(g, &booking) == 1,
+    )
+    .await;
+    let (edit, _) = check_in(roster[1]);
+    gate.edit(booking, edit);
+    gate.pump(Duration::from_millis(100)).await;
+    until(
+        &mut teacher,
+        "the check-in through B reaching the teacher on A",
+        |t| scans(t, &booking) == 2,
+    )
+    .await;
+    until(
+        &mut gate,
+        "the gate hearing its own scan acknowledged",
+        |g| g.server_has_all(&booking),
+    )
+    .await;
+    let t = Booking::read(teacher.doc(&booking).unwrap()).unwrap();
+    let g = Booking::read(gate.doc(&booking).unwrap()).unwrap();
+    assert_eq!(t, g, "both devices hold the same booking");
+    teacher.disconnect();
+    gate.disconnect();
+    b.stop().await;
+    a.stop().await;
+    db.finish().await;
+}
