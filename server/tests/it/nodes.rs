@@ -154,3 +154,128 @@ async fn postgres_a_check_in_on_one_node_reaches_a_device_on_another_and_back() 
     a.stop().await;
     db.finish().await;
 }
+
+impl Node {
+    async fn leads(&self) -> bool {
+        let ready: serde_json::Value = reqwest::get(format!("http://{}/readyz", self.addr))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ready["leader"] == true
+    }
+}
+
+/// Waits until exactly one of `nodes` leads; returns its index.
+async fn leader_of(nodes: &[&Node]) -> usize {
+    for _ in 0..100 {
+        let mut leading = Vec::new();
+        for (i, n) in nodes.iter().enumerate() {
+            if n.leads().await {
+                leading.push(i);
+            }
+        }
+        if leading.len() == 1 {
+            return leading[0];
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no single leader among the nodes");
+}
+
+/// The booking's status in the records one node serves.
+async fn recorded_status(
+    enroller: &Enroller,
+    node: SocketAddr,
+    token: &str,
+    doc: &DocumentId,
+) -> String {
+    let on_node = Enroller {
+        http: enroller.http.clone(),
+        addr: node,
+        store: enroller.store.clone(),
+    };
+    let v = on_node
+        .get_json(&format!("/api/bookings/{doc}/attendance"), token)
+        .await;
+    v["booking"]["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_teachers_on_two_nodes_book_the_last_places_and_the_next_leader_decides() {
+    let db = TestDb::new(Db::Postgres).await;
+    let a = Node::start(&db).await;
+    let b = Node::start(&db).await;
+    let (c, _staff, enroller) = venue_with_slot(&db, a.addr, 4).await;
+    let mut t1 = enroller
+        .device(Role::Teacher, Some(c.school.0), None, 1)
+        .await;
+    let mut t2 = enroller
+        .device(Role::Teacher, Some(c.school.0), None, 2)
+        .await;
+    let (b1, b2) = (new_doc(), new_doc());
+    // Three of the four places are left for each: only one of them fits.
+    t1.edit(
+        b1,
+        create_booking(c.venue, c.slot, c.school, pupils(100, 3)),
+    );
+    t2.edit(
+        b2,
+        create_booking(c.venue, c.slot, c.school, pupils(200, 3)),
+    );
+    tokio::join!(t1.sync(a.addr), t2.sync(b.addr));
+    let decided = |d: &Device, doc: &DocumentId| {
+        matches!(status(d, doc), Some(Status::Confirmed | Status::Waitlisted))
+    };
+    until(&mut t1, "the first booking decided", |d| decided(d, &b1)).await;
+    until(&mut t2, "the second booking decided", |d| decided(d, &b2)).await;
+    let mut got = [status(&t1, &b1).unwrap(), status(&t2, &b2).unwrap()];
+    got.sort_by_key(|s| s.as_str());
+    assert_eq!(
+        got,
+        [Status::Confirmed, Status::Waitlisted],
+        "one booking fits, the other waits"
+    );
+    // Every node's records say the same.
+    let admin = enroller.admin_token().await;
+    for doc in [&b1, &b2] {
+        let on_a = recorded_status(&enroller, a.addr, &admin, doc).await;
+        for _ in 0..100 {
+            if on_a != "requested" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let on_a = recorded_status(&enroller, a.addr, &admin, doc).await;
+        let on_b = recorded_status(&enroller, b.addr, &admin, doc).await;
+        assert_eq!(on_a, on_b, "both nodes show the same decision");
+        assert_ne!(on_a, "requested");
+    }
+    // The leader dies; the other node takes over and decides the next booking.
+    t1.disconnect();
+    t2.disconnect();
+    let leading = leader_of(&[&a, &b]).await;
+    let (survivor, gone) = if leading == 0 { (b, a) } else { (a, b) };
+    gone.stop().await;
+    assert_eq!(leader_of(&[&survivor]).await, 0, "the surviving node leads");
+    let b3 = new_doc();
+    let mut t3 = Enroller::new(&db.store, survivor.addr)
+        .device(Role::Teacher, Some(c.school.0), None, 3)
+        .await;
+    t3.edit(
+        b3,
+        create_booking(c.venue, c.slot, c.school, pupils(300, 1)),
+    );
+    t3.sync(survivor.addr).await;
+    until(&mut t3, "the booking after the takeover decided", |d| {
+        status(d, &b3) == Some(Status::Confirmed)
+    })
+    .await;
+    t3.disconnect();
+    survivor.stop().await;
+    db.finish().await;
+}
