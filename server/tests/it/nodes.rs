@@ -279,3 +279,111 @@ async fn postgres_two_teachers_on_two_nodes_book_the_last_places_and_the_next_le
     survivor.stop().await;
     db.finish().await;
 }
+
+/// The `kepu_session=…` pair a login response sets.
+fn session_pair(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("kepu_session=") && !v.starts_with("kepu_session=;"))
+        .map(|v| v.split(';').next().unwrap_or_default().to_owned())
+}
+
+async fn log_in(node: SocketAddr, login: &str, password: &str) -> reqwest::Response {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("http://{node}/login"))
+        .form(&[("login", login), ("password", password), ("next", "")])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_dashboard_on_one_node_shows_a_check_in_synced_through_another() {
+    use kepu_sync_core::ids::PupilId;
+
+    use crate::live::{EventReader, Scene};
+
+    let db = TestDb::new(Db::Postgres).await;
+    let first = Node::start(&db).await;
+    let second = Node::start(&db).await;
+    // Devices on node A, the leader (which decides the booking, so holds it); the
+    // dashboard on node B, which holds no document of the venue: only the other node's
+    // notification can tell its dashboard.
+    let (a, b) = if leader_of(&[&first, &second]).await == 0 {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    // Devices on node A: the gate staff, a teacher whose booking is confirmed.
+    let mut scene = Scene::new(&db.store, a.addr).await;
+    scene.staff.want(scene.booking);
+    scene.staff.sync(a.addr).await;
+    // The gate staff log in to the web on node A; the browser then reaches node B.
+    let staff_user = scene.staff.engine.config().writer.user.0;
+    kepu_server::accounts::Accounts::new(db.store.clone())
+        .set_web_login(staff_user, "gate.a", "gate-keeper-2026")
+        .await
+        .unwrap();
+    let cookie = session_pair(&log_in(a.addr, "gate.a", "gate-keeper-2026").await)
+        .expect("a session from node A");
+    let http = reqwest::Client::new();
+    let session = http
+        .get(format!("http://{}/api/session", b.addr))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        session.status(),
+        200,
+        "node B knows the session node A made"
+    );
+    let path = format!("/api/venues/{}/live/events?day={}", scene.venue, scene.day);
+    let response = http
+        .get(format!("http://{}{path}", b.addr))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut events = EventReader {
+        response,
+        buffer: String::new(),
+    };
+    let (_, data, _) = events
+        .next(Duration::from_secs(5))
+        .await
+        .expect("a snapshot at connect");
+    let first: serde_json::Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(first["totals"]["arrived"], 0);
+    // A pupil is scanned at the gate, synced through node A.
+    scene
+        .staff
+        .edit(scene.booking, check_in(PupilId(scene.pupils[0])).0);
+    let reader = tokio::spawn(async move {
+        loop {
+            let (name, data, _) = events.next(Duration::from_secs(5)).await?;
+            let v: serde_json::Value = serde_json::from_str(&data).ok()?;
+            if name == "snapshot" && v["totals"]["arrived"] == 1 {
+                return Some(v);
+            }
+        }
+    });
+    scene.staff.sync(a.addr).await;
+    let seen = reader.await.unwrap();
+    assert!(
+        seen.is_some(),
+        "node B's dashboard shows the check-in node A stored"
+    );
+    scene.staff.disconnect();
+    scene.teacher.disconnect();
+    b.stop().await;
+    a.stop().await;
+    db.finish().await;
+}
