@@ -24,6 +24,8 @@ pub struct AppState {
     pub live: crate::live::LiveFeed,
     /// Limits per client address, device and user, and who may read `/metrics`.
     pub guards: Arc<Guards>,
+    /// Whether this node runs the work that must happen once (always on SQLite).
+    pub leader: crate::cluster::Leadership,
 }
 
 /// Limits per client address, device and user that the HTTP handlers and the sync
@@ -83,6 +85,7 @@ impl AppState {
             metrics: Arc::new(metrics),
             live: crate::live::LiveFeed::new(),
             guards: Arc::new(guards),
+            leader: crate::cluster::Leadership::always(),
         }
     }
 

@@ -16,6 +16,8 @@
 //! - [`reports`]: programme reports per school, county and city (targets and misses).
 //! - [`live`]: the live venue dashboard (change feed, snapshots of a venue-day).
 //! - [`app_state`]: the state shared by handlers.
+//! - [`cluster`]: several nodes on one PostgreSQL: notifications between them and the
+//!   leader that runs the work that must happen once.
 //! - [`admin_cli`]: `kepu-server admin …`.
 //! - [`demo`]: the clearly marked sample province seeded by `--demo`.
 //! - [`demo_activity`]: a year of sample school logs, visits and volunteer hours for `--demo`.
@@ -33,6 +35,7 @@ pub mod accounts;
 pub mod admin_cli;
 pub mod app_state;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod demo_activity;
@@ -84,24 +87,33 @@ pub async fn run(
         tracing::info!(reprojected, "records recomputed after an unclean stop");
     }
     let guards = app_state::Guards::new(&config.limits, config.metrics_token.clone());
-    let state = AppState::with_guards(store.clone(), guards);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut state = AppState::with_guards(store.clone(), guards);
+    // Several nodes on PostgreSQL: one leads (ADR 0120); on SQLite this one does.
+    state.leader = cluster::lead(&store, stop_rx.clone());
     let address = listener.local_addr()?;
     let hub = sync::SyncHub::start(state.clone(), &sync::HubConfig::default());
+    cluster::listen(&state, &hub, stop_rx.clone());
     if config.demo {
         let seeded = demo::seed(&state.accounts).await?;
         demo::print_welcome(&seeded, address);
     }
-    let created = sync::documents::ensure(&store, &hub, clock::now_ms(), config.demo).await?;
-    if config.demo {
-        let sample = demo_activity::seed(&store, &hub, clock::now_ms()).await?;
-        tracing::info!(sample, "demo programme activity written");
-    }
-    if created > 0 {
-        tracing::info!(created, "server documents created");
+    // Only the leader creates the server's documents: two nodes creating the same
+    // fixed-id document would hide one's map (known gap 17).
+    if state.leader.settled().await {
+        let created = sync::documents::ensure(&store, &hub, clock::now_ms(), config.demo).await?;
+        if config.demo {
+            let sample = demo_activity::seed(&store, &hub, clock::now_ms()).await?;
+            tracing::info!(sample, "demo programme activity written");
+        }
+        if created > 0 {
+            tracing::info!(created, "server documents created");
+        }
     }
     sync::documents::keep_in_step(
         store.clone(),
         hub.clone(),
+        state.leader.clone(),
         std::time::Duration::from_secs(2),
     );
     tokio::spawn(revocations::forward(
@@ -110,7 +122,6 @@ pub async fn run(
         hub.clone(),
         revocations::SWEEP_EVERY,
     ));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let ctx = sync::ws::SyncContext {
         hub: hub.clone(),
         limits: sync::ws::Limits {

@@ -49,6 +49,11 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     server_seed: Arc<[u8; 32]>,
+    /// The database URL (holds credentials: never log it), for the connections of
+    /// their own that several nodes need (notifications, the leader's lock).
+    url: Arc<str>,
+    /// This process among the nodes sharing the database (random at every open).
+    node: Arc<str>,
 }
 
 impl std::fmt::Debug for Store {
@@ -120,7 +125,43 @@ impl Store {
             pool,
             backend,
             server_seed: Arc::new(server_seed),
+            url: Arc::from(url),
+            node: Arc::from(hex::encode(rand::random::<[u8; 8]>())),
         })
+    }
+
+    /// The database URL, for a connection of its own. It holds credentials: never log it.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// This node's id among the nodes sharing the database (random per start; it names
+    /// the node's own notifications, which it ignores).
+    #[must_use]
+    pub fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    /// Starts a write transaction that replaces one document's records. On PostgreSQL it
+    /// first takes a lock on the document for the transaction, so that two nodes
+    /// rewriting the same document's records take turns instead of one failing on the
+    /// other's rows (and every statement after it sees what the other committed).
+    ///
+    /// # Errors
+    /// A database failure.
+    pub(crate) async fn begin_records_write(
+        &self,
+        doc: &str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        let mut tx = self.begin_write().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                .bind(crate::cluster::RECORDS_LOCK_SPACE)
+                .bind(doc)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
     }
 
     /// The connection pool, for tests and benchmarks that set up or inspect rows

@@ -21,6 +21,7 @@
 //! - `documents`: loading and queueing, applying sync messages, replies, local edits;
 //! - `merge`: server-side validation of a device's changes, change by change on refusal;
 //! - `storage`: storage tasks and their completions, retries, compaction;
+//! - `elsewhere`: merging changes another server node stored in the shared database;
 //! - `client`: what only a phone's engine does (announce, fetch, access lost, quarantine);
 //! - `memory`: evicting idle documents;
 //! - `admit`, [`guard`]: what a device's message may cost and which actor ids it may use;
@@ -30,6 +31,7 @@ mod admit;
 mod client;
 mod connections;
 mod documents;
+mod elsewhere;
 pub mod guard;
 pub mod io;
 mod memory;
@@ -197,6 +199,15 @@ pub enum Input {
     /// Time passes: evict idle documents, save sync states that moved, and (with
     /// [`Config::compact_when_idle`]) compact the documents that are due.
     Tick,
+    /// Server: another node sharing our database stored new changes of this document.
+    /// If the document is in memory, the engine reads the change rows it does not hold
+    /// ([`StorageTask::LoadChanges`]), merges them as already validated (the storing node
+    /// validated them) and syncs them to its peers. Otherwise nothing: the next load reads
+    /// them.
+    StoredElsewhere {
+        /// Document.
+        doc: DocumentId,
+    },
 }
 
 #[derive(Debug)]
@@ -268,6 +279,10 @@ struct DocEntry {
     generation: u64,
     /// Since when appends have been in flight without a break.
     busy_since: Option<i64>,
+    /// Changes stored elsewhere are being read ([`Input::StoredElsewhere`]).
+    refreshing: bool,
+    /// More were stored elsewhere meanwhile (or while the document loaded): read again.
+    refresh_again: bool,
 }
 
 #[derive(Debug)]
@@ -297,6 +312,13 @@ enum TaskPurpose {
         bytes: usize,
     },
     Other(DocumentId),
+    /// Reading changes another node stored: its rows (`full` false) or, when they
+    /// depend on changes only its snapshot holds, the whole stored document.
+    Refresh {
+        doc: DocumentId,
+        generation: u64,
+        full: bool,
+    },
 }
 
 /// The engine. See the module docs.
@@ -368,6 +390,12 @@ impl Engine {
         self.conns.len()
     }
 
+    /// The documents in memory (loaded or loading).
+    #[must_use]
+    pub fn docs(&self) -> Vec<DocumentId> {
+        self.docs.keys().copied().collect()
+    }
+
     /// Client: local documents known to the engine.
     #[must_use]
     pub const fn local_docs(&self) -> &BTreeSet<DocumentId> {
@@ -400,6 +428,7 @@ impl Engine {
                 self.save_changed_states();
                 self.compact_due();
             }
+            Input::StoredElsewhere { doc } => self.on_stored_elsewhere(doc),
         }
         self.evict();
         std::mem::take(&mut self.fx)

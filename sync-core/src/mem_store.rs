@@ -40,7 +40,7 @@ impl MemStore {
             return IoResult::Failed("store offline".into());
         }
         match task {
-            StorageTask::Load { doc } => {
+            StorageTask::Load { doc } | StorageTask::LoadChanges { doc } => {
                 let d = self.docs.get(doc).cloned().unwrap_or_default();
                 IoResult::Loaded(Loaded {
                     snapshot: d.snapshot,

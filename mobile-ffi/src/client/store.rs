@@ -207,12 +207,12 @@ impl Store {
     }
 
     fn try_run(&mut self, task: &StorageTask, local: bool, now: i64) -> Result<IoResult> {
-        if let StorageTask::Load { doc } = task {
+        if let StorageTask::Load { doc } | StorageTask::LoadChanges { doc } = task {
             return self.load(doc).map(IoResult::Loaded);
         }
         let tx = self.conn.transaction()?;
         match task {
-            StorageTask::Load { .. } => {}
+            StorageTask::Load { .. } | StorageTask::LoadChanges { .. } => {}
             StorageTask::Append {
                 doc, kind, changes, ..
             } => {

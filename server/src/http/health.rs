@@ -9,7 +9,8 @@ use super::ApiJson;
 use crate::app_state::AppState;
 use crate::error::Result;
 
-/// `/healthz` (the process answers) and `/readyz` (the database answers too).
+/// `/healthz` (the process answers) and `/readyz` (the database answers too; it says
+/// whether this node leads).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
@@ -22,7 +23,10 @@ async fn healthz() -> ApiJson<Value> {
 
 async fn readyz(State(state): State<AppState>) -> Result<ApiJson<Value>> {
     state.store.ping().await?;
-    Ok(ApiJson(
-        json!({ "status": "ready", "database": state.store.backend().name() }),
-    ))
+    Ok(ApiJson(json!({
+        "status": "ready",
+        "database": state.store.backend().name(),
+        // Whether this node runs the once-only work (several nodes on PostgreSQL).
+        "leader": state.leader.is_leader(),
+    })))
 }

@@ -64,6 +64,33 @@ impl Store {
         })
     }
 
+    /// A document's change rows only (another node stored some; see
+    /// `StorageTask::LoadChanges`).
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn load_changes(&self, doc: DocumentId) -> Result<Loaded> {
+        let changes = sqlx::query("SELECT hash, data FROM changes WHERE doc_id = $1")
+            .bind(doc.to_string())
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .filter_map(|r| {
+                let hash: Vec<u8> = r.try_get(0).ok()?;
+                let bytes: Vec<u8> = r.try_get(1).ok()?;
+                Some(StoredChange {
+                    hash: hash_from(&hash)?,
+                    bytes,
+                })
+            })
+            .collect();
+        Ok(Loaded {
+            snapshot: None,
+            changes,
+            sync_states: Vec::new(),
+        })
+    }
+
     /// Runs `tasks` as [`Store::run_document_tasks`] does, in one transaction; if that
     /// fails, runs each task in a transaction of its own, so that one failing task fails
     /// only itself and not the unrelated documents batched with it. One result per task.
@@ -103,6 +130,7 @@ impl Store {
             append_all(&mut tx, &std::mem::take(&mut appends), now).await?;
             match task {
                 StorageTask::Load { .. }
+                | StorageTask::LoadChanges { .. }
                 | StorageTask::Append { .. }
                 | StorageTask::Quarantine { .. }
                 | StorageTask::Forget { .. } => {}
@@ -155,7 +183,45 @@ impl Store {
             }
         }
         append_all(&mut tx, &appends, now).await?;
+        if self.backend == crate::store::Backend::Postgres {
+            // Delivered to the other nodes when (and only if) this commits.
+            let mut stored: Vec<String> = Vec::new();
+            for task in tasks {
+                if let StorageTask::Append { doc, .. } = task {
+                    let id = doc.to_string();
+                    if !stored.contains(&id) {
+                        stored.push(id);
+                    }
+                }
+            }
+            for payload in crate::cluster::payloads(&self.node, crate::cluster::Tag::Doc, &stored) {
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(crate::cluster::CHANNEL)
+                    .bind(payload)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Tells the other nodes sharing the database (PostgreSQL) about `ids` (nothing on
+    /// SQLite, which has one node).
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn notify_nodes(&self, tag: crate::cluster::Tag, ids: &[String]) -> Result<()> {
+        if self.backend != crate::store::Backend::Postgres {
+            return Ok(());
+        }
+        for payload in crate::cluster::payloads(&self.node, tag, ids) {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(crate::cluster::CHANNEL)
+                .bind(payload)
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(())
     }
 

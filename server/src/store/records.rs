@@ -121,7 +121,7 @@ impl Store {
     /// A database failure.
     pub async fn write_venue_records(&self, doc: DocumentId, v: &Venue, now: i64) -> Result<()> {
         let id = doc.to_string();
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_records_write(&id).await?;
         let venue = v.venue.to_string();
         let profile = serde_json::json!({
             "profile": v.profile, "location": v.location, "after_school": v.after_school,
@@ -170,7 +170,7 @@ impl Store {
         now: i64,
     ) -> Result<()> {
         let id = doc.to_string();
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_records_write(&id).await?;
         let slot = slot_of(&mut tx, b.slot).await?;
         let a = attendance(b, slot.as_ref());
         let seq: Option<i64> =
@@ -181,10 +181,20 @@ impl Store {
                 .and_then(|r| r.try_get(0).ok());
         let seq = match seq {
             Some(s) => s,
-            None => sqlx::query("SELECT COALESCE(MAX(received_seq), 0) + 1 FROM proj_bookings")
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get::<i64, _>(0)?,
+            None => {
+                if self.backend == super::Backend::Postgres {
+                    // Nodes number arrivals one at a time: the next number is read once
+                    // the other node's numbered booking is committed.
+                    sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
+                        .bind(crate::cluster::ARRIVAL_LOCK_SPACE)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query("SELECT COALESCE(MAX(received_seq), 0) + 1 FROM proj_bookings")
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get::<i64, _>(0)?
+            }
         };
         sqlx::query("DELETE FROM proj_bookings WHERE doc_id = $1")
             .bind(&id)
@@ -288,7 +298,7 @@ impl Store {
     /// A database failure.
     pub async fn write_activity_records(&self, doc: DocumentId, log: &ActivityLog) -> Result<()> {
         let id = doc.to_string();
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_records_write(&id).await?;
         sqlx::query("DELETE FROM proj_activities WHERE doc_id = $1")
             .bind(&id)
             .execute(&mut *tx)
@@ -321,10 +331,26 @@ impl Store {
     /// # Errors
     /// A database failure.
     pub async fn write_school_log_records(&self, doc: DocumentId, log: &SchoolLog) -> Result<()> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_records_write(&doc.to_string()).await?;
         write_school_log(&mut tx, &doc.to_string(), log).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Slots with bookings still requested or wait-listed: those a node that has just
+    /// become the leader decides (what was reported while no node led is not lost).
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn slots_to_decide(&self) -> Result<Vec<SlotId>> {
+        Ok(sqlx::query(
+            "SELECT DISTINCT slot_id FROM proj_bookings WHERE status IN ('requested', 'waitlisted')",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .filter_map(|r| r.try_get::<String, _>(0).ok()?.parse().ok().map(SlotId))
+        .collect())
     }
 
     /// A slot's capacity and its bookings in the order the server received them.

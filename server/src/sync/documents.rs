@@ -147,14 +147,25 @@ pub async fn ensure(store: &Store, hub: &SyncHub, now: i64, demo_slots: bool) ->
 }
 
 /// Keeps the server's documents in step with the records: venues and schools created
-/// since start (and every school at the turn of the year) get their document, revoked passes reach the revocation list. Runs every `every`.
-pub fn keep_in_step(store: Store, hub: SyncHub, every: std::time::Duration) {
+/// since start (and every school at the turn of the year) get their document, revoked
+/// passes reach the revocation list. Runs every `every`, on the leading node only.
+pub fn keep_in_step(
+    store: Store,
+    hub: SyncHub,
+    leader: crate::cluster::Leadership,
+    every: std::time::Duration,
+) {
     tokio::spawn(async move {
         let mut written: std::collections::HashSet<(uuid::Uuid, i64)> =
             std::collections::HashSet::new();
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
+            if !leader.is_leader() {
+                // What another leader wrote is not remembered here: it is in the list.
+                written.clear();
+                continue;
+            }
             if let Err(e) = ensure(&store, &hub, crate::clock::now_ms(), false).await {
                 tracing::warn!(error = %e, "could not create server documents");
             }

@@ -238,6 +238,15 @@ async fn handle_message(
         HubMsg::Edit { doc, edit } => Input::Edit { doc, edit },
         HubMsg::Want { doc } => Input::Want { doc },
         HubMsg::Tick => Input::Tick,
+        HubMsg::StoredElsewhere { doc } => Input::StoredElsewhere { doc },
+        HubMsg::StoredElsewhereAll => {
+            let mut fx = Effects::default();
+            for doc in engine.docs() {
+                fx.extend(engine.handle(now, Input::StoredElsewhere { doc }));
+            }
+            settle(engine, fx, conns, dirty, jobs, state, now).await;
+            return;
+        }
         HubMsg::Revoked { device } => {
             let gone: Vec<ConnId> = conns
                 .iter()

@@ -53,6 +53,11 @@ pub(crate) enum HubMsg {
         device: DeviceId,
     },
     Tick,
+    StoredElsewhere {
+        doc: DocumentId,
+    },
+    /// Every document in memory: notifications may have been missed.
+    StoredElsewhereAll,
     Flush {
         done: oneshot::Sender<()>,
     },
@@ -132,6 +137,17 @@ impl SyncHub {
     /// Writes an edit as the server.
     pub fn edit(&self, doc: DocumentId, edit: Edit) {
         self.send(HubMsg::Edit { doc, edit });
+    }
+
+    /// Another node stored new changes of `doc`: if it is in memory, read and sync them.
+    pub fn stored_elsewhere(&self, doc: DocumentId) {
+        self.send(HubMsg::StoredElsewhere { doc });
+    }
+
+    /// Other nodes may have stored changes of any document (notifications were missed):
+    /// every document in memory reads its rows again.
+    pub fn stored_elsewhere_all(&self) {
+        self.send(HubMsg::StoredElsewhereAll);
     }
 
     /// A device was revoked: close its connections at once.

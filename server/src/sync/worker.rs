@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::inbox::{HubMsg, SyncHub};
 use crate::app_state::AppState;
 use crate::clock::now_ms;
+use crate::cluster::Tag;
 use crate::records::Projection;
 
 /// Work for the storage worker.
@@ -76,11 +77,17 @@ async fn run(state: AppState, hub: SyncHub, mut rx: mpsc::Receiver<Job>) {
             match job {
                 Job::Tasks(tasks) => {
                     for (id, task) in tasks {
-                        if let StorageTask::Load { doc } = task {
+                        if let StorageTask::Load { doc } | StorageTask::LoadChanges { doc } = task {
                             let store = state.store.clone();
                             let hub = hub.clone();
+                            let whole = matches!(task, StorageTask::Load { .. });
                             tokio::spawn(async move {
-                                let result = match store.load_document(doc).await {
+                                let read = if whole {
+                                    store.load_document(doc).await
+                                } else {
+                                    store.load_changes(doc).await
+                                };
+                                let result = match read {
                                     Ok(l) => IoResult::Loaded(l),
                                     Err(e) => IoResult::Failed(e.to_string()),
                                 };
@@ -161,10 +168,17 @@ async fn run(state: AppState, hub: SyncHub, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
-/// The capacity decision for a slot, first come first served, written back into the
-/// bookings whose status or wait-list place changes as the server's own change.
+/// Tells the other nodes (PostgreSQL) that a venue's records or a slot's bookings
+/// changed.
+async fn tell_nodes(state: &AppState, tag: Tag, id: String) {
+    if let Err(e) = state.store.notify_nodes(tag, &[id]).await {
+        tracing::warn!(error = %e, "could not notify the other nodes");
+    }
+}
+
 /// Writes a document's records computed from the state at `heads`, tells the live
-/// dashboard, and decides the slot's bookings when a booking changed.
+/// dashboard (and the other nodes), and has the slot's bookings decided when a booking
+/// changed.
 async fn write_records(
     state: &AppState,
     hub: &SyncHub,
@@ -175,18 +189,28 @@ async fn write_records(
     match crate::records::write(&state.store, doc, projection, now_ms()).await {
         Ok(slot) => {
             state.live.publish_projection(projection);
+            if let Some(venue) = crate::live::venue_of(projection) {
+                tell_nodes(state, Tag::Venue, venue.to_string()).await;
+            }
             if let Err(e) = state.store.mark_projected(doc, heads).await {
                 tracing::warn!(doc = %doc, error = %e, "could not mark projection");
             }
             if let Some(slot) = slot {
-                decide_slot(state, hub, slot).await;
+                if state.leader.is_leader() {
+                    decide_slot(state, hub, slot).await;
+                } else {
+                    tell_nodes(state, Tag::Slot, slot.to_string()).await;
+                }
             }
         }
         Err(e) => tracing::error!(doc = %doc, error = %e, "projection failed"),
     }
 }
 
-async fn decide_slot(state: &AppState, hub: &SyncHub, slot: SlotId) {
+/// The capacity decision for a slot, first come first served, written back into the
+/// bookings whose status or wait-list place changes as the server's own change. Only
+/// the leading node decides (`crate::cluster`).
+pub(crate) async fn decide_slot(state: &AppState, hub: &SyncHub, slot: SlotId) {
     match crate::records::capacity::slot_edits(&state.store, slot).await {
         Ok(edits) => {
             for (doc, edit) in edits {

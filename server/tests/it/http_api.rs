@@ -33,6 +33,7 @@ async fn health_ready_and_metrics_answer(s: &TestServer) {
         .await
         .unwrap();
     assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["leader"], true, "a single node leads");
     let metrics = s.http.get(s.url("/metrics")).send().await.unwrap();
     assert_eq!(metrics.status(), 200);
     let text = metrics.text().await.unwrap();

@@ -336,13 +336,13 @@ async fn the_snapshot_shows_what_devices_synced(server: &TestServer) {
 
 /// Reads server-sent events from a streaming response: (event name, data) pairs with
 /// the instant each arrived; comments (heartbeats) are counted.
-struct EventReader {
-    response: reqwest::Response,
-    buffer: String,
+pub struct EventReader {
+    pub response: reqwest::Response,
+    pub buffer: String,
 }
 
 impl EventReader {
-    async fn next(&mut self, within: Duration) -> Option<(String, String, Instant)> {
+    pub async fn next(&mut self, within: Duration) -> Option<(String, String, Instant)> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             if let Some(end) = self.buffer.find("\n\n") {

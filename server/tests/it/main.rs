@@ -13,6 +13,7 @@ mod kill9;
 mod live;
 mod live_browser;
 mod many_devices;
+mod nodes;
 mod projections_match_rules;
 mod reports;
 mod roles;

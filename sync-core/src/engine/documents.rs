@@ -41,6 +41,8 @@ impl Engine {
             refused: HashSet::new(),
             generation,
             busy_since: None,
+            refreshing: false,
+            refresh_again: false,
         });
         e.last_used = now;
         e

@@ -33,6 +33,13 @@ pub enum StorageTask {
         /// Document.
         doc: DocumentId,
     },
+    /// Server: read a document's change rows (no snapshot, no sync states), after another
+    /// node sharing the database stored some. Answered with [`IoResult::Loaded`]; the
+    /// engine merges the rows it does not hold.
+    LoadChanges {
+        /// Document.
+        doc: DocumentId,
+    },
     /// Append change rows, idempotent by hash. The engine releases replies that
     /// acknowledge these changes only after this task completes.
     Append {

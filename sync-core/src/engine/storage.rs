@@ -139,6 +139,11 @@ impl Engine {
                     }
                 }
             }
+            TaskPurpose::Refresh {
+                doc,
+                generation,
+                full,
+            } => self.on_refreshed(doc, generation, full, result),
             TaskPurpose::Other(doc) => {
                 if let IoResult::Failed(error) = result {
                     self.fx.events.push(Event::StorageFailed { doc, error });
@@ -194,6 +199,7 @@ impl Engine {
         for p in pending {
             self.run_pending(doc, p);
         }
+        self.refresh_if_owed(doc);
     }
 
     pub(super) fn on_appended(

@@ -1,0 +1,389 @@
+//! Several server nodes on one PostgreSQL database (ADR 0120): each test starts two or
+//! three servers in this process over the same fresh database, with devices on
+//! different nodes. SQLite has one node only, so these cases run on PostgreSQL alone; the
+//! single-node behaviour on SQLite is what every other test in this binary checks.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use kepu_server::accounts::Role;
+use kepu_sync_core::doc_id::DocumentId;
+use kepu_sync_core::ids::{SchoolId, SlotId, VenueId};
+use kepu_sync_core::schema::booking::{Booking, Status};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::support::{Db, TestDb, place};
+use crate::sync_client::Device;
+use crate::world::{Enroller, check_in, create_booking, new_doc, publish_slot, pupils, scan_ids};
+
+/// One server process's worth: `kepu_server::run` on its own listener over a shared
+/// database.
+struct Node {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<kepu_server::Result<()>>>,
+}
+
+impl Node {
+    async fn start(db: &TestDb) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(kepu_server::run(db.config(), listener, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the node (its devices' connections close, its leadership is released).
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("node task").expect("node ran cleanly");
+        }
+    }
+}
+
+/// Pumps `device` until `check` holds (at most 10 s).
+async fn until(device: &mut Device, what: &str, check: impl Fn(&Device) -> bool) {
+    for _ in 0..200 {
+        if check(device) {
+            return;
+        }
+        device.pump(Duration::from_millis(50)).await;
+    }
+    panic!("{what} never happened");
+}
+
+fn scans(device: &Device, doc: &DocumentId) -> usize {
+    device.doc(doc).map_or(0, |d| scan_ids(d).len())
+}
+
+fn status(device: &Device, doc: &DocumentId) -> Option<Status> {
+    device.doc(doc).and_then(Booking::read).map(|b| b.status)
+}
+
+struct Cast {
+    venue: VenueId,
+    school: SchoolId,
+    slot: SlotId,
+}
+
+/// A venue whose staff (on `node`) published a slot of `capacity`.
+async fn venue_with_slot(db: &TestDb, node: SocketAddr, capacity: u32) -> (Cast, Device, Enroller) {
+    let p = place(&db.store).await;
+    let enroller = Enroller::new(&db.store, node);
+    let mut staff = enroller
+        .device(Role::VenueStaff, None, Some(p.venue), 200)
+        .await;
+    let venue = VenueId(p.venue);
+    let slot = publish_slot(&mut staff, node, venue, capacity).await;
+    (
+        Cast {
+            venue,
+            school: SchoolId(p.school),
+            slot,
+        },
+        staff,
+        enroller,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_check_in_on_one_node_reaches_a_device_on_another_and_back() {
+    let db = TestDb::new(Db::Postgres).await;
+    let a = Node::start(&db).await;
+    let b = Node::start(&db).await;
+    let (c, mut gate, enroller) = venue_with_slot(&db, a.addr, 60).await;
+    let mut teacher = enroller
+        .device(Role::Teacher, Some(c.school.0), None, 1)
+        .await;
+    let roster = pupils(900, 2);
+    let booking = new_doc();
+    teacher.edit(
+        booking,
+        create_booking(c.venue, c.slot, c.school, roster.clone()),
+    );
+    teacher.sync(a.addr).await;
+    // The gate is on node B, which loads the booking from the database.
+    gate.disconnect();
+    gate.want(booking);
+    gate.sync(b.addr).await;
+    assert!(
+        gate.doc(&booking).is_some(),
+        "node B serves the booking node A stored"
+    );
+    // Both stay connected: what one node stores reaches the other's device live.
+    let (edit, _) = check_in(roster[0]);
+    teacher.edit(booking, edit);
+    teacher.pump(Duration::from_millis(100)).await;
+    until(
+        &mut gate,
+        "the check-in through A reaching the gate on B",
+        |g| scans(g, &booking) == 1,
+    )
+    .await;
+    let (edit, _) = check_in(roster[1]);
+    gate.edit(booking, edit);
+    gate.pump(Duration::from_millis(100)).await;
+    until(
+        &mut teacher,
+        "the check-in through B reaching the teacher on A",
+        |t| scans(t, &booking) == 2,
+    )
+    .await;
+    until(
+        &mut gate,
+        "the gate hearing its own scan acknowledged",
+        |g| g.server_has_all(&booking),
+    )
+    .await;
+    let t = Booking::read(teacher.doc(&booking).unwrap()).unwrap();
+    let g = Booking::read(gate.doc(&booking).unwrap()).unwrap();
+    assert_eq!(t, g, "both devices hold the same booking");
+    teacher.disconnect();
+    gate.disconnect();
+    b.stop().await;
+    a.stop().await;
+    db.finish().await;
+}
+
+impl Node {
+    async fn leads(&self) -> bool {
+        let ready: serde_json::Value = reqwest::get(format!("http://{}/readyz", self.addr))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ready["leader"] == true
+    }
+}
+
+/// Waits until exactly one of `nodes` leads; returns its index.
+async fn leader_of(nodes: &[&Node]) -> usize {
+    for _ in 0..100 {
+        let mut leading = Vec::new();
+        for (i, n) in nodes.iter().enumerate() {
+            if n.leads().await {
+                leading.push(i);
+            }
+        }
+        if leading.len() == 1 {
+            return leading[0];
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no single leader among the nodes");
+}
+
+/// The booking's status in the records one node serves.
+async fn recorded_status(
+    enroller: &Enroller,
+    node: SocketAddr,
+    token: &str,
+    doc: &DocumentId,
+) -> String {
+    let on_node = Enroller {
+        http: enroller.http.clone(),
+        addr: node,
+        store: enroller.store.clone(),
+    };
+    let v = on_node
+        .get_json(&format!("/api/bookings/{doc}/attendance"), token)
+        .await;
+    v["booking"]["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_teachers_on_two_nodes_book_the_last_places_and_the_next_leader_decides() {
+    let db = TestDb::new(Db::Postgres).await;
+    let a = Node::start(&db).await;
+    let b = Node::start(&db).await;
+    let (c, _staff, enroller) = venue_with_slot(&db, a.addr, 4).await;
+    let mut t1 = enroller
+        .device(Role::Teacher, Some(c.school.0), None, 1)
+        .await;
+    let mut t2 = enroller
+        .device(Role::Teacher, Some(c.school.0), None, 2)
+        .await;
+    let (b1, b2) = (new_doc(), new_doc());
+    // Three of the four places are left for each: only one of them fits.
+    t1.edit(
+        b1,
+        create_booking(c.venue, c.slot, c.school, pupils(100, 3)),
+    );
+    t2.edit(
+        b2,
+        create_booking(c.venue, c.slot, c.school, pupils(200, 3)),
+    );
+    tokio::join!(t1.sync(a.addr), t2.sync(b.addr));
+    let decided = |d: &Device, doc: &DocumentId| {
+        matches!(status(d, doc), Some(Status::Confirmed | Status::Waitlisted))
+    };
+    until(&mut t1, "the first booking decided", |d| decided(d, &b1)).await;
+    until(&mut t2, "the second booking decided", |d| decided(d, &b2)).await;
+    let mut got = [status(&t1, &b1).unwrap(), status(&t2, &b2).unwrap()];
+    got.sort_by_key(|s| s.as_str());
+    assert_eq!(
+        got,
+        [Status::Confirmed, Status::Waitlisted],
+        "one booking fits, the other waits"
+    );
+    // Every node's records say the same.
+    let admin = enroller.admin_token().await;
+    for doc in [&b1, &b2] {
+        let on_a = recorded_status(&enroller, a.addr, &admin, doc).await;
+        for _ in 0..100 {
+            if on_a != "requested" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let on_a = recorded_status(&enroller, a.addr, &admin, doc).await;
+        let on_b = recorded_status(&enroller, b.addr, &admin, doc).await;
+        assert_eq!(on_a, on_b, "both nodes show the same decision");
+        assert_ne!(on_a, "requested");
+    }
+    // The leader dies; the other node takes over and decides the next booking.
+    t1.disconnect();
+    t2.disconnect();
+    let leading = leader_of(&[&a, &b]).await;
+    let (survivor, gone) = if leading == 0 { (b, a) } else { (a, b) };
+    gone.stop().await;
+    assert_eq!(leader_of(&[&survivor]).await, 0, "the surviving node leads");
+    let b3 = new_doc();
+    let mut t3 = Enroller::new(&db.store, survivor.addr)
+        .device(Role::Teacher, Some(c.school.0), None, 3)
+        .await;
+    t3.edit(
+        b3,
+        create_booking(c.venue, c.slot, c.school, pupils(300, 1)),
+    );
+    t3.sync(survivor.addr).await;
+    until(&mut t3, "the booking after the takeover decided", |d| {
+        status(d, &b3) == Some(Status::Confirmed)
+    })
+    .await;
+    t3.disconnect();
+    survivor.stop().await;
+    db.finish().await;
+}
+
+/// The `kepu_session=…` pair a login response sets.
+fn session_pair(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("kepu_session=") && !v.starts_with("kepu_session=;"))
+        .map(|v| v.split(';').next().unwrap_or_default().to_owned())
+}
+
+async fn log_in(node: SocketAddr, login: &str, password: &str) -> reqwest::Response {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("http://{node}/login"))
+        .form(&[("login", login), ("password", password), ("next", "")])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_dashboard_on_one_node_shows_a_check_in_synced_through_another() {
+    use kepu_sync_core::ids::PupilId;
+
+    use crate::live::{EventReader, Scene};
+
+    let db = TestDb::new(Db::Postgres).await;
+    let first = Node::start(&db).await;
+    let second = Node::start(&db).await;
+    // Devices on node A, the leader (which decides the booking, so holds it); the
+    // dashboard on node B, which holds no document of the venue: only the other node's
+    // notification can tell its dashboard.
+    let (a, b) = if leader_of(&[&first, &second]).await == 0 {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    // Devices on node A: the gate staff, a teacher whose booking is confirmed.
+    let mut scene = Scene::new(&db.store, a.addr).await;
+    scene.staff.want(scene.booking);
+    scene.staff.sync(a.addr).await;
+    // The gate staff log in to the web on node A; the browser then reaches node B.
+    let staff_user = scene.staff.engine.config().writer.user.0;
+    kepu_server::accounts::Accounts::new(db.store.clone())
+        .set_web_login(staff_user, "gate.a", "gate-keeper-2026")
+        .await
+        .unwrap();
+    let cookie = session_pair(&log_in(a.addr, "gate.a", "gate-keeper-2026").await)
+        .expect("a session from node A");
+    let http = reqwest::Client::new();
+    let session = http
+        .get(format!("http://{}/api/session", b.addr))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        session.status(),
+        200,
+        "node B knows the session node A made"
+    );
+    let path = format!("/api/venues/{}/live/events?day={}", scene.venue, scene.day);
+    let response = http
+        .get(format!("http://{}{path}", b.addr))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut events = EventReader {
+        response,
+        buffer: String::new(),
+    };
+    let (_, data, _) = events
+        .next(Duration::from_secs(5))
+        .await
+        .expect("a snapshot at connect");
+    let first: serde_json::Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(first["totals"]["arrived"], 0);
+    // A pupil is scanned at the gate, synced through node A.
+    scene
+        .staff
+        .edit(scene.booking, check_in(PupilId(scene.pupils[0])).0);
+    let reader = tokio::spawn(async move {
+        loop {
+            let (name, data, _) = events.next(Duration::from_secs(5)).await?;
+            let v: serde_json::Value = serde_json::from_str(&data).ok()?;
+            if name == "snapshot" && v["totals"]["arrived"] == 1 {
+                return Some(v);
+            }
+        }
+    });
+    scene.staff.sync(a.addr).await;
+    let seen = reader.await.unwrap();
+    assert!(
+        seen.is_some(),
+        "node B's dashboard shows the check-in node A stored"
+    );
+    scene.staff.disconnect();
+    scene.teacher.disconnect();
+    b.stop().await;
+    a.stop().await;
+    db.finish().await;
+}

@@ -1,0 +1,152 @@
+//! Server: changes another node sharing the database stored. The host tells the engine
+//! ([`Input::StoredElsewhere`](super::Input::StoredElsewhere)); for a document in memory
+//! the engine reads its change rows, merges those it does not hold without validating
+//! them again (the node that stored them did) and syncs them to its own peers.
+
+use std::collections::HashSet;
+
+use automerge::{Change, ChangeHash, ReadDoc};
+
+use super::{Engine, Event, IoResult, StorageTask, TaskPurpose};
+use crate::doc_id::DocumentId;
+
+impl Engine {
+    pub(super) fn on_stored_elsewhere(&mut self, doc: DocumentId) {
+        let Some(e) = self.docs.get_mut(&doc) else {
+            // Not in memory: its next load reads what was stored.
+            return;
+        };
+        if !e.loaded || e.refreshing {
+            // A load in flight may have read before the other node committed: read again
+            // once it (or the refresh running) completes.
+            e.refresh_again = true;
+            return;
+        }
+        self.start_refresh(doc, false);
+    }
+
+    /// Starts reading `doc`'s rows (`full`: its whole stored state).
+    pub(super) fn start_refresh(&mut self, doc: DocumentId, full: bool) {
+        let Some(e) = self.docs.get_mut(&doc) else {
+            return;
+        };
+        e.refreshing = true;
+        e.refresh_again = false;
+        let generation = e.generation;
+        let task = if full {
+            StorageTask::Load { doc }
+        } else {
+            StorageTask::LoadChanges { doc }
+        };
+        self.task(
+            TaskPurpose::Refresh {
+                doc,
+                generation,
+                full,
+            },
+            task,
+        );
+    }
+
+    /// After a load: read again if more was stored elsewhere while it ran.
+    pub(super) fn refresh_if_owed(&mut self, doc: DocumentId) {
+        if self
+            .docs
+            .get(&doc)
+            .is_some_and(|e| e.loaded && e.refresh_again && !e.refreshing)
+        {
+            self.start_refresh(doc, false);
+        }
+    }
+
+    pub(super) fn on_refreshed(
+        &mut self,
+        doc: DocumentId,
+        generation: u64,
+        full: bool,
+        result: IoResult,
+    ) {
+        let Some(e) = self
+            .docs
+            .get_mut(&doc)
+            .filter(|e| e.generation == generation)
+        else {
+            return;
+        };
+        e.refreshing = false;
+        let loaded = match result {
+            IoResult::Loaded(l) => l,
+            IoResult::Done => super::Loaded::default(),
+            IoResult::Failed(error) => {
+                // Read again at the next notification; devices still get what this node
+                // stores, and a reconnect loads the document afresh.
+                self.fx.events.push(Event::StorageFailed { doc, error });
+                self.refresh_if_owed(doc);
+                return;
+            }
+        };
+        let before = e.doc.get_heads();
+        let known: HashSet<ChangeHash> = e.stored_rows.iter().copied().collect();
+        let mut problems = Vec::new();
+        let mut new_rows = Vec::new();
+        let mut changes = Vec::new();
+        for row in loaded.changes {
+            // A row we hold already is in `stored_rows`, or is our own append in flight
+            // (added when it completes).
+            if e.doc.get_missing_deps(&[row.hash]).is_empty() {
+                continue;
+            }
+            if !known.contains(&row.hash) {
+                new_rows.push((row.hash, row.bytes.len()));
+            }
+            match Change::from_bytes(row.bytes) {
+                Ok(c) => changes.push(c),
+                Err(err) => problems.push(crate::stored::LoadProblem::Row {
+                    hash: row.hash,
+                    error: err.to_string(),
+                }),
+            }
+        }
+        if let Err(err) = e.doc.apply_changes(changes) {
+            problems.push(crate::stored::LoadProblem::Apply(err.to_string()));
+        }
+        if let Some(snapshot) = loaded.snapshot.as_deref() {
+            match automerge::Automerge::load(snapshot) {
+                Ok(mut other) => {
+                    if let Err(err) = e.doc.merge(&mut other) {
+                        problems.push(crate::stored::LoadProblem::Apply(err.to_string()));
+                    }
+                    e.snapshot_bytes = snapshot.len();
+                }
+                Err(err) => problems.push(crate::stored::LoadProblem::Snapshot(err.to_string())),
+            }
+        }
+        // Rows stored elsewhere are covered by our next snapshot like our own.
+        for (hash, bytes) in new_rows {
+            e.stored_rows.push(hash);
+            e.stored_bytes += bytes;
+        }
+        let missing = !e.doc.get_missing_deps(&[]).is_empty();
+        let changed = e.doc.get_heads() != before;
+        let quiet = e.appends_in_flight == 0;
+        if !problems.is_empty() {
+            self.fx.events.push(Event::LoadProblems { doc, problems });
+        }
+        if missing && !full {
+            // Their ancestors were folded into a snapshot another node wrote.
+            self.start_refresh(doc, true);
+        } else {
+            self.refresh_if_owed(doc);
+        }
+        if changed && quiet {
+            // With appends in flight, their completion announces and fans out (persist
+            // before acknowledge: our heads include changes not yet stored).
+            let kind = self
+                .docs
+                .get(&doc)
+                .and_then(|e| crate::schema::kind_of(&e.doc));
+            self.fx.events.push(Event::DocChanged { doc, kind });
+            self.fan_out(doc);
+        }
+    }
+}
