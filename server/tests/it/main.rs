@@ -5,6 +5,7 @@
 
 mod chaos;
 mod demo;
+mod fleet;
 mod hostile_payloads;
 mod hostile_web;
 mod http_api;
