@@ -345,8 +345,9 @@ fn place(device: &FleetDevice) -> String {
         .map_or_else(|| "–".to_owned(), esc)
 }
 
+/// The short id the live dashboard shows too (the end of the uuid: its start is a time).
 fn short_id(id: Uuid) -> String {
-    id.simple().to_string()[..8].to_owned()
+    crate::live::short_device(&id.to_string())
 }
 
 fn render_fleet(

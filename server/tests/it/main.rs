@@ -6,6 +6,7 @@
 mod chaos;
 mod demo;
 mod fleet;
+mod fleet_browser;
 mod hostile_payloads;
 mod hostile_web;
 mod http_api;
