@@ -111,28 +111,55 @@ pub fn below_minimum(version: Option<&str>, minimum: &str) -> bool {
         .is_none_or(|v| v < minimum)
 }
 
-/// A minimum that refused a device: what the device must reach.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TooOld {
-    /// The role's minimum version.
-    pub minimum: String,
-}
-
-/// Checks a connecting device's version against its role's minimum.
+/// Lets a connecting device in only if its app is at least its role's minimum version.
+/// The version is the one it reported now, else the last one it reported (at enrollment
+/// or an earlier connect); with no minimum for the role nothing is read.
 ///
 /// # Errors
-/// `Err(Ok(TooOld))` when the device is below the minimum; `Err(Err(_))` on a database
-/// failure.
-pub async fn check_version(
+/// [`Error::AppTooOld`] (with the minimum), a database failure.
+pub async fn admit_version(
     store: &Store,
+    device: Uuid,
     role: Role,
-    version: Option<&str>,
-) -> std::result::Result<(), std::result::Result<TooOld, Error>> {
-    match store.min_app_version(role).await {
-        Err(e) => Err(Err(e)),
-        Ok(Some(minimum)) if below_minimum(version, &minimum) => Err(Ok(TooOld { minimum })),
-        Ok(_) => Ok(()),
+    reported: Option<&str>,
+) -> Result<()> {
+    let Some(minimum) = store.min_app_version(role).await? else {
+        return Ok(());
+    };
+    let stored;
+    let version = match reported {
+        Some(v) => Some(v),
+        None => {
+            stored = store.device(device).await?.and_then(|d| d.app_version);
+            stored.as_deref()
+        }
+    };
+    if below_minimum(version, &minimum) {
+        tracing::info!(%device, %role, %minimum, "connect refused: app below the minimum version");
+        return Err(Error::AppTooOld { minimum });
     }
+    Ok(())
+}
+
+/// The app version a device reported, if it is one the server keeps: trimmed, at most
+/// [`MAX_VERSION_LEN`] bytes, no control characters (it need not parse as a version; one
+/// that does not is below every minimum).
+#[must_use]
+pub fn reported_version(text: &str) -> Option<&str> {
+    let text = text.trim();
+    (!text.is_empty() && text.len() <= MAX_VERSION_LEN && !text.chars().any(char::is_control))
+        .then_some(text)
+}
+
+/// The number of changes waiting on a device, as it reported them (a decimal count up to
+/// a billion; anything else is ignored).
+#[must_use]
+pub fn reported_pending(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if text.is_empty() || text.len() > 10 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<i64>().ok().filter(|n| *n <= 1_000_000_000)
 }
 
 /// Sets or clears a role's minimum app version (`kepu-server admin min-version` and

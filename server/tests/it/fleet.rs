@@ -18,6 +18,8 @@ crate::support::on_both_databases!(
     the_filters_narrow_the_fleet,
     revoking_from_the_page_asks_first_and_needs_the_form_token,
     rotating_from_the_page_stops_the_token_and_wipes_nothing,
+    admins_set_a_minimum_app_version_per_role,
+    a_device_below_its_roles_minimum_is_refused_at_connect_and_let_in_once_updated,
 );
 
 pub const PASSWORD: &str = "fleet-keeper-2026";
@@ -435,4 +437,266 @@ async fn rotating_from_the_page_stops_the_token_and_wipes_nothing(s: &TestServer
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+}
+
+/// Opens `/sync` as a device with these extra headers: `Ok(())` when the upgrade
+/// succeeded, else the refused answer's status, `X-Kepu-Error`, `X-Kepu-Min-Version` and
+/// JSON error code.
+async fn connect(
+    s: &TestServer,
+    token: &str,
+    headers: &[(&str, &str)],
+) -> Result<(), (u16, String, String, String)> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{}/sync", s.addr)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((mut ws, _)) => {
+            ws.close(None).await.ok();
+            Ok(())
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let header = |n: &str| {
+                response
+                    .headers()
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let code = response
+                .body()
+                .as_deref()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+                .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            Err((
+                response.status().as_u16(),
+                header("x-kepu-error"),
+                header("x-kepu-min-version"),
+                code,
+            ))
+        }
+        Err(e) => panic!("connect failed: {e}"),
+    }
+}
+
+async fn put_minimum(
+    s: &TestServer,
+    token: &str,
+    role: &str,
+    version: serde_json::Value,
+) -> reqwest::Response {
+    s.http
+        .put(s.url(&format!("/api/admin/min-app-versions/{role}")))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "version": version }))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn admins_set_a_minimum_app_version_per_role(s: &TestServer) {
+    let f = Fleet::new(s).await;
+    let admin = s.admin_token().await;
+    let response = put_minimum(s, &admin, "teacher", "1.4".into()).await;
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({ "role": "teacher", "version": "1.4" })
+    );
+    assert_eq!(
+        put_minimum(s, &admin, "venue-staff", " 2.0.0-rc.1 ".into())
+            .await
+            .status(),
+        200
+    );
+    let table: serde_json::Value = s
+        .http
+        .get(s.url("/api/admin/min-app-versions"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        table["minimums"],
+        serde_json::json!({ "teacher": "1.4", "venue_staff": "2.0.0-rc.1" })
+    );
+    // Only admins; only versions; only users' roles.
+    let response = put_minimum(s, &f.teacher.1, "teacher", "0.1".into()).await;
+    assert_eq!(error_code(response, 403).await, "forbidden");
+    for (role, version) in [
+        ("teacher", "abc"),
+        ("teacher", "1.2.3.4.5"),
+        ("teacher", "<script>"),
+        ("server", "1.0"),
+        ("nobody", "1.0"),
+    ] {
+        let response = put_minimum(s, &admin, role, version.into()).await;
+        assert_eq!(
+            error_code(response, 400).await,
+            "invalid_input",
+            "{role} {version}"
+        );
+    }
+    let long = "9".repeat(100_000);
+    let response = put_minimum(s, &admin, "teacher", long.into()).await;
+    assert!(response.status().is_client_error());
+    // Cleared with null; the CLI sets and prints the same table.
+    assert_eq!(
+        put_minimum(s, &admin, "teacher", serde_json::Value::Null)
+            .await
+            .status(),
+        200
+    );
+    let mut out = Vec::new();
+    kepu_server::admin_cli::execute_with(
+        &s.accounts,
+        kepu_server::config::AdminCommand::MinAppVersion {
+            role: "pupil".into(),
+            version: Some("1.1.0".into()),
+            clear: false,
+        },
+        &mut out,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "pupil\t1.1.0\nvenue_staff\t2.0.0-rc.1\n"
+    );
+    let bad = kepu_server::admin_cli::execute_with(
+        &s.accounts,
+        kepu_server::config::AdminCommand::MinAppVersion {
+            role: "teacher".into(),
+            version: Some("one".into()),
+            clear: false,
+        },
+        &mut Vec::new(),
+    )
+    .await;
+    assert!(bad.is_err());
+    // The fleet page shows the minimums and who is below them.
+    let cookie = log_in(s, "bureau.admin").await;
+    let html = page(s, &cookie, "/fleet?below=1&lang=en").await;
+    assert!(
+        html.contains("Pupil 1.1.0 · Venue staff 2.0.0-rc.1"),
+        "{html}"
+    );
+    let mut below = listed(&html);
+    below.sort();
+    let mut expected = vec![f.gate.0, f.old_gate.0, f.other_gate.0, f.pupil.0];
+    expected.sort();
+    assert_eq!(below, expected);
+}
+
+async fn a_device_below_its_roles_minimum_is_refused_at_connect_and_let_in_once_updated(
+    s: &TestServer,
+) {
+    let f = Fleet::new(s).await;
+    let admin = s.admin_token().await;
+    // No minimum: every device connects, whatever it reports.
+    assert_eq!(connect(s, &f.teacher.1, &[]).await, Ok(()));
+    assert_eq!(
+        put_minimum(s, &admin, "teacher", "1.4".into())
+            .await
+            .status(),
+        200
+    );
+    // The teacher's phone reported 1.2.0 last: refused, told the minimum, not revoked.
+    let refused = Err((
+        403,
+        "app-too-old".to_owned(),
+        "1.4".to_owned(),
+        "app_too_old".to_owned(),
+    ));
+    assert_eq!(connect(s, &f.teacher.1, &[]).await, refused);
+    assert_eq!(
+        connect(
+            s,
+            &f.teacher.1,
+            &[
+                ("x-kepu-app-version", "1.3.9"),
+                ("x-kepu-pending-changes", "7")
+            ]
+        )
+        .await,
+        refused
+    );
+    let stored = s.db.store.device(f.teacher.0).await.unwrap().unwrap();
+    assert_eq!(stored.app_version.as_deref(), Some("1.3.9"));
+    assert_eq!(stored.revoked_at, None, "an old app is not revoked");
+    // The fleet shows what it reported: its version and the changes waiting on it.
+    let cookie = log_in(s, "bureau.admin").await;
+    let html = page(s, &cookie, "/fleet?below=1&lang=en").await;
+    assert_eq!(listed(&html), vec![f.teacher.0]);
+    let row = html
+        .split(&format!("<tr data-device=\"{}\"", f.teacher.0))
+        .nth(1)
+        .unwrap();
+    assert!(
+        row.contains("1.3.9 <span class=\"badge\">too old</span>"),
+        "{row}"
+    );
+    assert!(
+        row.contains("<td data-label=\"Changes waiting\">7</td>"),
+        "{row}"
+    );
+    // Hostile reports are ignored, not stored: the last good version still counts.
+    let huge = "1".repeat(10_000);
+    for (name, value) in [
+        ("x-kepu-app-version", huge.as_str()),
+        ("x-kepu-pending-changes", "-1"),
+        ("x-kepu-pending-changes", "99999999999999999999"),
+        ("x-kepu-pending-changes", "1e3"),
+    ] {
+        assert_eq!(connect(s, &f.teacher.1, &[(name, value)]).await, refused);
+    }
+    let stored = s.db.store.device(f.teacher.0).await.unwrap().unwrap();
+    assert_eq!(stored.app_version.as_deref(), Some("1.3.9"));
+    // Other roles are not held back by the teachers' minimum.
+    assert_eq!(connect(s, &f.gate.1, &[]).await, Ok(()));
+    // Updated: let in, and the new version is kept for the next connect.
+    assert_eq!(
+        connect(
+            s,
+            &f.teacher.1,
+            &[
+                ("x-kepu-app-version", "1.4.0"),
+                ("x-kepu-pending-changes", "0")
+            ]
+        )
+        .await,
+        Ok(())
+    );
+    assert_eq!(connect(s, &f.teacher.1, &[]).await, Ok(()));
+    let stored = s.db.store.device(f.teacher.0).await.unwrap().unwrap();
+    assert_eq!(stored.app_version.as_deref(), Some("1.4.0"));
+    // A browser reports its version on the URL.
+    assert_eq!(
+        put_minimum(s, &admin, "teacher", "1.5".into())
+            .await
+            .status(),
+        200
+    );
+    let url = format!(
+        "ws://{}/sync?token={}&app_version=1.5.1",
+        s.addr, f.teacher.1
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("let in");
+    ws.close(None).await.ok();
 }
