@@ -177,6 +177,22 @@ pub async fn execute_with(
                 writeln!(out, "{line}")?;
             }
         }
+        AdminCommand::MinAppVersion {
+            role,
+            version,
+            clear,
+        } => {
+            let role = Role::parse_user(&role).map_err(|_| {
+                Error::InvalidInput(
+                    "role must be pupil, volunteer, teacher, venue-staff or bureau-admin".into(),
+                )
+            })?;
+            let version = if clear { None } else { version.as_deref() };
+            crate::fleet::set_minimum(store, role, version, now_ms()).await?;
+            for (role, version) in store.min_app_versions().await? {
+                writeln!(out, "{role}\t{version}")?;
+            }
+        }
         AdminCommand::RebuildProjections => {
             let n = crate::records::rebuild(store).await?;
             writeln!(out, "rebuilt the records of {n} documents")?;

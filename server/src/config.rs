@@ -311,6 +311,20 @@ pub enum AdminCommand {
         #[arg(long)]
         user: Option<String>,
     },
+    /// Set the lowest app version a role's devices may sync with (e.g. `1.4.0`), or clear
+    /// it with `--clear`. A device below it is refused at connect with `app-too-old` and
+    /// keeps its data until it is updated. Prints the minimum of every role.
+    MinAppVersion {
+        /// pupil, volunteer, teacher, venue-staff or bureau-admin.
+        #[arg(long)]
+        role: String,
+        /// The minimum version: one to four dot-separated numbers, e.g. 1.4.0.
+        #[arg(long, conflicts_with = "clear", required_unless_present = "clear")]
+        version: Option<String>,
+        /// Remove the role's minimum.
+        #[arg(long)]
+        clear: bool,
+    },
     /// Recompute every projection (bookings, check-ins, anomalies, activities) from the
     /// stored documents. Run it with the server stopped or at a quiet moment.
     RebuildProjections,

@@ -59,6 +59,13 @@ pub enum Error {
     /// The service cannot take the request now (limits, shutdown).
     #[error("unavailable: {0}")]
     Unavailable(&'static str),
+    /// The device's app is older than its role's minimum version (the minimum is named:
+    /// it is what the device must be updated to).
+    #[error("this app is too old; update it to version {minimum} or later")]
+    AppTooOld {
+        /// The role's minimum version.
+        minimum: String,
+    },
     /// A stored value does not parse (corrupt or foreign data).
     #[error("corrupt stored value in {0}")]
     Corrupt(&'static str),

@@ -10,6 +10,7 @@ mod devices;
 mod directory;
 mod enroll;
 mod error_response;
+mod fleet;
 mod health;
 mod json;
 mod live;
@@ -58,6 +59,7 @@ pub fn app_routes(with_metrics: bool) -> Router<AppState> {
         .merge(proofs::router())
         .merge(directory::router())
         .merge(live::router())
+        .merge(fleet::router())
         .merge(reports::router())
         .merge(session::router())
 }

@@ -40,6 +40,7 @@ pub mod config;
 pub mod demo;
 pub mod demo_activity;
 pub mod error;
+pub mod fleet;
 pub mod http;
 pub mod ids;
 pub mod limits;

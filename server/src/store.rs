@@ -10,6 +10,7 @@ mod devices;
 mod directory;
 mod documents;
 mod enrollment;
+mod fleet;
 mod geo;
 mod live;
 mod records;
@@ -28,6 +29,7 @@ use sqlx::{AnyPool, Executor};
 pub use backend::Backend;
 pub use devices::{DeviceAuthRecord, DeviceRecord};
 pub use directory::{DirectorySlot, DirectoryVenue};
+pub use fleet::{FleetDevice, FleetQuery, RefusalTally};
 pub use geo::{City, County, School, Venue};
 pub use live::{DayAnomaly, DayBooking, DayDevice, DayScan, DaySlot, VenueDay};
 pub use records::{

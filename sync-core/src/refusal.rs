@@ -131,6 +131,9 @@ refusal_codes! {
     StorageUnavailable = "storage-unavailable",
     /// The device was revoked; its local data is wiped.
     DeviceRevoked = "device-revoked",
+    /// The app is older than the minimum version the server set for the device's role
+    /// (at the `/sync` upgrade): the device keeps everything and syncs once updated.
+    AppTooOld = "app-too-old",
 }
 
 impl RefusalCode {

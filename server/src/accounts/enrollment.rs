@@ -148,4 +148,25 @@ impl Accounts {
         tracing::info!(device = %device_id, "device token rotated");
         Ok(token)
     }
+
+    /// Rotates a device's token from the fleet page: the token it holds stops working at
+    /// once and the new one is thrown away, so nobody holds it. The device is not revoked
+    /// and wipes nothing (its connects fail with `invalid_token` and its unsynced work
+    /// stays on it); it syncs again once enrolled anew. Returns false if the device is
+    /// unknown or revoked.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn rotate_token_away(&self, device_id: DeviceId) -> Result<bool> {
+        let token = DeviceToken::generate();
+        let replaced = self
+            .store
+            .replace_token_hash(device_id.0, &token.hash())
+            .await?;
+        drop(token);
+        if replaced {
+            tracing::info!(device = %device_id, "device token rotated from the fleet page");
+        }
+        Ok(replaced)
+    }
 }

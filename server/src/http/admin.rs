@@ -38,6 +38,11 @@ pub fn router() -> Router<AppState> {
         .route("/api/admin/pupils/{id}/erase", post(erase_pupil))
         .route("/api/admin/devices", get(list_devices))
         .route("/api/admin/devices/{id}/revoke", post(revoke))
+        .route("/api/admin/min-app-versions", get(min_app_versions))
+        .route(
+            "/api/admin/min-app-versions/{role}",
+            axum::routing::put(set_min_app_version),
+        )
 }
 
 #[derive(Deserialize)]
@@ -299,4 +304,54 @@ async fn revoke(
 ) -> Result<ApiJson<Revoked>> {
     let device_id = DeviceId(path_uuid(&id, "device")?);
     revoke_device(&state, device_id).await
+}
+
+/// The minimum app version of each role that has one (`{"teacher": "1.4.0"}`).
+#[derive(Serialize)]
+struct MinAppVersions {
+    minimums: std::collections::BTreeMap<&'static str, String>,
+}
+
+async fn min_app_versions(
+    State(state): State<AppState>,
+    _admin: AdminDevice,
+) -> Result<ApiJson<MinAppVersions>> {
+    Ok(ApiJson(MinAppVersions {
+        minimums: state
+            .store
+            .min_app_versions()
+            .await?
+            .into_iter()
+            .map(|(role, version)| (role.as_str(), version))
+            .collect(),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MinAppVersionRequest {
+    /// The minimum, or `null` to clear it.
+    version: Option<String>,
+}
+
+#[derive(Serialize)]
+struct MinAppVersionSet {
+    role: Role,
+    version: Option<String>,
+}
+
+async fn set_min_app_version(
+    State(state): State<AppState>,
+    _admin: AdminDevice,
+    Path(role): Path<String>,
+    ApiJson(request): ApiJson<MinAppVersionRequest>,
+) -> Result<ApiJson<MinAppVersionSet>> {
+    let role = Role::parse_user(&role).map_err(|_| {
+        Error::InvalidInput(
+            "role must be pupil, volunteer, teacher, venue_staff or bureau_admin".into(),
+        )
+    })?;
+    let version =
+        crate::fleet::set_minimum(&state.store, role, request.version.as_deref(), now_ms()).await?;
+    Ok(ApiJson(MinAppVersionSet { role, version }))
 }

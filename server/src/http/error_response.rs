@@ -51,6 +51,7 @@ impl IntoResponse for Error {
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::AppTooOld { .. } => (StatusCode::FORBIDDEN, "app_too_old"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::LoginFailed => (StatusCode::UNAUTHORIZED, "login_failed"),
             Self::NotLoggedIn => (StatusCode::UNAUTHORIZED, "not_logged_in"),
@@ -83,12 +84,20 @@ impl IntoResponse for Error {
         let kepu_error = match &self {
             Self::Auth(AuthError::Revoked) => Some("device-revoked"),
             Self::Auth(AuthError::Missing | AuthError::Invalid) => Some("unauthenticated"),
+            // A phone keeps its data on this answer, and older phones, which do not know
+            // the code, read a 403 without the revoked header as "keep everything" too.
+            Self::AppTooOld { .. } => Some("app-too-old"),
             _ => None,
         };
         if let Some(v) = kepu_error {
             response
                 .headers_mut()
                 .insert("x-kepu-error", HeaderValue::from_static(v));
+        }
+        if let Self::AppTooOld { minimum } = &self
+            && let Ok(v) = HeaderValue::from_str(minimum)
+        {
+            response.headers_mut().insert("x-kepu-min-version", v);
         }
         response
     }

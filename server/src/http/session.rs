@@ -55,6 +55,44 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .filter(|v| !v.is_empty())
 }
 
+/// The form token of a request's login: a digest of its session cookie (or bearer
+/// token), so a page can put it in its forms and a forged cross-site form cannot know it.
+/// `None` without a login.
+#[must_use]
+pub fn form_token(headers: &HeaderMap) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let credential = session_cookie(headers).or_else(|| crate::accounts::bearer_token(headers))?;
+    let mut hash = Sha256::new();
+    hash.update(b"kepu form token v1\0");
+    hash.update(credential.as_bytes());
+    Some(hex::encode(hash.finalize()))
+}
+
+/// Is a posted form this login's own? Its token must be the login's [`form_token`], and
+/// an `Origin` header, if the browser sent one, must be this server (`Host`).
+#[must_use]
+pub fn form_is_genuine(headers: &HeaderMap, presented: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let Some(expected) = form_token(headers) else {
+        return false;
+    };
+    if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
+        let host = headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let same = origin.to_str().ok().zip(host).is_some_and(|(o, h)| {
+            o.strip_prefix("http://")
+                .or_else(|| o.strip_prefix("https://"))
+                .is_some_and(|rest| rest.eq_ignore_ascii_case(h))
+        });
+        if !same {
+            return false;
+        }
+    }
+    // Compared as digests, so the time taken says nothing about the token.
+    Sha256::digest(presented.as_bytes()) == Sha256::digest(expected.as_bytes())
+}
+
 impl FromRequestParts<AppState> for WebUser {
     type Rejection = Error;
 

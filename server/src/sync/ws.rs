@@ -64,6 +64,36 @@ pub struct SyncContext {
 #[derive(Debug, Deserialize)]
 pub(crate) struct TokenQuery {
     token: Option<String>,
+    app_version: Option<String>,
+}
+
+/// The header in which a device reports its app version at connect (`?app_version=` on
+/// the URL for browsers).
+pub const APP_VERSION_HEADER: &str = "x-kepu-app-version";
+/// The header in which a device reports how many local changes wait to be sent.
+pub const PENDING_CHANGES_HEADER: &str = "x-kepu-pending-changes";
+
+/// Records what the device reported at connect, then lets it in only if its app is at
+/// least its role's minimum version (`app-too-old` otherwise; it keeps its data).
+async fn admit(
+    state: &AppState,
+    identity: &DeviceIdentity,
+    headers: &HeaderMap,
+    query_version: Option<&str>,
+) -> Result<(), Error> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let version = header(APP_VERSION_HEADER)
+        .or(query_version)
+        .and_then(crate::fleet::reported_version);
+    let pending = header(PENDING_CHANGES_HEADER).and_then(crate::fleet::reported_pending);
+    let device = identity.writer.device.0;
+    if version.is_some() || pending.is_some() {
+        state
+            .store
+            .record_device_report(device, version, pending)
+            .await?;
+    }
+    crate::fleet::admit_version(&state.store, device, identity.writer.role, version).await
 }
 
 /// The upgrade handler.
@@ -74,7 +104,9 @@ pub(crate) async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let token = bearer_token(&headers).map(str::to_owned).or(query.token);
+    let token = bearer_token(&headers)
+        .map(str::to_owned)
+        .or(query.token.clone());
     let Some(token) = token else {
         return Error::Auth(AuthError::Missing).into_response();
     };
@@ -82,6 +114,9 @@ pub(crate) async fn upgrade(
         Ok(i) => i,
         Err(e) => return Error::Auth(e).into_response(),
     };
+    if let Err(e) = admit(&state, &identity, &headers, query.app_version.as_deref()).await {
+        return e.into_response();
+    }
     if ctx.hub.connections() >= ctx.limits.max_connections {
         return Error::Unavailable("too many connections").into_response();
     }

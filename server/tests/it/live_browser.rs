@@ -19,17 +19,17 @@ use crate::world::check_in;
 /// The colour of the arrivals chart's bars (`.chart .bar` in `live.css`).
 const BAR_COLOUR: [u8; 3] = [0x3f, 0x51, 0xb5];
 
-fn browser_dir() -> PathBuf {
+pub fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
-fn chromium() -> PathBuf {
+pub fn chromium() -> PathBuf {
     std::env::var_os("KEPU_CHROMIUM")
         .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
 }
 
 /// `None` when the browser test can run; otherwise why not.
-fn missing_prerequisite() -> Option<String> {
+pub fn missing_prerequisite() -> Option<String> {
     if !chromium().exists() {
         return Some(format!("no Chromium at {}", chromium().display()));
     }
@@ -50,14 +50,14 @@ fn missing_prerequisite() -> Option<String> {
     None
 }
 
-struct Picture {
-    width: u32,
-    height: u32,
-    colours: usize,
-    bar_pixels: usize,
+pub struct Picture {
+    pub width: u32,
+    pub height: u32,
+    pub colours: usize,
+    pub bar_pixels: usize,
 }
 
-fn look_at(path: &Path) -> Picture {
+pub fn look_at(path: &Path) -> Picture {
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);

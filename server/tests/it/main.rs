@@ -5,6 +5,8 @@
 
 mod chaos;
 mod demo;
+mod fleet;
+mod fleet_browser;
 mod hostile_payloads;
 mod hostile_web;
 mod http_api;
