@@ -20,6 +20,13 @@ use crate::error::Error;
 /// Longest wait for one frame to go out to a peer that does not read.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What a connection's websocket reads from its socket at a time, and its write buffer
+/// before a flush. The library's default of 128 KiB each suits a few busy connections; a
+/// province has thousands of mostly idle ones, and a frame larger than this still
+/// arrives whole (the buffer grows for it). `docs/performance.md` has the memory per
+/// idle connection.
+const SOCKET_BUFFER: usize = 8 * 1024;
+
 /// Limits on the sync endpoint.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -129,6 +136,8 @@ pub(crate) async fn upgrade(
     let limit = ctx.limits.max_frame;
     ws.max_message_size(limit)
         .max_frame_size(limit)
+        .read_buffer_size(SOCKET_BUFFER)
+        .write_buffer_size(SOCKET_BUFFER)
         .on_upgrade(move |socket| async move {
             session(socket, ctx, state, identity).await;
             drop(slot);
