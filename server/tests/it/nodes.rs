@@ -387,3 +387,31 @@ async fn postgres_a_dashboard_on_one_node_shows_a_check_in_synced_through_anothe
     a.stop().await;
     db.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_login_name_locked_on_one_node_is_locked_on_every_node() {
+    use kepu_server::accounts::MAX_FAILED_ATTEMPTS;
+
+    let db = TestDb::new(Db::Postgres).await;
+    let a = Node::start(&db).await;
+    let b = Node::start(&db).await;
+    let p = place(&db.store).await;
+    let staff = crate::support::user(&db.store, Role::VenueStaff, None, Some(p.venue), None).await;
+    kepu_server::accounts::Accounts::new(db.store.clone())
+        .set_web_login(staff, "gate.b", "gate-keeper-2026")
+        .await
+        .unwrap();
+    // Guesses spread over both nodes, as a load balancer would.
+    for i in 0..MAX_FAILED_ATTEMPTS {
+        let node = if i % 2 == 0 { a.addr } else { b.addr };
+        assert_eq!(log_in(node, "gate.b", "a wrong guess").await.status(), 401);
+    }
+    for node in [a.addr, b.addr] {
+        let locked = log_in(node, "gate.b", "gate-keeper-2026").await;
+        assert_eq!(locked.status(), 429, "the name is locked on every node");
+        assert!(session_pair(&locked).is_none());
+    }
+    b.stop().await;
+    a.stop().await;
+    db.finish().await;
+}

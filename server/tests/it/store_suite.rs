@@ -34,6 +34,7 @@ crate::support::on_both_databases!(
     a_bookings_roster_is_written_with_its_records_and_rebuilt,
     a_database_from_before_rosters_gets_them_at_start,
     a_bookings_attendance_is_read_from_one_snapshot,
+    login_attempts_lock_a_name_for_every_node_and_are_forgotten,
 );
 
 async fn reopening_keeps_the_server_seed(db: &TestDb) {
@@ -835,4 +836,91 @@ fn booking_of_school_3(
     };
     apply_unchecked(&mut d, teacher, now_ms(), &create).unwrap();
     d
+}
+
+/// The database's count of a login name's attempts (shared by every node): the sixth
+/// attempt within the window is refused and locks the name until the lock runs out; a
+/// success clears it; failures long ago are forgotten.
+async fn login_attempts_lock_a_name_for_every_node_and_are_forgotten(db: &TestDb) {
+    let s = &db.store;
+    let (max, lock, forget) = (5, 60_000, 900_000);
+    for i in 0..5 {
+        assert!(
+            s.count_login_attempt("gate.x", 1_000 + i, max, lock, forget)
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        !s.count_login_attempt("gate.x", 2_000, max, lock, forget)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.count_login_attempt("gate.x", 2_000 + lock - 1, max, lock, forget)
+            .await
+            .unwrap(),
+        "locked until the lock runs out"
+    );
+    assert!(
+        s.count_login_attempt("gate.x", 2_000 + lock, max, lock, forget)
+            .await
+            .unwrap()
+    );
+    // Other names are not affected.
+    assert!(
+        s.count_login_attempt("gate.y", 2_000, max, lock, forget)
+            .await
+            .unwrap()
+    );
+    // A success clears the name; an attempt that was not a guess is given back.
+    s.clear_login_failures("gate.x").await.unwrap();
+    for i in 0..4 {
+        assert!(
+            s.count_login_attempt("gate.x", 100_000 + i, max, lock, forget)
+                .await
+                .unwrap()
+        );
+    }
+    s.uncount_login_attempt("gate.x").await.unwrap();
+    assert!(
+        s.count_login_attempt("gate.x", 100_010, max, lock, forget)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.count_login_attempt("gate.x", 100_011, max, lock, forget)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.count_login_attempt("gate.x", 100_012, max, lock, forget)
+            .await
+            .unwrap()
+    );
+    // Failures long ago are forgotten.
+    for i in 0..4 {
+        assert!(
+            s.count_login_attempt("gate.z", 200_000 + i, max, lock, forget)
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        s.count_login_attempt("gate.z", 200_003 + forget, max, lock, forget)
+            .await
+            .unwrap()
+    );
+    for i in 0..4 {
+        assert!(
+            s.count_login_attempt("gate.z", 1_200_000 + i, max, lock, forget)
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        !s.count_login_attempt("gate.z", 1_200_010, max, lock, forget)
+            .await
+            .unwrap()
+    );
 }
