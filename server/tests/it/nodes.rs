@@ -415,3 +415,81 @@ async fn postgres_a_login_name_locked_on_one_node_is_locked_on_every_node() {
     a.stop().await;
     db.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_devices_spread_over_three_nodes_converge_and_every_node_counts_the_same() {
+    let db = TestDb::new(Db::Postgres).await;
+    let nodes = [
+        Node::start(&db).await,
+        Node::start(&db).await,
+        Node::start(&db).await,
+    ];
+    let (c, mut staff, enroller) = venue_with_slot(&db, nodes[0].addr, 60).await;
+    staff.disconnect();
+    let roster = pupils(700, 12);
+    let booking = new_doc();
+    let mut teacher = enroller
+        .device(Role::Teacher, Some(c.school.0), None, 1)
+        .await;
+    teacher.edit(booking, create_booking(c.venue, c.slot, c.school, roster.clone()));
+    teacher.sync(nodes[0].addr).await;
+    // Three gates, one per node, each holding the booking and staying connected.
+    let mut gates = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let mut gate = enroller
+            .device(Role::VenueStaff, None, Some(c.venue.0), 10 + u8::try_from(i).unwrap())
+            .await;
+        gate.want(booking);
+        gate.sync(node.addr).await;
+        assert!(gate.doc(&booking).is_some());
+        gates.push(gate);
+    }
+    // Each gate scans its share of the pupils, and pupil 0 is scanned at every gate.
+    for (i, gate) in gates.iter_mut().enumerate() {
+        for p in roster.iter().skip(i).step_by(3) {
+            gate.edit(booking, check_in(*p).0);
+        }
+        if i != 0 {
+            gate.edit(booking, check_in(roster[0]).0);
+        }
+    }
+    let expected = roster.len() + 2;
+    for gate in &mut gates {
+        gate.pump(Duration::from_millis(20)).await;
+    }
+    for gate in &mut gates {
+        until(gate, "every gate holding every scan", |g| {
+            scans(g, &booking) == expected && g.server_has_all(&booking)
+        })
+        .await;
+    }
+    let merged: Vec<Booking> = gates
+        .iter()
+        .map(|g| Booking::read(g.doc(&booking).unwrap()).unwrap())
+        .collect();
+    assert!(merged.windows(2).all(|w| w[0] == w[1]), "the gates converge");
+    // Every node's records count each pupil once.
+    let admin = enroller.admin_token().await;
+    for node in &nodes {
+        let on_node = Enroller::new(&db.store, node.addr);
+        let path = format!("/api/bookings/{booking}/attendance");
+        let mut v = on_node.get_json(&path, &admin).await;
+        for _ in 0..100 {
+            if v["booking"]["arrived"] == roster.len() && v["scans"].as_array().map(Vec::len) == Some(expected) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            v = on_node.get_json(&path, &admin).await;
+        }
+        assert_eq!(v["booking"]["arrived"], roster.len(), "{v}");
+        assert_eq!(v["scans"].as_array().map(Vec::len), Some(expected));
+    }
+    for gate in &mut gates {
+        gate.disconnect();
+    }
+    teacher.disconnect();
+    for node in nodes {
+        node.stop().await;
+    }
+    db.finish().await;
+}
