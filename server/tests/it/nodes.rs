@@ -431,13 +431,21 @@ async fn postgres_devices_spread_over_three_nodes_converge_and_every_node_counts
     let mut teacher = enroller
         .device(Role::Teacher, Some(c.school.0), None, 1)
         .await;
-    teacher.edit(booking, create_booking(c.venue, c.slot, c.school, roster.clone()));
+    teacher.edit(
+        booking,
+        create_booking(c.venue, c.slot, c.school, roster.clone()),
+    );
     teacher.sync(nodes[0].addr).await;
     // Three gates, one per node, each holding the booking and staying connected.
     let mut gates = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
         let mut gate = enroller
-            .device(Role::VenueStaff, None, Some(c.venue.0), 10 + u8::try_from(i).unwrap())
+            .device(
+                Role::VenueStaff,
+                None,
+                Some(c.venue.0),
+                10 + u8::try_from(i).unwrap(),
+            )
             .await;
         gate.want(booking);
         gate.sync(node.addr).await;
@@ -467,7 +475,10 @@ async fn postgres_devices_spread_over_three_nodes_converge_and_every_node_counts
         .iter()
         .map(|g| Booking::read(g.doc(&booking).unwrap()).unwrap())
         .collect();
-    assert!(merged.windows(2).all(|w| w[0] == w[1]), "the gates converge");
+    assert!(
+        merged.windows(2).all(|w| w[0] == w[1]),
+        "the gates converge"
+    );
     // Every node's records count each pupil once.
     let admin = enroller.admin_token().await;
     for node in &nodes {
@@ -475,7 +486,9 @@ async fn postgres_devices_spread_over_three_nodes_converge_and_every_node_counts
         let path = format!("/api/bookings/{booking}/attendance");
         let mut v = on_node.get_json(&path, &admin).await;
         for _ in 0..100 {
-            if v["booking"]["arrived"] == roster.len() && v["scans"].as_array().map(Vec::len) == Some(expected) {
+            if v["booking"]["arrived"] == roster.len()
+                && v["scans"].as_array().map(Vec::len) == Some(expected)
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
