@@ -326,6 +326,7 @@ impl Store {
             snapshot,
             changes,
             sync_states,
+            snapshot_heads: None,
         })
     }
 

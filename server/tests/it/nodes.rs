@@ -506,3 +506,67 @@ async fn postgres_devices_spread_over_three_nodes_converge_and_every_node_counts
     }
     db.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_both_nodes_compact_a_busy_booking_and_the_database_keeps_every_scan() {
+    let db = TestDb::new(Db::Postgres).await;
+    let a = Node::start(&db).await;
+    let b = Node::start(&db).await;
+    let (c, mut staff, enroller) = venue_with_slot(&db, a.addr, 200).await;
+    staff.disconnect();
+    let roster = pupils(5_000, 90);
+    let booking = new_doc();
+    let mut teacher = enroller
+        .device(Role::Teacher, Some(c.school.0), None, 1)
+        .await;
+    teacher.edit(
+        booking,
+        create_booking(c.venue, c.slot, c.school, roster.clone()),
+    );
+    teacher.sync(a.addr).await;
+    teacher.disconnect();
+    let mut gates = Vec::new();
+    for (i, node) in [a.addr, b.addr].into_iter().enumerate() {
+        let mut gate = enroller
+            .device(
+                Role::VenueStaff,
+                None,
+                Some(c.venue.0),
+                20 + u8::try_from(i).unwrap(),
+            )
+            .await;
+        gate.want(booking);
+        gate.sync(node).await;
+        gates.push(gate);
+    }
+    // More change rows than a compaction waits for (64), written through both nodes in
+    // turns, so that both hold the booking and both compact it.
+    for (round, chunk) in roster.chunks(5).enumerate() {
+        let gate = &mut gates[round % 2];
+        for p in chunk {
+            gate.edit(booking, check_in(*p).0);
+        }
+        gate.pump(Duration::from_millis(30)).await;
+    }
+    for gate in &mut gates {
+        until(gate, "every scan on both gates", |g| {
+            scans(g, &booking) == roster.len() && g.server_has_all(&booking)
+        })
+        .await;
+    }
+    for gate in &mut gates {
+        gate.disconnect();
+    }
+    b.stop().await;
+    a.stop().await;
+    let stored = db.store.load_document(booking).await.unwrap();
+    assert!(stored.snapshot.is_some(), "the booking was compacted");
+    let restored = kepu_sync_core::stored::restore(stored.snapshot.as_deref(), stored.changes);
+    assert!(restored.problems.is_empty());
+    assert_eq!(
+        scan_ids(&restored.doc).len(),
+        roster.len(),
+        "the database holds every scan"
+    );
+    db.finish().await;
+}
