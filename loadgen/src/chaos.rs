@@ -269,6 +269,7 @@ pub async fn chaos(spec: &ServerSpec, scale: &Scale, progress: bool) -> anyhow::
         kind: TargetKind::Kepu,
         url: format!("ws://127.0.0.1:{port}/sync"),
         admin_code: Some(code),
+        nodes: Vec::new(),
     };
     let ctx = Ctx {
         prov: Provisioner::new(&target).await?,

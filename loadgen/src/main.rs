@@ -25,6 +25,13 @@ struct Args {
     /// Not for `chaos`.
     #[arg(long)]
     url: Option<String>,
+    /// Another node of the same kepu server (several kepu-server processes on one
+    /// PostgreSQL database), as a websocket URL; may be given more than once. Devices
+    /// are spread over --url and these; in live-day the observers connect to the last
+    /// node and the writers to the others, so the observer figures are the time from a
+    /// check-in stored by one node to a device on another.
+    #[arg(long = "node-url")]
+    node_url: Vec<String>,
     /// A bureau admin's one-time enrollment code (kepu; from
     /// `kepu-server admin create-user --role bureau-admin`).
     #[arg(long, env = "KEPU_LOADGEN_ADMIN_CODE", hide_env_values = true)]
@@ -202,9 +209,15 @@ fn run_of(args: &Args, scale: Scale) -> Result<Run, String> {
         kind,
         url: url.clone(),
         admin_code: args.admin_code.clone(),
+        nodes: args.node_url.clone(),
     };
     if let Err(e) = target.http_base() {
         return Err(format!("--url {url:?}: {e}"));
+    }
+    for (i, node) in args.node_url.iter().enumerate() {
+        if let Err(e) = target.on_node(i + 1).http_base() {
+            return Err(format!("--node-url {node:?}: {e}"));
+        }
     }
     Ok(Run {
         target,

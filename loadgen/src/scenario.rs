@@ -691,7 +691,7 @@ pub async fn end_of_day(
         let (tx, rx) = mpsc::unbounded_channel();
         senders.push(tx);
         let seat = Seat {
-            target: ctx.target.clone(),
+            target: ctx.target.on_node(i),
             counters: Arc::clone(&ctx.counters),
             board: Arc::clone(&b),
             index: i,
@@ -798,8 +798,17 @@ pub async fn live_day(ctx: &Ctx, scale: &Scale, server_pid: Option<u32>) -> anyh
             } else {
                 writers.push((tx, v));
             }
+            // Several nodes: observers on the last one, writers spread over the others.
+            let nodes = ctx.target.node_count();
+            let target = if nodes == 1 {
+                ctx.target.clone()
+            } else if observer {
+                ctx.target.on_node(nodes - 1)
+            } else {
+                ctx.target.on_node(writers.len() % (nodes - 1))
+            };
             let seat = Seat {
-                target: ctx.target.clone(),
+                target,
                 counters: Arc::clone(&ctx.counters),
                 board: Arc::clone(&b),
                 index,
@@ -924,6 +933,7 @@ pub async fn live_day(ctx: &Ctx, scale: &Scale, server_pid: Option<u32>) -> anyh
     let stored = records(ctx, &bookings, Duration::from_secs(30)).await;
     Ok(json!({
         "venues": scale.live_venues,
+        "nodes": ctx.target.node_count(),
         "writers": scale.live_venues * scale.live_devices_per_venue,
         "observers": scale.live_venues,
         "steps": step_rows,

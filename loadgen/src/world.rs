@@ -40,9 +40,30 @@ pub struct Target {
     pub url: String,
     /// A bureau administrator's one-time enrollment code (kepu only).
     pub admin_code: Option<String>,
+    /// Websocket URLs of more nodes of the same server (several kepu-server processes on
+    /// one PostgreSQL database); devices are spread over `url` and these.
+    pub nodes: Vec<String>,
 }
 
 impl Target {
+    /// How many nodes devices are spread over (`url` and `nodes`).
+    #[must_use]
+    pub fn node_count(&self) -> usize {
+        1 + self.nodes.len()
+    }
+
+    /// This target with the websocket URL of node `i` (counted from 0, `url` first;
+    /// beyond the last node, counting starts again).
+    #[must_use]
+    pub fn on_node(&self, i: usize) -> Self {
+        let i = i % self.node_count();
+        let mut t = self.clone();
+        if i > 0 {
+            t.url = self.nodes[i - 1].clone();
+        }
+        t
+    }
+
     /// The HTTP base URL of a kepu server (`ws://h:p/sync` → `http://h:p`).
     ///
     /// # Errors

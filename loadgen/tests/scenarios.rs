@@ -101,6 +101,7 @@ impl Server {
             kind: TargetKind::Kepu,
             url: format!("ws://{}/sync", self.addr),
             admin_code: Some(code),
+            nodes: Vec::new(),
         }
     }
 
@@ -329,6 +330,7 @@ async fn bad_admin_codes_and_urls_are_refused_with_a_clear_error() {
         kind: TargetKind::Js,
         url: format!("ws://{closed}"),
         admin_code: None,
+        nodes: Vec::new(),
     };
     let err = kepu_loadgen::run(&run(js))
         .await

@@ -928,6 +928,7 @@ fn a_lost_document_keeps_unacknowledged_changes_aside_even_after_compaction() {
         snapshot: d.save(),
         heads,
         delete: changes[..2].iter().map(|c| c.hash).collect(),
+        replaces: None,
     };
     store.run(&compact, false, 2);
     assert_eq!(store.pending_changes().unwrap(), 3);

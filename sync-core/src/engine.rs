@@ -270,6 +270,9 @@ struct DocEntry {
     stored_bytes: usize,
     /// Bytes of the stored snapshot (0 when there is none).
     snapshot_bytes: usize,
+    /// The heads of the stored snapshot as last read or written, when the host keeps
+    /// them (see [`Loaded::snapshot_heads`]).
+    snapshot_heads: Option<Vec<ChangeHash>>,
     appends_in_flight: usize,
     compacting: bool,
     last_used: i64,
@@ -310,6 +313,8 @@ enum TaskPurpose {
         delete: Vec<ChangeHash>,
         /// Their bytes.
         bytes: usize,
+        /// The snapshot's heads.
+        heads: Vec<ChangeHash>,
     },
     Other(DocumentId),
     /// Reading changes another node stored: its rows (`full` false) or, when they

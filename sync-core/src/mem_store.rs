@@ -50,6 +50,7 @@ impl MemStore {
                         .map(|(hash, bytes)| StoredChange { hash, bytes })
                         .collect(),
                     sync_states: d.sync_states.into_iter().collect(),
+                    snapshot_heads: None,
                 })
             }
             StorageTask::Append { doc, changes, .. } => {

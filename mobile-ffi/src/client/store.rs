@@ -344,6 +344,7 @@ impl Store {
             snapshot,
             changes,
             sync_states,
+            snapshot_heads: None,
         })
     }
 

@@ -247,10 +247,27 @@ impl Accounts {
         }
         let now = now_ms();
         self.throttle.begin(login, client, now)?;
+        // The name's attempts are counted in the database too, so that several nodes
+        // behind a load balancer lock a name together (ADR 0120).
+        match self
+            .store
+            .count_login_attempt(login, now, MAX_FAILED_ATTEMPTS, LOCKOUT_MS, FORGET_AFTER_MS)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                self.throttle.not_counted(login, client);
+                return Err(Error::TooManyAttempts);
+            }
+            Err(e) => {
+                self.throttle.not_counted(login, client);
+                return Err(e);
+            }
+        }
         let record = match self.store.web_login(login).await {
             Ok(record) => record,
             Err(e) => {
-                self.throttle.not_counted(login, client);
+                self.not_counted(login, client).await;
                 return Err(e);
             }
         };
@@ -264,7 +281,7 @@ impl Accounts {
         {
             Ok(matches) => matches,
             Err(e) => {
-                self.throttle.not_counted(login, client);
+                self.not_counted(login, client).await;
                 return Err(e);
             }
         };
@@ -272,6 +289,7 @@ impl Accounts {
             return Err(Error::LoginFailed);
         };
         self.throttle.succeeded(login, client);
+        self.store.clear_login_failures(login).await?;
         let token = DeviceToken::generate();
         let expires_at = now + SESSION_TTL_MS;
         self.store
@@ -284,6 +302,14 @@ impl Accounts {
             .ok_or(Error::LoginFailed)?;
         tracing::info!(user = %record.user_id, "web session started");
         Ok(NewSession { token, user })
+    }
+
+    /// An attempt that was not a guess after all, given back here and in the database.
+    async fn not_counted(&self, login: &str, client: ClientAddr) {
+        self.throttle.not_counted(login, client);
+        if let Err(e) = self.store.uncount_login_attempt(login).await {
+            tracing::warn!(error = %e, "could not give back a login attempt");
+        }
     }
 
     /// The gauge of password checks running now (`kepu_password_checks_running`).

@@ -18,21 +18,45 @@ fn heads_blob(heads: &[automerge::ChangeHash]) -> Vec<u8> {
 }
 
 impl Store {
-    /// Loads a document's snapshot, change rows and sync states.
+    /// Loads a document's snapshot, change rows and sync states, in one consistent read:
+    /// a compaction by another task or node cannot fall between the snapshot and the
+    /// rows (which would lose the rows it folded in).
     ///
     /// # Errors
     /// A database failure.
     pub async fn load_document(&self, doc: DocumentId) -> Result<Loaded> {
+        self.read_document(doc, true).await
+    }
+
+    /// A document's change rows and the heads of its stored snapshot, without the
+    /// snapshot (another node stored rows; see `StorageTask::LoadChanges`).
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn load_changes(&self, doc: DocumentId) -> Result<Loaded> {
+        self.read_document(doc, false).await
+    }
+
+    async fn read_document(&self, doc: DocumentId, whole: bool) -> Result<Loaded> {
         let id = doc.to_string();
-        let snapshot: Option<Vec<u8>> =
-            sqlx::query("SELECT snapshot FROM documents WHERE doc_id = $1")
-                .bind(&id)
-                .fetch_optional(&self.pool)
-                .await?
-                .and_then(|r| r.try_get::<Option<Vec<u8>>, _>(0).ok().flatten());
+        let mut tx = self.begin_read().await?;
+        let row = sqlx::query("SELECT snapshot_heads, snapshot FROM documents WHERE doc_id = $1")
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let snapshot_heads: Vec<automerge::ChangeHash> = row
+            .as_ref()
+            .and_then(|r| r.try_get::<Option<Vec<u8>>, _>(0).ok().flatten())
+            .map(|b| b.chunks_exact(32).filter_map(hash_from).collect())
+            .unwrap_or_default();
+        let snapshot: Option<Vec<u8>> = if whole {
+            row.and_then(|r| r.try_get::<Option<Vec<u8>>, _>(1).ok().flatten())
+        } else {
+            None
+        };
         let changes = sqlx::query("SELECT hash, data FROM changes WHERE doc_id = $1")
             .bind(&id)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await?
             .into_iter()
             .filter_map(|r| {
@@ -44,10 +68,10 @@ impl Store {
                 })
             })
             .collect();
-        let sync_states =
+        let sync_states = if whole {
             sqlx::query("SELECT peer_storage_id, state FROM sync_states WHERE doc_id = $1")
                 .bind(&id)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await?
                 .into_iter()
                 .filter_map(|r| {
@@ -56,38 +80,16 @@ impl Store {
                         r.try_get::<Vec<u8>, _>(1).ok()?,
                     ))
                 })
-                .collect();
+                .collect()
+        } else {
+            Vec::new()
+        };
+        tx.commit().await?;
         Ok(Loaded {
             snapshot,
             changes,
             sync_states,
-        })
-    }
-
-    /// A document's change rows only (another node stored some; see
-    /// `StorageTask::LoadChanges`).
-    ///
-    /// # Errors
-    /// A database failure.
-    pub async fn load_changes(&self, doc: DocumentId) -> Result<Loaded> {
-        let changes = sqlx::query("SELECT hash, data FROM changes WHERE doc_id = $1")
-            .bind(doc.to_string())
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .filter_map(|r| {
-                let hash: Vec<u8> = r.try_get(0).ok()?;
-                let bytes: Vec<u8> = r.try_get(1).ok()?;
-                Some(StoredChange {
-                    hash: hash_from(&hash)?,
-                    bytes,
-                })
-            })
-            .collect();
-        Ok(Loaded {
-            snapshot: None,
-            changes,
-            sync_states: Vec::new(),
+            snapshot_heads: Some(snapshot_heads),
         })
     }
 
@@ -152,15 +154,30 @@ impl Store {
                     snapshot,
                     heads,
                     delete,
+                    replaces,
                 } => {
                     let id = doc.to_string();
-                    sqlx::query("UPDATE documents SET snapshot = $2, snapshot_heads = $3, updated_at = $4 WHERE doc_id = $1")
-                        .bind(&id)
-                        .bind(snapshot.clone())
-                        .bind(heads_blob(heads))
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
+                    // Only over the snapshot the engine knows: another node's newer one
+                    // may hold changes whose rows it deleted (ADR 0120).
+                    let expected = replaces.as_deref().map(heads_blob);
+                    let replaced = sqlx::query(
+                        "UPDATE documents SET snapshot = $2, snapshot_heads = $3, updated_at = $4 \
+                         WHERE doc_id = $1 AND ($5 = 0 OR COALESCE(snapshot_heads, $6) = $6)",
+                    )
+                    .bind(&id)
+                    .bind(snapshot.clone())
+                    .bind(heads_blob(heads))
+                    .bind(now)
+                    .bind(i64::from(expected.is_some()))
+                    .bind(expected.unwrap_or_default())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if replaced == 0 {
+                        return Err(crate::error::Error::Conflict(
+                            "the stored snapshot changed since it was read".into(),
+                        ));
+                    }
                     for h in delete {
                         sqlx::query("DELETE FROM changes WHERE doc_id = $1 AND hash = $2")
                             .bind(&id)

@@ -163,3 +163,91 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 }
+
+impl Store {
+    /// Counts an attempt to log in as `login` before its password is checked, in the
+    /// database, so that every node sees the same count: up to `max` attempts, then the
+    /// name is locked for `lock_ms`; failures are forgotten `forget_ms` after the last.
+    /// Returns whether this attempt may go on. One statement, so two nodes counting at
+    /// once never both get the last attempt.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn count_login_attempt(
+        &self,
+        login: &str,
+        now: i64,
+        max: u32,
+        lock_ms: i64,
+        forget_ms: i64,
+    ) -> Result<bool> {
+        sqlx::query(
+            "INSERT INTO login_failures (login, failures, locked_until, last_at) \
+             VALUES ($1, 0, 0, $2) ON CONFLICT (login) DO NOTHING",
+        )
+        .bind(login)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        // Every SET expression reads the row as it was: locked → unchanged; a lock that
+        // ran out or failures forgotten → this is the first attempt; attempts used up →
+        // locked now; otherwise one more.
+        let locked_until: i64 = sqlx::query(
+            "UPDATE login_failures SET \
+             failures = CASE WHEN locked_until > $2 THEN failures \
+                 WHEN locked_until <> 0 OR last_at + $5 <= $2 THEN 1 \
+                 WHEN failures >= $3 THEN failures ELSE failures + 1 END, \
+             locked_until = CASE WHEN locked_until > $2 THEN locked_until \
+                 WHEN locked_until <> 0 OR last_at + $5 <= $2 THEN 0 \
+                 WHEN failures >= $3 THEN $2 + $4 ELSE 0 END, \
+             last_at = CASE WHEN locked_until > $2 THEN last_at ELSE $2 END \
+             WHERE login = $1 RETURNING locked_until",
+        )
+        .bind(login)
+        .bind(now)
+        .bind(i64::from(max))
+        .bind(lock_ms)
+        .bind(forget_ms)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get(0)?;
+        if locked_until <= now && rand::random::<u8>() == 0 {
+            // Now and then, names not tried for a while are forgotten.
+            sqlx::query(
+                "DELETE FROM login_failures WHERE last_at + $2 <= $1 AND locked_until <= $1",
+            )
+            .bind(now)
+            .bind(forget_ms)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(locked_until <= now)
+    }
+
+    /// The attempt counted for `login` was not a guess after all (the check could not
+    /// run): it does not count.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn uncount_login_attempt(&self, login: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE login_failures SET failures = failures - 1 WHERE login = $1 AND failures > 0",
+        )
+        .bind(login)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A correct password: the name's failures are forgotten.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn clear_login_failures(&self, login: &str) -> Result<()> {
+        sqlx::query("DELETE FROM login_failures WHERE login = $1")
+            .bind(login)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

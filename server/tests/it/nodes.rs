@@ -387,3 +387,186 @@ async fn postgres_a_dashboard_on_one_node_shows_a_check_in_synced_through_anothe
     a.stop().await;
     db.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_login_name_locked_on_one_node_is_locked_on_every_node() {
+    use kepu_server::accounts::MAX_FAILED_ATTEMPTS;
+
+    let db = TestDb::new(Db::Postgres).await;
+    let a = Node::start(&db).await;
+    let b = Node::start(&db).await;
+    let p = place(&db.store).await;
+    let staff = crate::support::user(&db.store, Role::VenueStaff, None, Some(p.venue), None).await;
+    kepu_server::accounts::Accounts::new(db.store.clone())
+        .set_web_login(staff, "gate.b", "gate-keeper-2026")
+        .await
+        .unwrap();
+    // Guesses spread over both nodes, as a load balancer would.
+    for i in 0..MAX_FAILED_ATTEMPTS {
+        let node = if i % 2 == 0 { a.addr } else { b.addr };
+        assert_eq!(log_in(node, "gate.b", "a wrong guess").await.status(), 401);
+    }
+    for node in [a.addr, b.addr] {
+        let locked = log_in(node, "gate.b", "gate-keeper-2026").await;
+        assert_eq!(locked.status(), 429, "the name is locked on every node");
+        assert!(session_pair(&locked).is_none());
+    }
+    b.stop().await;
+    a.stop().await;
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_devices_spread_over_three_nodes_converge_and_every_node_counts_the_same() {
+    let db = TestDb::new(Db::Postgres).await;
+    let nodes = [
+        Node::start(&db).await,
+        Node::start(&db).await,
+        Node::start(&db).await,
+    ];
+    let (c, mut staff, enroller) = venue_with_slot(&db, nodes[0].addr, 60).await;
+    staff.disconnect();
+    let roster = pupils(700, 12);
+    let booking = new_doc();
+    let mut teacher = enroller
+        .device(Role::Teacher, Some(c.school.0), None, 1)
+        .await;
+    teacher.edit(
+        booking,
+        create_booking(c.venue, c.slot, c.school, roster.clone()),
+    );
+    teacher.sync(nodes[0].addr).await;
+    // Three gates, one per node, each holding the booking and staying connected.
+    let mut gates = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let mut gate = enroller
+            .device(
+                Role::VenueStaff,
+                None,
+                Some(c.venue.0),
+                10 + u8::try_from(i).unwrap(),
+            )
+            .await;
+        gate.want(booking);
+        gate.sync(node.addr).await;
+        assert!(gate.doc(&booking).is_some());
+        gates.push(gate);
+    }
+    // Each gate scans its share of the pupils, and pupil 0 is scanned at every gate.
+    for (i, gate) in gates.iter_mut().enumerate() {
+        for p in roster.iter().skip(i).step_by(3) {
+            gate.edit(booking, check_in(*p).0);
+        }
+        if i != 0 {
+            gate.edit(booking, check_in(roster[0]).0);
+        }
+    }
+    let expected = roster.len() + 2;
+    for gate in &mut gates {
+        gate.pump(Duration::from_millis(20)).await;
+    }
+    for gate in &mut gates {
+        until(gate, "every gate holding every scan", |g| {
+            scans(g, &booking) == expected && g.server_has_all(&booking)
+        })
+        .await;
+    }
+    let merged: Vec<Booking> = gates
+        .iter()
+        .map(|g| Booking::read(g.doc(&booking).unwrap()).unwrap())
+        .collect();
+    assert!(
+        merged.windows(2).all(|w| w[0] == w[1]),
+        "the gates converge"
+    );
+    // Every node's records count each pupil once.
+    let admin = enroller.admin_token().await;
+    for node in &nodes {
+        let on_node = Enroller::new(&db.store, node.addr);
+        let path = format!("/api/bookings/{booking}/attendance");
+        let mut v = on_node.get_json(&path, &admin).await;
+        for _ in 0..100 {
+            if v["booking"]["arrived"] == roster.len()
+                && v["scans"].as_array().map(Vec::len) == Some(expected)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            v = on_node.get_json(&path, &admin).await;
+        }
+        assert_eq!(v["booking"]["arrived"], roster.len(), "{v}");
+        assert_eq!(v["scans"].as_array().map(Vec::len), Some(expected));
+    }
+    for gate in &mut gates {
+        gate.disconnect();
+    }
+    teacher.disconnect();
+    for node in nodes {
+        node.stop().await;
+    }
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_both_nodes_compact_a_busy_booking_and_the_database_keeps_every_scan() {
+    let db = TestDb::new(Db::Postgres).await;
+    let a = Node::start(&db).await;
+    let b = Node::start(&db).await;
+    let (c, mut staff, enroller) = venue_with_slot(&db, a.addr, 200).await;
+    staff.disconnect();
+    let roster = pupils(5_000, 90);
+    let booking = new_doc();
+    let mut teacher = enroller
+        .device(Role::Teacher, Some(c.school.0), None, 1)
+        .await;
+    teacher.edit(
+        booking,
+        create_booking(c.venue, c.slot, c.school, roster.clone()),
+    );
+    teacher.sync(a.addr).await;
+    teacher.disconnect();
+    let mut gates = Vec::new();
+    for (i, node) in [a.addr, b.addr].into_iter().enumerate() {
+        let mut gate = enroller
+            .device(
+                Role::VenueStaff,
+                None,
+                Some(c.venue.0),
+                20 + u8::try_from(i).unwrap(),
+            )
+            .await;
+        gate.want(booking);
+        gate.sync(node).await;
+        gates.push(gate);
+    }
+    // More change rows than a compaction waits for (64), written through both nodes in
+    // turns, so that both hold the booking and both compact it.
+    for (round, chunk) in roster.chunks(5).enumerate() {
+        let gate = &mut gates[round % 2];
+        for p in chunk {
+            gate.edit(booking, check_in(*p).0);
+        }
+        gate.pump(Duration::from_millis(30)).await;
+    }
+    for gate in &mut gates {
+        until(gate, "every scan on both gates", |g| {
+            scans(g, &booking) == roster.len() && g.server_has_all(&booking)
+        })
+        .await;
+    }
+    for gate in &mut gates {
+        gate.disconnect();
+    }
+    b.stop().await;
+    a.stop().await;
+    let stored = db.store.load_document(booking).await.unwrap();
+    assert!(stored.snapshot.is_some(), "the booking was compacted");
+    let restored = kepu_sync_core::stored::restore(stored.snapshot.as_deref(), stored.changes);
+    assert!(restored.problems.is_empty());
+    assert_eq!(
+        scan_ids(&restored.doc).len(),
+        roster.len(),
+        "the database holds every scan"
+    );
+    db.finish().await;
+}

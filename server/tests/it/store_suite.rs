@@ -34,6 +34,8 @@ crate::support::on_both_databases!(
     a_bookings_roster_is_written_with_its_records_and_rebuilt,
     a_database_from_before_rosters_gets_them_at_start,
     a_bookings_attendance_is_read_from_one_snapshot,
+    login_attempts_lock_a_name_for_every_node_and_are_forgotten,
+    a_snapshot_replaced_by_another_node_is_not_overwritten,
 );
 
 async fn reopening_keeps_the_server_seed(db: &TestDb) {
@@ -835,4 +837,156 @@ fn booking_of_school_3(
     };
     apply_unchecked(&mut d, teacher, now_ms(), &create).unwrap();
     d
+}
+
+/// The database's count of a login name's attempts (shared by every node): the sixth
+/// attempt within the window is refused and locks the name until the lock runs out; a
+/// success clears it; failures long ago are forgotten.
+async fn login_attempts_lock_a_name_for_every_node_and_are_forgotten(db: &TestDb) {
+    let s = &db.store;
+    let (max, lock, forget) = (5, 60_000, 900_000);
+    for i in 0..5 {
+        assert!(
+            s.count_login_attempt("gate.x", 1_000 + i, max, lock, forget)
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        !s.count_login_attempt("gate.x", 2_000, max, lock, forget)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.count_login_attempt("gate.x", 2_000 + lock - 1, max, lock, forget)
+            .await
+            .unwrap(),
+        "locked until the lock runs out"
+    );
+    assert!(
+        s.count_login_attempt("gate.x", 2_000 + lock, max, lock, forget)
+            .await
+            .unwrap()
+    );
+    // Other names are not affected.
+    assert!(
+        s.count_login_attempt("gate.y", 2_000, max, lock, forget)
+            .await
+            .unwrap()
+    );
+    // A success clears the name; an attempt that was not a guess is given back.
+    s.clear_login_failures("gate.x").await.unwrap();
+    for i in 0..4 {
+        assert!(
+            s.count_login_attempt("gate.x", 100_000 + i, max, lock, forget)
+                .await
+                .unwrap()
+        );
+    }
+    s.uncount_login_attempt("gate.x").await.unwrap();
+    assert!(
+        s.count_login_attempt("gate.x", 100_010, max, lock, forget)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.count_login_attempt("gate.x", 100_011, max, lock, forget)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.count_login_attempt("gate.x", 100_012, max, lock, forget)
+            .await
+            .unwrap()
+    );
+    // Failures long ago are forgotten.
+    for i in 0..4 {
+        assert!(
+            s.count_login_attempt("gate.z", 200_000 + i, max, lock, forget)
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        s.count_login_attempt("gate.z", 200_003 + forget, max, lock, forget)
+            .await
+            .unwrap()
+    );
+    for i in 0..4 {
+        assert!(
+            s.count_login_attempt("gate.z", 1_200_000 + i, max, lock, forget)
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        !s.count_login_attempt("gate.z", 1_200_010, max, lock, forget)
+            .await
+            .unwrap()
+    );
+}
+
+/// Two nodes compact the same document: the second, which compacts over the snapshot it
+/// read before the first one's, is refused and changes nothing (its snapshot lacks what
+/// the first one folded in); a load returns the snapshot's heads with its rows.
+async fn a_snapshot_replaced_by_another_node_is_not_overwritten(db: &TestDb) {
+    use automerge::transaction::Transactable as _;
+    let doc = kepu_sync_core::doc_id::DocumentId::from_bytes([9; 16]);
+    let mut d = automerge::Automerge::new();
+    let mut rows = Vec::new();
+    for i in 0..3i64 {
+        let mut tx = d.transaction();
+        tx.put(automerge::ROOT, format!("k{i}"), i).unwrap();
+        tx.commit();
+        let c = d.get_last_local_change().unwrap();
+        rows.push(StoredChange {
+            hash: c.hash(),
+            bytes: c.raw_bytes().to_vec(),
+        });
+    }
+    let append = StorageTask::Append {
+        doc,
+        kind: None,
+        changes: rows.clone(),
+        heads: d.get_heads(),
+    };
+    db.store
+        .run_document_tasks(&[&append], now_ms())
+        .await
+        .unwrap();
+    let loaded = db.store.load_document(doc).await.unwrap();
+    assert_eq!(loaded.snapshot_heads, Some(Vec::new()), "no snapshot yet");
+    // Node A compacts all three rows.
+    let a = StorageTask::Compact {
+        doc,
+        snapshot: d.save(),
+        heads: d.get_heads(),
+        delete: rows.iter().map(|r| r.hash).collect(),
+        replaces: Some(Vec::new()),
+    };
+    db.store.run_document_tasks(&[&a], now_ms()).await.unwrap();
+    // Node B, which held only the first change, compacts over "no snapshot".
+    let older = d.fork_at(&[rows[0].hash]).unwrap();
+    let b = StorageTask::Compact {
+        doc,
+        snapshot: older.save(),
+        heads: older.get_heads(),
+        delete: vec![rows[0].hash],
+        replaces: Some(Vec::new()),
+    };
+    let refused = db.store.run_document_tasks_isolated(&[&b], now_ms()).await;
+    assert!(refused[0].is_err(), "a stale compaction is refused");
+    let after = db.store.load_document(doc).await.unwrap();
+    assert_eq!(after.snapshot_heads, Some(d.get_heads()));
+    let restored = kepu_sync_core::stored::restore(after.snapshot.as_deref(), after.changes);
+    assert_eq!(restored.doc.get_heads(), d.get_heads(), "nothing is lost");
+    // Over the snapshot it now knows, B may compact (nothing lost either).
+    let c = StorageTask::Compact {
+        doc,
+        snapshot: d.save(),
+        heads: d.get_heads(),
+        delete: Vec::new(),
+        replaces: Some(d.get_heads()),
+    };
+    db.store.run_document_tasks(&[&c], now_ms()).await.unwrap();
 }

@@ -35,6 +35,7 @@ impl Engine {
             stored_rows: Vec::new(),
             stored_bytes: 0,
             snapshot_bytes: 0,
+            snapshot_heads: None,
             appends_in_flight: 0,
             compacting: false,
             last_used: now,

@@ -86,18 +86,34 @@ impl Engine {
             }
         };
         let before = e.doc.get_heads();
+        // Another node compacted since we last read the snapshot: its snapshot may hold
+        // changes whose rows are gone.
+        let replaced = !full
+            && e.snapshot_heads.is_some()
+            && loaded.snapshot_heads.is_some()
+            && loaded.snapshot_heads != e.snapshot_heads;
+        if full {
+            // The rows stored now, exactly: those deleted by another node's compaction
+            // are in its snapshot.
+            e.stored_rows.clear();
+            e.stored_bytes = 0;
+            if loaded.snapshot_heads.is_some() {
+                e.snapshot_heads = loaded.snapshot_heads.clone();
+            }
+        }
         let known: HashSet<ChangeHash> = e.stored_rows.iter().copied().collect();
         let mut problems = Vec::new();
         let mut new_rows = Vec::new();
         let mut changes = Vec::new();
         for row in loaded.changes {
             // A row we hold already is in `stored_rows`, or is our own append in flight
-            // (added when it completes).
-            if e.doc.get_missing_deps(&[row.hash]).is_empty() {
-                continue;
-            }
-            if !known.contains(&row.hash) {
+            // (added when it completes); after a whole read, every stored row counts.
+            let held = e.doc.get_missing_deps(&[row.hash]).is_empty();
+            if (full || !held) && !known.contains(&row.hash) {
                 new_rows.push((row.hash, row.bytes.len()));
+            }
+            if held {
+                continue;
             }
             match Change::from_bytes(row.bytes) {
                 Ok(c) => changes.push(c),
@@ -132,7 +148,7 @@ impl Engine {
         if !problems.is_empty() {
             self.fx.events.push(Event::LoadProblems { doc, problems });
         }
-        if missing && !full {
+        if (missing || replaced) && !full {
             // Their ancestors were folded into a snapshot another node wrote.
             self.start_refresh(doc, true);
         } else {

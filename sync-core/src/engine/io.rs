@@ -63,6 +63,10 @@ pub enum StorageTask {
         heads: Vec<ChangeHash>,
         /// Change rows now covered by the snapshot.
         delete: Vec<ChangeHash>,
+        /// Server: replace the stored snapshot only if its heads are these (empty: there
+        /// is none); otherwise fail and change nothing, since another node's snapshot may
+        /// hold changes this one lacks. `None`: replace whatever is stored.
+        replaces: Option<Vec<ChangeHash>>,
     },
     /// Remember what a peer (by its storage id) has of a document.
     SaveSyncState {
@@ -111,6 +115,12 @@ pub struct Loaded {
     pub changes: Vec<StoredChange>,
     /// Persisted sync states by peer storage id.
     pub sync_states: Vec<(String, Vec<u8>)>,
+    /// Server: the heads of the stored snapshot (empty: none), read in the same
+    /// consistent read as the rows, when the host keeps them. `None`: not told (a phone).
+    /// With them, the engine compacts only over the snapshot it knows
+    /// ([`StorageTask::Compact::replaces`]) and reads the whole document again when
+    /// another node replaced it.
+    pub snapshot_heads: Option<Vec<ChangeHash>>,
 }
 
 /// The host's answer to a task.

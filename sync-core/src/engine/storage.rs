@@ -125,6 +125,7 @@ impl Engine {
                 generation,
                 delete,
                 bytes,
+                heads,
             } => {
                 if let Some(e) = self
                     .docs
@@ -136,6 +137,13 @@ impl Engine {
                         let gone: HashSet<ChangeHash> = delete.into_iter().collect();
                         e.stored_rows.retain(|h| !gone.contains(h));
                         e.stored_bytes = e.stored_bytes.saturating_sub(bytes);
+                        if e.snapshot_heads.is_some() {
+                            e.snapshot_heads = Some(heads);
+                        }
+                    } else if e.snapshot_heads.is_some() && !e.refreshing {
+                        // Another node replaced the snapshot: merge it, then compact
+                        // over it another time.
+                        self.start_refresh(doc, true);
                     }
                 }
             }
@@ -172,6 +180,7 @@ impl Engine {
             IoResult::Done => Loaded::default(),
         };
         e.snapshot_bytes = loaded.snapshot.as_ref().map_or(0, Vec::len);
+        e.snapshot_heads = loaded.snapshot_heads;
         e.stored_bytes = loaded.changes.iter().map(|c| c.bytes.len()).sum();
         let restored = crate::stored::restore(loaded.snapshot.as_deref(), loaded.changes);
         e.doc = restored.doc.with_actor(actor);
@@ -323,18 +332,21 @@ impl Engine {
         let delete = e.stored_rows.clone();
         let bytes = e.stored_bytes;
         let generation = e.generation;
+        let replaces = e.snapshot_heads.clone();
         self.task(
             TaskPurpose::Compact {
                 doc,
                 generation,
                 delete: delete.clone(),
                 bytes,
+                heads: heads.clone(),
             },
             StorageTask::Compact {
                 doc,
                 snapshot,
                 heads,
                 delete,
+                replaces,
             },
         );
     }
