@@ -112,6 +112,11 @@ impl From<Error> for ApiError {
                 reason: "not-enrolled".into(),
             },
             Error::Auth(reason) => Self::Auth { reason },
+            Error::AppTooOld { .. } => Self::Auth {
+                reason: kepu_sync_core::refusal::RefusalCode::AppTooOld
+                    .as_str()
+                    .to_owned(),
+            },
             Error::StoreInUse => Self::StoreInUse {
                 reason: "another client has this store open".into(),
             },
@@ -601,6 +606,17 @@ impl KepuClient {
                 reason: "enrollment was interrupted".into(),
             })??;
         Ok(identity.into())
+    }
+
+    /// Sets the app version this install reports at enrollment and at every sync (the
+    /// app's own version; call it at each start, before syncing). Below the minimum the
+    /// server set for the device's role, syncs fail with `Auth { reason: "app-too-old" }`
+    /// and every document and unsynced change stays on the phone until the app is updated.
+    ///
+    /// # Errors
+    /// `InvalidInput` for an empty or overlong version.
+    pub fn set_app_version(&self, version: String) -> ApiResult<()> {
+        Ok(self.core.set_app_version(&version)?)
     }
 
     /// Who this device is, if enrolled.

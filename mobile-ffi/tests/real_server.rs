@@ -407,3 +407,73 @@ async fn sqlite_copies_of_one_store_scan_offline_and_every_check_in_reaches_the_
 async fn postgres_copies_of_one_store_scan_offline_and_every_check_in_reaches_the_server() {
     copies_of_one_store_lose_nothing(Db::Postgres).await;
 }
+
+/// A teacher's phone with check-ins made offline meets a minimum app version above its
+/// own: refused with `app-too-old` and the minimum, it keeps every check-in, and once
+/// the app is updated they all reach the server.
+async fn an_old_app_keeps_its_work_and_syncs_it_once_updated(db: Db) {
+    let server = Server::start(db).await;
+    let roster = pupils(3);
+    let doc = server.booking(&roster).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (device, made) = teacher_with_offline_check_ins(&server, dir.path(), doc, &roster).await;
+    let now = kepu_mobile_ffi::client::core::now_ms();
+    kepu_server::fleet::set_minimum(&server.store, Role::Teacher, Some("99.0"), now)
+        .await
+        .unwrap();
+
+    let core = Arc::new(Core::open(dir.path(), &server.url(), None).unwrap());
+    for _ in 0..2 {
+        let err = connect_and_sync(&core, Until::Synced, None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::AppTooOld { minimum } if minimum == "99.0"),
+            "{err:?}"
+        );
+        assert_kept(&core, doc, &made);
+    }
+    // The server knows what the phone runs and what waits on it, and did not revoke it.
+    let seen = server.store.fleet_device(device.0).await.unwrap().unwrap();
+    assert_eq!(seen.app_version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(seen.pending_changes, Some(made.len() as i64));
+    assert_eq!(seen.revoked_at, None);
+    // At the FFI it is an `Auth` error with the code, which touches nothing.
+    let api: kepu_mobile_ffi::api::ApiError = Error::AppTooOld {
+        minimum: "99.0".into(),
+    }
+    .into();
+    assert!(
+        matches!(&api, kepu_mobile_ffi::api::ApiError::Auth { reason } if reason == "app-too-old"),
+        "{api:?}"
+    );
+
+    // Updated: everything that waited is sent.
+    assert!(core.set_app_version("").is_err());
+    assert!(core.set_app_version(&"9".repeat(65)).is_err());
+    core.set_app_version("99.0.1").unwrap();
+    sync(&core).await;
+    assert_eq!(core.status().unwrap().pending_changes, 0);
+    sync(&core).await;
+    let seen = server.store.fleet_device(device.0).await.unwrap().unwrap();
+    assert_eq!(seen.app_version.as_deref(), Some("99.0.1"));
+    assert_eq!(seen.pending_changes, Some(0));
+    drop(core);
+    // A fresh phone to read the server's copy: the teachers' minimum no longer matters.
+    kepu_server::fleet::set_minimum(&server.store, Role::Teacher, None, now)
+        .await
+        .unwrap();
+    let on_server = server.scan_ids_on_server(doc).await;
+    assert!(made.iter().all(|s| on_server.contains(s)));
+    server.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_an_app_below_the_minimum_keeps_its_check_ins_and_syncs_them_once_updated() {
+    an_old_app_keeps_its_work_and_syncs_it_once_updated(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_app_below_the_minimum_keeps_its_check_ins_and_syncs_them_once_updated() {
+    an_old_app_keeps_its_work_and_syncs_it_once_updated(Db::Postgres).await;
+}

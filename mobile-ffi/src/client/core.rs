@@ -97,6 +97,8 @@ struct Listeners {
 /// The client core, shared as `Arc<Core>`.
 pub struct Core {
     server_url: String,
+    /// The app version reported at enrollment and at every connect.
+    app_version: Mutex<String>,
     server_key: Mutex<Option<ServerPublicKey>>,
     state: Mutex<State>,
     net: Mutex<Net>,
@@ -195,6 +197,7 @@ impl Core {
         }
         Ok(Self {
             server_url: server_url.trim_end_matches('/').to_owned(),
+            app_version: Mutex::new(env!("CARGO_PKG_VERSION").to_owned()),
             server_key: Mutex::new(server_key),
             state: Mutex::new(state),
             net: Mutex::new(Net::default()),
@@ -209,6 +212,29 @@ impl Core {
                 .build()
                 .map_err(|e| Error::Other(format!("http client: {e}")))?,
         })
+    }
+
+    /// The app version this install reports to the server: the library's own version
+    /// unless the app set its own with [`Core::set_app_version`].
+    #[must_use]
+    pub fn app_version(&self) -> String {
+        lock(&self.app_version).clone()
+    }
+
+    /// Sets the app version reported at enrollment and at every connect (the host app's
+    /// version, at each start). At most 64 bytes of visible text.
+    ///
+    /// # Errors
+    /// An empty, overlong or control-character version.
+    pub fn set_app_version(&self, version: &str) -> Result<()> {
+        let version = version.trim();
+        if version.is_empty() || version.len() > 64 || version.chars().any(char::is_control) {
+            return Err(Error::InvalidInput(
+                "an app version is 1 to 64 bytes of visible text".into(),
+            ));
+        }
+        version.clone_into(&mut lock(&self.app_version));
+        Ok(())
     }
 
     /// The server's base URL.
@@ -237,7 +263,8 @@ impl Core {
         if code.is_empty() || code.len() > 512 {
             return Err(Error::InvalidInput("malformed enrollment code".into()));
         }
-        let e = super::enroll::enroll(&self.http, &self.server_url, code).await?;
+        let app_version = self.app_version();
+        let e = super::enroll::enroll(&self.http, &self.server_url, code, &app_version).await?;
         let role = kepu_sync_core::writer::Role::parse(&e.role)
             .ok_or_else(|| Error::Other("server sent an unknown role".into()))?;
         // The key proofs are verified with: the one the app pinned at `open`, else the

@@ -55,12 +55,14 @@ pub(crate) struct ErrorDetail {
 /// # Errors
 /// [`Error::Network`] when the server cannot be reached, [`Error::Rejected`] with the
 /// server's error code when it refuses.
-pub async fn enroll(http: &reqwest::Client, server_url: &str, code: &str) -> Result<Enrolled> {
+pub async fn enroll(
+    http: &reqwest::Client,
+    server_url: &str,
+    code: &str,
+    app_version: &str,
+) -> Result<Enrolled> {
     let url = format!("{}/api/enroll", server_url.trim_end_matches('/'));
-    let request = http.post(url).json(&Request {
-        code,
-        app_version: env!("CARGO_PKG_VERSION"),
-    });
+    let request = http.post(url).json(&Request { code, app_version });
     call(request, "enrollment").await
 }
 

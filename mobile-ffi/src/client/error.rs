@@ -28,6 +28,14 @@ pub enum Error {
     /// server's code (`missing_token`, `invalid_token`) or `http-<status>`.
     #[error("not accepted by the server: {0}")]
     Auth(String),
+    /// The server refused to sync with this app version: it is below the minimum the
+    /// server set for the device's role (`app-too-old`). Nothing local is touched; the
+    /// work waits until the app is updated to `minimum` or later.
+    #[error("this app is too old; update it to version {minimum} or later")]
+    AppTooOld {
+        /// The lowest version the server accepts for this device's role.
+        minimum: String,
+    },
     /// Another client (in this process or another one) has this store open.
     #[error("the store is in use by another client")]
     StoreInUse,

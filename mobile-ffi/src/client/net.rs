@@ -24,6 +24,13 @@ pub const DEVICE_REVOKED: &str = "device-revoked";
 /// `device-revoked` or `unauthenticated`.
 pub const ERROR_HEADER: &str = "x-kepu-error";
 
+/// The header in which the phone reports its app version at connect.
+pub const APP_VERSION_HEADER: &str = "x-kepu-app-version";
+/// The header in which the phone reports how many local changes wait to be sent.
+pub const PENDING_CHANGES_HEADER: &str = "x-kepu-pending-changes";
+/// The header that names the minimum version when the server refuses an old app.
+pub const MIN_VERSION_HEADER: &str = "x-kepu-min-version";
+
 /// How long to wait for the connection and the server's `peer`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// A one-shot sync gives up when the server stays silent this long.
@@ -73,6 +80,9 @@ fn sync_url(server_url: &str) -> Result<String> {
 enum UpgradeRefusal {
     /// The server said, explicitly, that this device is revoked: wipe.
     Revoked,
+    /// The app is below the server's minimum version for this role (`app-too-old`):
+    /// keep everything until the app is updated.
+    TooOld(String),
     /// The credentials were not accepted, with no word of revocation (a missing or
     /// unknown token): keep everything, report, retry later.
     Auth(String),
@@ -112,6 +122,24 @@ fn upgrade_refusal(response: &http::Response<Option<Vec<u8>>>) -> UpgradeRefusal
     {
         return UpgradeRefusal::Revoked;
     }
+    if header.is_some_and(|h| h.eq_ignore_ascii_case(RefusalCode::AppTooOld.as_str()))
+        || code.as_deref() == Some("app_too_old")
+    {
+        // The minimum is shown to the user: keep it only if it looks like a version.
+        let minimum = response
+            .headers()
+            .get(MIN_VERSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| {
+                !v.is_empty()
+                    && v.len() <= 64
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".-+".contains(&b))
+            })
+            .unwrap_or("?");
+        return UpgradeRefusal::TooOld(minimum.to_owned());
+    }
     UpgradeRefusal::Auth(code.unwrap_or_else(|| format!("http-{}", status.as_u16())))
 }
 
@@ -138,6 +166,17 @@ pub async fn connect_and_sync(
     request
         .headers_mut()
         .insert(http::header::AUTHORIZATION, bearer);
+    // What the fleet page shows of this phone, and what the minimum version is checked
+    // against.
+    if let Ok(v) = http::HeaderValue::from_str(&core.app_version()) {
+        request.headers_mut().insert(APP_VERSION_HEADER, v);
+    }
+    if let Ok(status) = core.status() {
+        request.headers_mut().insert(
+            PENDING_CHANGES_HEADER,
+            http::HeaderValue::from(status.pending_changes),
+        );
+    }
     let connected = timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request)).await;
     let ws = match connected {
         Err(_) => return Err(Error::Network("connecting timed out".into())),
@@ -146,6 +185,10 @@ pub async fn connect_and_sync(
                 UpgradeRefusal::Revoked => {
                     core.wipe_revoked()?;
                     Err(Error::Revoked)
+                }
+                UpgradeRefusal::TooOld(minimum) => {
+                    tracing::warn!(%minimum, "the server needs a newer app; data kept");
+                    Err(Error::AppTooOld { minimum })
                 }
                 UpgradeRefusal::Auth(code) => {
                     tracing::warn!(%code, "the server did not accept this device's token; data kept");
@@ -340,6 +383,38 @@ mod tests {
         }
         let body = (!body.is_empty()).then(|| body.as_bytes().to_vec());
         upgrade_refusal(&b.body(body).unwrap())
+    }
+
+    #[test]
+    fn an_app_below_the_minimum_is_told_so_with_the_minimum_and_keeps_its_data() {
+        let too_old = |min: Option<&str>, header: Option<&str>, body: &str| {
+            let mut b = http::Response::builder().status(403);
+            if let Some(h) = header {
+                b = b.header("X-Kepu-Error", h);
+            }
+            if let Some(m) = min {
+                b = b.header("X-Kepu-Min-Version", m);
+            }
+            let body = (!body.is_empty()).then(|| body.as_bytes().to_vec());
+            upgrade_refusal(&b.body(body).unwrap())
+        };
+        let body = r#"{"error":{"code":"app_too_old","message":"update"}}"#;
+        assert_eq!(
+            too_old(Some("1.4.0"), Some("app-too-old"), body),
+            UpgradeRefusal::TooOld("1.4.0".into())
+        );
+        assert_eq!(
+            too_old(Some("2.0-rc.1"), None, body),
+            UpgradeRefusal::TooOld("2.0-rc.1".into())
+        );
+        assert_eq!(
+            too_old(Some("<b>1</b>"), Some("app-too-old"), ""),
+            UpgradeRefusal::TooOld("?".into())
+        );
+        assert_eq!(
+            too_old(None, Some("app-too-old"), ""),
+            UpgradeRefusal::TooOld("?".into())
+        );
     }
 
     #[test]

@@ -187,11 +187,6 @@ impl Action {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct ActionParams {
-    lang: Option<String>,
-}
-
 /// The device of a confirmation or an action, if this viewer may manage it.
 async fn managed_device(state: &AppState, user: WebUser, id: &str) -> Result<FleetDevice> {
     let viewer = viewer(user);
@@ -215,14 +210,16 @@ async fn confirm_page(
     PageUser(user): PageUser,
     headers: HeaderMap,
     Path((id, action)): Path<(String, String)>,
-    params: std::result::Result<Query<ActionParams>, QueryRejection>,
+    params: std::result::Result<Query<FleetParams>, QueryRejection>,
 ) -> Result<Response> {
     let action = Action::parse(&action)?;
-    let lang_code = params.ok().and_then(|Query(p)| p.lang);
-    let lang = Lang::preferred(lang_code.as_deref(), &headers);
+    let Query(params) = params.map_err(|_| Error::InvalidInput("malformed query string".into()))?;
+    let lang = Lang::preferred(params.lang.as_deref(), &headers);
+    // The filters the page had, to go back to after the action.
+    let filter = params.filter()?;
     let device = managed_device(&state, user, &id).await?;
     let token = form_token(&headers).unwrap_or_default();
-    let html = render_confirm(lang, action, &device, &token, now_ms());
+    let html = render_confirm(lang, action, &device, &token, filter, now_ms());
     Ok(page::html(
         StatusCode::OK,
         Policy::InlineStyle,
@@ -234,7 +231,8 @@ async fn confirm_page(
 #[derive(Deserialize)]
 struct ActionForm {
     form_token: String,
-    lang: Option<String>,
+    #[serde(flatten)]
+    back: FleetParams,
 }
 
 async fn act(
@@ -264,9 +262,14 @@ async fn act(
             state.accounts.rotate_token_away(device_id).await?;
         }
     }
-    let lang = Lang::preferred(form.lang.as_deref(), &headers);
+    let lang = Lang::preferred(form.back.lang.as_deref(), &headers);
+    let filter = form.back.filter().unwrap_or_default();
     let mut response = StatusCode::SEE_OTHER.into_response();
-    let to = format!("/fleet?lang={}&done={}", lang.code(), action.done());
+    let to = format!(
+        "/fleet{}&done={}",
+        fleet_query(lang, filter).replace("&amp;", "&"),
+        action.done()
+    );
     if let Ok(v) = HeaderValue::from_str(&to) {
         response.headers_mut().insert(LOCATION, v);
     }
@@ -560,17 +563,40 @@ fn render_row(m: &mut String, lang: Lang, labels: &[&str; 8], d: &DeviceView, q:
     m.push_str(&format!("<td class=\"actions\">{actions}</td></tr>"));
 }
 
-fn render_confirm(lang: Lang, action: Action, dev: &FleetDevice, token: &str, now: i64) -> String {
+fn render_confirm(
+    lang: Lang,
+    action: Action,
+    dev: &FleetDevice,
+    token: &str,
+    filter: Filter,
+    now: i64,
+) -> String {
     let id = dev.id;
     let code = lang.code();
-    let back = format!("/fleet?lang={code}");
+    let back = format!("/fleet{}", fleet_query(lang, filter));
+    let mut kept = String::new();
+    if let Some(d) = filter.stale_days {
+        kept.push_str(&format!(
+            "<input type=\"hidden\" name=\"stale\" value=\"{d}\">"
+        ));
+    }
+    for (on, name) in [
+        (filter.below_minimum, "below"),
+        (filter.has_refusals, "refusals"),
+    ] {
+        if on {
+            kept.push_str(&format!(
+                "<input type=\"hidden\" name=\"{name}\" value=\"1\">"
+            ));
+        }
+    }
     let header = format!(
         "<div><h1>{}</h1></div><div class=\"tools\">{}</div>",
         lang.pick("设备管理", "Fleet"),
         lang.switch_link(&format!(
-            "/fleet/devices/{id}/{}?lang={}",
+            "/fleet/devices/{id}/{}{}",
             action.path(),
-            lang.other().code()
+            fleet_query(lang.other(), filter)
         )),
     );
     let facts = format!(
@@ -597,7 +623,7 @@ fn render_confirm(lang: Lang, action: Action, dev: &FleetDevice, token: &str, no
         format!(
             "<p>{consequence}</p><form method=\"post\" action=\"/fleet/devices/{id}/{path}\">\
              <input type=\"hidden\" name=\"form_token\" value=\"{token}\">\
-             <input type=\"hidden\" name=\"lang\" value=\"{code}\">\
+             <input type=\"hidden\" name=\"lang\" value=\"{code}\">{kept}\
              <button type=\"submit\" class=\"{class}\" id=\"confirm\">{label}</button> \
              <a class=\"btn quiet\" href=\"{back}\">{cancel}</a></form>",
             consequence = action.consequence(lang),

@@ -407,14 +407,23 @@ async fn rotating_from_the_page_stops_the_token_and_wipes_nothing(s: &TestServer
     let f = Fleet::new(s).await;
     let admin = log_in(s, "bureau.admin").await;
     let path = format!("/fleet/devices/{}/rotate", f.teacher.0);
-    let html = page(s, &admin, &path).await;
+    // Asked from a filtered page, the confirmation leads back to it.
+    let html = page(s, &admin, &format!("{path}?stale=1&refusals=1")).await;
     assert!(html.contains("轮换这台设备的令牌？"));
+    assert!(html.contains("<input type=\"hidden\" name=\"stale\" value=\"1\">"));
+    assert!(html.contains("href=\"/fleet?lang=zh&amp;stale=1&amp;refusals=1\""));
     let token = form_token(&html);
-    let response = post(s, &admin, &path, &[("form_token", &token)], None).await;
+    let form = [
+        ("form_token", token.as_str()),
+        ("lang", "zh"),
+        ("stale", "1"),
+        ("refusals", "1"),
+    ];
+    let response = post(s, &admin, &path, &form, None).await;
     assert_eq!(response.status(), 303);
     assert_eq!(
         response.headers()["location"],
-        "/fleet?lang=zh&done=rotated"
+        "/fleet?lang=zh&stale=1&refusals=1&done=rotated"
     );
     // The old token no longer works, but the device is not told it is revoked.
     let response = s
