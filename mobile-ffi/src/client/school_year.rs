@@ -84,12 +84,10 @@ impl Core {
     /// The log of `year` to write into: it must have reached this device once.
     fn log_for_writing(&self, school: Option<&str>, year: i64) -> Result<(DocumentId, SchoolLog)> {
         let doc = self.school_log_doc(school, Some(year))?;
-        let log = self.read(&doc, SchoolLog::read)?.flatten().ok_or_else(|| {
-            Error::InvalidInput(
-                "this year's school log has not reached this device yet: sync once, then log"
-                    .into(),
-            )
-        })?;
+        let log = self
+            .read(&doc, SchoolLog::read)?
+            .flatten()
+            .ok_or(Error::NotSynced("school log"))?;
         Ok((doc, log))
     }
 
