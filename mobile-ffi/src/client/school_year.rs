@@ -245,12 +245,13 @@ impl Core {
     /// A school's year as merged on this device (the teacher's own school when `None`).
     ///
     /// # Errors
-    /// Malformed id; the log not yet on this device.
+    /// Malformed id; the log not yet on this device ([`Error::NotSynced`]).
     pub fn school_year(&self, school: Option<&str>, year: Option<i64>) -> Result<SchoolYear> {
         let doc = self.school_log_doc(school, year)?;
-        let log = self.read(&doc, SchoolLog::read)?.flatten().ok_or_else(|| {
-            Error::InvalidInput("this school log has not reached this device yet: sync once".into())
-        })?;
+        let log = self
+            .read(&doc, SchoolLog::read)?
+            .flatten()
+            .ok_or(Error::NotSynced("school log"))?;
         let now = now_ms();
         let (this_year, this_week) = china_week(now);
         let weeks_so_far = match log.year.cmp(&this_year) {
