@@ -38,31 +38,68 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, ApiError> {
     })
 }
 
-/// What went wrong, in the few kinds an app acts on differently. Never carries personal
-/// data (names, tokens, codes).
+/// What went wrong, one variant per thing an app does differently. Never carries
+/// personal data (names, tokens, codes).
 #[derive(Debug, thiserror::Error, uniffi::Error)]
 pub enum ApiError {
-    /// No network, the server did not answer, the connection broke: retry later.
-    #[error("network: {reason}")]
-    Network {
-        /// What happened.
+    /// No network, the server did not answer, the connection broke: the work is kept;
+    /// retry later (background sync does).
+    #[error("offline: {reason}")]
+    Offline {
+        /// What happened (no address, no token).
         reason: String,
     },
-    /// The server (or this device's own rules) refused: `device-revoked`,
-    /// `not-enrolled`, `invalid_enrollment_code`, a refusal code such as
-    /// `not-on-roster`.
+    /// This device's clock disagrees with the gate's: a genuine gate code is outside
+    /// its 30-second window here. `offset_ms` is about what to add to the device's
+    /// clock; ask the user to set the time automatically.
+    #[error("the device clock is off by {offset_ms} ms")]
+    ClockSkew {
+        /// Gate time minus device time, milliseconds.
+        offset_ms: i64,
+    },
+    /// Something the call needs has not reached this device yet: `booking`,
+    /// `venue document`, `school log`, `revocation list`. Sync, then try again.
+    #[error("not synced yet: {what}")]
+    NotSyncedYet {
+        /// What is missing.
+        what: String,
+    },
+    /// The server revoked this device; its local data has been wiped. Show enrollment.
+    #[error("device revoked")]
+    Revoked,
+    /// The device is not enrolled (or was wiped): enroll first.
+    #[error("not enrolled")]
+    NotEnrolled,
+    /// This install is already enrolled (`enroll` again is refused; nothing changed).
+    #[error("already enrolled")]
+    AlreadyEnrolled,
+    /// The device's storage is full: nothing was written. Free space and retry.
+    #[error("storage full")]
+    StorageFull,
+    /// The document rules refused the edit (the same rules the server applies):
+    /// `code` is machine-readable (`not-own-pupil`, `role-may-not-write`, …) and `path`
+    /// says where in the document (`check_ins/<pupil>/<device>`), never a value.
+    #[error("refused: {code} at {path}")]
+    Refused {
+        /// The refusal code.
+        code: String,
+        /// Where.
+        path: String,
+    },
+    /// The server refused a request: `invalid_enrollment_code`,
+    /// `server_public_key_mismatch`, or another code of the server's.
     #[error("rejected: {reason}")]
     Rejected {
         /// Machine-readable reason.
         reason: String,
     },
-    /// The local store failed (disk full, corrupt file).
+    /// The local store failed (a corrupt file, an I/O error).
     #[error("storage: {reason}")]
     Storage {
         /// What happened.
         reason: String,
     },
-    /// Bad input: a forged or expired code, a malformed id, a booking not on this device.
+    /// Bad input: a forged or expired code, a malformed id, a booking never added.
     #[error("invalid input: {reason}")]
     InvalidInput {
         /// Why.
@@ -94,6 +131,9 @@ pub enum ApiError {
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
+        if crate::client::store::is_full(&e) {
+            return Self::StorageFull;
+        }
         match e {
             Error::Sqlite(err) => {
                 tracing::error!(error = %err, "storage failed");
@@ -105,12 +145,20 @@ impl From<Error> for ApiError {
                 tracing::error!(%reason, "storage failed");
                 Self::Storage { reason }
             }
-            Error::Network(reason) => Self::Network { reason },
+            Error::StorageFull => Self::StorageFull,
+            Error::Network(reason) => Self::Offline { reason },
             Error::Rejected(reason) => Self::Rejected { reason },
-            Error::InvalidInput(reason) => Self::InvalidInput { reason },
-            Error::NotEnrolled => Self::Rejected {
-                reason: "not-enrolled".into(),
+            Error::Refused { code, path } => Self::Refused {
+                code: code.as_str().to_owned(),
+                path,
             },
+            Error::ClockSkew(offset_ms) => Self::ClockSkew { offset_ms },
+            Error::NotSynced(what) => Self::NotSyncedYet {
+                what: what.to_owned(),
+            },
+            Error::AlreadyEnrolled => Self::AlreadyEnrolled,
+            Error::InvalidInput(reason) => Self::InvalidInput { reason },
+            Error::NotEnrolled => Self::NotEnrolled,
             Error::Auth(reason) => Self::Auth { reason },
             Error::AppTooOld { .. } => Self::Auth {
                 reason: kepu_sync_core::refusal::RefusalCode::AppTooOld
@@ -120,9 +168,7 @@ impl From<Error> for ApiError {
             Error::StoreInUse => Self::StoreInUse {
                 reason: "another client has this store open".into(),
             },
-            Error::Revoked => Self::Rejected {
-                reason: net::DEVICE_REVOKED.into(),
-            },
+            Error::Revoked => Self::Revoked,
             Error::Other(reason) => {
                 tracing::warn!(%reason, "client error");
                 Self::Other { reason }
@@ -141,6 +187,117 @@ impl From<uniffi::UnexpectedUniFFICallbackError> for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// Who a device acts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
+pub enum Role {
+    /// A pupil's own phone.
+    Pupil,
+    /// A junior science volunteer.
+    Volunteer,
+    /// A teacher of one school.
+    Teacher,
+    /// Staff of one venue (gate tablets, tour tablets).
+    VenueStaff,
+    /// An education bureau or science association analyst.
+    BureauAdmin,
+    /// The server itself (never a phone; listed so every role has a name).
+    Server,
+}
+
+impl From<kepu_sync_core::writer::Role> for Role {
+    fn from(r: kepu_sync_core::writer::Role) -> Self {
+        use kepu_sync_core::writer::Role as R;
+        match r {
+            R::Pupil => Self::Pupil,
+            R::Volunteer => Self::Volunteer,
+            R::Teacher => Self::Teacher,
+            R::VenueStaff => Self::VenueStaff,
+            R::BureauAdmin => Self::BureauAdmin,
+            R::Server => Self::Server,
+        }
+    }
+}
+
+/// What a document is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
+pub enum DocumentKind {
+    /// A venue: profile, slots.
+    Venue,
+    /// One visit of one school group to one venue slot.
+    Booking,
+    /// One volunteer's activities.
+    ActivityLog,
+    /// One school's year.
+    SchoolLog,
+    /// The server's list of revoked pupil passes.
+    Revocations,
+}
+
+impl From<DocKind> for DocumentKind {
+    fn from(k: DocKind) -> Self {
+        match k {
+            DocKind::Venue => Self::Venue,
+            DocKind::Booking => Self::Booking,
+            DocKind::ActivityLog => Self::ActivityLog,
+            DocKind::SchoolLog => Self::SchoolLog,
+            DocKind::Revocations => Self::Revocations,
+        }
+    }
+}
+
+/// Where a booking stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
+pub enum BookingStatus {
+    /// Waiting for the server's decision (made offline, or not synced yet).
+    Requested,
+    /// The server confirmed places.
+    Confirmed,
+    /// The slot was full; on the wait list.
+    Waitlisted,
+    /// Cancelled by the school or the venue.
+    Cancelled,
+}
+
+impl From<kepu_sync_core::schema::booking::Status> for BookingStatus {
+    fn from(s: kepu_sync_core::schema::booking::Status) -> Self {
+        use kepu_sync_core::schema::booking::Status as S;
+        match s {
+            S::Requested => Self::Requested,
+            S::Confirmed => Self::Confirmed,
+            S::Waitlisted => Self::Waitlisted,
+            S::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+/// What is odd about a counted check-in (shown, never dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
+pub enum AnomalyKind {
+    /// The pupil is not on the roster.
+    WalkIn,
+    /// The booking was cancelled.
+    CancelledBooking,
+    /// The booking is requested or wait-listed, not confirmed.
+    UnconfirmedBooking,
+    /// The scan's time is outside the slot.
+    OutsideSlot,
+    /// One proof was used by several pupils.
+    SharedProof,
+}
+
+impl From<kepu_sync_core::rules::attendance::AnomalyKind> for AnomalyKind {
+    fn from(k: kepu_sync_core::rules::attendance::AnomalyKind) -> Self {
+        use kepu_sync_core::rules::attendance::AnomalyKind as A;
+        match k {
+            A::WalkIn => Self::WalkIn,
+            A::CancelledBooking => Self::CancelledBooking,
+            A::UnconfirmedBooking => Self::UnconfirmedBooking,
+            A::OutsideSlot => Self::OutsideSlot,
+            A::SharedProof => Self::SharedProof,
+        }
+    }
+}
+
 /// Who this device is enrolled as (the token stays inside the library).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct Identity {
@@ -148,8 +305,8 @@ pub struct Identity {
     pub device_id: String,
     /// User id.
     pub user_id: String,
-    /// `pupil`, `volunteer`, `teacher`, `venue_staff` or `bureau_admin`.
-    pub role: String,
+    /// The role.
+    pub role: Role,
     /// School of a pupil, volunteer or teacher.
     pub school_id: Option<String>,
     /// Venue of venue staff.
@@ -165,7 +322,7 @@ impl From<CoreIdentity> for Identity {
         Self {
             device_id: i.device.to_string(),
             user_id: i.user.to_string(),
-            role: i.role.as_str().to_owned(),
+            role: i.role.into(),
             school_id: i.school.map(|s| s.to_string()),
             venue_id: i.venue.map(|v| v.to_string()),
             pupil_id: i.pupil.map(|p| p.to_string()),
@@ -179,9 +336,8 @@ impl From<CoreIdentity> for Identity {
 pub struct DocumentInfo {
     /// Document id (bs58check, as in `automerge:` URLs).
     pub doc_id: String,
-    /// `venue`, `booking`, `activity_log`, `school_log`, `revocations`; `None` while
-    /// asked for and not yet received.
-    pub kind: Option<String>,
+    /// `None` while asked for and not yet received.
+    pub kind: Option<DocumentKind>,
 }
 
 /// A scan recorded by this device.
@@ -232,8 +388,8 @@ pub struct PupilRow {
 /// An anomaly on a counted check-in (shown, never dropped).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct Anomaly {
-    /// `walk_in`, `cancelled_booking`, `unconfirmed_booking`, `outside_slot`.
-    pub kind: String,
+    /// What is odd.
+    pub kind: AnomalyKind,
     /// The pupil.
     pub pupil_id: String,
 }
@@ -243,8 +399,8 @@ pub struct Anomaly {
 pub struct Roster {
     /// Booking document.
     pub booking_doc: String,
-    /// `requested`, `confirmed`, `waitlisted`, `cancelled`.
-    pub status: String,
+    /// Where the booking stands.
+    pub status: BookingStatus,
     /// Pupils on the roster.
     pub expected: u32,
     /// Pupils counted as arrived, each once.
@@ -268,7 +424,7 @@ fn count(n: usize) -> u32 {
 fn roster_record(doc: &DocumentId, b: &Booking, a: &Attendance) -> Roster {
     Roster {
         booking_doc: doc.to_string(),
-        status: b.status.as_str().to_owned(),
+        status: b.status.into(),
         expected: count(a.expected),
         arrived: count(a.arrived),
         inside_now: count(a.inside_now),
@@ -292,7 +448,7 @@ fn roster_record(doc: &DocumentId, b: &Booking, a: &Attendance) -> Roster {
             .anomalies
             .iter()
             .map(|x| Anomaly {
-                kind: x.kind.as_str().to_owned(),
+                kind: x.kind.into(),
                 pupil_id: x.pupil.to_string(),
             })
             .collect(),
@@ -312,9 +468,9 @@ pub struct BookingInfo {
     pub school_id: String,
     /// Places asked for.
     pub party_size: u32,
-    /// `requested` until the server decides, then `confirmed` or `waitlisted`;
-    /// `cancelled`.
-    pub status: String,
+    /// `Requested` until the server decides, then `Confirmed` or `Waitlisted`;
+    /// `Cancelled`.
+    pub status: BookingStatus,
     /// Place on the wait list.
     pub wait_position: Option<u32>,
 }
@@ -326,7 +482,7 @@ fn booking_record(doc: &DocumentId, b: &Booking) -> BookingInfo {
         slot_id: b.slot.to_string(),
         school_id: b.school.to_string(),
         party_size: b.party_size,
-        status: b.status.as_str().to_owned(),
+        status: b.status.into(),
         wait_position: b.wait_position,
     }
 }
@@ -459,7 +615,11 @@ pub trait DocumentObserver: Send + Sync {
     ///
     /// # Errors
     /// Whatever the app's callback throws; it is ignored.
-    fn on_document_changed(&self, doc_id: String, kind: Option<String>) -> Result<(), ApiError>;
+    fn on_document_changed(
+        &self,
+        doc_id: String,
+        kind: Option<DocumentKind>,
+    ) -> Result<(), ApiError>;
 }
 
 /// Told when the sync status may have changed.
@@ -478,7 +638,7 @@ impl DocListener for DocAdapter {
     fn changed(&self, doc: DocumentId, kind: Option<DocKind>) {
         if let Err(e) = self
             .0
-            .on_document_changed(doc.to_string(), kind.map(|k| k.as_str().to_owned()))
+            .on_document_changed(doc.to_string(), kind.map(Into::into))
         {
             tracing::debug!(error = %e, "document observer failed");
         }
@@ -635,7 +795,7 @@ impl KepuClient {
             .into_iter()
             .map(|(d, k)| DocumentInfo {
                 doc_id: d.to_string(),
-                kind: k.map(|k| k.as_str().to_owned()),
+                kind: k.map(Into::into),
             })
             .collect())
     }

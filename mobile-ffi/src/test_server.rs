@@ -197,6 +197,12 @@ impl Shared {
         }
     }
 
+    /// The gate's code at `at_ms` (a gate whose clock shows that time).
+    #[must_use]
+    pub fn gate_code_at(&self, at_ms: i64) -> String {
+        self.gate.code_at(at_ms)
+    }
+
     /// The gate's rotating code now.
     #[must_use]
     pub fn gate_code(&self) -> String {

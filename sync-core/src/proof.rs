@@ -32,7 +32,7 @@ mod window;
 pub use bound::{BoundGateProof, verify_bound_gate_proof_at};
 pub use codec::MAX_CODE_CHARS;
 pub use error::ProofError;
-pub use gate::{GateKeyMismatch, GateSigner, gate_public_key, verify_gate_code};
+pub use gate::{GateKeyMismatch, GateSigner, gate_code_time, gate_public_key, verify_gate_code};
 pub use gate_cert::{GateDayCert, SignedGateCert};
 pub use gate_proof::{GateProof, verify_gate_proof_at};
 pub use pass::{PassProof, verify_pass};

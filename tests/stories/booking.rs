@@ -1,5 +1,6 @@
 //! Booking a visit.
 
+use kepu_mobile_ffi::api::BookingStatus;
 use kepu_sync_core::calendar::{china_day, format_date};
 
 use crate::harness::{World, now_ms, wait_for_status};
@@ -19,12 +20,12 @@ stories! {
         let second = theirs
             .request_booking(w.venue.clone(), slot.clone(), 5, w.other_pupils.clone())
             .unwrap();
-        assert_eq!(ours.booking(first.clone()).unwrap().status, "requested");
+        assert_eq!(ours.booking(first.clone()).unwrap().status, BookingStatus::Requested);
         // Ours reaches the server first.
         ours.sync().await;
         theirs.sync().await;
-        wait_for_status(&ours, &first, "confirmed").await;
-        wait_for_status(&theirs, &second, "waitlisted").await;
+        wait_for_status(&ours, &first, BookingStatus::Confirmed).await;
+        wait_for_status(&theirs, &second, BookingStatus::Waitlisted).await;
         let wait_listed = theirs.booking(second.clone()).unwrap();
         assert_eq!(wait_listed.wait_position, Some(1));
         // The museum's dashboard shows the same decision.

@@ -52,7 +52,7 @@ stories! {
         assert!(second.documents().is_err());
         second.stop_background_sync();
         match second.try_sync().await {
-            Err(ApiError::Rejected { .. }) => {}
+            Err(ApiError::NotEnrolled) => {}
             other => panic!("a wiped phone cannot sync, got {other:?}"),
         }
         // The teacher's own phone is untouched and keeps working.

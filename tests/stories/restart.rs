@@ -25,7 +25,7 @@ stories! {
         // The teacher keeps scanning while the server is down.
         v.teacher.scan(&v.booking, &v.passes[4]);
         v.teacher.scan(&v.booking, &v.passes[5]);
-        assert!(matches!(v.teacher.try_sync().await, Err(ApiError::Network { .. })));
+        assert!(matches!(v.teacher.try_sync().await, Err(ApiError::Offline { .. })));
         assert_eq!(v.teacher.pending(), 2);
         until("the gate to notice", || async { (!v.gate.sync_status().unwrap().connected).then_some(()) }).await;
 

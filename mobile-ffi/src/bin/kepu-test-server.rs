@@ -1,7 +1,8 @@
 //! Runs the in-process test server on `127.0.0.1:<free port>` and prints its seeded world
 //! as one JSON line (URL, server key, ids, pupil passes). Commands on stdin, one per line:
 //! `code <role> [pupil]` prints a fresh enrollment code; `gate` prints the gate's current
-//! code; `quit` (or end of input) stops it.
+//! code; `gate-at <unix ms>` the code of a gate whose clock shows that time; `quit` (or
+//! end of input) stops it.
 
 use std::io::{BufRead, Write};
 
@@ -31,6 +32,10 @@ fn main() -> std::io::Result<()> {
                 )
             }
             Some("gate") => server.shared.gate_code(),
+            Some("gate-at") => match words.next().and_then(|t| t.parse::<i64>().ok()) {
+                Some(at) => server.shared.gate_code_at(at),
+                None => "error gate-at needs unix milliseconds".to_owned(),
+            },
             Some("quit") => break,
             _ => "error unknown command".to_owned(),
         };

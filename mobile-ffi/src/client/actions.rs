@@ -8,7 +8,9 @@ use automerge::Automerge;
 use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::edits::Edit;
 use kepu_sync_core::ids::{EntryId, PupilId, SlotId, UserId, VenueId};
-use kepu_sync_core::proof::{RevocationList, verify_gate_code, verify_pass};
+use kepu_sync_core::proof::{
+    ProofError, RevocationList, WINDOW_MS, gate_code_time, verify_gate_code, verify_pass,
+};
 use kepu_sync_core::rules::attendance::{Attendance, attendance};
 use kepu_sync_core::rules::volunteer::{Minutes, minutes};
 use kepu_sync_core::schema::activity_log::ActivityLog;
@@ -75,9 +77,19 @@ impl Core {
     /// # Errors
     /// Not held, not a booking, or not enrolled.
     pub fn booking(&self, doc: &DocumentId) -> Result<Booking> {
-        self.read(doc, Booking::read)?
-            .flatten()
-            .ok_or_else(|| Error::InvalidInput("no such booking on this device".into()))
+        match self.read(doc, Booking::read)?.flatten() {
+            Some(b) => Ok(b),
+            None => Err(self.missing_booking(doc)),
+        }
+    }
+
+    /// Why booking `doc` cannot be read: added but not synced yet, or never added.
+    fn missing_booking(&self, doc: &DocumentId) -> Error {
+        match self.holds(doc) {
+            Ok(true) => Error::NotSynced("booking"),
+            Ok(false) => Error::InvalidInput("no such booking on this device".into()),
+            Err(e) => e,
+        }
     }
 
     fn venue_of(&self, venue: VenueId) -> Result<Option<Venue>> {
@@ -95,9 +107,12 @@ impl Core {
     }
 
     /// The revocation list, parsed once per version of its document (ADR 0125): the
-    /// document named at enrollment, else every revocation document held.
+    /// document named at enrollment, else every revocation document held. A list named
+    /// at enrollment that has not arrived yet is [`Error::NotSynced`], never "nothing
+    /// revoked".
     pub(crate) fn revocations(&self) -> Result<Arc<RevocationList>> {
-        let docs: Vec<DocumentId> = match self.require_identity()?.revocations_doc {
+        let named = self.require_identity()?.revocations_doc;
+        let docs: Vec<DocumentId> = match named {
             Some(doc) => vec![doc],
             None => self
                 .documents()?
@@ -118,7 +133,13 @@ impl Core {
         }
         let mut list = RevocationList::new();
         for doc in &docs {
-            if let Some(set) = self.read(doc, revocations::read)? {
+            let set = self.read(doc, revocations::read)?;
+            if set.is_none() && named.is_some() {
+                // The list named at enrollment has not arrived: a missing list does not
+                // mean that nothing is revoked.
+                return Err(Error::NotSynced("revocation list"));
+            }
+            if let Some(set) = set {
                 for (p, s) in set {
                     list.revoke(p, s);
                 }
@@ -136,14 +157,14 @@ impl Core {
             booking::venue_of(d).map(|_| booking::has_check_in(d, pupil))
         })?
         .flatten()
-        .ok_or_else(|| Error::InvalidInput("no such booking on this device".into()))
+        .ok_or_else(|| self.missing_booking(doc))
     }
 
     /// The venue of booking `doc`, read alone. [`Error::InvalidInput`] when not held.
     fn booking_venue(&self, doc: &DocumentId) -> Result<VenueId> {
         self.read(doc, booking::venue_of)?
             .flatten()
-            .ok_or_else(|| Error::InvalidInput("no such booking on this device".into()))
+            .ok_or_else(|| self.missing_booking(doc))
     }
 
     fn scan(
@@ -195,8 +216,15 @@ impl Core {
             .server_key()
             .ok_or_else(|| Error::InvalidInput("no server public key configured".into()))?;
         let venue = self.booking_venue(&doc)?;
-        let proof = verify_gate_code(code.trim(), &key, now_ms(), Some(venue))
-            .map_err(|e| Error::InvalidInput(format!("gate code: {e}")))?;
+        let code = code.trim();
+        let now = now_ms();
+        let proof = verify_gate_code(code, &key, now, Some(venue)).map_err(|e| {
+            // A genuine code outside its window: the gate's clock and ours disagree.
+            match (e, gate_code_time(code, &key, Some(venue))) {
+                (ProofError::OutsideWindow, Some(at)) => Error::ClockSkew(at + WINDOW_MS / 2 - now),
+                _ => Error::InvalidInput(format!("gate code: {e}")),
+            }
+        })?;
         self.scan(
             doc,
             pupil,
@@ -339,9 +367,7 @@ impl Core {
             .filter(|_| me.role == Role::VenueStaff)
             .ok_or_else(|| Error::InvalidInput("only venue staff publish slots".into()))?;
         if self.read(&doc, Venue::read)?.flatten().is_none() {
-            return Err(Error::InvalidInput(
-                "the venue document has not synced to this device yet".into(),
-            ));
+            return Err(Error::NotSynced("venue document"));
         }
         if start_ms <= 0 || end_ms <= start_ms || capacity == 0 || label.len() > 200 {
             return Err(Error::InvalidInput(

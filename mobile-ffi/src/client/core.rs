@@ -255,9 +255,7 @@ impl Core {
     /// Network, refusal, or already enrolled.
     pub async fn enroll(&self, code: &str) -> Result<Identity> {
         if self.identity()?.is_some() {
-            return Err(Error::InvalidInput(
-                "this device is already enrolled".into(),
-            ));
+            return Err(Error::AlreadyEnrolled);
         }
         let code = code.trim();
         if code.is_empty() || code.len() > 512 {
@@ -309,9 +307,7 @@ impl Core {
         {
             let mut st = lock(&self.state);
             if st.session.is_some() {
-                return Err(Error::InvalidInput(
-                    "this device is already enrolled".into(),
-                ));
+                return Err(Error::AlreadyEnrolled);
             }
             identity.save(&mut st.store)?;
             if let Some(k) = key {
@@ -417,8 +413,9 @@ impl Core {
     /// Writes `edit` into `doc` as this device; returns once it is durable.
     ///
     /// # Errors
-    /// The device's own validation refused it ([`Error::Rejected`]), the edit does not fit
-    /// the document ([`Error::InvalidInput`]) or storage failed.
+    /// The device's own validation refused it ([`Error::Refused`]), the edit does not fit
+    /// the document ([`Error::InvalidInput`]), the device is full ([`Error::StorageFull`])
+    /// or storage failed.
     pub fn edit(&self, doc: DocumentId, edit: Edit) -> Result<()> {
         self.last_edit_ms.store(now_ms(), Ordering::Relaxed);
         let events = self.handle(Input::Edit { doc, edit }, true)?;
@@ -426,12 +423,19 @@ impl Core {
             match e {
                 Event::EditFailed { doc: d, error } if *d == doc => {
                     return Err(match error {
-                        EditError::Refused(refusal) => Error::Rejected(refusal.to_string()),
+                        EditError::Refused(refusal) => Error::Refused {
+                            code: refusal.code.clone(),
+                            path: refusal.path.clone(),
+                        },
                         other => Error::InvalidInput(other.to_string()),
                     });
                 }
                 Event::StorageFailed { doc: d, error } if *d == doc => {
-                    return Err(Error::Storage(error.clone()));
+                    return Err(if error.starts_with(super::store::FULL) {
+                        Error::StorageFull
+                    } else {
+                        Error::Storage(error.clone())
+                    });
                 }
                 _ => {}
             }
@@ -494,6 +498,22 @@ impl Core {
             return Ok(None);
         };
         Ok(Some(f(&d)))
+    }
+
+    /// Does the store hold (or want) `doc`?
+    ///
+    /// # Errors
+    /// Storage failed.
+    pub fn holds(&self, doc: &DocumentId) -> Result<bool> {
+        lock(&self.state).store.holds(doc)
+    }
+
+    /// Limits the store to `pages` pages of 4 KiB (a device that is full, in tests).
+    ///
+    /// # Errors
+    /// Storage failed.
+    pub fn limit_store_pages(&self, pages: u32) -> Result<()> {
+        lock(&self.state).store.limit_pages(pages)
     }
 
     /// Keeps `doc` (the booking being scanned into) in memory, and lets the previous

@@ -13,9 +13,31 @@ pub enum Error {
     /// The server could not be reached or the connection broke.
     #[error("network: {0}")]
     Network(String),
-    /// The server refused (enrollment code, revoked device, refused changes).
+    /// The server refused (enrollment code, a pinned key that does not match).
     #[error("refused: {0}")]
     Rejected(String),
+    /// The document rules refused an edit (this device's own validation, the same the
+    /// server runs): the machine-readable code and where in the document.
+    #[error("refused: {code} at {path}")]
+    Refused {
+        /// Why.
+        code: kepu_sync_core::refusal::RefusalCode,
+        /// Where (`check_ins/<pupil>/<device>`), never a value.
+        path: String,
+    },
+    /// The device's clock is off: a code valid at the gate's time is outside its window
+    /// at the device's. `offset_ms` is what to add to the device's clock (about).
+    #[error("the device clock is off by {0} ms")]
+    ClockSkew(i64),
+    /// Something this call needs has not reached the device yet (sync first): what.
+    #[error("not synced yet: {0}")]
+    NotSynced(&'static str),
+    /// The device is full: nothing was written.
+    #[error("storage full")]
+    StorageFull,
+    /// This install is already enrolled.
+    #[error("this device is already enrolled")]
+    AlreadyEnrolled,
     /// The caller passed something unusable (a forged or expired code, a bad id).
     #[error("invalid input: {0}")]
     InvalidInput(String),

@@ -84,12 +84,10 @@ impl Core {
     /// The log of `year` to write into: it must have reached this device once.
     fn log_for_writing(&self, school: Option<&str>, year: i64) -> Result<(DocumentId, SchoolLog)> {
         let doc = self.school_log_doc(school, Some(year))?;
-        let log = self.read(&doc, SchoolLog::read)?.flatten().ok_or_else(|| {
-            Error::InvalidInput(
-                "this year's school log has not reached this device yet: sync once, then log"
-                    .into(),
-            )
-        })?;
+        let log = self
+            .read(&doc, SchoolLog::read)?
+            .flatten()
+            .ok_or(Error::NotSynced("school log"))?;
         Ok((doc, log))
     }
 
@@ -247,12 +245,13 @@ impl Core {
     /// A school's year as merged on this device (the teacher's own school when `None`).
     ///
     /// # Errors
-    /// Malformed id; the log not yet on this device.
+    /// Malformed id; the log not yet on this device ([`Error::NotSynced`]).
     pub fn school_year(&self, school: Option<&str>, year: Option<i64>) -> Result<SchoolYear> {
         let doc = self.school_log_doc(school, year)?;
-        let log = self.read(&doc, SchoolLog::read)?.flatten().ok_or_else(|| {
-            Error::InvalidInput("this school log has not reached this device yet: sync once".into())
-        })?;
+        let log = self
+            .read(&doc, SchoolLog::read)?
+            .flatten()
+            .ok_or(Error::NotSynced("school log"))?;
         let now = now_ms();
         let (this_year, this_week) = china_week(now);
         let weeks_so_far = match log.year.cmp(&this_year) {

@@ -15,6 +15,9 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::error::{Error, Result};
 
+/// How a failed task says that the device is full (SQLite's `SQLITE_FULL`).
+pub const FULL: &str = "storage full";
+
 /// The file name inside the directory the app gives.
 pub const FILE_NAME: &str = "kepu.sqlite3";
 
@@ -112,6 +115,12 @@ fn lock(dir: &Path) -> Result<Option<std::fs::File>> {
     }
 }
 
+/// Is this SQLite's "database or disk is full"?
+#[must_use]
+pub fn is_full(e: &Error) -> bool {
+    matches!(e, Error::Sqlite(s) if s.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull))
+}
+
 fn doc_key(doc: &DocumentId) -> &[u8] {
     doc.as_bytes().as_slice()
 }
@@ -202,6 +211,7 @@ impl Store {
     pub fn run(&mut self, task: &StorageTask, local: bool, now: i64) -> IoResult {
         match self.try_run(task, local, now) {
             Ok(r) => r,
+            Err(e) if is_full(&e) => IoResult::Failed(FULL.into()),
             Err(e) => IoResult::Failed(e.to_string()),
         }
     }
@@ -346,6 +356,19 @@ impl Store {
             sync_states,
             snapshot_heads: None,
         })
+    }
+
+    /// Limits the file to `pages` pages (per connection; a full device in tests).
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn limit_pages(&self, pages: u32) -> Result<()> {
+        let _: i64 = self
+            .conn
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                r.get(0)
+            })?;
+        Ok(())
     }
 
     /// Does the store hold (or want) `doc`?

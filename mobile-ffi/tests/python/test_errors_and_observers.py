@@ -1,5 +1,6 @@
-"""Errors reach the app as the small ApiError enum; observers fire and cancel."""
+"""Errors reach the app as typed ApiError variants; observers fire and cancel."""
 
+import time
 import unittest
 
 import kepu_mobile_ffi as k
@@ -33,8 +34,41 @@ class ErrorsAndObservers(unittest.TestCase):
         with self.assertRaises(k.ApiError.Rejected) as caught:
             run(client.enroll("KEPU-nope"))
         self.assertEqual(caught.exception.reason, "invalid_enrollment_code")
-        with self.assertRaises(k.ApiError.Rejected):
+        with self.assertRaises(k.ApiError.NotEnrolled):
             client.documents()
+
+    def test_enrolling_twice_is_already_enrolled(self):
+        client, _ = enrolled(self.server, "teacher")
+        with self.assertRaises(k.ApiError.AlreadyEnrolled):
+            run(client.enroll(self.server.code("teacher")))
+        self.assertEqual(client.identity().role, k.Role.TEACHER)
+
+    def test_a_refused_scan_carries_the_rule_and_the_place(self):
+        w = self.server.world
+        client, _ = enrolled(self.server, "pupil", w["pupils"][0], want=self.booking)
+        with self.assertRaises(k.ApiError.Refused) as caught:
+            client.scan_pupil_pass(self.booking, w["passes"][1])
+        self.assertEqual(caught.exception.code, "not-own-pupil")
+        self.assertTrue(caught.exception.path.startswith("check_ins/"))
+
+    def test_a_gate_clock_ten_minutes_ahead_is_clock_skew_with_the_offset(self):
+        w = self.server.world
+        client, _ = enrolled(self.server, "pupil", w["pupils"][0], want=self.booking)
+        ahead = 600_000
+        code = self.server.ask(f"gate-at {int(time.time() * 1000) + ahead}")
+        with self.assertRaises(k.ApiError.ClockSkew) as caught:
+            client.check_in_with_gate_code(self.booking, code)
+        self.assertLess(abs(caught.exception.offset_ms - ahead), 30_000)
+        receipt = client.check_in_with_gate_code(self.booking, self.server.ask("gate"))
+        self.assertFalse(receipt.already_counted)
+
+    def test_a_booking_added_but_not_synced_is_not_synced_yet(self):
+        w = self.server.world
+        client, _ = enrolled(self.server, "pupil", w["pupils"][0])
+        client.add_document(self.booking)
+        with self.assertRaises(k.ApiError.NotSyncedYet) as caught:
+            client.check_in_with_gate_code(self.booking, self.server.ask("gate"))
+        self.assertEqual(caught.exception.what, "booking")
 
     def test_a_second_open_of_a_store_is_store_in_use_until_the_first_is_gone(self):
         client, directory = enrolled(self.server, "teacher", want=self.booking)
@@ -72,7 +106,7 @@ class ErrorsAndObservers(unittest.TestCase):
 
         handle = client.observe_documents(Observer())
         client.scan_pupil_pass(self.booking, self.server.world["passes"][1])
-        self.assertEqual(seen, [(self.booking, "booking")])
+        self.assertEqual(seen, [(self.booking, k.DocumentKind.BOOKING)])
         handle.cancel()
         client.scan_pupil_pass(self.booking, self.server.world["passes"][2])
         self.assertEqual(len(seen), 1)
@@ -81,7 +115,7 @@ class ErrorsAndObservers(unittest.TestCase):
         w = self.server.world
         client, _ = enrolled(self.server, "teacher")
         doc = client.request_booking(w["venue_id"], w["slot_id"], 12, w["pupils"][:2])
-        self.assertEqual(client.booking(doc).status, "requested")
+        self.assertEqual(client.booking(doc).status, k.BookingStatus.REQUESTED)
         report = run(client.sync_now())
         self.assertEqual(report.refused, 0)
         self.assertEqual(client.sync_status().pending_changes, 0)

@@ -25,12 +25,13 @@ class OfflineAttendance(unittest.TestCase):
         # The gate learns the server key and its venue document at enrollment.
         cls.gate, _ = enrolled_at(s, s.staff_user)
         ident = cls.gate.identity()
-        assert ident.role == "venue_staff" and ident.venue_doc, ident
+        assert ident.role == k.Role.VENUE_STAFF and ident.venue_doc, ident
 
         def venue_synced():
             run(cls.gate.sync_now())
             return any(
-                d.doc_id == ident.venue_doc and d.kind == "venue" for d in cls.gate.documents()
+                d.doc_id == ident.venue_doc and d.kind == k.DocumentKind.VENUE
+                for d in cls.gate.documents()
             )
 
         until("the server's venue document", venue_synced)
@@ -45,7 +46,7 @@ class OfflineAttendance(unittest.TestCase):
         def decided():
             run(cls.teacher.sync_now())
             return all(
-                cls.teacher.booking(b).status == "confirmed"
+                cls.teacher.booking(b).status == k.BookingStatus.CONFIRMED
                 for b in (cls.booking, cls.own_booking)
             )
 
@@ -76,7 +77,7 @@ class OfflineAttendance(unittest.TestCase):
                 self.assertEqual(report.refused, 0)
         rosters = [d.roster(self.booking) for d in (a, b, gate)]
         for r in rosters:
-            self.assertEqual(r.status, "confirmed")
+            self.assertEqual(r.status, k.BookingStatus.CONFIRMED)
             self.assertEqual(r.arrived, 4)
             self.assertEqual(r.missing, [])
             self.assertEqual(sum(p.scans for p in r.pupils), 7)
@@ -90,7 +91,7 @@ class OfflineAttendance(unittest.TestCase):
         del client
         # No key passed to open: the one from enrollment, kept in the store, verifies.
         again = k.KepuClient.open(directory, self.server.url, None)
-        self.assertEqual(again.identity().role, "teacher")
+        self.assertEqual(again.identity().role, k.Role.TEACHER)
         pupil = next(
             p for p in again.roster(self.booking).pupils if p.pupil_id == receipt.pupil_id
         )
@@ -106,7 +107,7 @@ class OfflineAttendance(unittest.TestCase):
         self.assertEqual(receipt.pupil_id, pupil_id)
         visits = phone.my_visits()
         self.assertEqual(len(visits), 1)
-        self.assertEqual(visits[0].booking.status, "confirmed")
+        self.assertEqual(visits[0].booking.status, k.BookingStatus.CONFIRMED)
         self.assertIsNotNone(visits[0].checked_in_at_ms)
         self.assertEqual(run(phone.sync_now()).refused, 0)
         self.assertEqual(phone.sync_status().pending_changes, 0)

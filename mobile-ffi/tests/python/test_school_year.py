@@ -30,7 +30,8 @@ class SchoolYear(unittest.TestCase):
             run(client.sync_now())
             try:
                 return client.school_year(school_id=school)
-            except k.ApiError.InvalidInput:
+            except k.ApiError.NotSyncedYet as e:
+                assert e.what == "school log", e.what
                 return None
 
         return until("this year's school log from the server", arrived)
@@ -41,8 +42,9 @@ class SchoolYear(unittest.TestCase):
         t2, _ = enrolled_at(s, s.teachers[1])
         tour, _ = enrolled_at(s, s.staff_user)
         # Nothing can be logged before the year's log has reached the phone.
-        with self.assertRaises(k.ApiError.InvalidInput):
+        with self.assertRaises(k.ApiError.NotSyncedYet) as caught:
             t1.log_science_session("磁铁的秘密", 40, int(time.time() * 1000))
+        self.assertEqual(caught.exception.what, "school log")
         doc = t1.school_log_doc()
         self.assertEqual(t2.school_log_doc(), doc)
         self.assertEqual(tour.school_log_doc(school_id=s.school), doc)

@@ -108,6 +108,22 @@ pub fn verify_gate_code(
     Ok(proof)
 }
 
+/// The start of a genuine gate code's window, whatever the verifier's clock says: the
+/// code is checked (server certificate, gate signature, venue) at its own time. A phone
+/// whose clock refuses a code as [`ProofError::OutsideWindow`] learns from it how far off
+/// its clock is. `None` for a code that is not genuine at any time.
+#[must_use]
+pub fn gate_code_time(
+    code: &str,
+    server: &ServerPublicKey,
+    expected_venue: Option<VenueId>,
+) -> Option<i64> {
+    let proof = GateProof::decode_as(GATE_CODE, code).ok()?;
+    let at = proof.window_start_ms();
+    proof.check(server, at, expected_venue).ok()?;
+    Some(at)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use proptest::prelude::*;
@@ -144,6 +160,33 @@ pub(crate) mod tests {
 
     fn verify_at(code: &str, now_ms: i64) -> Result<GateProof, ProofError> {
         verify_gate_code(code, &server().public(), now_ms, Some(VENUE))
+    }
+
+    #[test]
+    fn a_genuine_code_tells_its_time_and_a_forged_one_does_not() {
+        let code = gate(VENUE).code_at(NOW);
+        let start = gate_code_time(&code, &server().public(), Some(VENUE)).unwrap();
+        assert!(start <= NOW && NOW - start < WINDOW_MS);
+        // A clock ten minutes off refuses the code, and the code says by how much.
+        assert_eq!(
+            verify_at(&code, NOW + 600_000),
+            Err(ProofError::OutsideWindow)
+        );
+        assert_eq!(
+            gate_code_time(&code, &server().public(), Some(VENUE)),
+            Some(start)
+        );
+        // A gate signature altered (the last bytes of the payload) is not genuine at any time.
+        let forged = flip_payload_bit(&code, 190, 3).unwrap();
+        assert_eq!(
+            gate_code_time(&forged, &server().public(), Some(VENUE)),
+            None
+        );
+        let elsewhere = VenueId::from_bytes([0xA1; 16]);
+        assert_eq!(
+            gate_code_time(&code, &server().public(), Some(elsewhere)),
+            None
+        );
     }
 
     #[test]

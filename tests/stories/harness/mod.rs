@@ -10,6 +10,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use kepu_mobile_ffi::api::{BookingStatus, DocumentKind};
 use kepu_sync_core::calendar::{china_day, china_day_start, format_date};
 
 pub use db::Backend;
@@ -188,7 +189,7 @@ impl World {
                 gate.sync().await;
                 let docs = gate.documents().expect("documents");
                 docs.iter()
-                    .any(|d| d.doc_id == *venue_doc && d.kind.as_deref() == Some("venue"))
+                    .any(|d| d.doc_id == *venue_doc && d.kind == Some(DocumentKind::Venue))
                     .then_some(())
             }
         })
@@ -224,7 +225,7 @@ impl World {
                 pupils.clone(),
             )
             .expect("booking requested");
-        wait_for_status(&teacher, &booking, "confirmed").await;
+        wait_for_status(&teacher, &booking, BookingStatus::Confirmed).await;
         let mut passes = Vec::new();
         for p in &pupils {
             passes.push(
@@ -250,8 +251,8 @@ impl World {
 }
 
 /// Syncs `phone` until `booking` has `status`.
-pub async fn wait_for_status(phone: &Phone, booking: &str, status: &str) {
-    until(&format!("the booking {status}"), || async move {
+pub async fn wait_for_status(phone: &Phone, booking: &str, status: BookingStatus) {
+    until(&format!("the booking {status:?}"), || async move {
         phone.sync().await;
         (phone.booking(booking.to_owned()).expect("booking").status == status).then_some(())
     })

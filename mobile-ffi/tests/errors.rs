@@ -1,0 +1,226 @@
+//! The errors an app sees (`ApiError`, `ApiException` in Kotlin), one per thing it does
+//! differently, through the same `KepuClient` the bindings wrap.
+
+use std::sync::Arc;
+
+use kepu_mobile_ffi::api::{ApiError, BookingStatus, DocumentKind, KepuClient, Role};
+use kepu_mobile_ffi::client::core::{now_ms, random};
+use kepu_mobile_ffi::test_server::{self, TestServer};
+use kepu_sync_core::ids::PupilId;
+use kepu_sync_core::writer::Role as CoreRole;
+use tempfile::TempDir;
+
+struct Phone {
+    client: Arc<KepuClient>,
+    _dir: TempDir,
+}
+
+fn open(server: &TestServer) -> Phone {
+    let dir = tempfile::tempdir().unwrap();
+    let w = server.shared.world();
+    let client = KepuClient::open(
+        dir.path().to_string_lossy().into_owned(),
+        w.url,
+        Some(w.server_public_key),
+    )
+    .unwrap();
+    Phone { client, _dir: dir }
+}
+
+async fn enrolled(server: &TestServer, role: CoreRole, pupil: Option<PupilId>) -> Phone {
+    let phone = open(server);
+    let identity = phone
+        .client
+        .enroll(server.shared.issue_code(role, pupil))
+        .await
+        .unwrap();
+    assert_eq!(identity.role, Role::from(role));
+    phone
+}
+
+async fn with_booking(server: &TestServer, role: CoreRole, pupil: Option<PupilId>) -> Phone {
+    let phone = enrolled(server, role, pupil).await;
+    phone
+        .client
+        .add_document(server.shared.world().booking_doc)
+        .unwrap();
+    phone.client.sync_now().await.unwrap();
+    phone
+}
+
+fn first_pupil(server: &TestServer) -> PupilId {
+    server.shared.world().pupils[0].parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_statuses_and_kinds_are_enums() {
+    let server = test_server::start().await.unwrap();
+    let teacher = with_booking(&server, CoreRole::Teacher, None).await;
+    let w = server.shared.world();
+    assert_eq!(teacher.client.identity().unwrap().role, Role::Teacher);
+    let booking = teacher.client.booking(w.booking_doc).unwrap();
+    assert_eq!(booking.status, BookingStatus::Confirmed);
+    let kinds: Vec<Option<DocumentKind>> = teacher
+        .client
+        .documents()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.kind)
+        .collect();
+    assert!(kinds.contains(&Some(DocumentKind::Booking)), "{kinds:?}");
+    assert!(
+        kinds.contains(&Some(DocumentKind::Revocations)),
+        "{kinds:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_scan_names_the_rule_and_where() {
+    let server = test_server::start().await.unwrap();
+    let pupil = with_booking(&server, CoreRole::Pupil, Some(first_pupil(&server))).await;
+    let w = server.shared.world();
+    let err = pupil
+        .client
+        .scan_pupil_pass(w.booking_doc.clone(), w.passes[1].clone())
+        .unwrap_err();
+    match err {
+        ApiError::Refused { code, path } => {
+            assert_eq!(code, "not-own-pupil");
+            assert!(path.starts_with("check_ins/"), "{path}");
+            assert!(!path.contains(&w.passes[1][5..20]), "no pass in the path");
+        }
+        other => panic!("expected Refused, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_whose_clock_is_ten_minutes_ahead_is_clock_skew_with_the_offset() {
+    let server = test_server::start().await.unwrap();
+    let pupil = with_booking(&server, CoreRole::Pupil, Some(first_pupil(&server))).await;
+    let w = server.shared.world();
+    let ahead = 10 * 60 * 1000;
+    let code = server.shared.gate_code_at(now_ms() + ahead);
+    let err = pupil
+        .client
+        .check_in_with_gate_code(w.booking_doc.clone(), code)
+        .unwrap_err();
+    match err {
+        ApiError::ClockSkew { offset_ms } => {
+            assert!((offset_ms - ahead).abs() <= 30_000, "{offset_ms}");
+        }
+        other => panic!("expected ClockSkew, got {other:?}"),
+    }
+    // A forged code stays invalid input, whatever its time.
+    let mut forged = server.shared.gate_code_at(now_ms() + ahead);
+    forged.replace_range(40..41, if &forged[40..41] == "A" { "B" } else { "A" });
+    let err = pupil
+        .client
+        .check_in_with_gate_code(w.booking_doc, forged)
+        .unwrap_err();
+    assert!(matches!(err, ApiError::InvalidInput { .. }), "{err:?}");
+    assert_eq!(pupil.client.sync_status().unwrap().pending_changes, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booking_added_but_not_synced_is_not_synced_yet() {
+    let server = test_server::start().await.unwrap();
+    let pupil = enrolled(&server, CoreRole::Pupil, Some(first_pupil(&server))).await;
+    let w = server.shared.world();
+    pupil.client.add_document(w.booking_doc.clone()).unwrap();
+    let err = pupil
+        .client
+        .check_in_with_gate_code(w.booking_doc.clone(), server.shared.gate_code())
+        .unwrap_err();
+    assert!(
+        matches!(&err, ApiError::NotSyncedYet { what } if what == "booking"),
+        "{err:?}"
+    );
+    // A booking never added is a wrong id, not something to wait for.
+    let err = pupil.client.booking(w.venue_doc.clone()).unwrap_err();
+    assert!(matches!(err, ApiError::InvalidInput { .. }), "{err:?}");
+    pupil.client.sync_now().await.unwrap();
+    pupil
+        .client
+        .check_in_with_gate_code(w.booking_doc, server.shared.gate_code())
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollment_states_and_offline_are_their_own_errors() {
+    let server = test_server::start().await.unwrap();
+    let fresh = open(&server);
+    assert!(matches!(
+        fresh.client.documents().unwrap_err(),
+        ApiError::NotEnrolled
+    ));
+    let phone = enrolled(&server, CoreRole::Teacher, None).await;
+    let err = phone
+        .client
+        .enroll(server.shared.issue_code(CoreRole::Teacher, None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ApiError::AlreadyEnrolled), "{err:?}");
+    let err = fresh.client.enroll("KEPU-0000".into()).await.unwrap_err();
+    assert!(
+        matches!(&err, ApiError::Rejected { reason } if reason == "invalid_enrollment_code"),
+        "{err:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere = KepuClient::open(
+        dir.path().to_string_lossy().into_owned(),
+        "http://127.0.0.1:9".into(),
+        None,
+    )
+    .unwrap();
+    let err = nowhere.enroll("KEPU-0000".into()).await.unwrap_err();
+    assert!(matches!(err, ApiError::Offline { .. }), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_device_is_storage_full_and_keeps_every_check_in_it_confirmed() {
+    let server = test_server::start().await.unwrap();
+    let teacher = with_booking(&server, CoreRole::Teacher, None).await;
+    let w = server.shared.world();
+    teacher.client.core().limit_store_pages(1).unwrap();
+    let mut confirmed = 0u64;
+    let mut full = false;
+    for _ in 0..400 {
+        let pass = server
+            .shared
+            .pass_for(PupilId(uuid::Uuid::from_bytes(random())));
+        match teacher.client.scan_pupil_pass(w.booking_doc.clone(), pass) {
+            Ok(_) => confirmed += 1,
+            Err(ApiError::StorageFull) => {
+                full = true;
+                break;
+            }
+            Err(other) => panic!("expected StorageFull, got {other:?}"),
+        }
+    }
+    assert!(full, "the store filled up after {confirmed} check-ins");
+    let counted = |c: &KepuClient| {
+        let roster = c.roster(w.booking_doc.clone()).unwrap();
+        roster.pupils.iter().filter(|p| p.arrived).count()
+    };
+    assert_eq!(
+        counted(&teacher.client),
+        usize::try_from(confirmed).unwrap()
+    );
+    assert_eq!(
+        teacher.client.sync_status().unwrap().pending_changes,
+        confirmed
+    );
+    // Space again: scanning resumes, nothing was lost.
+    teacher.client.core().limit_store_pages(1 << 30).unwrap();
+    let pass = server
+        .shared
+        .pass_for(PupilId(uuid::Uuid::from_bytes(random())));
+    teacher
+        .client
+        .scan_pupil_pass(w.booking_doc.clone(), pass)
+        .unwrap();
+    assert_eq!(
+        counted(&teacher.client),
+        usize::try_from(confirmed + 1).unwrap()
+    );
+}
