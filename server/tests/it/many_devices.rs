@@ -123,7 +123,8 @@ async fn thirty_offline_devices_reconnecting_at_once_converge_and_metrics_show_i
             }
             assert!(
                 d.doc(&booking).and_then(Booking::read).is_some(),
-                "every device of the venue holds its booking"
+                "every device of the venue holds its booking; the device's last events: {:?}",
+                d.events.iter().rev().take(12).collect::<Vec<_>>()
             );
             d.disconnect();
         }
