@@ -51,6 +51,7 @@ impl MemStore {
                         .collect(),
                     sync_states: d.sync_states.into_iter().collect(),
                     snapshot_heads: None,
+                    stored_heads: None,
                 })
             }
             StorageTask::Append { doc, changes, .. } => {

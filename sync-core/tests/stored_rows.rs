@@ -57,6 +57,7 @@ fn the_engine_reports_a_corrupted_change_row_and_loads_the_good_ones() {
                 changes: rows,
                 sync_states: Vec::new(),
                 snapshot_heads: None,
+                stored_heads: None,
             }),
         },
     );

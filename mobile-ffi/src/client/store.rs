@@ -355,6 +355,7 @@ impl Store {
             changes,
             sync_states,
             snapshot_heads: None,
+            stored_heads: None,
         })
     }
 

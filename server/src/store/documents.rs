@@ -40,17 +40,23 @@ impl Store {
     async fn read_document(&self, doc: DocumentId, whole: bool) -> Result<Loaded> {
         let id = doc.to_string();
         let mut tx = self.begin_read().await?;
-        let row = sqlx::query("SELECT snapshot_heads, snapshot FROM documents WHERE doc_id = $1")
-            .bind(&id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row =
+            sqlx::query("SELECT snapshot_heads, heads, snapshot FROM documents WHERE doc_id = $1")
+                .bind(&id)
+                .fetch_optional(&mut *tx)
+                .await?;
         let snapshot_heads: Vec<automerge::ChangeHash> = row
             .as_ref()
             .and_then(|r| r.try_get::<Option<Vec<u8>>, _>(0).ok().flatten())
             .map(|b| b.chunks_exact(32).filter_map(hash_from).collect())
             .unwrap_or_default();
+        let stored_heads: Vec<automerge::ChangeHash> = row
+            .as_ref()
+            .and_then(|r| r.try_get::<Option<Vec<u8>>, _>(1).ok().flatten())
+            .map(|b| b.chunks_exact(32).filter_map(hash_from).collect())
+            .unwrap_or_default();
         let snapshot: Option<Vec<u8>> = if whole {
-            row.and_then(|r| r.try_get::<Option<Vec<u8>>, _>(1).ok().flatten())
+            row.and_then(|r| r.try_get::<Option<Vec<u8>>, _>(2).ok().flatten())
         } else {
             None
         };
@@ -90,6 +96,7 @@ impl Store {
             changes,
             sync_states,
             snapshot_heads: Some(snapshot_heads),
+            stored_heads: Some(stored_heads),
         })
     }
 

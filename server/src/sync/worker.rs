@@ -58,8 +58,63 @@ const MAX_BATCH: usize = 512;
 
 pub(crate) fn start(state: AppState, hub: SyncHub) -> mpsc::Sender<Job> {
     let (tx, rx) = mpsc::channel(MAX_QUEUED_JOBS);
-    tokio::spawn(run(state, hub, rx));
+    let (writes_tx, writes_rx) = mpsc::channel(MAX_QUEUED_JOBS);
+    tokio::spawn(reads_first(state.clone(), hub.clone(), rx, writes_tx));
+    tokio::spawn(run(state, hub, writes_rx));
     tx
+}
+
+/// Starts every read (`Load`, `LoadChanges`) as soon as it arrives, each on its own
+/// task, and passes the rest on to the writing loop in order: a read never waits behind
+/// the records of earlier changes (a device on this node waits for a change another
+/// node stored only as long as the read takes).
+async fn reads_first(
+    state: AppState,
+    hub: SyncHub,
+    mut rx: mpsc::Receiver<Job>,
+    writes: mpsc::Sender<Job>,
+) {
+    while let Some(job) = rx.recv().await {
+        let job = match job {
+            Job::Tasks(tasks) => {
+                let mut rest = Vec::with_capacity(tasks.len());
+                for (id, task) in tasks {
+                    match task {
+                        StorageTask::Load { doc } => spawn_read(&state, &hub, id, doc, true),
+                        StorageTask::LoadChanges { doc } => {
+                            spawn_read(&state, &hub, id, doc, false);
+                        }
+                        other => rest.push((id, other)),
+                    }
+                }
+                if rest.is_empty() {
+                    continue;
+                }
+                Job::Tasks(rest)
+            }
+            other => other,
+        };
+        if writes.send(job).await.is_err() {
+            break;
+        }
+    }
+}
+
+fn spawn_read(state: &AppState, hub: &SyncHub, task: TaskId, doc: DocumentId, whole: bool) {
+    let store = state.store.clone();
+    let hub = hub.clone();
+    tokio::spawn(async move {
+        let read = if whole {
+            store.load_document(doc).await
+        } else {
+            store.load_changes(doc).await
+        };
+        let result = match read {
+            Ok(l) => IoResult::Loaded(l),
+            Err(e) => IoResult::Failed(e.to_string()),
+        };
+        hub.send(HubMsg::IoDone { task, result });
+    });
 }
 
 async fn run(state: AppState, hub: SyncHub, mut rx: mpsc::Receiver<Job>) {
@@ -73,31 +128,18 @@ async fn run(state: AppState, hub: SyncHub, mut rx: mpsc::Receiver<Job>) {
         }
         let mut writes: Vec<(TaskId, StorageTask)> = Vec::new();
         let mut later: Vec<Job> = Vec::new();
-        for job in jobs {
+        // A document's records are written once per batch, from its newest state.
+        let mut last_projection: std::collections::HashMap<DocumentId, usize> =
+            std::collections::HashMap::new();
+        for (i, job) in jobs.iter().enumerate() {
+            if let Job::Project { doc, .. } = job {
+                last_projection.insert(*doc, i);
+            }
+        }
+        for (i, job) in jobs.into_iter().enumerate() {
             match job {
-                Job::Tasks(tasks) => {
-                    for (id, task) in tasks {
-                        if let StorageTask::Load { doc } | StorageTask::LoadChanges { doc } = task {
-                            let store = state.store.clone();
-                            let hub = hub.clone();
-                            let whole = matches!(task, StorageTask::Load { .. });
-                            tokio::spawn(async move {
-                                let read = if whole {
-                                    store.load_document(doc).await
-                                } else {
-                                    store.load_changes(doc).await
-                                };
-                                let result = match read {
-                                    Ok(l) => IoResult::Loaded(l),
-                                    Err(e) => IoResult::Failed(e.to_string()),
-                                };
-                                hub.send(HubMsg::IoDone { task: id, result });
-                            });
-                        } else {
-                            writes.push((id, task));
-                        }
-                    }
-                }
+                Job::Tasks(tasks) => writes.extend(tasks),
+                Job::Project { doc, .. } if last_projection.get(&doc) != Some(&i) => {}
                 other => later.push(other),
             }
         }

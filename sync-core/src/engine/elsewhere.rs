@@ -85,6 +85,7 @@ impl Engine {
                 return;
             }
         };
+        let stored_heads = loaded.stored_heads;
         let before = e.doc.get_heads();
         // Another node compacted since we last read the snapshot: its snapshot may hold
         // changes whose rows are gone.
@@ -156,12 +157,20 @@ impl Engine {
         }
         if changed && quiet {
             // With appends in flight, their completion announces and fans out (persist
-            // before acknowledge: our heads include changes not yet stored).
-            let kind = self
-                .docs
-                .get(&doc)
-                .and_then(|e| crate::schema::kind_of(&e.doc));
-            self.fx.events.push(Event::DocChanged { doc, kind });
+            // before acknowledge: our heads include changes not yet stored). A state the
+            // storing node recorded as its own is announced (projected) by that node.
+            let (kind, theirs) = self.docs.get(&doc).map_or((None, false), |e| {
+                let mut ours = e.doc.get_heads();
+                ours.sort_unstable();
+                let theirs = stored_heads.is_some_and(|mut h| {
+                    h.sort_unstable();
+                    h == ours
+                });
+                (crate::schema::kind_of(&e.doc), theirs)
+            });
+            if !theirs {
+                self.fx.events.push(Event::DocChanged { doc, kind });
+            }
             self.fan_out(doc);
         }
     }

@@ -121,6 +121,11 @@ pub struct Loaded {
     /// ([`StorageTask::Compact::replaces`]) and reads the whole document again when
     /// another node replaced it.
     pub snapshot_heads: Option<Vec<ChangeHash>>,
+    /// Server: the document's heads as the node that appended to it last recorded them
+    /// (that node announces and projects that state). After merging changes stored
+    /// elsewhere, a document whose heads are exactly these is not announced again as
+    /// [`Event::DocChanged`]. `None`: not told.
+    pub stored_heads: Option<Vec<ChangeHash>>,
 }
 
 /// The host's answer to a task.
