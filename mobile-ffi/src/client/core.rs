@@ -112,6 +112,9 @@ pub struct Core {
     /// Frame bytes received.
     pub bytes_received: AtomicU64,
     pub(crate) http: reqwest::Client,
+    /// Held for the whole of an enrollment: a second `enroll` waits, then finds the
+    /// first one's outcome.
+    enrolling: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Core {
@@ -207,6 +210,7 @@ impl Core {
             last_edit_ms: AtomicI64::new(0),
             bytes_sent: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
+            enrolling: tokio::sync::Mutex::new(()),
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(20))
                 .build()
@@ -249,11 +253,15 @@ impl Core {
         *lock(&self.server_key)
     }
 
-    /// Enrolls this install with a one-time code (online).
+    /// Enrolls this install with a one-time code (online). Everything enrollment writes
+    /// (identity, token, server key, the documents to fetch) is one transaction. Run it
+    /// to completion once the request is sent (the API spawns it): the server spends the
+    /// code when it answers, so dropping this future after that would lose the identity.
     ///
     /// # Errors
     /// Network, refusal, or already enrolled.
     pub async fn enroll(&self, code: &str) -> Result<Identity> {
+        let _one_at_a_time = self.enrolling.lock().await;
         if self.identity()?.is_some() {
             return Err(Error::AlreadyEnrolled);
         }
@@ -304,29 +312,31 @@ impl Core {
             revocations_doc,
         };
         let key = pinned.or(sent_key);
+        // Every device that scans passes needs the revocation list; venue staff their venue.
+        let want: Vec<DocumentId> = identity
+            .revocations_doc
+            .into_iter()
+            .chain(identity.venue_doc())
+            .collect();
         {
             let mut st = lock(&self.state);
             if st.session.is_some() {
                 return Err(Error::AlreadyEnrolled);
             }
-            identity.save(&mut st.store)?;
-            if let Some(k) = key {
-                let text = k.to_base64();
-                st.store
-                    .set_meta(&[("server_public_key", Some(text.as_str()))])?;
-            }
+            let key_text = key.map(|k| k.to_base64());
+            identity.save(
+                &mut st.store,
+                &[("server_public_key", key_text.as_deref())],
+                &want,
+                now_ms(),
+            )?;
             start_session(&mut st, identity.clone())?;
         }
         if let Some(k) = key {
             *lock(&self.server_key) = Some(k);
         }
-        // Every device that scans passes needs the revocation list; venue staff their venue.
-        for doc in identity
-            .revocations_doc
-            .into_iter()
-            .chain(identity.venue_doc())
-        {
-            self.want(doc)?;
+        for doc in want {
+            self.handle(Input::Want { doc }, false)?;
         }
         lock(&self.net).revoked = false;
         self.notify_sync();
