@@ -278,7 +278,10 @@ async fn two_enrollments_at_once_enroll_once_and_spend_one_code() {
         server.shared.issue_code(CoreRole::Teacher, None),
         server.shared.issue_code(CoreRole::Teacher, None),
     );
-    let (ra, rb) = tokio::join!(phone.client.enroll(a.clone()), phone.client.enroll(b.clone()));
+    let (ra, rb) = tokio::join!(
+        phone.client.enroll(a.clone()),
+        phone.client.enroll(b.clone())
+    );
     let (ok, refused, unspent) = match (ra, rb) {
         (Ok(_), Err(e)) => (1, e, b),
         (Err(e), Ok(_)) => (1, e, a),
