@@ -79,6 +79,8 @@ pub struct Shared {
     signer: ServerSigner,
     gate: GateSigner,
     world: Mutex<World>,
+    /// How far the server's clock (its `Date` header) is ahead of this machine's (ms).
+    clock_offset_ms: std::sync::atomic::AtomicI64,
     /// How long `/api/enroll` waits before answering, after spending the code (ms).
     enroll_delay_ms: std::sync::atomic::AtomicU64,
     school: SchoolId,
@@ -199,6 +201,13 @@ impl Shared {
         }
     }
 
+    /// Sets the server's clock `ms` ahead of this machine's, as its `Date` header at the
+    /// `/sync` upgrade tells devices.
+    pub fn set_clock_offset(&self, ms: i64) {
+        self.clock_offset_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Makes `/api/enroll` answer `ms` after it spent the code (a slow network).
     pub fn set_enroll_delay(&self, ms: u64) {
         self.enroll_delay_ms
@@ -305,6 +314,7 @@ pub async fn start() -> std::io::Result<TestServer> {
         gate,
         world: Mutex::new(world),
         enroll_delay_ms: std::sync::atomic::AtomicU64::new(0),
+        clock_offset_ms: std::sync::atomic::AtomicI64::new(0),
         school,
         venue,
     });
@@ -446,7 +456,15 @@ async fn sync(
     if lock(&s.inner).revoked.contains(&writer.device) {
         return auth_error("device_revoked", "device-revoked");
     }
-    ws.on_upgrade(move |socket| session(s, writer, socket))
+    let offset = s.clock_offset_ms.load(std::sync::atomic::Ordering::Relaxed);
+    let mut response = ws.on_upgrade(move |socket| session(s, writer, socket));
+    let date = crate::client::clock::format_http_date(now_ms() + offset);
+    if let Ok(value) = axum::http::HeaderValue::from_str(&date) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::DATE, value);
+    }
+    response
 }
 
 async fn session(s: Arc<Shared>, writer: Writer, socket: WebSocket) {

@@ -294,3 +294,40 @@ async fn two_enrollments_at_once_enroll_once_and_spend_one_code() {
         "the second code is still good"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_sync_the_phone_uses_the_servers_clock_for_codes_and_scan_times() {
+    let server = test_server::start().await.unwrap();
+    // This phone's clock is ten minutes behind the server's and the gate's.
+    let ahead = 10 * 60 * 1000;
+    server.shared.set_clock_offset(ahead);
+    let pupil = enrolled(&server, CoreRole::Pupil, Some(first_pupil(&server))).await;
+    let w = server.shared.world();
+    pupil.client.add_document(w.booking_doc.clone()).unwrap();
+    pupil.client.sync_now().await.unwrap();
+    let learnt = pupil.client.core().clock_offset_ms();
+    assert!((learnt - ahead).abs() <= 2_000, "learnt {learnt}");
+    // Offline now: the gate's code (by the server's clock) is accepted, and the scan
+    // is recorded at the server's time, not the phone's.
+    let receipt = pupil
+        .client
+        .check_in_with_gate_code(
+            w.booking_doc.clone(),
+            server.shared.gate_code_at(now_ms() + ahead),
+        )
+        .unwrap();
+    assert!(
+        (receipt.at_ms - (now_ms() + ahead)).abs() <= 3_000,
+        "{}",
+        receipt.at_ms
+    );
+    let roster = pupil.client.roster(w.booking_doc).unwrap();
+    let counted = roster.pupils.iter().find(|p| p.arrived).unwrap();
+    let recorded = counted.checked_in_at_ms.unwrap();
+    assert!((recorded - receipt.at_ms).abs() < 1_000, "{recorded}");
+    // The offset is kept for the next open (offline, before any sync).
+    assert_eq!(
+        pupil.client.core().meta("clock_offset_ms").unwrap(),
+        Some(learnt.to_string())
+    );
+}
