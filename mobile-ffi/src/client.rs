@@ -2,6 +2,7 @@
 //! benchmarks, wrapped thinly by [`crate::api`].
 
 pub mod actions;
+pub mod clock;
 pub mod core;
 pub mod enroll;
 pub mod error;

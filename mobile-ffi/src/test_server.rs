@@ -79,6 +79,10 @@ pub struct Shared {
     signer: ServerSigner,
     gate: GateSigner,
     world: Mutex<World>,
+    /// How far the server's clock (its `Date` header) is ahead of this machine's (ms).
+    clock_offset_ms: std::sync::atomic::AtomicI64,
+    /// How long `/api/enroll` waits before answering, after spending the code (ms).
+    enroll_delay_ms: std::sync::atomic::AtomicU64,
     school: SchoolId,
     venue: VenueId,
 }
@@ -197,6 +201,25 @@ impl Shared {
         }
     }
 
+    /// Sets the server's clock `ms` ahead of this machine's, as its `Date` header at the
+    /// `/sync` upgrade tells devices.
+    pub fn set_clock_offset(&self, ms: i64) {
+        self.clock_offset_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Makes `/api/enroll` answer `ms` after it spent the code (a slow network).
+    pub fn set_enroll_delay(&self, ms: u64) {
+        self.enroll_delay_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Is `code` still unspent?
+    #[must_use]
+    pub fn code_unspent(&self, code: &str) -> bool {
+        lock(&self.inner).codes.contains_key(code)
+    }
+
     /// The gate's code at `at_ms` (a gate whose clock shows that time).
     #[must_use]
     pub fn gate_code_at(&self, at_ms: i64) -> String {
@@ -290,6 +313,8 @@ pub async fn start() -> std::io::Result<TestServer> {
         signer,
         gate,
         world: Mutex::new(world),
+        enroll_delay_ms: std::sync::atomic::AtomicU64::new(0),
+        clock_offset_ms: std::sync::atomic::AtomicI64::new(0),
         school,
         venue,
     });
@@ -370,13 +395,20 @@ fn auth_error(code: &str, header: &'static str) -> Response {
 }
 
 async fn enroll(State(s): State<Arc<Shared>>, Json(req): Json<EnrollRequest>) -> Response {
-    let mut inner = lock(&s.inner);
-    let Some(mut writer) = inner.codes.remove(&req.code) else {
-        return error(StatusCode::BAD_REQUEST, "invalid_enrollment_code");
+    let (writer, token) = {
+        let mut inner = lock(&s.inner);
+        let Some(mut writer) = inner.codes.remove(&req.code) else {
+            return error(StatusCode::BAD_REQUEST, "invalid_enrollment_code");
+        };
+        writer.device = DeviceId(uuid::Uuid::from_bytes(random()));
+        let token = hex::encode(random::<24>());
+        inner.tokens.insert(token.clone(), writer.clone());
+        (writer, token)
     };
-    writer.device = DeviceId(uuid::Uuid::from_bytes(random()));
-    let token = hex::encode(random::<24>());
-    inner.tokens.insert(token.clone(), writer.clone());
+    let delay = s.enroll_delay_ms.load(std::sync::atomic::Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     Json(serde_json::json!({
         "device_id": writer.device,
         "token": token,
@@ -424,7 +456,15 @@ async fn sync(
     if lock(&s.inner).revoked.contains(&writer.device) {
         return auth_error("device_revoked", "device-revoked");
     }
-    ws.on_upgrade(move |socket| session(s, writer, socket))
+    let offset = s.clock_offset_ms.load(std::sync::atomic::Ordering::Relaxed);
+    let mut response = ws.on_upgrade(move |socket| session(s, writer, socket));
+    let date = crate::client::clock::format_http_date(now_ms() + offset);
+    if let Ok(value) = axum::http::HeaderValue::from_str(&date) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::DATE, value);
+    }
+    response
 }
 
 async fn session(s: Arc<Shared>, writer: Writer, socket: WebSocket) {

@@ -224,3 +224,110 @@ async fn a_full_device_is_storage_full_and_keeps_every_check_in_it_confirmed() {
         usize::try_from(confirmed + 1).unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enroll_cancelled_after_the_code_was_spent_still_completes_whole() {
+    let server = test_server::start().await.unwrap();
+    let phone = open(&server);
+    server.shared.set_enroll_delay(400);
+    let code = server.shared.issue_code(CoreRole::Teacher, None);
+    // The app gives up (a coroutine cancelled, a screen closed) while the server, which
+    // has already spent the code, is still answering.
+    let cancelled = tokio::time::timeout(
+        std::time::Duration::from_millis(100),
+        phone.client.enroll(code.clone()),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the call was cut short");
+    assert!(!server.shared.code_unspent(&code));
+    // The library finishes what the server did: the phone is enrolled with all of it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while phone.client.identity().is_none() {
+        assert!(std::time::Instant::now() < deadline, "never enrolled");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let w = server.shared.world();
+    assert_eq!(phone.client.identity().unwrap().role, Role::Teacher);
+    let held: Vec<String> = phone
+        .client
+        .documents()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.doc_id)
+        .collect();
+    assert!(held.contains(&w.revocations_doc), "{held:?}");
+    assert_eq!(
+        phone.client.core().meta("server_public_key").unwrap(),
+        Some(w.server_public_key)
+    );
+    // Enrolling again says why not, and spends nothing.
+    server.shared.set_enroll_delay(0);
+    let again = server.shared.issue_code(CoreRole::Teacher, None);
+    let err = phone.client.enroll(again.clone()).await.unwrap_err();
+    assert!(matches!(err, ApiError::AlreadyEnrolled), "{err:?}");
+    assert!(server.shared.code_unspent(&again));
+    phone.client.sync_now().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_enrollments_at_once_enroll_once_and_spend_one_code() {
+    let server = test_server::start().await.unwrap();
+    let phone = open(&server);
+    server.shared.set_enroll_delay(200);
+    let (a, b) = (
+        server.shared.issue_code(CoreRole::Teacher, None),
+        server.shared.issue_code(CoreRole::Teacher, None),
+    );
+    let (ra, rb) = tokio::join!(
+        phone.client.enroll(a.clone()),
+        phone.client.enroll(b.clone())
+    );
+    let (ok, refused, unspent) = match (ra, rb) {
+        (Ok(_), Err(e)) => (1, e, b),
+        (Err(e), Ok(_)) => (1, e, a),
+        other => panic!("expected one enrollment, got {other:?}"),
+    };
+    assert_eq!(ok, 1);
+    assert!(matches!(refused, ApiError::AlreadyEnrolled), "{refused:?}");
+    assert!(
+        server.shared.code_unspent(&unspent),
+        "the second code is still good"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_sync_the_phone_uses_the_servers_clock_for_codes_and_scan_times() {
+    let server = test_server::start().await.unwrap();
+    // This phone's clock is ten minutes behind the server's and the gate's.
+    let ahead = 10 * 60 * 1000;
+    server.shared.set_clock_offset(ahead);
+    let pupil = enrolled(&server, CoreRole::Pupil, Some(first_pupil(&server))).await;
+    let w = server.shared.world();
+    pupil.client.add_document(w.booking_doc.clone()).unwrap();
+    pupil.client.sync_now().await.unwrap();
+    let learnt = pupil.client.core().clock_offset_ms();
+    assert!((learnt - ahead).abs() <= 2_000, "learnt {learnt}");
+    // Offline now: the gate's code (by the server's clock) is accepted, and the scan
+    // is recorded at the server's time, not the phone's.
+    let receipt = pupil
+        .client
+        .check_in_with_gate_code(
+            w.booking_doc.clone(),
+            server.shared.gate_code_at(now_ms() + ahead),
+        )
+        .unwrap();
+    assert!(
+        (receipt.at_ms - (now_ms() + ahead)).abs() <= 3_000,
+        "{}",
+        receipt.at_ms
+    );
+    let roster = pupil.client.roster(w.booking_doc).unwrap();
+    let counted = roster.pupils.iter().find(|p| p.arrived).unwrap();
+    let recorded = counted.checked_in_at_ms.unwrap();
+    assert!((recorded - receipt.at_ms).abs() < 1_000, "{recorded}");
+    // The offset is kept for the next open (offline, before any sync).
+    assert_eq!(
+        pupil.client.core().meta("clock_offset_ms").unwrap(),
+        Some(learnt.to_string())
+    );
+}

@@ -175,7 +175,7 @@ impl Core {
         proof: Option<String>,
         check_out: bool,
     ) -> Result<Receipt> {
-        let now = now_ms();
+        let now = self.server_now();
         self.pin_active(doc);
         let already_counted = !check_out && self.already_counted(&doc, pupil)?;
         let scan_id = new_entry_id(now);
@@ -217,7 +217,7 @@ impl Core {
             .ok_or_else(|| Error::InvalidInput("no server public key configured".into()))?;
         let venue = self.booking_venue(&doc)?;
         let code = code.trim();
-        let now = now_ms();
+        let now = self.server_now();
         let proof = verify_gate_code(code, &key, now, Some(venue)).map_err(|e| {
             // A genuine code outside its window: the gate's clock and ours disagree.
             match (e, gate_code_time(code, &key, Some(venue))) {
@@ -246,8 +246,10 @@ impl Core {
             .ok_or_else(|| Error::InvalidInput("no server public key configured".into()))?;
         let revoked = self.revocations()?;
         let pass_text = pass.trim();
-        let proof = verify_pass(pass_text, &key, now_ms(), &|p, s| revoked.is_revoked(p, s))
-            .map_err(|e| Error::InvalidInput(format!("pupil pass: {e}")))?;
+        let proof = verify_pass(pass_text, &key, self.server_now(), &|p, s| {
+            revoked.is_revoked(p, s)
+        })
+        .map_err(|e| Error::InvalidInput(format!("pupil pass: {e}")))?;
         self.scan(
             doc,
             proof.pupil,

@@ -107,11 +107,16 @@ pub struct Core {
     revocations: Mutex<RevocationCache>,
     /// When this device last wrote a local edit (unix ms), for idle maintenance.
     last_edit_ms: AtomicI64,
+    /// What to add to this device's clock to get the server's (learnt at each sync).
+    clock_offset_ms: AtomicI64,
     /// Frame bytes sent.
     pub bytes_sent: AtomicU64,
     /// Frame bytes received.
     pub bytes_received: AtomicU64,
     pub(crate) http: reqwest::Client,
+    /// Held for the whole of an enrollment: a second `enroll` waits, then finds the
+    /// first one's outcome.
+    enrolling: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Core {
@@ -139,6 +144,9 @@ pub fn random<const N: usize>() -> [u8; N] {
     rand::fill(&mut out);
     out
 }
+
+/// Meta key of the last learnt offset to the server's clock (ms).
+const CLOCK_OFFSET_KEY: &str = "clock_offset_ms";
 
 /// Documents a phone keeps in memory at most (a booking of a day's visit is ~50 KiB).
 const MAX_DOCS_IN_MEMORY: usize = 256;
@@ -192,6 +200,11 @@ impl Core {
             store,
             session: None,
         };
+        let clock_offset = state
+            .store
+            .meta(CLOCK_OFFSET_KEY)?
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0);
         if let Some(identity) = Identity::load(&state.store)? {
             start_session(&mut state, identity)?;
         }
@@ -205,8 +218,10 @@ impl Core {
             next_conn: AtomicU64::new(1),
             revocations: Mutex::new(None),
             last_edit_ms: AtomicI64::new(0),
+            clock_offset_ms: AtomicI64::new(clock_offset),
             bytes_sent: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
+            enrolling: tokio::sync::Mutex::new(()),
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(20))
                 .build()
@@ -237,6 +252,29 @@ impl Core {
         Ok(())
     }
 
+    /// Now by the server's clock, as last learnt (this device's clock until the first
+    /// sync): the time scans are recorded at and gate codes are checked against.
+    #[must_use]
+    pub fn server_now(&self) -> i64 {
+        now_ms().saturating_add(self.clock_offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// The last learnt offset to the server's clock (ms to add to this device's).
+    #[must_use]
+    pub fn clock_offset_ms(&self) -> i64 {
+        self.clock_offset_ms.load(Ordering::Relaxed)
+    }
+
+    /// Records the offset to the server's clock learnt at a sync (kept across opens).
+    pub fn learn_clock_offset(&self, offset_ms: i64) {
+        let before = self.clock_offset_ms.swap(offset_ms, Ordering::Relaxed);
+        if (before - offset_ms).abs() >= 1_000
+            && let Err(e) = self.set_meta(CLOCK_OFFSET_KEY, &offset_ms.to_string())
+        {
+            tracing::debug!(error = %e, "could not keep the clock offset");
+        }
+    }
+
     /// The server's base URL.
     #[must_use]
     pub fn server_url(&self) -> &str {
@@ -249,11 +287,15 @@ impl Core {
         *lock(&self.server_key)
     }
 
-    /// Enrolls this install with a one-time code (online).
+    /// Enrolls this install with a one-time code (online). Everything enrollment writes
+    /// (identity, token, server key, the documents to fetch) is one transaction. Run it
+    /// to completion once the request is sent (the API spawns it): the server spends the
+    /// code when it answers, so dropping this future after that would lose the identity.
     ///
     /// # Errors
     /// Network, refusal, or already enrolled.
     pub async fn enroll(&self, code: &str) -> Result<Identity> {
+        let _one_at_a_time = self.enrolling.lock().await;
         if self.identity()?.is_some() {
             return Err(Error::AlreadyEnrolled);
         }
@@ -304,29 +346,31 @@ impl Core {
             revocations_doc,
         };
         let key = pinned.or(sent_key);
+        // Every device that scans passes needs the revocation list; venue staff their venue.
+        let want: Vec<DocumentId> = identity
+            .revocations_doc
+            .into_iter()
+            .chain(identity.venue_doc())
+            .collect();
         {
             let mut st = lock(&self.state);
             if st.session.is_some() {
                 return Err(Error::AlreadyEnrolled);
             }
-            identity.save(&mut st.store)?;
-            if let Some(k) = key {
-                let text = k.to_base64();
-                st.store
-                    .set_meta(&[("server_public_key", Some(text.as_str()))])?;
-            }
+            let key_text = key.map(|k| k.to_base64());
+            identity.save(
+                &mut st.store,
+                &[("server_public_key", key_text.as_deref())],
+                &want,
+                now_ms(),
+            )?;
             start_session(&mut st, identity.clone())?;
         }
         if let Some(k) = key {
             *lock(&self.server_key) = Some(k);
         }
-        // Every device that scans passes needs the revocation list; venue staff their venue.
-        for doc in identity
-            .revocations_doc
-            .into_iter()
-            .chain(identity.venue_doc())
-        {
-            self.want(doc)?;
+        for doc in want {
+            self.handle(Input::Want { doc }, false)?;
         }
         lock(&self.net).revoked = false;
         self.notify_sync();
@@ -362,7 +406,14 @@ impl Core {
             let mut st = lock(&self.state);
             let State { store, session } = &mut *st;
             let session = session.as_mut().ok_or(Error::NotEnrolled)?;
-            drive(store, session, input, local, &self.bytes_sent)
+            drive(
+                store,
+                session,
+                input,
+                local,
+                &self.bytes_sent,
+                self.server_now(),
+            )
         };
         self.dispatch(&events);
         Ok(events)
@@ -489,6 +540,7 @@ impl Core {
                 Input::Want { doc: *doc },
                 false,
                 &self.bytes_sent,
+                self.server_now(),
             );
         }
         if let Some(d) = session.engine.doc(doc) {
@@ -667,6 +719,7 @@ impl Core {
                 Input::Connected { conn, writer: None },
                 false,
                 &self.bytes_sent,
+                self.server_now(),
             );
             (events, docs)
         };
@@ -714,6 +767,7 @@ impl Core {
                     Input::Disconnected { conn },
                     false,
                     &self.bytes_sent,
+                    self.server_now(),
                 )
             })
         };
@@ -817,8 +871,8 @@ fn drive(
     input: Input,
     local: bool,
     bytes_sent: &AtomicU64,
+    now: i64,
 ) -> Vec<Event> {
-    let now = now_ms();
     let mut queue = VecDeque::from([input]);
     let mut events = Vec::new();
     while let Some(input) = queue.pop_front() {

@@ -74,18 +74,26 @@ impl Identity {
         format!("device-{}", self.device)
     }
 
-    /// Writes the identity.
+    /// Writes the identity, with `extra` meta values and the documents to fetch first,
+    /// in one transaction: a kill during enrollment leaves the phone enrolled with all of
+    /// it, or not enrolled at all.
     ///
     /// # Errors
     /// SQLite failed.
-    pub fn save(&self, store: &mut Store) -> Result<()> {
+    pub fn save(
+        &self,
+        store: &mut Store,
+        extra: &[(&str, Option<&str>)],
+        want: &[DocumentId],
+        now: i64,
+    ) -> Result<()> {
         let device = self.device.to_string();
         let user = self.user.to_string();
         let school = self.school.map(|s| s.to_string());
         let venue = self.venue.map(|v| v.to_string());
         let pupil = self.pupil.map(|p| p.to_string());
         let revocations = self.revocations_doc.map(|d| d.to_string());
-        store.set_meta(&[
+        let mut values: Vec<(&str, Option<&str>)> = vec![
             ("device_id", Some(&device)),
             ("token", Some(&self.token)),
             ("user_id", Some(&user)),
@@ -97,7 +105,9 @@ impl Identity {
             ("actor", None),
             ("storage_id", Some(&self.storage_id)),
             ("revocations_doc", revocations.as_deref()),
-        ])
+        ];
+        values.extend_from_slice(extra);
+        store.set_meta_and_want(&values, want, now)
     }
 
     /// Reads the identity, if the device is enrolled.

@@ -177,6 +177,7 @@ pub async fn connect_and_sync(
             http::HeaderValue::from(status.pending_changes),
         );
     }
+    let sent = now_ms();
     let connected = timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request)).await;
     let ws = match connected {
         Err(_) => return Err(Error::Network("connecting timed out".into())),
@@ -200,7 +201,18 @@ pub async fn connect_and_sync(
             };
         }
         Ok(Err(_)) => return Err(Error::Network("cannot connect to the server".into())),
-        Ok(Ok((ws, _))) => ws,
+        Ok(Ok((ws, response))) => {
+            // The server's clock, from its answer to the upgrade.
+            let offset = response
+                .headers()
+                .get(http::header::DATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|d| super::clock::offset_from(d, sent, now_ms()));
+            if let Some(offset) = offset {
+                core.learn_clock_offset(offset);
+            }
+            ws
+        }
     };
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = mpsc::unbounded_channel();

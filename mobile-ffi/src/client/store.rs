@@ -505,6 +505,37 @@ impl Store {
         Ok(())
     }
 
+    /// Sets meta values and remembers documents to fetch, in one transaction.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn set_meta_and_want(
+        &mut self,
+        values: &[(&str, Option<&str>)],
+        want: &[DocumentId],
+        now: i64,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        for (k, v) in values {
+            match v {
+                Some(v) => tx.execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    params![k, v],
+                )?,
+                None => tx.execute("DELETE FROM meta WHERE key = ?1", [k])?,
+            };
+        }
+        for doc in want {
+            tx.execute(
+                "INSERT OR IGNORE INTO documents (doc_id, updated_at) VALUES (?1, ?2)",
+                params![doc_key(doc), now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Deletes everything the device holds (a revoked device), keeping the schema.
     ///
     /// # Errors
