@@ -96,6 +96,14 @@ class ErrorsAndObservers(unittest.TestCase):
         finally:
             other.stop()
 
+    def test_the_app_sets_the_version_it_reports_and_a_blank_one_is_invalid_input(self):
+        client, _ = open_client(self.server)
+        client.set_app_version("2.3.1")
+        with self.assertRaises(k.ApiError.InvalidInput):
+            client.set_app_version("  ")
+        with self.assertRaises(k.ApiError.InvalidInput):
+            client.set_app_version("9" * 65)
+
     def test_document_observer_fires_until_cancelled(self):
         client, _ = enrolled(self.server, "teacher", want=self.booking)
         seen = []
