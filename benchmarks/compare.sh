@@ -66,27 +66,12 @@ fi
 echo "== installing the JS peer (npm ci)" >&2
 (cd benchmarks/peers && npm ci --no-audit --no-fund --silent >&2)
 
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-# Thousands of sockets on both ends of the storm.
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# shellcheck source=benchmarks/lib.sh
+source benchmarks/lib.sh
+bench_workdir
 
 free_port() {
   node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
-}
-wait_port() {
-  for _ in $(seq 1 200); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "compare.sh: nothing listens on port $1" >&2
-  return 1
 }
 
 # ---- kepu-server ----

@@ -67,27 +67,10 @@ cargo build --release --locked -p kepu-server -p kepu-loadgen >&2
 server_bin="$target_dir/release/kepu-server"
 loadgen_bin="$target_dir/release/kepu-loadgen"
 
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# shellcheck source=benchmarks/lib.sh
+source benchmarks/lib.sh
+bench_workdir
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_port() {
-  for _ in $(seq 1 200); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "end-of-day.sh: nothing listens on port $1" >&2
-  return 1
-}
 
 db_name=SQLite
 [ -n "$pg_url" ] && db_name=PostgreSQL

@@ -76,18 +76,9 @@ cleanup() {
   rm -rf "$work/data-"*
 }
 trap cleanup EXIT
+# shellcheck source=benchmarks/lib.sh
+source benchmarks/lib.sh
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_port() {
-  for _ in $(seq 1 1200); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "profile-end-of-day.sh: nothing listens on port $1" >&2
-  return 1
-}
 
 run() {
   local n="$1" data="$work/data-$1" db_args
@@ -105,7 +96,7 @@ run() {
   RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.$n.out" \
     "$server_bin" "${db_args[@]}" --bind "127.0.0.1:$port" >"$out/server.$n.log" 2>&1 &
   server_pid=$!
-  wait_port "$port"
+  wait_port "$port" 120
   echo "== end-of-day under callgrind: $venues venues x $devices devices x $n check-ins" >&2
   KEPU_LOADGEN_ADMIN_CODE="$code" "$loadgen_bin" --target kepu --url "ws://127.0.0.1:$port/sync" \
     --scenario end-of-day --no-progress --venues "$venues" --devices-per-venue "$devices" \
