@@ -111,6 +111,16 @@ async fn thirty_offline_devices_reconnecting_at_once_converge_and_metrics_show_i
             d.connect(server.addr).await;
             d.pump(Duration::from_millis(100)).await;
         }
+        // The harness drives a device's socket only while it is pumped: the booking's
+        // maker must have handed it to the server before anyone can fetch it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while !devices[0].server_has_all(&booking) && std::time::Instant::now() < deadline {
+            devices[0].pump(Duration::from_millis(50)).await;
+        }
+        assert!(
+            devices[0].server_has_all(&booking),
+            "the server acknowledges the new booking"
+        );
         for d in &mut devices {
             // A device that asked before the first one's booking was stored is told the
             // server has none; it asks again, as the phone library does on its next sync.
