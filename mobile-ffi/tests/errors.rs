@@ -325,6 +325,11 @@ async fn after_a_sync_the_phone_uses_the_servers_clock_for_codes_and_scan_times(
     let counted = roster.pupils.iter().find(|p| p.arrived).unwrap();
     let recorded = counted.checked_in_at_ms.unwrap();
     assert!((recorded - receipt.at_ms).abs() < 1_000, "{recorded}");
+    // Times never go back, and a resync that reads the same clock changes nothing.
+    let t1 = pupil.client.core().server_now();
+    pupil.client.sync_now().await.unwrap();
+    assert_eq!(pupil.client.core().clock_offset_ms(), learnt);
+    assert!(pupil.client.core().server_now() >= t1);
     // The offset is kept for the next open (offline, before any sync).
     assert_eq!(
         pupil.client.core().meta("clock_offset_ms").unwrap(),

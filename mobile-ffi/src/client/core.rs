@@ -109,6 +109,8 @@ pub struct Core {
     last_edit_ms: AtomicI64,
     /// What to add to this device's clock to get the server's (learnt at each sync).
     clock_offset_ms: AtomicI64,
+    /// The latest time [`Core::server_now`] gave: it never goes back.
+    last_now_ms: AtomicI64,
     /// Frame bytes sent.
     pub bytes_sent: AtomicU64,
     /// Frame bytes received.
@@ -144,6 +146,10 @@ pub fn random<const N: usize>() -> [u8; N] {
     rand::fill(&mut out);
     out
 }
+
+/// A learnt clock offset this close to the one in use is ignored (HTTP dates are whole
+/// seconds, and the round trip adds its own doubt).
+pub const CLOCK_SLACK_MS: i64 = 2_000;
 
 /// Meta key of the last learnt offset to the server's clock (ms).
 const CLOCK_OFFSET_KEY: &str = "clock_offset_ms";
@@ -219,6 +225,7 @@ impl Core {
             revocations: Mutex::new(None),
             last_edit_ms: AtomicI64::new(0),
             clock_offset_ms: AtomicI64::new(clock_offset),
+            last_now_ms: AtomicI64::new(0),
             bytes_sent: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
             enrolling: tokio::sync::Mutex::new(()),
@@ -253,10 +260,14 @@ impl Core {
     }
 
     /// Now by the server's clock, as last learnt (this device's clock until the first
-    /// sync): the time scans are recorded at and gate codes are checked against.
+    /// sync): the time scans are recorded at and gate codes are checked against. It
+    /// never goes back within a process, so a check-out is never recorded before the
+    /// check-in that preceded it, whatever the offset learnt in between.
     #[must_use]
     pub fn server_now(&self) -> i64 {
-        now_ms().saturating_add(self.clock_offset_ms.load(Ordering::Relaxed))
+        let now = now_ms().saturating_add(self.clock_offset_ms.load(Ordering::Relaxed));
+        let before = self.last_now_ms.fetch_max(now, Ordering::Relaxed);
+        now.max(before)
     }
 
     /// The last learnt offset to the server's clock (ms to add to this device's).
@@ -266,11 +277,15 @@ impl Core {
     }
 
     /// Records the offset to the server's clock learnt at a sync (kept across opens).
+    /// An HTTP date has whole seconds: an offset within [`CLOCK_SLACK_MS`] of the one in
+    /// use is noise and changes nothing (a phone whose clock is right keeps it).
     pub fn learn_clock_offset(&self, offset_ms: i64) {
-        let before = self.clock_offset_ms.swap(offset_ms, Ordering::Relaxed);
-        if (before - offset_ms).abs() >= 1_000
-            && let Err(e) = self.set_meta(CLOCK_OFFSET_KEY, &offset_ms.to_string())
-        {
+        let current = self.clock_offset_ms.load(Ordering::Relaxed);
+        if (current - offset_ms).abs() < CLOCK_SLACK_MS {
+            return;
+        }
+        self.clock_offset_ms.store(offset_ms, Ordering::Relaxed);
+        if let Err(e) = self.set_meta(CLOCK_OFFSET_KEY, &offset_ms.to_string()) {
             tracing::debug!(error = %e, "could not keep the clock offset");
         }
     }
