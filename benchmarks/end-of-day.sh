@@ -4,7 +4,8 @@
 # 1,000 check-ins). Prints the loadgen's table; exits non-zero when a device is left out of
 # sync, fails, or the records do not hold every check-in once. `reconnects` must be 0.
 #
-#   benchmarks/end-of-day.sh [--quick] [--pg URL] [--busy N] [--json F] [--scenario S] [-- extra kepu-loadgen flags]
+#   benchmarks/end-of-day.sh [--quick] [--pg URL] [--busy N] [--json F] [--scenario S]
+#                            [--shards N] [--server-cpus LIST] [-- extra kepu-loadgen flags]
 #
 #   --quick    small sizes
 #   --pg URL   run kepu-server on PostgreSQL: URL of an EMPTY database it may migrate
@@ -15,6 +16,9 @@
 #   --scenario S  another loadgen scenario against the same fresh server, e.g.
 #              `reconnect-storm -- --storm-devices 10000` (P3, with the server's KiB per
 #              idle connection)
+#   --shards N the server's engine shards (default: one per core)
+#   --server-cpus LIST  pin the server to these cores (`taskset -c LIST`, e.g. 0 or 0,1);
+#              the load generator is not pinned
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +28,8 @@ busy=0
 json=()
 extra=()
 scenario=end-of-day
+shards=""
+server_cpus=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick="--quick" ;;
@@ -47,8 +53,18 @@ while [ $# -gt 0 ]; do
       scenario="$2"
       shift
       ;;
+    --shards)
+      [ $# -ge 2 ] || { echo "end-of-day.sh: --shards needs a number" >&2; exit 2; }
+      shards="$2"
+      shift
+      ;;
+    --server-cpus)
+      [ $# -ge 2 ] || { echo "end-of-day.sh: --server-cpus needs a core list" >&2; exit 2; }
+      server_cpus="$2"
+      shift
+      ;;
     --) shift; extra=("$@"); break ;;
-    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "end-of-day.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -80,7 +96,10 @@ code="$("$server_bin" admin create-user --role bureau-admin "${db_args[@]}" 2>/d
   sed -n 's/^enrollment code //p')"
 [ -n "$code" ] || { echo "end-of-day.sh: could not create the admin user" >&2; exit 1; }
 port="$(free_port)"
-RUST_LOG=warn "$server_bin" "${db_args[@]}" --bind "127.0.0.1:$port" >"$work/kepu.log" 2>&1 &
+pin=()
+[ -n "$server_cpus" ] && pin=(taskset -c "$server_cpus")
+[ -n "$shards" ] && export KEPU_ENGINE_SHARDS="$shards"
+RUST_LOG=warn "${pin[@]}" "$server_bin" "${db_args[@]}" --bind "127.0.0.1:$port" >"$work/kepu.log" 2>&1 &
 kepu_pid=$!
 pids+=("$kepu_pid")
 wait_port "$port"
@@ -88,7 +107,7 @@ for _ in $(seq 1 "$busy"); do
   yes >/dev/null &
   pids+=("$!")
 done
-echo "== $scenario on $db_name${quick:+ (quick)}, $busy busy processes" >&2
+echo "== $scenario on $db_name${quick:+ (quick)}, $busy busy processes, shards ${shards:-default}, server cores ${server_cpus:-all}" >&2
 status=0
 KEPU_LOADGEN_ADMIN_CODE="$code" "$loadgen_bin" --target kepu --url "ws://127.0.0.1:$port/sync" \
   --scenario "$scenario" --server-pid "$kepu_pid" --no-progress $quick "${json[@]}" "${extra[@]}" ||

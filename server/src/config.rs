@@ -70,6 +70,10 @@ pub struct Config {
     /// Serve `GET /metrics` on this address only (e.g. `127.0.0.1:9090`), not on `--bind`.
     #[arg(long, env = "KEPU_METRICS_ADDR", global = true)]
     pub metrics_addr: Option<SocketAddr>,
+    /// Engine shards: tasks that merge documents in parallel, each with its own share of
+    /// the documents and of the storage work. Default: one per core, at most 16.
+    #[arg(long, env = "KEPU_ENGINE_SHARDS", global = true)]
+    pub engine_shards: Option<usize>,
     /// Connection and attempt limits.
     #[command(flatten)]
     pub limits: ConnectionLimits,
@@ -174,6 +178,7 @@ impl Config {
             demo: false,
             metrics_token: None,
             metrics_addr: None,
+            engine_shards: None,
             limits: ConnectionLimits::default(),
         }
     }

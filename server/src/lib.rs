@@ -93,7 +93,11 @@ pub async fn run(
     // Several nodes on PostgreSQL: one leads (ADR 0120); on SQLite this one does.
     state.leader = cluster::lead(&store, stop_rx.clone());
     let address = listener.local_addr()?;
-    let hub = sync::SyncHub::start(state.clone(), &sync::HubConfig::default());
+    let mut hub_config = sync::HubConfig::default();
+    if let Some(shards) = config.engine_shards {
+        hub_config.engine_shards = shards.max(1);
+    }
+    let hub = sync::SyncHub::start(&state, &hub_config);
     cluster::listen(&state, &hub, stop_rx.clone());
     if config.demo {
         let seeded = demo::seed(&state.accounts).await?;

@@ -36,6 +36,7 @@ pub mod guard;
 pub mod io;
 mod memory;
 mod merge;
+pub mod shared;
 mod storage;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -114,6 +115,13 @@ pub struct Config {
     pub derived_ids: Option<std::sync::Arc<dyn validate::DerivedIds>>,
     /// What one incoming sync message may cost (see [`guard`]).
     pub limits: guard::Limits,
+    /// What this engine shares with the other engine shards of its process: actor-id
+    /// claims and the revocation list ([`shared::Shared`], ADR 0135). One engine alone
+    /// gets its own.
+    pub shared: std::sync::Arc<shared::Shared>,
+    /// Does this engine answer a device's `join` with `peer`? Every shard of a server
+    /// learns the device's peer and storage ids from the `join`; one answers it.
+    pub answers_join: bool,
 }
 
 impl Config {
@@ -145,6 +153,8 @@ impl Config {
             save_state_every_ms: 5_000,
             derived_ids: None,
             limits: guard::Limits::default(),
+            shared: shared::Shared::new(),
+            answers_join: true,
         }
     }
 }
@@ -166,6 +176,14 @@ pub enum Input {
         conn: ConnId,
         /// Frame bytes.
         bytes: Vec<u8>,
+    },
+    /// A message the host decoded from a connection's frame with [`crate::wire::decode`]
+    /// (a frame that does not decode goes in as [`Input::Received`], which answers it).
+    Message {
+        /// Connection.
+        conn: ConnId,
+        /// The message.
+        msg: Box<crate::wire::Message>,
     },
     /// A connection closed.
     Disconnected {
@@ -424,6 +442,7 @@ impl Engine {
         match input {
             Input::Connected { conn, writer } => self.on_connected(conn, writer),
             Input::Received { conn, bytes } => self.on_frame(conn, &bytes),
+            Input::Message { conn, msg } => self.on_message(conn, *msg),
             Input::Disconnected { conn } => self.on_disconnected(conn),
             Input::IoDone { task, result } => self.on_io(task, result),
             Input::Edit { doc, edit } => self.on_edit(doc, edit),
@@ -436,6 +455,7 @@ impl Engine {
             Input::StoredElsewhere { doc } => self.on_stored_elsewhere(doc),
         }
         self.evict();
+        self.publish_revocations();
         std::mem::take(&mut self.fx)
     }
 }

@@ -418,3 +418,138 @@ fn a_whole_document_carrying_a_forged_change_loses_only_that_change() {
         "the device's new actor id is its own now"
     );
 }
+
+#[test]
+fn two_engine_shards_never_give_one_actor_id_to_two_devices() {
+    // A server's shards merge different documents in parallel, but share their claims.
+    let shared = kepu_sync_core::engine::shared::Shared::new();
+    let mut shards: Vec<Server> = (0..2)
+        .map(|_| {
+            let shared = shared.clone();
+            Server::with(move |c| c.shared = shared)
+        })
+        .collect();
+    let docs = [
+        DocumentId::from_bytes([3; 16]),
+        DocumentId::from_bytes([4; 16]),
+    ];
+    for (s, doc) in shards.iter_mut().zip(docs) {
+        s.feed(Input::Edit {
+            doc,
+            edit: Edit::CreateVenue {
+                venue: VenueId(uuid::Uuid::from_u128(20)),
+            },
+        });
+    }
+    let stolen = [9u8; 16];
+    // The first device writes under its new actor id in a document of the first shard.
+    let first = shards[0].join(7, teacher(1));
+    let (hash, change) = empty_change(&shards[0], docs[0], &stolen);
+    shards[0].sync(
+        first,
+        docs[0],
+        hostile::sync_message(vec![hash], vec![change]),
+    );
+    assert!(shards[0].errors(first).is_empty());
+    // Another device uses that actor id in a document of the second shard.
+    let second = shards[1].join(8, teacher(2));
+    let before = shards[1].engine.doc(&docs[1]).unwrap().get_heads();
+    let (hash, change) = empty_change(&shards[1], docs[1], &stolen);
+    shards[1].sync(
+        second,
+        docs[1],
+        hostile::sync_message(vec![hash], vec![change]),
+    );
+    assert_eq!(shards[1].errors(second), vec!["foreign-actor"]);
+    assert_eq!(shards[1].engine.doc(&docs[1]).unwrap().get_heads(), before);
+    assert_eq!(
+        shards[1].engine.actor_owner(&stolen),
+        Some(teacher(1).device),
+        "the claim is the first device's in every shard"
+    );
+}
+
+#[test]
+fn a_pass_revoked_in_one_shard_is_refused_in_a_booking_of_another() {
+    use kepu_sync_core::edits::apply_unchecked;
+    use kepu_sync_core::ids::{PupilId, SlotId};
+    use kepu_sync_core::proof::ServerSigner;
+    use kepu_sync_core::schema::booking::ScanMethod;
+
+    let signer = ServerSigner::from_seed([9; 32]);
+    let revocations = DocumentId::from_bytes([5; 16]);
+    let booking = DocumentId::from_bytes([6; 16]);
+    let shared = kepu_sync_core::engine::shared::Shared::new();
+    let mut shards: Vec<Server> = (0..2)
+        .map(|_| {
+            let shared = shared.clone();
+            let key = signer.public();
+            Server::with(move |c| {
+                c.shared = shared;
+                c.proof_key = Some(key);
+                c.revocations_doc = Some(revocations);
+            })
+        })
+        .collect();
+    let venue = VenueId(uuid::Uuid::from_u128(20));
+    let school = SchoolId(uuid::Uuid::from_u128(10));
+    let (kept, revoked) = (
+        PupilId(uuid::Uuid::from_u128(31)),
+        PupilId(uuid::Uuid::from_u128(32)),
+    );
+    // The first shard holds the revocation list; the second the booking.
+    shards[0].feed(Input::Edit {
+        doc: revocations,
+        edit: Edit::CreateRevocations,
+    });
+    shards[0].feed(Input::Edit {
+        doc: revocations,
+        edit: Edit::RevokePass {
+            pupil: revoked,
+            serial: 1,
+        },
+    });
+    shards[1].feed(Input::Edit {
+        doc: booking,
+        edit: Edit::CreateBooking {
+            venue,
+            slot: SlotId(uuid::Uuid::from_u128(40)),
+            school,
+            party_size: 2,
+            roster: vec![kept, revoked],
+        },
+    });
+    let gate = Writer {
+        device: DeviceId(uuid::Uuid::from_u128(3000)),
+        user: UserId(uuid::Uuid::from_u128(3001)),
+        role: Role::VenueStaff,
+        school: None,
+        venue: Some(venue),
+        pupil: None,
+    };
+    let conn = shards[1].join(9, gate.clone());
+    let mut copy = shards[1].engine.doc(&booking).unwrap().fork();
+    copy.set_actor(ActorId::from([0x42; 16].as_slice()));
+    let scan = |s: &mut Server, copy: &mut Automerge, pupil: PupilId, n: u8| {
+        let heads = copy.get_heads();
+        let edit = Edit::CheckIn {
+            pupil,
+            scan_id: format!("0190f000-0000-7000-8000-00000000000{n}"),
+            method: ScanMethod::PassScan,
+            proof: Some(signer.issue_pass(pupil, school, 1, NOW + 86_400_000)),
+        };
+        let hash = apply_unchecked(copy, &gate, NOW, &edit).unwrap().unwrap();
+        let change = copy.get_change_by_hash(&hash).unwrap().raw_bytes().to_vec();
+        s.sync(conn, booking, hostile::sync_message(heads, vec![change]));
+        s.errors(conn)
+    };
+    assert!(
+        scan(&mut shards[1], &mut copy, kept, 1).is_empty(),
+        "a valid pass counts"
+    );
+    assert_eq!(
+        scan(&mut shards[1], &mut copy, revoked, 2),
+        vec!["bad-proof"],
+        "the revoked pass is refused although the list is in another shard"
+    );
+}

@@ -18,3 +18,104 @@ pub(super) fn opt_uuid(row: &AnyRow, column: &str, table: &'static str) -> Resul
     let text: Option<String> = row.try_get(column)?;
     text.map(|t| parse_uuid(&t, table)).transpose()
 }
+
+/// Rows written per statement by [`Insert`] (and by the storage path's appends).
+pub(super) const ROWS_PER_INSERT: usize = 200;
+
+/// `($1, $2, …), (…)` for `rows` rows of `width` parameters.
+pub(super) fn placeholders(rows: usize, width: usize) -> String {
+    let mut sql = String::new();
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..width {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(r * width + c + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// A value of a row for [`Insert`].
+pub(super) enum Val {
+    Text(String),
+    Int(i64),
+}
+
+impl From<String> for Val {
+    fn from(s: String) -> Self {
+        Self::Text(s)
+    }
+}
+
+impl From<&str> for Val {
+    fn from(s: &str) -> Self {
+        Self::Text(s.to_owned())
+    }
+}
+
+impl From<i64> for Val {
+    fn from(i: i64) -> Self {
+        Self::Int(i)
+    }
+}
+
+/// Rows of one table written [`ROWS_PER_INSERT`] at a time, one statement each, instead
+/// of one statement (one round trip on PostgreSQL) per row.
+pub(super) struct Insert {
+    /// `INSERT INTO t (a, b) VALUES`
+    head: &'static str,
+    /// After the values, e.g. `ON CONFLICT … DO NOTHING`; may be empty.
+    tail: &'static str,
+    width: usize,
+    values: Vec<Val>,
+}
+
+impl Insert {
+    pub(super) const fn new(head: &'static str, width: usize, tail: &'static str) -> Self {
+        Self {
+            head,
+            tail,
+            width,
+            values: Vec::new(),
+        }
+    }
+
+    /// One row: exactly `width` values.
+    pub(super) fn row<const N: usize>(&mut self, values: [Val; N]) {
+        debug_assert_eq!(N, self.width, "a row of {}", self.head);
+        self.values.extend(values);
+    }
+
+    /// Writes the rows.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub(super) async fn run(self, conn: &mut sqlx::AnyConnection) -> Result<()> {
+        let mut values = self.values.into_iter().peekable();
+        while values.peek().is_some() {
+            let chunk: Vec<Val> = values.by_ref().take(ROWS_PER_INSERT * self.width).collect();
+            let sql = format!(
+                "{} {} {}",
+                self.head,
+                placeholders(chunk.len() / self.width, self.width),
+                self.tail
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for v in chunk {
+                q = match v {
+                    Val::Text(s) => q.bind(s),
+                    Val::Int(i) => q.bind(i),
+                };
+            }
+            q.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+}

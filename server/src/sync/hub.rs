@@ -28,6 +28,17 @@ pub struct HubConfig {
     /// Longest a merged document waits for its records while more frames keep arriving
     /// (they are computed at once when the hub's queue is empty).
     pub projection_delay: Duration,
+    /// Engine shards, each one task with its own documents and storage worker, merging in
+    /// parallel (ADR 0135). Default: the machine's cores, at most 16.
+    pub engine_shards: usize,
+}
+
+/// The default number of engine shards: one per core, at most 16.
+#[must_use]
+pub fn default_engine_shards() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .clamp(1, 16)
 }
 
 impl Default for HubConfig {
@@ -37,56 +48,81 @@ impl Default for HubConfig {
             idle_evict: Duration::from_secs(300),
             max_docs_per_conn: 2_000,
             projection_delay: Duration::from_millis(20),
+            engine_shards: default_engine_shards(),
         }
     }
 }
 
 impl SyncHub {
-    /// Starts the hub and its storage worker.
+    /// Starts the hub: its engine shards, each with its storage worker.
     #[must_use]
-    pub fn start(state: AppState, config: &HubConfig) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub fn start(state: &AppState, config: &HubConfig) -> Self {
+        let shards = config.engine_shards.clamp(1, 64);
         let seed = *state.store.server_seed();
         let storage_id = hex::encode(derive(&seed, b"kepu-storage-id"));
         let server_device = DeviceId::from_bytes(derive(&seed, b"kepu-server-device"));
         let actor: [u8; 16] = rand::random();
-        let mut engine_config = Config::new(
-            Mode::Server,
-            format!("kepu-server-{}", &storage_id[..8]),
-            storage_id,
-            actor,
-            Writer::server(server_device),
-        );
-        engine_config.max_docs_in_memory = config.max_docs_in_memory;
-        engine_config.idle_evict_ms =
-            i64::try_from(config.idle_evict.as_millis()).unwrap_or(i64::MAX);
-        engine_config.max_docs_per_conn = config.max_docs_per_conn;
-        engine_config.proof_key =
-            Some(kepu_sync_core::proof::ServerSigner::from_seed(seed).public());
-        engine_config.revocations_doc = Some(super::documents::REVOCATIONS_DOC);
         let derived = super::derived::DerivedRegistry::new();
-        engine_config.derived_ids = Some(derived.clone());
-        let hub = Self::new(tx.clone(), derived);
-        let jobs = worker::start(state.clone(), hub.clone());
-        tokio::spawn(run(
-            Engine::new(engine_config),
-            rx,
-            jobs,
-            state,
-            config.projection_delay,
-        ));
+        let shared = kepu_sync_core::engine::shared::Shared::new();
+        let claims_loaded = std::sync::Arc::new(tokio::sync::OnceCell::new());
+        let mut txs = Vec::with_capacity(shards);
+        let mut rxs = Vec::with_capacity(shards);
+        for _ in 0..shards {
+            let (tx, rx) = mpsc::unbounded_channel();
+            txs.push(tx);
+            rxs.push(rx);
+        }
+        let hub = Self::new(txs, derived.clone());
+        for (shard, rx) in rxs.into_iter().enumerate() {
+            let mut engine_config = Config::new(
+                Mode::Server,
+                format!("kepu-server-{}", &storage_id[..8]),
+                storage_id.clone(),
+                actor,
+                Writer::server(server_device),
+            );
+            engine_config.max_docs_in_memory = config.max_docs_in_memory.div_ceil(shards);
+            engine_config.idle_evict_ms =
+                i64::try_from(config.idle_evict.as_millis()).unwrap_or(i64::MAX);
+            engine_config.max_docs_per_conn = config.max_docs_per_conn;
+            engine_config.proof_key =
+                Some(kepu_sync_core::proof::ServerSigner::from_seed(seed).public());
+            engine_config.revocations_doc = Some(super::documents::REVOCATIONS_DOC);
+            engine_config.derived_ids = Some(derived.clone());
+            engine_config.shared = shared.clone();
+            engine_config.answers_join = shard == 0;
+            let jobs = worker::start(state.clone(), hub.clone(), shard);
+            tokio::spawn(run(
+                Shard {
+                    engine: Engine::new(engine_config),
+                    index: shard,
+                    hub: hub.clone(),
+                    conns: HashMap::new(),
+                    dirty: Dirty::new(config.projection_delay),
+                    jobs,
+                    state: state.clone(),
+                    docs_counted: 0,
+                    claims_loaded: claims_loaded.clone(),
+                },
+                rx,
+            ));
+        }
         // Keep the revocation list in memory: every pass check reads it.
-        hub.send(HubMsg::Want {
-            doc: super::documents::REVOCATIONS_DOC,
-        });
-        let ticker = tx;
+        hub.send_doc(
+            &super::documents::REVOCATIONS_DOC,
+            HubMsg::Want {
+                doc: super::documents::REVOCATIONS_DOC,
+            },
+        );
+        let ticker = hub.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(5));
             loop {
                 every.tick().await;
-                if ticker.send(HubMsg::Tick).is_err() {
+                if ticker.is_stopped() {
                     break;
                 }
+                ticker.send_all(|| HubMsg::Tick);
             }
         });
         hub
@@ -108,6 +144,25 @@ fn derive(seed: &[u8; 32], purpose: &[u8]) -> [u8; 16] {
 struct ConnOut {
     out: mpsc::Sender<Outbound>,
     device: DeviceId,
+    /// Shared by the shards: the first to drop the connection for being slow counts it.
+    dropped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// One engine shard: its engine, the connections it knows (every connection, each with
+/// its own sender on the connection's queue), the documents merged since their records
+/// were computed, and its storage worker.
+struct Shard {
+    engine: Engine,
+    index: usize,
+    hub: SyncHub,
+    conns: HashMap<ConnId, ConnOut>,
+    dirty: Dirty,
+    jobs: mpsc::Sender<Job>,
+    state: AppState,
+    /// Documents in memory as last added to the gauge.
+    docs_counted: usize,
+    /// Set once the actor claims are loaded (by any shard).
+    claims_loaded: std::sync::Arc<tokio::sync::OnceCell<()>>,
 }
 
 /// Documents merged since their records were last computed. A burst of frames for one
@@ -140,264 +195,274 @@ impl Dirty {
     }
 }
 
-/// Computes the records of every dirty document and hands them to the worker, behind the
-/// storage tasks already queued for those documents. A document that left memory
-/// meanwhile is projected by the worker from the store.
-async fn project_dirty(
-    engine: &Engine,
-    dirty: &mut Dirty,
-    jobs: &mpsc::Sender<Job>,
-    state: &AppState,
-) {
-    dirty.since = None;
-    for doc in std::mem::take(&mut dirty.docs) {
-        let job = match engine.doc(&doc) {
-            Some(d) => {
-                state
-                    .metrics
-                    .projections_total
-                    .with_label_values(&["memory"])
-                    .inc();
-                Job::Project {
-                    doc,
-                    projection: Box::new(crate::records::project(doc, d)),
-                    heads: d.get_heads(),
-                }
-            }
-            None => Job::Reproject { doc },
-        };
-        let _ = jobs.send(job).await;
-    }
-}
-
-async fn run(
-    mut engine: Engine,
-    mut rx: mpsc::UnboundedReceiver<HubMsg>,
-    jobs: mpsc::Sender<Job>,
-    state: AppState,
-    projection_delay: Duration,
-) {
-    let mut conns: HashMap<ConnId, ConnOut> = HashMap::new();
-    let mut dirty = Dirty::new(projection_delay);
-    load_actor_claims(&mut engine, &state).await;
+async fn run(mut shard: Shard, mut rx: mpsc::UnboundedReceiver<HubMsg>) {
+    load_actor_claims(&shard).await;
     while let Some(msg) = rx.recv().await {
-        handle_message(&mut engine, msg, &mut conns, &mut dirty, &jobs, &state).await;
-        if dirty.due(rx.is_empty()) {
-            project_dirty(&engine, &mut dirty, &jobs, &state).await;
+        shard.handle_message(msg).await;
+        if shard.dirty.due(rx.is_empty()) {
+            shard.project_dirty().await;
         }
     }
 }
 
-/// One message of the hub's queue: into the engine, and its effects carried out.
-async fn handle_message(
-    engine: &mut Engine,
-    msg: HubMsg,
-    conns: &mut HashMap<ConnId, ConnOut>,
-    dirty: &mut Dirty,
-    jobs: &mpsc::Sender<Job>,
-    state: &AppState,
-) {
-    let now = now_ms();
-    let mut budget = None;
-    let input = match msg {
-        HubMsg::Connect { conn, writer, out } => {
-            let device = writer.device;
-            conns.insert(conn, ConnOut { out, device });
-            state.live.device_connected(device.0);
-            let touch = state.store.clone();
-            tokio::spawn(async move {
-                let _ = touch.touch_device_sync(device.0, now_ms(), None).await;
-            });
-            Input::Connected {
-                conn,
-                writer: Some(writer),
-            }
-        }
-        HubMsg::Frame {
-            conn,
-            bytes,
-            budget: b,
-        } => {
-            budget = b;
-            state
-                .metrics
-                .sync_messages_total
-                .with_label_values(&["in"])
-                .inc();
-            Input::Received { conn, bytes }
-        }
-        HubMsg::Disconnect { conn } => {
-            if let Some(c) = conns.remove(&conn) {
-                // Connected until its last sync time is written: the dashboard
-                // never sees it as neither connected nor just synced.
-                live_gone(state, c.device);
-            }
-            Input::Disconnected { conn }
-        }
-        HubMsg::IoDone { task, result } => Input::IoDone { task, result },
-        HubMsg::Edit { doc, edit } => Input::Edit { doc, edit },
-        HubMsg::Want { doc } => Input::Want { doc },
-        HubMsg::Tick => Input::Tick,
-        HubMsg::StoredElsewhere { doc } => Input::StoredElsewhere { doc },
-        HubMsg::StoredElsewhereAll => {
-            let mut fx = Effects::default();
-            for doc in engine.docs() {
-                fx.extend(engine.handle(now, Input::StoredElsewhere { doc }));
-            }
-            settle(engine, fx, conns, dirty, jobs, state, now).await;
-            return;
-        }
-        HubMsg::Revoked { device } => {
-            let gone: Vec<ConnId> = conns
-                .iter()
-                .filter(|(_, c)| c.device == device)
-                .map(|(k, _)| *k)
-                .collect();
-            let mut fx = Effects::default();
-            for conn in gone {
-                if let Some(c) = conns.remove(&conn) {
-                    live_gone(state, c.device);
-                    let err = Message::Error {
-                        sender_id: Some(engine.config().peer_id.clone()),
-                        target_id: None,
-                        message: "device revoked".into(),
-                        refusal: Some(wire::Refusal::new(wire::RefusalCode::DeviceRevoked, None)),
-                    };
-                    // Dropping the queue's sender ends the session once the
-                    // queue is sent, even when these two did not fit.
-                    let _ = c.out.try_send(Outbound::Frame(err.encode()));
-                    let _ = c.out.try_send(Outbound::Close("device revoked"));
+impl Shard {
+    /// The first shard speaks for a connection as a whole: the dashboard's connected
+    /// devices, the last sync time, the `peer` answer and the revocation notice.
+    const fn speaks_for_connections(&self) -> bool {
+        self.index == 0
+    }
+
+    /// Computes the records of every dirty document and hands them to the worker, behind
+    /// the storage tasks already queued for those documents. A document that left memory
+    /// meanwhile is projected by the worker from the store.
+    async fn project_dirty(&mut self) {
+        self.dirty.since = None;
+        for doc in std::mem::take(&mut self.dirty.docs) {
+            let job = match self.engine.doc(&doc) {
+                Some(d) => {
+                    self.state
+                        .metrics
+                        .projections_total
+                        .with_label_values(&["memory"])
+                        .inc();
+                    Job::Project {
+                        doc,
+                        projection: Box::new(crate::records::project(doc, d)),
+                        heads: d.get_heads(),
+                    }
                 }
-                fx.extend(engine.handle(now, Input::Disconnected { conn }));
-            }
-            settle(engine, fx, conns, dirty, jobs, state, now).await;
-            return;
-        }
-        HubMsg::Flush { done } => {
-            // Everything before is written, the records of merged documents too.
-            project_dirty(engine, dirty, jobs, state).await;
-            let _ = jobs.send(Job::Flush(done)).await;
-            return;
-        }
-    };
-    let started = Instant::now();
-    let fx = engine.handle(now, input);
-    drop(budget);
-    state
-        .metrics
-        .merge_seconds
-        .observe(started.elapsed().as_secs_f64());
-    state
-        .metrics
-        .docs_in_memory
-        .set(i64::try_from(engine.docs_in_memory()).unwrap_or(i64::MAX));
-    settle(engine, fx, conns, dirty, jobs, state, now).await;
-}
-
-/// The device left the connected set: its last sync time, then the live dashboard.
-fn live_gone(state: &AppState, device: DeviceId) {
-    let touch = state.store.clone();
-    let live = state.live.clone();
-    tokio::spawn(async move {
-        let _ = touch.touch_device_sync(device.0, now_ms(), None).await;
-        live.device_disconnected(device.0);
-    });
-}
-
-/// Carries out `fx`. A connection whose queue is full, or that the engine closes, is
-/// disconnected for certain: its queue's sender is dropped (the session ends once what is
-/// queued is sent) and the engine is told at once, so that it records nothing more as
-/// sent to it; the device resumes from its saved sync state.
-async fn settle(
-    engine: &mut Engine,
-    mut fx: Effects,
-    conns: &mut HashMap<ConnId, ConnOut>,
-    dirty: &mut Dirty,
-    jobs: &mpsc::Sender<Job>,
-    state: &AppState,
-    now: i64,
-) {
-    loop {
-        let gone = dispatch(fx, conns, dirty, jobs, state).await;
-        if gone.is_empty() {
-            return;
-        }
-        fx = Effects::default();
-        for conn in gone {
-            if let Some(c) = conns.remove(&conn) {
-                live_gone(state, c.device);
-            }
-            fx.extend(engine.handle(now, Input::Disconnected { conn }));
+                None => Job::Reproject { doc },
+            };
+            let _ = self.jobs.send(job).await;
         }
     }
-}
 
-/// Which device owns which actor id: without the claims, a device could write under
-/// another's. Frames wait in the hub's queue meanwhile; the database is retried until it
-/// answers.
-async fn load_actor_claims(engine: &mut Engine, state: &AppState) {
-    let mut wait = Duration::from_millis(100);
-    loop {
-        match state.store.actor_claims().await {
-            Ok(claims) => {
-                engine.load_actor_claims(claims);
+    /// One message of the shard's queue: into the engine, and its effects carried out.
+    async fn handle_message(&mut self, msg: HubMsg) {
+        let now = now_ms();
+        let mut budget = None;
+        let input = match msg {
+            HubMsg::Connect {
+                conn,
+                writer,
+                out,
+                dropped,
+            } => {
+                let device = writer.device;
+                self.conns.insert(
+                    conn,
+                    ConnOut {
+                        out,
+                        device,
+                        dropped,
+                    },
+                );
+                if self.speaks_for_connections() {
+                    self.state.live.device_connected(device.0);
+                    let touch = self.state.store.clone();
+                    tokio::spawn(async move {
+                        let _ = touch.touch_device_sync(device.0, now_ms(), None).await;
+                    });
+                }
+                Input::Connected {
+                    conn,
+                    writer: Some(writer),
+                }
+            }
+            HubMsg::Frame {
+                conn,
+                bytes,
+                budget: b,
+            } => {
+                budget = b;
+                self.count_in();
+                Input::Received { conn, bytes }
+            }
+            HubMsg::Message {
+                conn,
+                msg,
+                budget: b,
+            } => {
+                budget = b;
+                self.count_in();
+                Input::Message { conn, msg }
+            }
+            HubMsg::Disconnect { conn } => {
+                if let Some(c) = self.conns.remove(&conn) {
+                    self.gone(c.device);
+                }
+                Input::Disconnected { conn }
+            }
+            HubMsg::IoDone { task, result } => Input::IoDone { task, result },
+            HubMsg::Edit { doc, edit } => Input::Edit { doc, edit },
+            HubMsg::Want { doc } => Input::Want { doc },
+            HubMsg::Tick => Input::Tick,
+            HubMsg::StoredElsewhere { doc } => Input::StoredElsewhere { doc },
+            HubMsg::StoredElsewhereAll => {
+                let mut fx = Effects::default();
+                for doc in self.engine.docs() {
+                    fx.extend(self.engine.handle(now, Input::StoredElsewhere { doc }));
+                }
+                self.settle(fx, now).await;
                 return;
             }
-            Err(e) => {
-                tracing::error!(error = %e, "could not load actor claims; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
+            HubMsg::Revoked { device } => {
+                let gone: Vec<ConnId> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.device == device)
+                    .map(|(k, _)| *k)
+                    .collect();
+                let mut fx = Effects::default();
+                for conn in gone {
+                    if let Some(c) = self.conns.remove(&conn) {
+                        self.gone(c.device);
+                        if self.speaks_for_connections() {
+                            let err = Message::Error {
+                                sender_id: Some(self.engine.config().peer_id.clone()),
+                                target_id: None,
+                                message: "device revoked".into(),
+                                refusal: Some(wire::Refusal::new(
+                                    wire::RefusalCode::DeviceRevoked,
+                                    None,
+                                )),
+                            };
+                            // Dropping the queue's senders (every shard does) ends the
+                            // session once the queue is sent, even when these two did
+                            // not fit.
+                            let _ = c.out.try_send(Outbound::Frame(err.encode()));
+                            let _ = c.out.try_send(Outbound::Close("device revoked"));
+                        }
+                    }
+                    fx.extend(self.engine.handle(now, Input::Disconnected { conn }));
+                }
+                self.settle(fx, now).await;
+                return;
+            }
+            HubMsg::Flush { done } => {
+                // Everything before is written, the records of merged documents too.
+                self.project_dirty().await;
+                let _ = self.jobs.send(Job::Flush(done)).await;
+                return;
+            }
+        };
+        let started = Instant::now();
+        let fx = self.engine.handle(now, input);
+        drop(budget);
+        self.state
+            .metrics
+            .merge_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.count_docs();
+        self.settle(fx, now).await;
+    }
+
+    fn count_in(&self) {
+        self.state
+            .metrics
+            .sync_messages_total
+            .with_label_values(&["in"])
+            .inc();
+    }
+
+    /// Adds this shard's change of documents in memory to the gauge of all shards.
+    fn count_docs(&mut self) {
+        let now = self.engine.docs_in_memory();
+        if now != self.docs_counted {
+            let delta = i64::try_from(now).unwrap_or(i64::MAX)
+                - i64::try_from(self.docs_counted).unwrap_or(i64::MAX);
+            self.state.metrics.docs_in_memory.add(delta);
+            self.docs_counted = now;
+        }
+    }
+
+    /// A device's connection left this shard. The first shard records its last sync time,
+    /// then tells the live dashboard.
+    fn gone(&self, device: DeviceId) {
+        if self.speaks_for_connections() {
+            live_gone(&self.state, device);
+        }
+    }
+
+    /// Carries out `fx`. A connection whose queue is full, or that the engine closes, is
+    /// disconnected for certain: every shard drops its sender on the connection's queue
+    /// (the session ends once what is queued is sent) and this engine is told at once, so
+    /// that it records nothing more as sent to it; the device resumes from its saved sync
+    /// state.
+    async fn settle(&mut self, mut fx: Effects, now: i64) {
+        loop {
+            let gone = self.dispatch(fx).await;
+            if gone.is_empty() {
+                return;
+            }
+            fx = Effects::default();
+            for conn in gone {
+                if let Some(c) = self.conns.remove(&conn) {
+                    self.gone(c.device);
+                }
+                self.hub.dropped_by(self.index, conn);
+                fx.extend(self.engine.handle(now, Input::Disconnected { conn }));
             }
         }
     }
-}
 
-/// Carries out `fx`; returns the connections to disconnect.
-async fn dispatch(
-    fx: Effects,
-    conns: &HashMap<ConnId, ConnOut>,
-    dirty: &mut Dirty,
-    jobs: &mpsc::Sender<Job>,
-    state: &AppState,
-) -> Vec<ConnId> {
-    let mut gone = Vec::new();
-    let Effects {
-        sends,
-        tasks,
-        events,
-        close,
-    } = fx;
-    for (conn, bytes) in sends {
-        if gone.contains(&conn) {
-            continue;
+    /// Carries out `fx`; returns the connections to disconnect.
+    async fn dispatch(&mut self, fx: Effects) -> Vec<ConnId> {
+        let mut gone = Vec::new();
+        let Effects {
+            sends,
+            tasks,
+            events,
+            close,
+        } = fx;
+        for (conn, bytes) in sends {
+            if gone.contains(&conn) {
+                continue;
+            }
+            if let Some(c) = self.conns.get(&conn) {
+                self.state
+                    .metrics
+                    .sync_messages_total
+                    .with_label_values(&["out"])
+                    .inc();
+                match c.out.try_send(Outbound::Frame(bytes)) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        // A peer that cannot keep up is disconnected; it resumes from its
+                        // sync state. The frame that did not fit was never sent.
+                        if !c.dropped.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                            self.state.metrics.slow_peers_closed_total.inc();
+                        }
+                        gone.push(conn);
+                    }
+                    // The session has already ended; its disconnect is on its way.
+                    Err(mpsc::error::TrySendError::Closed(_)) => gone.push(conn),
+                }
+            }
         }
-        if let Some(c) = conns.get(&conn) {
-            state
-                .metrics
-                .sync_messages_total
-                .with_label_values(&["out"])
-                .inc();
-            match c.out.try_send(Outbound::Frame(bytes)) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    // A peer that cannot keep up is disconnected; it resumes from its
-                    // sync state. The frame that did not fit was never sent.
-                    state.metrics.slow_peers_closed_total.inc();
+        if !tasks.is_empty() {
+            let _ = self.jobs.send(Job::Tasks(tasks)).await;
+        }
+        for event in events {
+            self.on_event(event).await;
+        }
+        for conn in close {
+            if let Some(c) = self.conns.get(&conn) {
+                let _ = c.out.try_send(Outbound::Close("protocol"));
+                if !gone.contains(&conn) {
                     gone.push(conn);
                 }
-                // The session has already ended; its disconnect is on its way.
-                Err(mpsc::error::TrySendError::Closed(_)) => gone.push(conn),
             }
         }
+        gone
     }
-    if !tasks.is_empty() {
-        let _ = jobs.send(Job::Tasks(tasks)).await;
-    }
-    for event in events {
+
+    async fn on_event(&mut self, event: Event) {
+        let state = &self.state;
         match event {
-            Event::DocChanged { doc, .. } => dirty.mark(doc),
-            Event::Evicted { doc } if dirty.docs.remove(&doc) => {
-                let _ = jobs.send(Job::Reproject { doc }).await;
+            Event::DocChanged { doc, .. } => self.dirty.mark(doc),
+            Event::Evicted { doc } if self.dirty.docs.remove(&doc) => {
+                let _ = self.jobs.send(Job::Reproject { doc }).await;
             }
             Event::Refused {
                 writer,
@@ -414,7 +479,8 @@ async fn dispatch(
                 let device = writer.as_ref().map(|w| w.device);
                 tracing::warn!(doc = %doc, device = ?device.map(|d| d.to_string()), code = refusal.code.as_str(), changes, "changes refused");
                 if let Some(device) = device {
-                    let _ = jobs
+                    let _ = self
+                        .jobs
                         .send(Job::Refusal {
                             device,
                             doc,
@@ -442,13 +508,40 @@ async fn dispatch(
             _ => {}
         }
     }
-    for conn in close {
-        if let Some(c) = conns.get(&conn) {
-            let _ = c.out.try_send(Outbound::Close("protocol"));
-            if !gone.contains(&conn) {
-                gone.push(conn);
+}
+
+/// The device left the connected set: its last sync time, then the live dashboard.
+fn live_gone(state: &AppState, device: DeviceId) {
+    let touch = state.store.clone();
+    let live = state.live.clone();
+    tokio::spawn(async move {
+        let _ = touch.touch_device_sync(device.0, now_ms(), None).await;
+        live.device_disconnected(device.0);
+    });
+}
+
+/// Which device owns which actor id: without the claims, a device could write under
+/// another's. Frames wait in the shards' queues meanwhile; the database is retried until
+/// it answers. The claims are shared by every shard: one of them reads them, the others
+/// wait for it.
+async fn load_actor_claims(shard: &Shard) {
+    shard
+        .claims_loaded
+        .get_or_init(|| async {
+            let mut wait = Duration::from_millis(100);
+            loop {
+                match shard.state.store.actor_claims().await {
+                    Ok(claims) => {
+                        shard.engine.config().shared.load_claims(claims);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not load actor claims; retrying");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(5));
+                    }
+                }
             }
-        }
-    }
-    gone
+        })
+        .await;
 }

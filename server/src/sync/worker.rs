@@ -56,12 +56,29 @@ pub const MAX_QUEUED_JOBS: usize = 4_096;
 /// Most tasks committed in one transaction.
 const MAX_BATCH: usize = 512;
 
-pub(crate) fn start(state: AppState, hub: SyncHub) -> mpsc::Sender<Job> {
+/// Starts the storage worker of engine shard `shard`: its completions go back to that
+/// shard.
+pub(crate) fn start(state: AppState, hub: SyncHub, shard: usize) -> mpsc::Sender<Job> {
     let (tx, rx) = mpsc::channel(MAX_QUEUED_JOBS);
     let (writes_tx, writes_rx) = mpsc::channel(MAX_QUEUED_JOBS);
-    tokio::spawn(reads_first(state.clone(), hub.clone(), rx, writes_tx));
-    tokio::spawn(run(state, hub, writes_rx));
+    let back = Back { hub, shard };
+    tokio::spawn(reads_first(state.clone(), back.clone(), rx, writes_tx));
+    tokio::spawn(run(state, back, writes_rx));
     tx
+}
+
+/// The way back to the shard whose tasks a worker runs.
+#[derive(Clone)]
+struct Back {
+    hub: SyncHub,
+    shard: usize,
+}
+
+impl Back {
+    fn done(&self, task: TaskId, result: IoResult) {
+        self.hub
+            .send_to(self.shard, HubMsg::IoDone { task, result });
+    }
 }
 
 /// Starts every read (`Load`, `LoadChanges`) as soon as it arrives, each on its own
@@ -70,7 +87,7 @@ pub(crate) fn start(state: AppState, hub: SyncHub) -> mpsc::Sender<Job> {
 /// node stored only as long as the read takes).
 async fn reads_first(
     state: AppState,
-    hub: SyncHub,
+    hub: Back,
     mut rx: mpsc::Receiver<Job>,
     writes: mpsc::Sender<Job>,
 ) {
@@ -100,7 +117,7 @@ async fn reads_first(
     }
 }
 
-fn spawn_read(state: &AppState, hub: &SyncHub, task: TaskId, doc: DocumentId, whole: bool) {
+fn spawn_read(state: &AppState, hub: &Back, task: TaskId, doc: DocumentId, whole: bool) {
     let store = state.store.clone();
     let hub = hub.clone();
     tokio::spawn(async move {
@@ -113,11 +130,12 @@ fn spawn_read(state: &AppState, hub: &SyncHub, task: TaskId, doc: DocumentId, wh
             Ok(l) => IoResult::Loaded(l),
             Err(e) => IoResult::Failed(e.to_string()),
         };
-        hub.send(HubMsg::IoDone { task, result });
+        hub.done(task, result);
     });
 }
 
-async fn run(state: AppState, hub: SyncHub, mut rx: mpsc::Receiver<Job>) {
+async fn run(state: AppState, back: Back, mut rx: mpsc::Receiver<Job>) {
+    let hub = &back.hub;
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -161,7 +179,7 @@ async fn run(state: AppState, hub: SyncHub, mut rx: mpsc::Receiver<Job>) {
                     Ok(()) => IoResult::Done,
                     Err(e) => IoResult::Failed(e.to_string()),
                 };
-                hub.send(HubMsg::IoDone { task: id, result });
+                back.done(id, result);
             }
         }
         for job in later {
@@ -170,7 +188,7 @@ async fn run(state: AppState, hub: SyncHub, mut rx: mpsc::Receiver<Job>) {
                     doc,
                     projection,
                     heads,
-                } => write_records(&state, &hub, doc, &projection, &heads).await,
+                } => write_records(&state, hub, doc, &projection, &heads).await,
                 Job::Reproject { doc } => match crate::records::load(&state.store, doc).await {
                     Ok(d) => {
                         state
@@ -179,7 +197,7 @@ async fn run(state: AppState, hub: SyncHub, mut rx: mpsc::Receiver<Job>) {
                             .with_label_values(&["store"])
                             .inc();
                         let projection = crate::records::project(doc, &d);
-                        write_records(&state, &hub, doc, &projection, &d.get_heads()).await;
+                        write_records(&state, hub, doc, &projection, &d.get_heads()).await;
                     }
                     Err(e) => tracing::error!(doc = %doc, error = %e, "projection failed"),
                 },

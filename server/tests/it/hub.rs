@@ -28,7 +28,7 @@ fn bureau_device() -> Writer {
 async fn a_peer_whose_queue_is_full_is_disconnected_for_certain() {
     let db = TestDb::new(Db::Sqlite).await;
     let state = AppState::new(db.store.clone());
-    let hub = SyncHub::start(state.clone(), &HubConfig::default());
+    let hub = SyncHub::start(&state, &HubConfig::default());
     // A peer that reads nothing: its queue holds two frames.
     let (out, mut queue) = mpsc::channel::<Outbound>(2);
     let conn = hub.connect(bureau_device(), out);
@@ -90,7 +90,7 @@ async fn a_burst_of_scans_reaches_the_records_computed_at_most_twice_a_booking(d
         projection_delay: Duration::from_secs(3_600),
         ..HubConfig::default()
     };
-    let hub = SyncHub::start(state.clone(), &config);
+    let hub = SyncHub::start(&state, &config);
     let p = crate::support::place(&db.store).await;
     let (venue, school) = (VenueId(p.venue), SchoolId(p.school));
     let slot = SlotId(uuid::Uuid::from_u128(77));

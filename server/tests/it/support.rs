@@ -172,6 +172,9 @@ impl TestDb {
     pub fn config(&self) -> Config {
         let mut config = Config::with_data_dir(std::env::temp_dir());
         config.database_url = Some(self.url.clone());
+        // Three engine shards whatever the machine: every test's documents spread over
+        // shards, so a connection that syncs several always crosses them.
+        config.engine_shards = Some(3);
         config
     }
 

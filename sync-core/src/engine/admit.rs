@@ -17,6 +17,7 @@ use automerge::sync::{self, ChunkList};
 use automerge::{Automerge, ChangeHash, ReadDoc};
 
 use super::guard::{self, Kind, Refused, Scan};
+use super::shared::Claim;
 use super::{ConnId, Engine, Event, Mode, StorageTask, TaskPurpose, actor};
 use crate::doc_id::DocumentId;
 use crate::ids::DeviceId;
@@ -27,10 +28,6 @@ use crate::writer::Writer;
 /// The admission state of an engine.
 #[derive(Debug, Default)]
 pub(super) struct Admission {
-    /// Actor id → the device that owns it.
-    owners: HashMap<Vec<u8>, DeviceId>,
-    /// Actor ids owned, per device.
-    owned: HashMap<DeviceId, usize>,
     /// Per document: changes waiting for missing dependencies, as far as we know them.
     queues: HashMap<DocumentId, Queue>,
     /// The message being handled: its connection, document and admitted changes.
@@ -55,6 +52,14 @@ struct Current {
     changes: Vec<(ChangeHash, Vec<ChangeHash>, u64)>,
 }
 
+/// Whose an actor id is, seen from the device that writes under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Mine,
+    Foreign,
+    Unclaimed,
+}
+
 /// Does `doc` hold the change `hash` (applied, or waiting in its queue)? `queue_deps` is
 /// `doc.get_missing_deps(&[])`: automerge answers `get_missing_deps` from the queued
 /// changes as well as from the hashes asked about.
@@ -73,40 +78,36 @@ fn holds(doc: &Automerge, queue_deps: &[ChangeHash], hash: ChangeHash) -> bool {
 }
 
 impl Engine {
-    /// Loads actor claims (actor id → owning device) kept by the host, at start.
+    /// Loads actor claims (actor id → owning device) kept by the host, at start. The
+    /// first claim of an actor id wins; a later one for another device is ignored.
     pub fn load_actor_claims(&mut self, claims: impl IntoIterator<Item = (Vec<u8>, DeviceId)>) {
-        for (actor, device) in claims {
-            self.claim(actor, device);
-        }
+        self.config.shared.load_claims(claims);
     }
 
     /// The device that owns an actor id, if the server has seen one write under it.
     #[must_use]
     pub fn actor_owner(&self, actor: &[u8]) -> Option<DeviceId> {
-        self.admission.owners.get(actor).copied()
+        self.config.shared.actor_owner(actor)
     }
 
-    fn claim(&mut self, actor: Vec<u8>, device: DeviceId) -> bool {
-        if self.admission.owners.contains_key(&actor) {
-            return false;
+    /// Whose is `actor`, seen from `writer`?
+    fn actor_status(&self, actor: &[u8], writer: &Writer) -> Status {
+        if writer.device == self.config.writer.device {
+            return Status::Mine;
         }
-        self.admission.owners.insert(actor, device);
-        *self.admission.owned.entry(device).or_default() += 1;
-        true
+        if actor == self.config.actor.as_slice() {
+            return Status::Foreign;
+        }
+        match self.config.shared.actor_owner(actor) {
+            None => Status::Unclaimed,
+            Some(owner) if owner == writer.device => Status::Mine,
+            Some(_) => Status::Foreign,
+        }
     }
 
     /// Is `actor` someone else's than `writer`'s?
     fn foreign(&self, actor: &[u8], writer: &Writer) -> bool {
-        if writer.device == self.config.writer.device {
-            return false;
-        }
-        if actor == self.config.actor.as_slice() {
-            return true;
-        }
-        self.admission
-            .owners
-            .get(actor)
-            .is_some_and(|owner| *owner != writer.device)
+        self.actor_status(actor, writer) == Status::Foreign
     }
 
     /// Sends a refusal of a whole frame.
@@ -174,24 +175,27 @@ impl Engine {
                                 .get(&doc)
                                 .is_some_and(|e| holds(&e.doc, &queue_deps, m.hash))
                         };
-                        let foreign = self.foreign(&m.actor, w);
-                        let code = if foreign && !known() {
-                            RefusalCode::ForeignActor
-                        } else if m.deps.iter().any(|d| bad.contains(d)) {
-                            RefusalCode::DependsOnRefused
-                        } else {
-                            // The sender's own new actor id: it is theirs from now on,
-                            // claimed before automerge may queue the change (a change that
-                            // waits for a dependency is stored later, when another peer's
-                            // message completes it).
-                            if !foreign
-                                && !self.admission.owners.contains_key(&m.actor)
-                                && !claims.contains(&m.actor)
-                                && !known()
-                            {
-                                claims.push(m.actor.clone());
+                        let deps_bad = m.deps.iter().any(|d| bad.contains(d));
+                        let code = match self.actor_status(&m.actor, w) {
+                            Status::Foreign if !known() => RefusalCode::ForeignActor,
+                            _ if deps_bad => RefusalCode::DependsOnRefused,
+                            Status::Unclaimed if !known() => {
+                                // The sender's own new actor id is theirs from now on,
+                                // claimed before automerge may queue the change (a change
+                                // that waits for a dependency is stored later, when another
+                                // peer's message completes it). Checked and taken in one
+                                // step: another shard may be claiming it at this moment.
+                                match self.config.shared.claims().claim(&m.actor, w.device) {
+                                    Claim::New => claims.push(m.actor.clone()),
+                                    Claim::Own => {}
+                                    Claim::Taken(_) => {
+                                        bad.insert(m.hash);
+                                        refused.push((m.hash, RefusalCode::ForeignActor));
+                                    }
+                                }
+                                continue;
                             }
-                            continue;
+                            _ => continue,
                         };
                         bad.insert(m.hash);
                         refused.push((m.hash, code));
@@ -255,17 +259,14 @@ impl Engine {
         if writer.device == self.config.writer.device {
             return Ok(());
         }
+        let held = self.config.shared.claims();
         let new: HashSet<&[u8]> = scan
             .changes()
             .map(|(_, m)| m.actor.as_slice())
-            .filter(|a| !self.admission.owners.contains_key(*a))
+            .filter(|a| held.owner(a).is_none())
             .collect();
-        let owned = self
-            .admission
-            .owned
-            .get(&writer.device)
-            .copied()
-            .unwrap_or(0);
+        let owned = held.owned_by(writer.device);
+        drop(held);
         if !new.is_empty() && owned + new.len() > self.config.limits.actors_per_device {
             return Err(Refused {
                 code: RefusalCode::TooManyActors,
@@ -394,7 +395,7 @@ impl Engine {
             }
             for c in changes {
                 if let Some(a) = guard::change_actor(&c.bytes, &self.config.limits)
-                    && !self.admission.owners.contains_key(&a)
+                    && self.config.shared.actor_owner(&a).is_none()
                     && !actors.contains(&a)
                 {
                     actors.push(a);
@@ -409,8 +410,11 @@ impl Engine {
         if actors.is_empty() {
             return;
         }
-        for a in &actors {
-            self.claim(a.clone(), device);
+        {
+            let mut held = self.config.shared.claims();
+            for a in &actors {
+                held.claim(a, device);
+            }
         }
         self.task(
             TaskPurpose::Other(doc),

@@ -141,6 +141,15 @@ impl Engine {
                 return;
             }
         };
+        self.on_message(conn, msg);
+    }
+
+    /// A decoded message from a connection (the host may decode frames itself, off the
+    /// engine's task, to route them to the shard of their document).
+    pub(super) fn on_message(&mut self, conn: ConnId, msg: Message) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
         let joined = self.conns.get(&conn).is_some_and(|c| c.joined);
         match msg {
             Message::Join {
@@ -217,6 +226,9 @@ impl Engine {
             return;
         }
         if !versions.iter().any(|v| v == wire::PROTOCOL_V1) {
+            if !self.config.answers_join {
+                return;
+            }
             self.send_error(
                 conn,
                 "unsupported protocol version",
@@ -232,6 +244,9 @@ impl Engine {
             c.remote_peer = Some(sender.clone());
             c.remote_storage.clone_from(&storage);
             c.joined = true;
+        }
+        if !self.config.answers_join {
+            return;
         }
         let peer = Message::Peer {
             sender_id: self.config.peer_id.clone(),

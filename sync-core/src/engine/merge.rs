@@ -126,18 +126,31 @@ impl Engine {
                 ..validate::ProofCheck::default()
             };
         };
-        let revoked = self
-            .config
-            .revocations_doc
-            .filter(|r| *r != doc)
-            .and_then(|r| self.doc(&r))
-            .map(crate::schema::revocations::read_with_times)
-            .unwrap_or_default();
+        let revoked = if self.config.revocations_doc.is_some_and(|r| r != doc) {
+            self.publish_revocations();
+            self.config.shared.revoked()
+        } else {
+            std::collections::BTreeMap::default()
+        };
         validate::ProofCheck {
             server_key: Some(key),
             revoked,
             doc: Some(doc),
             derived: self.config.derived_ids.clone(),
+        }
+    }
+
+    /// If this engine holds the revocation list and it moved since it was last
+    /// published, publishes it for every shard (`shared::Shared`).
+    pub(super) fn publish_revocations(&self) {
+        let Some(d) = self.config.revocations_doc.and_then(|r| self.doc(&r)) else {
+            return;
+        };
+        let heads = d.get_heads();
+        if !self.config.shared.revoked_at(&heads) {
+            self.config
+                .shared
+                .publish_revoked(heads, crate::schema::revocations::read_with_times(d));
         }
     }
 }
