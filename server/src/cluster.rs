@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kepu_sync_core::doc_id::DocumentId;
-use kepu_sync_core::ids::SlotId;
+use kepu_sync_core::ids::{DeviceId, SlotId};
 use sqlx::Connection;
 use tokio::sync::{mpsc, watch};
 
@@ -54,6 +54,8 @@ pub enum Tag {
     Venue,
     /// Bookings of these slots changed (the leader decides them).
     Slot,
+    /// These actor ids were claimed (`<actor hex>:<device id>`, see [`claim_id`]).
+    Actor,
 }
 
 impl Tag {
@@ -62,6 +64,7 @@ impl Tag {
             Self::Doc => "doc",
             Self::Venue => "venue",
             Self::Slot => "slot",
+            Self::Actor => "actor",
         }
     }
 
@@ -70,6 +73,7 @@ impl Tag {
             "doc" => Self::Doc,
             "venue" => Self::Venue,
             "slot" => Self::Slot,
+            "actor" => Self::Actor,
             _ => return None,
         })
     }
@@ -93,6 +97,34 @@ pub fn payloads(node: &str, tag: Tag, ids: &[String]) -> Vec<String> {
         out.push(current);
     }
     out
+}
+
+/// One actor-id claim as a notification id: the actor id in hex, `:`, the device id.
+#[must_use]
+pub fn claim_id(actor: &[u8], device: DeviceId) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(actor.len() * 2 + 37);
+    for b in actor {
+        let _ = write!(out, "{b:02x}");
+    }
+    out.push(':');
+    out.push_str(&device.to_string());
+    out
+}
+
+/// A claim read back from [`claim_id`]; `None` for any other shape (or an actor id
+/// longer than 64 bytes).
+#[must_use]
+pub fn parse_claim(id: &str) -> Option<(Vec<u8>, DeviceId)> {
+    let (hex, device) = id.split_once(':')?;
+    if hex.is_empty() || hex.len() % 2 != 0 || hex.len() > 128 {
+        return None;
+    }
+    let actor = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    Some((actor, device.parse().ok()?))
 }
 
 /// A notification read back: the node that sent it, what about and the ids (ids that do
@@ -266,6 +298,7 @@ async fn run_listener(
     decider: mpsc::UnboundedSender<SlotId>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut first = true;
     loop {
         let mut listener = match connect_listener(state.store.url()).await {
             Ok(l) => l,
@@ -278,7 +311,12 @@ async fn run_listener(
             }
         };
         // What was stored while this node did not listen: documents in memory read
-        // their rows again (a document loaded later reads them anyway).
+        // their rows again (a document loaded later reads them anyway), and after a
+        // loss the actor-id claims are read again (at start the hub read them itself).
+        if !first {
+            hub.reload_actor_claims();
+        }
+        first = false;
         hub.stored_elsewhere_all();
         loop {
             let received = tokio::select! {
@@ -290,6 +328,7 @@ async fn run_listener(
                 Ok(None) => {
                     // Listening again already (eager reconnect); catch up.
                     tracing::warn!("notifications: connection lost and made again");
+                    hub.reload_actor_claims();
                     hub.stored_elsewhere_all();
                 }
                 Err(error) => {
@@ -333,6 +372,7 @@ fn handle(state: &AppState, hub: &SyncHub, decider: &mpsc::UnboundedSender<SlotI
                 }
             }
         }
+        Tag::Actor => hub.actor_claims(ids.into_iter().filter_map(parse_claim).collect()),
         Tag::Slot => {
             if state.leader.is_leader() {
                 for id in ids {
@@ -406,6 +446,26 @@ mod tests {
         }
         assert_eq!(back, ids);
         assert!(payloads("n1", Tag::Slot, &[]).is_empty());
+    }
+
+    #[test]
+    fn claims_read_back_and_malformed_ones_are_ignored() {
+        let device = DeviceId(uuid::Uuid::from_u128(7));
+        let actor = vec![0, 1, 0xab, 0xff];
+        let id = claim_id(&actor, device);
+        assert_eq!(parse_claim(&id), Some((actor, device)));
+        let long = format!("{}:{device}", "ab".repeat(65));
+        for bad in [
+            "",
+            ":",
+            "abc:x",
+            "zz:00000000-0000-0000-0000-000000000007",
+            "ab:",
+            "ab",
+            &long,
+        ] {
+            assert!(parse_claim(bad).is_none(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -247,6 +247,17 @@ async fn handle_message(
             settle(engine, fx, conns, dirty, jobs, state, now).await;
             return;
         }
+        HubMsg::ActorClaims { claims } => {
+            engine.correct_actor_claims(claims);
+            return;
+        }
+        HubMsg::ReloadActorClaims => {
+            match state.store.actor_claims().await {
+                Ok(claims) => engine.correct_actor_claims(claims),
+                Err(e) => tracing::warn!(error = %e, "could not read the actor claims again"),
+            }
+            return;
+        }
         HubMsg::Revoked { device } => {
             let gone: Vec<ConnId> = conns
                 .iter()

@@ -58,6 +58,13 @@ pub(crate) enum HubMsg {
     },
     /// Every document in memory: notifications may have been missed.
     StoredElsewhereAll,
+    /// Actor-id claims the database holds (another node made them, or an append was
+    /// refused because of them): they replace what the engine believed.
+    ActorClaims {
+        claims: Vec<(Vec<u8>, DeviceId)>,
+    },
+    /// Read every actor-id claim again (notifications may have been missed).
+    ReloadActorClaims,
     Flush {
         done: oneshot::Sender<()>,
     },
@@ -148,6 +155,19 @@ impl SyncHub {
     /// every document in memory reads its rows again.
     pub fn stored_elsewhere_all(&self) {
         self.send(HubMsg::StoredElsewhereAll);
+    }
+
+    /// The database holds these actor-id claims (first claim wins, whichever node made
+    /// it): the engine refuses changes under them from any other device.
+    pub fn actor_claims(&self, claims: Vec<(Vec<u8>, DeviceId)>) {
+        if !claims.is_empty() {
+            self.send(HubMsg::ActorClaims { claims });
+        }
+    }
+
+    /// Claims may have been made elsewhere unheard: read them all again.
+    pub fn reload_actor_claims(&self) {
+        self.send(HubMsg::ReloadActorClaims);
     }
 
     /// A device was revoked: close its connections at once.

@@ -159,6 +159,17 @@ async fn run(state: AppState, hub: SyncHub, mut rx: mpsc::Receiver<Job>) {
             for ((id, _), result) in writes.into_iter().zip(results) {
                 let result = match result {
                     Ok(()) => IoResult::Done,
+                    Err(crate::error::Error::ActorClaimed(claims)) => {
+                        // Another node gave these actor ids to other devices first: the
+                        // engine learns it before it hears the append failed, so the
+                        // device's next try is refused `foreign-actor`.
+                        tracing::warn!(
+                            actors = claims.len(),
+                            "append refused: actor ids claimed by other devices"
+                        );
+                        hub.actor_claims(claims);
+                        IoResult::Failed("an actor id belongs to another device".into())
+                    }
                     Err(e) => IoResult::Failed(e.to_string()),
                 };
                 hub.send(HubMsg::IoDone { task: id, result });

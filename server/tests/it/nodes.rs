@@ -570,3 +570,192 @@ async fn postgres_both_nodes_compact_a_busy_booking_and_the_database_keeps_every
     );
     db.finish().await;
 }
+
+/// A booking made by a teacher on `a` whose roster holds a pupil's device, and that pupil
+/// reading it on `b`.
+struct Trip {
+    teacher: Device,
+    pupil: Device,
+    booking: DocumentId,
+    roster: Vec<kepu_sync_core::ids::PupilId>,
+}
+
+async fn trip(db: &TestDb, a: SocketAddr, b: SocketAddr) -> Trip {
+    let (c, _staff, enroller) = venue_with_slot(db, a, 60).await;
+    let mut teacher = enroller
+        .device(Role::Teacher, Some(c.school.0), None, 1)
+        .await;
+    let mut pupil = enroller
+        .device(Role::Pupil, Some(c.school.0), None, 2)
+        .await;
+    let mut roster = pupils(900, 3);
+    roster.push(pupil.engine.config().writer.pupil.expect("a pupil"));
+    let booking = new_doc();
+    teacher.edit(
+        booking,
+        create_booking(c.venue, c.slot, c.school, roster.clone()),
+    );
+    teacher.sync(a).await;
+    assert!(teacher.server_has_all(&booking));
+    pupil.want(booking);
+    pupil.sync(b).await;
+    assert!(
+        pupil
+            .doc(&booking)
+            .is_some_and(|d| !d.get_heads().is_empty()),
+        "the pupil reads the booking"
+    );
+    Trip {
+        teacher,
+        pupil,
+        booking,
+        roster,
+    }
+}
+
+/// An empty change under `actor`, on top of what `device` holds of `doc`, as a sync
+/// message (a tampered app's forgery).
+fn forged_under(device: &Device, doc: &DocumentId, actor: &automerge::ActorId) -> Vec<u8> {
+    use automerge::ReadDoc as _;
+    let mut forged = device.doc(doc).unwrap().fork();
+    forged.set_actor(actor.clone());
+    let hash = forged.empty_commit(automerge::transaction::CommitOptions::default());
+    let change = forged
+        .get_change_by_hash(&hash)
+        .unwrap()
+        .raw_bytes()
+        .to_vec();
+    kepu_sync_core::engine::guard::hostile::sync_message(forged.get_heads(), vec![change])
+}
+
+/// The stored changes of `doc` written under `actor`.
+async fn stored_under(db: &TestDb, doc: DocumentId, actor: &automerge::ActorId) -> usize {
+    let loaded = db.store.load_document(doc).await.unwrap();
+    let restored = kepu_sync_core::stored::restore(loaded.snapshot.as_deref(), loaded.changes);
+    restored
+        .doc
+        .get_changes(&[])
+        .iter()
+        .filter(|c| c.actor_id() == actor)
+        .count()
+}
+
+/// Known gap 6, the `foreign-actor` attack across nodes: the teacher's device wrote on
+/// node A, which learned its actor id; a pupil's tampered app on node B takes that actor
+/// id from the booking's history and writes under it. B refuses it (`foreign-actor`), as
+/// A would, and the teacher's later offline check-ins land on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_device_on_node_b_cannot_write_under_an_actor_id_node_a_learned() {
+    let db = TestDb::new(Db::Postgres).await;
+    let a = Node::start(&db).await;
+    let b = Node::start(&db).await;
+    let Trip {
+        mut teacher,
+        mut pupil,
+        booking,
+        roster,
+    } = trip(&db, a.addr, b.addr).await;
+    teacher.disconnect();
+    let mut scans = Vec::new();
+    for p in &roster[..2] {
+        let (edit, id) = check_in(*p);
+        teacher.edit(booking, edit);
+        scans.push(id);
+    }
+    let teacher_actor = teacher.doc(&booking).unwrap().get_actor().clone();
+    let attack = forged_under(&pupil, &booking, &teacher_actor);
+    let mut raw = crate::hostile_payloads::Raw::join(b.addr, &pupil.token).await;
+    raw.sync(booking, attack.clone()).await;
+    assert_eq!(raw.refusal().await.as_deref(), Some("foreign-actor"));
+    assert_eq!(
+        stored_under(&db, booking, &teacher_actor).await,
+        1,
+        "only the teacher's"
+    );
+
+    teacher.sync(a.addr).await;
+    assert!(
+        teacher.server_has_all(&booking),
+        "the offline check-ins are stored"
+    );
+    until(
+        &mut pupil,
+        "the teacher's check-ins reaching the pupil on B",
+        |p| {
+            let seen = p.doc(&booking).map(scan_ids).unwrap_or_default();
+            scans.iter().all(|s| seen.contains(s))
+        },
+    )
+    .await;
+    // Node A refuses it too, and so does B again.
+    for node in [a.addr, b.addr] {
+        let mut raw = crate::hostile_payloads::Raw::join(node, &pupil.token).await;
+        raw.sync(booking, attack.clone()).await;
+        assert_eq!(raw.refusal().await.as_deref(), Some("foreign-actor"));
+    }
+    teacher.disconnect();
+    pupil.disconnect();
+    b.stop().await;
+    a.stop().await;
+    db.finish().await;
+}
+
+/// The window the notification leaves: node A claimed an actor id for the teacher's
+/// device and node B never heard of it (its notification was lost; here the claim is
+/// written behind B's back). A pupil's tampered app writes under it on B: B admits it,
+/// but its append is refused by the claim table in the same transaction, nothing is
+/// stored, B learns the owner and closes the connection; the app's next try is refused
+/// `foreign-actor`. Honest devices go on syncing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_claim_node_b_never_heard_of_still_stops_the_forged_change() {
+    let db = TestDb::new(Db::Postgres).await;
+    let b = Node::start(&db).await;
+    let Trip {
+        mut teacher,
+        mut pupil,
+        booking,
+        roster,
+    } = trip(&db, b.addr, b.addr).await;
+    let ghost = automerge::ActorId::random();
+    sqlx::query("INSERT INTO device_actors (actor, device_id, first_seen) VALUES ($1, $2, 0)")
+        .bind(ghost.to_bytes().to_vec())
+        .bind(teacher.engine.config().writer.device.to_string())
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+    let attack = forged_under(&pupil, &booking, &ghost);
+    let mut raw = crate::hostile_payloads::Raw::join(b.addr, &pupil.token).await;
+    raw.sync(booking, attack.clone()).await;
+    assert_eq!(
+        raw.refusal().await.as_deref(),
+        Some("storage-unavailable"),
+        "the append is refused and the connection closed"
+    );
+    assert_eq!(
+        stored_under(&db, booking, &ghost).await,
+        0,
+        "nothing stored"
+    );
+    let mut raw = crate::hostile_payloads::Raw::join(b.addr, &pupil.token).await;
+    raw.sync(booking, attack).await;
+    assert_eq!(raw.refusal().await.as_deref(), Some("foreign-actor"));
+    assert_eq!(stored_under(&db, booking, &ghost).await, 0);
+
+    // Devices connected to the booking on B were closed with the forger's (their
+    // unacknowledged changes were dropped with B's copy); they reconnect.
+    pupil.disconnect();
+    teacher.disconnect();
+    let (edit, scan) = check_in(roster[0]);
+    teacher.edit(booking, edit);
+    teacher.sync(b.addr).await;
+    assert!(
+        teacher.server_has_all(&booking),
+        "honest check-ins are stored"
+    );
+    pupil.sync(b.addr).await;
+    assert!(scan_ids(pupil.doc(&booking).unwrap()).contains(&scan));
+    teacher.disconnect();
+    pupil.disconnect();
+    b.stop().await;
+    db.finish().await;
+}
