@@ -18,7 +18,7 @@
 //! On SQLite there is one node: it always leads and nothing is sent or listened to.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use kepu_sync_core::doc_id::DocumentId;
@@ -42,6 +42,13 @@ pub const ARRIVAL_LOCK_SPACE: i32 = 0x6b70_0002;
 /// How often a node that does not lead tries the lock, and the leader checks that its
 /// connection (and so its lock) is still there.
 pub const LEADER_RETRY: Duration = Duration::from_millis(500);
+/// How long the leader waits for the answer to its check before it takes its
+/// connection for lost (instead of the TCP timeout).
+pub const LEADER_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often a node writes which devices are connected to it (`device_presence`).
+pub const PRESENCE_EVERY: Duration = Duration::from_secs(5);
+/// A node's presence rows older than this are ignored (the node stopped refreshing them).
+pub const PRESENCE_STALE_MS: i64 = 15_000;
 /// A notification payload stays under PostgreSQL's limit of 8000 bytes.
 const MAX_PAYLOAD: usize = 7_000;
 
@@ -141,6 +148,10 @@ pub fn parse(payload: &str) -> Option<(&str, Tag, Vec<&str>)> {
 #[derive(Debug, Clone)]
 pub struct Leadership {
     leading: Arc<AtomicBool>,
+    /// The backend pid of the session holding the lock (0: none, or SQLite).
+    pid: Arc<AtomicI32>,
+    /// Whether leadership is contested in PostgreSQL (false: the only node).
+    contested: bool,
     /// `None` until the first attempt at the lock finished, then whether this node leads.
     changes: watch::Sender<Option<bool>>,
 }
@@ -152,6 +163,8 @@ impl Leadership {
         let (changes, _) = watch::channel(Some(true));
         Self {
             leading: Arc::new(AtomicBool::new(true)),
+            pid: Arc::new(AtomicI32::new(0)),
+            contested: false,
             changes,
         }
     }
@@ -160,7 +173,41 @@ impl Leadership {
         let (changes, _) = watch::channel(None);
         Self {
             leading: Arc::new(AtomicBool::new(false)),
+            pid: Arc::new(AtomicI32::new(0)),
+            contested: true,
             changes,
+        }
+    }
+
+    /// Does this node lead, as PostgreSQL says now? Asked before each piece of
+    /// once-only work: the leader's own check runs only every [`LEADER_RETRY`], and a
+    /// connection that broke silently would leave [`Self::is_leader`] true meanwhile,
+    /// while another node may already lead. Reads `pg_locks` for the lock held by the
+    /// leader's session (by its backend pid); a session that was terminated or lost
+    /// holds nothing, and the node stops leading at once. A failed read answers false
+    /// this time without giving up leadership (the leader's own check decides).
+    pub async fn confirm(&self, store: &Store) -> bool {
+        if !self.is_leader() {
+            return false;
+        }
+        if !self.contested {
+            return true;
+        }
+        let pid = self.pid.load(Ordering::SeqCst);
+        match store.holds_advisory_lock(pid, LEADER_LOCK).await {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::warn!("leader lock: no longer held by this node's session");
+                // Only if the session is still the one that was asked about.
+                if self.pid.load(Ordering::SeqCst) == pid {
+                    self.set(false);
+                }
+                false
+            }
+            Err(error) => {
+                tracing::warn!(%error, "leader lock: could not confirm");
+                false
+            }
         }
     }
 
@@ -206,12 +253,26 @@ pub fn lead(store: &Store, stop: watch::Receiver<bool>) -> Leadership {
     leadership
 }
 
+/// The leader's connection: a statement that hangs fails after 5 s, and PostgreSQL
+/// probes the client's socket after 10 s of silence, so a session whose node vanished
+/// ends (and releases the lock) within about half a minute, not the kernel's hours.
+async fn leader_connection(url: &str) -> Result<sqlx::postgres::PgConnection, sqlx::Error> {
+    let options: sqlx::postgres::PgConnectOptions = url.parse()?;
+    let options = options.options([
+        ("statement_timeout", "5000"),
+        ("tcp_keepalives_idle", "10"),
+        ("tcp_keepalives_interval", "5"),
+        ("tcp_keepalives_count", "3"),
+    ]);
+    sqlx::postgres::PgConnection::connect_with(&options).await
+}
+
 async fn hold_lock(url: String, leadership: Leadership, mut stop: watch::Receiver<bool>) {
     loop {
         if *stop.borrow() {
             break;
         }
-        let mut conn = match sqlx::postgres::PgConnection::connect(&url).await {
+        let mut conn = match leader_connection(&url).await {
             Ok(c) => c,
             Err(error) => {
                 tracing::warn!(%error, "leader lock: cannot connect");
@@ -231,6 +292,16 @@ async fn hold_lock(url: String, leadership: Leadership, mut stop: watch::Receive
                     .await;
             match held {
                 Ok(true) => {
+                    match sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+                        .fetch_one(&mut conn)
+                        .await
+                    {
+                        Ok(pid) => leadership.pid.store(pid, Ordering::SeqCst),
+                        Err(error) => {
+                            tracing::warn!(%error, "leader lock: query failed");
+                            break;
+                        }
+                    }
                     leadership.set(true);
                     // The lock is ours while this session lives; check that it does.
                     loop {
@@ -243,9 +314,19 @@ async fn hold_lock(url: String, leadership: Leadership, mut stop: watch::Receive
                             let _ = conn.close().await;
                             return;
                         }
-                        if let Err(error) = sqlx::query("SELECT 1").execute(&mut conn).await {
-                            tracing::warn!(%error, "leader lock: connection lost");
+                        let check = tokio::time::timeout(
+                            LEADER_CHECK_TIMEOUT,
+                            sqlx::query("SELECT 1").execute(&mut conn),
+                        )
+                        .await;
+                        if !matches!(check, Ok(Ok(_))) {
+                            tracing::warn!("leader lock: connection lost or silent");
                             leadership.set(false);
+                            break;
+                        }
+                        if !leadership.is_leader() {
+                            // `confirm` found the lock gone: this session is not the
+                            // one holding it; start again on a new connection.
                             break;
                         }
                     }
@@ -279,6 +360,35 @@ async fn wait_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
         _ = stop.wait_for(|s| *s) => Some(true),
     };
     stopped.unwrap_or_else(|| *stop.borrow())
+}
+
+/// Shares which devices are connected to this node (PostgreSQL; nothing on SQLite): every
+/// [`PRESENCE_EVERY`] the node marks its connected devices in `device_presence` and drops
+/// its rows for devices gone, and rows of nodes that stopped refreshing are deleted. A
+/// connection or its end is written at once too (`crate::sync`).
+pub fn share_presence(state: &AppState, mut stop: watch::Receiver<bool>) {
+    if state.store.backend() != crate::store::Backend::Postgres {
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        loop {
+            let now = crate::clock::now_ms();
+            let devices = state.live.connected_devices();
+            let refreshed = state.store.presence_refresh(&devices, now).await;
+            let pruned = state
+                .store
+                .presence_prune(now, now - 4 * PRESENCE_STALE_MS)
+                .await;
+            if let Err(error) = refreshed.and(pruned) {
+                tracing::warn!(%error, "could not share the connected devices");
+            }
+            if wait_or_stop(&mut stop, PRESENCE_EVERY).await {
+                let _ = state.store.presence_prune(i64::MAX, 0).await;
+                return;
+            }
+        }
+    });
 }
 
 /// Listens for the other nodes' notifications on PostgreSQL until `stop` turns true
@@ -419,7 +529,7 @@ fn start_decider(state: AppState, hub: SyncHub) -> mpsc::UnboundedSender<SlotId>
             slots.sort_unstable();
             slots.dedup();
             for slot in slots {
-                if state.leader.is_leader() {
+                if state.leader.confirm(&state.store).await {
                     crate::sync::worker::decide_slot(&state, &hub, slot).await;
                 }
             }

@@ -95,6 +95,7 @@ pub async fn run(
     let address = listener.local_addr()?;
     let hub = sync::SyncHub::start(state.clone(), &sync::HubConfig::default());
     cluster::listen(&state, &hub, stop_rx.clone());
+    cluster::share_presence(&state, stop_rx.clone());
     if config.demo {
         let seeded = demo::seed(&state.accounts).await?;
         demo::print_welcome(&seeded, address);

@@ -207,6 +207,9 @@ async fn handle_message(
             let touch = state.store.clone();
             tokio::spawn(async move {
                 let _ = touch.touch_device_sync(device.0, now_ms(), None).await;
+                if touch.backend() == crate::store::Backend::Postgres {
+                    let _ = touch.presence_connected(device.0, now_ms()).await;
+                }
             });
             Input::Connected {
                 conn,
@@ -312,6 +315,9 @@ fn live_gone(state: &AppState, device: DeviceId) {
     tokio::spawn(async move {
         let _ = touch.touch_device_sync(device.0, now_ms(), None).await;
         live.device_disconnected(device.0);
+        if touch.backend() == crate::store::Backend::Postgres && !live.is_connected(device.0) {
+            let _ = touch.presence_gone(device.0).await;
+        }
     });
 }
 

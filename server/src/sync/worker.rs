@@ -249,7 +249,7 @@ async fn write_records(
                 tracing::warn!(doc = %doc, error = %e, "could not mark projection");
             }
             if let Some(slot) = slot {
-                if state.leader.is_leader() {
+                if state.leader.confirm(&state.store).await {
                     decide_slot(state, hub, slot).await;
                 } else {
                     tell_nodes(state, Tag::Slot, slot.to_string()).await;
