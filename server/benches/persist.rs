@@ -89,6 +89,7 @@ fn booking_task(n: usize) -> StorageTask {
         kind: Some(DocKind::Booking),
         changes,
         heads: doc.get_heads(),
+        owners: Vec::new(),
     }
 }
 

@@ -18,11 +18,11 @@
 //! On SQLite there is one node: it always leads and nothing is sent or listened to.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use kepu_sync_core::doc_id::DocumentId;
-use kepu_sync_core::ids::SlotId;
+use kepu_sync_core::ids::{DeviceId, SlotId};
 use sqlx::Connection;
 use tokio::sync::{mpsc, watch};
 
@@ -42,6 +42,13 @@ pub const ARRIVAL_LOCK_SPACE: i32 = 0x6b70_0002;
 /// How often a node that does not lead tries the lock, and the leader checks that its
 /// connection (and so its lock) is still there.
 pub const LEADER_RETRY: Duration = Duration::from_millis(500);
+/// How long the leader waits for the answer to its check before it takes its
+/// connection for lost (instead of the TCP timeout).
+pub const LEADER_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often a node writes which devices are connected to it (`device_presence`).
+pub const PRESENCE_EVERY: Duration = Duration::from_secs(5);
+/// A node's presence rows older than this are ignored (the node stopped refreshing them).
+pub const PRESENCE_STALE_MS: i64 = 15_000;
 /// A notification payload stays under PostgreSQL's limit of 8000 bytes.
 const MAX_PAYLOAD: usize = 7_000;
 
@@ -54,6 +61,8 @@ pub enum Tag {
     Venue,
     /// Bookings of these slots changed (the leader decides them).
     Slot,
+    /// These actor ids were claimed (`<actor hex>:<device id>`, see [`claim_id`]).
+    Actor,
 }
 
 impl Tag {
@@ -62,6 +71,7 @@ impl Tag {
             Self::Doc => "doc",
             Self::Venue => "venue",
             Self::Slot => "slot",
+            Self::Actor => "actor",
         }
     }
 
@@ -70,6 +80,7 @@ impl Tag {
             "doc" => Self::Doc,
             "venue" => Self::Venue,
             "slot" => Self::Slot,
+            "actor" => Self::Actor,
             _ => return None,
         })
     }
@@ -95,6 +106,34 @@ pub fn payloads(node: &str, tag: Tag, ids: &[String]) -> Vec<String> {
     out
 }
 
+/// One actor-id claim as a notification id: the actor id in hex, `:`, the device id.
+#[must_use]
+pub fn claim_id(actor: &[u8], device: DeviceId) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(actor.len() * 2 + 37);
+    for b in actor {
+        let _ = write!(out, "{b:02x}");
+    }
+    out.push(':');
+    out.push_str(&device.to_string());
+    out
+}
+
+/// A claim read back from [`claim_id`]; `None` for any other shape (or an actor id
+/// longer than 64 bytes).
+#[must_use]
+pub fn parse_claim(id: &str) -> Option<(Vec<u8>, DeviceId)> {
+    let (hex, device) = id.split_once(':')?;
+    if hex.is_empty() || hex.len() % 2 != 0 || hex.len() > 128 {
+        return None;
+    }
+    let actor = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    Some((actor, device.parse().ok()?))
+}
+
 /// A notification read back: the node that sent it, what about and the ids (ids that do
 /// not parse are left to the caller). `None` for a payload of another shape.
 #[must_use]
@@ -109,6 +148,10 @@ pub fn parse(payload: &str) -> Option<(&str, Tag, Vec<&str>)> {
 #[derive(Debug, Clone)]
 pub struct Leadership {
     leading: Arc<AtomicBool>,
+    /// The backend pid of the session holding the lock (0: none, or SQLite).
+    pid: Arc<AtomicI32>,
+    /// Whether leadership is contested in PostgreSQL (false: the only node).
+    contested: bool,
     /// `None` until the first attempt at the lock finished, then whether this node leads.
     changes: watch::Sender<Option<bool>>,
 }
@@ -120,6 +163,8 @@ impl Leadership {
         let (changes, _) = watch::channel(Some(true));
         Self {
             leading: Arc::new(AtomicBool::new(true)),
+            pid: Arc::new(AtomicI32::new(0)),
+            contested: false,
             changes,
         }
     }
@@ -128,7 +173,41 @@ impl Leadership {
         let (changes, _) = watch::channel(None);
         Self {
             leading: Arc::new(AtomicBool::new(false)),
+            pid: Arc::new(AtomicI32::new(0)),
+            contested: true,
             changes,
+        }
+    }
+
+    /// Does this node lead, as PostgreSQL says now? Asked before each piece of
+    /// once-only work: the leader's own check runs only every [`LEADER_RETRY`], and a
+    /// connection that broke silently would leave [`Self::is_leader`] true meanwhile,
+    /// while another node may already lead. Reads `pg_locks` for the lock held by the
+    /// leader's session (by its backend pid); a session that was terminated or lost
+    /// holds nothing, and the node stops leading at once. A failed read answers false
+    /// this time without giving up leadership (the leader's own check decides).
+    pub async fn confirm(&self, store: &Store) -> bool {
+        if !self.is_leader() {
+            return false;
+        }
+        if !self.contested {
+            return true;
+        }
+        let pid = self.pid.load(Ordering::SeqCst);
+        match store.holds_advisory_lock(pid, LEADER_LOCK).await {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::warn!("leader lock: no longer held by this node's session");
+                // Only if the session is still the one that was asked about.
+                if self.pid.load(Ordering::SeqCst) == pid {
+                    self.set(false);
+                }
+                false
+            }
+            Err(error) => {
+                tracing::warn!(%error, "leader lock: could not confirm");
+                false
+            }
         }
     }
 
@@ -174,12 +253,26 @@ pub fn lead(store: &Store, stop: watch::Receiver<bool>) -> Leadership {
     leadership
 }
 
+/// The leader's connection: a statement that hangs fails after 5 s, and PostgreSQL
+/// probes the client's socket after 10 s of silence, so a session whose node vanished
+/// ends (and releases the lock) within about half a minute, not the kernel's hours.
+async fn leader_connection(url: &str) -> Result<sqlx::postgres::PgConnection, sqlx::Error> {
+    let options: sqlx::postgres::PgConnectOptions = url.parse()?;
+    let options = options.options([
+        ("statement_timeout", "5000"),
+        ("tcp_keepalives_idle", "10"),
+        ("tcp_keepalives_interval", "5"),
+        ("tcp_keepalives_count", "3"),
+    ]);
+    sqlx::postgres::PgConnection::connect_with(&options).await
+}
+
 async fn hold_lock(url: String, leadership: Leadership, mut stop: watch::Receiver<bool>) {
     loop {
         if *stop.borrow() {
             break;
         }
-        let mut conn = match sqlx::postgres::PgConnection::connect(&url).await {
+        let mut conn = match leader_connection(&url).await {
             Ok(c) => c,
             Err(error) => {
                 tracing::warn!(%error, "leader lock: cannot connect");
@@ -199,6 +292,16 @@ async fn hold_lock(url: String, leadership: Leadership, mut stop: watch::Receive
                     .await;
             match held {
                 Ok(true) => {
+                    match sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+                        .fetch_one(&mut conn)
+                        .await
+                    {
+                        Ok(pid) => leadership.pid.store(pid, Ordering::SeqCst),
+                        Err(error) => {
+                            tracing::warn!(%error, "leader lock: query failed");
+                            break;
+                        }
+                    }
                     leadership.set(true);
                     // The lock is ours while this session lives; check that it does.
                     loop {
@@ -211,9 +314,19 @@ async fn hold_lock(url: String, leadership: Leadership, mut stop: watch::Receive
                             let _ = conn.close().await;
                             return;
                         }
-                        if let Err(error) = sqlx::query("SELECT 1").execute(&mut conn).await {
-                            tracing::warn!(%error, "leader lock: connection lost");
+                        let check = tokio::time::timeout(
+                            LEADER_CHECK_TIMEOUT,
+                            sqlx::query("SELECT 1").execute(&mut conn),
+                        )
+                        .await;
+                        if !matches!(check, Ok(Ok(_))) {
+                            tracing::warn!("leader lock: connection lost or silent");
                             leadership.set(false);
+                            break;
+                        }
+                        if !leadership.is_leader() {
+                            // `confirm` found the lock gone: this session is not the
+                            // one holding it; start again on a new connection.
                             break;
                         }
                     }
@@ -249,6 +362,35 @@ async fn wait_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
     stopped.unwrap_or_else(|| *stop.borrow())
 }
 
+/// Shares which devices are connected to this node (PostgreSQL; nothing on SQLite): every
+/// [`PRESENCE_EVERY`] the node marks its connected devices in `device_presence` and drops
+/// its rows for devices gone, and rows of nodes that stopped refreshing are deleted. A
+/// connection or its end is written at once too (`crate::sync`).
+pub fn share_presence(state: &AppState, mut stop: watch::Receiver<bool>) {
+    if state.store.backend() != crate::store::Backend::Postgres {
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        loop {
+            let now = crate::clock::now_ms();
+            let devices = state.live.connected_devices();
+            let refreshed = state.store.presence_refresh(&devices, now).await;
+            let pruned = state
+                .store
+                .presence_prune(now, now - 4 * PRESENCE_STALE_MS)
+                .await;
+            if let Err(error) = refreshed.and(pruned) {
+                tracing::warn!(%error, "could not share the connected devices");
+            }
+            if wait_or_stop(&mut stop, PRESENCE_EVERY).await {
+                let _ = state.store.presence_prune(i64::MAX, 0).await;
+                return;
+            }
+        }
+    });
+}
+
 /// Listens for the other nodes' notifications on PostgreSQL until `stop` turns true
 /// (nothing on SQLite). After the listening connection was lost and comes back, every
 /// document in memory reads its rows again (notifications sent meanwhile are lost).
@@ -266,6 +408,7 @@ async fn run_listener(
     decider: mpsc::UnboundedSender<SlotId>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut first = true;
     loop {
         let mut listener = match connect_listener(state.store.url()).await {
             Ok(l) => l,
@@ -278,7 +421,12 @@ async fn run_listener(
             }
         };
         // What was stored while this node did not listen: documents in memory read
-        // their rows again (a document loaded later reads them anyway).
+        // their rows again (a document loaded later reads them anyway), and after a
+        // loss the actor-id claims are read again (at start the hub read them itself).
+        if !first {
+            hub.reload_actor_claims();
+        }
+        first = false;
         hub.stored_elsewhere_all();
         loop {
             let received = tokio::select! {
@@ -290,6 +438,7 @@ async fn run_listener(
                 Ok(None) => {
                     // Listening again already (eager reconnect); catch up.
                     tracing::warn!("notifications: connection lost and made again");
+                    hub.reload_actor_claims();
                     hub.stored_elsewhere_all();
                 }
                 Err(error) => {
@@ -333,6 +482,7 @@ fn handle(state: &AppState, hub: &SyncHub, decider: &mpsc::UnboundedSender<SlotI
                 }
             }
         }
+        Tag::Actor => hub.actor_claims(ids.into_iter().filter_map(parse_claim).collect()),
         Tag::Slot => {
             if state.leader.is_leader() {
                 for id in ids {
@@ -379,7 +529,7 @@ fn start_decider(state: AppState, hub: SyncHub) -> mpsc::UnboundedSender<SlotId>
             slots.sort_unstable();
             slots.dedup();
             for slot in slots {
-                if state.leader.is_leader() {
+                if state.leader.confirm(&state.store).await {
                     crate::sync::worker::decide_slot(&state, &hub, slot).await;
                 }
             }
@@ -406,6 +556,26 @@ mod tests {
         }
         assert_eq!(back, ids);
         assert!(payloads("n1", Tag::Slot, &[]).is_empty());
+    }
+
+    #[test]
+    fn claims_read_back_and_malformed_ones_are_ignored() {
+        let device = DeviceId(uuid::Uuid::from_u128(7));
+        let actor = vec![0, 1, 0xab, 0xff];
+        let id = claim_id(&actor, device);
+        assert_eq!(parse_claim(&id), Some((actor, device)));
+        let long = format!("{}:{device}", "ab".repeat(65));
+        for bad in [
+            "",
+            ":",
+            "abc:x",
+            "zz:00000000-0000-0000-0000-000000000007",
+            "ab:",
+            "ab",
+            &long,
+        ] {
+            assert!(parse_claim(bad).is_none(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -69,6 +69,11 @@ pub enum Error {
     /// A stored value does not parse (corrupt or foreign data).
     #[error("corrupt stored value in {0}")]
     Corrupt(&'static str),
+    /// Changes were to be stored under actor ids that the shared claim table gives to
+    /// other devices (another node claimed them first); nothing was stored. Carries the
+    /// table's owners of those actor ids, for the engine to learn.
+    #[error("an actor id of these changes belongs to another device")]
+    ActorClaimed(Vec<(Vec<u8>, kepu_sync_core::ids::DeviceId)>),
 }
 
 /// Shorthand used across the crate.

@@ -99,6 +99,7 @@ pub async fn run(
     }
     let hub = sync::SyncHub::start(&state, &hub_config);
     cluster::listen(&state, &hub, stop_rx.clone());
+    cluster::share_presence(&state, stop_rx.clone());
     if config.demo {
         let seeded = demo::seed(&state.accounts).await?;
         demo::print_welcome(&seeded, address);

@@ -98,6 +98,24 @@ pub async fn snapshot(
             .parse::<Uuid>()
             .is_ok_and(|id| feed.is_connected(id));
     }
+    // Devices connected to the other nodes sharing the database (PostgreSQL).
+    if store.backend() == crate::store::Backend::Postgres {
+        let others: Vec<Uuid> = rows
+            .devices
+            .iter()
+            .filter(|d| !d.connected)
+            .filter_map(|d| d.device_id.parse().ok())
+            .collect();
+        if !others.is_empty() {
+            let since = crate::clock::now_ms() - crate::cluster::PRESENCE_STALE_MS;
+            let present = store.present_elsewhere(&others, since).await?;
+            for d in &mut rows.devices {
+                if !d.connected && d.device_id.parse().is_ok_and(|id| present.contains(&id)) {
+                    d.connected = true;
+                }
+            }
+        }
+    }
     for b in &rows.bookings {
         let roster = feed.rosters().roster(store, b).await?;
         rows.rosters.insert(b.doc_id.clone(), roster);

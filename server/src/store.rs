@@ -13,6 +13,7 @@ mod enrollment;
 mod fleet;
 mod geo;
 mod live;
+mod nodes;
 mod records;
 mod refusals;
 mod reports;

@@ -323,6 +323,8 @@ enum TaskPurpose {
         generation: u64,
         changes: Vec<StoredChange>,
         kind: Option<DocKind>,
+        /// Who owns the changes' actor ids, as admitted (the same on every retry).
+        owners: Vec<(Vec<u8>, crate::ids::DeviceId)>,
         tries: u32,
     },
     Compact {

@@ -1122,6 +1122,7 @@ fn compaction_deletes_only_the_rows_it_read() {
             bytes: late.raw_bytes().to_vec(),
         }],
         heads: vec![],
+        owners: Vec::new(),
     });
     assert_eq!(w.sim.server_store_run(&compact.1), IoResult::Done);
     let stored = &w.sim.server.store.docs[&b];

@@ -48,7 +48,7 @@ impl IntoResponse for Error {
             Self::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             Self::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
             Self::EnrollmentCodeRejected => (StatusCode::BAD_REQUEST, "invalid_enrollment_code"),
-            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::Conflict(_) | Self::ActorClaimed(_) => (StatusCode::CONFLICT, "conflict"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::AppTooOld { .. } => (StatusCode::FORBIDDEN, "app_too_old"),

@@ -27,6 +27,7 @@ async fn readyz(State(state): State<AppState>) -> Result<ApiJson<Value>> {
         "status": "ready",
         "database": state.store.backend().name(),
         // Whether this node runs the once-only work (several nodes on PostgreSQL).
-        "leader": state.leader.is_leader(),
+        // Asked of PostgreSQL now, not as last checked (`Leadership::confirm`).
+        "leader": state.leader.confirm(&state.store).await,
     })))
 }

@@ -88,6 +88,17 @@ impl LiveFeed {
             .contains_key(&device)
     }
 
+    /// The devices holding an open sync connection to this node now.
+    #[must_use]
+    pub fn connected_devices(&self) -> Vec<Uuid> {
+        self.connected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .copied()
+            .collect()
+    }
+
     /// The rosters of booking documents read lately.
     pub(super) fn rosters(&self) -> &RosterCache {
         &self.rosters

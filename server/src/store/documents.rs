@@ -130,6 +130,20 @@ impl Store {
     /// A database failure; then none of the tasks took effect.
     pub async fn run_document_tasks(&self, tasks: &[&StorageTask], now: i64) -> Result<()> {
         let mut tx = self.begin_write().await?;
+        // Actor ids first: changes are stored only under actor ids this transaction
+        // finds claimed by the device that wrote them (gap 6 closed: another node may
+        // have given one to another device since this node learned its claims).
+        let mut wanted: Vec<(Vec<u8>, DeviceId)> = Vec::new();
+        for task in tasks {
+            match task {
+                StorageTask::ClaimActors { device, actors } => {
+                    wanted.extend(actors.iter().map(|a| (a.clone(), *device)));
+                }
+                StorageTask::Append { owners, .. } => wanted.extend(owners.iter().cloned()),
+                _ => {}
+            }
+        }
+        let claimed = claim_actors(&mut tx, &wanted, now).await?;
         let mut appends: Vec<&StorageTask> = Vec::new();
         for task in tasks {
             if matches!(task, StorageTask::Append { .. }) {
@@ -143,19 +157,8 @@ impl Store {
                 | StorageTask::Append { .. }
                 | StorageTask::Quarantine { .. }
                 | StorageTask::Forget { .. } => {}
-                StorageTask::ClaimActors { device, actors } => {
-                    for actor in actors {
-                        sqlx::query(
-                            "INSERT INTO device_actors (actor, device_id, first_seen) VALUES ($1, $2, $3) \
-                             ON CONFLICT (actor) DO NOTHING",
-                        )
-                        .bind(actor.clone())
-                        .bind(device.to_string())
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                }
+                // Claimed above, with the appends' owners.
+                StorageTask::ClaimActors { .. } => {}
                 StorageTask::Compact {
                     doc,
                     snapshot,
@@ -208,7 +211,21 @@ impl Store {
         }
         append_all(&mut tx, &appends, now).await?;
         if self.backend == crate::store::Backend::Postgres {
-            // Delivered to the other nodes when (and only if) this commits.
+            // Delivered to the other nodes when (and only if) this commits, claims
+            // before documents: a node learns who owns an actor id before it reads the
+            // changes written under it.
+            let claims: Vec<String> = claimed
+                .iter()
+                .map(|(a, d)| crate::cluster::claim_id(a, *d))
+                .collect();
+            for payload in crate::cluster::payloads(&self.node, crate::cluster::Tag::Actor, &claims)
+            {
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(crate::cluster::CHANNEL)
+                    .bind(payload)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let mut stored: Vec<String> = Vec::new();
             for task in tasks {
                 if let StorageTask::Append { doc, .. } = task {
@@ -365,6 +382,7 @@ async fn append_all(
             kind,
             changes,
             heads,
+            ..
         } = task
         else {
             continue;
@@ -414,6 +432,77 @@ async fn append_all(
         q.execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// Claims each actor id of `wanted` for its device where the claim table holds none, and
+/// checks the others: the claims made now, or [`crate::error::Error::ActorClaimed`] (with
+/// the table's owners) when one belongs to another device. Two transactions claiming one
+/// actor id take turns on its key, so the second sees the first's claim.
+async fn claim_actors(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    wanted: &[(Vec<u8>, DeviceId)],
+    now: i64,
+) -> Result<Vec<(Vec<u8>, DeviceId)>> {
+    let mut want: Vec<(Vec<u8>, DeviceId)> = Vec::new();
+    for (a, d) in wanted {
+        if !want.iter().any(|(x, y)| x == a && y == d) {
+            want.push((a.clone(), *d));
+        }
+    }
+    if want.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut made: Vec<(Vec<u8>, DeviceId)> = Vec::new();
+    for chunk in want.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO device_actors (actor, device_id, first_seen) VALUES {} \
+             ON CONFLICT (actor) DO NOTHING RETURNING actor, device_id",
+            placeholders(chunk.len(), 3)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (a, d) in chunk {
+            q = q.bind(a.clone()).bind(d.to_string()).bind(now);
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            let actor: Vec<u8> = row.try_get(0)?;
+            let device: String = row.try_get(1)?;
+            if let Ok(device) = device.parse() {
+                made.push((actor, device));
+            }
+        }
+    }
+    let rest: Vec<&(Vec<u8>, DeviceId)> = want
+        .iter()
+        .filter(|w| !made.iter().any(|m| m.0 == w.0 && m.1 == w.1))
+        .collect();
+    let mut taken: Vec<(Vec<u8>, DeviceId)> = Vec::new();
+    for chunk in rest.chunks(ROWS_PER_INSERT) {
+        let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT actor, device_id FROM device_actors WHERE actor IN ({})",
+            list.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (a, _) in chunk {
+            q = q.bind(a.clone());
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            let actor: Vec<u8> = row.try_get(0)?;
+            let owner: String = row.try_get(1)?;
+            let Ok(owner) = owner.parse::<DeviceId>() else {
+                continue;
+            };
+            let conflicting = chunk.iter().any(|(a, d)| *a == actor && *d != owner);
+            if conflicting && !taken.iter().any(|(a, _)| *a == actor) {
+                taken.push((actor, owner));
+            }
+        }
+    }
+    if taken.is_empty() {
+        Ok(made)
+    } else {
+        Err(crate::error::Error::ActorClaimed(taken))
+    }
 }
 
 /// `($1, $2, …), (…)` for `rows` rows of `width` parameters.

@@ -161,7 +161,7 @@ pub fn keep_in_step(
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            if !leader.is_leader() {
+            if !leader.confirm(&store).await {
                 // What another leader wrote is not remembered here: it is in the list.
                 written.clear();
                 continue;

@@ -72,7 +72,7 @@ impl SyncHub {
             txs.push(tx);
             rxs.push(rx);
         }
-        let hub = Self::new(txs, derived.clone());
+        let hub = Self::new(txs, derived.clone(), shared.clone());
         for (shard, rx) in rxs.into_iter().enumerate() {
             let mut engine_config = Config::new(
                 Mode::Server,
@@ -262,6 +262,9 @@ impl Shard {
                     let touch = self.state.store.clone();
                     tokio::spawn(async move {
                         let _ = touch.touch_device_sync(device.0, now_ms(), None).await;
+                        if touch.backend() == crate::store::Backend::Postgres {
+                            let _ = touch.presence_connected(device.0, now_ms()).await;
+                        }
                     });
                 }
                 Input::Connected {
@@ -304,6 +307,13 @@ impl Shard {
                     fx.extend(self.engine.handle(now, Input::StoredElsewhere { doc }));
                 }
                 self.settle(fx, now).await;
+                return;
+            }
+            HubMsg::ReloadActorClaims => {
+                match self.state.store.actor_claims().await {
+                    Ok(claims) => self.engine.config().shared.correct_claims(claims),
+                    Err(e) => tracing::warn!(error = %e, "could not read the actor claims again"),
+                }
                 return;
             }
             HubMsg::Revoked { device } => {
@@ -517,6 +527,9 @@ fn live_gone(state: &AppState, device: DeviceId) {
     tokio::spawn(async move {
         let _ = touch.touch_device_sync(device.0, now_ms(), None).await;
         live.device_disconnected(device.0);
+        if touch.backend() == crate::store::Backend::Postgres && !live.is_connected(device.0) {
+            let _ = touch.presence_gone(device.0).await;
+        }
     });
 }
 

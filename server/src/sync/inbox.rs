@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::edits::Edit;
+use kepu_sync_core::engine::shared::Shared;
 use kepu_sync_core::engine::{ConnId, IoResult, TaskId};
 use kepu_sync_core::ids::DeviceId;
 use kepu_sync_core::wire::{self, Message};
@@ -69,6 +70,8 @@ pub(crate) enum HubMsg {
     },
     /// Every document in memory: notifications may have been missed.
     StoredElsewhereAll,
+    /// Read every actor-id claim again (notifications may have been missed).
+    ReloadActorClaims,
     Flush {
         done: oneshot::Sender<()>,
     },
@@ -93,6 +96,8 @@ pub struct SyncHub {
     next_conn: Arc<AtomicU64>,
     connections: Arc<AtomicUsize>,
     derived: Arc<super::derived::DerivedRegistry>,
+    /// What the shards share (actor-id claims, the revocation list).
+    shared: Arc<Shared>,
 }
 
 /// The shard of `doc` among `shards`. Document ids are random (or, for the server's own
@@ -111,10 +116,12 @@ impl SyncHub {
     pub(crate) fn new(
         shards: Vec<mpsc::UnboundedSender<HubMsg>>,
         derived: Arc<super::derived::DerivedRegistry>,
+        shared: Arc<Shared>,
     ) -> Self {
         Self {
             shards: shards.into(),
             derived,
+            shared,
             inbound: Arc::new(Semaphore::new(INBOUND_BUDGET as usize)),
             next_conn: Arc::new(AtomicU64::new(1)),
             connections: Arc::new(AtomicUsize::new(0)),
@@ -277,6 +284,19 @@ impl SyncHub {
     /// every document in memory reads its rows again.
     pub fn stored_elsewhere_all(&self) {
         self.send_all(|| HubMsg::StoredElsewhereAll);
+    }
+
+    /// The database holds these actor-id claims (first claim wins, whichever node made
+    /// it): the engine refuses changes under them from any other device.
+    pub fn actor_claims(&self, claims: Vec<(Vec<u8>, DeviceId)>) {
+        // Shared by every shard, so it holds at once: the worker tells it before the
+        // shard hears that the append failed.
+        self.shared.correct_claims(claims);
+    }
+
+    /// Claims may have been made elsewhere unheard: read them all again.
+    pub fn reload_actor_claims(&self) {
+        self.send_to(0, HubMsg::ReloadActorClaims);
     }
 
     /// A device was revoked: close its connections at once.

@@ -177,6 +177,17 @@ async fn run(state: AppState, back: Back, mut rx: mpsc::Receiver<Job>) {
             for ((id, _), result) in writes.into_iter().zip(results) {
                 let result = match result {
                     Ok(()) => IoResult::Done,
+                    Err(crate::error::Error::ActorClaimed(claims)) => {
+                        // Another node gave these actor ids to other devices first: the
+                        // engine learns it before it hears the append failed, so the
+                        // device's next try is refused `foreign-actor`.
+                        tracing::warn!(
+                            actors = claims.len(),
+                            "append refused: actor ids claimed by other devices"
+                        );
+                        hub.actor_claims(claims);
+                        IoResult::Failed("an actor id belongs to another device".into())
+                    }
                     Err(e) => IoResult::Failed(e.to_string()),
                 };
                 back.done(id, result);
@@ -256,7 +267,7 @@ async fn write_records(
                 tracing::warn!(doc = %doc, error = %e, "could not mark projection");
             }
             if let Some(slot) = slot {
-                if state.leader.is_leader() {
+                if state.leader.confirm(&state.store).await {
                     decide_slot(state, hub, slot).await;
                 } else {
                     tell_nodes(state, Tag::Slot, slot.to_string()).await;

@@ -45,12 +45,12 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A tampered app: speaks the protocol itself with a real device token.
-struct Raw {
+pub(crate) struct Raw {
     socket: Socket,
 }
 
 impl Raw {
-    async fn join(addr: SocketAddr, token: &str) -> Self {
+    pub(crate) async fn join(addr: SocketAddr, token: &str) -> Self {
         let mut socket = open_socket(addr, token).await.expect("websocket opens");
         let join = Message::Join {
             sender_id: "tampered".into(),
@@ -73,7 +73,7 @@ impl Raw {
             .expect("frame sent");
     }
 
-    async fn sync(&mut self, doc: DocumentId, data: Vec<u8>) {
+    pub(crate) async fn sync(&mut self, doc: DocumentId, data: Vec<u8>) {
         self.send(&Message::Sync {
             sender_id: "tampered".into(),
             target_id: "server".into(),
@@ -95,7 +95,7 @@ impl Raw {
 
     /// The refusal code of the next `error` (other frames skipped); `None` if the
     /// connection closes or stays silent.
-    async fn refusal(&mut self) -> Option<String> {
+    pub(crate) async fn refusal(&mut self) -> Option<String> {
         loop {
             if let Message::Error {
                 refusal, message, ..

@@ -95,7 +95,7 @@ impl ServerProcess {
     }
 
     /// SIGKILL: no flush, no graceful close.
-    fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         // `Child::kill` sends SIGKILL on unix.
         self.child.kill().expect("SIGKILL");
         let status = self.child.wait().expect("reaped");

@@ -570,3 +570,412 @@ async fn postgres_both_nodes_compact_a_busy_booking_and_the_database_keeps_every
     );
     db.finish().await;
 }
+
+/// A booking made by a teacher on `a` whose roster holds a pupil's device, and that pupil
+/// reading it on `b`.
+struct Trip {
+    teacher: Device,
+    pupil: Device,
+    booking: DocumentId,
+    roster: Vec<kepu_sync_core::ids::PupilId>,
+}
+
+async fn trip(db: &TestDb, a: SocketAddr, b: SocketAddr) -> Trip {
+    let (c, _staff, enroller) = venue_with_slot(db, a, 60).await;
+    let mut teacher = enroller
+        .device(Role::Teacher, Some(c.school.0), None, 1)
+        .await;
+    let mut pupil = enroller
+        .device(Role::Pupil, Some(c.school.0), None, 2)
+        .await;
+    let mut roster = pupils(900, 3);
+    roster.push(pupil.engine.config().writer.pupil.expect("a pupil"));
+    let booking = new_doc();
+    teacher.edit(
+        booking,
+        create_booking(c.venue, c.slot, c.school, roster.clone()),
+    );
+    teacher.sync(a).await;
+    assert!(teacher.server_has_all(&booking));
+    pupil.want(booking);
+    pupil.sync(b).await;
+    assert!(
+        pupil
+            .doc(&booking)
+            .is_some_and(|d| !d.get_heads().is_empty()),
+        "the pupil reads the booking"
+    );
+    Trip {
+        teacher,
+        pupil,
+        booking,
+        roster,
+    }
+}
+
+/// An empty change under `actor`, on top of what `device` holds of `doc`, as a sync
+/// message (a tampered app's forgery).
+fn forged_under(device: &Device, doc: &DocumentId, actor: &automerge::ActorId) -> Vec<u8> {
+    use automerge::ReadDoc as _;
+    let mut forged = device.doc(doc).unwrap().fork();
+    forged.set_actor(actor.clone());
+    let hash = forged.empty_commit(automerge::transaction::CommitOptions::default());
+    let change = forged
+        .get_change_by_hash(&hash)
+        .unwrap()
+        .raw_bytes()
+        .to_vec();
+    kepu_sync_core::engine::guard::hostile::sync_message(forged.get_heads(), vec![change])
+}
+
+/// The stored changes of `doc` written under `actor`.
+async fn stored_under(db: &TestDb, doc: DocumentId, actor: &automerge::ActorId) -> usize {
+    let loaded = db.store.load_document(doc).await.unwrap();
+    let restored = kepu_sync_core::stored::restore(loaded.snapshot.as_deref(), loaded.changes);
+    restored
+        .doc
+        .get_changes(&[])
+        .iter()
+        .filter(|c| c.actor_id() == actor)
+        .count()
+}
+
+/// Known gap 6, the `foreign-actor` attack across nodes: the teacher's device wrote on
+/// node A, which learned its actor id; a pupil's tampered app on node B takes that actor
+/// id from the booking's history and writes under it. B refuses it (`foreign-actor`), as
+/// A would, and the teacher's later offline check-ins land on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_device_on_node_b_cannot_write_under_an_actor_id_node_a_learned() {
+    let db = TestDb::new(Db::Postgres).await;
+    let a = Node::start(&db).await;
+    let b = Node::start(&db).await;
+    let Trip {
+        mut teacher,
+        mut pupil,
+        booking,
+        roster,
+    } = trip(&db, a.addr, b.addr).await;
+    teacher.disconnect();
+    let mut scans = Vec::new();
+    for p in &roster[..2] {
+        let (edit, id) = check_in(*p);
+        teacher.edit(booking, edit);
+        scans.push(id);
+    }
+    let teacher_actor = teacher.doc(&booking).unwrap().get_actor().clone();
+    let attack = forged_under(&pupil, &booking, &teacher_actor);
+    let mut raw = crate::hostile_payloads::Raw::join(b.addr, &pupil.token).await;
+    raw.sync(booking, attack.clone()).await;
+    assert_eq!(raw.refusal().await.as_deref(), Some("foreign-actor"));
+    assert_eq!(
+        stored_under(&db, booking, &teacher_actor).await,
+        1,
+        "only the teacher's"
+    );
+
+    teacher.sync(a.addr).await;
+    assert!(
+        teacher.server_has_all(&booking),
+        "the offline check-ins are stored"
+    );
+    until(
+        &mut pupil,
+        "the teacher's check-ins reaching the pupil on B",
+        |p| {
+            let seen = p.doc(&booking).map(scan_ids).unwrap_or_default();
+            scans.iter().all(|s| seen.contains(s))
+        },
+    )
+    .await;
+    // Node A refuses it too, and so does B again.
+    for node in [a.addr, b.addr] {
+        let mut raw = crate::hostile_payloads::Raw::join(node, &pupil.token).await;
+        raw.sync(booking, attack.clone()).await;
+        assert_eq!(raw.refusal().await.as_deref(), Some("foreign-actor"));
+    }
+    teacher.disconnect();
+    pupil.disconnect();
+    b.stop().await;
+    a.stop().await;
+    db.finish().await;
+}
+
+/// The window the notification leaves: node A claimed an actor id for the teacher's
+/// device and node B never heard of it (its notification was lost; here the claim is
+/// written behind B's back). A pupil's tampered app writes under it on B: B admits it,
+/// but its append is refused by the claim table in the same transaction, nothing is
+/// stored, B learns the owner and closes the connection; the app's next try is refused
+/// `foreign-actor`. Honest devices go on syncing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_claim_node_b_never_heard_of_still_stops_the_forged_change() {
+    let db = TestDb::new(Db::Postgres).await;
+    let b = Node::start(&db).await;
+    let Trip {
+        mut teacher,
+        mut pupil,
+        booking,
+        roster,
+    } = trip(&db, b.addr, b.addr).await;
+    let ghost = automerge::ActorId::random();
+    sqlx::query("INSERT INTO device_actors (actor, device_id, first_seen) VALUES ($1, $2, 0)")
+        .bind(ghost.to_bytes().to_vec())
+        .bind(teacher.engine.config().writer.device.to_string())
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+    let attack = forged_under(&pupil, &booking, &ghost);
+    let mut raw = crate::hostile_payloads::Raw::join(b.addr, &pupil.token).await;
+    raw.sync(booking, attack.clone()).await;
+    assert_eq!(
+        raw.refusal().await.as_deref(),
+        Some("storage-unavailable"),
+        "the append is refused and the connection closed"
+    );
+    assert_eq!(
+        stored_under(&db, booking, &ghost).await,
+        0,
+        "nothing stored"
+    );
+    let mut raw = crate::hostile_payloads::Raw::join(b.addr, &pupil.token).await;
+    raw.sync(booking, attack).await;
+    assert_eq!(raw.refusal().await.as_deref(), Some("foreign-actor"));
+    assert_eq!(stored_under(&db, booking, &ghost).await, 0);
+
+    // Devices connected to the booking on B were closed with the forger's (their
+    // unacknowledged changes were dropped with B's copy); they reconnect.
+    pupil.disconnect();
+    teacher.disconnect();
+    let (edit, scan) = check_in(roster[0]);
+    teacher.edit(booking, edit);
+    teacher.sync(b.addr).await;
+    assert!(
+        teacher.server_has_all(&booking),
+        "honest check-ins are stored"
+    );
+    pupil.sync(b.addr).await;
+    assert!(scan_ids(pupil.doc(&booking).unwrap()).contains(&scan));
+    teacher.disconnect();
+    pupil.disconnect();
+    b.stop().await;
+    db.finish().await;
+}
+
+/// The session holding the leader's lock in this test's database, by backend pid.
+async fn leader_session(db: &TestDb) -> Option<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 \
+         AND classid::bigint = $1 AND objid::bigint = $2 \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .bind(kepu_server::cluster::LEADER_LOCK >> 32)
+    .bind(kepu_server::cluster::LEADER_LOCK & 0xffff_ffff)
+    .fetch_optional(db.store.pool())
+    .await
+    .unwrap()
+}
+
+/// Known gap 6, leader overlap: the leader's session is terminated in PostgreSQL (as a
+/// failover or a broken network would end it). The node stops leading at once, before
+/// its own 500 ms check notices (`/readyz` asks PostgreSQL, as every piece of once-only
+/// work does), and one node leads again soon after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_leader_whose_session_is_terminated_stops_leading_at_once() {
+    let db = TestDb::new(Db::Postgres).await;
+    let a = Node::start(&db).await;
+    let b = Node::start(&db).await;
+    let nodes = [&a, &b];
+    let leader = leader_of(&nodes).await;
+    let pid = leader_session(&db).await.expect("the leader's session");
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap();
+    assert!(ended);
+    assert!(
+        !nodes[leader].leads().await,
+        "the node whose session ended no longer leads"
+    );
+    let next = leader_of(&nodes).await;
+    assert_ne!(leader_session(&db).await, Some(pid));
+    assert!(nodes[next].leads().await);
+    b.stop().await;
+    a.stop().await;
+    db.finish().await;
+}
+
+/// Known gap 6, per-node state: the teacher's device is connected to node A and has not
+/// synced for 14 minutes; the venue's dashboard read on node B counts it as connected
+/// (it cannot hold back scans), not as a stale device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_dashboard_on_node_b_shows_a_device_connected_to_node_a_as_connected() {
+    use crate::live::{Scene, set_last_sync};
+
+    let db = TestDb::new(Db::Postgres).await;
+    let a = Node::start(&db).await;
+    let b = Node::start(&db).await;
+    let mut scene = Scene::new(&db.store, a.addr).await;
+    scene.scan_first_arrivals(a.addr).await;
+    scene.teacher.sync(a.addr).await;
+    assert!(scene.teacher.online() && scene.staff.online());
+    let teacher_id = scene.teacher.engine.config().writer.device.to_string();
+    let staff_id = scene.staff.engine.config().writer.device.to_string();
+    let on_b = Enroller::new(&db.store, b.addr);
+    let mut band = serde_json::Value::Null;
+    for _ in 0..100 {
+        let old = kepu_server::clock::now_ms() - 14 * 60_000;
+        set_last_sync(&db.store, &teacher_id, old).await;
+        set_last_sync(&db.store, &staff_id, old).await;
+        band = on_b.get_json(&scene.path(), &scene.staff.token).await["band"].clone();
+        if band["connected_devices"] == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(band["connected_devices"], 2, "{band}");
+    assert_eq!(band["stale"].as_array().map(Vec::len), Some(0), "{band}");
+    assert_eq!(band["counts_are_lower_bounds"], false, "{band}");
+    // Once the teacher leaves node A, node B shows it as stale.
+    scene.teacher.disconnect();
+    for _ in 0..100 {
+        set_last_sync(
+            &db.store,
+            &teacher_id,
+            kepu_server::clock::now_ms() - 14 * 60_000,
+        )
+        .await;
+        band = on_b.get_json(&scene.path(), &scene.staff.token).await["band"].clone();
+        if band["connected_devices"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(band["connected_devices"], 1, "{band}");
+    assert_eq!(band["stale"].as_array().map(Vec::len), Some(1), "{band}");
+    scene.staff.disconnect();
+    b.stop().await;
+    a.stop().await;
+    db.finish().await;
+}
+
+/// End of day on three real `kepu-server` processes: six gates, two per node, scanned
+/// offline and reconnect; one node is SIGKILLed while they sync. Its gates reconnect to
+/// another node; nothing acknowledged is lost, and every node (the killed one restarted
+/// too) counts each pupil once and every scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_node_sigkilled_during_end_of_day_loses_nothing_and_every_node_counts_the_same()
+{
+    use crate::kill9::ServerProcess;
+
+    let db = TestDb::new(Db::Postgres).await;
+    let mut nodes = vec![
+        ServerProcess::start(&db).await,
+        ServerProcess::start(&db).await,
+        ServerProcess::start(&db).await,
+    ];
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let (c, mut staff, enroller) = venue_with_slot(&db, addrs[0], 120).await;
+    staff.disconnect();
+    let roster = pupils(600, 60);
+    let booking = new_doc();
+    let mut teacher = enroller
+        .device(Role::Teacher, Some(c.school.0), None, 1)
+        .await;
+    teacher.edit(
+        booking,
+        create_booking(c.venue, c.slot, c.school, roster.clone()),
+    );
+    teacher.sync(addrs[0]).await;
+    assert!(teacher.server_has_all(&booking));
+    teacher.disconnect();
+    let mut gates = Vec::new();
+    for i in 0..6u8 {
+        let mut gate = enroller
+            .device(Role::VenueStaff, None, Some(c.venue.0), 20 + i)
+            .await;
+        gate.want(booking);
+        gate.sync(addrs[usize::from(i) % 3]).await;
+        assert!(gate.doc(&booking).is_some());
+        gate.disconnect();
+        gates.push(gate);
+    }
+    // Offline: each gate scans its tenth of the pupils, and every gate scans pupil 0.
+    for (i, gate) in gates.iter_mut().enumerate() {
+        for p in roster.iter().skip(i).step_by(6) {
+            gate.edit(booking, check_in(*p).0);
+        }
+        if i != 0 {
+            gate.edit(booking, check_in(roster[0]).0);
+        }
+    }
+    let expected = roster.len() + 5;
+    // They reconnect; node 1 is killed while its gates' frames are on the way.
+    for (i, gate) in gates.iter_mut().enumerate() {
+        gate.connect(addrs[i % 3]).await;
+    }
+    for gate in &mut gates {
+        gate.pump(Duration::from_millis(5)).await;
+    }
+    let acknowledged: Vec<bool> = gates.iter().map(|g| g.server_has_all(&booking)).collect();
+    nodes[1].kill9();
+    // Gates of the killed node go to the next one; the others stay.
+    for (i, gate) in gates.iter_mut().enumerate() {
+        if i % 3 == 1 {
+            gate.disconnect();
+            gate.connect(addrs[2]).await;
+        }
+    }
+    // All gates are pumped in turn: each needs the others' scans through its node.
+    let done = |g: &Device| scans(g, &booking) == expected && g.server_has_all(&booking);
+    for _ in 0..200 {
+        if gates.iter().all(done) {
+            break;
+        }
+        for gate in &mut gates {
+            gate.pump(Duration::from_millis(20)).await;
+        }
+    }
+    let held: Vec<usize> = gates.iter().map(|g| scans(g, &booking)).collect();
+    assert!(
+        gates.iter().all(done),
+        "every gate holds every scan, acknowledged: {held:?} of {expected}"
+    );
+    let merged: Vec<Booking> = gates
+        .iter()
+        .map(|g| Booking::read(g.doc(&booking).unwrap()).unwrap())
+        .collect();
+    assert!(
+        merged.windows(2).all(|w| w[0] == w[1]),
+        "the gates converge"
+    );
+    let loaded = db.store.load_document(booking).await.unwrap();
+    let stored = kepu_sync_core::stored::restore(loaded.snapshot.as_deref(), loaded.changes);
+    assert_eq!(
+        scan_ids(&stored.doc).len(),
+        expected,
+        "the database holds every scan (acknowledged before the kill: {acknowledged:?})"
+    );
+    nodes[1] = ServerProcess::start(&db).await;
+    let admin = enroller.admin_token().await;
+    for node in &nodes {
+        let on_node = Enroller::new(&db.store, node.addr);
+        let path = format!("/api/bookings/{booking}/attendance");
+        let mut v = on_node.get_json(&path, &admin).await;
+        for _ in 0..100 {
+            if v["booking"]["arrived"] == roster.len()
+                && v["scans"].as_array().map(Vec::len) == Some(expected)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            v = on_node.get_json(&path, &admin).await;
+        }
+        assert_eq!(v["booking"]["arrived"], roster.len(), "{v}");
+        assert_eq!(v["scans"].as_array().map(Vec::len), Some(expected));
+    }
+    for gate in &mut gates {
+        gate.disconnect();
+    }
+    drop(nodes);
+    db.finish().await;
+}

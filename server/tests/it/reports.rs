@@ -187,6 +187,7 @@ async fn school_log(teacher: &mut Device, server: &TestServer, school: Uuid) -> 
             kind: Some(kepu_sync_core::schema::DocKind::SchoolLog),
             changes,
             heads: doc.get_heads(),
+            owners: Vec::new(),
         };
         server
             .db

@@ -256,6 +256,7 @@ async fn a_document_of_the_wrong_kind_at_a_derived_id_is_reported(db: &TestDb) {
         kind: Some(DocKind::Booking),
         changes,
         heads: booking.get_heads(),
+        owners: Vec::new(),
     };
     db.store
         .run_document_tasks(&[&append], now_ms())

@@ -36,7 +36,87 @@ crate::support::on_both_databases!(
     a_bookings_attendance_is_read_from_one_snapshot,
     login_attempts_lock_a_name_for_every_node_and_are_forgotten,
     a_snapshot_replaced_by_another_node_is_not_overwritten,
+    changes_under_an_actor_id_claimed_by_another_device_are_not_stored,
 );
+
+/// Node A claimed an actor id for device X; node B, which never heard of it, admitted a
+/// change under it from device Y. B's append is refused and stores nothing, tells whose
+/// the actor id is, and fails alone: an honest append batched with it is stored. X's own
+/// append under it is stored.
+async fn changes_under_an_actor_id_claimed_by_another_device_are_not_stored(db: &TestDb) {
+    use automerge::transaction::Transactable as _;
+    let x = DeviceId(uuid::Uuid::from_u128(0x0a));
+    let y = DeviceId(uuid::Uuid::from_u128(0x0b));
+    let actor = automerge::ActorId::from([7u8; 16]);
+    let claim = StorageTask::ClaimActors {
+        device: x,
+        actors: vec![actor.to_bytes().to_vec()],
+    };
+    db.store
+        .run_document_tasks(&[&claim], now_ms())
+        .await
+        .unwrap();
+    let append_as = |doc: [u8; 16], actor: &automerge::ActorId, owner: DeviceId| {
+        let mut d = automerge::Automerge::new().with_actor(actor.clone());
+        let mut tx = d.transaction();
+        tx.put(automerge::ROOT, "k", 1).unwrap();
+        tx.commit();
+        let c = d.get_last_local_change().unwrap();
+        StorageTask::Append {
+            doc: kepu_sync_core::doc_id::DocumentId::from_bytes(doc),
+            kind: None,
+            changes: vec![StoredChange {
+                hash: c.hash(),
+                bytes: c.raw_bytes().to_vec(),
+            }],
+            heads: d.get_heads(),
+            owners: vec![(actor.to_bytes().to_vec(), owner)],
+        }
+    };
+    let forged = append_as([1; 16], &actor, y);
+    let honest_actor = automerge::ActorId::from([8u8; 16]);
+    let honest = append_as([2; 16], &honest_actor, y);
+    let results = db
+        .store
+        .run_document_tasks_isolated(&[&forged, &honest], now_ms())
+        .await;
+    match &results[0] {
+        Err(Error::ActorClaimed(owners)) => {
+            assert_eq!(owners, &vec![(actor.to_bytes().to_vec(), x)], "X owns it");
+        }
+        other => panic!("the forged append was not refused: {other:?}"),
+    }
+    assert!(results[1].is_ok(), "the honest append is stored");
+    let rows = |doc: [u8; 16]| {
+        let store = db.store.clone();
+        async move {
+            store
+                .load_document(kepu_sync_core::doc_id::DocumentId::from_bytes(doc))
+                .await
+                .unwrap()
+                .changes
+                .len()
+        }
+    };
+    assert_eq!(rows([1; 16]).await, 0, "nothing stored under X's actor id");
+    assert_eq!(rows([2; 16]).await, 1);
+    let claims = db.store.actor_claims().await.unwrap();
+    assert!(
+        claims.contains(&(actor.to_bytes().to_vec(), x)),
+        "the first claim stays"
+    );
+    assert!(
+        claims.contains(&(honest_actor.to_bytes().to_vec(), y)),
+        "an append claims its new actor id"
+    );
+    // X itself stores under its actor id.
+    let own = append_as([1; 16], &actor, x);
+    db.store
+        .run_document_tasks(&[&own], now_ms())
+        .await
+        .unwrap();
+    assert_eq!(rows([1; 16]).await, 1);
+}
 
 async fn reopening_keeps_the_server_seed(db: &TestDb) {
     let again = Store::open(&db.url, None).await.unwrap();
@@ -551,6 +631,7 @@ fn one_change_append(n: u8) -> (kepu_sync_core::doc_id::DocumentId, StorageTask)
             bytes: c.raw_bytes().to_vec(),
         }],
         heads: d.get_heads(),
+        owners: Vec::new(),
     };
     (doc, task)
 }
@@ -629,6 +710,7 @@ async fn store_booking_changes(
             })
             .collect(),
         heads: d.get_heads(),
+        owners: Vec::new(),
     };
     let results = store.run_document_tasks_isolated(&[&task], now_ms()).await;
     assert!(results[0].is_ok(), "{:?}", results[0]);
@@ -949,6 +1031,7 @@ async fn a_snapshot_replaced_by_another_node_is_not_overwritten(db: &TestDb) {
         kind: None,
         changes: rows.clone(),
         heads: d.get_heads(),
+        owners: Vec::new(),
     };
     db.store
         .run_document_tasks(&[&append], now_ms())

@@ -84,6 +84,41 @@ impl Engine {
         self.config.shared.load_claims(claims);
     }
 
+    /// Claims the shared store holds (another node learned them, or the store refused
+    /// an append because of them): they replace what this engine believed, since the
+    /// store keeps the first claim of each actor id, whichever node made it. Changes
+    /// under a corrected actor id that this engine admitted but could not store are
+    /// refused when the device sends them again (`foreign-actor`).
+    pub fn correct_actor_claims(&mut self, claims: impl IntoIterator<Item = (Vec<u8>, DeviceId)>) {
+        self.config.shared.correct_claims(claims);
+    }
+
+    /// Server: the owner of each distinct actor id of `changes` as this engine admitted
+    /// them (its own actor id is its writer's); empty on a phone.
+    pub(super) fn owners_of(&self, changes: &[super::StoredChange]) -> Vec<(Vec<u8>, DeviceId)> {
+        if self.config.mode != Mode::Server {
+            return Vec::new();
+        }
+        let mut out: Vec<(Vec<u8>, DeviceId)> = Vec::new();
+        for c in changes {
+            let Some(a) = guard::change_actor(&c.bytes, &self.config.limits) else {
+                continue;
+            };
+            if out.iter().any(|(x, _)| *x == a) {
+                continue;
+            }
+            let owner = if a == self.config.actor.as_slice() {
+                Some(self.config.writer.device)
+            } else {
+                self.config.shared.actor_owner(&a)
+            };
+            if let Some(owner) = owner {
+                out.push((a, owner));
+            }
+        }
+        out
+    }
+
     /// The device that owns an actor id, if the server has seen one write under it.
     #[must_use]
     pub fn actor_owner(&self, actor: &[u8]) -> Option<DeviceId> {

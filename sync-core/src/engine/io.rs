@@ -51,6 +51,13 @@ pub enum StorageTask {
         changes: Vec<StoredChange>,
         /// The document's heads once these are stored.
         heads: Vec<ChangeHash>,
+        /// Server: the device that owns each actor id of `changes`, as this engine
+        /// admitted them (empty on a phone). The host stores the changes only if the
+        /// shared claim table agrees (claiming the actor ids it does not hold yet, in the
+        /// same transaction); otherwise the task fails and stores nothing: another node
+        /// gave one of these actor ids to another device first. Retries carry the same
+        /// owners.
+        owners: Vec<(Vec<u8>, DeviceId)>,
     },
     /// Replace the snapshot and delete exactly the change rows listed (those the engine
     /// knows are inside the snapshot), never others appended meanwhile.

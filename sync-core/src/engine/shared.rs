@@ -64,6 +64,23 @@ impl Claims {
         self.owned.get(&device).copied().unwrap_or(0)
     }
 
+    /// Sets the owner of `actor`, whoever held it.
+    fn correct(&mut self, actor: Vec<u8>, device: DeviceId) {
+        match self.owners.insert(actor, device) {
+            Some(old) if old == device => return,
+            Some(old) => {
+                if let Some(n) = self.owned.get_mut(&old) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.owned.remove(&old);
+                    }
+                }
+            }
+            None => {}
+        }
+        *self.owned.entry(device).or_default() += 1;
+    }
+
     /// Checks and takes the claim in one step.
     pub(super) fn claim(&mut self, actor: &[u8], device: DeviceId) -> Claim {
         match self.owners.get(actor) {
@@ -97,6 +114,16 @@ impl Shared {
         let mut held = self.claims();
         for (actor, device) in claims {
             held.claim(&actor, device);
+        }
+    }
+
+    /// Claims the host's shared store holds (another server node made them, or the store
+    /// refused an append because of them): they replace what the shards believed, since
+    /// the store keeps the first claim of each actor id, whichever node made it.
+    pub fn correct_claims(&self, claims: impl IntoIterator<Item = (Vec<u8>, DeviceId)>) {
+        let mut held = self.claims();
+        for (actor, device) in claims {
+            held.correct(actor, device);
         }
     }
 

@@ -12,6 +12,7 @@ use super::{
     TaskId, TaskPurpose, actor,
 };
 use crate::doc_id::DocumentId;
+use crate::ids::DeviceId;
 use crate::refusal::RefusalCode;
 use crate::schema::{self, DocKind};
 
@@ -31,6 +32,7 @@ impl Engine {
         kind: Option<DocKind>,
         changes: Vec<StoredChange>,
         heads: Vec<ChangeHash>,
+        owners: Vec<(Vec<u8>, DeviceId)>,
         tries: u32,
     ) {
         let generation = self.docs.get(&doc).map_or(0, |e| e.generation);
@@ -39,6 +41,7 @@ impl Engine {
             kind,
             changes: changes.clone(),
             heads,
+            owners: owners.clone(),
         };
         self.task(
             TaskPurpose::Append {
@@ -46,6 +49,7 @@ impl Engine {
                 generation,
                 changes,
                 kind,
+                owners,
                 tries,
             },
             task,
@@ -87,7 +91,8 @@ impl Engine {
         e.appends_in_flight += 1;
         let kind = schema::kind_of(&e.doc);
         let heads = e.doc.get_heads();
-        self.append(doc, kind, changes, heads, 0);
+        let owners = self.owners_of(&changes);
+        self.append(doc, kind, changes, heads, owners, 0);
     }
 
     pub(super) fn on_io(&mut self, task: TaskId, result: IoResult) {
@@ -110,6 +115,7 @@ impl Engine {
                 generation,
                 changes,
                 kind,
+                owners,
                 tries,
             } => {
                 if self
@@ -117,7 +123,7 @@ impl Engine {
                     .get(&doc)
                     .is_some_and(|e| e.generation == generation)
                 {
-                    self.on_appended(doc, changes, kind, tries, result);
+                    self.on_appended(doc, changes, kind, owners, tries, result);
                 }
             }
             TaskPurpose::Compact {
@@ -216,6 +222,7 @@ impl Engine {
         doc: DocumentId,
         changes: Vec<StoredChange>,
         kind: Option<DocKind>,
+        owners: Vec<(Vec<u8>, DeviceId)>,
         tries: u32,
         result: IoResult,
     ) {
@@ -226,7 +233,7 @@ impl Engine {
         if let IoResult::Failed(error) = result {
             if tries < retries {
                 let heads = e.doc.get_heads();
-                self.append(doc, kind, changes, heads, tries + 1);
+                self.append(doc, kind, changes, heads, owners, tries + 1);
                 return;
             }
             // Give up on this copy: nothing it held beyond storage was acknowledged, so
