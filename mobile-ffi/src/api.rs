@@ -934,17 +934,30 @@ impl KepuClient {
     /// Signs the user out so that another can enroll on this install (switch user): the
     /// store is emptied (identity, token, documents) — but only once the server holds
     /// every change made here. With unsynced work it refuses and touches nothing: sync
-    /// first (`sync_now`), then sign out. Stops background sync.
+    /// first (`sync_now`), then sign out. Stops background sync. Async: emptying the
+    /// file (and overwriting its freed pages) runs on the library's threads.
     ///
     /// # Errors
     /// `UnsyncedWork { pending }` (nothing touched), `NotEnrolled`, `Storage`.
-    pub fn sign_out(&self) -> ApiResult<()> {
-        let pending = self.core.status()?.pending_changes;
+    pub async fn sign_out(&self) -> ApiResult<()> {
+        let core = Arc::clone(&self.core);
+        let pending = runtime()?
+            .spawn_blocking(move || core.status().map(|s| s.pending_changes))
+            .await
+            .map_err(|_| ApiError::Other {
+                reason: "sign-out was interrupted".into(),
+            })??;
         if pending > 0 {
             return Err(ApiError::UnsyncedWork { pending });
         }
         self.stop_background_sync();
-        Ok(self.core.sign_out()?)
+        let core = Arc::clone(&self.core);
+        Ok(runtime()?
+            .spawn_blocking(move || core.sign_out())
+            .await
+            .map_err(|_| ApiError::Other {
+                reason: "sign-out was interrupted".into(),
+            })??)
     }
 
     /// Who this device is, if enrolled.

@@ -303,7 +303,7 @@ async fn signing_out_keeps_unsynced_check_ins_and_clears_the_store_once_synced()
             .unwrap();
     }
     // Not synced: refused, nothing touched.
-    let err = teacher.client.sign_out().unwrap_err();
+    let err = teacher.client.sign_out().await.unwrap_err();
     assert!(
         matches!(err, ApiError::UnsyncedWork { pending: 2 }),
         "{err:?}"
@@ -321,7 +321,7 @@ async fn signing_out_keeps_unsynced_check_ins_and_clears_the_store_once_synced()
 
     // Synced: the store is emptied and the next user enrolls on the same install.
     teacher.client.sync_now().await.unwrap();
-    teacher.client.sign_out().unwrap();
+    teacher.client.sign_out().await.unwrap();
     assert!(teacher.client.identity().is_none());
     assert!(matches!(
         teacher.client.documents(),
@@ -334,7 +334,7 @@ async fn signing_out_keeps_unsynced_check_ins_and_clears_the_store_once_synced()
     let status = teacher.client.sync_status().unwrap();
     assert!(!status.enrolled && !status.revoked);
     assert!(matches!(
-        teacher.client.sign_out(),
+        teacher.client.sign_out().await,
         Err(ApiError::NotEnrolled)
     ));
 
@@ -387,7 +387,7 @@ async fn logs_reach_the_apps_sink_on_the_log_thread_without_personal_data() {
             .unwrap();
     }
     teacher.client.sync_now().await.unwrap();
-    teacher.client.sign_out().unwrap();
+    teacher.client.sign_out().await.unwrap();
     // A revoked device logs its wipe.
     let revoked = teacher_with_booking(&server).await;
     let device = revoked.client.core().require_identity().unwrap().device;
@@ -421,7 +421,7 @@ async fn logs_reach_the_apps_sink_on_the_log_thread_without_personal_data() {
     set_log_sink(Some(lines.clone()), LogLevel::Error).unwrap();
     let before = lines.0.lock().unwrap().len();
     let again = teacher_with_booking(&server).await;
-    again.client.sign_out().unwrap();
+    again.client.sign_out().await.unwrap();
     set_log_sink(None, LogLevel::Trace).unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let after = lines.0.lock().unwrap().clone();
