@@ -56,10 +56,13 @@ class RealServer {
     val staff: String
 
     fun admin(vararg args: String): String {
+        val errors = File(dataDir, "admin.log")
         val p = ProcessBuilder(listOf(binary, "--data-dir", dataDir.path, "admin") + args)
-            .redirectErrorStream(true).start()
+            .redirectError(errors).start()
         val out = p.inputStream.bufferedReader().readText()
-        check(p.waitFor(120, TimeUnit.SECONDS) && p.exitValue() == 0) { "admin ${args[0]}: $out" }
+        check(p.waitFor(120, TimeUnit.SECONDS) && p.exitValue() == 0) {
+            "admin ${args[0]}: ${errors.readText().takeLast(2000)}"
+        }
         return out
     }
 
@@ -340,7 +343,7 @@ fun main() {
             gate.documents().any { it.docId == venueDoc && it.kind == DocumentKind.VENUE }.takeIf { it }
         }
         val start = System.currentTimeMillis() + 3_600_000
-        val slot = gate.publishSlot(start, start + 7_200_000, 30, "after school")
+        val slot = gate.publishSlot(start, start + 7_200_000, 30u, "after school")
         runBlocking { gate.syncNow() }
         val teacher = real.enrolled(real.teachers[0])
         val doc = teacher.requestBooking(real.venue, slot, 2u, real.pupils.take(2))
