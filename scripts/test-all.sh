@@ -86,6 +86,19 @@ if [ -x mobile-ffi/tests/run-bindings-tests.sh ]; then
     mobile-ffi/tests/run-bindings-tests.sh 2>&1 | tee -a "$LOG"
 fi
 
+say "phone library for arm64: aarch64 Linux cross-build (mobile profile), stripped size, 16 KB pages"
+apt_install gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+if rustup target add aarch64-unknown-linux-gnu; then
+    arm64="$(PROFILES=mobile TARGETS=aarch64-unknown-linux-gnu mobile-ffi/scripts/size.sh)"
+    echo "$arm64"
+    case "$arm64" in
+        *"LOAD alignment 0x4000") ;;
+        *) echo "the arm64 library is not 16 KB page-aligned" >&2; exit 1 ;;
+    esac
+else
+    echo "skipped: rustup cannot add the aarch64-unknown-linux-gnu standard library here"
+fi
+
 # One closing line over every runner above: cargo's "test result" lines and the binding
 # runners' "N passed, M failed" lines.
 passed=$(grep -Eo '(ok|FAILED)\. [0-9]+ passed|^[^;]*[0-9]+ passed, [0-9]+ failed' "$LOG" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')

@@ -8,7 +8,7 @@
 // uniffi lifts arguments as owned values; borrowing them is not an option at the FFI.
 #![allow(clippy::needless_pass_by_value)]
 
-use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, PoisonError, Weak};
 
 use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::rules::attendance::Attendance;
@@ -114,6 +114,21 @@ pub enum ApiError {
         /// The server's code.
         reason: String,
     },
+    /// The app is below the minimum version the server set for this device's role
+    /// (`app-too-old`): nothing local is touched, and the work waits until the updated
+    /// app calls `set_app_version` with its new version. Ask the user to update.
+    #[error("this app is too old; the server needs version {minimum} or later")]
+    AppTooOld {
+        /// The lowest version the server accepts for this role (`?` if it did not say).
+        minimum: String,
+    },
+    /// `sign_out` found local changes the server has not acknowledged yet: nothing was
+    /// touched. Sync (or keep the user signed in) and try again.
+    #[error("{pending} changes are not synced yet")]
+    UnsyncedWork {
+        /// Local changes waiting for the server.
+        pending: u64,
+    },
     /// Another client has this store open (another process such as an app extension or
     /// a background worker, or a second `open` in this one): one writer per store.
     #[error("store in use: {reason}")]
@@ -160,11 +175,8 @@ impl From<Error> for ApiError {
             Error::InvalidInput(reason) => Self::InvalidInput { reason },
             Error::NotEnrolled => Self::NotEnrolled,
             Error::Auth(reason) => Self::Auth { reason },
-            Error::AppTooOld { .. } => Self::Auth {
-                reason: kepu_sync_core::refusal::RefusalCode::AppTooOld
-                    .as_str()
-                    .to_owned(),
-            },
+            Error::AppTooOld { minimum } => Self::AppTooOld { minimum },
+            Error::UnsyncedWork(pending) => Self::UnsyncedWork { pending },
             Error::StoreInUse => Self::StoreInUse {
                 reason: "another client has this store open".into(),
             },
@@ -632,26 +644,154 @@ pub trait SyncObserver: Send + Sync {
     fn on_sync_status(&self, status: SyncStatus) -> Result<(), ApiError>;
 }
 
-struct DocAdapter(Arc<dyn DocumentObserver>);
+/// Calls to one observer are at least this far apart; what happened in between is
+/// coalesced into the next call (each document once, the status as it is then).
+const OBSERVER_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
-impl DocListener for DocAdapter {
-    fn changed(&self, doc: DocumentId, kind: Option<DocKind>) {
-        if let Err(e) = self
-            .0
-            .on_document_changed(doc.to_string(), kind.map(Into::into))
-        {
-            tracing::debug!(error = %e, "document observer failed");
+/// What waits for one observer's delivery thread.
+#[derive(Default)]
+struct Inbox {
+    /// Documents that changed, each once, in the order they first changed.
+    docs: Vec<(DocumentId, Option<DocKind>)>,
+    /// The sync status may have changed.
+    status: bool,
+    /// The observer was cancelled or the client released.
+    closed: bool,
+}
+
+/// Between the core, which posts on whatever thread changed something (cheaply, no
+/// foreign call), and one observer's own delivery thread, which calls the app.
+struct Mailbox {
+    inbox: Mutex<Inbox>,
+    wake: Condvar,
+    /// Held while the app's callback runs: `cancel` waits for it.
+    delivering: Mutex<()>,
+    /// The delivery thread (a callback that cancels its own observer must not wait).
+    thread: std::sync::OnceLock<std::thread::ThreadId>,
+}
+
+impl Mailbox {
+    fn new(inbox: Inbox) -> Arc<Self> {
+        Arc::new(Self {
+            inbox: Mutex::new(inbox),
+            wake: Condvar::new(),
+            delivering: Mutex::new(()),
+            thread: std::sync::OnceLock::new(),
+        })
+    }
+
+    fn post(&self, f: impl FnOnce(&mut Inbox)) {
+        let mut inbox = self.inbox.lock().unwrap_or_else(PoisonError::into_inner);
+        if !inbox.closed {
+            f(&mut inbox);
+            self.wake.notify_one();
         }
+    }
+
+    fn close(&self) {
+        self.inbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .closed = true;
+        self.wake.notify_one();
+    }
+
+    /// Waits for what to deliver next; `None` once closed.
+    fn next(&self) -> Option<Inbox> {
+        let mut inbox = self.inbox.lock().unwrap_or_else(PoisonError::into_inner);
+        while !inbox.closed && inbox.docs.is_empty() && !inbox.status {
+            inbox = self
+                .wake
+                .wait(inbox)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        if inbox.closed {
+            return None;
+        }
+        Some(std::mem::take(&mut *inbox))
     }
 }
 
-struct SyncAdapter(Arc<dyn SyncObserver>);
+/// The app's observer, one of two kinds.
+enum Target {
+    Docs(Arc<dyn DocumentObserver>),
+    Sync(Arc<dyn SyncObserver>),
+}
 
-impl SyncListener for SyncAdapter {
-    fn changed(&self, status: &Status) {
-        if let Err(e) = self.0.on_sync_status(status.into()) {
-            tracing::debug!(error = %e, "sync observer failed");
+/// One observer's delivery thread: waits for posts, calls the app with what gathered,
+/// at most once per [`OBSERVER_INTERVAL`], until the observer is cancelled or the client
+/// released.
+fn deliver(mailbox: &Mailbox, core: &Weak<Core>, target: &Target) {
+    let _ = mailbox.thread.set(std::thread::current().id());
+    loop {
+        let started = std::time::Instant::now();
+        let Some(batch) = mailbox.next() else {
+            return;
+        };
+        {
+            let _busy = mailbox
+                .delivering
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if mailbox
+                .inbox
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .closed
+            {
+                return;
+            }
+            match target {
+                Target::Docs(o) => {
+                    for (doc, kind) in batch.docs {
+                        if let Err(e) = o.on_document_changed(doc.to_string(), kind.map(Into::into))
+                        {
+                            tracing::debug!(error = %e, "document observer failed");
+                        }
+                    }
+                }
+                Target::Sync(o) => {
+                    let status = core.upgrade().map(|c| c.status());
+                    match status {
+                        Some(Ok(status)) => {
+                            if let Err(e) = o.on_sync_status((&status).into()) {
+                                tracing::debug!(error = %e, "sync observer failed");
+                            }
+                        }
+                        Some(Err(e)) => tracing::debug!(error = %e, "sync status unreadable"),
+                        None => return,
+                    }
+                }
+            }
         }
+        std::thread::sleep(OBSERVER_INTERVAL.saturating_sub(started.elapsed()));
+    }
+}
+
+/// The core's side of an observer: posts into its mailbox.
+struct Poster(Arc<Mailbox>);
+
+impl Drop for Poster {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+impl DocListener for Poster {
+    fn changed(&self, doc: DocumentId, kind: Option<DocKind>) {
+        self.0.post(|inbox| {
+            if let Some(seen) = inbox.docs.iter_mut().find(|(d, _)| *d == doc) {
+                seen.1 = kind;
+            } else {
+                inbox.docs.push((doc, kind));
+            }
+        });
+    }
+}
+
+impl SyncListener for Poster {
+    fn changed(&self) {
+        self.0.post(|inbox| inbox.status = true);
     }
 }
 
@@ -660,14 +800,26 @@ impl SyncListener for SyncAdapter {
 pub struct ObserverHandle {
     core: Weak<Core>,
     id: u64,
+    mailbox: Arc<Mailbox>,
 }
 
 #[uniffi::export]
 impl ObserverHandle {
-    /// Stops the callbacks (idempotent).
+    /// Stops the callbacks (idempotent). Once it returns, no callback of this observer
+    /// runs or starts (called from inside the observer's own callback, the running one
+    /// finishes and no other starts).
     pub fn cancel(&self) {
         if let Some(core) = self.core.upgrade() {
             core.remove_listener(self.id);
+        }
+        self.mailbox.close();
+        if self.mailbox.thread.get() != Some(&std::thread::current().id()) {
+            drop(
+                self.mailbox
+                    .delivering
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
         }
     }
 }
@@ -777,6 +929,35 @@ impl KepuClient {
     /// `InvalidInput` for an empty or overlong version.
     pub fn set_app_version(&self, version: String) -> ApiResult<()> {
         Ok(self.core.set_app_version(&version)?)
+    }
+
+    /// Signs the user out so that another can enroll on this install (switch user): the
+    /// store is emptied (identity, token, documents) — but only once the server holds
+    /// every change made here. With unsynced work it refuses and touches nothing: sync
+    /// first (`sync_now`), then sign out. Stops background sync. Async: emptying the
+    /// file (and overwriting its freed pages) runs on the library's threads.
+    ///
+    /// # Errors
+    /// `UnsyncedWork { pending }` (nothing touched), `NotEnrolled`, `Storage`.
+    pub async fn sign_out(&self) -> ApiResult<()> {
+        let core = Arc::clone(&self.core);
+        let pending = runtime()?
+            .spawn_blocking(move || core.status().map(|s| s.pending_changes))
+            .await
+            .map_err(|_| ApiError::Other {
+                reason: "sign-out was interrupted".into(),
+            })??;
+        if pending > 0 {
+            return Err(ApiError::UnsyncedWork { pending });
+        }
+        self.stop_background_sync();
+        let core = Arc::clone(&self.core);
+        Ok(runtime()?
+            .spawn_blocking(move || core.sign_out())
+            .await
+            .map_err(|_| ApiError::Other {
+                reason: "sign-out was interrupted".into(),
+            })??)
     }
 
     /// Who this device is, if enrolled.
@@ -1121,15 +1302,26 @@ impl KepuClient {
         })
     }
 
-    /// Connects, syncs every document, and returns once they are in sync.
+    /// Connects, syncs every document, and returns once they are in sync. Cancelling
+    /// the call (a cancelled coroutine, a cancelled Swift task) stops the sync: the
+    /// connection closes within moments; what was already exchanged is kept.
     ///
     /// # Errors
-    /// `Network`, or `Rejected { reason: "device-revoked" }` (the store was wiped).
+    /// `Offline`, `Auth`, `AppTooOld`, or `Revoked` (the store was wiped).
     pub async fn sync_now(&self) -> ApiResult<SyncReport> {
+        /// Stops the sync when the caller's future is dropped (cancelled).
+        struct StopOnDrop(watch::Sender<bool>);
+        impl Drop for StopOnDrop {
+            fn drop(&mut self) {
+                let _ = self.0.send(true);
+            }
+        }
         let core = Arc::clone(&self.core);
+        let (stop, stopped) = watch::channel(false);
+        let _stop_on_drop = StopOnDrop(stop);
         let result = runtime()?
             .spawn(async move {
-                let r = net::connect_and_sync(&core, Until::Synced, None).await;
+                let r = net::connect_and_sync(&core, Until::Synced, Some(stopped)).await;
                 if let Err(e) = &r {
                     core.set_error(Some(e.to_string()));
                 }
@@ -1190,22 +1382,65 @@ impl KepuClient {
         Ok((&self.core.status()?).into())
     }
 
-    /// Calls `observer` whenever a document changes.
-    pub fn observe_documents(&self, observer: Arc<dyn DocumentObserver>) -> Arc<ObserverHandle> {
-        let id = self.core.add_doc_listener(Arc::new(DocAdapter(observer)));
-        Arc::new(ObserverHandle {
-            core: Arc::downgrade(&self.core),
-            id,
-        })
+    /// Calls `observer` with every document this device holds (the initial value), then
+    /// whenever a document changes (a local edit or changes from the server; `kind`
+    /// `None` when it was dropped). Calls come on the observer's own thread, never the
+    /// caller's, at most every 50 ms: what changed in between is coalesced (each
+    /// document once).
+    ///
+    /// # Errors
+    /// The delivery thread could not start.
+    pub fn observe_documents(
+        &self,
+        observer: Arc<dyn DocumentObserver>,
+    ) -> ApiResult<Arc<ObserverHandle>> {
+        let initial = self.core.documents().unwrap_or_default();
+        self.observe(
+            Inbox {
+                docs: initial,
+                ..Inbox::default()
+            },
+            Target::Docs(observer),
+        )
     }
 
-    /// Calls `observer` whenever the sync status may have changed.
-    pub fn observe_sync(&self, observer: Arc<dyn SyncObserver>) -> Arc<ObserverHandle> {
-        let id = self.core.add_sync_listener(Arc::new(SyncAdapter(observer)));
-        Arc::new(ObserverHandle {
-            core: Arc::downgrade(&self.core),
-            id,
-        })
+    /// Calls `observer` with the current sync status (the initial value), then whenever
+    /// it may have changed. Calls come on the observer's own thread, never the caller's,
+    /// at most every 50 ms, each with the status as it is then (coalesced).
+    ///
+    /// # Errors
+    /// The delivery thread could not start.
+    pub fn observe_sync(&self, observer: Arc<dyn SyncObserver>) -> ApiResult<Arc<ObserverHandle>> {
+        self.observe(
+            Inbox {
+                status: true,
+                ..Inbox::default()
+            },
+            Target::Sync(observer),
+        )
+    }
+}
+
+impl KepuClient {
+    fn observe(&self, initial: Inbox, target: Target) -> ApiResult<Arc<ObserverHandle>> {
+        let mailbox = Mailbox::new(initial);
+        let poster = Arc::new(Poster(Arc::clone(&mailbox)));
+        let id = match target {
+            Target::Docs(_) => self.core.add_doc_listener(poster),
+            Target::Sync(_) => self.core.add_sync_listener(poster),
+        };
+        let core = Arc::downgrade(&self.core);
+        let (m, c) = (Arc::clone(&mailbox), core.clone());
+        let started = std::thread::Builder::new()
+            .name("kepu-observer".into())
+            .spawn(move || deliver(&m, &c, &target));
+        if let Err(e) = started {
+            self.core.remove_listener(id);
+            return Err(ApiError::Other {
+                reason: format!("cannot start the observer's thread: {e}"),
+            });
+        }
+        Ok(Arc::new(ObserverHandle { core, id, mailbox }))
     }
 }
 

@@ -11,12 +11,15 @@
 //! - [`client::actions`]: check-ins (gate code, pupil pass), check-outs, rosters,
 //!   booking requests, volunteer activities and minutes.
 //! - [`api`]: the uniffi surface (`KepuClient`, records, `ApiError`, observers).
+//! - [`logging`]: the app's log sink (`set_log_sink`): logcat / `os_log` get the
+//!   library's lines on a log thread of its own.
 //! - `test_server` (feature `test-server`): an in-process server for tests.
 
 uniffi::setup_scaffolding!();
 
 pub mod api;
 pub mod client;
+pub mod logging;
 #[cfg(feature = "test-server")]
 pub mod test_server;
 

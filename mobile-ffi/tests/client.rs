@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use kepu_mobile_ffi::client::core::{Core, DocListener, Status, SyncListener, random};
+use kepu_mobile_ffi::client::core::{Core, DocListener, SyncListener, random};
 use kepu_mobile_ffi::client::error::Error;
 use kepu_mobile_ffi::client::net::{Until, connect_and_sync};
 use kepu_mobile_ffi::client::store::Store;
@@ -417,7 +417,7 @@ impl DocListener for Counter {
 }
 
 impl SyncListener for Counter {
-    fn changed(&self, _status: &Status) {
+    fn changed(&self) {
         self.0.fetch_add(1, Ordering::SeqCst);
     }
 }

@@ -68,6 +68,29 @@ if [ -z "${SKIP_KOTLIN:-}" ]; then
         -cp "$OUT/test.jar:$CP:$KT/lib/kotlin-stdlib.jar" TestBindingsKt || status=1
 fi
 
-echo "== swift (generated only; no Swift toolchain here)"
+if [ -z "${SKIP_KOTLIN:-}" ]; then
+    echo "== android module: Kotlin generated into its source set, compiled against JNA"
+    ANDROID_SRC="$ROOT/mobile-ffi/android/src/main/kotlin"
+    rm -rf "$ANDROID_SRC"
+    "$TARGET/debug/uniffi-bindgen" generate "$OUT/libkepu_mobile_ffi.so" -l kotlin --no-format \
+        --config "$ROOT/mobile-ffi/android/uniffi-android.toml" --out-dir "$ANDROID_SRC"
+    grep -q 'SystemCleaner' "$ANDROID_SRC/org/kepu/mobile/kepu_mobile_ffi.kt"
+    # The three Android APIs it names are compile-only stand-ins (mobile-ffi/android/ci-stubs).
+    if "$KT/bin/kotlinc" -nowarn -cp "$CP" "$ANDROID_SRC" "$ROOT/mobile-ffi/android/ci-stubs" \
+        -d "$OUT/android-check.jar"; then
+        echo "ok: the Android module's Kotlin compiles"
+    else
+        echo "FAIL: the Android module's Kotlin does not compile"
+        status=1
+    fi
+fi
+
+echo "== swift package: generated into its sources (no Swift toolchain here)"
 ls "$OUT"/KepuMobile.swift "$OUT"/KepuMobileFFI.h "$OUT"/KepuMobileFFI.modulemap
+cp "$OUT/KepuMobile.swift" "$ROOT/mobile-ffi/swift/Sources/KepuMobile/"
+# Package.swift's binary target is the module the generated Swift imports.
+grep -q 'canImport(KepuMobileFFI)' "$OUT/KepuMobile.swift"
+grep -q 'binaryTarget(name: "KepuMobileFFI"' "$ROOT/mobile-ffi/swift/Package.swift"
+grep -q '^module KepuMobileFFI' "$OUT/KepuMobileFFI.modulemap"
+echo "ok: Package.swift matches the generated Swift"
 exit "$status"

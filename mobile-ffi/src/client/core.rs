@@ -35,10 +35,12 @@ pub trait DocListener: Send + Sync {
     fn changed(&self, doc: DocumentId, kind: Option<DocKind>);
 }
 
-/// Told when the sync status may have changed.
+/// Told when the sync status may have changed. Called on the thread that changed it,
+/// with no lock held: post and return (the API's observers read [`Core::status`] on their
+/// own delivery thread).
 pub trait SyncListener: Send + Sync {
-    /// Read [`Core::status`] for the details.
-    fn changed(&self, status: &Status);
+    /// The status may have changed; read [`Core::status`] for it.
+    fn changed(&self);
 }
 
 /// The sync status an app shows.
@@ -461,18 +463,13 @@ impl Core {
         }
     }
 
-    /// Calls the sync listeners with the current status.
+    /// Tells the sync listeners that the status may have changed (they read it when
+    /// they deliver it, off this thread).
     pub fn notify_sync(&self) {
         let listeners: Vec<Arc<dyn SyncListener>> =
             lock(&self.listeners).sync.values().cloned().collect();
-        if listeners.is_empty() {
-            return;
-        }
-        let Ok(status) = self.status() else {
-            return;
-        };
         for l in listeners {
-            l.changed(&status);
+            l.changed();
         }
     }
 
@@ -709,6 +706,12 @@ impl Core {
         lock(&self.state).store.count(table)
     }
 
+    /// Did the server revoke this device (since it was last enrolled)?
+    #[must_use]
+    pub fn revoked(&self) -> bool {
+        lock(&self.net).revoked
+    }
+
     /// Is a connection open?
     #[must_use]
     pub fn connected(&self) -> bool {
@@ -833,6 +836,43 @@ impl Core {
         tracing::warn!("device revoked by the server; local data wiped");
         self.notify_sync();
         result
+    }
+
+    /// Signs this device's user out: the store is emptied (identity, token, documents)
+    /// so the next user can enroll, but only if the server holds every local change. The
+    /// check and the wipe are one step under the store's lock: no check-in slips in
+    /// between. Open connections are closed. The server's refusals of earlier changes
+    /// (kept on the server too) go with the store.
+    ///
+    /// # Errors
+    /// [`Error::UnsyncedWork`] with the number of changes the server has not
+    /// acknowledged (nothing touched); [`Error::NotEnrolled`]; storage.
+    pub fn sign_out(&self) -> Result<()> {
+        {
+            let mut st = lock(&self.state);
+            if st.session.is_none() {
+                return Err(Error::NotEnrolled);
+            }
+            let pending = st.store.pending_changes()?;
+            if pending > 0 {
+                return Err(Error::UnsyncedWork(pending));
+            }
+            if let Some(session) = st.session.take() {
+                for tx in session.conns.values() {
+                    let _ = tx.send(Outbound::Close);
+                }
+            }
+            st.store.wipe()?;
+        }
+        *lock(&self.revocations) = None;
+        {
+            let mut net = lock(&self.net);
+            net.revoked = false;
+            net.last_error = None;
+        }
+        tracing::info!("signed out; the store is empty");
+        self.notify_sync();
+        Ok(())
     }
 
     /// Adds a document listener; returns its id for [`Core::remove_listener`].

@@ -58,6 +58,10 @@ pub enum Error {
         /// The lowest version the server accepts for this device's role.
         minimum: String,
     },
+    /// `sign_out` found this many local changes the server has not acknowledged;
+    /// nothing was touched.
+    #[error("{0} local changes are not synced yet")]
+    UnsyncedWork(u64),
     /// Another client (in this process or another one) has this store open.
     #[error("the store is in use by another client")]
     StoreInUse,

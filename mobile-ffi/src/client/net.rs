@@ -178,7 +178,11 @@ pub async fn connect_and_sync(
         );
     }
     let sent = now_ms();
-    let connected = timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request)).await;
+    let connected = tokio::select! {
+        c = timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request)) => c,
+        // Stopped (a cancelled `sync_now`) while connecting: the attempt is dropped.
+        () = stopped(stop.as_mut()) => return Ok(Report::default()),
+    };
     let ws = match connected {
         Err(_) => return Err(Error::Network("connecting timed out".into())),
         Ok(Err(tungstenite::Error::Http(response))) => {
@@ -244,10 +248,11 @@ pub async fn connect_and_sync(
                 }
                 Some(Outbound::Close) | None => {
                     let _ = sink.close().await;
-                    break if core.identity().ok().flatten().is_none() {
-                        Err(Error::Revoked)
-                    } else {
-                        Ok(())
+                    // The store was wiped under this connection: revoked, or signed out.
+                    break match core.identity() {
+                        Ok(None) if core.revoked() => Err(Error::Revoked),
+                        Ok(None) => Err(Error::NotEnrolled),
+                        _ => Ok(()),
                     };
                 }
             },

@@ -104,7 +104,7 @@ class ErrorsAndObservers(unittest.TestCase):
         with self.assertRaises(k.ApiError.InvalidInput):
             client.set_app_version("9" * 65)
 
-    def test_document_observer_fires_until_cancelled(self):
+    def test_document_observer_starts_with_what_is_held_then_fires_until_cancelled(self):
         client, _ = enrolled(self.server, "teacher", want=self.booking)
         seen = []
 
@@ -113,11 +113,33 @@ class ErrorsAndObservers(unittest.TestCase):
                 seen.append((doc_id, kind))
 
         handle = client.observe_documents(Observer())
+        # The initial value: every held document, on the observer's own thread.
+        until_seen = time.monotonic() + 10
+        while (self.booking, k.DocumentKind.BOOKING) not in seen:
+            self.assertLess(time.monotonic(), until_seen, f"initial value: {seen}")
+            time.sleep(0.02)
+        time.sleep(0.2)
+        seen.clear()
         client.scan_pupil_pass(self.booking, self.server.world["passes"][1])
+        while not seen:
+            self.assertLess(time.monotonic(), until_seen + 10, "no change heard")
+            time.sleep(0.02)
         self.assertEqual(seen, [(self.booking, k.DocumentKind.BOOKING)])
         handle.cancel()
         client.scan_pupil_pass(self.booking, self.server.world["passes"][2])
+        time.sleep(0.2)
         self.assertEqual(len(seen), 1)
+
+    def test_sign_out_waits_for_unsynced_work_then_empties_the_store(self):
+        client, _ = enrolled(self.server, "teacher", want=self.booking)
+        client.scan_pupil_pass(self.booking, self.server.world["passes"][3])
+        with self.assertRaises(k.ApiError.UnsyncedWork) as caught:
+            run(client.sign_out())
+        self.assertEqual(caught.exception.pending, 1)
+        self.assertIsNotNone(client.identity())
+        run(client.sync_now())
+        run(client.sign_out())
+        self.assertIsNone(client.identity())
 
     def test_request_booking_shows_requested(self):
         w = self.server.world
