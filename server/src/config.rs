@@ -149,6 +149,17 @@ pub struct ConnectionLimits {
         global = true
     )]
     pub enroll_failures_per_address: u32,
+    /// PostgreSQL connections in this node's pool. Each node also holds one for the other
+    /// nodes' notifications and one for the leader lock: allow this plus 2 per node in the
+    /// database's `max_connections`. (SQLite uses 8.)
+    #[arg(
+        long,
+        env = "KEPU_DB_CONNECTIONS",
+        default_value_t = 16,
+        global = true,
+        value_parser = clap::value_parser!(u32).range(2..=1000)
+    )]
+    pub db_connections: u32,
 }
 
 impl Default for ConnectionLimits {
@@ -162,6 +173,7 @@ impl Default for ConnectionLimits {
             login_concurrency: 2,
             login_failures_per_address: 30,
             enroll_failures_per_address: 30,
+            db_connections: 16,
         }
     }
 }

@@ -67,7 +67,12 @@ pub use store::Store;
 /// The data directory, the database or the configured seed cannot be used.
 pub async fn open_store(config: &Config) -> Result<Store> {
     let url = config.resolve_database_url()?;
-    Store::open(&url, config.parsed_server_seed()?).await
+    Store::open_with(
+        &url,
+        config.parsed_server_seed()?,
+        config.limits.db_connections,
+    )
+    .await
 }
 
 /// Serves HTTP on `listener` until `shutdown` completes, then finishes in-flight requests

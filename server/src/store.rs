@@ -104,11 +104,24 @@ impl Store {
     /// # Errors
     /// Unknown scheme, connection or migration failure, or a seed mismatch.
     pub async fn open(url: &str, configured_seed: Option<[u8; 32]>) -> Result<Self> {
+        Self::open_with(url, configured_seed, 16).await
+    }
+
+    /// [`Store::open`] with a pool of `pg_connections` connections on PostgreSQL
+    /// (`--db-connections`); SQLite keeps 8.
+    ///
+    /// # Errors
+    /// Unknown scheme, connection or migration failure, or a seed mismatch.
+    pub async fn open_with(
+        url: &str,
+        configured_seed: Option<[u8; 32]>,
+        pg_connections: u32,
+    ) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
         let max_connections = match backend {
             Backend::Sqlite => 8,
-            Backend::Postgres => 16,
+            Backend::Postgres => pg_connections.max(2),
         };
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)

@@ -5,6 +5,7 @@
 
 mod chaos;
 mod demo;
+mod deploy;
 mod fleet;
 mod fleet_browser;
 mod hostile_payloads;
