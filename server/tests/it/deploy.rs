@@ -185,7 +185,10 @@ fn instructions(text: &str) -> Vec<(String, String)> {
     out
 }
 
-fn container_settings() -> (Vec<(String, String)>, Vec<(String, String)>) {
+/// Name and value pairs.
+type Pairs = Vec<(String, String)>;
+
+fn container_settings() -> (Pairs, Pairs) {
     let (_, text) = deploy("Containerfile");
     let ins = instructions(&text);
     let env: Vec<(String, String)> = ins
