@@ -603,3 +603,80 @@ async fn an_app_killed_while_enrolling_is_enrolled_whole_or_not_at_all() {
     client.sync_now().await.unwrap();
     assert_eq!(client.roster(w.booking_doc).unwrap().expected, 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_from_a_newer_version_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kepu.sqlite3");
+    std::fs::copy(fixture_dir().join("kepu.sqlite3"), &file).unwrap();
+    {
+        let conn = rusqlite::Connection::open(&file).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+    }
+    let err = KepuClient::open(
+        dir.path().to_string_lossy().into_owned(),
+        "http://127.0.0.1:9".into(),
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, ApiError::Storage { reason } if reason.contains("newer")),
+        "{err:?}"
+    );
+    // Nothing migrated or dropped: the newer app still finds its version and its work.
+    let conn = rusqlite::Connection::open(&file).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    let pending: i64 = conn
+        .query_row("SELECT count(*) FROM pending", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!((version, pending), (99, 2));
+}
+
+/// An observer that cancels itself from inside its first callback.
+struct CancelsItself {
+    handle: Mutex<Option<Arc<kepu_mobile_ffi::api::ObserverHandle>>>,
+    calls: Mutex<u32>,
+}
+
+impl SyncObserver for CancelsItself {
+    fn on_sync_status(&self, _status: SyncStatus) -> Result<(), ApiError> {
+        *self.calls.lock().unwrap() += 1;
+        if let Some(h) = self.handle.lock().unwrap().as_ref() {
+            h.cancel();
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observer_may_cancel_itself_from_its_callback() {
+    let server = test_server::start().await.unwrap();
+    let w = server.shared.world();
+    let teacher = teacher_with_booking(&server).await;
+    let observer = Arc::new(CancelsItself {
+        handle: Mutex::new(None),
+        calls: Mutex::new(0),
+    });
+    // Hold the first delivery until the handle is in place.
+    let handle = {
+        let mut slot = observer.handle.lock().unwrap();
+        let handle = teacher.client.observe_sync(observer.clone()).unwrap();
+        *slot = Some(handle.clone());
+        handle
+    };
+    until("the first call", || *observer.calls.lock().unwrap() == 1).await;
+    teacher
+        .client
+        .scan_pupil_pass(w.booking_doc.clone(), walk_in(&server))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        *observer.calls.lock().unwrap(),
+        1,
+        "called after cancelling"
+    );
+    // Cancelling again, from outside, is harmless.
+    handle.cancel();
+}

@@ -438,13 +438,13 @@ async fn an_old_app_keeps_its_work_and_syncs_it_once_updated(db: Db) {
     assert_eq!(seen.app_version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
     assert_eq!(seen.pending_changes, Some(made.len() as i64));
     assert_eq!(seen.revoked_at, None);
-    // At the FFI it is an `Auth` error with the code, which touches nothing.
+    // At the FFI it is its own error with the minimum, which touches nothing.
     let api: kepu_mobile_ffi::api::ApiError = Error::AppTooOld {
         minimum: "99.0".into(),
     }
     .into();
     assert!(
-        matches!(&api, kepu_mobile_ffi::api::ApiError::Auth { reason } if reason == "app-too-old"),
+        matches!(&api, kepu_mobile_ffi::api::ApiError::AppTooOld { minimum } if minimum == "99.0"),
         "{api:?}"
     );
 
