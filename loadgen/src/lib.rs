@@ -228,13 +228,15 @@ pub fn table(figures: &Value) -> String {
         let _ = writeln!(out, "end-of-day ({target})");
         let _ = writeln!(
             out,
-            "  devices {}  check-ins {}  converged {} ({} in sync)  time {} s  {} check-ins/s",
+            "  devices {}  check-ins {}  converged {} ({} in sync)  time {} s  {} check-ins/s  server CPU {} s ({} µs per check-in)",
             e["devices"],
             e["check_ins"],
             e["converged"],
             e["in_sync_at_end"],
             num(&e["converge_s"], 2),
-            num(&e["check_ins_per_s"], 0)
+            num(&e["check_ins_per_s"], 0),
+            num(&e["server_cpu_s"], 2),
+            num(&e["server_cpu_us_per_check_in"], 0)
         );
         let _ = writeln!(
             out,

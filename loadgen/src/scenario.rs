@@ -682,6 +682,7 @@ pub async fn end_of_day(
 
     // All reconnect at once.
     let (before_sent, before_recv) = ctx.counters.bytes();
+    let cpu_before = server_pid.and_then(crate::stats::cpu_seconds);
     let b = board(n);
     let (stop_tx, stop_rx) = watch::channel(false);
     let started = Instant::now();
@@ -717,6 +718,11 @@ pub async fn end_of_day(
     }
     let failures: Vec<String> = (0..n).filter_map(|i| read_slot(&b, i).failed).collect();
     let stored = records(ctx, &bookings, Duration::from_secs(60)).await;
+    // The server's CPU from the reconnect until its records hold every check-in (the
+    // merges, the writes and the records).
+    let cpu_s = cpu_before
+        .zip(server_pid.and_then(crate::stats::cpu_seconds))
+        .map(|(a, b)| b - a);
     let secs = converged.map(|d| d.as_secs_f64());
     Ok(json!({
         "venues": scale.venues,
@@ -729,6 +735,8 @@ pub async fn end_of_day(
         "timeout_s": scale.timeout_secs,
         "converge_s": secs,
         "check_ins_per_s": secs.map(|s| total as f64 / s),
+        "server_cpu_s": cpu_s,
+        "server_cpu_us_per_check_in": cpu_s.map(|c| c * 1e6 / total as f64),
         "bytes_sent": after_sent - before_sent,
         "bytes_received": after_recv - before_recv,
         "failures": failures.len(),

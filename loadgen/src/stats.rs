@@ -65,6 +65,20 @@ pub fn server_memory(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// CPU time (user and system) a process has used so far, in seconds, from
+/// `/proc/<pid>/stat` (utime and stime, in USER_HZ ticks: 100 per second on Linux).
+#[must_use]
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields start after its closing parenthesis.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    #[allow(clippy::cast_precision_loss)]
+    Some((utime + stime) as f64 / 100.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +91,20 @@ mod tests {
         assert!((s.p99 - 99.0).abs() < 1e-9);
         assert!((s.max - 100.0).abs() < 1e-9);
         assert_eq!(Summary::of(Vec::new()).json()["p50_ms"], Value::Null);
+    }
+
+    #[test]
+    fn cpu_time_of_this_process_grows_with_work() {
+        let pid = std::process::id();
+        let before = cpu_seconds(pid).expect("this process's CPU time");
+        let mut x = 0u64;
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(300) {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let after = cpu_seconds(pid).expect("this process's CPU time");
+        assert!(after >= before + 0.1, "{before} -> {after}");
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //!    reachable (`KEPU_TEST_PG_URL`), PostgreSQL.
 //! 2. Memory per idle authenticated websocket connection: N connections to an in-process
 //!    server, RSS delta (`/proc/self/status`) divided by N.
+//! 3. Writing a large booking's records (`Store::write_booking_records`): a roster of 300
+//!    and 2,000 scans, written again and again as the server does after each burst of
+//!    merges; on SQLite and, if reachable, PostgreSQL.
 
 use std::time::{Duration, Instant};
 
@@ -91,6 +94,64 @@ fn booking_task(n: usize) -> StorageTask {
         heads: doc.get_heads(),
         owners: Vec::new(),
     }
+}
+
+/// Roster and scans of the booking in the records figure.
+const RECORDS_ROSTER: usize = 300;
+const RECORDS_SCANS: usize = 2_000;
+/// Writes of its records timed.
+const RECORDS_WRITES: usize = 10;
+
+/// A booking of [`RECORDS_ROSTER`] pupils with [`RECORDS_SCANS`] scans, read back.
+fn large_booking() -> kepu_sync_core::schema::booking::Booking {
+    let mut doc = Automerge::new();
+    let w = writer();
+    let now = 1_760_000_000_000;
+    let roster: Vec<PupilId> = (0..RECORDS_ROSTER as u128)
+        .map(|i| PupilId(Uuid::from_u128(10_000 + i)))
+        .collect();
+    let create = Edit::CreateBooking {
+        venue: VenueId(Uuid::from_u128(4)),
+        slot: SlotId(Uuid::from_u128(5)),
+        school: SchoolId(Uuid::from_u128(3)),
+        party_size: u32::try_from(RECORDS_ROSTER).unwrap_or(u32::MAX),
+        roster: roster.clone(),
+    };
+    apply_unchecked(&mut doc, &w, now, &create).expect("create booking");
+    for i in 0..RECORDS_SCANS {
+        let at = now + i64::try_from(i).unwrap_or(0);
+        let edit = Edit::CheckIn {
+            pupil: roster[i % roster.len()],
+            scan_id: kepu_sync_core::ids::uuid_v7(at, rand::random()).to_string(),
+            method: ScanMethod::Manual,
+            proof: None,
+        };
+        apply_unchecked(&mut doc, &w, at, &edit).expect("check in");
+    }
+    kepu_sync_core::schema::booking::Booking::read(&doc).expect("a booking")
+}
+
+#[allow(clippy::cast_precision_loss)]
+async fn records_figure(name: &str, url: &str) {
+    let store = Store::open(url, None).await.expect("open store");
+    let booking = large_booking();
+    let doc = DocumentId::from_bytes(rand::random());
+    store
+        .write_booking_records(doc, &booking, 1_760_000_000_000)
+        .await
+        .expect("warm-up write");
+    let started = Instant::now();
+    for n in 0..RECORDS_WRITES {
+        store
+            .write_booking_records(doc, &booking, 1_760_000_000_001 + n as i64)
+            .await
+            .expect("records written");
+    }
+    let per = started.elapsed() / u32::try_from(RECORDS_WRITES).unwrap_or(1);
+    println!(
+        "records/{name}: a booking of {RECORDS_ROSTER} pupils and {RECORDS_SCANS} scans: {per:.2?} per write of its records ({RECORDS_WRITES} writes)"
+    );
+    store.close().await;
 }
 
 fn change_count(tasks: &[StorageTask]) -> usize {
@@ -318,9 +379,11 @@ async fn main() {
         dir.path().join("bench.db").display()
     );
     persist_figures("sqlite", &sqlite, "BLOB").await;
+    records_figure("sqlite", &sqlite).await;
     match postgres_url().await {
         Some((url, admin, name)) => {
             persist_figures("postgres", &url, "BYTEA").await;
+            records_figure("postgres", &url).await;
             if let Ok(mut conn) = sqlx::AnyConnection::connect(&admin).await {
                 let _ = conn
                     .execute(sqlx::AssertSqlSafe(format!(
