@@ -918,6 +918,7 @@ fn a_lost_document_keeps_unacknowledged_changes_aside_even_after_compaction() {
         kind: None,
         changes: changes.clone(),
         heads: heads.clone(),
+        owners: Vec::new(),
     };
     assert!(matches!(
         store.run(&append, true, 1),

@@ -185,7 +185,11 @@ fn instructions(text: &str) -> Vec<(String, String)> {
     out
 }
 
-fn container_settings() -> (Vec<(String, String)>, Vec<(String, String)>) {
+/// `(name, value)` pairs: instructions with their arguments, or variables.
+type Pairs = Vec<(String, String)>;
+
+/// The container file's instructions and its `ENV` variables.
+fn container_settings() -> (Pairs, Pairs) {
     let (_, text) = deploy("Containerfile");
     let ins = instructions(&text);
     let env: Vec<(String, String)> = ins
