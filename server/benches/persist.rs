@@ -92,7 +92,9 @@ fn booking_task(n: usize) -> StorageTask {
         kind: Some(DocKind::Booking),
         changes,
         heads: doc.get_heads(),
-        owners: Vec::new(),
+        // As the engine sends it: the writer owns the document's actor id, so the
+        // storage path claims or checks it in the same transaction (ADR 0140).
+        owners: vec![(doc.get_actor().to_bytes().to_vec(), w.device)],
     }
 }
 

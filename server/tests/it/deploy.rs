@@ -153,11 +153,14 @@ fn the_unit_passes_only_what_the_server_knows_and_keeps_its_data_in_its_state_di
             .arg(&copy)
             .output()
             .expect("systemd-analyze runs");
+        // Warnings about the unit name its file; others (the host's own units) do not
+        // concern it.
+        let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            out.status.success() && out.stderr.is_empty(),
+            out.status.success() && !stderr.contains("kepu-server.service"),
             "systemd-analyze verify {}: {}",
             path.display(),
-            String::from_utf8_lossy(&out.stderr)
+            stderr
         );
     }
 }
@@ -185,9 +188,10 @@ fn instructions(text: &str) -> Vec<(String, String)> {
     out
 }
 
-/// Name and value pairs.
+/// `(name, value)` pairs: instructions with their arguments, or variables.
 type Pairs = Vec<(String, String)>;
 
+/// The container file's instructions and its `ENV` variables.
 fn container_settings() -> (Pairs, Pairs) {
     let (_, text) = deploy("Containerfile");
     let ins = instructions(&text);
