@@ -845,7 +845,9 @@ async fn postgres_a_dashboard_on_node_b_shows_a_device_connected_to_node_a_as_co
         )
         .await;
         band = on_b.get_json(&scene.path(), &scene.staff.token).await["band"].clone();
-        if band["connected_devices"] == 1 {
+        // Node A writes the teacher's last sync time as it leaves, which may land after
+        // the old time this loop sets: wait for both.
+        if band["connected_devices"] == 1 && band["stale"].as_array().map(Vec::len) == Some(1) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
