@@ -8,6 +8,7 @@ use sqlx::Row;
 
 use crate::error::Result;
 use crate::store::Store;
+use crate::store::rows::{ROWS_PER_INSERT, placeholders};
 
 fn hash_from(bytes: &[u8]) -> Option<automerge::ChangeHash> {
     <[u8; 32]>::try_from(bytes).ok().map(automerge::ChangeHash)
@@ -361,9 +362,6 @@ impl Store {
     }
 }
 
-/// Rows per multi-row INSERT (4 parameters each; well under both databases' limits).
-const ROWS_PER_INSERT: usize = 200;
-
 /// Writes `Append` tasks: the documents' rows (kind, time, heads; the last task of a
 /// document wins) and their change rows, idempotent by (document, hash).
 async fn append_all(
@@ -503,24 +501,4 @@ async fn claim_actors(
     } else {
         Err(crate::error::Error::ActorClaimed(taken))
     }
-}
-
-/// `($1, $2, …), (…)` for `rows` rows of `width` parameters.
-fn placeholders(rows: usize, width: usize) -> String {
-    let mut sql = String::new();
-    for r in 0..rows {
-        if r > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for c in 0..width {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('$');
-            sql.push_str(&(r * width + c + 1).to_string());
-        }
-        sql.push(')');
-    }
-    sql
 }
