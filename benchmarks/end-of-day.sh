@@ -19,6 +19,7 @@
 #   --shards N the server's engine shards (default: one per core)
 #   --server-cpus LIST  pin the server to these cores (`taskset -c LIST`, e.g. 0 or 0,1);
 #              the load generator is not pinned
+#   KEPU_BENCH_SERVER_BIN=path  run that server binary instead of this tree's release build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,7 +65,7 @@ while [ $# -gt 0 ]; do
       shift
       ;;
     --) shift; extra=("$@"); break ;;
-    -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "end-of-day.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -80,7 +81,8 @@ esac
 target_dir="${CARGO_TARGET_DIR:-target}"
 echo "== building release binaries" >&2
 cargo build --release --locked -p kepu-server -p kepu-loadgen >&2
-server_bin="$target_dir/release/kepu-server"
+# KEPU_BENCH_SERVER_BIN runs another build of the server (an A/B of two commits).
+server_bin="${KEPU_BENCH_SERVER_BIN:-$target_dir/release/kepu-server}"
 loadgen_bin="$target_dir/release/kepu-loadgen"
 
 # shellcheck source=benchmarks/lib.sh
@@ -112,12 +114,13 @@ status=0
 KEPU_LOADGEN_ADMIN_CODE="$code" "$loadgen_bin" --target kepu --url "ws://127.0.0.1:$port/sync" \
   --scenario "$scenario" --server-pid "$kepu_pid" --no-progress $quick "${json[@]}" "${extra[@]}" ||
   status=$?
-# The server's own count of peers it closed for not keeping up with their queue.
+# The server's own count of peers it closed for not keeping up with their queue, and of
+# the records it computed (a booking read per burst).
 python3 - "$port" <<'PY' || true
 import sys, urllib.request
 text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=10).read().decode()
 for line in text.splitlines():
-    if line.startswith(("kepu_slow_peers_closed_total", "kepu_ws_connections")):
+    if line.startswith(("kepu_slow_peers_closed_total", "kepu_ws_connections", "kepu_projections_total")):
         print("server metric:", line)
 PY
 if [ "$status" != 0 ] && [ -s "$work/kepu.log" ]; then
