@@ -94,7 +94,7 @@ pub async fn execute_with(
         }
         AdminCommand::CreateEdge { venue, days } => {
             let venue = parse_id(&venue, "venue")?;
-            let user = crate::edge::create(&store, venue, now_ms()).await?;
+            let user = crate::edge::create(store, venue, now_ms()).await?;
             let issued = accounts.issue_enrollment_code(user, days).await?;
             writeln!(out, "user {user}")?;
             writeln!(out, "enrollment code {}", issued.code.expose())?;

@@ -133,13 +133,10 @@ pub async fn enroll(store: &Store, upstream: &str, code: Option<&str>) -> Result
         .json()
         .await
         .map_err(|e| Error::Config(format!("the upstream's enrollment answer: {e}")))?;
-    let venue = match (e.role.as_str(), e.venue_id) {
-        ("venue_staff", Some(v)) => v,
-        _ => {
-            return Err(Error::Config(
-                "this code is not an edge box's code (admin create-edge)".into(),
-            ));
-        }
+    let ("venue_staff", Some(venue)) = (e.role.as_str(), e.venue_id) else {
+        return Err(Error::Config(
+            "this code is not an edge box's code (admin create-edge)".into(),
+        ));
     };
     for (name, value) in [
         ("user", e.user_id.to_string()),
@@ -470,7 +467,7 @@ impl Link {
                         self.feed(Input::StoredElsewhere { doc }, &mut out).await;
                     }
                     ticks = ticks.wrapping_add(1);
-                    if ticks % 10 == 0 {
+                    if ticks.is_multiple_of(10) {
                         self.feed(Input::Tick, &mut out).await;
                     }
                     let unsynced = self
@@ -536,7 +533,10 @@ impl Link {
                 tracing::warn!(doc = %doc, code = %refusal.code, changes, "the upstream refused changes relayed by this edge");
                 self.refused += changes;
             }
-            Event::ServerRefused { code, .. } if code == RefusalCode::DeviceRevoked => {
+            Event::ServerRefused {
+                code: RefusalCode::DeviceRevoked,
+                ..
+            } => {
                 // The connection closes next; the roster call then sees the revocation.
                 tracing::warn!("the upstream says this edge box is revoked");
             }
