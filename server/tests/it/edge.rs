@@ -30,6 +30,7 @@ crate::support::on_both_databases!(multi_thread kind:
     a_device_at_the_edge_cannot_write_under_another_devices_actor_id,
     a_hostile_edge_relaying_an_actor_id_off_its_roster_is_refused_upstream,
     a_revoked_edge_stops_serving_and_keeps_its_unsynced_work,
+    a_cut_off_edge_checks_gate_codes_and_leaves_bookings_to_the_upstream,
 );
 
 /// `kepu_server::run` on its own listener.
@@ -869,6 +870,203 @@ async fn a_revoked_edge_stops_serving_and_keeps_its_unsynced_work(kind: Db) {
     again.stop().await;
     drop(edge.dir);
     v.gate.disconnect();
+    upstream.stop().await;
+    db.finish().await;
+}
+
+/// A gate key certified by the upstream for today, and the upstream's public key.
+async fn certified_gate(
+    upstream: SocketAddr,
+    gate_token: &str,
+) -> (
+    kepu_sync_core::proof::GateSigner,
+    kepu_sync_core::proof::ServerPublicKey,
+) {
+    use kepu_sync_core::proof::{GateSigner, ServerPublicKey, SignedGateCert, gate_public_key};
+    let seed = [7u8; 32];
+    let key = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        gate_public_key(&seed),
+    );
+    let r = reqwest::Client::new()
+        .post(format!("http://{upstream}/api/gates/day-cert"))
+        .bearer_auth(gate_token)
+        .json(&serde_json::json!({ "gate_key": key }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let cert = SignedGateCert::decode(body["cert"].as_str().unwrap()).unwrap();
+    let server_key =
+        ServerPublicKey::from_base64(body["server_public_key"].as_str().unwrap()).unwrap();
+    (GateSigner::new(seed, cert).unwrap(), server_key)
+}
+
+async fn a_cut_off_edge_checks_gate_codes_and_leaves_bookings_to_the_upstream(kind: Db) {
+    use kepu_sync_core::proof::{
+        GateDayCert, GateSigner, ServerSigner, gate_public_key, utc_day, verify_gate_code,
+    };
+    use kepu_sync_core::schema::booking::ScanMethod;
+    let db = TestDb::new(kind).await;
+    let upstream = Server::start(db.config()).await;
+    let mut v = venue_upstream(&db, upstream.addr, 1).await;
+    let admin = v.enroller.admin_token().await;
+    let staff_token = v.gate.token.clone();
+    let school = Some(v.school.0);
+    let (mut honest, _, honest_user) =
+        device_with_user(&v.enroller, Role::Pupil, school, None, 230).await;
+    let (mut forger, _, forger_user) =
+        device_with_user(&v.enroller, Role::Pupil, school, None, 231).await;
+    let (me, other) = (PupilId(honest_user), PupilId(forger_user));
+    // Their class's visit, booked and confirmed upstream.
+    let visit = new_doc();
+    let slot = Booking::read(v.teacher.doc(&v.booking).unwrap())
+        .unwrap()
+        .slot;
+    v.teacher.edit(
+        visit,
+        create_booking(v.venue, slot, v.school, vec![me, other]),
+    );
+    until(&mut v.teacher, upstream.addr, "the visit confirmed", |t| {
+        status(t, &visit) == Some(Status::Confirmed)
+    })
+    .await;
+    let (gate_signer, server_key) = certified_gate(upstream.addr, &staff_token).await;
+    let link = Link::to(upstream.addr).await;
+    let edge = EdgeBox::start(&db, v.venue.0, &link).await;
+    edge.until(&staff_token, "the upstream connected", |s| {
+        s["upstream_connected"] == true
+    })
+    .await;
+    onto_edge(&mut honest, edge.addr(), visit).await;
+    onto_edge(&mut forger, edge.addr(), visit).await;
+    onto_edge(&mut v.teacher, edge.addr(), visit).await;
+    link.cut();
+    edge.until(&staff_token, "the cut-off noticed", |s| {
+        s["upstream_connected"] == false
+    })
+    .await;
+
+    // The gate shows its code; the pupil's phone checks in with it at the edge.
+    let now = now_ms();
+    let proof = verify_gate_code(&gate_signer.code_at(now), &server_key, now, Some(v.venue))
+        .expect("a valid gate code");
+    honest.edit(
+        visit,
+        Edit::CheckIn {
+            pupil: me,
+            scan_id: crate::world::scan_id(),
+            method: ScanMethod::GateCode,
+            proof: Some(proof.encode()),
+        },
+    );
+    until(
+        &mut honest,
+        edge.addr(),
+        "the gate code accepted at the edge",
+        |d| d.server_has_all(&visit),
+    )
+    .await;
+    // A code from a gate certified by another key (a forged certificate) is refused by
+    // the edge, offline.
+    let forged_server = ServerSigner::from_seed([9u8; 32]);
+    let forged_seed = [8u8; 32];
+    let day = utc_day(now).unwrap();
+    let forged_cert = forged_server.certify_gate(GateDayCert {
+        venue: v.venue,
+        day,
+        gate_key: gate_public_key(&forged_seed),
+        expires_ms: (i64::from(day) + 1) * 86_400_000,
+    });
+    let forged_gate = GateSigner::new(forged_seed, forged_cert).unwrap();
+    let forged = verify_gate_code(
+        &forged_gate.code_at(now),
+        &forged_server.public(),
+        now,
+        Some(v.venue),
+    )
+    .expect("valid under the forger's own key");
+    forger.edit(
+        visit,
+        Edit::CheckIn {
+            pupil: other,
+            scan_id: crate::world::scan_id(),
+            method: ScanMethod::GateCode,
+            proof: Some(forged.encode()),
+        },
+    );
+    until(
+        &mut forger,
+        edge.addr(),
+        "the forged code refused at the edge",
+        |d| {
+            d.events.iter().any(|e| {
+            matches!(e, Event::Refused { refusal, .. } if refusal.code == RefusalCode::BadProof)
+        })
+        },
+    )
+    .await;
+
+    // A booking requested at the cut-off edge stays requested: only the upstream decides.
+    let request = new_doc();
+    v.teacher.edit(
+        request,
+        create_booking(v.venue, slot, v.school, pupils(8_000, 3)),
+    );
+    until(
+        &mut v.teacher,
+        edge.addr(),
+        "the request stored at the edge",
+        |t| t.server_has_all(&request),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    v.teacher.pump(Duration::from_millis(200)).await;
+    assert_eq!(status(&v.teacher, &request), Some(Status::Requested));
+    let (code, at_edge) = get(
+        edge.addr(),
+        &format!("/api/bookings/{request}/attendance"),
+        &staff_token,
+    )
+    .await;
+    assert_eq!(code, 200, "{at_edge}");
+    assert_eq!(at_edge["booking"]["status"], "requested", "{at_edge}");
+
+    // Back online: the upstream decides, checks the gate code again, and both agree.
+    link.restore();
+    until(
+        &mut v.teacher,
+        edge.addr(),
+        "the upstream's decision back at the edge",
+        |t| status(t, &request) == Some(Status::Confirmed),
+    )
+    .await;
+    let mut up = Value::Null;
+    for _ in 0..150 {
+        up = get(
+            upstream.addr,
+            &format!("/api/bookings/{visit}/attendance"),
+            &admin,
+        )
+        .await
+        .1;
+        if up["booking"]["arrived"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(up["booking"]["arrived"], 1, "{up}");
+    assert_eq!(up["scans"][0]["method"], "gate_code", "{up}");
+    assert_eq!(up["scans"][0]["pupil_id"], me.0.to_string(), "{up}");
+    assert_eq!(
+        recorded(edge.addr(), &staff_token, &visit).await,
+        recorded(upstream.addr, &admin, &visit).await
+    );
+    honest.disconnect();
+    forger.disconnect();
+    v.teacher.disconnect();
+    edge.server.stop().await;
     upstream.stop().await;
     db.finish().await;
 }
