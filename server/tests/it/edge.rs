@@ -628,6 +628,24 @@ async fn a_hostile_edge_relaying_an_actor_id_off_its_roster_is_refused_upstream(
         device_with_id(&v.enroller, Role::Teacher, Some(far_school), None, 210).await;
     let roster_teacher = v.teacher_id;
 
+    // Only an edge box reads a roster or reports actor ids.
+    let (code, _) = get(upstream.addr, "/api/edge/roster", &v.teacher.token).await;
+    assert_eq!(code, 403);
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/api/edge/actors", upstream.addr))
+        .bearer_auth(&v.gate.token)
+        .json(&serde_json::json!({ "claims": [] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let (code, roster) = get(upstream.addr, "/api/edge/roster", &edge_token).await;
+    assert_eq!(code, 200);
+    assert!(
+        !roster.to_string().contains(&v.teacher.token),
+        "the roster carries token hashes, never tokens"
+    );
+
     // 1. Under its own, unclaimed actor id: an edge writes nothing of its own.
     let mut own = edge_writer(220);
     own.want(v.booking);

@@ -34,6 +34,9 @@ pub struct Shared {
     revoked: RwLock<Published>,
     /// Edge device → the writers of the devices it may relay for (ADR 0150).
     relays: RwLock<HashMap<DeviceId, std::sync::Arc<Roster>>>,
+    /// Whether any edge has a roster: every admitted change asks [`Shared::relay`], and a
+    /// server without edge boxes answers without taking the lock.
+    any_relay: std::sync::atomic::AtomicBool,
 }
 
 /// The devices an edge box may relay for, each with the identity its changes are
@@ -171,6 +174,8 @@ impl Shared {
     /// accepted only under an actor id claimed by one of these devices, and validated as
     /// that device wrote it. An empty roster still marks `edge` as an edge.
     pub fn set_relay(&self, edge: DeviceId, roster: Roster) {
+        self.any_relay
+            .store(true, std::sync::atomic::Ordering::Release);
         self.relays
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -180,6 +185,9 @@ impl Shared {
     /// The roster of `device` if it is an edge box, `None` for any other device.
     #[must_use]
     pub fn relay(&self, device: DeviceId) -> Option<std::sync::Arc<Roster>> {
+        if !self.any_relay.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
         self.relays
             .read()
             .unwrap_or_else(PoisonError::into_inner)
