@@ -74,7 +74,7 @@ pub struct Config {
     /// the documents and of the storage work. Default: one per core, at most 16.
     #[arg(long, env = "KEPU_ENGINE_SHARDS", global = true)]
     pub engine_shards: Option<usize>,
-    /// Run as an edge box at a venue (ADR 0150): serve the venue's phones and gates on
+    /// Run as an edge box at a venue: serve the venue's phones and gates on
     /// the local network and sync the venue's documents with `--upstream`, also while the
     /// upstream is unreachable.
     #[arg(long, env = "KEPU_EDGE", global = true, requires = "upstream")]

@@ -217,3 +217,55 @@ pub async fn edge_only(State(status): State<EdgeStatus>, request: Request, next:
     }
     next.run(request).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_banner_counts_whole_minutes_since_the_link_went_down() {
+        let venue = Uuid::from_u128(5);
+        let s = EdgeStatus::new(venue, 0);
+        // Never connected: cut off since the start.
+        assert_eq!(s.view(59_999).cut_off_minutes, Some(0));
+        s.connected(60_000);
+        let up = s.view(10 * 60_000);
+        assert!(up.upstream_connected);
+        assert_eq!((up.cut_off_since, up.cut_off_minutes), (None, None));
+        assert_eq!(up.banner, "");
+        s.disconnected(100_000);
+        // A second disconnection does not move the time it went down.
+        s.disconnected(200_000);
+        let down = s.view(100_000 + 3 * 60_000 + 59_000);
+        assert_eq!(down.cut_off_since, Some(100_000));
+        assert_eq!(down.cut_off_minutes, Some(3));
+        assert_eq!(
+            down.banner,
+            "上游已断开 3 分钟 · upstream unreachable for 3 min"
+        );
+        s.revoke();
+        assert!(s.view(300_000).revoked);
+        assert!(s.view(300_000).banner.contains("revoked"));
+    }
+
+    #[test]
+    fn what_only_the_upstream_serves_is_named() {
+        for path in [
+            "/api/enroll",
+            "/api/gates/day-cert",
+            "/api/edge/roster",
+            "/api/edge/actors",
+            "/api/pupils/00000000-0000-0000-0000-000000000001/pass",
+        ] {
+            assert!(upstream_only(path), "{path}");
+        }
+        for path in [
+            "/sync",
+            "/api/edge/status",
+            "/api/venues/x/live",
+            "/api/bookings",
+        ] {
+            assert!(!upstream_only(path), "{path}");
+        }
+    }
+}

@@ -123,16 +123,30 @@ struct EdgeBox {
 }
 
 impl EdgeBox {
+    /// An edge created with the admin command (`admin create-edge`).
     async fn start(db: &TestDb, venue: uuid::Uuid, link: &Link) -> Self {
-        let edge_user = kepu_server::edge::create(&db.store, venue, now_ms())
-            .await
-            .expect("edge user");
-        let code = Accounts::new(db.store.clone())
-            .issue_enrollment_code(edge_user, 7)
-            .await
-            .expect("edge code");
+        let mut out = Vec::new();
+        kepu_server::admin_cli::execute_with(
+            &Accounts::new(db.store.clone()),
+            kepu_server::config::AdminCommand::CreateEdge {
+                venue: venue.to_string(),
+                days: 7,
+            },
+            &mut out,
+        )
+        .await
+        .expect("admin create-edge");
+        let out = String::from_utf8(out).unwrap();
+        let code = out
+            .lines()
+            .find_map(|l| l.strip_prefix("enrollment code "))
+            .expect("the command prints the code");
+        Self::start_with_code(code, link).await
+    }
+
+    async fn start_with_code(code: &str, link: &Link) -> Self {
         let dir = tempfile::tempdir().expect("edge data dir");
-        let server = Self::run(dir.path(), &link.url(), Some(code.code.expose().to_owned())).await;
+        let server = Self::run(dir.path(), &link.url(), Some(code.to_owned())).await;
         Self { server, dir }
     }
 
@@ -779,8 +793,35 @@ async fn a_revoked_edge_stops_serving_and_keeps_its_unsynced_work(kind: Db) {
     let mut v = venue_upstream(&db, upstream.addr, 4).await;
     let admin = v.enroller.admin_token().await;
     let staff_token = v.gate.token.clone();
+    // The bureau creates the venue's edge box through the admin API (its staff may not).
+    let edges = format!(
+        "http://{}/api/admin/venues/{}/edges",
+        upstream.addr, v.venue
+    );
+    let http = reqwest::Client::new();
+    let r = http
+        .post(&edges)
+        .bearer_auth(&staff_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = http
+        .post(format!(
+            "http://{}/api/admin/venues/{}/edges",
+            upstream.addr,
+            uuid::Uuid::from_u128(1)
+        ))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "an unknown venue");
+    let r = http.post(&edges).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let created: Value = r.json().await.unwrap();
     let link = Link::to(upstream.addr).await;
-    let edge = EdgeBox::start(&db, v.venue.0, &link).await;
+    let edge = EdgeBox::start_with_code(created["code"].as_str().unwrap(), &link).await;
     edge.until(&staff_token, "the upstream connected", |s| {
         s["upstream_connected"] == true
     })
