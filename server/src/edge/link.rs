@@ -29,12 +29,17 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use uuid::Uuid;
 
 use super::status::EdgeStatus;
-use super::upstream::{ActorClaim, ActorReport, ActorVerdict};
+use super::upstream::{ActorClaim, ActorReport, ActorVerdict, Owners, OwnersQuery};
 use crate::app_state::AppState;
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::store::{Roster, Store};
 use crate::sync::SyncHub;
+
+/// The owner an edge records for an actor id that is no device's of its roster (another
+/// device's upstream, or the upstream server's own): no device at the edge may write
+/// under it.
+pub const NOBODY_HERE: Uuid = Uuid::from_u128(0x6b65_7075_2d65_6467_652d_6e6f_626f_6479);
 
 /// How often the link reads what the edge's devices stored, and reports new actor ids.
 pub const POLL_EVERY: Duration = Duration::from_millis(500);
@@ -464,7 +469,14 @@ impl Link {
                     }
                     let docs: Vec<DocumentId> = self.docs.iter().copied().collect();
                     for doc in docs {
-                        self.feed(Input::StoredElsewhere { doc }, &mut out).await;
+                        // A document the engine dropped (its storage failed) is wanted
+                        // again; the others read what the shards stored.
+                        let input = if self.engine.doc(&doc).is_some() {
+                            Input::StoredElsewhere { doc }
+                        } else {
+                            Input::Want { doc }
+                        };
+                        self.feed(input, &mut out).await;
                     }
                     ticks = ticks.wrapping_add(1);
                     if ticks.is_multiple_of(10) {
@@ -547,6 +559,78 @@ impl Link {
         }
     }
 
+    /// Before changes from the upstream are stored at the edge: claims every actor id of
+    /// theirs that the edge does not know, for its owner as the upstream says, or for
+    /// [`NOBODY_HERE`] when it is no roster device's. Otherwise a device at the edge
+    /// could take an actor id that is another device's upstream, and the upstream would
+    /// take its changes for that device's.
+    async fn learn_owners(
+        &mut self,
+        changes: &[kepu_sync_core::engine::StoredChange],
+    ) -> Result<(), Ended> {
+        let shared = self.hub.shared().clone();
+        let mut unknown: Vec<Vec<u8>> = Vec::new();
+        for c in changes {
+            let Ok(change) = automerge::Change::from_bytes(c.bytes.clone()) else {
+                continue;
+            };
+            let actor = change.actor_id().to_bytes().to_vec();
+            if shared.actor_owner(&actor).is_none() && !unknown.contains(&actor) {
+                unknown.push(actor);
+            }
+        }
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let query = OwnersQuery {
+            actors: unknown.iter().map(hex::encode).collect(),
+        };
+        let r = self
+            .http
+            .post(format!("{}/api/edge/owners", self.base))
+            .bearer_auth(&self.id.token)
+            .json(&query)
+            .send()
+            .await
+            .map_err(|e| Ended::Down(e.to_string()))?;
+        if revoked(&r) {
+            return Err(Ended::Revoked);
+        }
+        if !r.status().is_success() {
+            return Err(Ended::Down(format!("owners: {}", r.status())));
+        }
+        let answer: Owners = r.json().await.map_err(|e| Ended::Down(e.to_string()))?;
+        let mut claims: Vec<(Vec<u8>, DeviceId)> = Vec::new();
+        for (hex_actor, owner) in answer.owners {
+            let Ok(actor) = hex::decode(&hex_actor) else {
+                continue;
+            };
+            if unknown.contains(&actor) {
+                claims.push((actor, DeviceId(owner.unwrap_or(NOBODY_HERE))));
+            }
+        }
+        let mut per_device: std::collections::BTreeMap<DeviceId, Vec<Vec<u8>>> =
+            std::collections::BTreeMap::new();
+        for (a, d) in &claims {
+            per_device.entry(*d).or_default().push(a.clone());
+        }
+        for (device, actors) in per_device {
+            let task = StorageTask::ClaimActors { device, actors };
+            if let Err(e) = self
+                .state
+                .store
+                .run_document_tasks(&[&task], now_ms())
+                .await
+            {
+                // A device here took it first; the shards learn the upstream's owner.
+                tracing::warn!(error = %e, "edge link: an actor id claimed here is another device's upstream");
+            }
+        }
+        // The shards refuse them from any other device from now on.
+        self.hub.actor_claims(claims);
+        Ok(())
+    }
+
     fn keep(&self, mut loaded: Loaded) -> Loaded {
         if !self.quarantined.is_empty() {
             loaded
@@ -557,6 +641,28 @@ impl Link {
     }
 
     async fn run_task(&mut self, task: StorageTask) -> IoResult {
+        if let StorageTask::Append { doc, changes, .. } = &task {
+            // Not stored before their actor ids are claimed for their owners here; the
+            // engine retries, and the next poll wants the document again if it gave up.
+            if let Err(e) = self.learn_owners(changes).await {
+                return IoResult::Failed(match e {
+                    Ended::Revoked => "the upstream revoked this edge".into(),
+                    Ended::Down(why) => format!("the owners of new actor ids: {why}"),
+                });
+            }
+            return match self
+                .state
+                .store
+                .run_document_tasks(&[&task], now_ms())
+                .await
+            {
+                Ok(()) => {
+                    self.stored.insert(*doc);
+                    IoResult::Done
+                }
+                Err(e) => IoResult::Failed(e.to_string()),
+            };
+        }
         let store = &self.state.store;
         let result = match &task {
             StorageTask::Load { doc } => store.load_document(*doc).await.map(Some),
@@ -573,12 +679,7 @@ impl Link {
             other => store
                 .run_document_tasks(&[other], now_ms())
                 .await
-                .map(|()| {
-                    if let StorageTask::Append { doc, .. } = other {
-                        self.stored.insert(*doc);
-                    }
-                    None
-                }),
+                .map(|()| None),
         };
         match result {
             Ok(Some(loaded)) => IoResult::Loaded(self.keep(loaded)),

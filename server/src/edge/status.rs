@@ -198,6 +198,7 @@ fn upstream_only(path: &str) -> bool {
         || path == "/api/gates/day-cert"
         || path.starts_with("/api/edge/roster")
         || path.starts_with("/api/edge/actors")
+        || path.starts_with("/api/edge/owners")
         || (path.starts_with("/api/pupils/") && path.ends_with("/pass"))
 }
 

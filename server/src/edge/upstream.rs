@@ -103,6 +103,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/edge/roster", get(roster))
         .route("/api/edge/actors", post(actors))
+        .route("/api/edge/owners", post(owners))
 }
 
 async fn edge_roster(
@@ -213,4 +214,52 @@ async fn actors(
         }
     }
     Ok(ApiJson(verdict))
+}
+
+/// `POST /api/edge/owners` body: actor ids (hex) found in changes the edge received.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnersQuery {
+    /// The actor ids.
+    pub actors: Vec<String>,
+}
+
+/// The answer: per actor id, the roster device that owns it, or `None` when it is no
+/// roster device's (another device's, the server's, or nobody's yet).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Owners {
+    /// (actor hex, owner).
+    pub owners: Vec<(String, Option<Uuid>)>,
+}
+
+/// `POST /api/edge/owners`: whose are the actor ids of changes the edge got from the
+/// upstream? The edge claims them for those devices (or for nobody at the venue), so
+/// that no device at the edge writes under an actor id that is someone else's upstream.
+/// Owners off the roster are not named.
+async fn owners(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<SyncContext>,
+    AuthenticatedDevice(identity): AuthenticatedDevice,
+    ApiJson(query): ApiJson<OwnersQuery>,
+) -> Result<ApiJson<Owners>> {
+    if query.actors.len() > MAX_CLAIMS_PER_REPORT {
+        return Err(Error::InvalidInput(format!(
+            "at most {MAX_CLAIMS_PER_REPORT} actor ids per query"
+        )));
+    }
+    let roster = writers(&edge_roster(&state, &ctx, &identity).await?);
+    let shared = ctx.hub.shared();
+    let owners = query
+        .actors
+        .into_iter()
+        .map(|hex_actor| {
+            let owner = hex::decode(&hex_actor)
+                .ok()
+                .and_then(|a| shared.actor_owner(&a))
+                .filter(|d| roster.contains_key(d))
+                .map(|d| d.0);
+            (hex_actor, owner)
+        })
+        .collect();
+    Ok(ApiJson(Owners { owners }))
 }

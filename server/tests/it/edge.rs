@@ -527,6 +527,10 @@ async fn a_device_at_the_edge_cannot_write_under_another_devices_actor_id(kind: 
     // (201).
     let (mut hostile, _) =
         device_with_id(&v.enroller, Role::VenueStaff, None, Some(v.venue.0), 201).await;
+    // A third, that will write under the teacher's actor id (202), which the teacher
+    // used upstream only and never at the edge.
+    let (mut hostile2, _) =
+        device_with_id(&v.enroller, Role::VenueStaff, None, Some(v.venue.0), 202).await;
     let link = Link::to(upstream.addr).await;
     let edge = EdgeBox::start(&db, v.venue.0, &link).await;
     edge.until(&staff_token, "the upstream connected", |s| {
@@ -558,9 +562,24 @@ async fn a_device_at_the_edge_cannot_write_under_another_devices_actor_id(kind: 
         refused_foreign,
     )
     .await;
+    onto_edge(&mut hostile2, edge.addr(), v.booking).await;
+    let (edit, forged2) = check_in(v.roster[2]);
+    hostile2.edit(v.booking, edit);
+    until(
+        &mut hostile2,
+        edge.addr(),
+        "the edge refusing a change under an actor id owned upstream",
+        refused_foreign,
+    )
+    .await;
     // Neither the edge nor, later, the upstream holds it; the honest scan reaches both.
     let at_edge = recorded(edge.addr(), &staff_token, &v.booking).await;
-    assert!(at_edge.iter().all(|(id, _)| *id != forged), "{at_edge:?}");
+    assert!(
+        at_edge
+            .iter()
+            .all(|(id, _)| *id != forged && *id != forged2),
+        "{at_edge:?}"
+    );
     let mut up = Vec::new();
     for _ in 0..100 {
         up = recorded(upstream.addr, &admin, &v.booking).await;
@@ -570,7 +589,11 @@ async fn a_device_at_the_edge_cannot_write_under_another_devices_actor_id(kind: 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(up.iter().any(|(id, _)| *id == honest), "{up:?}");
-    assert!(up.iter().all(|(id, _)| *id != forged), "{up:?}");
+    assert!(
+        up.iter().all(|(id, _)| *id != forged && *id != forged2),
+        "{up:?}"
+    );
+    hostile2.disconnect();
     v.gate.disconnect();
     hostile.disconnect();
     edge.server.stop().await;
