@@ -41,6 +41,9 @@ use crate::sync::SyncHub;
 /// under it.
 pub const NOBODY_HERE: Uuid = Uuid::from_u128(0x6b65_7075_2d65_6467_652d_6e6f_626f_6479);
 
+/// Most actor claims in one report to the upstream.
+pub const REPORT_CHUNK: usize = 5_000;
+
 /// How often the link reads what the edge's devices stored, and reports new actor ids.
 pub const POLL_EVERY: Duration = Duration::from_millis(500);
 /// How often the link reads the roster again while connected.
@@ -211,7 +214,7 @@ pub fn start(
         docs: BTreeSet::new(),
         quarantined: HashSet::new(),
         stored: BTreeSet::new(),
-        reported: 0,
+        reported: HashSet::new(),
         refused: 0,
     };
     tokio::spawn(link.run(stop));
@@ -232,8 +235,8 @@ struct Link {
     quarantined: HashSet<automerge::ChangeHash>,
     /// Documents the link appended to since the shards were last told.
     stored: BTreeSet<DocumentId>,
-    /// Actor claims reported in this session.
-    reported: usize,
+    /// Actor ids reported in this session.
+    reported: HashSet<Vec<u8>>,
     /// Changes refused since the last status update.
     refused: usize,
 }
@@ -312,43 +315,51 @@ impl Link {
         Ok(roster)
     }
 
-    /// Reports the actor ids claimed at the edge, if there are new ones.
+    /// Reports the actor ids claimed at the edge that this session has not reported yet
+    /// (all of them after a reconnect: the upstream may have restarted), in reports of
+    /// at most [`REPORT_CHUNK`]. Claims for [`NOBODY_HERE`] are the upstream's own news.
     async fn report_claims(&mut self) -> Result<(), Ended> {
-        let claims = self.state.store.actor_claims().await?;
-        if claims.len() == self.reported {
-            return Ok(());
+        let claims: Vec<(Vec<u8>, DeviceId)> = self
+            .state
+            .store
+            .actor_claims()
+            .await?
+            .into_iter()
+            .filter(|(a, d)| d.0 != NOBODY_HERE && !self.reported.contains(a))
+            .collect();
+        for chunk in claims.chunks(REPORT_CHUNK) {
+            let report = ActorReport {
+                claims: chunk
+                    .iter()
+                    .map(|(a, d)| ActorClaim {
+                        actor: hex::encode(a),
+                        device: d.0,
+                    })
+                    .collect(),
+            };
+            let r = self
+                .http
+                .post(format!("{}/api/edge/actors", self.base))
+                .bearer_auth(&self.id.token)
+                .json(&report)
+                .send()
+                .await
+                .map_err(|e| Ended::Down(e.to_string()))?;
+            if revoked(&r) {
+                return Err(Ended::Revoked);
+            }
+            if !r.status().is_success() {
+                return Err(Ended::Down(format!("actors: {}", r.status())));
+            }
+            let verdict: ActorVerdict = r.json().await.map_err(|e| Ended::Down(e.to_string()))?;
+            if !verdict.refused.is_empty() {
+                tracing::warn!(
+                    refused = verdict.refused.len(),
+                    "the upstream refused actor ids seen at this edge"
+                );
+            }
+            self.reported.extend(chunk.iter().map(|(a, _)| a.clone()));
         }
-        let report = ActorReport {
-            claims: claims
-                .iter()
-                .map(|(a, d)| ActorClaim {
-                    actor: hex::encode(a),
-                    device: d.0,
-                })
-                .collect(),
-        };
-        let r = self
-            .http
-            .post(format!("{}/api/edge/actors", self.base))
-            .bearer_auth(&self.id.token)
-            .json(&report)
-            .send()
-            .await
-            .map_err(|e| Ended::Down(e.to_string()))?;
-        if revoked(&r) {
-            return Err(Ended::Revoked);
-        }
-        if !r.status().is_success() {
-            return Err(Ended::Down(format!("actors: {}", r.status())));
-        }
-        let verdict: ActorVerdict = r.json().await.map_err(|e| Ended::Down(e.to_string()))?;
-        if !verdict.refused.is_empty() {
-            tracing::warn!(
-                refused = verdict.refused.len(),
-                "the upstream refused actor ids seen at this edge"
-            );
-        }
-        self.reported = claims.len();
         Ok(())
     }
 
@@ -413,7 +424,7 @@ impl Link {
 
     async fn session_inner(&mut self, stop: &mut watch::Receiver<bool>) -> Result<(), Ended> {
         let roster = self.roster().await?;
-        self.reported = 0;
+        self.reported.clear();
         self.report_claims().await?;
         let mut socket = self.connect().await?;
         self.conn += 1;
