@@ -598,7 +598,7 @@ fn an_edge_box_relays_only_its_rosters_actor_ids_in_every_shard_each_as_its_auth
     let staff = Writer {
         device: DeviceId(uuid::Uuid::from_u128(600)),
         user: UserId(uuid::Uuid::from_u128(601)),
-        ..edge.clone()
+        ..edge
     };
     let roster: kepu_sync_core::engine::shared::Roster = [
         (teacher(1).device, teacher(1)),
@@ -611,7 +611,7 @@ fn an_edge_box_relays_only_its_rosters_actor_ids_in_every_shard_each_as_its_auth
     assert!(shared.claim_for(&[6; 16], staff.device));
     assert!(shared.claim_for(&[7; 16], teacher(2).device));
     // Set once in what the shards share: the shard of the document is told nothing more.
-    let conn = shards[1].join(9, edge.clone());
+    let conn = shards[1].join(9, edge);
     let before = shards[1].engine.doc(&doc).unwrap().get_heads();
 
     // Its own new actor id: an edge writes nothing of its own, and claims nothing.
