@@ -342,6 +342,22 @@
     });
   }
 
+  // An edge box (ADR 0150): keep the banner saying how long the upstream is cut off.
+  const edgeBanner = $('edge-banner');
+  if (edgeBanner) {
+    const refreshEdge = () => {
+      fetch('/api/edge/status', { credentials: 'same-origin', cache: 'no-store' })
+        .then((r) => (r.ok ? r.json() : null))
+        .then((st) => {
+          if (!st) return;
+          edgeBanner.textContent = st.banner;
+          edgeBanner.hidden = st.banner === '';
+        })
+        .catch(() => {});
+    };
+    setInterval(refreshEdge, 15000);
+  }
+
   // The switch is a link to the page in the other language; here it switches in place.
   $('lang').addEventListener('click', (event) => {
     event.preventDefault();

@@ -92,6 +92,13 @@ pub async fn execute_with(
             writeln!(out, "user {}", user.id)?;
             writeln!(out, "enrollment code {}", issued.code.expose())?;
         }
+        AdminCommand::CreateEdge { venue, days } => {
+            let venue = parse_id(&venue, "venue")?;
+            let user = crate::edge::create(store, venue, now_ms()).await?;
+            let issued = accounts.issue_enrollment_code(user, days).await?;
+            writeln!(out, "user {user}")?;
+            writeln!(out, "enrollment code {}", issued.code.expose())?;
+        }
         AdminCommand::EnrollCode { user, days } => {
             let issued = accounts
                 .issue_enrollment_code(parse_id(&user, "user")?, days)

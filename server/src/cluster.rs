@@ -169,6 +169,19 @@ impl Leadership {
         }
     }
 
+    /// A node that never leads: an edge box (ADR 0150), whose upstream creates the
+    /// server's documents and decides capacity.
+    #[must_use]
+    pub fn never() -> Self {
+        let (changes, _) = watch::channel(Some(false));
+        Self {
+            leading: Arc::new(AtomicBool::new(false)),
+            pid: Arc::new(AtomicI32::new(0)),
+            contested: false,
+            changes,
+        }
+    }
+
     fn contested() -> Self {
         let (changes, _) = watch::channel(None);
         Self {

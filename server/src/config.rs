@@ -74,6 +74,18 @@ pub struct Config {
     /// the documents and of the storage work. Default: one per core, at most 16.
     #[arg(long, env = "KEPU_ENGINE_SHARDS", global = true)]
     pub engine_shards: Option<usize>,
+    /// Run as an edge box at a venue: serve the venue's phones and gates on
+    /// the local network and sync the venue's documents with `--upstream`, also while the
+    /// upstream is unreachable.
+    #[arg(long, env = "KEPU_EDGE", global = true, requires = "upstream")]
+    pub edge: bool,
+    /// The upstream server of an edge box, e.g. `https://kepu.example.org`.
+    #[arg(long, env = "KEPU_UPSTREAM", global = true)]
+    pub upstream: Option<String>,
+    /// The one-time enrollment code of an edge box (created upstream with `admin
+    /// create-edge`); needed at the first start only.
+    #[arg(long, env = "KEPU_EDGE_CODE", global = true, hide_env_values = true)]
+    pub edge_code: Option<String>,
     /// Connection and attempt limits.
     #[command(flatten)]
     pub limits: ConnectionLimits,
@@ -191,6 +203,9 @@ impl Config {
             metrics_token: None,
             metrics_addr: None,
             engine_shards: None,
+            edge: false,
+            upstream: None,
+            edge_code: None,
             limits: ConnectionLimits::default(),
         }
     }
@@ -279,6 +294,17 @@ pub enum AdminCommand {
         /// A display name (for pupils: the name the school chooses).
         #[arg(long)]
         display_name: Option<String>,
+    },
+    /// Create an edge box for a venue (ADR 0150): a user for it and its one-time
+    /// enrollment code, to start `kepu-server --edge --upstream URL --edge-code CODE`
+    /// with at the venue.
+    CreateEdge {
+        /// The venue's id.
+        #[arg(long)]
+        venue: String,
+        /// Days until the code expires.
+        #[arg(long, default_value_t = 7)]
+        days: u32,
     },
     /// Issue a one-time enrollment code for a user.
     EnrollCode {

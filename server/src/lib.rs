@@ -16,6 +16,8 @@
 //! - [`reports`]: programme reports per school, county and city (targets and misses).
 //! - [`live`]: the live venue dashboard (change feed, snapshots of a venue-day).
 //! - [`app_state`]: the state shared by handlers.
+//! - [`edge`]: edge boxes at venues: the upstream's roster and relay checks, and the
+//!   edge's own link to its upstream (ADR 0150).
 //! - [`cluster`]: several nodes on one PostgreSQL: notifications between them and the
 //!   leader that runs the work that must happen once.
 //! - [`admin_cli`]: `kepu-server admin …`.
@@ -39,6 +41,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod demo_activity;
+pub mod edge;
 pub mod error;
 pub mod fleet;
 pub mod http;
@@ -95,10 +98,33 @@ pub async fn run(
     let guards = app_state::Guards::new(&config.limits, config.metrics_token.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut state = AppState::with_guards(store.clone(), guards);
-    // Several nodes on PostgreSQL: one leads (ADR 0120); on SQLite this one does.
-    state.leader = cluster::lead(&store, stop_rx.clone());
-    let address = listener.local_addr()?;
     let mut hub_config = sync::HubConfig::default();
+    // An edge box (ADR 0150) enrolls with its upstream first; it never leads: the
+    // upstream creates the server's documents and decides capacity.
+    let edge = if config.edge {
+        let upstream = config
+            .upstream
+            .as_deref()
+            .ok_or_else(|| Error::Config("--edge needs --upstream".into()))?;
+        let id = edge::link::enroll(&store, upstream, config.edge_code.as_deref()).await?;
+        let key = kepu_sync_core::proof::ServerPublicKey::from_base64(&id.server_key)
+            .map_err(|_| Error::Config("the upstream's public key does not parse".into()))?;
+        hub_config.proof_key = Some(key);
+        let status = edge::status::EdgeStatus::new(id.venue, clock::now_ms());
+        if store.edge_state("revoked_at").await?.is_some() {
+            tracing::error!(
+                "this edge box was revoked upstream: it serves nothing; its data is kept"
+            );
+            status.revoke();
+        }
+        state.leader = cluster::Leadership::never();
+        Some((id, upstream.to_owned(), status))
+    } else {
+        // Several nodes on PostgreSQL: one leads (ADR 0120); on SQLite this one does.
+        state.leader = cluster::lead(&store, stop_rx.clone());
+        None
+    };
+    let address = listener.local_addr()?;
     if let Some(shards) = config.engine_shards {
         hub_config.engine_shards = shards.max(1);
     }
@@ -133,13 +159,28 @@ pub async fn run(
         hub.clone(),
         revocations::SWEEP_EVERY,
     ));
+    // Sync sessions end at shutdown, and on an edge box also when it is revoked.
+    let sessions_stop = match &edge {
+        Some((id, upstream, status)) => {
+            edge::link::start(
+                state.clone(),
+                hub.clone(),
+                id.clone(),
+                upstream,
+                status.clone(),
+                stop_rx.clone(),
+            );
+            status.end_sessions_with(stop_rx.clone())
+        }
+        None => stop_rx,
+    };
     let ctx = sync::ws::SyncContext {
         hub: hub.clone(),
         limits: sync::ws::Limits {
             bytes_per_second: config.limits.sync_bytes_per_second,
             ..sync::ws::Limits::default()
         },
-        shutdown: stop_rx,
+        shutdown: sessions_stop,
     };
     let header_timeout = std::time::Duration::from_secs(config.limits.header_read_timeout_secs);
     let metrics_listener = match config.metrics_addr {
@@ -147,8 +188,18 @@ pub async fn run(
         None => None,
     };
     tracing::info!(%address, backend = store.backend().name(), "serving");
-    let routes = http::app_routes(metrics_listener.is_none())
-        .route("/sync", axum::routing::get(sync::ws::upgrade));
+    let mut routes = http::app_routes(metrics_listener.is_none())
+        .route("/sync", axum::routing::get(sync::ws::upgrade))
+        .merge(edge::upstream::routes());
+    if let Some((_, _, status)) = &edge {
+        routes = routes
+            .merge(edge::status::routes(status.clone()))
+            .layer(axum::middleware::from_fn_with_state(
+                status.clone(),
+                edge::status::edge_only,
+            ))
+            .layer(axum::Extension(status.clone()));
+    }
     let app = http::router_with(routes, state.clone()).layer(axum::Extension(ctx));
     let metrics_task = metrics_listener.map(|listener| {
         if let Ok(addr) = listener.local_addr() {

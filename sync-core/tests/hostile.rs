@@ -553,3 +553,115 @@ fn a_pass_revoked_in_one_shard_is_refused_in_a_booking_of_another() {
         "the revoked pass is refused although the list is in another shard"
     );
 }
+
+/// A change under `actor` that writes `edit` into `doc` as `as_writer` would.
+fn written_change(
+    s: &Server,
+    doc: DocumentId,
+    actor: &[u8],
+    as_writer: &Writer,
+    edit: &Edit,
+) -> (ChangeHash, Vec<u8>) {
+    let mut copy = s.engine.doc(&doc).unwrap().fork();
+    copy.set_actor(ActorId::from(actor));
+    let hash = kepu_sync_core::edits::apply_unchecked(&mut copy, as_writer, NOW, edit)
+        .unwrap()
+        .unwrap();
+    let bytes = copy.get_change_by_hash(&hash).unwrap().raw_bytes().to_vec();
+    (hash, bytes)
+}
+
+#[test]
+fn an_edge_box_relays_only_its_rosters_actor_ids_in_every_shard_each_as_its_author() {
+    // ADR 0150: what the shards share includes each edge's relay roster.
+    let shared = kepu_sync_core::engine::shared::Shared::new();
+    let mut shards: Vec<Server> = (0..2)
+        .map(|_| {
+            let shared = shared.clone();
+            Server::with(move |c| c.shared = shared)
+        })
+        .collect();
+    let venue = VenueId(uuid::Uuid::from_u128(20));
+    let doc = DocumentId::from_bytes([4; 16]);
+    shards[1].feed(Input::Edit {
+        doc,
+        edit: Edit::CreateVenue { venue },
+    });
+    let edge = Writer {
+        device: DeviceId(uuid::Uuid::from_u128(500)),
+        user: UserId(uuid::Uuid::from_u128(501)),
+        role: Role::VenueStaff,
+        school: None,
+        venue: Some(venue),
+        pupil: None,
+    };
+    let staff = Writer {
+        device: DeviceId(uuid::Uuid::from_u128(600)),
+        user: UserId(uuid::Uuid::from_u128(601)),
+        ..edge
+    };
+    let roster: kepu_sync_core::engine::shared::Roster = [
+        (teacher(1).device, teacher(1)),
+        (staff.device, staff.clone()),
+    ]
+    .into_iter()
+    .collect();
+    shared.set_relay(edge.device, roster);
+    assert!(shared.claim_for(&[5; 16], teacher(1).device));
+    assert!(shared.claim_for(&[6; 16], staff.device));
+    assert!(shared.claim_for(&[7; 16], teacher(2).device));
+    // Set once in what the shards share: the shard of the document is told nothing more.
+    let conn = shards[1].join(9, edge);
+    let before = shards[1].engine.doc(&doc).unwrap().get_heads();
+
+    // Its own new actor id: an edge writes nothing of its own, and claims nothing.
+    let (hash, change) = empty_change(&shards[1], doc, &[8; 16]);
+    shards[1].sync(conn, doc, hostile::sync_message(vec![hash], vec![change]));
+    assert_eq!(shards[1].errors(conn), vec!["foreign-actor"]);
+    assert_eq!(shared.actor_owner(&[8; 16]), None);
+    // A device off its roster.
+    let (hash, change) = empty_change(&shards[1], doc, &[7; 16]);
+    shards[1].sync(conn, doc, hostile::sync_message(vec![hash], vec![change]));
+    assert_eq!(shards[1].errors(conn), vec!["foreign-actor"]);
+    assert_eq!(shards[1].engine.doc(&doc).unwrap().get_heads(), before);
+
+    // A slot written under the roster teacher's actor id: refused as the teacher's,
+    // although the edge's own role (venue staff) could write it.
+    let slot = Edit::PutSlot {
+        slot: kepu_sync_core::ids::SlotId(uuid::Uuid::from_u128(77)),
+        start: NOW + 3_600_000,
+        end: NOW + 7_200_000,
+        capacity: 30,
+        label: "relayed".into(),
+    };
+    let (hash, change) = written_change(&shards[1], doc, &[5; 16], &staff, &slot);
+    shards[1].sync(conn, doc, hostile::sync_message(vec![hash], vec![change]));
+    let errors = shards[1].errors(conn);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_ne!(
+        errors[0], "foreign-actor",
+        "validated, not refused as foreign"
+    );
+    assert_eq!(shards[1].engine.doc(&doc).unwrap().get_heads(), before);
+    // The same slot under the roster staff device's actor id: accepted as theirs.
+    let (hash, change) = written_change(&shards[1], doc, &[6; 16], &staff, &slot);
+    shards[1].sync(conn, doc, hostile::sync_message(vec![hash], vec![change]));
+    assert!(shards[1].errors(conn).is_empty());
+    assert!(
+        shards[1]
+            .engine
+            .doc(&doc)
+            .unwrap()
+            .get_change_by_hash(&hash)
+            .is_some(),
+        "the staff device's relayed slot is merged"
+    );
+    // Any other device is unaffected: the roster is the edge's alone.
+    let other = shards[1].join(10, teacher(1));
+    let (hash, change) = empty_change(&shards[1], doc, &[5; 16]);
+    shards[1].sync(other, doc, hostile::sync_message(vec![hash], vec![change]));
+    assert!(
+        shards[1].errors(other).is_empty(),
+        "the teacher's own actor id"
+    );
+}

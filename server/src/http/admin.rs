@@ -30,6 +30,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/admin/venues", post(create_venue))
         .route("/api/admin/users", post(create_user))
         .route("/api/admin/users/{id}/enrollment-codes", post(enroll_code))
+        .route("/api/admin/venues/{id}/edges", post(create_edge))
         .route(
             "/api/admin/schools/{id}/pupils/import",
             post(import_pupils).layer(axum::extract::DefaultBodyLimit::max(MAX_CSV_BYTES)),
@@ -206,6 +207,34 @@ async fn enroll_code(
     let issued = state
         .accounts
         .issue_enrollment_code(user_id, request.days.unwrap_or(DEFAULT_CODE_TTL_DAYS))
+        .await?;
+    Ok(ApiJson(CodeResponse {
+        code: issued.code.expose().to_owned(),
+        user_id: issued.user_id,
+        expires_at: issued.expires_at,
+    }))
+}
+
+/// `POST /api/admin/venues/{id}/edges`: an edge box for the venue (ADR 0150), its user
+/// and one-time enrollment code (the body is optional, `{"days": N}`). Only bureau
+/// administrators: an edge relays for every device of its venue's roster.
+async fn create_edge(
+    State(state): State<AppState>,
+    _admin: AdminDevice,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<ApiJson<CodeResponse>> {
+    let venue = path_uuid(&id, "venue")?;
+    let request: CodeRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CodeRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|_| Error::InvalidInput("the body must be {\"days\": N} or empty".into()))?
+    };
+    let user = crate::edge::create(&state.store, venue, crate::clock::now_ms()).await?;
+    let issued = state
+        .accounts
+        .issue_enrollment_code(user, request.days.unwrap_or(DEFAULT_CODE_TTL_DAYS))
         .await?;
     Ok(ApiJson(CodeResponse {
         code: issued.code.expose().to_owned(),

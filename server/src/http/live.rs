@@ -291,6 +291,7 @@ async fn page(
     PageUser(user): PageUser,
     Path(venue): Path<String>,
     Query(q): Query<PageQuery>,
+    edge: Option<Extension<crate::edge::status::EdgeStatus>>,
     headers: HeaderMap,
 ) -> Result<Response> {
     let venue = venue_id(&venue)?;
@@ -310,11 +311,11 @@ async fn page(
         StatusCode::OK,
         Policy::OwnAssets,
         Caching::Revalidate,
-        page_html(lang),
+        page_html(lang, edge.map(|Extension(e)| e.view(now_ms()).banner)),
     ))
 }
 
-fn page_html(lang: Lang) -> String {
+fn page_html(lang: Lang, edge_banner: Option<String>) -> String {
     let header = format!(
         "<div class=\"heading\"><h1 id=\"venue-name\">…</h1>\
          <p class=\"sub\"><span data-i18n=\"title\">{title}</span> · <span id=\"day\"></span></p></div>\
@@ -327,6 +328,15 @@ fn page_html(lang: Lang) -> String {
             .replacen("<a ", "<a id=\"lang\" ", 1),
         logout = lang.pick("退出", "Log out"),
     );
+    // An edge box says how long its upstream has been unreachable (ADR 0150); the
+    // script keeps it current from `/api/edge/status`. The text is the server's own.
+    let header = match edge_banner {
+        Some(text) => format!(
+            "{header}<p id=\"edge-banner\" class=\"edge-banner\" role=\"alert\"{hidden}>{text}</p>",
+            hidden = if text.is_empty() { " hidden" } else { "" },
+        ),
+        None => header,
+    };
     let footer = format!(
         "<span data-i18n=\"updated\">{}</span> <span id=\"updated\">–</span>",
         lang.pick("更新于", "Updated")

@@ -31,6 +31,9 @@ pub struct HubConfig {
     /// Engine shards, each one task with its own documents and storage worker, merging in
     /// parallel (ADR 0135). Default: the machine's cores, at most 16.
     pub engine_shards: usize,
+    /// The key gate codes and passes verify against; `None`: this server's own. An edge
+    /// box verifies against its upstream's (ADR 0150).
+    pub proof_key: Option<kepu_sync_core::proof::ServerPublicKey>,
 }
 
 /// The default number of engine shards: one per core, at most 16.
@@ -49,6 +52,7 @@ impl Default for HubConfig {
             max_docs_per_conn: 2_000,
             projection_delay: Duration::from_millis(20),
             engine_shards: default_engine_shards(),
+            proof_key: None,
         }
     }
 }
@@ -86,7 +90,9 @@ impl SyncHub {
                 i64::try_from(config.idle_evict.as_millis()).unwrap_or(i64::MAX);
             engine_config.max_docs_per_conn = config.max_docs_per_conn;
             engine_config.proof_key =
-                Some(kepu_sync_core::proof::ServerSigner::from_seed(seed).public());
+                Some(config.proof_key.unwrap_or_else(|| {
+                    kepu_sync_core::proof::ServerSigner::from_seed(seed).public()
+                }));
             engine_config.revocations_doc = Some(super::documents::REVOCATIONS_DOC);
             engine_config.derived_ids = Some(derived.clone());
             engine_config.shared = shared.clone();

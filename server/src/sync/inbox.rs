@@ -145,6 +145,13 @@ impl SyncHub {
         shard_of(doc, self.shards.len())
     }
 
+    /// What the engine shards share; the relay rosters of edge boxes are set in it
+    /// (ADR 0150).
+    #[must_use]
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// The ids at which the server creates documents itself (shared with the engine).
     #[must_use]
     pub fn derived_ids(&self) -> &super::derived::DerivedRegistry {

@@ -124,6 +124,10 @@ pub(crate) async fn upgrade(
     if let Err(e) = admit(&state, &identity, &headers, query.app_version.as_deref()).await {
         return e.into_response();
     }
+    // An edge box relays for its venue's roster (ADR 0150): set it before it syncs.
+    if let Err(e) = crate::edge::upstream::register(&state.store, &ctx.hub, &identity).await {
+        return e.into_response();
+    }
     if ctx.hub.connections() >= ctx.limits.max_connections {
         return Error::Unavailable("too many connections").into_response();
     }

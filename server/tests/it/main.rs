@@ -6,6 +6,7 @@
 mod chaos;
 mod demo;
 mod deploy;
+mod edge;
 mod fleet;
 mod fleet_browser;
 mod hostile_payloads;

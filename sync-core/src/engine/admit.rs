@@ -133,6 +133,14 @@ impl Engine {
         if actor == self.config.actor.as_slice() {
             return Status::Foreign;
         }
+        // An edge box writes nothing of its own: every actor id it sends must belong to
+        // a device of its roster (ADR 0150).
+        if let Some(roster) = self.config.shared.relay(writer.device) {
+            return match self.config.shared.actor_owner(actor) {
+                Some(owner) if roster.contains_key(&owner) => Status::Mine,
+                _ => Status::Foreign,
+            };
+        }
         match self.config.shared.actor_owner(actor) {
             None => Status::Unclaimed,
             Some(owner) if owner == writer.device => Status::Mine,

@@ -28,8 +28,17 @@ impl Engine {
         let Some(e) = self.docs.get_mut(&doc) else {
             return;
         };
-        let verdict =
-            validate::validate_patches_with(&e.doc, before.is_empty(), patches, writer, &checks);
+        // An edge box relays other devices' changes: each is validated as its author
+        // wrote it, so they go change by change (ADR 0150).
+        let relay = self.config.shared.relay(writer.device).is_some();
+        let verdict = if relay {
+            Err(Refusal {
+                code: RefusalCode::ForeignActor,
+                path: String::new(),
+            })
+        } else {
+            validate::validate_patches_with(&e.doc, before.is_empty(), patches, writer, &checks)
+        };
         if verdict.is_ok() {
             self.persist(doc, before, incoming);
             return;
@@ -43,6 +52,26 @@ impl Engine {
         let mut refused_set: HashSet<ChangeHash> = HashSet::new();
         for change in new_changes {
             let hash = change.hash();
+            let author = if relay {
+                let Some(w) = self
+                    .config
+                    .shared
+                    .relayed_writer(writer.device, change.actor_id().to_bytes())
+                else {
+                    refused_set.insert(hash);
+                    refused.push((
+                        hash,
+                        Refusal {
+                            code: RefusalCode::ForeignActor,
+                            path: String::new(),
+                        },
+                    ));
+                    continue;
+                };
+                w
+            } else {
+                writer.clone()
+            };
             if change.deps().iter().any(|d| refused_set.contains(d)) {
                 refused_set.insert(hash);
                 refused.push((
@@ -72,7 +101,7 @@ impl Engine {
             }
             let patches = rolled.make_patches(&mut log);
             if let Err(r) =
-                validate::validate_patches_with(&rolled, b.is_empty(), &patches, writer, &checks)
+                validate::validate_patches_with(&rolled, b.is_empty(), &patches, &author, &checks)
             {
                 refused_set.insert(hash);
                 refused.push((hash, r));
@@ -82,8 +111,14 @@ impl Engine {
                 }
             }
         }
+        // Every relayed change passed as its author's: nothing was rolled back.
+        let relayed_all = relay && refused.is_empty();
         e.doc = rolled;
         e.refused.extend(refused_set.iter().copied());
+        if relayed_all {
+            self.persist(doc, before, incoming);
+            return;
+        }
         // The peer's sync state described a document we no longer hold; start over.
         if let Some(p) = e.peers.get_mut(&conn) {
             p.state = sync::State::new();

@@ -9,6 +9,10 @@
 //!   which lives in one shard. The shard that holds it publishes what it reads after each
 //!   change; the others read the published copy.
 //!
+//! - **Relay rosters.** An edge box at a venue (ADR 0150) relays the changes of the
+//!   venue's devices under their own actor ids. Which devices an edge may relay for, and
+//!   as whom each change is validated, holds for every document the edge syncs.
+//!
 //! A phone's engine (one shard) has its own `Shared`, as does a server with one shard.
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,6 +21,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 use automerge::ChangeHash;
 
 use crate::ids::{DeviceId, PupilId};
+use crate::writer::Writer;
 
 /// Revoked passes, (pupil, serial) → revoked at (ms).
 pub type RevokedPasses = BTreeMap<(PupilId, u32), i64>;
@@ -27,7 +32,16 @@ pub type RevokedPasses = BTreeMap<(PupilId, u32), i64>;
 pub struct Shared {
     claims: Mutex<Claims>,
     revoked: RwLock<Published>,
+    /// Edge device → the writers of the devices it may relay for (ADR 0150).
+    relays: RwLock<HashMap<DeviceId, std::sync::Arc<Roster>>>,
+    /// Whether any edge has a roster: every admitted change asks [`Shared::relay`], and a
+    /// server without edge boxes answers without taking the lock.
+    any_relay: std::sync::atomic::AtomicBool,
 }
+
+/// The devices an edge box may relay for, each with the identity its changes are
+/// validated as.
+pub type Roster = HashMap<DeviceId, Writer>;
 
 #[derive(Debug, Default)]
 pub(super) struct Claims {
@@ -154,6 +168,46 @@ impl Shared {
             .heads
             .as_deref()
             == Some(heads)
+    }
+
+    /// Sets the roster of the edge device `edge`: from now on a change it sends is
+    /// accepted only under an actor id claimed by one of these devices, and validated as
+    /// that device wrote it. An empty roster still marks `edge` as an edge.
+    pub fn set_relay(&self, edge: DeviceId, roster: Roster) {
+        self.any_relay
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.relays
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(edge, std::sync::Arc::new(roster));
+    }
+
+    /// The roster of `device` if it is an edge box, `None` for any other device.
+    #[must_use]
+    pub fn relay(&self, device: DeviceId) -> Option<std::sync::Arc<Roster>> {
+        if !self.any_relay.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        self.relays
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&device)
+            .cloned()
+    }
+
+    /// The identity a change under `actor` sent by the edge `edge` is validated as: the
+    /// device that owns the actor id, if it is on the edge's roster.
+    #[must_use]
+    pub fn relayed_writer(&self, edge: DeviceId, actor: &[u8]) -> Option<Writer> {
+        let roster = self.relay(edge)?;
+        let owner = self.actor_owner(actor)?;
+        roster.get(&owner).cloned()
+    }
+
+    /// Claims `actor` for `device` unless another device holds it; returns whether the
+    /// actor id is now `device`'s.
+    pub fn claim_for(&self, actor: &[u8], device: DeviceId) -> bool {
+        !matches!(self.claims().claim(actor, device), Claim::Taken(_))
     }
 
     /// The revoked passes as last published (empty before the list was ever read).
