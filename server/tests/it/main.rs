@@ -4,6 +4,7 @@
 //! `support::on_both_databases!`, as `<file>::sqlite::<case>` and `<file>::postgres::<case>`.
 
 mod chaos;
+mod compat;
 mod demo;
 mod deploy;
 mod fleet;
