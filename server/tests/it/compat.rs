@@ -21,11 +21,12 @@ use kepu_server::accounts::{Accounts, DeviceToken, EnrollmentCode, Role};
 use kepu_server::ids::new_id;
 use kepu_server::store::NewUser;
 use kepu_sync_core::doc_id::DocumentId;
-use kepu_sync_core::edits::Edit;
+use kepu_sync_core::edits::{Edit, apply_unchecked_as_schema};
 use kepu_sync_core::engine::{Event, StorageTask, StoredChange};
 use kepu_sync_core::golden::{self, RELEASED};
-use kepu_sync_core::schema::DocKind;
+use kepu_sync_core::refusal::RefusalCode;
 use kepu_sync_core::schema::booking::{Booking, ScanMethod};
+use kepu_sync_core::schema::{DocKind, SCHEMA_VERSION};
 use kepu_sync_core::wire::{self, Message};
 use kepu_sync_core::writer::Writer;
 use serde::{Deserialize, Serialize};
@@ -405,7 +406,82 @@ async fn todays_server_serves_the_rows_an_old_server_stored(server: &TestServer)
     }
 }
 
+/// A booking created by a device of a schema version newer than the server's (ADR 0171):
+/// refused with `schema-too-new`, recorded by the server, nothing of it stored there, and
+/// the change kept aside on the device with its bytes.
+async fn a_newer_devices_booking_is_refused_and_kept_aside(server: &TestServer) {
+    use automerge::ReadDoc as _;
+    let token = golden_world(&server.db.store).await;
+    let teacher = golden::writer(1, Role::Teacher);
+    let doc = DocumentId::from_bytes(new_id().into_bytes());
+    let mut newer = automerge::Automerge::new();
+    newer.set_actor(automerge::ActorId::from(
+        teacher.device.as_bytes().as_slice(),
+    ));
+    let hash = apply_unchecked_as_schema(
+        &mut newer,
+        &teacher,
+        kepu_server::clock::now_ms(),
+        &golden::create_booking(),
+        SCHEMA_VERSION + 1,
+    )
+    .unwrap()
+    .unwrap();
+    let bytes = newer
+        .get_change_by_hash(&hash)
+        .unwrap()
+        .raw_bytes()
+        .to_vec();
+    let mut device = Device::new(teacher.clone(), token, 3);
+    device
+        .store
+        .docs
+        .entry(doc)
+        .or_default()
+        .changes
+        .insert(hash, bytes.clone());
+    device.want(doc);
+    device.sync(server.addr).await;
+    assert!(
+        device.events.iter().any(|e| matches!(
+            e,
+            Event::Refused { refusal, .. } if refusal.code == RefusalCode::SchemaTooNew
+        )),
+        "{:?}",
+        device.events
+    );
+    assert!(
+        device.store.refused.iter().any(|(d, c, code)| *d == doc
+            && c.hash == hash
+            && c.bytes == bytes
+            && code == "schema-too-new"),
+        "the device keeps the refused change aside, intact"
+    );
+    let mut recorded = Vec::new();
+    for _ in 0..100 {
+        recorded = server
+            .db
+            .store
+            .refusals_of_device(teacher.device.0)
+            .await
+            .unwrap();
+        if !recorded.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        recorded
+            .iter()
+            .any(|r| r.code == RefusalCode::SchemaTooNew && r.doc_id == doc.to_string()),
+        "{recorded:?}"
+    );
+    let stored = server.db.store.load_document(doc).await.unwrap();
+    assert!(stored.changes.is_empty() && stored.snapshot.is_none());
+}
+
 on_both_databases!(multi_thread server:
     an_old_device_replays_its_recorded_sync_with_todays_server,
     todays_server_serves_the_rows_an_old_server_stored,
+    a_newer_devices_booking_is_refused_and_kept_aside,
 );
