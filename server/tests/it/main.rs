@@ -19,6 +19,7 @@ mod live_browser;
 mod many_devices;
 mod nodes;
 mod projections_match_rules;
+mod reconnect;
 mod reports;
 mod roles;
 mod samod_client;
