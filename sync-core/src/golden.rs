@@ -160,10 +160,17 @@ fn venue(v2: bool) -> Script {
             staff.clone(),
             T + MIN,
             Edit::SetProfile {
+                // Every profile field, so that the inventory holds them all.
                 fields: BTreeMap::from([
                     ("name".to_owned(), "湖南省科学技术馆".to_owned()),
                     ("venue_kind".to_owned(), "science_museum".to_owned()),
                     ("address".to_owned(), "长沙市岳麓区".to_owned()),
+                    ("phone".to_owned(), "0731-00000000".to_owned()),
+                    ("city".to_owned(), "长沙市".to_owned()),
+                    ("county".to_owned(), "岳麓区".to_owned()),
+                    ("opening_hours".to_owned(), "09:00-17:00".to_owned()),
+                    ("services".to_owned(), "guided_tour".to_owned()),
+                    ("facilities".to_owned(), "planetarium".to_owned()),
                 ]),
                 location: Some((28.23, 112.87)),
                 after_school: v2.then_some(true),

@@ -363,3 +363,16 @@ fn version_1_differs_from_version_2_only_by_the_fields_version_2_added() {
     }
     assert_eq!(v1, v2);
 }
+
+/// The golden venue sets every profile field the rules know, so that none of them can be
+/// dropped from a later version unnoticed.
+#[test]
+fn the_inventory_holds_every_venue_profile_field() {
+    let inv = inventory_file(SCHEMA_VERSION);
+    for field in kepu_sync_core::schema::venue::PROFILE_TEXT_FIELDS {
+        assert!(
+            inv["venue"].contains_key(&format!("profile/{field}")),
+            "profile/{field}"
+        );
+    }
+}
