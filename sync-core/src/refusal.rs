@@ -93,9 +93,9 @@ refusal_codes! {
     /// The change is written under an actor id that belongs to another device (or to the
     /// server): each device writes only under its own actor ids.
     ForeignActor = "foreign-actor",
-    /// The document is stamped with a schema version newer than this engine's: it was
-    /// created by a newer app than the server knows (upgrade the server first; the
-    /// change is kept aside on the device and in the server's refusal records).
+    /// The document's creating change stamps a schema version newer than this engine's:
+    /// it was made by a newer app than the server knows (upgrade the server first; the
+    /// change is kept aside on the device, ADR 0171).
     SchemaTooNew = "schema-too-new",
 
     // Limits on one sync message (`docs/protocol.md`, "Limits on what a device sends"):
