@@ -920,6 +920,25 @@ impl KepuClient {
         Ok(identity.into())
     }
 
+    /// Reconnects this install with the reconnect code an administrator made for it on
+    /// the fleet page, after its token was rotated (syncs then fail with `Auth`): the same
+    /// device, a new token, and everything on the phone, unsynced work included, stays
+    /// and syncs. Online, once per code.
+    ///
+    /// # Errors
+    /// `NotEnrolled`, `Network`, or `Rejected { reason: "invalid_enrollment_code" }` (not
+    /// a live code of this device; nothing changes).
+    pub async fn reconnect(&self, code: String) -> ApiResult<Identity> {
+        let core = Arc::clone(&self.core);
+        let identity = runtime()?
+            .spawn(async move { core.reenroll(&code).await })
+            .await
+            .map_err(|_| ApiError::Other {
+                reason: "reconnection was interrupted".into(),
+            })??;
+        Ok(identity.into())
+    }
+
     /// Sets the app version this install reports at enrollment and at every sync (the
     /// app's own version; call it at each start, before syncing). Below the minimum the
     /// server set for the device's role, syncs fail with `Auth { reason: "app-too-old" }`

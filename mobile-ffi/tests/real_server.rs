@@ -477,3 +477,83 @@ async fn sqlite_an_app_below_the_minimum_keeps_its_check_ins_and_syncs_them_once
 async fn postgres_an_app_below_the_minimum_keeps_its_check_ins_and_syncs_them_once_updated() {
     an_old_app_keeps_its_work_and_syncs_it_once_updated(Db::Postgres).await;
 }
+
+/// Known gap 29, ADR 0172: a teacher's phone whose token was rotated from the fleet page
+/// goes on checking pupils in, is refused (and keeps everything), then takes the reconnect
+/// code an administrator made for it: the same device, a new token, and every check-in,
+/// written under the actor id the server already knows as this device's, lands.
+async fn a_rotated_phone_reconnects_with_its_code_and_loses_nothing(db: Db) {
+    let server = Server::start(db).await;
+    let roster = pupils(4);
+    let doc = server.booking(&roster).await;
+    let dir = tempfile::tempdir().unwrap();
+    let core = server.phone(Role::Teacher, dir.path()).await;
+    core.want(doc).unwrap();
+    sync(&core).await;
+    // One check-in synced while the token worked: the server knows this actor id.
+    let mut made = vec![check_in(&core, doc, roster[0])];
+    sync(&core).await;
+    assert_eq!(core.status().unwrap().pending_changes, 0);
+    let identity = core.identity().unwrap().unwrap();
+    let accounts = Accounts::new(server.store.clone());
+    assert!(accounts.rotate_token_away(identity.device).await.unwrap());
+    // Locked out: more check-ins, kept.
+    made.extend(roster[1..].iter().map(|p| check_in(&core, doc, *p)));
+    let err = connect_and_sync(&core, Until::Synced, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Auth(c) if c == "invalid_token"),
+        "{err:?}"
+    );
+    assert_eq!(core.status().unwrap().pending_changes, 3);
+    // A code that is not this device's changes nothing.
+    let err = core
+        .reenroll("not-a-code-of-this-device")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Rejected(c) if c == "invalid_enrollment_code"),
+        "{err:?}"
+    );
+    let other_user = server.code(Role::Teacher).await;
+    let err = core.reenroll(&other_user).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Rejected(_)),
+        "an enrollment code is no reconnect code"
+    );
+    assert_eq!(core.identity().unwrap().unwrap().token, identity.token);
+    // The administrator's reconnect code.
+    let code = accounts
+        .issue_device_code(identity.device, 7)
+        .await
+        .unwrap();
+    let back = core.reenroll(code.code.expose()).await.unwrap();
+    assert_eq!(back.device, identity.device);
+    assert_eq!(back.actor, identity.actor);
+    assert_ne!(back.token, identity.token);
+    sync(&core).await;
+    assert_eq!(core.status().unwrap().pending_changes, 0);
+    let on_server = server.scan_ids_on_server(doc).await;
+    assert!(
+        made.iter().all(|s| on_server.contains(s)),
+        "every check-in landed"
+    );
+    // The new token survives a restart of the app.
+    drop(core);
+    let reopened = Arc::new(Core::open(dir.path(), &server.url(), None).unwrap());
+    assert_eq!(reopened.identity().unwrap().unwrap().token, back.token);
+    sync(&reopened).await;
+    drop(reopened);
+    server.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_rotated_phone_reconnects_with_its_code_and_loses_nothing() {
+    a_rotated_phone_reconnects_with_its_code_and_loses_nothing(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_rotated_phone_reconnects_with_its_code_and_loses_nothing() {
+    a_rotated_phone_reconnects_with_its_code_and_loses_nothing(Db::Postgres).await;
+}

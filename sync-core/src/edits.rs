@@ -330,9 +330,14 @@ fn root_map(tx: &impl Transactable, key: &str) -> Result<ObjId, automerge::Autom
         .ok_or_else(|| automerge::AutomergeError::InvalidObjId(key.to_owned()))
 }
 
-fn skeleton<T: Transactable>(tx: &mut T, kind: DocKind, containers: &[&str]) -> TxResult {
+fn skeleton<T: Transactable>(
+    tx: &mut T,
+    kind: DocKind,
+    containers: &[&str],
+    schema_version: i64,
+) -> TxResult {
     tx.put(ROOT, schema::KIND, kind.as_str())?;
-    tx.put(ROOT, schema::SCHEMA, schema::SCHEMA_VERSION)?;
+    tx.put(ROOT, schema::SCHEMA, schema_version)?;
     for c in containers {
         tx.put_object(ROOT, *c, ObjType::Map)?;
     }
@@ -340,7 +345,13 @@ fn skeleton<T: Transactable>(tx: &mut T, kind: DocKind, containers: &[&str]) -> 
 }
 
 #[allow(clippy::too_many_lines)]
-fn write<T: Transactable>(tx: &mut T, writer: &Writer, now: i64, edit: &Edit) -> TxResult {
+fn write<T: Transactable>(
+    tx: &mut T,
+    writer: &Writer,
+    now: i64,
+    edit: &Edit,
+    schema_version: i64,
+) -> TxResult {
     let dev = writer.device.to_string();
     let by = writer.user.to_string();
     match edit {
@@ -354,6 +365,7 @@ fn write<T: Transactable>(tx: &mut T, writer: &Writer, now: i64, edit: &Edit) ->
                     venue::key::SLOTS,
                     venue::key::GATES,
                 ],
+                schema_version,
             )?;
             tx.put(ROOT, venue::key::VENUE, venue.to_string())?;
         }
@@ -369,6 +381,7 @@ fn write<T: Transactable>(tx: &mut T, writer: &Writer, now: i64, edit: &Edit) ->
                 tx,
                 DocKind::Booking,
                 &[key::ROSTER, key::CHECK_INS, key::CHECK_OUTS, key::NOTES],
+                schema_version,
             )?;
             tx.put(ROOT, key::VENUE, venue.to_string())?;
             tx.put(ROOT, key::SLOT, slot.to_string())?;
@@ -389,6 +402,7 @@ fn write<T: Transactable>(tx: &mut T, writer: &Writer, now: i64, edit: &Edit) ->
                     activity_log::key::ACTIVITIES,
                     activity_log::key::CONFIRMATIONS,
                 ],
+                schema_version,
             )?;
             tx.put(ROOT, activity_log::key::VOLUNTEER, volunteer.to_string())?;
             if let Some(s) = school {
@@ -406,11 +420,17 @@ fn write<T: Transactable>(tx: &mut T, writer: &Writer, now: i64, edit: &Edit) ->
                     key::TOUR_STOPS,
                     key::TOUR_ATTENDANCE,
                 ],
+                schema_version,
             )?;
             tx.put(ROOT, key::SCHOOL, school.to_string())?;
             tx.put(ROOT, key::YEAR, *year)?;
         }
-        Edit::CreateRevocations => skeleton(tx, DocKind::Revocations, &[revocations::PASSES])?,
+        Edit::CreateRevocations => skeleton(
+            tx,
+            DocKind::Revocations,
+            &[revocations::PASSES],
+            schema_version,
+        )?,
         Edit::AddToRoster { pupils } => {
             let r = root_map(tx, booking::key::ROSTER)?;
             for p in pupils {
@@ -687,7 +707,36 @@ pub fn apply_unchecked(
                 .with_message(edit.name())
                 .with_time(now / 1000)
         },
-        |tx| write(tx, writer, now, edit),
+        |tx| write(tx, writer, now, edit, schema::SCHEMA_VERSION),
+    )
+    .map(|ok| ok.hash)
+    .map_err(|f| EditError::Automerge(f.error.to_string()))
+}
+
+/// Like [`apply_unchecked`], as an engine of another schema version would write it: a
+/// creating edit stamps `schema_version` in the document's first change instead of
+/// [`schema::SCHEMA_VERSION`]. Only the golden-fixture recorder (a version-1 writer, ADR
+/// 0170) and tests of a newer device's documents use it; which fields an edit writes is
+/// the caller's concern (a version-1 writer never sets a version-2 field).
+///
+/// # Errors
+/// When the edit does not fit the document, or automerge fails.
+#[cfg(feature = "testing")]
+pub fn apply_unchecked_as_schema(
+    doc: &mut Automerge,
+    writer: &Writer,
+    now: i64,
+    edit: &Edit,
+    schema_version: i64,
+) -> Result<Option<ChangeHash>, EditError> {
+    check_applies(doc, edit)?;
+    doc.transact_with(
+        |_| {
+            CommitOptions::default()
+                .with_message(edit.name())
+                .with_time(now / 1000)
+        },
+        |tx| write(tx, writer, now, edit, schema_version),
     )
     .map(|ok| ok.hash)
     .map_err(|f| EditError::Automerge(f.error.to_string()))
@@ -712,7 +761,7 @@ pub fn apply_logged(
                     .with_message(edit.name())
                     .with_time(now / 1000)
             },
-            |tx| write(tx, writer, now, edit),
+            |tx| write(tx, writer, now, edit, schema::SCHEMA_VERSION),
         )
         .map_err(|f| EditError::Automerge(f.error.to_string()))?;
     let patches = doc.make_patches(&mut done.patch_log);

@@ -4,6 +4,8 @@ pub mod doc_id;
 pub mod doc_read;
 pub mod edits;
 pub mod engine;
+#[cfg(feature = "testing")]
+pub mod golden;
 pub mod ids;
 #[cfg(feature = "testing")]
 pub mod mem_store;

@@ -93,6 +93,10 @@ refusal_codes! {
     /// The change is written under an actor id that belongs to another device (or to the
     /// server): each device writes only under its own actor ids.
     ForeignActor = "foreign-actor",
+    /// The document's creating change stamps a schema version newer than this engine's:
+    /// it was made by a newer app than the server knows (upgrade the server first; the
+    /// change is kept aside on the device, ADR 0171).
+    SchemaTooNew = "schema-too-new",
 
     // Limits on one sync message (`docs/protocol.md`, "Limits on what a device sends"):
     // nothing of the message is applied; the connection stays open.
@@ -166,6 +170,7 @@ impl RefusalCode {
                 | C::TooLong
                 | C::ActivityConfirmed
                 | C::ForeignActor
+                | C::SchemaTooNew
         )
     }
 }

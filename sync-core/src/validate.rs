@@ -280,6 +280,7 @@ pub fn validate_patches_with(
         booking_scope: std::cell::OnceCell::new(),
     };
     if created {
+        check_schema_version(doc)?;
         check_create(&ctx, kind, proofs)?;
     }
     for p in patches {
@@ -414,6 +415,22 @@ fn flatten(p: &Patch, new_objects: &mut HashSet<ObjId>) -> (Vec<String>, Act) {
         _ => Act::Other,
     };
     (path, act)
+}
+
+/// A document stamped with a schema version this engine does not know (newer than
+/// [`schema::SCHEMA_VERSION`]) is not taken: this engine cannot tell which of its fields
+/// are allowed or what they mean (ADR 0171). Checked on the creating change, the only
+/// change a device stamps; a version below 1 is malformed.
+fn check_schema_version(doc: &Automerge) -> Result<(), Refusal> {
+    let version = schema::schema_of(doc);
+    let code = if version > schema::SCHEMA_VERSION {
+        RefusalCode::SchemaTooNew
+    } else if version < 1 {
+        RefusalCode::MalformedValue
+    } else {
+        return Ok(());
+    };
+    Err(Refusal::at(code, &[schema::SCHEMA.to_owned()]))
 }
 
 /// Who may create what. Venue documents, school logs and the revocation list live at

@@ -394,6 +394,48 @@ impl Core {
         Ok(identity)
     }
 
+    /// Reconnects this enrolled install with a reconnect code made for it on the fleet
+    /// page (ADR 0172), after its token was rotated: the same device id, a new token.
+    /// Nothing on the phone changes but the token, so unsynced work syncs on the next
+    /// connection under the actor ids the server already knows as this device's.
+    ///
+    /// # Errors
+    /// [`Error::NotEnrolled`]; [`Error::InvalidInput`] for a malformed code;
+    /// [`Error::Network`]; [`Error::Rejected`] (`invalid_enrollment_code`) for a code that
+    /// is not a live reconnect code of this device. Nothing is changed on an error.
+    pub async fn reenroll(&self, code: &str) -> Result<Identity> {
+        let _one_at_a_time = self.enrolling.lock().await;
+        let identity = self.require_identity()?;
+        let code = code.trim();
+        if code.is_empty() || code.len() > 512 {
+            return Err(Error::InvalidInput("malformed reconnect code".into()));
+        }
+        let app_version = self.app_version();
+        let e = super::enroll::reenroll(
+            &self.http,
+            &self.server_url,
+            code,
+            &app_version,
+            identity.device,
+        )
+        .await?;
+        if e.device_id != identity.device || e.user_id != identity.user {
+            return Err(Error::Other(
+                "the server answered a reconnection for another device".into(),
+            ));
+        }
+        let updated = {
+            let mut st = lock(&self.state);
+            st.store.set_meta(&[("token", Some(e.token.as_str()))])?;
+            let session = st.session.as_mut().ok_or(Error::NotEnrolled)?;
+            session.identity.token = e.token;
+            session.identity.clone()
+        };
+        self.set_error(None);
+        self.notify_sync();
+        Ok(updated)
+    }
+
     /// The enrolled identity.
     ///
     /// # Errors

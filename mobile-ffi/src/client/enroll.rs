@@ -11,6 +11,9 @@ use super::error::{Error, Result};
 struct Request<'a> {
     code: &'a str,
     app_version: &'a str,
+    /// Set only to redeem a reconnect code for this (already enrolled) device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_id: Option<String>,
 }
 
 /// What the server answers.
@@ -62,8 +65,33 @@ pub async fn enroll(
     app_version: &str,
 ) -> Result<Enrolled> {
     let url = format!("{}/api/enroll", server_url.trim_end_matches('/'));
-    let request = http.post(url).json(&Request { code, app_version });
+    let request = http.post(url).json(&Request {
+        code,
+        app_version,
+        device_id: None,
+    });
     call(request, "enrollment").await
+}
+
+/// Redeems a reconnect code made for `device` on the fleet page (ADR 0172): the server
+/// answers with the same device id and a new token.
+///
+/// # Errors
+/// As [`enroll`].
+pub async fn reenroll(
+    http: &reqwest::Client,
+    server_url: &str,
+    code: &str,
+    app_version: &str,
+    device: DeviceId,
+) -> Result<Enrolled> {
+    let url = format!("{}/api/enroll", server_url.trim_end_matches('/'));
+    let request = http.post(url).json(&Request {
+        code,
+        app_version,
+        device_id: Some(device.to_string()),
+    });
+    call(request, "reconnection").await
 }
 
 /// Sends `request` and reads its JSON answer; `what` names the call in errors.

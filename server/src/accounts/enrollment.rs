@@ -125,6 +125,91 @@ impl Accounts {
         })
     }
 
+    /// Issues a one-time reconnect code for an enrolled device, valid for `ttl_days` days
+    /// (ADR 0172): the device redeems it with [`Accounts::reenroll`] and gets a new token
+    /// under its own device id, so that its unsynced work, written under actor ids the
+    /// server knows as this device's, still syncs. The way back after a rotation from the
+    /// fleet page. The device's current token, if any, works until the code is used.
+    ///
+    /// # Errors
+    /// Bad lifetime, unknown or revoked device, or a database failure.
+    pub async fn issue_device_code(
+        &self,
+        device_id: DeviceId,
+        ttl_days: u32,
+    ) -> Result<IssuedCode> {
+        if !(1..=365).contains(&ttl_days) {
+            return Err(Error::InvalidInput(
+                "code lifetime must be 1 to 365 days".into(),
+            ));
+        }
+        let now = now_ms();
+        let expires_at = now + i64::from(ttl_days) * DAY_MS;
+        let code = EnrollmentCode::generate();
+        let user_id = self
+            .store
+            .insert_device_code(&code.hash(), device_id.0, now, expires_at)
+            .await?;
+        tracing::info!(device = %device_id, "reconnect code issued");
+        Ok(IssuedCode {
+            code,
+            user_id,
+            expires_at,
+        })
+    }
+
+    /// Redeems a reconnect code for `device_id` (the device the code was issued for):
+    /// the device keeps its id and gets a new token; the previous token stops working.
+    ///
+    /// # Errors
+    /// [`Error::EnrollmentCodeRejected`] if the code is malformed, unknown, used, expired
+    /// or bound to another device, or the device is revoked; bad app version; a database
+    /// failure.
+    pub async fn reenroll(
+        &self,
+        code: &str,
+        device_id: DeviceId,
+        app_version: Option<&str>,
+    ) -> Result<Enrollment> {
+        let app_version = app_version.map(str::trim).filter(|v| !v.is_empty());
+        if app_version
+            .is_some_and(|v| v.len() > MAX_APP_VERSION_LEN || v.chars().any(char::is_control))
+        {
+            return Err(Error::InvalidInput(format!(
+                "app_version must have at most {MAX_APP_VERSION_LEN} bytes"
+            )));
+        }
+        let code_hash =
+            EnrollmentCode::hash_presented(code).ok_or(Error::EnrollmentCodeRejected)?;
+        let token = DeviceToken::generate();
+        let user_id = self
+            .store
+            .redeem_device_code(
+                &code_hash,
+                device_id.0,
+                &token.hash(),
+                app_version,
+                now_ms(),
+            )
+            .await?
+            .ok_or(Error::EnrollmentCodeRejected)?;
+        let user = self
+            .store
+            .user(user_id)
+            .await?
+            .ok_or_else(|| Error::not_found("user", user_id))?;
+        tracing::info!(device = %device_id, user = %user_id, "device reconnected with a code");
+        Ok(Enrollment {
+            device_id,
+            token: token.into_string(),
+            user_id: UserId(user_id),
+            role: user.role,
+            school_id: user.school_id.map(SchoolId),
+            venue_id: user.venue_id.map(VenueId),
+            pupil_id: (user.role == Role::Pupil).then_some(PupilId(user_id)),
+        })
+    }
+
     /// Gives the calling device a new token; the old one stops working at once.
     ///
     /// # Errors

@@ -12,8 +12,10 @@ use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::limits::ClientAddr;
 
-/// `POST /api/enroll {code, app_version?}` → the device id, its token and the user. Wrong
-/// codes are limited per client address (`too_many_attempts`, 429).
+/// `POST /api/enroll {code, app_version?, device_id?}` → the device id, its token and the
+/// user. With `device_id`, the code must be a reconnect code issued for that device (ADR
+/// 0172), which keeps its id and gets a new token. Wrong codes are limited per client
+/// address (`too_many_attempts`, 429).
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/enroll", post(enroll))
 }
@@ -23,6 +25,7 @@ pub fn router() -> Router<AppState> {
 struct EnrollRequest {
     code: String,
     app_version: Option<String>,
+    device_id: Option<String>,
 }
 
 /// The enrollment plus what a device needs to work offline: the server's public key
@@ -48,10 +51,23 @@ async fn enroll(
             .begin(&ip, now_ms())
             .map_err(|_| Error::TooManyAttempts)?;
     }
-    let enrolled = state
-        .accounts
-        .enroll(&request.code, request.app_version.as_deref())
-        .await;
+    let enrolled = match request.device_id.as_deref() {
+        None => {
+            state
+                .accounts
+                .enroll(&request.code, request.app_version.as_deref())
+                .await
+        }
+        Some(id) => match id.trim().parse::<kepu_sync_core::ids::DeviceId>() {
+            Ok(device) => {
+                state
+                    .accounts
+                    .reenroll(&request.code, device, request.app_version.as_deref())
+                    .await
+            }
+            Err(_) => Err(Error::InvalidInput("malformed device_id".into())),
+        },
+    };
     if let Some(ip) = client.0
         && !matches!(enrolled, Err(Error::EnrollmentCodeRejected))
     {

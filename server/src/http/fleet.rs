@@ -1,7 +1,8 @@
 //! The fleet page, `GET /fleet` (filters `stale=N` days, `below=1`, `refusals=1`), and
-//! revoking or rotating a device from it: `GET /fleet/devices/{id}/{revoke|rotate}` asks
-//! for confirmation, and its form posts back to the same address with the login's form
-//! token. Bureau administrators see every device, a venue's staff their venue's gate
+//! revoking or rotating a device from it: `GET /fleet/devices/{id}/{revoke|rotate|reconnect}`
+//! asks for confirmation, and its form posts back to the same address with the login's
+//! form token. `reconnect` answers with a one-time code bound to the device (ADR 0172),
+//! the way back for a device whose token was rotated. Bureau administrators see every device, a venue's staff their venue's gate
 //! devices; everyone else is refused. The pages run no script.
 
 use axum::Form;
@@ -125,6 +126,7 @@ async fn fleet_page(
 enum Action {
     Revoke,
     Rotate,
+    Reconnect,
 }
 
 impl Action {
@@ -132,6 +134,7 @@ impl Action {
         match text {
             "revoke" => Ok(Self::Revoke),
             "rotate" => Ok(Self::Rotate),
+            "reconnect" => Ok(Self::Reconnect),
             _ => Err(Error::not_found("route", "")),
         }
     }
@@ -140,6 +143,7 @@ impl Action {
         match self {
             Self::Revoke => "revoke",
             Self::Rotate => "rotate",
+            Self::Reconnect => "reconnect",
         }
     }
 
@@ -147,6 +151,7 @@ impl Action {
         match self {
             Self::Revoke => "revoked",
             Self::Rotate => "rotated",
+            Self::Reconnect => "reconnected",
         }
     }
 
@@ -154,6 +159,7 @@ impl Action {
         match self {
             Self::Revoke => lang.pick("吊销", "Revoke"),
             Self::Rotate => lang.pick("轮换令牌", "Rotate token"),
+            Self::Reconnect => lang.pick("重新连接码", "Reconnect code"),
         }
     }
 
@@ -161,6 +167,10 @@ impl Action {
         match self {
             Self::Revoke => lang.pick("吊销这台设备？", "Revoke this device?"),
             Self::Rotate => lang.pick("轮换这台设备的令牌？", "Rotate this device's token?"),
+            Self::Reconnect => lang.pick(
+                "为这台设备生成重新连接码？",
+                "Make a reconnect code for this device?",
+            ),
         }
     }
 
@@ -172,9 +182,15 @@ impl Action {
                  including anything not yet synced. This cannot be undone.",
             ),
             Self::Rotate => lang.pick(
-                "设备当前的令牌立即失效。设备不会被清除，尚未同步的内容保留在设备上；重新登记后才能再次同步。",
+                "设备当前的令牌立即失效。设备不会被清除，尚未同步的内容保留在设备上；在设备上输入重新连接码后即可再次同步。",
                 "The device's current token stops working now. The device is not wiped: what it \
-                 has not synced stays on it, and it syncs again once it is enrolled anew.",
+                 has not synced stays on it, and it syncs again once it is given a reconnect code.",
+            ),
+            Self::Reconnect => lang.pick(
+                "生成一个只能由这台设备使用的一次性代码，有效期7天。在设备上输入后，它保留原设备号和尚未同步的内容，并获得新令牌；之前的令牌随即失效。",
+                "Makes a one-time code that only this device can use, valid for 7 days. Entered \
+                 on the device, it keeps its device id and everything it has not synced, and \
+                 gets a new token; the previous one stops working.",
             ),
         }
     }
@@ -183,6 +199,7 @@ impl Action {
         match self {
             Self::Revoke => lang.pick("设备已吊销。", "Device revoked."),
             Self::Rotate => lang.pick("令牌已轮换。", "Token rotated."),
+            Self::Reconnect => lang.pick("重新连接码已生成。", "Reconnect code made."),
         }
     }
 }
@@ -251,6 +268,30 @@ async fn act(
     }
     let device = managed_device(&state, user, &id).await?;
     let device_id = DeviceId(device.id);
+    let lang = Lang::preferred(form.back.lang.as_deref(), &headers);
+    let filter = form.back.filter().unwrap_or_default();
+    if action == Action::Reconnect {
+        if device.revoked_at.is_some() {
+            return Err(Error::Conflict("the device is revoked".into()));
+        }
+        let issued = state
+            .accounts
+            .issue_device_code(device_id, crate::accounts::DEFAULT_CODE_TTL_DAYS)
+            .await?;
+        let html = render_code(
+            lang,
+            &device,
+            issued.code.expose(),
+            issued.expires_at,
+            filter,
+        );
+        return Ok(page::html(
+            StatusCode::OK,
+            Policy::InlineStyle,
+            Caching::NoStore,
+            html,
+        ));
+    }
     match action {
         Action::Revoke => {
             state.authenticator().revoke(device_id).await?;
@@ -261,9 +302,8 @@ async fn act(
             }
             state.accounts.rotate_token_away(device_id).await?;
         }
+        Action::Reconnect => {}
     }
-    let lang = Lang::preferred(form.back.lang.as_deref(), &headers);
-    let filter = form.back.filter().unwrap_or_default();
     let mut response = StatusCode::SEE_OTHER.into_response();
     let to = format!(
         "/fleet{}&done={}",
@@ -300,7 +340,7 @@ gap:.3rem 1rem}.confirm dd{margin:0}\
 @media (max-width:720px){table,tbody,tr,td{display:block;width:auto}thead{display:none}\
 tr{margin:0 0 .8rem;border:1px solid #d8e0e8;border-radius:8px;background:#fff}\
 td{border:0;padding:.3rem .7rem;display:flex;gap:.6rem}td::before{content:attr(data-label);\
-flex:0 0 7.5rem;color:#52606d}td.actions{padding:.5rem .7rem}td.actions::before{content:none}}";
+flex:0 0 7.5rem;color:#52606d}td.actions{padding:.5rem .7rem;flex-wrap:wrap;white-space:normal}td.actions::before{content:none}}";
 
 fn role_name(lang: Lang, role: Role) -> &'static str {
     match role {
@@ -538,9 +578,11 @@ fn render_row(m: &mut String, lang: Lang, labels: &[&str; 8], d: &DeviceView, q:
     } else {
         format!(
             "<a class=\"btn danger\" href=\"/fleet/devices/{id}/revoke{q}\">{}</a>\
-             <a class=\"btn quiet\" href=\"/fleet/devices/{id}/rotate{q}\">{}</a>",
+             <a class=\"btn quiet\" href=\"/fleet/devices/{id}/rotate{q}\">{}</a>\
+             <a class=\"btn quiet\" href=\"/fleet/devices/{id}/reconnect{q}\">{}</a>",
             Action::Revoke.label(lang),
             Action::Rotate.label(lang),
+            Action::Reconnect.label(lang),
         )
     };
     let cells = [
@@ -645,6 +687,50 @@ fn render_confirm(
     Shell {
         lang,
         title: action.question(lang),
+        style: Style::Inline(STYLE),
+        header: Some(&header),
+        main: &main,
+        footer: None,
+    }
+    .render()
+}
+
+/// The page that shows a reconnect code once (it is stored only as a hash).
+fn render_code(
+    lang: Lang,
+    dev: &FleetDevice,
+    code: &str,
+    expires_at: i64,
+    filter: Filter,
+) -> String {
+    let back = format!("/fleet{}", fleet_query(lang, filter));
+    let header = format!("<div><h1>{}</h1></div>", lang.pick("设备管理", "Fleet"));
+    let main = format!(
+        "<section class=\"confirm\"><h2>{title}</h2><p>{how}</p>\
+         <p><code id=\"reconnect-code\">{code}</code></p>\
+         <dl><dt>{device}</dt><dd><code>{id}</code></dd><dt>{until}</dt><dd>{expires}</dd></dl>\
+         <p class=\"muted\">{once}</p><p><a class=\"btn quiet\" href=\"{back}\">{back_label}</a></p>\
+         </section>",
+        title = Action::Reconnect.done_note(lang),
+        how = lang.pick(
+            "请在这台设备的应用中输入此代码（“重新连接”）。设备保留原设备号和尚未同步的内容。",
+            "Enter this code in the app on this device (\u{201c}Reconnect\u{201d}). The device keeps \
+             its device id and everything it has not synced.",
+        ),
+        code = esc(code),
+        device = lang.pick("设备", "Device"),
+        id = dev.id,
+        until = lang.pick("有效期至", "Valid until"),
+        expires = china_time(expires_at),
+        once = lang.pick(
+            "此代码只显示这一次。",
+            "This code is shown only this once.",
+        ),
+        back_label = lang.pick("返回", "Back"),
+    );
+    Shell {
+        lang,
+        title: Action::Reconnect.done_note(lang),
         style: Style::Inline(STYLE),
         header: Some(&header),
         main: &main,

@@ -152,7 +152,7 @@ async fn get(s: &TestServer, cookie: &str, path: &str) -> reqwest::Response {
         .unwrap()
 }
 
-async fn page(s: &TestServer, cookie: &str, path: &str) -> String {
+pub async fn page(s: &TestServer, cookie: &str, path: &str) -> String {
     let response = get(s, cookie, path).await;
     assert_eq!(response.status(), 200, "{path}");
     assert_eq!(response.headers()["cache-control"], "no-store");
@@ -295,7 +295,7 @@ async fn the_filters_narrow_the_fleet(s: &TestServer) {
     }
 }
 
-fn form_token(html: &str) -> String {
+pub fn form_token(html: &str) -> String {
     let start = html
         .find("name=\"form_token\" value=\"")
         .expect("a form token")
@@ -303,7 +303,7 @@ fn form_token(html: &str) -> String {
     html[start..start + 64].to_owned()
 }
 
-async fn post(
+pub async fn post(
     s: &TestServer,
     cookie: &str,
     path: &str,

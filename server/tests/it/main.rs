@@ -4,6 +4,7 @@
 //! `support::on_both_databases!`, as `<file>::sqlite::<case>` and `<file>::postgres::<case>`.
 
 mod chaos;
+mod compat;
 mod demo;
 mod deploy;
 mod edge;
@@ -19,6 +20,7 @@ mod live_browser;
 mod many_devices;
 mod nodes;
 mod projections_match_rules;
+mod reconnect;
 mod reports;
 mod roles;
 mod samod_client;

@@ -26,6 +26,9 @@ pub struct Device {
     /// Added to the real clock: a device whose clock is wrong (phones' often are).
     pub clock_offset: i64,
     addr: Option<std::net::SocketAddr>,
+    /// When set, every frame sent (`true`) and received (`false`), in order: the
+    /// golden-fixture recorder's tape (`compat.rs`).
+    pub tape: Option<Vec<(bool, Vec<u8>)>>,
 }
 
 /// Opens a websocket to `/sync` with a bearer token.
@@ -62,6 +65,7 @@ impl Device {
             now: kepu_server::clock::now_ms(),
             clock_offset: 0,
             addr: None,
+            tape: None,
         }
     }
 
@@ -146,6 +150,9 @@ impl Device {
                 return;
             };
             for bytes in std::mem::take(&mut self.outbox) {
+                if let Some(tape) = self.tape.as_mut() {
+                    tape.push((true, bytes.clone()));
+                }
                 if socket.send(Ws::Binary(bytes.into())).await.is_err() {
                     self.disconnect();
                     return;
@@ -158,6 +165,9 @@ impl Device {
                     return;
                 }
                 Ok(Some(Ok(Ws::Binary(bytes)))) => {
+                    if let Some(tape) = self.tape.as_mut() {
+                        tape.push((false, bytes.to_vec()));
+                    }
                     let conn = ConnId(self.conn);
                     self.feed(Input::Received {
                         conn,
