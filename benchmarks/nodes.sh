@@ -12,6 +12,8 @@
 #   --nodes N  server processes (default 2)
 #   --quick    small sizes
 #   --json F   also write the figures to F
+#   --scenario S  another loadgen scenario, e.g. end-of-day (P1 over the nodes: devices
+#              are spread over every node); default live-day
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +21,7 @@ quick=""
 pg_url=""
 nodes=2
 json=()
+scenario=live-day
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -39,7 +42,12 @@ while [ $# -gt 0 ]; do
       shift
       ;;
     --) shift; extra=("$@"); break ;;
-    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+    --scenario)
+      [ $# -ge 2 ] || { echo "nodes.sh: --scenario needs a name" >&2; exit 2; }
+      scenario="$2"
+      shift
+      ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "nodes.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -79,10 +87,10 @@ for i in $(seq 1 "$nodes"); do
 done
 node_flags=()
 for u in "${urls[@]:1}"; do node_flags+=(--node-url "$u"); done
-echo "== live-day over $nodes nodes on PostgreSQL${quick:+ (quick)}" >&2
+echo "== $scenario over $nodes nodes on PostgreSQL${quick:+ (quick)}" >&2
 status=0
 KEPU_LOADGEN_ADMIN_CODE="$code" "$loadgen_bin" --target kepu --url "${urls[0]}" "${node_flags[@]}" \
-  --scenario live-day --no-progress $quick "${json[@]}" "${extra[@]}" || status=$?
+  --scenario "$scenario" --no-progress $quick "${json[@]}" "${extra[@]}" || status=$?
 if [ "$status" != 0 ]; then
   for i in $(seq 1 "$nodes"); do
     echo "== node $i: warnings and errors (last 10 lines)" >&2
