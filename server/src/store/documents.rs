@@ -405,7 +405,7 @@ async fn append_all(
             "INSERT INTO documents (doc_id, kind, updated_at, heads) VALUES {} \
              ON CONFLICT (doc_id) DO UPDATE SET updated_at = excluded.updated_at, heads = excluded.heads, \
              kind = CASE WHEN excluded.kind <> '' THEN excluded.kind ELSE documents.kind END",
-            placeholders(&**tx, chunk.len(), 4)
+            placeholders(tx, chunk.len(), 4)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (id, kind, heads) in chunk {
@@ -417,7 +417,7 @@ async fn append_all(
         let sql = format!(
             "INSERT INTO changes (doc_id, hash, data, received_at) VALUES {} \
              ON CONFLICT (doc_id, hash) DO NOTHING",
-            placeholders(&**tx, chunk.len(), 4)
+            placeholders(tx, chunk.len(), 4)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (i, c) in chunk {
@@ -455,7 +455,7 @@ async fn claim_actors(
         let sql = format!(
             "INSERT INTO device_actors (actor, device_id, first_seen) VALUES {} \
              ON CONFLICT (actor) DO NOTHING RETURNING actor, device_id",
-            placeholders(&**tx, chunk.len(), 3)
+            placeholders(tx, chunk.len(), 3)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (a, d) in chunk {
