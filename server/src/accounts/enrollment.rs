@@ -85,14 +85,7 @@ impl Accounts {
     /// [`Error::EnrollmentCodeRejected`] if the code is malformed, unknown, used or expired; bad app
     /// version; a database failure.
     pub async fn enroll(&self, code: &str, app_version: Option<&str>) -> Result<Enrollment> {
-        let app_version = app_version.map(str::trim).filter(|v| !v.is_empty());
-        if app_version
-            .is_some_and(|v| v.len() > MAX_APP_VERSION_LEN || v.chars().any(char::is_control))
-        {
-            return Err(Error::InvalidInput(format!(
-                "app_version must have at most {MAX_APP_VERSION_LEN} bytes"
-            )));
-        }
+        let app_version = checked_app_version(app_version)?;
         let code_hash =
             EnrollmentCode::hash_presented(code).ok_or(Error::EnrollmentCodeRejected)?;
         let device_id = DeviceId(crate::ids::new_id());
@@ -108,21 +101,9 @@ impl Accounts {
             )
             .await?
             .ok_or(Error::EnrollmentCodeRejected)?;
-        let user = self
-            .store
-            .user(user_id)
-            .await?
-            .ok_or_else(|| Error::not_found("user", user_id))?;
-        tracing::info!(device = %device_id, user = %user_id, role = %user.role, "device enrolled");
-        Ok(Enrollment {
-            device_id,
-            token: token.into_string(),
-            user_id: UserId(user_id),
-            role: user.role,
-            school_id: user.school_id.map(SchoolId),
-            venue_id: user.venue_id.map(VenueId),
-            pupil_id: (user.role == Role::Pupil).then_some(PupilId(user_id)),
-        })
+        let enrollment = self.enrollment(device_id, token, user_id).await?;
+        tracing::info!(device = %device_id, user = %user_id, role = %enrollment.role, "device enrolled");
+        Ok(enrollment)
     }
 
     /// Issues a one-time reconnect code for an enrolled device, valid for `ttl_days` days
@@ -171,14 +152,7 @@ impl Accounts {
         device_id: DeviceId,
         app_version: Option<&str>,
     ) -> Result<Enrollment> {
-        let app_version = app_version.map(str::trim).filter(|v| !v.is_empty());
-        if app_version
-            .is_some_and(|v| v.len() > MAX_APP_VERSION_LEN || v.chars().any(char::is_control))
-        {
-            return Err(Error::InvalidInput(format!(
-                "app_version must have at most {MAX_APP_VERSION_LEN} bytes"
-            )));
-        }
+        let app_version = checked_app_version(app_version)?;
         let code_hash =
             EnrollmentCode::hash_presented(code).ok_or(Error::EnrollmentCodeRejected)?;
         let token = DeviceToken::generate();
@@ -193,12 +167,23 @@ impl Accounts {
             )
             .await?
             .ok_or(Error::EnrollmentCodeRejected)?;
+        let enrollment = self.enrollment(device_id, token, user_id).await?;
+        tracing::info!(device = %device_id, user = %user_id, "device reconnected with a code");
+        Ok(enrollment)
+    }
+
+    /// What a device learns when a code is redeemed: its id and new token, and its user.
+    async fn enrollment(
+        &self,
+        device_id: DeviceId,
+        token: DeviceToken,
+        user_id: Uuid,
+    ) -> Result<Enrollment> {
         let user = self
             .store
             .user(user_id)
             .await?
             .ok_or_else(|| Error::not_found("user", user_id))?;
-        tracing::info!(device = %device_id, user = %user_id, "device reconnected with a code");
         Ok(Enrollment {
             device_id,
             token: token.into_string(),
@@ -254,4 +239,17 @@ impl Accounts {
         }
         Ok(replaced)
     }
+}
+
+/// An app version as a device reports it: trimmed, `None` if empty; refused if too long
+/// or holding control characters.
+fn checked_app_version(app_version: Option<&str>) -> Result<Option<&str>> {
+    let app_version = app_version.map(str::trim).filter(|v| !v.is_empty());
+    if app_version.is_some_and(|v| v.len() > MAX_APP_VERSION_LEN || v.chars().any(char::is_control))
+    {
+        return Err(Error::InvalidInput(format!(
+            "app_version must have at most {MAX_APP_VERSION_LEN} bytes"
+        )));
+    }
+    Ok(app_version)
 }
