@@ -11,10 +11,14 @@
 //! - [`link`]: the edge's side. Enrollment, the roster written into the edge's own
 //!   tables (so that devices' upstream tokens work there), and the link: a client-mode
 //!   engine over the edge's own database that syncs the venue's documents upstream.
-//! - [`status`]: how long the edge has been cut off (`GET /api/edge/status`, the banner
-//!   on the live page), and an edge whose enrollment was revoked refusing to serve.
+//! - [`relay`]: the relay roster of an edge set in the engine shards when it connects.
+//! - [`state`]: how long the edge has been cut off (the banner on the live page), and
+//!   whether its enrollment was revoked; [`status`]: its route (`GET /api/edge/status`)
+//!   and an edge that was revoked refusing to serve.
 
 pub mod link;
+pub mod relay;
+pub mod state;
 pub mod status;
 pub mod upstream;
 

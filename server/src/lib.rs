@@ -110,7 +110,7 @@ pub async fn run(
         let key = kepu_sync_core::proof::ServerPublicKey::from_base64(&id.server_key)
             .map_err(|_| Error::Config("the upstream's public key does not parse".into()))?;
         hub_config.proof_key = Some(key);
-        let status = edge::status::EdgeStatus::new(id.venue, clock::now_ms());
+        let status = edge::state::EdgeStatus::new(id.venue, clock::now_ms());
         if store.edge_state("revoked_at").await?.is_some() {
             tracing::error!(
                 "this edge box was revoked upstream: it serves nothing; its data is kept"

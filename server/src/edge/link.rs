@@ -28,7 +28,7 @@ use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use uuid::Uuid;
 
-use super::status::EdgeStatus;
+use super::state::EdgeStatus;
 use super::upstream::{ActorClaim, ActorReport, ActorVerdict, Owners, OwnersQuery};
 use crate::app_state::AppState;
 use crate::clock::now_ms;

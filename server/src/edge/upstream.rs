@@ -7,9 +7,8 @@ use axum::extract::{Extension, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kepu_sync_core::engine::StorageTask;
-use kepu_sync_core::engine::shared;
-use kepu_sync_core::ids::{DeviceId, PupilId, SchoolId, UserId, VenueId};
-use kepu_sync_core::writer::{Role, Writer};
+use kepu_sync_core::ids::DeviceId;
+use kepu_sync_core::writer::Role;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -18,8 +17,9 @@ use crate::app_state::AppState;
 use crate::error::{Error, Result};
 use crate::http::{ApiJson, AuthenticatedDevice};
 use crate::store::{NewUser, Roster, Store};
-use crate::sync::SyncHub;
 use crate::sync::ws::SyncContext;
+
+use super::relay::{register, writers};
 
 /// Most actor claims one report may carry.
 pub const MAX_CLAIMS_PER_REPORT: usize = 20_000;
@@ -41,61 +41,6 @@ pub async fn create(store: &Store, venue: Uuid, now: i64) -> Result<Uuid> {
     store.create_user(&user, now).await?;
     store.mark_edge_user(user.id, venue, now).await?;
     Ok(user.id)
-}
-
-/// The identities an edge may relay for: the roster's devices that are neither revoked
-/// nor of an erased user, each as its own writer.
-#[must_use]
-pub fn writers(roster: &Roster) -> shared::Roster {
-    let users: HashMap<Uuid, &crate::store::RosterUser> = roster
-        .users
-        .iter()
-        .filter(|u| u.erased_at.is_none())
-        .map(|u| (u.id, u))
-        .collect();
-    let mut out = shared::Roster::new();
-    for d in roster.devices.iter().filter(|d| d.revoked_at.is_none()) {
-        let Some(u) = users.get(&d.user) else {
-            continue;
-        };
-        let Ok(role) = Role::parse_user(&u.role) else {
-            continue;
-        };
-        out.insert(
-            DeviceId(d.id),
-            Writer {
-                device: DeviceId(d.id),
-                user: UserId(u.id),
-                role,
-                school: u.school.map(SchoolId),
-                venue: u.venue.map(VenueId),
-                pupil: (role == Role::Pupil).then_some(PupilId(u.id)),
-            },
-        );
-    }
-    out
-}
-
-/// If `identity` is an edge box, reads its venue's roster and sets it as the edge's
-/// relay roster in the engine shards; `None` for any other device.
-///
-/// # Errors
-/// A database failure.
-pub async fn register(
-    store: &Store,
-    hub: &SyncHub,
-    identity: &DeviceIdentity,
-) -> Result<Option<Roster>> {
-    if identity.writer.role != Role::VenueStaff {
-        return Ok(None);
-    }
-    let Some(venue) = store.edge_venue(identity.writer.user.0).await? else {
-        return Ok(None);
-    };
-    let roster = store.edge_roster(venue).await?;
-    hub.shared()
-        .set_relay(identity.writer.device, writers(&roster));
-    Ok(Some(roster))
 }
 
 /// Routes an edge box calls on its upstream (they need the hub: added beside `/sync`).

@@ -291,7 +291,7 @@ async fn page(
     PageUser(user): PageUser,
     Path(venue): Path<String>,
     Query(q): Query<PageQuery>,
-    edge: Option<Extension<crate::edge::status::EdgeStatus>>,
+    edge: Option<Extension<crate::edge::state::EdgeStatus>>,
     headers: HeaderMap,
 ) -> Result<Response> {
     let venue = venue_id(&venue)?;

@@ -125,7 +125,7 @@ pub(crate) async fn upgrade(
         return e.into_response();
     }
     // An edge box relays for its venue's roster (ADR 0150): set it before it syncs.
-    if let Err(e) = crate::edge::upstream::register(&state.store, &ctx.hub, &identity).await {
+    if let Err(e) = crate::edge::relay::register(&state.store, &ctx.hub, &identity).await {
         return e.into_response();
     }
     if ctx.hub.connections() >= ctx.limits.max_connections {
