@@ -252,6 +252,27 @@ fn revoked(response: &reqwest::Response) -> bool {
 }
 
 impl Link {
+    /// Sends one of the edge's own calls to the upstream with its token and reads the
+    /// JSON answer: [`Ended::Revoked`] if the upstream says the edge is revoked,
+    /// [`Ended::Down`] for any other failure (the link tries again later).
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, Ended> {
+        let r = request
+            .bearer_auth(&self.id.token)
+            .send()
+            .await
+            .map_err(|e| Ended::Down(e.to_string()))?;
+        if revoked(&r) {
+            return Err(Ended::Revoked);
+        }
+        if !r.status().is_success() {
+            return Err(Ended::Down(format!("{}: {}", r.url().path(), r.status())));
+        }
+        r.json().await.map_err(|e| Ended::Down(e.to_string()))
+    }
+
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(250);
         loop {
@@ -294,20 +315,9 @@ impl Link {
     }
 
     async fn roster(&self) -> Result<Roster, Ended> {
-        let r = self
-            .http
-            .get(format!("{}/api/edge/roster", self.base))
-            .bearer_auth(&self.id.token)
-            .send()
-            .await
-            .map_err(|e| Ended::Down(e.to_string()))?;
-        if revoked(&r) {
-            return Err(Ended::Revoked);
-        }
-        if !r.status().is_success() {
-            return Err(Ended::Down(format!("roster: {}", r.status())));
-        }
-        let roster: Roster = r.json().await.map_err(|e| Ended::Down(e.to_string()))?;
+        let roster: Roster = self
+            .call(self.http.get(format!("{}/api/edge/roster", self.base)))
+            .await?;
         self.state
             .store
             .apply_edge_roster(&roster, now_ms())
@@ -337,21 +347,13 @@ impl Link {
                     })
                     .collect(),
             };
-            let r = self
-                .http
-                .post(format!("{}/api/edge/actors", self.base))
-                .bearer_auth(&self.id.token)
-                .json(&report)
-                .send()
-                .await
-                .map_err(|e| Ended::Down(e.to_string()))?;
-            if revoked(&r) {
-                return Err(Ended::Revoked);
-            }
-            if !r.status().is_success() {
-                return Err(Ended::Down(format!("actors: {}", r.status())));
-            }
-            let verdict: ActorVerdict = r.json().await.map_err(|e| Ended::Down(e.to_string()))?;
+            let verdict: ActorVerdict = self
+                .call(
+                    self.http
+                        .post(format!("{}/api/edge/actors", self.base))
+                        .json(&report),
+                )
+                .await?;
             if !verdict.refused.is_empty() {
                 tracing::warn!(
                     refused = verdict.refused.len(),
@@ -596,21 +598,13 @@ impl Link {
         let query = OwnersQuery {
             actors: unknown.iter().map(hex::encode).collect(),
         };
-        let r = self
-            .http
-            .post(format!("{}/api/edge/owners", self.base))
-            .bearer_auth(&self.id.token)
-            .json(&query)
-            .send()
-            .await
-            .map_err(|e| Ended::Down(e.to_string()))?;
-        if revoked(&r) {
-            return Err(Ended::Revoked);
-        }
-        if !r.status().is_success() {
-            return Err(Ended::Down(format!("owners: {}", r.status())));
-        }
-        let answer: Owners = r.json().await.map_err(|e| Ended::Down(e.to_string()))?;
+        let answer: Owners = self
+            .call(
+                self.http
+                    .post(format!("{}/api/edge/owners", self.base))
+                    .json(&query),
+            )
+            .await?;
         let mut claims: Vec<(Vec<u8>, DeviceId)> = Vec::new();
         for (hex_actor, owner) in answer.owners {
             let Ok(actor) = hex::decode(&hex_actor) else {
