@@ -79,6 +79,7 @@ impl AppState {
         let accounts = Accounts::with_limits(store.clone(), &guards.limits);
         let metrics = Metrics::new();
         metrics.register(accounts.password_checks_running());
+        metrics.register(store.records_rows_written());
         Self {
             accounts,
             store,

@@ -22,6 +22,7 @@ mod rows;
 mod server_keys;
 mod users;
 mod web_logins;
+mod written;
 
 use std::sync::Arc;
 
@@ -59,6 +60,8 @@ pub struct Store {
     url: Arc<str>,
     /// This process among the nodes sharing the database (random at every open).
     node: Arc<str>,
+    /// What this process last wrote of each booking's records (ADR 0180).
+    written: Arc<written::WrittenRecords>,
 }
 
 impl std::fmt::Debug for Store {
@@ -145,6 +148,7 @@ impl Store {
             server_seed: Arc::new(server_seed),
             url: Arc::from(url),
             node: Arc::from(hex::encode(rand::random::<[u8; 8]>())),
+            written: Arc::default(),
         })
     }
 
@@ -187,6 +191,14 @@ impl Store {
     #[must_use]
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// `kepu_records_rows_written_total{write="changed"|"everything"}`: the rows of
+    /// bookings' records this process wrote, by whether a write held only the rows that
+    /// changed (ADR 0180) or every row.
+    #[must_use]
+    pub fn records_rows_written(&self) -> prometheus::IntCounterVec {
+        self.written.rows_written()
     }
 
     /// Which database this is.

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::store::Store;
-use crate::store::rows::Insert;
+use crate::store::written::TableRows;
 
 /// A booking request in a slot, as the capacity decision needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,89 +221,10 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        for t in [
-            "proj_rosters",
-            "proj_check_ins",
-            "proj_check_outs",
-            "proj_anomalies",
-        ] {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {t} WHERE doc_id = $1"
-            )))
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        // Many rows per statement: a booking of 300 pupils and 2,500 scans is about 15
-        // statements, not 2,800 round trips.
-        let mut roster = Insert::new(
-            "INSERT INTO proj_rosters (doc_id, pupil_id, added_at) VALUES",
-            3,
-            "",
-        );
-        for (pupil, added_at) in &b.roster {
-            roster.row([
-                id.as_str().into(),
-                pupil.to_string().into(),
-                (*added_at).into(),
-            ]);
-        }
-        roster.run(&mut tx).await?;
-        let mut check_ins = Insert::new(
-            "INSERT INTO proj_check_ins (doc_id, pupil_id, device_id, scan_id, at, method, counted) VALUES",
-            7,
-            "",
-        );
-        for p in &a.pupils {
-            let scans = p
-                .counted
-                .iter()
-                .map(|s| (s, 1i64))
-                .chain(p.duplicates.iter().map(|s| (s, 0i64)));
-            for (s, counted) in scans {
-                check_ins.row([
-                    id.as_str().into(),
-                    s.pupil.to_string().into(),
-                    s.device.to_string().into(),
-                    s.scan_id.as_str().into(),
-                    s.at.into(),
-                    s.method.as_str().into(),
-                    counted.into(),
-                ]);
-            }
-        }
-        check_ins.run(&mut tx).await?;
-        let mut check_outs = Insert::new(
-            "INSERT INTO proj_check_outs (doc_id, pupil_id, device_id, scan_id, at) VALUES",
-            5,
-            "",
-        );
-        for s in &b.check_outs {
-            check_outs.row([
-                id.as_str().into(),
-                s.pupil.to_string().into(),
-                s.device.to_string().into(),
-                s.scan_id.as_str().into(),
-                s.at.into(),
-            ]);
-        }
-        check_outs.run(&mut tx).await?;
-        let mut anomalies = Insert::new(
-            "INSERT INTO proj_anomalies (doc_id, pupil_id, device_id, kind, at) VALUES",
-            5,
-            "ON CONFLICT (doc_id, pupil_id, kind) DO NOTHING",
-        );
-        for an in &a.anomalies {
-            anomalies.row([
-                id.as_str().into(),
-                an.pupil.to_string().into(),
-                an.device.to_string().into(),
-                an.kind.as_str().into(),
-                an.at.into(),
-            ]);
-        }
-        anomalies.run(&mut tx).await?;
+        let tables = booking_tables(&id, b, &a);
+        let pending = self.written.write(&mut tx, &id, tables).await?;
         tx.commit().await?;
+        pending.committed();
         Ok(())
     }
 
@@ -572,12 +493,14 @@ impl Store {
             "proj_lectures",
             "proj_tour_stops",
             "proj_tour_attendance",
+            "records_writes",
         ] {
             sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {t}")))
                 .execute(&mut *tx)
                 .await?;
         }
         tx.commit().await?;
+        self.written.forget_all();
         Ok(())
     }
 }
@@ -720,4 +643,85 @@ fn anomaly_row(r: &sqlx::any::AnyRow) -> Result<AnomalyRow> {
         kind: r.try_get(2)?,
         at: r.try_get(3)?,
     })
+}
+
+/// A booking's roster, check-in and check-out scans and anomalies as rows, in the order
+/// [`crate::store::written`] remembers them.
+fn booking_tables(
+    id: &str,
+    b: &Booking,
+    a: &kepu_sync_core::rules::attendance::Attendance,
+) -> Vec<TableRows> {
+    let mut roster = TableRows::new(
+        "INSERT INTO proj_rosters (doc_id, pupil_id, added_at) VALUES",
+        "",
+        "DELETE FROM proj_rosters WHERE doc_id = $1",
+        "DELETE FROM proj_rosters WHERE doc_id = $1 AND pupil_id = $2",
+        3,
+        &[1],
+    );
+    for (pupil, added_at) in &b.roster {
+        roster.row([id.into(), pupil.to_string().into(), (*added_at).into()]);
+    }
+    let mut check_ins = TableRows::new(
+        "INSERT INTO proj_check_ins (doc_id, pupil_id, device_id, scan_id, at, method, counted) VALUES",
+        "",
+        "DELETE FROM proj_check_ins WHERE doc_id = $1",
+        "DELETE FROM proj_check_ins WHERE doc_id = $1 AND device_id = $2 AND scan_id = $3",
+        7,
+        &[2, 3],
+    );
+    for p in &a.pupils {
+        let scans = p
+            .counted
+            .iter()
+            .map(|s| (s, 1i64))
+            .chain(p.duplicates.iter().map(|s| (s, 0i64)));
+        for (s, counted) in scans {
+            check_ins.row([
+                id.into(),
+                s.pupil.to_string().into(),
+                s.device.to_string().into(),
+                s.scan_id.as_str().into(),
+                s.at.into(),
+                s.method.as_str().into(),
+                counted.into(),
+            ]);
+        }
+    }
+    let mut check_outs = TableRows::new(
+        "INSERT INTO proj_check_outs (doc_id, pupil_id, device_id, scan_id, at) VALUES",
+        "",
+        "DELETE FROM proj_check_outs WHERE doc_id = $1",
+        "DELETE FROM proj_check_outs WHERE doc_id = $1 AND device_id = $2 AND scan_id = $3",
+        5,
+        &[2, 3],
+    );
+    for s in &b.check_outs {
+        check_outs.row([
+            id.into(),
+            s.pupil.to_string().into(),
+            s.device.to_string().into(),
+            s.scan_id.as_str().into(),
+            s.at.into(),
+        ]);
+    }
+    let mut anomalies = TableRows::new(
+        "INSERT INTO proj_anomalies (doc_id, pupil_id, device_id, kind, at) VALUES",
+        "",
+        "DELETE FROM proj_anomalies WHERE doc_id = $1",
+        "DELETE FROM proj_anomalies WHERE doc_id = $1 AND pupil_id = $2 AND kind = $3",
+        5,
+        &[1, 3],
+    );
+    for an in &a.anomalies {
+        anomalies.row([
+            id.into(),
+            an.pupil.to_string().into(),
+            an.device.to_string().into(),
+            an.kind.as_str().into(),
+            an.at.into(),
+        ]);
+    }
+    vec![roster, check_ins, check_outs, anomalies]
 }

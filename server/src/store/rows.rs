@@ -53,6 +53,7 @@ pub(super) fn placeholders(conn: &sqlx::AnyConnection, rows: usize, width: usize
 }
 
 /// A value of a row for [`Insert`].
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
 pub(super) enum Val {
     Text(String),
     Int(i64),
@@ -97,10 +98,10 @@ impl Insert {
         }
     }
 
-    /// One row: exactly `width` values.
-    pub(super) fn row<const N: usize>(&mut self, values: [Val; N]) {
-        debug_assert_eq!(N, self.width, "a row of {}", self.head);
+    /// Values of whole rows, `width` each.
+    pub(super) fn extend(&mut self, values: impl IntoIterator<Item = Val>) {
         self.values.extend(values);
+        debug_assert_eq!(self.values.len() % self.width, 0, "rows of {}", self.head);
     }
 
     /// Writes the rows.

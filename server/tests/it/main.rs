@@ -21,6 +21,7 @@ mod many_devices;
 mod nodes;
 mod projections_match_rules;
 mod reconnect;
+mod records_writes;
 mod reports;
 mod roles;
 mod samod_client;

@@ -221,7 +221,7 @@ fn documents() -> Vec<(DocumentId, Automerge)> {
 
 /// Every row of every records table, each column as text (`null` for NULL), columns by
 /// name and rows in order, so that both databases give the same answer.
-async fn records_tables(
+pub(crate) async fn records_tables(
     db: &TestDb,
     kind: Db,
 ) -> BTreeMap<String, Vec<BTreeMap<String, Option<String>>>> {

@@ -1,0 +1,410 @@
+//! What this process last wrote of each booking's records, kept as hashes, so that the
+//! next write of the booking writes only the rows that changed (ADR 0180).
+//!
+//! A booking of 300 pupils ends the day with about 2,800 rows (roster, scans, anomalies);
+//! each batch of check-ins changes a handful of them. Rewriting them all for every batch
+//! wrote about eight rows for every check-in at the end of day. Writing only the changed
+//! rows needs to know what the database holds without reading it back: this process
+//! remembers what it wrote, with the random token it stored beside the rows
+//! (`records_writes`). When the stored token is not its own, someone else wrote the
+//! booking's records since (another node, `admin rebuild-projections`, a restore), and
+//! the write replaces every row as before.
+//!
+//! A row is remembered as two 64-bit hashes, its key's and its whole content's, about
+//! 40 bytes a row: 20 bookings of 2,800 rows are about 2 MiB. The memory holds at most
+//! [`MAX_REMEMBERED_ROWS`] rows; past that, bookings are forgotten (their next write
+//! replaces every row).
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Mutex;
+
+use prometheus::{IntCounterVec, Opts};
+
+use super::rows::{Insert, Val};
+use crate::error::Result;
+
+/// At most this many rows are remembered across all bookings (about 10 MiB).
+pub(super) const MAX_REMEMBERED_ROWS: usize = 250_000;
+
+/// One table's rows of one document, as they are to be written.
+pub(super) struct TableRows {
+    /// `INSERT INTO t (doc_id, …) VALUES`
+    insert: &'static str,
+    /// After the values of an insert; may be empty.
+    tail: &'static str,
+    /// `DELETE FROM t WHERE doc_id = $1`
+    delete_all: &'static str,
+    /// `DELETE FROM t WHERE doc_id = $1 AND k1 = $2 …`: one row by its key.
+    delete_one: &'static str,
+    /// Columns of a row.
+    width: usize,
+    /// Which columns (after `doc_id`, which is column 0) make the key, in `delete_one`'s
+    /// order.
+    key: &'static [usize],
+    values: Vec<Val>,
+    /// Key hash → row hash, for the rows kept (the first row of a key wins, as the
+    /// database's `ON CONFLICT DO NOTHING` would).
+    hashes: HashMap<u64, u64>,
+    /// The key hash of each row in `values`, in order.
+    keys: Vec<u64>,
+}
+
+/// The hash of what `f` feeds: `DefaultHasher::new()` has fixed keys, so a row hashes the
+/// same in every process and run.
+fn hash_of(f: impl FnOnce(&mut DefaultHasher)) -> u64 {
+    let mut h = DefaultHasher::new();
+    f(&mut h);
+    h.finish()
+}
+
+impl TableRows {
+    pub(super) fn new(
+        insert: &'static str,
+        tail: &'static str,
+        delete_all: &'static str,
+        delete_one: &'static str,
+        width: usize,
+        key: &'static [usize],
+    ) -> Self {
+        Self {
+            insert,
+            tail,
+            delete_all,
+            delete_one,
+            width,
+            key,
+            values: Vec::new(),
+            hashes: HashMap::new(),
+            keys: Vec::new(),
+        }
+    }
+
+    /// One row, `doc_id` first.
+    pub(super) fn row<const N: usize>(&mut self, values: [Val; N]) {
+        debug_assert_eq!(N, self.width, "a row of {}", self.insert);
+        let key = hash_of(|h| {
+            for &k in self.key {
+                values[k].hash(h);
+            }
+        });
+        let row = hash_of(|h| values.hash(h));
+        if self.hashes.contains_key(&key) {
+            return;
+        }
+        self.hashes.insert(key, row);
+        self.keys.push(key);
+        self.values.extend(values);
+    }
+
+    fn row_values(&self, i: usize) -> &[Val] {
+        &self.values[i * self.width..(i + 1) * self.width]
+    }
+
+    /// The rows to write over `before` (what the database holds): the rows whose key is
+    /// new or whose content changed, each with whether an old row of its key goes first.
+    /// `None` when a row of `before` is gone (the caller replaces every row).
+    fn changes(&self, before: &HashMap<u64, u64>) -> Option<Vec<(usize, bool)>> {
+        if before.keys().any(|k| !self.hashes.contains_key(k)) {
+            return None;
+        }
+        let mut out = Vec::new();
+        for (i, key) in self.keys.iter().enumerate() {
+            match before.get(key) {
+                None => out.push((i, false)),
+                Some(&row) if row != self.hashes[key] => out.push((i, true)),
+                Some(_) => {}
+            }
+        }
+        Some(out)
+    }
+
+    /// Replaces every row of the document.
+    async fn replace(self, conn: &mut sqlx::AnyConnection, doc: &str) -> Result<HashMap<u64, u64>> {
+        sqlx::query(sqlx::AssertSqlSafe(self.delete_all))
+            .bind(doc)
+            .execute(&mut *conn)
+            .await?;
+        let mut insert = Insert::new(self.insert, self.width, self.tail);
+        insert.extend(self.values);
+        insert.run(conn).await?;
+        Ok(self.hashes)
+    }
+
+    /// Writes the `changes` over what the database holds.
+    async fn apply(
+        self,
+        conn: &mut sqlx::AnyConnection,
+        changes: Vec<(usize, bool)>,
+    ) -> Result<HashMap<u64, u64>> {
+        let mut insert = Insert::new(self.insert, self.width, self.tail);
+        for (i, replaces) in changes {
+            let values = self.row_values(i);
+            if replaces {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(self.delete_one));
+                for v in std::iter::once(&values[0]).chain(self.key.iter().map(|&k| &values[k])) {
+                    q = match v {
+                        Val::Text(s) => q.bind(s.clone()),
+                        Val::Int(n) => q.bind(*n),
+                    };
+                }
+                q.execute(&mut *conn).await?;
+            }
+            insert.extend(values.iter().cloned());
+        }
+        insert.run(conn).await?;
+        Ok(self.hashes)
+    }
+}
+
+/// A booking's rows as this process last wrote them.
+struct Written {
+    token: i64,
+    tables: Vec<HashMap<u64, u64>>,
+}
+
+impl Written {
+    fn rows(&self) -> usize {
+        self.tables.iter().map(HashMap::len).sum()
+    }
+}
+
+/// What this process last wrote of each booking's records (see the module doc).
+pub(super) struct WrittenRecords {
+    inner: Mutex<Memory>,
+    /// `kepu_records_rows_written_total{write}`: rows written by writes of only the
+    /// changed rows (`changed`) and by writes of every row (`everything`).
+    rows_written: IntCounterVec,
+}
+
+impl Default for WrittenRecords {
+    fn default() -> Self {
+        let rows_written = IntCounterVec::new(
+            Opts::new(
+                "kepu_records_rows_written_total",
+                "Rows of bookings' records written, by whether the write held only the changed rows or every row",
+            ),
+            &["write"],
+        )
+        .unwrap_or_else(|_| unreachable!("the metric's name and label are valid"));
+        for write in ["changed", "everything"] {
+            rows_written.with_label_values(&[write]);
+        }
+        Self {
+            inner: Mutex::default(),
+            rows_written,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Memory {
+    by_doc: HashMap<String, Written>,
+    rows: usize,
+}
+
+/// How a document's rows were written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wrote {
+    /// Every row again (this many).
+    Everything(usize),
+    /// Only the rows that changed (this many).
+    Changed(usize),
+}
+
+impl WrittenRecords {
+    fn take(&self, doc: &str) -> Option<Written> {
+        let mut m = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let w = m.by_doc.remove(doc)?;
+        m.rows -= w.rows();
+        Some(w)
+    }
+
+    fn put(&self, doc: &str, w: Written) {
+        let mut m = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let rows = w.rows();
+        if rows > MAX_REMEMBERED_ROWS {
+            return;
+        }
+        while m.rows + rows > MAX_REMEMBERED_ROWS {
+            let Some(victim) = m.by_doc.keys().next().cloned() else {
+                break;
+            };
+            if let Some(v) = m.by_doc.remove(&victim) {
+                m.rows -= v.rows();
+            }
+        }
+        m.rows += rows;
+        m.by_doc.insert(doc.to_owned(), w);
+    }
+
+    /// The `kepu_records_rows_written_total` counter, to register with the server's
+    /// metrics.
+    pub(super) fn rows_written(&self) -> IntCounterVec {
+        self.rows_written.clone()
+    }
+
+    /// Forgets everything (the records were cleared).
+    pub(super) fn forget_all(&self) {
+        let mut m = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        m.by_doc.clear();
+        m.rows = 0;
+    }
+
+    /// Writes a document's `tables` inside `tx` (which holds the document's records
+    /// lock): only the changed rows when the stored token is the one this process wrote
+    /// last, every row otherwise; then stores a new token. The memory is updated by
+    /// [`Pending::committed`] once the transaction commits: a write that fails leaves the
+    /// document forgotten, so the next write replaces every row.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub(super) async fn write(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        doc: &str,
+        tables: Vec<TableRows>,
+    ) -> Result<Pending<'_>> {
+        let before = self.take(doc);
+        let stored: Option<i64> =
+            sqlx::query_scalar("SELECT token FROM records_writes WHERE doc_id = $1")
+                .bind(doc)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let plan = before
+            .filter(|b| Some(b.token) == stored && b.tables.len() == tables.len())
+            .and_then(|b| {
+                tables
+                    .iter()
+                    .zip(&b.tables)
+                    .map(|(t, before)| t.changes(before))
+                    .collect::<Option<Vec<_>>>()
+            });
+        let mut hashes = Vec::with_capacity(tables.len());
+        let wrote = match plan {
+            Some(plan) => {
+                let changed = plan.iter().map(Vec::len).sum();
+                for (t, changes) in tables.into_iter().zip(plan) {
+                    hashes.push(t.apply(conn, changes).await?);
+                }
+                Wrote::Changed(changed)
+            }
+            None => {
+                let rows = tables.iter().map(|t| t.keys.len()).sum();
+                for t in tables {
+                    hashes.push(t.replace(conn, doc).await?);
+                }
+                Wrote::Everything(rows)
+            }
+        };
+        let token: i64 = rand::random();
+        sqlx::query(
+            "INSERT INTO records_writes (doc_id, token) VALUES ($1, $2) \
+             ON CONFLICT (doc_id) DO UPDATE SET token = excluded.token",
+        )
+        .bind(doc)
+        .bind(token)
+        .execute(&mut *conn)
+        .await?;
+        Ok(Pending {
+            memory: self,
+            doc: doc.to_owned(),
+            written: Written {
+                token,
+                tables: hashes,
+            },
+            wrote,
+        })
+    }
+}
+
+/// A write whose transaction has not committed yet.
+pub(super) struct Pending<'a> {
+    memory: &'a WrittenRecords,
+    doc: String,
+    written: Written,
+    pub(super) wrote: Wrote,
+}
+
+impl Pending<'_> {
+    /// The transaction committed: remember what it wrote.
+    pub(super) fn committed(self) -> Wrote {
+        let (label, rows) = match self.wrote {
+            Wrote::Changed(n) => ("changed", n),
+            Wrote::Everything(n) => ("everything", n),
+        };
+        self.memory
+            .rows_written
+            .with_label_values(&[label])
+            .inc_by(u64::try_from(rows).unwrap_or(u64::MAX));
+        self.memory.put(&self.doc, self.written);
+        self.wrote
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> TableRows {
+        TableRows::new("INSERT", "", "DELETE", "DELETE ONE", 3, &[1])
+    }
+
+    #[test]
+    fn only_new_and_changed_rows_are_written() {
+        let mut before = table();
+        before.row(["d".into(), "a".into(), 1.into()]);
+        before.row(["d".into(), "b".into(), 2.into()]);
+        let mut after = table();
+        after.row(["d".into(), "a".into(), 1.into()]);
+        after.row(["d".into(), "b".into(), 3.into()]);
+        after.row(["d".into(), "c".into(), 4.into()]);
+        let changes = after.changes(&before.hashes).expect("nothing removed");
+        assert_eq!(changes, vec![(1, true), (2, false)]);
+    }
+
+    #[test]
+    fn a_removed_row_means_every_row_again() {
+        let mut before = table();
+        before.row(["d".into(), "a".into(), 1.into()]);
+        before.row(["d".into(), "b".into(), 2.into()]);
+        let mut after = table();
+        after.row(["d".into(), "a".into(), 1.into()]);
+        assert_eq!(after.changes(&before.hashes), None);
+    }
+
+    #[test]
+    fn the_first_row_of_a_key_wins() {
+        let mut t = table();
+        t.row(["d".into(), "a".into(), 1.into()]);
+        t.row(["d".into(), "a".into(), 2.into()]);
+        t.row(["d".into(), "b".into(), 3.into()]);
+        assert_eq!(t.keys.len(), 2);
+        assert_eq!(t.hashes.len(), 2);
+        assert!(matches!(t.row_values(1)[2], Val::Int(3)));
+    }
+
+    #[test]
+    fn the_memory_stays_within_its_bound() {
+        let memory = WrittenRecords::default();
+        let many = |n: u64| Written {
+            token: 1,
+            tables: vec![(0..n).map(|i| (i, i)).collect()],
+        };
+        memory.put("a", many(200_000));
+        memory.put("b", many(100_000));
+        let m = memory.inner.lock().unwrap();
+        assert!(m.rows <= MAX_REMEMBERED_ROWS, "{} rows", m.rows);
+        assert!(m.by_doc.contains_key("b"));
+        assert!(!m.by_doc.contains_key("a"));
+    }
+}
