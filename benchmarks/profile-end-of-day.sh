@@ -17,6 +17,7 @@
 #   --pg URL          kepu-server on PostgreSQL: a server URL on which the script creates
 #                     and drops a fresh database per run (default: SQLite)
 #   --no-build        use the release binaries already built
+#   KEPU_BENCH_SERVER_BIN=path  profile that server binary instead of this tree's build
 #
 # Needs valgrind. Takes a few minutes: the server runs about 50 times slower under it.
 set -euo pipefail
@@ -63,7 +64,8 @@ if [ "$build" = 1 ]; then
   echo "== building release binaries" >&2
   cargo build --release --locked -p kepu-server -p kepu-loadgen >&2
 fi
-server_bin="$target_dir/release/kepu-server"
+# KEPU_BENCH_SERVER_BIN runs another build of the server (an A/B of two commits).
+server_bin="${KEPU_BENCH_SERVER_BIN:-$target_dir/release/kepu-server}"
 loadgen_bin="$target_dir/release/kepu-loadgen"
 
 work="$(mktemp -d)"
