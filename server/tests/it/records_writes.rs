@@ -9,12 +9,12 @@ use kepu_server::records::{project, write};
 use kepu_server::store::Store;
 use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::edits::{Edit, apply_unchecked};
-use kepu_sync_core::ids::{DeviceId, PupilId, SchoolId, SlotId, UserId, VenueId};
+use kepu_sync_core::ids::{DeviceId, PupilId};
 use kepu_sync_core::schema::booking::{ScanMethod, Status};
 use kepu_sync_core::writer::{Role, Writer};
 use uuid::Uuid;
 
-use crate::stored_rows::records_tables;
+use crate::stored_rows::{MIN, SCHOOL, SLOT, T, VENUE, pupil, records_tables, writer};
 use crate::support::{Db, TestDb};
 
 crate::support::on_both_databases!(
@@ -22,28 +22,7 @@ crate::support::on_both_databases!(
     another_writer_in_between_makes_the_next_write_replace_every_row
 );
 
-/// 2026-03-02 09:00 China time.
-const T: i64 = 1_772_413_200_000;
-const MIN: i64 = 60_000;
-const SCHOOL: SchoolId = SchoolId(Uuid::from_u128(0x5c_0002));
-const VENUE: VenueId = VenueId(Uuid::from_u128(0x7e_0002));
-const SLOT: SlotId = SlotId(Uuid::from_u128(0x51_0002));
 const BOOKING: [u8; 16] = [0xb1; 16];
-
-fn pupil(n: u128) -> PupilId {
-    PupilId(Uuid::from_u128(0x91_0000 + n))
-}
-
-fn writer(n: u128, role: Role) -> Writer {
-    Writer {
-        device: DeviceId(Uuid::from_u128(0xdf_0000 + n)),
-        user: UserId(Uuid::from_u128(0xa6_0000 + n)),
-        role,
-        school: matches!(role, Role::Teacher).then_some(SCHOOL),
-        venue: (role == Role::VenueStaff).then_some(VENUE),
-        pupil: None,
-    }
-}
 
 fn apply(doc: &mut Automerge, who: &Writer, at: i64, edit: &Edit) {
     doc.set_actor(ActorId::from(who.device.as_bytes().as_slice()));

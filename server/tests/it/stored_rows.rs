@@ -21,17 +21,17 @@ use crate::support::{Db, TestDb};
 crate::support::on_both_databases!(db: the_records_of_a_fixed_day_are_stored_as_before);
 
 /// 2026-03-02 09:00 China time.
-const T: i64 = 1_772_413_200_000;
-const MIN: i64 = 60_000;
-const SCHOOL: SchoolId = SchoolId(Uuid::from_u128(0x5c_0001));
-const VENUE: VenueId = VenueId(Uuid::from_u128(0x7e_0001));
-const SLOT: SlotId = SlotId(Uuid::from_u128(0x51_0001));
+pub(crate) const T: i64 = 1_772_413_200_000;
+pub(crate) const MIN: i64 = 60_000;
+pub(crate) const SCHOOL: SchoolId = SchoolId(Uuid::from_u128(0x5c_0001));
+pub(crate) const VENUE: VenueId = VenueId(Uuid::from_u128(0x7e_0001));
+pub(crate) const SLOT: SlotId = SlotId(Uuid::from_u128(0x51_0001));
 
-fn pupil(n: u128) -> PupilId {
+pub(crate) fn pupil(n: u128) -> PupilId {
     PupilId(Uuid::from_u128(0x90_0000 + n))
 }
 
-fn writer(n: u128, role: Role) -> Writer {
+pub(crate) fn writer(n: u128, role: Role) -> Writer {
     Writer {
         device: DeviceId(Uuid::from_u128(0xde_0000 + n)),
         user: UserId(Uuid::from_u128(0xa5_0000 + n)),
