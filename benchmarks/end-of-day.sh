@@ -20,6 +20,7 @@
 #   --server-cpus LIST  pin the server to these cores (`taskset -c LIST`, e.g. 0 or 0,1);
 #              the load generator is not pinned
 #   KEPU_BENCH_SERVER_BIN=path  run that server binary instead of this tree's release build
+#   KEPU_BENCH_LOADGEN_BIN=path run that load generator instead of this tree's release build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -83,7 +84,7 @@ echo "== building release binaries" >&2
 cargo build --release --locked -p kepu-server -p kepu-loadgen >&2
 # KEPU_BENCH_SERVER_BIN runs another build of the server (an A/B of two commits).
 server_bin="${KEPU_BENCH_SERVER_BIN:-$target_dir/release/kepu-server}"
-loadgen_bin="$target_dir/release/kepu-loadgen"
+loadgen_bin="${KEPU_BENCH_LOADGEN_BIN:-$target_dir/release/kepu-loadgen}"
 
 # shellcheck source=benchmarks/lib.sh
 source benchmarks/lib.sh
@@ -120,7 +121,7 @@ python3 - "$port" <<'PY' || true
 import sys, urllib.request
 text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=10).read().decode()
 for line in text.splitlines():
-    if line.startswith(("kepu_slow_peers_closed_total", "kepu_ws_connections", "kepu_projections_total", "kepu_records_rows_written_total")):
+    if line.startswith(("kepu_slow_peers_closed_total", "kepu_ws_connections", "kepu_projections_total", "kepu_records_rows_written_total", "kepu_sync_messages_total")):
         print("server metric:", line)
 PY
 if [ "$status" != 0 ] && [ -s "$work/kepu.log" ]; then

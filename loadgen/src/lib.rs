@@ -240,7 +240,8 @@ pub fn table(figures: &Value) -> String {
         );
         let _ = writeln!(
             out,
-            "  bytes sent {}  received {}  failures {}  reconnects {}  out of sync {}  records {}",
+            "  devices' CPU {} s  bytes sent {}  received {}  failures {}  reconnects {}  out of sync {}  records {}",
+            num(&e["devices_cpu_s"], 2),
             e["bytes_sent"],
             e["bytes_received"],
             e["failures"],

@@ -683,6 +683,7 @@ pub async fn end_of_day(
     // All reconnect at once.
     let (before_sent, before_recv) = ctx.counters.bytes();
     let cpu_before = server_pid.and_then(crate::stats::cpu_seconds);
+    let devices_cpu_before = crate::stats::cpu_seconds(std::process::id());
     let b = board(n);
     let (stop_tx, stop_rx) = watch::channel(false);
     let started = Instant::now();
@@ -711,6 +712,11 @@ pub async fn end_of_day(
     let (converged, in_sync_at_end) =
         converge(ctx, &b, &day.groups, started, deadline, "end-of-day").await;
     let (after_sent, after_recv) = ctx.counters.bytes();
+    // The simulated devices' own CPU until they converged: what the load generator spent
+    // applying and answering the server's messages.
+    let devices_cpu_s = devices_cpu_before
+        .zip(crate::stats::cpu_seconds(std::process::id()))
+        .map(|(a, b)| b - a);
     let _ = stop_tx.send(true);
     drop(senders);
     for t in tasks {
@@ -737,6 +743,7 @@ pub async fn end_of_day(
         "check_ins_per_s": secs.map(|s| total as f64 / s),
         "server_cpu_s": cpu_s,
         "server_cpu_us_per_check_in": cpu_s.map(|c| c * 1e6 / total as f64),
+        "devices_cpu_s": devices_cpu_s,
         "bytes_sent": after_sent - before_sent,
         "bytes_received": after_recv - before_recv,
         "failures": failures.len(),

@@ -186,6 +186,10 @@ async fn every_scenario(db: Db) {
     assert_eq!(eod["check_ins"], 2 * 2 * 5);
     assert!(eod["check_ins_per_s"].as_f64().is_some_and(|r| r > 0.0));
     assert!(eod["bytes_sent"].as_u64().is_some_and(|b| b > 0));
+    assert!(
+        eod["devices_cpu_s"].as_f64().is_some_and(|c| c >= 0.0),
+        "the devices' own CPU is reported: {eod}"
+    );
     assert_records(eod, 20);
 
     let live = &s["live-day"];
