@@ -146,7 +146,8 @@ struct Ctx<'a> {
     writer: &'a Writer,
     created: bool,
     new_objects: HashSet<ObjId>,
-    new_scans: Vec<(String, String)>,
+    /// The scan records this merge created: (pupil and device key, scan id, the record).
+    new_scans: Vec<(String, String, ObjId)>,
     /// May the writer write this booking at all (school or venue): the same for every
     /// patch of a merge, read from the document once.
     booking_scope: std::cell::OnceCell<Rule>,
@@ -312,13 +313,23 @@ pub fn validate_patches_with(
             && act == Act::PutObject
             && let [c, key, scan] = path.as_slice()
             && c == booking::key::CHECK_INS
+            && let PatchAction::PutMap {
+                value: (_, record), ..
+            } = &p.action
         {
-            ctx.new_scans.push((key.clone(), scan.clone()));
+            ctx.new_scans
+                .push((key.clone(), scan.clone(), record.clone()));
         }
     }
     if let Some(server_key) = &proofs.server_key {
-        for (key, scan) in &ctx.new_scans {
-            check_scan_proof(doc, writer, server_key, &proofs.revoked, key, scan).map_err(
+        let venue = std::cell::OnceCell::new();
+        for (key, scan, record) in &ctx.new_scans {
+            let to_check = ScanToCheck {
+                key,
+                record,
+                venue: &venue,
+            };
+            check_scan_proof(doc, writer, server_key, &proofs.revoked, &to_check).map_err(
                 |code| Refusal {
                     code,
                     path: format!("{}/{key}/{scan}", booking::key::CHECK_INS),
@@ -329,6 +340,17 @@ pub fn validate_patches_with(
     Ok(())
 }
 
+/// A scan record this merge created, as its patch named it: the record's object itself,
+/// so that checking it reads its three fields and not the path down to it again (three
+/// lookups by key, one of them in the map of every pupil's scans).
+struct ScanToCheck<'a> {
+    /// `pupil:device`.
+    key: &'a str,
+    record: &'a ObjId,
+    /// The booking's venue, read once for every gate-code scan of the merge.
+    venue: &'a std::cell::OnceCell<Option<VenueId>>,
+}
+
 /// The server's second look at a new check-in: the gate proof or pass must verify for
 /// the scan's own time, name this booking's venue or this pupil, and not be revoked.
 fn check_scan_proof(
@@ -336,25 +358,23 @@ fn check_scan_proof(
     writer: &Writer,
     server_key: &crate::proof::ServerPublicKey,
     revoked: &std::collections::BTreeMap<(PupilId, u32), i64>,
-    key: &str,
-    scan: &str,
+    scan: &ScanToCheck<'_>,
 ) -> Rule {
-    let Some((pupil, device)) = booking::split_scan_key(key) else {
+    let Some((pupil, device)) = booking::split_scan_key(scan.key) else {
         return Err(RefusalCode::MalformedValue);
     };
-    let rec = r::map(doc, &ROOT, booking::key::CHECK_INS)
-        .and_then(|c| r::map(doc, &c, key))
-        .and_then(|d| r::map(doc, &d, scan))
-        .ok_or(RefusalCode::MalformedValue)?;
-    let at = r::int(doc, &rec, "at").ok_or(RefusalCode::MalformedValue)?;
-    let method = r::string(doc, &rec, "method")
+    let rec = scan.record;
+    let at = r::int(doc, rec, "at").ok_or(RefusalCode::MalformedValue)?;
+    let method = r::string(doc, rec, "method")
         .and_then(|m| booking::ScanMethod::parse(&m))
         .ok_or(RefusalCode::MalformedValue)?;
-    let proof = r::string(doc, &rec, "proof");
+    let proof = r::string(doc, rec, "proof");
     match method {
         booking::ScanMethod::GateCode => {
-            let venue = r::parsed::<_, VenueId>(doc, &ROOT, booking::key::VENUE)
-                .ok_or(RefusalCode::MalformedValue)?;
+            let venue = (*scan
+                .venue
+                .get_or_init(|| r::parsed::<_, VenueId>(doc, &ROOT, booking::key::VENUE)))
+            .ok_or(RefusalCode::MalformedValue)?;
             let p = proof.ok_or(RefusalCode::BadProof)?;
             // Only a proof bound to this pupil, this device and this time counts: an
             // unbound gate proof could have been copied from a classmate's check-in.
