@@ -12,7 +12,8 @@
 # The profile covers each process from the moment the load generator starts, so the
 # server's share includes enrolling the devices and creating the bookings (a few percent
 # at full size). Stacks are unwound from DWARF (no frame pointers needed) and cut at
-# 32 KiB; what is cut short is reported as unattributed.
+# 32 KiB; what is cut short is reported as unattributed. With `--scenario live-day` the
+# figures are per check-in sent in the live day's steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -76,6 +77,10 @@ done
 grep -v '^== building\|Compiling\|Finished' "$out/eod.txt" || true
 [ "$status" = 0 ] || { echo "sample-end-of-day.sh: the end-of-day run failed ($status)" >&2; exit "$status"; }
 check_ins="$(sed -n 's/.* check-ins \([0-9][0-9]*\) .*/\1/p' "$out/eod.txt" | head -1)"
+if [ -z "$check_ins" ]; then
+  # The live day's table: a row per rate, its second column the check-ins sent.
+  check_ins="$(awk '$1 ~ /^[0-9]+$/ && $2 ~ /^[0-9]+$/ { n += $2 } END { if (n) print n }' "$out/eod.txt")"
+fi
 [ -n "$check_ins" ] || { echo "sample-end-of-day.sh: no check-in count in the run's output" >&2; exit 1; }
 
 echo

@@ -36,6 +36,10 @@ pub struct Metrics {
     /// `memory` (the merged document in the hub; a burst of merges is computed once) or
     /// `store` (the document left memory first and was read back).
     pub projections_total: IntCounterVec,
+    /// Bookings projected from memory, by how their scans were read
+    /// (`kepu_booking_reads_total`): `whole`, or `changed` (only the keys touched since
+    /// the last projection, ADR 0181).
+    pub booking_reads_total: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -107,12 +111,23 @@ impl Metrics {
             &["source"],
         )?;
         registry.register(Box::new(projections_total.clone()))?;
+        let booking_reads_total = IntCounterVec::new(
+            Opts::new(
+                "kepu_booking_reads_total",
+                "Bookings projected from memory, by how their scans were read",
+            ),
+            &["read"],
+        )?;
+        registry.register(Box::new(booking_reads_total.clone()))?;
         // Make the labelled series visible before the first event.
         for direction in ["in", "out"] {
             sync_messages_total.with_label_values(&[direction]);
         }
         for source in ["memory", "store"] {
             projections_total.with_label_values(&[source]);
+        }
+        for read in ["whole", "changed"] {
+            booking_reads_total.with_label_values(&[read]);
         }
         Ok(Self {
             registry,
@@ -127,6 +142,7 @@ impl Metrics {
             slow_peers_closed_total,
             stored_unreadable_total,
             projections_total,
+            booking_reads_total,
         })
     }
 

@@ -17,6 +17,6 @@ pub mod project;
 pub mod rebuild;
 pub mod write;
 
-pub use project::{Projection, project};
+pub use project::{Projection, Projector, project};
 pub use rebuild::{load, rebuild, reproject_stale};
 pub use write::write;

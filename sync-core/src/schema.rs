@@ -10,6 +10,7 @@
 
 pub mod activity_log;
 pub mod booking;
+pub mod booking_reader;
 pub mod revocations;
 pub mod school_log;
 pub mod venue;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::engine::{Config, ConnId, Effects, Engine, Event, Input, Mode};
 use kepu_sync_core::ids::DeviceId;
+use kepu_sync_core::schema::booking_reader::ReadKind;
 use kepu_sync_core::wire::{self, Message};
 use kepu_sync_core::writer::Writer;
 use tokio::sync::mpsc;
@@ -105,6 +106,7 @@ impl SyncHub {
                     hub: hub.clone(),
                     conns: HashMap::new(),
                     dirty: Dirty::new(config.projection_delay),
+                    projector: crate::records::Projector::default(),
                     jobs,
                     state: state.clone(),
                     docs_counted: 0,
@@ -163,6 +165,8 @@ struct Shard {
     hub: SyncHub,
     conns: HashMap<ConnId, ConnOut>,
     dirty: Dirty,
+    /// Keeps each booking's scans between projections (ADR 0181).
+    projector: crate::records::Projector,
     jobs: mpsc::Sender<Job>,
     state: AppState,
     /// Documents in memory as last added to the gauge.
@@ -226,18 +230,32 @@ impl Shard {
         for doc in std::mem::take(&mut self.dirty.docs) {
             let job = match self.engine.doc(&doc) {
                 Some(d) => {
-                    self.state
-                        .metrics
+                    let metrics = &self.state.metrics;
+                    metrics
                         .projections_total
                         .with_label_values(&["memory"])
                         .inc();
+                    let (projection, read) = self.projector.project(doc, d);
+                    if let Some(read) = read {
+                        let label = match read {
+                            ReadKind::Whole => "whole",
+                            ReadKind::Changed => "changed",
+                        };
+                        metrics
+                            .booking_reads_total
+                            .with_label_values(&[label])
+                            .inc();
+                    }
                     Job::Project {
                         doc,
-                        projection: Box::new(crate::records::project(doc, d)),
+                        projection: Box::new(projection),
                         heads: d.get_heads(),
                     }
                 }
-                None => Job::Reproject { doc },
+                None => {
+                    self.projector.forget(&doc);
+                    Job::Reproject { doc }
+                }
             };
             let _ = self.jobs.send(job).await;
         }

@@ -231,27 +231,38 @@ fn read_scans<D: ReadDoc>(doc: &D, container: &str, out: &mut Vec<Scan>) {
     // One pass over each map: a booking holds thousands of scans by the end of a day,
     // and a lookup by key costs more the bigger the document.
     for (key, per_device) in r::maps(doc, &obj) {
-        let Some((pupil, device)) = split_scan_key(&key) else {
+        read_key_scans(doc, &key, &per_device, out);
+    }
+}
+
+/// The scans of one `"<pupil>/<device>"` entry whose map is `per_device`, in scan id
+/// order; nothing when the key is not a scan key.
+pub(crate) fn read_key_scans<D: ReadDoc>(
+    doc: &D,
+    key: &str,
+    per_device: &automerge::ObjId,
+    out: &mut Vec<Scan>,
+) {
+    let Some((pupil, device)) = split_scan_key(key) else {
+        return;
+    };
+    for (scan_id, rec) in r::maps(doc, per_device) {
+        let rec = r::Fields::of(doc, &rec);
+        let (Some(at), Some(method)) = (
+            rec.int("at"),
+            rec.string("method").and_then(|m| ScanMethod::parse(&m)),
+        ) else {
             continue;
         };
-        for (scan_id, rec) in r::maps(doc, &per_device) {
-            let rec = r::Fields::of(doc, &rec);
-            let (Some(at), Some(method)) = (
-                rec.int("at"),
-                rec.string("method").and_then(|m| ScanMethod::parse(&m)),
-            ) else {
-                continue;
-            };
-            out.push(Scan {
-                pupil,
-                device,
-                scan_id,
-                at,
-                method,
-                proof: rec.string("proof"),
-                by: rec.parsed("by"),
-            });
-        }
+        out.push(Scan {
+            pupil,
+            device,
+            scan_id,
+            at,
+            method,
+            proof: rec.string("proof"),
+            by: rec.parsed("by"),
+        });
     }
 }
 
@@ -293,6 +304,20 @@ pub fn venue_of<D: ReadDoc>(doc: &D) -> Option<VenueId> {
 impl Booking {
     /// Reads a booking; `None` if the document is not a well-formed booking.
     pub fn read<D: ReadDoc>(doc: &D) -> Option<Self> {
+        Self::read_with(doc, |doc| {
+            let mut check_ins = Vec::new();
+            read_scans(doc, key::CHECK_INS, &mut check_ins);
+            let mut check_outs = Vec::new();
+            read_scans(doc, key::CHECK_OUTS, &mut check_outs);
+            (check_ins, check_outs)
+        })
+    }
+
+    /// Reads a booking whose check-ins and check-outs `scans` reads.
+    pub(crate) fn read_with<D: ReadDoc>(
+        doc: &D,
+        scans: impl FnOnce(&D) -> (Vec<Scan>, Vec<Scan>),
+    ) -> Option<Self> {
         if crate::schema::kind_of(doc)? != crate::schema::DocKind::Booking {
             return None;
         }
@@ -317,10 +342,7 @@ impl Booking {
                 }
             }
         }
-        let mut check_ins = Vec::new();
-        read_scans(doc, key::CHECK_INS, &mut check_ins);
-        let mut check_outs = Vec::new();
-        read_scans(doc, key::CHECK_OUTS, &mut check_outs);
+        let (check_ins, check_outs) = scans(doc);
         let mut notes = Vec::new();
         if let Some(obj) = r::map(doc, &ROOT, key::NOTES) {
             for id in r::keys(doc, &obj) {

@@ -1,0 +1,283 @@
+//! A reader that reads only what changed must give what a whole read gives, after every
+//! kind of change a booking can see: merges of other devices' scans in any grouping,
+//! roster and note edits, raw writes no edit makes, conflicts, and a rolled-back document.
+
+use automerge::transaction::Transactable;
+use automerge::{ActorId, Automerge, ObjType, ROOT, ReadDoc};
+
+use super::{BookingReader, ReadKind};
+use crate::edits::{Edit, apply_unchecked};
+use crate::ids::UserId;
+use crate::schema::booking::{Booking, ScanMethod, key, scan_key};
+use crate::test_writers::{NOW, SCHOOL, SLOT, VENUE, pupil, teacher, writer};
+use crate::writer::{Role, Writer};
+
+const PUPILS: u128 = 12;
+
+fn booking() -> Automerge {
+    let mut doc = Automerge::new();
+    let create = Edit::CreateBooking {
+        venue: VENUE,
+        slot: SLOT,
+        school: SCHOOL,
+        party_size: 12,
+        roster: (0..PUPILS).map(pupil).collect(),
+    };
+    apply_unchecked(&mut doc, &teacher(), NOW, &create).expect("created");
+    doc
+}
+
+fn gate(n: u128) -> Writer {
+    writer(10 + n, Role::VenueStaff)
+}
+
+fn scan_id(n: u64) -> String {
+    format!("0190aaaa-0000-7000-8000-{n:012}")
+}
+
+/// Asserts the reader gives what a whole read gives, and how it read.
+fn same(reader: &mut BookingReader, doc: &Automerge) -> ReadKind {
+    let (read, kind) = reader.read(doc);
+    let whole = Booking::read(doc);
+    assert!(whole.is_some(), "a well-formed booking");
+    assert_eq!(read, whole, "the reader's booking is the whole read's");
+    kind
+}
+
+/// A small deterministic sequence, so that a failure repeats.
+struct Steps(u64);
+
+impl Steps {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % below
+    }
+}
+
+#[test]
+fn a_day_of_gates_merged_in_any_grouping_reads_as_a_whole_read() {
+    let mut server = booking();
+    let mut reader = BookingReader::new();
+    assert_eq!(same(&mut reader, &server), ReadKind::Whole);
+    // Four gates scanning offline on their own copies, merged in uneven bursts.
+    let mut gates: Vec<Automerge> = (0..4u8)
+        .map(|g| server.fork().with_actor(ActorId::from(vec![g + 1; 16])))
+        .collect();
+    let mut steps = Steps(7);
+    let mut next_scan = 0;
+    for round in 0..40u32 {
+        for (g, doc) in gates.iter_mut().enumerate() {
+            for _ in 0..steps.next(4) {
+                next_scan += 1;
+                let p = pupil(u128::from(steps.next(PUPILS as u64)));
+                let edit = if steps.next(5) == 0 {
+                    Edit::CheckOut {
+                        pupil: p,
+                        scan_id: scan_id(next_scan),
+                        method: ScanMethod::Manual,
+                    }
+                } else {
+                    Edit::CheckIn {
+                        pupil: p,
+                        scan_id: scan_id(next_scan),
+                        method: ScanMethod::Manual,
+                        proof: None,
+                    }
+                };
+                let at = NOW + i64::from(round) * 1_000 + i64::try_from(next_scan).expect("small");
+                apply_unchecked(doc, &gate(g as u128), at, &edit).expect("scan");
+            }
+        }
+        // Some gates reach the server this round, in a varying order.
+        for g in 0..gates.len() {
+            let g = (g + round as usize) % gates.len();
+            if steps.next(3) == 0 {
+                continue;
+            }
+            server.merge(&mut gates[g]).expect("merge");
+            if steps.next(2) == 0 {
+                assert_eq!(same(&mut reader, &server), ReadKind::Changed);
+            }
+        }
+        // The teacher edits the roster and notes now and then.
+        if round % 7 == 3 {
+            let p = pupil(100 + u128::from(round));
+            apply_unchecked(
+                &mut server,
+                &teacher(),
+                NOW,
+                &Edit::AddToRoster { pupils: vec![p] },
+            )
+            .expect("roster");
+            apply_unchecked(
+                &mut server,
+                &teacher(),
+                NOW,
+                &Edit::AddNote {
+                    note_id: scan_id(90_000 + u64::from(round)),
+                    text: "arrived_late".into(),
+                },
+            )
+            .expect("note");
+        }
+        if round % 11 == 5 {
+            apply_unchecked(
+                &mut server,
+                &teacher(),
+                NOW,
+                &Edit::RemoveFromRoster { pupil: pupil(1) },
+            )
+            .expect("removed");
+        }
+        assert_eq!(same(&mut reader, &server), ReadKind::Changed);
+        // The gates hear of each other's scans, so later scans depend on them.
+        for doc in &mut gates {
+            doc.merge(&mut server.clone()).expect("merge back");
+        }
+    }
+    let (read, _) = reader.read(&server);
+    let read = read.expect("read");
+    assert!(
+        read.check_ins.len() > 100,
+        "{} check-ins",
+        read.check_ins.len()
+    );
+    assert!(!read.check_outs.is_empty());
+    assert_eq!(
+        reader.scans_kept(),
+        read.check_ins.len() + read.check_outs.len()
+    );
+}
+
+/// A write straight through automerge.
+type RawEdit = dyn Fn(&mut Automerge);
+
+/// Writes no edit makes, each on a copy that the reader read before.
+#[test]
+fn raw_writes_and_conflicts_under_the_scan_keys_read_as_a_whole_read() {
+    let mut doc = booking();
+    let g = gate(1);
+    for n in 0..3 {
+        let edit = Edit::CheckIn {
+            pupil: pupil(n),
+            scan_id: scan_id(n as u64),
+            method: ScanMethod::Manual,
+            proof: None,
+        };
+        apply_unchecked(&mut doc, &g, NOW, &edit).expect("scan");
+    }
+    let mut reader = BookingReader::new();
+    same(&mut reader, &doc);
+    let check_ins = |d: &Automerge| d.get(ROOT, key::CHECK_INS).unwrap().unwrap().1;
+    let k0 = scan_key(pupil(0), g.device);
+    let k1 = scan_key(pupil(1), g.device);
+    let k2 = scan_key(pupil(2), g.device);
+    let edits: Vec<Box<RawEdit>> = vec![
+        // A record's time rewritten, then removed (the scan stops being listed).
+        Box::new(move |d| {
+            let c = check_ins(d);
+            let per = d.get(&c, &k0).unwrap().unwrap().1;
+            let rec = d.get(&per, scan_id(0)).unwrap().unwrap().1;
+            let mut tx = d.transaction();
+            tx.put(&rec, "at", 5_i64).unwrap();
+            tx.commit();
+            let mut tx = d.transaction();
+            tx.delete(&rec, "at").unwrap();
+            tx.commit();
+        }),
+        // A scalar where a device's map was, and a key that is no scan key.
+        Box::new(move |d| {
+            let c = check_ins(d);
+            let mut tx = d.transaction();
+            tx.put(&c, &k1, "not a map").unwrap();
+            let m = tx.put_object(&c, "no-scan-key", ObjType::Map).unwrap();
+            let rec = tx.put_object(&m, scan_id(9), ObjType::Map).unwrap();
+            tx.put(&rec, "at", NOW).unwrap();
+            tx.put(&rec, "method", "manual").unwrap();
+            tx.commit();
+        }),
+        // A device's map deleted; a new one for another pupil, filled in a later change.
+        Box::new(move |d| {
+            let c = check_ins(d);
+            let mut tx = d.transaction();
+            tx.delete(&c, &k2).unwrap();
+            let m = tx
+                .put_object(&c, scan_key(pupil(5), g.device), ObjType::Map)
+                .unwrap();
+            tx.commit();
+            let mut tx = d.transaction();
+            let rec = tx.put_object(&m, scan_id(50), ObjType::Map).unwrap();
+            tx.put(&rec, "at", NOW + 50).unwrap();
+            tx.put(&rec, "method", "pass_scan").unwrap();
+            tx.put(&rec, "by", UserId(uuid::Uuid::from_u128(7)).to_string())
+                .unwrap();
+            tx.commit();
+        }),
+        // Two copies create the same device's map for one pupil concurrently: the
+        // winner's scans are the ones listed, and the loser's later writes change nothing.
+        Box::new(move |d| {
+            let key = scan_key(pupil(6), g.device);
+            let mut a = d.fork().with_actor(ActorId::from(vec![0x0a; 16]));
+            let mut b = d.fork().with_actor(ActorId::from(vec![0xfb; 16]));
+            for (copy, n) in [(&mut a, 60), (&mut b, 61)] {
+                let c = check_ins(copy);
+                let mut tx = copy.transaction();
+                let m = tx.put_object(&c, &key, ObjType::Map).unwrap();
+                let rec = tx.put_object(&m, scan_id(n), ObjType::Map).unwrap();
+                tx.put(&rec, "at", NOW + i64::try_from(n).unwrap()).unwrap();
+                tx.put(&rec, "method", "manual").unwrap();
+                tx.commit();
+            }
+            d.merge(&mut a).unwrap();
+            d.merge(&mut b).unwrap();
+        }),
+    ];
+    for edit in &edits {
+        edit(&mut doc);
+        assert_eq!(same(&mut reader, &doc), ReadKind::Changed);
+    }
+    // The check-ins container replaced at the root: everything is read again.
+    let mut tx = doc.transaction();
+    let c = tx.put_object(ROOT, key::CHECK_INS, ObjType::Map).unwrap();
+    tx.put_object(&c, scan_key(pupil(7), g.device), ObjType::Map)
+        .unwrap();
+    tx.commit();
+    assert_eq!(same(&mut reader, &doc), ReadKind::Whole);
+}
+
+#[test]
+fn a_rolled_back_or_other_document_is_read_whole() {
+    let mut doc = booking();
+    let before = doc.get_heads();
+    let edit = Edit::CheckIn {
+        pupil: pupil(1),
+        scan_id: scan_id(1),
+        method: ScanMethod::Manual,
+        proof: None,
+    };
+    apply_unchecked(&mut doc, &gate(1), NOW, &edit).expect("scan");
+    let mut reader = BookingReader::new();
+    same(&mut reader, &doc);
+    // The server rolls a refused change back: the reader's heads are gone.
+    let rolled = doc.fork_at(&before).expect("fork");
+    assert_eq!(same(&mut reader, &rolled), ReadKind::Whole);
+    assert!(reader.read(&rolled).0.expect("read").check_ins.is_empty());
+    // Another booking altogether.
+    let other = booking();
+    assert_eq!(same(&mut reader, &other), ReadKind::Whole);
+    // Reading the same heads again reads nothing.
+    assert_eq!(same(&mut reader, &other), ReadKind::Changed);
+}
+
+#[test]
+fn a_document_that_is_not_a_booking_reads_as_none() {
+    let mut reader = BookingReader::new();
+    assert_eq!(reader.read(&Automerge::new()).0, None);
+    let mut venue = Automerge::new();
+    let w = Writer::server(crate::ids::DeviceId(uuid::Uuid::from_u128(9)));
+    apply_unchecked(&mut venue, &w, NOW, &Edit::CreateVenue { venue: VENUE }).expect("venue");
+    assert_eq!(reader.read(&venue).0, None);
+}
