@@ -48,9 +48,10 @@ pub fn project(_doc_id: DocumentId, doc: &Automerge) -> Projection {
     }
 }
 
-/// Scans a [`Projector`] keeps in all, about 250 bytes each: past this, the readers of the
-/// bookings projected longest ago are dropped (their next read is whole).
-pub const MAX_SCANS_KEPT: usize = 60_000;
+/// Scans a [`Projector`] keeps in all (up to about 1 KiB each, with a gate proof: about
+/// 20 MiB): past this, the readers of the bookings projected longest ago are dropped
+/// (their next read is whole).
+pub const MAX_SCANS_KEPT: usize = 20_000;
 
 /// Projects the documents of one hub shard, keeping a [`BookingReader`] per booking so
 /// that a booking projected again reads only the scans that changed (ADR 0181).

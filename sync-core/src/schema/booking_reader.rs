@@ -11,7 +11,9 @@
 //! Why the keys touched are enough: what a key shows can only change by an operation on
 //! the key itself (in `check_ins` or `check_outs`) or on an object below it, and each such
 //! operation is in a change made since the heads. An operation on the root's `check_ins`
-//! or `check_outs`, or anything the reader cannot place, makes it read everything again.
+//! or `check_outs`, anything the reader cannot place, or more than [`MAX_CHANGES`]
+//! changes since the last read (placing each costs more than a whole read then) make it
+//! read everything again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -19,6 +21,9 @@ use automerge::{Automerge, ChangeHash, ObjId, Prop, ROOT, ReadDoc, legacy};
 
 use super::booking::{Booking, Scan, key, read_key_scans};
 use crate::doc_read as r;
+
+/// Past this many changes since the last read, the booking is read whole.
+pub const MAX_CHANGES: usize = 64;
 
 /// The two containers of scans.
 const CONTAINERS: [&str; 2] = [key::CHECK_INS, key::CHECK_OUTS];
@@ -78,6 +83,8 @@ impl Scans {
 #[derive(Debug, Default, Clone)]
 pub struct BookingReader {
     heads: Vec<ChangeHash>,
+    /// Whether `scans` holds the booking's scans at `heads`.
+    kept: bool,
     scans: [Scans; 2],
 }
 
@@ -106,38 +113,51 @@ impl BookingReader {
     /// Reads `doc`: the same as [`Booking::read`], at the cost of what changed since this
     /// reader last read it. Any document may be given; one that does not hold the heads
     /// of the last read (another document, or one rolled back) is read whole.
+    ///
+    /// The scans are kept only once a read follows the last one by at most
+    /// [`MAX_CHANGES`] changes: a booking that only ever takes large bursts (the end of
+    /// day) is read whole each time and costs no memory between reads.
     pub fn read(&mut self, doc: &Automerge) -> (Option<Booking>, ReadKind) {
-        let heads = doc.get_heads();
-        let unchanged = self.heads == heads && !heads.is_empty();
-        let kind = if unchanged || self.refresh(doc) {
-            ReadKind::Changed
-        } else {
+        let small = self.small_step(doc);
+        let since = std::mem::replace(&mut self.heads, doc.get_heads());
+        if small && self.kept && self.refresh(doc, &since) {
+            return (self.booking(doc), ReadKind::Changed);
+        }
+        if small {
             self.scans = CONTAINERS.map(|c| Scans::read_all(doc, c));
-            ReadKind::Whole
-        };
-        self.heads = heads;
-        let booking = Booking::read_with(doc, |_| (self.scans[0].list(), self.scans[1].list()));
-        (booking, kind)
+            self.kept = true;
+            return (self.booking(doc), ReadKind::Whole);
+        }
+        self.scans = Default::default();
+        self.kept = false;
+        (Booking::read(doc), ReadKind::Whole)
     }
 
-    /// Reads again the keys that the changes since the last read touched. False when the
-    /// whole must be read instead.
-    fn refresh(&mut self, doc: &Automerge) -> bool {
-        if self.heads.is_empty()
-            || self
+    fn booking(&self, doc: &Automerge) -> Option<Booking> {
+        Booking::read_with(doc, |_| (self.scans[0].list(), self.scans[1].list()))
+    }
+
+    /// Does `doc` hold the heads of the last read, with at most [`MAX_CHANGES`] changes
+    /// made since?
+    fn small_step(&self, doc: &Automerge) -> bool {
+        !self.heads.is_empty()
+            && self
                 .heads
                 .iter()
-                .any(|h| doc.get_change_meta_by_hash(h).is_none())
-        {
-            return false;
-        }
+                .all(|h| doc.get_change_meta_by_hash(h).is_some())
+            && doc.get_changes_meta(&self.heads).len() <= MAX_CHANGES
+    }
+
+    /// Reads again the keys that the changes since `since` touched. False when the
+    /// whole must be read instead.
+    fn refresh(&mut self, doc: &Automerge, since: &[ChangeHash]) -> bool {
         // The containers must still be the objects the scans were read from.
         for (i, c) in CONTAINERS.iter().enumerate() {
             if r::map(doc, &ROOT, c) != self.scans[i].obj {
                 return false;
             }
         }
-        let Some(touched) = touched_keys(doc, &self.heads) else {
+        let Some(touched) = touched_keys(doc, since) else {
             return false;
         };
         for (i, k) in touched {

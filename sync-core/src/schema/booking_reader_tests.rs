@@ -62,6 +62,8 @@ fn a_day_of_gates_merged_in_any_grouping_reads_as_a_whole_read() {
     let mut server = booking();
     let mut reader = BookingReader::new();
     assert_eq!(same(&mut reader, &server), ReadKind::Whole);
+    // The second read keeps the scans; from then on only what changed is read.
+    assert_eq!(same(&mut reader, &server), ReadKind::Whole);
     // Four gates scanning offline on their own copies, merged in uneven bursts.
     let mut gates: Vec<Automerge> = (0..4u8)
         .map(|g| server.fork().with_actor(ActorId::from(vec![g + 1; 16])))
@@ -171,6 +173,7 @@ fn raw_writes_and_conflicts_under_the_scan_keys_read_as_a_whole_read() {
     }
     let mut reader = BookingReader::new();
     same(&mut reader, &doc);
+    same(&mut reader, &doc);
     let check_ins = |d: &Automerge| d.get(ROOT, key::CHECK_INS).unwrap().unwrap().1;
     let k0 = scan_key(pupil(0), g.device);
     let k1 = scan_key(pupil(1), g.device);
@@ -268,8 +271,42 @@ fn a_rolled_back_or_other_document_is_read_whole() {
     // Another booking altogether.
     let other = booking();
     assert_eq!(same(&mut reader, &other), ReadKind::Whole);
-    // Reading the same heads again reads nothing.
+    // Read again at the same heads, it keeps the scans; then reads nothing.
+    assert_eq!(same(&mut reader, &other), ReadKind::Whole);
     assert_eq!(same(&mut reader, &other), ReadKind::Changed);
+}
+
+#[test]
+fn a_large_burst_is_read_whole_and_nothing_is_kept() {
+    let mut doc = booking();
+    let mut reader = BookingReader::new();
+    same(&mut reader, &doc);
+    same(&mut reader, &doc);
+    for n in 0..=super::MAX_CHANGES as u64 {
+        let edit = Edit::CheckIn {
+            pupil: pupil(u128::from(n % 10)),
+            scan_id: scan_id(n),
+            method: ScanMethod::Manual,
+            proof: None,
+        };
+        apply_unchecked(&mut doc, &gate(1), NOW, &edit).expect("scan");
+    }
+    assert_eq!(same(&mut reader, &doc), ReadKind::Whole);
+    assert_eq!(
+        reader.scans_kept(),
+        0,
+        "a booking taking large bursts costs no memory"
+    );
+    // A small step after it: kept again, then read by what changed.
+    assert_eq!(same(&mut reader, &doc), ReadKind::Whole);
+    assert_eq!(reader.scans_kept(), super::MAX_CHANGES + 1);
+    let edit = Edit::CheckOut {
+        pupil: pupil(3),
+        scan_id: scan_id(999),
+        method: ScanMethod::Manual,
+    };
+    apply_unchecked(&mut doc, &gate(1), NOW, &edit).expect("scan");
+    assert_eq!(same(&mut reader, &doc), ReadKind::Changed);
 }
 
 #[test]
