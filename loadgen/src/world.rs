@@ -506,6 +506,16 @@ pub async fn fetch_all(
     Ok(())
 }
 
+/// The start of a slot that is on at `now` (unix ms): at most 30 minutes ago, and on the
+/// venue day of `now` (China Standard Time), which is the day whose slots the live
+/// dashboard shows. A slot starting an hour later, as this once was, fell on the next
+/// venue day between 15:00 and 16:00 UTC, and the dashboards showed none of its arrivals.
+fn live_slot_start(now: i64) -> i64 {
+    use kepu_sync_core::calendar::{CHINA_UTC_OFFSET_MS, DAY_MS};
+    let day_start = (now + CHINA_UTC_OFFSET_MS).div_euclid(DAY_MS) * DAY_MS - CHINA_UTC_OFFSET_MS;
+    (now - 1_800_000).max(day_start)
+}
+
 /// Gets the venue document on `staff` (a kepu server creates it within seconds of the
 /// venue record, and devices may not create it; for the JS peer this device creates it)
 /// and publishes a slot of `capacity`.
@@ -545,7 +555,7 @@ async fn publish_slot(
         staff.edit(venue_doc, &Edit::CreateVenue { venue })?;
     }
     let slot = SlotId(fresh_id());
-    let start = now_ms() + 3_600_000;
+    let start = live_slot_start(now_ms());
     staff.edit(
         venue_doc,
         &Edit::PutSlot {
@@ -562,4 +572,41 @@ async fn publish_slot(
     conn.close().await;
     staff.docs.remove(&venue_doc);
     Ok(slot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::live_slot_start;
+    use kepu_sync_core::calendar::{CHINA_UTC_OFFSET_MS, DAY_MS};
+    use kepu_sync_core::rules::attendance::EARLY_ARRIVAL_MS;
+
+    /// The venue day (days since 1970-01-01, China Standard Time) of an instant.
+    fn venue_day(ms: i64) -> i64 {
+        (ms + CHINA_UTC_OFFSET_MS).div_euclid(DAY_MS)
+    }
+
+    #[test]
+    fn the_slot_is_on_the_venue_day_of_now_and_check_ins_now_count() {
+        // 2026-12-01 at 03:00, 15:30, 15:59, 16:00 and 16:10 UTC (16:00 UTC is midnight
+        // in China), and just before midnight in China.
+        let midnight_utc = 1_796_083_200_000;
+        for hours_ms in [
+            3 * 3_600_000,
+            15 * 3_600_000 + 1_800_000,
+            16 * 3_600_000 - 60_000,
+            16 * 3_600_000,
+            16 * 3_600_000 + 600_000,
+        ] {
+            let now = midnight_utc + hours_ms;
+            let start = live_slot_start(now);
+            assert_eq!(
+                venue_day(start),
+                venue_day(now),
+                "at {hours_ms} ms after midnight UTC"
+            );
+            assert!(start <= now && now - start <= 1_800_000);
+            // A check-in made now is inside the slot's window (two hours long).
+            assert!(now >= start - EARLY_ARRIVAL_MS && now <= start + 7_200_000);
+        }
+    }
 }
