@@ -5,6 +5,10 @@
 //! into the booking the way the server receives them (each batch from one gate, the gates
 //! taking turns), in batches of 1 to 2,500 changes, with the patch log on (as the server
 //! merges, for validation) and off. Prints µs per check-in, best of three.
+//!
+//! Then what reading the booking back costs the server's projection at 250 to 2,500 scans
+//! (ADR 0181): a whole `Booking::read`, automerge's diff of one new check-in, and a
+//! `BookingReader` that read the booking before, after one and after ten new check-ins.
 
 #![allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
 
@@ -13,7 +17,8 @@ use std::time::Instant;
 use automerge::{Automerge, Change};
 use kepu_sync_core::edits::{Edit, apply_unchecked};
 use kepu_sync_core::ids::{DeviceId, PupilId, SchoolId, SlotId, UserId, VenueId};
-use kepu_sync_core::schema::booking::ScanMethod;
+use kepu_sync_core::schema::booking::{Booking, ScanMethod};
+use kepu_sync_core::schema::booking_reader::{BookingReader, ReadKind};
 use kepu_sync_core::writer::{Role, Writer};
 use uuid::Uuid;
 
@@ -139,6 +144,68 @@ fn main() {
             list.len(),
             with * 1e6 / total as f64,
             without * 1e6 / total as f64
+        );
+    }
+    reads(&booking, &gates);
+}
+
+/// Best of `runs` of `f`, in µs.
+fn best_us(runs: usize, mut f: impl FnMut() -> f64) -> f64 {
+    (0..runs).map(|_| f()).fold(f64::MAX, f64::min) * 1e6
+}
+
+/// What reading the booking back costs, whole and by a reader that read it before.
+fn reads(booking: &Automerge, gates: &[Vec<Change>]) {
+    println!();
+    println!("reading the booking back; µs a read, best of 5");
+    println!(
+        "{:>8} {:>12} {:>16} {:>22} {:>22}",
+        "scans", "whole read", "diff of one", "reader, one new", "reader, ten new"
+    );
+    for n in [1, 2, 4, GATES - 1] {
+        let mut doc = booking.clone();
+        doc.apply_changes(gates[..n].concat()).expect("apply");
+        // The next gate's first check-ins arrive after the last read.
+        let later: Vec<Change> = gates[n][..10].to_vec();
+        let whole = best_us(5, || {
+            let t = Instant::now();
+            std::hint::black_box(Booking::read(&doc));
+            t.elapsed().as_secs_f64()
+        });
+        let mut one = doc.clone();
+        one.apply_changes(later[..1].to_vec()).expect("apply");
+        let heads = doc.get_heads();
+        let diff = best_us(5, || {
+            let t = Instant::now();
+            std::hint::black_box(one.diff(&heads, &one.get_heads()));
+            t.elapsed().as_secs_f64()
+        });
+        let reader_after = |new: usize| {
+            let mut next = doc.clone();
+            next.apply_changes(later[..new].to_vec()).expect("apply");
+            best_us(5, || {
+                let mut reader = BookingReader::new();
+                reader.read(&doc);
+                reader.read(&doc);
+                let t = Instant::now();
+                let (read, kind) = reader.read(&next);
+                let secs = t.elapsed().as_secs_f64();
+                assert_eq!(kind, ReadKind::Changed);
+                assert_eq!(
+                    read,
+                    Booking::read(&next),
+                    "the reader reads what a whole read does"
+                );
+                secs
+            })
+        };
+        println!(
+            "{:>8} {:>12.0} {:>16.0} {:>22.0} {:>22.0}",
+            n * PER_GATE,
+            whole,
+            diff,
+            reader_after(1),
+            reader_after(10)
         );
     }
 }
