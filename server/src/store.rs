@@ -53,6 +53,9 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// The connection the records are written on, on SQLite: its commits do not wait for
+    /// the disk (`synchronous = NORMAL`, ADR 0182). On PostgreSQL, `pool`.
+    records_pool: AnyPool,
     backend: Backend,
     server_seed: Arc<[u8; 32]>,
     /// The database URL (holds credentials: never log it), for the connections of
@@ -132,10 +135,26 @@ impl Store {
             .max_connections(max_connections)
             .connect(url)
             .await?;
-        if backend == Backend::Sqlite {
+        let records_pool = if backend == Backend::Sqlite {
             // WAL is persistent in the file; setting it once is enough.
             pool.execute("PRAGMA journal_mode = WAL").await?;
-        }
+            // Records are derived: a commit of them lost to a power cut is redone at the
+            // next start (`records::rebuild::reproject_stale`), so they do not wait for
+            // the disk. In WAL mode this loses no consistency, and the next commit that
+            // does wait (a device's changes) writes theirs to the disk too.
+            AnyPoolOptions::new()
+                .max_connections(1)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        Ok(())
+                    })
+                })
+                .connect(url)
+                .await?
+        } else {
+            pool.clone()
+        };
         match backend {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
@@ -144,6 +163,7 @@ impl Store {
         tracing::info!(backend = backend.name(), "store opened");
         Ok(Self {
             pool,
+            records_pool,
             backend,
             server_seed: Arc::new(server_seed),
             url: Arc::from(url),
@@ -175,7 +195,7 @@ impl Store {
         &self,
         doc: &str,
     ) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_records_tx().await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
                 .bind(crate::cluster::RECORDS_LOCK_SPACE)
@@ -184,6 +204,27 @@ impl Store {
                 .await?;
         }
         Ok(tx)
+    }
+
+    /// Starts a write transaction of derived rows (records, and the heads they were
+    /// computed at) whose commit does not wait for the disk (ADR 0182): on SQLite on the
+    /// records connection, on PostgreSQL with `synchronous_commit` off for it. A crash may
+    /// lose the last such commits, never corrupt them; the records are then recomputed at
+    /// the next start. Nothing a device was told is stored goes through here.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub(crate) async fn begin_records_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        match self.backend {
+            Backend::Sqlite => Ok(self.records_pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SET LOCAL synchronous_commit = off")
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(tx)
+            }
+        }
     }
 
     /// The connection pool, for tests and benchmarks that set up or inspect rows

@@ -293,11 +293,14 @@ impl Store {
         doc: DocumentId,
         heads: &[automerge::ChangeHash],
     ) -> Result<()> {
+        // Derived, like the records it follows: its commit does not wait for the disk.
+        let mut tx = self.begin_records_tx().await?;
         sqlx::query("UPDATE documents SET projected_heads = $2 WHERE doc_id = $1")
             .bind(doc.to_string())
             .bind(heads_blob(heads))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
