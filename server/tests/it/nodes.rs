@@ -792,6 +792,17 @@ async fn postgres_a_leader_whose_session_is_terminated_stops_leading_at_once() {
         .await
         .unwrap();
     assert!(ended);
+    // `pg_terminate_backend` only signals the backend: its locks are held until it has
+    // exited, a moment later on a loaded machine. Once it is gone, the node stops leading
+    // at once, without waiting for its own 500 ms check.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while leader_session(&db).await == Some(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the terminated session ends"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert!(
         !nodes[leader].leads().await,
         "the node whose session ended no longer leads"
