@@ -32,16 +32,7 @@ fn then(doc: &mut Automerge, by: &Writer, at: i64, edit: &Edit) {
 }
 
 fn new_booking() -> Automerge {
-    created(
-        &teacher(),
-        &Edit::CreateBooking {
-            venue: VENUE,
-            slot: SLOT,
-            school: SCHOOL,
-            party_size: 2,
-            roster: vec![pupil(1), pupil(2)],
-        },
-    )
+    crate::test_writers::booking_for(vec![pupil(1), pupil(2)])
 }
 
 fn new_venue() -> Automerge {

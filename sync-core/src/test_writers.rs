@@ -2,6 +2,9 @@
 
 use uuid::Uuid;
 
+use automerge::Automerge;
+
+use crate::edits::{Edit, apply_unchecked};
 use crate::ids::{DeviceId, PupilId, SchoolId, SlotId, UserId, VenueId};
 use crate::writer::{Role, Writer};
 
@@ -41,4 +44,18 @@ pub(crate) fn volunteer() -> Writer {
 
 pub(crate) fn server() -> Writer {
     Writer::server(DeviceId(Uuid::from_u128(9)))
+}
+
+/// A booking of [`SLOT`] for `roster`, made by the [`teacher`] at [`NOW`].
+pub(crate) fn booking_for(roster: Vec<PupilId>) -> Automerge {
+    let mut doc = Automerge::new();
+    let edit = Edit::CreateBooking {
+        venue: VENUE,
+        slot: SLOT,
+        school: SCHOOL,
+        party_size: u32::try_from(roster.len()).expect("a small roster"),
+        roster,
+    };
+    apply_unchecked(&mut doc, &teacher(), NOW, &edit).expect("the booking is created");
+    doc
 }

@@ -17,16 +17,7 @@ use crate::writer::{Role, Writer};
 
 /// A booking for pupils 1 and 2, made by the teacher.
 fn booking() -> Automerge {
-    let mut doc = Automerge::new();
-    let edit = Edit::CreateBooking {
-        venue: VENUE,
-        slot: SLOT,
-        school: SCHOOL,
-        party_size: 2,
-        roster: vec![pupil(1), pupil(2)],
-    };
-    apply_unchecked(&mut doc, &teacher(), NOW, &edit).unwrap();
-    doc
+    crate::test_writers::booking_for(vec![pupil(1), pupil(2)])
 }
 
 fn activity_log() -> Automerge {

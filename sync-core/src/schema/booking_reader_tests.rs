@@ -9,22 +9,13 @@ use super::{BookingReader, ReadKind};
 use crate::edits::{Edit, apply_unchecked};
 use crate::ids::UserId;
 use crate::schema::booking::{Booking, ScanMethod, key, scan_key};
-use crate::test_writers::{NOW, SCHOOL, SLOT, VENUE, pupil, teacher, writer};
+use crate::test_writers::{NOW, VENUE, pupil, teacher, writer};
 use crate::writer::{Role, Writer};
 
 const PUPILS: u128 = 12;
 
 fn booking() -> Automerge {
-    let mut doc = Automerge::new();
-    let create = Edit::CreateBooking {
-        venue: VENUE,
-        slot: SLOT,
-        school: SCHOOL,
-        party_size: 12,
-        roster: (0..PUPILS).map(pupil).collect(),
-    };
-    apply_unchecked(&mut doc, &teacher(), NOW, &create).expect("created");
-    doc
+    crate::test_writers::booking_for((0..PUPILS).map(pupil).collect())
 }
 
 fn gate(n: u128) -> Writer {
