@@ -65,6 +65,47 @@ pub struct Store {
     node: Arc<str>,
     /// What this process last wrote of each booking's records (ADR 0180).
     written: Arc<written::WrittenRecords>,
+    /// On SQLite, the turn to write (ADR 0183): SQLite has one writer at a time, and a
+    /// writer that finds the file locked sleeps in growing steps and fails after its busy
+    /// timeout. The process's write transactions take turns here instead, woken as soon
+    /// as the one before them ends. `None` on PostgreSQL.
+    write_turn: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// A write transaction of the store. On SQLite it holds the process's turn to write
+/// until it is committed, rolled back or dropped. Statements run on it as on the
+/// transaction's connection (`&mut *tx`).
+pub(crate) struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    /// Commits, then gives the turn to the next writer.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub(crate) async fn commit(self) -> std::result::Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    /// The transaction, for functions that take one.
+    pub(crate) fn tx(&mut self) -> &mut sqlx::Transaction<'static, sqlx::Any> {
+        &mut self.tx
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &sqlx::AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -82,12 +123,24 @@ impl Store {
     ///
     /// # Errors
     /// A database failure.
-    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+    pub(crate) async fn begin_write(&self) -> Result<WriteTx> {
         let statement = match self.backend {
             Backend::Sqlite => "BEGIN IMMEDIATE",
             Backend::Postgres => "BEGIN",
         };
-        Ok(self.pool.begin_with(statement).await?)
+        let turn = self.take_turn().await;
+        Ok(WriteTx {
+            tx: self.pool.begin_with(statement).await?,
+            _turn: turn,
+        })
+    }
+
+    /// Waits for the turn to write, on SQLite (ADR 0183).
+    async fn take_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.write_turn {
+            Some(turn) => Some(Arc::clone(turn).lock_owned().await),
+            None => None,
+        }
     }
 
     /// Starts a read-only transaction that sees one snapshot of the database for all of
@@ -169,6 +222,7 @@ impl Store {
             url: Arc::from(url),
             node: Arc::from(hex::encode(rand::random::<[u8; 8]>())),
             written: Arc::default(),
+            write_turn: (backend == Backend::Sqlite).then(Arc::default),
         })
     }
 
@@ -191,10 +245,7 @@ impl Store {
     ///
     /// # Errors
     /// A database failure.
-    pub(crate) async fn begin_records_write(
-        &self,
-        doc: &str,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+    pub(crate) async fn begin_records_write(&self, doc: &str) -> Result<WriteTx> {
         let mut tx = self.begin_records_tx().await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
@@ -214,15 +265,21 @@ impl Store {
     ///
     /// # Errors
     /// A database failure.
-    pub(crate) async fn begin_records_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+    pub(crate) async fn begin_records_tx(&self) -> Result<WriteTx> {
         match self.backend {
-            Backend::Sqlite => Ok(self.records_pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Sqlite => {
+                let turn = self.take_turn().await;
+                Ok(WriteTx {
+                    tx: self.records_pool.begin_with("BEGIN IMMEDIATE").await?,
+                    _turn: turn,
+                })
+            }
             Backend::Postgres => {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query("SET LOCAL synchronous_commit = off")
                     .execute(&mut *tx)
                     .await?;
-                Ok(tx)
+                Ok(WriteTx { tx, _turn: None })
             }
         }
     }
@@ -272,4 +329,84 @@ impl Store {
 /// Parses a uuid column, reporting corrupt data without echoing it.
 pub(crate) fn parse_uuid(text: &str, table: &'static str) -> Result<uuid::Uuid> {
     uuid::Uuid::parse_str(text).map_err(|_| Error::Corrupt(table))
+}
+
+#[cfg(test)]
+mod write_turn_tests {
+    use automerge::transaction::Transactable as _;
+    use kepu_sync_core::doc_id::DocumentId;
+    use kepu_sync_core::engine::{StorageTask, StoredChange};
+
+    use super::Store;
+
+    /// One change in a fresh document, as the engine's `Append` carries it.
+    fn append(n: u8) -> (DocumentId, StorageTask) {
+        let doc = DocumentId::from_bytes([n; 16]);
+        let mut d = automerge::Automerge::new();
+        let mut tx = d.transaction();
+        tx.put(automerge::ROOT, "n", i64::from(n)).unwrap();
+        tx.commit();
+        let c = d.get_last_local_change().unwrap();
+        let task = StorageTask::Append {
+            doc,
+            kind: None,
+            changes: vec![StoredChange {
+                hash: c.hash(),
+                bytes: c.raw_bytes().to_vec(),
+            }],
+            heads: d.get_heads(),
+            owners: Vec::new(),
+        };
+        (doc, task)
+    }
+
+    /// SQLite has one writer at a time. A write of the server's that takes longer than
+    /// SQLite's busy timeout (5 s: a school's pupil import on a slow disk, a records
+    /// rebuild) must make a device's append and a records write wait for their turn, not
+    /// fail with "database is locked" and cost the device its acknowledgement.
+    #[tokio::test]
+    async fn sqlite_writers_wait_for_their_turn_however_long_the_write_before_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("k.db").display());
+        let store = Store::open(&url, None).await.unwrap();
+        let mut long = store.begin_write().await.unwrap();
+        sqlx::query("INSERT INTO sync_states (doc_id, peer_storage_id, state) VALUES ($1, $2, $3)")
+            .bind("long")
+            .bind("peer")
+            .bind(vec![1_u8])
+            .execute(&mut *long)
+            .await
+            .unwrap();
+        let (doc, task) = append(7);
+        let appending = {
+            let store = store.clone();
+            tokio::spawn(async move { store.run_document_tasks(&[&task], 1).await })
+        };
+        let recording = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut tx = store.begin_records_tx().await?;
+                sqlx::query("DELETE FROM sync_states WHERE doc_id = 'nothing'")
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok::<(), crate::error::Error>(())
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+        assert!(
+            !appending.is_finished(),
+            "the append waits while the write holds the turn"
+        );
+        long.commit().await.unwrap();
+        appending
+            .await
+            .unwrap()
+            .expect("the append is stored after the long write");
+        recording
+            .await
+            .unwrap()
+            .expect("the records write runs after it");
+        assert_eq!(store.load_document(doc).await.unwrap().changes.len(), 1);
+    }
 }

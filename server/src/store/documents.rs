@@ -144,14 +144,14 @@ impl Store {
                 _ => {}
             }
         }
-        let claimed = claim_actors(&mut tx, &wanted, now).await?;
+        let claimed = claim_actors(tx.tx(), &wanted, now).await?;
         let mut appends: Vec<&StorageTask> = Vec::new();
         for task in tasks {
             if matches!(task, StorageTask::Append { .. }) {
                 appends.push(task);
                 continue;
             }
-            append_all(&mut tx, &std::mem::take(&mut appends), now).await?;
+            append_all(tx.tx(), &std::mem::take(&mut appends), now).await?;
             match task {
                 StorageTask::Load { .. }
                 | StorageTask::LoadChanges { .. }
@@ -210,7 +210,7 @@ impl Store {
                 }
             }
         }
-        append_all(&mut tx, &appends, now).await?;
+        append_all(tx.tx(), &appends, now).await?;
         if self.backend == crate::store::Backend::Postgres {
             // Delivered to the other nodes when (and only if) this commits, claims
             // before documents: a node learns who owns an actor id before it reads the

@@ -172,7 +172,7 @@ impl Store {
     ) -> Result<()> {
         let id = doc.to_string();
         let mut tx = self.begin_records_write(&id).await?;
-        let slot = slot_of(&mut tx, b.slot).await?;
+        let slot = slot_of(tx.tx(), b.slot).await?;
         let a = attendance(b, slot.as_ref());
         let seq: Option<i64> =
             sqlx::query("SELECT received_seq FROM proj_bookings WHERE doc_id = $1")
@@ -268,7 +268,7 @@ impl Store {
     /// A database failure.
     pub async fn write_school_log_records(&self, doc: DocumentId, log: &SchoolLog) -> Result<()> {
         let mut tx = self.begin_records_write(&doc.to_string()).await?;
-        write_school_log(&mut tx, &doc.to_string(), log).await?;
+        write_school_log(tx.tx(), &doc.to_string(), log).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -94,7 +94,7 @@ impl Store {
     /// Missing or unknown school or venue, over-long names, or a database failure.
     pub async fn create_user(&self, user: &NewUser, now: i64) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        insert_user(&mut tx, user, now).await?;
+        insert_user(tx.tx(), user, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -106,7 +106,7 @@ impl Store {
     pub async fn create_users(&self, users: &[NewUser], now: i64) -> Result<()> {
         let mut tx = self.begin_write().await?;
         for user in users {
-            insert_user(&mut tx, user, now).await?;
+            insert_user(tx.tx(), user, now).await?;
         }
         tx.commit().await?;
         Ok(())
