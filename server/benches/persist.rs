@@ -139,13 +139,13 @@ async fn records_figure(name: &str, url: &str) {
     let booking = large_booking();
     let doc = DocumentId::from_bytes(rand::random());
     store
-        .write_booking_records(doc, &booking, 1_760_000_000_000)
+        .write_booking_records(doc, &booking, 1_760_000_000_000, None)
         .await
         .expect("warm-up write");
     let started = Instant::now();
     for n in 0..RECORDS_WRITES {
         store
-            .write_booking_records(doc, &booking, 1_760_000_000_001 + n as i64)
+            .write_booking_records(doc, &booking, 1_760_000_000_001 + n as i64, None)
             .await
             .expect("records written");
     }

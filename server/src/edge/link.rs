@@ -705,13 +705,9 @@ async fn project(state: &AppState, doc: DocumentId) {
         }
     };
     let projection = crate::records::project(doc, &d);
-    match crate::records::write(&state.store, doc, &projection, now_ms()).await {
-        Ok(_) => {
-            state.live.publish_projection(&projection);
-            if let Err(e) = state.store.mark_projected(doc, &d.get_heads()).await {
-                tracing::warn!(doc = %doc, error = %e, "edge link: could not mark records");
-            }
-        }
+    let heads = d.get_heads();
+    match crate::records::write(&state.store, doc, &projection, Some(&heads), now_ms()).await {
+        Ok(_) => state.live.publish_projection(&projection),
         Err(e) => tracing::warn!(doc = %doc, error = %e, "edge link: records not written"),
     }
 }

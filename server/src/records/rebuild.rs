@@ -40,10 +40,9 @@ pub async fn rebuild(store: &Store) -> Result<usize> {
             let d = load(store, *doc).await?;
             let p = project(*doc, &d);
             if p != Projection::Nothing {
-                write(store, *doc, &p, now_ms()).await?;
                 n += 1;
             }
-            store.mark_projected(*doc, &d.get_heads()).await?;
+            write(store, *doc, &p, Some(&d.get_heads()), now_ms()).await?;
         }
     }
     Ok(n)
@@ -60,10 +59,7 @@ pub async fn reproject_stale(store: &Store) -> Result<usize> {
     for doc in &stale {
         let d = load(store, *doc).await?;
         let p = project(*doc, &d);
-        if p != Projection::Nothing {
-            write(store, *doc, &p, now_ms()).await?;
-        }
-        store.mark_projected(*doc, &d.get_heads()).await?;
+        write(store, *doc, &p, Some(&d.get_heads()), now_ms()).await?;
     }
     Ok(stale.len())
 }

@@ -189,13 +189,7 @@ impl Store {
                             "the stored snapshot changed since it was read".into(),
                         ));
                     }
-                    for h in delete {
-                        sqlx::query("DELETE FROM changes WHERE doc_id = $1 AND hash = $2")
-                            .bind(&id)
-                            .bind(h.0.to_vec())
-                            .execute(&mut *tx)
-                            .await?;
-                    }
+                    delete_changes(tx.tx(), &id, delete).await?;
                 }
                 StorageTask::SaveSyncState { doc, peer, state } => {
                     sqlx::query(
@@ -295,11 +289,7 @@ impl Store {
     ) -> Result<()> {
         // Derived, like the records it follows: its commit does not wait for the disk.
         let mut tx = self.begin_records_tx().await?;
-        sqlx::query("UPDATE documents SET projected_heads = $2 WHERE doc_id = $1")
-            .bind(doc.to_string())
-            .bind(heads_blob(heads))
-            .execute(&mut *tx)
-            .await?;
+        mark_projected_in(tx.tx(), &doc.to_string(), Some(heads)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -439,6 +429,49 @@ async fn append_all(
 /// checks the others: the claims made now, or [`crate::error::Error::ActorClaimed`] (with
 /// the table's owners) when one belongs to another device. Two transactions claiming one
 /// actor id take turns on its key, so the second sees the first's claim.
+/// Notes, in the transaction that writes a document's records, the heads they were
+/// computed at (`None`: leaves them as they are), so that records and their heads are
+/// committed together.
+pub(super) async fn mark_projected_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    doc: &str,
+    heads: Option<&[automerge::ChangeHash]>,
+) -> Result<()> {
+    if let Some(heads) = heads {
+        sqlx::query("UPDATE documents SET projected_heads = $2 WHERE doc_id = $1")
+            .bind(doc)
+            .bind(heads_blob(heads))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Deletes the change rows a snapshot folded in, [`ROWS_PER_INSERT`] hashes a statement
+/// (one statement per hash was the live day's most frequent statement: a compaction
+/// folds a hundred changes or more).
+async fn delete_changes(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    doc: &str,
+    hashes: &[automerge::ChangeHash],
+) -> Result<()> {
+    for chunk in hashes.chunks(ROWS_PER_INSERT) {
+        let list = placeholders(tx, chunk.len(), 1);
+        let last = if tx.backend_name() == "SQLite" {
+            "?".to_owned()
+        } else {
+            format!("${}", chunk.len() + 1)
+        };
+        let sql = format!("DELETE FROM changes WHERE hash IN ({list}) AND doc_id = {last}");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for h in chunk {
+            q = q.bind(h.0.to_vec());
+        }
+        q.bind(doc).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 async fn claim_actors(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     wanted: &[(Vec<u8>, DeviceId)],

@@ -1,5 +1,6 @@
 //! Writes and reads the records projected from documents (see `crate::records`).
 
+use automerge::ChangeHash;
 use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::ids::SlotId;
 use kepu_sync_core::rules::attendance::attendance;
@@ -14,6 +15,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::store::Store;
+use crate::store::documents::mark_projected_in;
 use crate::store::written::TableRows;
 
 /// A booking request in a slot, as the capacity decision needs it.
@@ -120,7 +122,13 @@ impl Store {
     ///
     /// # Errors
     /// A database failure.
-    pub async fn write_venue_records(&self, doc: DocumentId, v: &Venue, now: i64) -> Result<()> {
+    pub async fn write_venue_records(
+        &self,
+        doc: DocumentId,
+        v: &Venue,
+        now: i64,
+        at: Option<&[ChangeHash]>,
+    ) -> Result<()> {
         let id = doc.to_string();
         let mut tx = self.begin_records_write(&id).await?;
         let venue = v.venue.to_string();
@@ -153,6 +161,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        mark_projected_in(tx.tx(), &id, at).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -169,6 +178,7 @@ impl Store {
         doc: DocumentId,
         b: &Booking,
         now: i64,
+        at: Option<&[ChangeHash]>,
     ) -> Result<()> {
         let id = doc.to_string();
         let mut tx = self.begin_records_write(&id).await?;
@@ -223,6 +233,7 @@ impl Store {
         .await?;
         let tables = booking_tables(&id, b, &a);
         let pending = self.written.write(&mut tx, &id, tables).await?;
+        mark_projected_in(tx.tx(), &id, at).await?;
         tx.commit().await?;
         pending.committed();
         Ok(())
@@ -232,7 +243,12 @@ impl Store {
     ///
     /// # Errors
     /// A database failure.
-    pub async fn write_activity_records(&self, doc: DocumentId, log: &ActivityLog) -> Result<()> {
+    pub async fn write_activity_records(
+        &self,
+        doc: DocumentId,
+        log: &ActivityLog,
+        at: Option<&[ChangeHash]>,
+    ) -> Result<()> {
         let id = doc.to_string();
         let mut tx = self.begin_records_write(&id).await?;
         sqlx::query("DELETE FROM proj_activities WHERE doc_id = $1")
@@ -258,6 +274,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        mark_projected_in(tx.tx(), &id, at).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -266,9 +283,16 @@ impl Store {
     ///
     /// # Errors
     /// A database failure.
-    pub async fn write_school_log_records(&self, doc: DocumentId, log: &SchoolLog) -> Result<()> {
-        let mut tx = self.begin_records_write(&doc.to_string()).await?;
-        write_school_log(tx.tx(), &doc.to_string(), log).await?;
+    pub async fn write_school_log_records(
+        &self,
+        doc: DocumentId,
+        log: &SchoolLog,
+        at: Option<&[ChangeHash]>,
+    ) -> Result<()> {
+        let id = doc.to_string();
+        let mut tx = self.begin_records_write(&id).await?;
+        write_school_log(tx.tx(), &id, log).await?;
+        mark_projected_in(tx.tx(), &id, at).await?;
         tx.commit().await?;
         Ok(())
     }

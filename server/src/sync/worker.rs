@@ -257,14 +257,11 @@ async fn write_records(
     projection: &Projection,
     heads: &[automerge::ChangeHash],
 ) {
-    match crate::records::write(&state.store, doc, projection, now_ms()).await {
+    match crate::records::write(&state.store, doc, projection, Some(heads), now_ms()).await {
         Ok(slot) => {
             state.live.publish_projection(projection);
             if let Some(venue) = crate::live::venue_of(projection) {
                 tell_nodes(state, Tag::Venue, venue.to_string()).await;
-            }
-            if let Err(e) = state.store.mark_projected(doc, heads).await {
-                tracing::warn!(doc = %doc, error = %e, "could not mark projection");
             }
             if let Some(slot) = slot {
                 if state.leader.confirm(&state.store).await {

@@ -148,11 +148,17 @@ type Tables = BTreeMap<String, Vec<BTreeMap<String, Option<String>>>>;
 /// The records of `doc` written whole into a database of their own.
 async fn written_whole(db: &TestDb, venue: &(DocumentId, Automerge), doc: &Automerge) -> Tables {
     let reference = TestDb::new(kind(db)).await;
-    write(&reference.store, venue.0, &project(venue.0, &venue.1), T)
-        .await
-        .unwrap();
+    write(
+        &reference.store,
+        venue.0,
+        &project(venue.0, &venue.1),
+        None,
+        T,
+    )
+    .await
+    .unwrap();
     let id = DocumentId::from_bytes(BOOKING);
-    write(&reference.store, id, &project(id, doc), T)
+    write(&reference.store, id, &project(id, doc), None, T)
         .await
         .unwrap();
     let tables = records_tables(&reference, kind(db)).await;
@@ -162,7 +168,7 @@ async fn written_whole(db: &TestDb, venue: &(DocumentId, Automerge), doc: &Autom
 
 async fn write_booking(store: &Store, doc: &Automerge) {
     let id = DocumentId::from_bytes(BOOKING);
-    write(store, id, &project(id, doc), T)
+    write(store, id, &project(id, doc), None, T)
         .await
         .expect("records written");
 }
@@ -173,7 +179,7 @@ fn rows_written(store: &Store, how: &str) -> u64 {
 
 async fn a_booking_written_change_by_change_holds_the_rows_of_a_whole_write(db: &TestDb) {
     let venue = venue();
-    write(&db.store, venue.0, &project(venue.0, &venue.1), T)
+    write(&db.store, venue.0, &project(venue.0, &venue.1), None, T)
         .await
         .unwrap();
     let day = day();
@@ -198,7 +204,7 @@ async fn a_booking_written_change_by_change_holds_the_rows_of_a_whole_write(db: 
 
 async fn another_writer_in_between_makes_the_next_write_replace_every_row(db: &TestDb) {
     let venue = venue();
-    write(&db.store, venue.0, &project(venue.0, &venue.1), T)
+    write(&db.store, venue.0, &project(venue.0, &venue.1), None, T)
         .await
         .unwrap();
     let day = day();
@@ -221,7 +227,7 @@ async fn another_writer_in_between_makes_the_next_write_replace_every_row(db: &T
     );
     // A rebuild in between (the admin command clears every record) too.
     other.clear_records().await.unwrap();
-    write(&other, venue.0, &project(venue.0, &venue.1), T)
+    write(&other, venue.0, &project(venue.0, &venue.1), None, T)
         .await
         .unwrap();
     write_booking(&db.store, &day[6]).await;

@@ -37,6 +37,7 @@ crate::support::on_both_databases!(
     login_attempts_lock_a_name_for_every_node_and_are_forgotten,
     a_snapshot_replaced_by_another_node_is_not_overwritten,
     changes_under_an_actor_id_claimed_by_another_device_are_not_stored,
+    a_compaction_of_hundreds_of_changes_deletes_their_rows_only,
 );
 
 /// Node A claimed an actor id for device X; node B, which never heard of it, admitted a
@@ -730,7 +731,7 @@ async fn a_bookings_roster_is_written_with_its_records_and_rebuilt(db: &TestDb) 
     let mut d = booking_of_school_3(&teacher, 3, pupils.clone());
     store_booking_changes(store, doc, &d, &[]).await;
     let projection = kepu_server::records::project(doc, &d);
-    kepu_server::records::write(store, doc, &projection, now_ms())
+    kepu_server::records::write(store, doc, &projection, None, now_ms())
         .await
         .unwrap();
     let id = doc.to_string();
@@ -752,7 +753,7 @@ async fn a_bookings_roster_is_written_with_its_records_and_rebuilt(db: &TestDb) 
     .unwrap();
     store_booking_changes(store, doc, &d, &before).await;
     let projection = kepu_server::records::project(doc, &d);
-    kepu_server::records::write(store, doc, &projection, now_ms())
+    kepu_server::records::write(store, doc, &projection, None, now_ms())
         .await
         .unwrap();
     assert_eq!(store.booking_roster(&id).await.unwrap(), ids(&[10, 30]));
@@ -786,10 +787,18 @@ async fn a_database_from_before_rosters_gets_them_at_start(db: &TestDb) {
     );
     store_booking_changes(&db.store, doc, &d, &[]).await;
     let projection = kepu_server::records::project(doc, &d);
-    kepu_server::records::write(&db.store, doc, &projection, now_ms())
+    kepu_server::records::write(&db.store, doc, &projection, None, now_ms())
         .await
         .unwrap();
-    db.store.mark_projected(doc, &d.get_heads()).await.unwrap();
+    assert_eq!(
+        db.store.stale_projections().await.unwrap(),
+        vec![doc],
+        "records written without their heads are still stale"
+    );
+    // Written with the heads they were computed at: records and heads commit together.
+    kepu_server::records::write(&db.store, doc, &projection, Some(&d.get_heads()), now_ms())
+        .await
+        .unwrap();
     assert!(db.store.stale_projections().await.unwrap().is_empty());
 
     // Take the database back to before the roster table (migration 0008).
@@ -848,7 +857,7 @@ async fn a_bookings_attendance_is_read_from_one_snapshot(db: &TestDb) {
         apply_unchecked(&mut d, &teacher, now_ms(), &scan).unwrap();
         projections.push(kepu_server::records::project(doc, &d));
     }
-    kepu_server::records::write(&store, doc, &projections[0], now_ms())
+    kepu_server::records::write(&store, doc, &projections[0], None, now_ms())
         .await
         .unwrap();
 
@@ -856,7 +865,7 @@ async fn a_bookings_attendance_is_read_from_one_snapshot(db: &TestDb) {
     let writer = tokio::spawn(async move {
         for round in 0..3 {
             for p in &projections {
-                kepu_server::records::write(&writer_store, doc, p, now_ms() + round)
+                kepu_server::records::write(&writer_store, doc, p, None, now_ms() + round)
                     .await
                     .unwrap();
             }
@@ -1048,6 +1057,11 @@ async fn a_snapshot_replaced_by_another_node_is_not_overwritten(db: &TestDb) {
         replaces: Some(Vec::new()),
     };
     db.store.run_document_tasks(&[&a], now_ms()).await.unwrap();
+    let compacted = db.store.load_document(doc).await.unwrap();
+    assert!(
+        compacted.changes.is_empty(),
+        "the rows folded into the snapshot are deleted"
+    );
     // Node B, which held only the first change, compacts over "no snapshot".
     let older = d.fork_at(&[rows[0].hash]).unwrap();
     let b = StorageTask::Compact {
@@ -1072,4 +1086,56 @@ async fn a_snapshot_replaced_by_another_node_is_not_overwritten(db: &TestDb) {
         replaces: Some(d.get_heads()),
     };
     db.store.run_document_tasks(&[&c], now_ms()).await.unwrap();
+}
+
+/// A booking's day compacted at once: 450 change rows (more than one statement's worth)
+/// are folded into the snapshot and deleted; the same changes stored under another
+/// document stay.
+async fn a_compaction_of_hundreds_of_changes_deletes_their_rows_only(db: &TestDb) {
+    use automerge::transaction::Transactable as _;
+    let doc = kepu_sync_core::doc_id::DocumentId::from_bytes([10; 16]);
+    let other = kepu_sync_core::doc_id::DocumentId::from_bytes([11; 16]);
+    let mut d = automerge::Automerge::new();
+    let mut rows = Vec::new();
+    for i in 0..450i64 {
+        let mut tx = d.transaction();
+        tx.put(automerge::ROOT, format!("k{i}"), i).unwrap();
+        tx.commit();
+        let c = d.get_last_local_change().unwrap();
+        rows.push(StoredChange {
+            hash: c.hash(),
+            bytes: c.raw_bytes().to_vec(),
+        });
+    }
+    for id in [doc, other] {
+        let append = StorageTask::Append {
+            doc: id,
+            kind: None,
+            changes: rows.clone(),
+            heads: d.get_heads(),
+            owners: Vec::new(),
+        };
+        db.store
+            .run_document_tasks(&[&append], now_ms())
+            .await
+            .unwrap();
+    }
+    let compact = StorageTask::Compact {
+        doc,
+        snapshot: d.save(),
+        heads: d.get_heads(),
+        delete: rows.iter().map(|r| r.hash).collect(),
+        replaces: Some(Vec::new()),
+    };
+    db.store
+        .run_document_tasks(&[&compact], now_ms())
+        .await
+        .unwrap();
+    let compacted = db.store.load_document(doc).await.unwrap();
+    assert!(compacted.changes.is_empty(), "every folded row is deleted");
+    let restored =
+        kepu_sync_core::stored::restore(compacted.snapshot.as_deref(), compacted.changes);
+    assert_eq!(restored.doc.get_heads(), d.get_heads(), "nothing is lost");
+    let untouched = db.store.load_document(other).await.unwrap();
+    assert_eq!(untouched.changes.len(), 450, "another document's rows stay");
 }

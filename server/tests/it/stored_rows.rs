@@ -283,7 +283,7 @@ pub(crate) async fn records_tables(
 async fn the_records_of_a_fixed_day_are_stored_as_before(db: &TestDb) {
     for (id, doc) in documents() {
         let projection = project(id, &doc);
-        write(&db.store, id, &projection, T + 200 * MIN)
+        write(&db.store, id, &projection, None, T + 200 * MIN)
             .await
             .expect("records written");
     }
