@@ -274,6 +274,14 @@ pub fn table(figures: &Value) -> String {
             "  unobserved {}  failures {}  records {}",
             l["unobserved"], l["failures"], l["records"]
         );
+        if !l["server_cpu_s"].is_null() {
+            let _ = writeln!(
+                out,
+                "  server CPU {} s ({} µs per check-in, from the first check-in until the observers saw the last)",
+                num(&l["server_cpu_s"], 2),
+                num(&l["server_cpu_us_per_check_in"], 0)
+            );
+        }
     }
     if let Some(r) = s
         .get("reconnect-storm")

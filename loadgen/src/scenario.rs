@@ -879,6 +879,8 @@ pub async fn live_day(ctx: &Ctx, scale: &Scale, server_pid: Option<u32>) -> anyh
         usize::try_from(total_ticks).unwrap_or(0),
         "live-day: check-ins",
     );
+    // The server's CPU from the first check-in until the observers saw the last one.
+    let cpu_before = server_pid.and_then(crate::stats::cpu_seconds);
     for (step, rate) in scale.live_rates.iter().enumerate() {
         let ticks = u64::from(*rate) * scale.live_step_secs;
         let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(*rate)));
@@ -912,6 +914,9 @@ pub async fn live_day(ctx: &Ctx, scale: &Scale, server_pid: Option<u32>) -> anyh
     if let Some(d) = &sse {
         d.drain(Duration::from_secs(5)).await;
     }
+    let cpu_s = cpu_before
+        .zip(server_pid.and_then(crate::stats::cpu_seconds))
+        .map(|(a, b)| b - a);
     let (after_sent, after_recv) = ctx.counters.bytes();
     let lost = latency.pending();
     let _ = stop_tx.send(true);
@@ -953,6 +958,8 @@ pub async fn live_day(ctx: &Ctx, scale: &Scale, server_pid: Option<u32>) -> anyh
         "observers": scale.live_venues,
         "steps": step_rows,
         "unobserved": lost,
+        "server_cpu_s": cpu_s,
+        "server_cpu_us_per_check_in": cpu_s.map(|c| c * 1e6 / total_ticks.max(1) as f64),
         "reconnects": ctx.counters.reconnects.swap(0, std::sync::atomic::Ordering::Relaxed),
         "drop_reasons": ctx.counters.take_drop_reasons(),
         "sse": sse.as_ref().map(|d| d.status()),
