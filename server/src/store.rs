@@ -353,32 +353,10 @@ pub(crate) fn parse_uuid(text: &str, table: &'static str) -> Result<uuid::Uuid> 
 
 #[cfg(test)]
 mod write_turn_tests {
-    use automerge::transaction::Transactable as _;
     use kepu_sync_core::doc_id::DocumentId;
-    use kepu_sync_core::engine::{StorageTask, StoredChange};
+    use kepu_sync_core::mem_store::{append, plain_changes};
 
     use super::Store;
-
-    /// One change in a fresh document, as the engine's `Append` carries it.
-    fn append(n: u8) -> (DocumentId, StorageTask) {
-        let doc = DocumentId::from_bytes([n; 16]);
-        let mut d = automerge::Automerge::new();
-        let mut tx = d.transaction();
-        tx.put(automerge::ROOT, "n", i64::from(n)).unwrap();
-        tx.commit();
-        let c = d.get_last_local_change().unwrap();
-        let task = StorageTask::Append {
-            doc,
-            kind: None,
-            changes: vec![StoredChange {
-                hash: c.hash(),
-                bytes: c.raw_bytes().to_vec(),
-            }],
-            heads: d.get_heads(),
-            owners: Vec::new(),
-        };
-        (doc, task)
-    }
 
     /// Every SQLite connection of the store, the records' own too, keeps the small page
     /// cache (ADR 0184).
@@ -422,7 +400,9 @@ mod write_turn_tests {
             .execute(&mut *long)
             .await
             .unwrap();
-        let (doc, task) = append(7);
+        let doc = DocumentId::from_bytes([7; 16]);
+        let (d, changes) = plain_changes(1);
+        let task = append(doc, changes, d.get_heads());
         let appending = {
             let store = store.clone();
             tokio::spawn(async move { store.run_document_tasks(&[&task], 1).await })

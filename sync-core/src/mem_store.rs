@@ -119,3 +119,43 @@ impl MemStore {
         })
     }
 }
+
+/// `n` changes of a fresh document, each putting `k<i>` = `i` at its root, as storage
+/// tasks carry them: for tests of stores.
+///
+/// # Panics
+/// Never for a fresh document.
+#[must_use]
+pub fn plain_changes(n: usize) -> (automerge::Automerge, Vec<StoredChange>) {
+    use automerge::transaction::Transactable as _;
+    let mut d = automerge::Automerge::new();
+    let mut rows = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut tx = d.transaction();
+        tx.put(
+            automerge::ROOT,
+            format!("k{i}"),
+            i64::try_from(i).unwrap_or(i64::MAX),
+        )
+        .expect("a put at the root of a fresh document");
+        tx.commit();
+        let c = d.get_last_local_change().expect("the change just made");
+        rows.push(StoredChange {
+            hash: c.hash(),
+            bytes: c.raw_bytes().to_vec(),
+        });
+    }
+    (d, rows)
+}
+
+/// The engine's `Append` of `changes` into `doc`, whose heads are then `heads`.
+#[must_use]
+pub fn append(doc: DocumentId, changes: Vec<StoredChange>, heads: Vec<ChangeHash>) -> StorageTask {
+    StorageTask::Append {
+        doc,
+        kind: None,
+        changes,
+        heads,
+        owners: Vec::new(),
+    }
+}

@@ -8,6 +8,7 @@ use kepu_server::ids::new_id;
 use kepu_server::store::{NewUser, Refusal};
 use kepu_sync_core::engine::{StorageTask, StoredChange};
 use kepu_sync_core::ids::{DeviceId, PupilId, SchoolId};
+use kepu_sync_core::mem_store::{append, plain_changes};
 use sqlx::{Column, Row};
 
 use crate::support::{TestDb, place, user};
@@ -617,24 +618,9 @@ async fn admin_cli_bootstraps_an_admin_and_imports_pupils(db: &TestDb) {
 
 /// One change in a fresh document, as an engine `Append` would carry it.
 fn one_change_append(n: u8) -> (kepu_sync_core::doc_id::DocumentId, StorageTask) {
-    use automerge::transaction::Transactable as _;
     let doc = kepu_sync_core::doc_id::DocumentId::from_bytes([n; 16]);
-    let mut d = automerge::Automerge::new();
-    let mut tx = d.transaction();
-    tx.put(automerge::ROOT, "n", i64::from(n)).unwrap();
-    tx.commit();
-    let c = d.get_last_local_change().unwrap();
-    let task = StorageTask::Append {
-        doc,
-        kind: None,
-        changes: vec![StoredChange {
-            hash: c.hash(),
-            bytes: c.raw_bytes().to_vec(),
-        }],
-        heads: d.get_heads(),
-        owners: Vec::new(),
-    };
-    (doc, task)
+    let (d, changes) = plain_changes(1);
+    (doc, append(doc, changes, d.get_heads()))
 }
 
 async fn one_failing_storage_task_fails_only_itself(db: &TestDb) {
@@ -1021,29 +1007,11 @@ async fn login_attempts_lock_a_name_for_every_node_and_are_forgotten(db: &TestDb
 /// read before the first one's, is refused and changes nothing (its snapshot lacks what
 /// the first one folded in); a load returns the snapshot's heads with its rows.
 async fn a_snapshot_replaced_by_another_node_is_not_overwritten(db: &TestDb) {
-    use automerge::transaction::Transactable as _;
     let doc = kepu_sync_core::doc_id::DocumentId::from_bytes([9; 16]);
-    let mut d = automerge::Automerge::new();
-    let mut rows = Vec::new();
-    for i in 0..3i64 {
-        let mut tx = d.transaction();
-        tx.put(automerge::ROOT, format!("k{i}"), i).unwrap();
-        tx.commit();
-        let c = d.get_last_local_change().unwrap();
-        rows.push(StoredChange {
-            hash: c.hash(),
-            bytes: c.raw_bytes().to_vec(),
-        });
-    }
-    let append = StorageTask::Append {
-        doc,
-        kind: None,
-        changes: rows.clone(),
-        heads: d.get_heads(),
-        owners: Vec::new(),
-    };
+    let (d, rows) = plain_changes(3);
+    let stored = append(doc, rows.clone(), d.get_heads());
     db.store
-        .run_document_tasks(&[&append], now_ms())
+        .run_document_tasks(&[&stored], now_ms())
         .await
         .unwrap();
     let loaded = db.store.load_document(doc).await.unwrap();
@@ -1092,31 +1060,13 @@ async fn a_snapshot_replaced_by_another_node_is_not_overwritten(db: &TestDb) {
 /// are folded into the snapshot and deleted; the same changes stored under another
 /// document stay.
 async fn a_compaction_of_hundreds_of_changes_deletes_their_rows_only(db: &TestDb) {
-    use automerge::transaction::Transactable as _;
     let doc = kepu_sync_core::doc_id::DocumentId::from_bytes([10; 16]);
     let other = kepu_sync_core::doc_id::DocumentId::from_bytes([11; 16]);
-    let mut d = automerge::Automerge::new();
-    let mut rows = Vec::new();
-    for i in 0..450i64 {
-        let mut tx = d.transaction();
-        tx.put(automerge::ROOT, format!("k{i}"), i).unwrap();
-        tx.commit();
-        let c = d.get_last_local_change().unwrap();
-        rows.push(StoredChange {
-            hash: c.hash(),
-            bytes: c.raw_bytes().to_vec(),
-        });
-    }
+    let (d, rows) = plain_changes(450);
     for id in [doc, other] {
-        let append = StorageTask::Append {
-            doc: id,
-            kind: None,
-            changes: rows.clone(),
-            heads: d.get_heads(),
-            owners: Vec::new(),
-        };
+        let stored = append(id, rows.clone(), d.get_heads());
         db.store
-            .run_document_tasks(&[&append], now_ms())
+            .run_document_tasks(&[&stored], now_ms())
             .await
             .unwrap();
     }
