@@ -134,7 +134,7 @@ async fn stage(db: &TestDb, server: &ServerProcess) -> Stage {
         booking,
         create_booking(VenueId(p.venue), slot, SchoolId(p.school), roster.clone()),
     );
-    teacher.sync(server.addr).await;
+    teacher.sync_until_stored(server.addr, &booking).await;
     assert!(teacher.server_has_all(&booking));
     pupil.want(booking);
     pupil.sync(server.addr).await;
@@ -249,7 +249,7 @@ async fn frames_that_inflate_to_gigabytes_are_refused_and_the_server_stays_small
     assert!(answered, "the tampered connection still gets the booking");
     let (edit, scan) = check_in(roster[0]);
     teacher.edit(booking, edit);
-    teacher.sync(server.addr).await;
+    teacher.sync_until_stored(server.addr, &booking).await;
     assert!(teacher.server_has_all(&booking), "the check-in is stored");
     pupil.sync(server.addr).await;
     assert!(scan_ids(pupil.doc(&booking).unwrap()).contains(&scan));
@@ -296,7 +296,7 @@ async fn a_pupil_cannot_write_under_the_teachers_actor_and_the_teachers_offline_
     assert_eq!(raw.refusal().await.as_deref(), Some("foreign-actor"));
 
     // The teacher comes back online: the check-ins land and every reader sees them.
-    teacher.sync(server.addr).await;
+    teacher.sync_until_stored(server.addr, &booking).await;
     assert!(
         teacher.server_has_all(&booking),
         "the offline check-ins are stored"
@@ -327,7 +327,7 @@ async fn a_pupil_cannot_write_under_the_teachers_actor_and_the_teachers_offline_
     let (edit, id) = check_in(roster[2]);
     teacher.disconnect();
     teacher.edit(booking, edit);
-    teacher.sync(server.addr).await;
+    teacher.sync_until_stored(server.addr, &booking).await;
     assert!(teacher.server_has_all(&booking));
     let _ = (enroller, id);
     drop(server);

@@ -190,6 +190,18 @@ impl Device {
         self.pump(Duration::from_millis(400)).await;
     }
 
+    /// Syncs until the server has acknowledged every local change of `doc` (it sends its
+    /// heads only once the changes are stored), the connection ends, or 30 s pass. A
+    /// loaded machine may hold an acknowledgement back longer than [`Self::sync`]'s
+    /// quiet period; the caller still asserts [`Self::server_has_all`].
+    pub async fn sync_until_stored(&mut self, addr: std::net::SocketAddr, doc: &DocumentId) {
+        self.sync(addr).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !self.server_has_all(doc) && self.online() && std::time::Instant::now() < deadline {
+            self.pump(Duration::from_millis(400)).await;
+        }
+    }
+
     /// The server this device last connected to.
     pub fn last_addr(&self) -> Option<std::net::SocketAddr> {
         self.addr
