@@ -425,10 +425,6 @@ async fn append_all(
     Ok(())
 }
 
-/// Claims each actor id of `wanted` for its device where the claim table holds none, and
-/// checks the others: the claims made now, or [`crate::error::Error::ActorClaimed`] (with
-/// the table's owners) when one belongs to another device. Two transactions claiming one
-/// actor id take turns on its key, so the second sees the first's claim.
 /// Notes, in the transaction that writes a document's records, the heads they were
 /// computed at (`None`: leaves them as they are), so that records and their heads are
 /// committed together.
@@ -472,6 +468,10 @@ async fn delete_changes(
     Ok(())
 }
 
+/// Claims each actor id of `wanted` for its device where the claim table holds none, and
+/// checks the others: the claims made now, or [`crate::error::Error::ActorClaimed`] (with
+/// the table's owners) when one belongs to another device. Two transactions claiming one
+/// actor id take turns on its key, so the second sees the first's claim.
 async fn claim_actors(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     wanted: &[(Vec<u8>, DeviceId)],
