@@ -8,7 +8,7 @@
 //! - `access.rs`: who may watch a venue ([`may_watch`]) and see pupils' names
 //!   ([`may_see_names`]); pseudonyms and short device ids for everyone else.
 //! - `roster.rs`: the rosters of the day's bookings, read from their records
-//!   (`proj_rosters`) and kept in memory while the bookings' records stay the same.
+//!   (`proj_rosters`) and kept in memory while the pupils on them stay the same.
 //! - `view.rs`: the [`Snapshot`] the page shows; `assemble.rs`: [`assemble`] (pure) turns
 //!   one venue-day's rows into it: slots and bookings with their numbers, arrivals over
 //!   time, missing pupils per group, the duplicate and anomaly ledger and the uncertainty

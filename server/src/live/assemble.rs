@@ -348,6 +348,7 @@ mod tests {
                 arrived: 2,
                 inside: 2,
                 updated_at: 1,
+                roster_key: Some(1),
             }],
             scans: vec![
                 scan("b1", &p(0).to_string(), "dev-a", nine + 60_000, true),

@@ -99,6 +99,13 @@ impl LiveFeed {
             .collect()
     }
 
+    /// How many times a dashboard read a booking's roster from the store (not from
+    /// memory).
+    #[must_use]
+    pub fn roster_reads(&self) -> u64 {
+        self.rosters.reads()
+    }
+
     /// The rosters of booking documents read lately.
     pub(super) fn rosters(&self) -> &RosterCache {
         &self.rosters

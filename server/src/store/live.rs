@@ -49,8 +49,11 @@ pub struct DayBooking {
     pub arrived: i64,
     /// Inside now.
     pub inside: i64,
-    /// When the records were written (the dashboard keys its roster cache on it).
+    /// When the records were written.
     pub updated_at: i64,
+    /// The key of the pupils on its roster (ADR 0185; the dashboard keeps a roster in
+    /// memory until it changes); `None` in records written before it existed.
+    pub roster_key: Option<i64>,
 }
 
 /// A check-in scan of one of the day's bookings.
@@ -204,7 +207,7 @@ async fn venue_day(store: &Store, venue: Uuid, day: (i64, i64), names: bool) -> 
 
     let bookings = day_query(store,
         "SELECT b.doc_id, b.slot_id, b.school_id, sc.name, b.party_size, b.status, b.wait_position, \
-         b.expected, b.arrived, b.inside_now, b.updated_at \
+         b.expected, b.arrived, b.inside_now, b.updated_at, b.roster_key \
          FROM proj_bookings b JOIN proj_slots s ON s.slot_id = b.slot_id AND s.venue_id = b.venue_id \
          LEFT JOIN schools sc ON sc.id = b.school_id \
          WHERE b.venue_id = $1 AND s.start_ms >= $2 AND s.start_ms < $3 \
@@ -221,6 +224,7 @@ async fn venue_day(store: &Store, venue: Uuid, day: (i64, i64), names: bool) -> 
             arrived: r.try_get(8)?,
             inside: r.try_get(9)?,
             updated_at: r.try_get(10)?,
+            roster_key: r.try_get(11)?,
         })
     })
     .await?;

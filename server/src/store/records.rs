@@ -213,8 +213,8 @@ impl Store {
             .await?;
         sqlx::query(
             "INSERT INTO proj_bookings (doc_id, venue_id, slot_id, school_id, party_size, status, wait_position, \
-             requested_at, received_seq, expected, arrived, inside_now, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             requested_at, received_seq, expected, arrived, inside_now, updated_at, roster_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(&id)
         .bind(b.venue.to_string())
@@ -229,6 +229,7 @@ impl Store {
         .bind(i(a.arrived))
         .bind(i(a.inside_now))
         .bind(now)
+        .bind(roster_key(b))
         .execute(&mut *tx)
         .await?;
         let tables = booking_tables(&id, b, &a);
@@ -621,6 +622,22 @@ async fn slot_of(tx: &mut sqlx::Transaction<'_, sqlx::Any>, slot: SlotId) -> Res
             label: r.try_get(3).ok()?,
         })
     }))
+}
+
+/// A key of the pupils on a booking's roster (ADR 0185): the same on every node and in
+/// every version for the same pupils, different (but for a 2⁻⁶⁴ chance) when one is
+/// added, removed or swapped for another. When they were added does not count: the
+/// dashboard shows only who.
+fn roster_key(b: &Booking) -> i64 {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for pupil in b.roster.keys() {
+        hash.update(pupil.0.as_bytes());
+    }
+    let digest = hash.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_le_bytes(first)
 }
 
 /// The columns of a [`BookingRow`], with its slot's start.

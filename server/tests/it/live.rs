@@ -27,6 +27,7 @@ crate::support::on_both_databases!(
     names_are_shown_only_where_allowed,
     the_page_needs_a_login_and_loads_nothing_from_elsewhere,
     a_busy_day_is_read_quickly,
+    a_check_in_does_not_make_the_dashboard_read_the_roster_again,
 );
 
 /// Names the tests look for (and must not find where they are not allowed).
@@ -1039,6 +1040,87 @@ async fn a_busy_day_is_read_quickly(server: &TestServer) {
     assert!(
         warm[warm.len() / 2] < Duration::from_secs(1),
         "warm read took {warm:?}"
+    );
+}
+
+/// Every check-in rewrites its booking's records, but not its roster: the dashboard reads
+/// a booking's roster again only when the roster changed, even when a pupil is swapped
+/// for another and the roster keeps its size.
+async fn a_check_in_does_not_make_the_dashboard_read_the_roster_again(server: &TestServer) {
+    let mut scene = Scene::new(&server.db.store, server.addr).await;
+    let store = &server.db.store;
+    let viewer = kepu_server::live::Viewer {
+        role: Role::BureauAdmin,
+        venue_id: None,
+    };
+    let day = Day::parse(&scene.day).expect("day");
+    let feed = kepu_server::live::LiveFeed::new();
+    let venue = scene.venue;
+    let snapshot = || kepu_server::live::snapshot(store, &feed, venue, day, viewer, now_ms());
+    let first = snapshot().await.expect("snapshot");
+    assert_eq!(first.slots[0].bookings[0].missing.len(), 4);
+    assert_eq!(
+        feed.roster_reads(),
+        1,
+        "the first snapshot reads the roster"
+    );
+
+    scene.scan_first_arrivals(server.addr).await;
+    let after = snapshot().await.expect("snapshot");
+    // Pupils 0 and 1, and a walk-in of another school.
+    assert_eq!(after.slots[0].bookings[0].arrived, 3);
+    assert_eq!(after.slots[0].bookings[0].missing.len(), 2);
+    assert_eq!(
+        feed.roster_reads(),
+        1,
+        "check-ins changed the booking's records, not its roster"
+    );
+
+    // The teacher swaps the fourth pupil (not arrived) for a new one: same size.
+    let newcomer = user(
+        store,
+        Role::Pupil,
+        Some(scene.school),
+        None,
+        Some("王测试五"),
+    )
+    .await;
+    for edit in [
+        Edit::RemoveFromRoster {
+            pupil: PupilId(scene.pupils[3]),
+        },
+        Edit::AddToRoster {
+            pupils: vec![PupilId(newcomer)],
+        },
+    ] {
+        scene.teacher.edit(scene.booking, edit);
+    }
+    scene.teacher.sync(server.addr).await;
+    // A pupil is shown by name or, without one, by pseudonym.
+    let shows = |labels: &[kepu_server::live::PupilLabel], pupil: Uuid, name: &str| {
+        let alias = kepu_server::live::pseudonym(&pupil.to_string());
+        labels.iter().any(|l| l.label == name || l.label == alias)
+    };
+    let mut swapped = None;
+    for _ in 0..200 {
+        let s = snapshot().await.expect("snapshot");
+        if shows(&s.slots[0].bookings[0].missing, newcomer, "王测试五") {
+            swapped = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let swapped = swapped.expect("the dashboard shows the pupil swapped onto the roster");
+    let b = &swapped.slots[0].bookings[0];
+    assert_eq!((b.expected, b.missing.len()), (4, 2));
+    assert!(
+        !shows(&b.missing, scene.pupils[3], "-"),
+        "the pupil taken off the roster is no longer missing"
+    );
+    assert_eq!(
+        feed.roster_reads(),
+        2,
+        "the changed roster was read once more"
     );
 }
 
