@@ -11,11 +11,13 @@
 //! - [`ws`]: authentication at the upgrade, limits, keepalive, graceful close.
 //! - [`derived`]: the ids at which the server creates documents itself.
 //! - [`documents`]: documents the server itself creates (venues, the revocation list).
+//! - `touches`: devices' last sync times, written many at a time (ADR 0186).
 
 pub mod derived;
 pub mod documents;
 pub mod hub;
 pub mod inbox;
+pub(crate) mod touches;
 pub mod worker;
 pub mod ws;
 

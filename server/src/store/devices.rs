@@ -170,6 +170,45 @@ impl Store {
         rows.iter().map(device_record).collect()
     }
 
+    /// Records that devices synced, each at its time (the latest where a device comes
+    /// more than once), [`rows::ROWS_PER_INSERT`] devices a statement, in one write
+    /// transaction whose commit does not wait for the disk (ADR 0186): a last sync time
+    /// lost to a power cut is written again at the device's next connection. Unknown
+    /// devices are skipped.
+    ///
+    /// # Errors
+    /// A database failure; then none of them is written.
+    pub async fn touch_devices_synced(&self, touches: &[(Uuid, i64)]) -> Result<()> {
+        let mut latest: std::collections::BTreeMap<Uuid, i64> = std::collections::BTreeMap::new();
+        for (device, at) in touches {
+            let t = latest.entry(*device).or_insert(*at);
+            *t = (*t).max(*at);
+        }
+        if latest.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(String, i64)> = latest
+            .into_iter()
+            .map(|(d, t)| (d.to_string(), t))
+            .collect();
+        let mut tx = self.begin_records_tx().await?;
+        for chunk in rows.chunks(rows::ROWS_PER_INSERT) {
+            // The VALUES list's columns are `column1`, `column2` in both databases.
+            let sql = format!(
+                "UPDATE devices SET last_sync_at = v.column2 FROM (VALUES {}) AS v \
+                 WHERE devices.id = v.column1",
+                rows::placeholders(&tx, chunk.len(), 2)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (device, at) in chunk {
+                q = q.bind(device.clone()).bind(*at);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Records that a device synced (and the app version it reports, if any).
     ///
     /// # Errors

@@ -32,14 +32,6 @@ impl Store {
         .await?)
     }
 
-    /// This node holds a sync connection of `device` (PostgreSQL only).
-    ///
-    /// # Errors
-    /// A database failure.
-    pub async fn presence_connected(&self, device: Uuid, now: i64) -> Result<()> {
-        self.presence_refresh(&[device], now).await
-    }
-
     /// This node holds no sync connection of `device` any more.
     ///
     /// # Errors

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::inbox::HubMsg;
 pub use super::inbox::{INBOUND_BUDGET, Outbound, SyncHub};
+use super::touches::Touch;
 use super::worker::{self, Job};
 use crate::app_state::AppState;
 use crate::clock::now_ms;
@@ -78,6 +79,7 @@ impl SyncHub {
             rxs.push(rx);
         }
         let hub = Self::new(txs, derived.clone(), shared.clone());
+        let touches = super::touches::start(state.clone());
         for (shard, rx) in rxs.into_iter().enumerate() {
             let mut engine_config = Config::new(
                 Mode::Server,
@@ -111,6 +113,7 @@ impl SyncHub {
                     state: state.clone(),
                     docs_counted: 0,
                     claims_loaded: claims_loaded.clone(),
+                    touches: touches.clone(),
                 },
                 rx,
             ));
@@ -173,6 +176,9 @@ struct Shard {
     docs_counted: usize,
     /// Set once the actor claims are loaded (by any shard).
     claims_loaded: std::sync::Arc<tokio::sync::OnceCell<()>>,
+    /// Devices' connections opening and leaving, for their last sync times (the first
+    /// shard's only: it speaks for connections).
+    touches: mpsc::UnboundedSender<Touch>,
 }
 
 /// Documents merged since their records were last computed. A burst of frames for one
@@ -283,13 +289,7 @@ impl Shard {
                 );
                 if self.speaks_for_connections() {
                     self.state.live.device_connected(device.0);
-                    let touch = self.state.store.clone();
-                    tokio::spawn(async move {
-                        let _ = touch.touch_device_sync(device.0, now_ms(), None).await;
-                        if touch.backend() == crate::store::Backend::Postgres {
-                            let _ = touch.presence_connected(device.0, now_ms()).await;
-                        }
-                    });
+                    let _ = self.touches.send(Touch::Connected(device.0, now_ms()));
                 }
                 Input::Connected {
                     conn,
@@ -414,7 +414,7 @@ impl Shard {
     /// then tells the live dashboard.
     fn gone(&self, device: DeviceId) {
         if self.speaks_for_connections() {
-            live_gone(&self.state, device);
+            let _ = self.touches.send(Touch::Gone(device.0, now_ms()));
         }
     }
 
@@ -542,19 +542,6 @@ impl Shard {
             _ => {}
         }
     }
-}
-
-/// The device left the connected set: its last sync time, then the live dashboard.
-fn live_gone(state: &AppState, device: DeviceId) {
-    let touch = state.store.clone();
-    let live = state.live.clone();
-    tokio::spawn(async move {
-        let _ = touch.touch_device_sync(device.0, now_ms(), None).await;
-        live.device_disconnected(device.0);
-        if touch.backend() == crate::store::Backend::Postgres && !live.is_connected(device.0) {
-            let _ = touch.presence_gone(device.0).await;
-        }
-    });
 }
 
 /// Which device owns which actor id: without the claims, a device could write under

@@ -72,7 +72,102 @@ async fn a_peer_whose_queue_is_full_is_disconnected_for_certain() {
 
 crate::support::on_both_databases!(
     multi_thread db: a_burst_of_scans_reaches_the_records_computed_at_most_twice_a_booking,
+    connections_opening_and_leaving_are_the_devices_last_sync_times,
 );
+
+/// A device's connection opening and leaving are its last sync times (written many at a
+/// time, ADR 0186); the live dashboard sees it connected at once and gone once the time
+/// it left is written.
+async fn connections_opening_and_leaving_are_the_devices_last_sync_times(db: &TestDb) {
+    use kepu_server::accounts::Accounts;
+    use kepu_server::clock::now_ms;
+
+    const DEVICES: usize = 40;
+    let state = AppState::new(db.store.clone());
+    let hub = SyncHub::start(&state, &HubConfig::default());
+    let accounts = Accounts::new(db.store.clone());
+    let admin = crate::support::user(&db.store, Role::BureauAdmin, None, None, None).await;
+    for _ in 0..DEVICES {
+        let code = accounts.issue_enrollment_code(admin, 7).await.unwrap();
+        accounts.enroll(code.code.expose(), None).await.unwrap();
+    }
+    let devices: Vec<uuid::Uuid> = db
+        .store
+        .list_devices(Some(admin))
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    let synced_since = |since: i64| {
+        let store = db.store.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let times: Vec<Option<i64>> = store
+                    .list_devices(Some(admin))
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.last_sync_at)
+                    .collect();
+                let done = times
+                    .iter()
+                    .filter(|t| t.is_some_and(|t| t >= since))
+                    .count();
+                if done == DEVICES || std::time::Instant::now() > deadline {
+                    return done;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    let opened = now_ms();
+    let mut conns = Vec::new();
+    let mut queues = Vec::new();
+    for d in &devices {
+        let (out, queue) = mpsc::channel::<Outbound>(16);
+        let writer = Writer {
+            device: DeviceId(*d),
+            user: UserId(admin),
+            ..bureau_device()
+        };
+        conns.push(hub.connect(writer, out));
+        queues.push(queue);
+    }
+    hub.flush().await;
+    assert!(
+        devices.iter().all(|d| state.live.is_connected(*d)),
+        "the dashboard sees every device connected at once"
+    );
+    assert_eq!(
+        synced_since(opened).await,
+        DEVICES,
+        "every connection's time is written"
+    );
+
+    let left = now_ms();
+    for c in conns {
+        hub.disconnect(c);
+    }
+    assert_eq!(
+        synced_since(left).await,
+        DEVICES,
+        "every leaving time is written"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while devices.iter().any(|d| state.live.is_connected(*d))
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        devices.iter().all(|d| !state.live.is_connected(*d)),
+        "the dashboard sees every device gone"
+    );
+    drop(queues);
+}
 
 /// The records of a booking are computed from the whole document, so they are computed
 /// for a burst of merges, not for each merged change (the hub waits for its queue to

@@ -29,6 +29,7 @@ crate::support::on_both_databases!(
     refusals_are_recorded_and_pending,
     pupil_import_keeps_good_rows,
     devices_list_by_user_with_last_sync,
+    last_sync_times_are_written_many_at_a_time,
     venues_are_listed_by_name,
     admin_cli_bootstraps_an_admin_and_imports_pupils,
     one_failing_storage_task_fails_only_itself,
@@ -545,6 +546,63 @@ async fn devices_list_by_user_with_last_sync(db: &TestDb) {
     let device = db.store.device(of_a[0].id).await.unwrap().unwrap();
     assert_eq!(device.last_sync_at, Some(1234));
     assert_eq!(device.app_version.as_deref(), Some("2.0"));
+}
+
+/// The hub writes the last sync times of the devices that connected or left lately in one
+/// go (ADR 0186): each device gets its latest time, more than one statement's worth of
+/// devices are all written, an unknown device changes nothing and an app version stays.
+async fn last_sync_times_are_written_many_at_a_time(db: &TestDb) {
+    let accounts = Accounts::new(db.store.clone());
+    let admin = user(&db.store, Role::BureauAdmin, None, None, None).await;
+    const DEVICES: usize = 230;
+    for _ in 0..DEVICES {
+        let code = accounts.issue_enrollment_code(admin, 7).await.unwrap();
+        accounts.enroll(code.code.expose(), None).await.unwrap();
+    }
+    let devices: Vec<uuid::Uuid> = db
+        .store
+        .list_devices(Some(admin))
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(devices.len(), DEVICES);
+    db.store
+        .touch_device_sync(devices[0], 50, Some("2.1"))
+        .await
+        .unwrap();
+    // All but the last device, the first three twice (a connect and a disconnect), and a
+    // device that does not exist.
+    let mut touches: Vec<(uuid::Uuid, i64)> = devices[..DEVICES - 1]
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (*d, 1_000 + i64::try_from(i).unwrap()))
+        .collect();
+    touches.extend(devices[..3].iter().map(|d| (*d, 5_000)));
+    touches.push((devices[1], 4_000));
+    touches.push((new_id(), 7_000));
+    db.store.touch_devices_synced(&touches).await.unwrap();
+    let times: std::collections::HashMap<uuid::Uuid, Option<i64>> = db
+        .store
+        .list_devices(Some(admin))
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| (d.id, d.last_sync_at))
+        .collect();
+    for (i, d) in devices.iter().enumerate() {
+        let want = match i {
+            0..3 => Some(5_000),
+            i if i == DEVICES - 1 => None,
+            i => Some(1_000 + i64::try_from(i).unwrap()),
+        };
+        assert_eq!(times[d], want, "device {i}");
+    }
+    let first = db.store.device(devices[0]).await.unwrap().unwrap();
+    assert_eq!(first.app_version.as_deref(), Some("2.1"));
+    assert_eq!(db.store.list_devices(None).await.unwrap().len(), DEVICES);
+    db.store.touch_devices_synced(&[]).await.unwrap();
 }
 
 async fn venues_are_listed_by_name(db: &TestDb) {
