@@ -79,26 +79,12 @@ crate::support::on_both_databases!(
 /// time, ADR 0186); the live dashboard sees it connected at once and gone once the time
 /// it left is written.
 async fn connections_opening_and_leaving_are_the_devices_last_sync_times(db: &TestDb) {
-    use kepu_server::accounts::Accounts;
     use kepu_server::clock::now_ms;
 
     const DEVICES: usize = 40;
     let state = AppState::new(db.store.clone());
     let hub = SyncHub::start(&state, &HubConfig::default());
-    let accounts = Accounts::new(db.store.clone());
-    let admin = crate::support::user(&db.store, Role::BureauAdmin, None, None, None).await;
-    for _ in 0..DEVICES {
-        let code = accounts.issue_enrollment_code(admin, 7).await.unwrap();
-        accounts.enroll(code.code.expose(), None).await.unwrap();
-    }
-    let devices: Vec<uuid::Uuid> = db
-        .store
-        .list_devices(Some(admin))
-        .await
-        .unwrap()
-        .iter()
-        .map(|d| d.id)
-        .collect();
+    let (admin, devices) = crate::support::admin_with_devices(&db.store, DEVICES).await;
     let synced_since = |since: i64| {
         let store = db.store.clone();
         async move {

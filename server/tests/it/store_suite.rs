@@ -552,21 +552,8 @@ async fn devices_list_by_user_with_last_sync(db: &TestDb) {
 /// go (ADR 0186): each device gets its latest time, more than one statement's worth of
 /// devices are all written, an unknown device changes nothing and an app version stays.
 async fn last_sync_times_are_written_many_at_a_time(db: &TestDb) {
-    let accounts = Accounts::new(db.store.clone());
-    let admin = user(&db.store, Role::BureauAdmin, None, None, None).await;
     const DEVICES: usize = 230;
-    for _ in 0..DEVICES {
-        let code = accounts.issue_enrollment_code(admin, 7).await.unwrap();
-        accounts.enroll(code.code.expose(), None).await.unwrap();
-    }
-    let devices: Vec<uuid::Uuid> = db
-        .store
-        .list_devices(Some(admin))
-        .await
-        .unwrap()
-        .iter()
-        .map(|d| d.id)
-        .collect();
+    let (admin, devices) = crate::support::admin_with_devices(&db.store, DEVICES).await;
     assert_eq!(devices.len(), DEVICES);
     db.store
         .touch_device_sync(devices[0], 50, Some("2.1"))

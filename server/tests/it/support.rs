@@ -246,6 +246,24 @@ pub async fn place(store: &Store) -> Place {
     }
 }
 
+/// A bureau administrator with `n` enrolled devices: the user and the devices' ids.
+pub async fn admin_with_devices(store: &Store, n: usize) -> (Uuid, Vec<Uuid>) {
+    let accounts = Accounts::new(store.clone());
+    let admin = user(store, Role::BureauAdmin, None, None, None).await;
+    for _ in 0..n {
+        let code = accounts.issue_enrollment_code(admin, 7).await.unwrap();
+        accounts.enroll(code.code.expose(), None).await.unwrap();
+    }
+    let devices = store
+        .list_devices(Some(admin))
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    (admin, devices)
+}
+
 pub async fn user(
     store: &Store,
     role: Role,
