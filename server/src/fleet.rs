@@ -111,32 +111,27 @@ pub fn below_minimum(version: Option<&str>, minimum: &str) -> bool {
         .is_none_or(|v| v < minimum)
 }
 
-/// Lets a connecting device in only if its app is at least its role's minimum version.
-/// The version is the one it reported now, else the last one it reported (at enrollment
-/// or an earlier connect); with no minimum for the role nothing is read.
+/// Lets a connecting device in only if its app is at least its role's `minimum` version
+/// (read with its identity, ADR 0187). The version is the one it `reported` now, else the
+/// last one it reported (`stored`: at enrollment or an earlier connect).
 ///
 /// # Errors
-/// [`Error::AppTooOld`] (with the minimum), a database failure.
-pub async fn admit_version(
-    store: &Store,
+/// [`Error::AppTooOld`] (with the minimum).
+pub fn admit_version(
     device: Uuid,
     role: Role,
+    minimum: Option<&str>,
     reported: Option<&str>,
+    stored: Option<&str>,
 ) -> Result<()> {
-    let Some(minimum) = store.min_app_version(role).await? else {
+    let Some(minimum) = minimum else {
         return Ok(());
     };
-    let stored;
-    let version = match reported {
-        Some(v) => Some(v),
-        None => {
-            stored = store.device(device).await?.and_then(|d| d.app_version);
-            stored.as_deref()
-        }
-    };
-    if below_minimum(version, &minimum) {
+    if below_minimum(reported.or(stored), minimum) {
         tracing::info!(%device, %role, %minimum, "connect refused: app below the minimum version");
-        return Err(Error::AppTooOld { minimum });
+        return Err(Error::AppTooOld {
+            minimum: minimum.to_owned(),
+        });
     }
     Ok(())
 }

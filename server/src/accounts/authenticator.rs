@@ -12,7 +12,7 @@ use crate::accounts::{DeviceToken, Role};
 use crate::clock::now_ms;
 pub use crate::error::AuthError;
 use crate::error::Error;
-use crate::store::Store;
+use crate::store::{ConnectFacts, Store};
 
 /// Who is on the other end of a request or connection: the core's [`Writer`], the same
 /// identity the sync engine validates a device's changes against (device, user, role,
@@ -45,6 +45,18 @@ impl Authenticator {
     /// [`AuthError::Invalid`] for malformed or unknown tokens, [`AuthError::Revoked`] for a
     /// revoked device or an erased user, [`AuthError::Store`] if the database failed.
     pub async fn authenticate(&self, token: &str) -> Result<DeviceIdentity, AuthError> {
+        Ok(self.authenticate_connect(token).await?.0)
+    }
+
+    /// As [`Authenticator::authenticate`], with what admitting a sync connection checks
+    /// besides, read in the same query (ADR 0187).
+    ///
+    /// # Errors
+    /// As [`Authenticator::authenticate`].
+    pub async fn authenticate_connect(
+        &self,
+        token: &str,
+    ) -> Result<(DeviceIdentity, ConnectFacts), AuthError> {
         let hash = DeviceToken::hash_presented(token).ok_or(AuthError::Invalid)?;
         let record = self
             .store
@@ -55,7 +67,7 @@ impl Authenticator {
         if record.revoked_at.is_some() || record.user_erased_at.is_some() {
             return Err(AuthError::Revoked);
         }
-        Ok(DeviceIdentity {
+        let identity = DeviceIdentity {
             writer: Writer {
                 device: DeviceId(record.device_id),
                 user: UserId(record.user_id),
@@ -64,7 +76,8 @@ impl Authenticator {
                 venue: record.venue_id.map(VenueId),
                 pupil: (record.role == Role::Pupil).then_some(PupilId(record.user_id)),
             },
-        })
+        };
+        Ok((identity, record.connect))
     }
 
     /// Authenticates the `Authorization: Bearer …` header of a request (or of a websocket

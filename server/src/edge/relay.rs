@@ -48,8 +48,9 @@ pub fn writers(roster: &Roster) -> shared::Roster {
     out
 }
 
-/// If `identity` is an edge box, reads its venue's roster and sets it as the edge's
-/// relay roster in the engine shards; `None` for any other device.
+/// If `identity` is an edge box (of `edge_venue`, read with its identity: ADR 0187), reads
+/// its venue's roster and sets it as the edge's relay roster in the engine shards; `None`
+/// for any other device.
 ///
 /// # Errors
 /// A database failure.
@@ -57,11 +58,12 @@ pub async fn register(
     store: &Store,
     hub: &SyncHub,
     identity: &DeviceIdentity,
+    edge_venue: Option<Uuid>,
 ) -> Result<Option<Roster>> {
     if identity.writer.role != Role::VenueStaff {
         return Ok(None);
     }
-    let Some(venue) = store.edge_venue(identity.writer.user.0).await? else {
+    let Some(venue) = edge_venue else {
         return Ok(None);
     };
     let roster = store.edge_roster(venue).await?;

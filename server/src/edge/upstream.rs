@@ -56,7 +56,8 @@ async fn edge_roster(
     ctx: &SyncContext,
     identity: &DeviceIdentity,
 ) -> Result<Roster> {
-    register(&state.store, &ctx.hub, identity)
+    let venue = state.store.edge_venue(identity.writer.user.0).await?;
+    register(&state.store, &ctx.hub, identity, venue)
         .await?
         .ok_or(Error::Forbidden("only an edge box reads a venue's roster"))
 }

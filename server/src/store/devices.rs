@@ -27,6 +27,20 @@ pub struct DeviceAuthRecord {
     pub revoked_at: Option<i64>,
     /// When the user was erased.
     pub user_erased_at: Option<i64>,
+    /// What a sync connect needs besides, read in the same query (ADR 0187).
+    pub connect: ConnectFacts,
+}
+
+/// What admitting a sync connection reads besides the identity: the app version the device
+/// last reported, its role's minimum app version and, for an edge box, its venue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectFacts {
+    /// The app version the device last reported (enrollment or an earlier connect).
+    pub app_version: Option<String>,
+    /// The minimum app version of the user's role, if one is set.
+    pub min_app_version: Option<String>,
+    /// The venue whose edge box the user is, if it is one.
+    pub edge_venue: Option<Uuid>,
 }
 
 /// A device as admins see it.
@@ -73,9 +87,15 @@ impl Store {
         &self,
         token_hash: &[u8],
     ) -> Result<Option<DeviceAuthRecord>> {
+        // One statement for everything a connect checks: a reconnect storm is one read
+        // per device, not four (ADR 0187).
         let row = sqlx::query(
-            "SELECT d.id, d.user_id, d.revoked_at, u.role, u.school_id, u.venue_id, u.erased_at \
-             FROM devices d JOIN users u ON u.id = d.user_id WHERE d.token_hash = $1",
+            "SELECT d.id, d.user_id, d.revoked_at, d.app_version, u.role, u.school_id, \
+             u.venue_id, u.erased_at, m.version AS min_app_version, e.venue_id AS edge_venue \
+             FROM devices d JOIN users u ON u.id = d.user_id \
+             LEFT JOIN min_app_versions m ON m.role = u.role \
+             LEFT JOIN edge_users e ON e.user_id = u.id \
+             WHERE d.token_hash = $1",
         )
         .bind(token_hash.to_vec())
         .fetch_optional(&self.pool)
@@ -90,6 +110,11 @@ impl Store {
             venue_id: rows::opt_uuid(&row, "venue_id", "users")?,
             revoked_at: row.try_get("revoked_at")?,
             user_erased_at: row.try_get("erased_at")?,
+            connect: ConnectFacts {
+                app_version: row.try_get("app_version")?,
+                min_app_version: row.try_get("min_app_version")?,
+                edge_venue: rows::opt_uuid(&row, "edge_venue", "edge_users")?,
+            },
         }))
     }
 

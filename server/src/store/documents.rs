@@ -146,9 +146,16 @@ impl Store {
         }
         let claimed = claim_actors(tx.tx(), &wanted, now).await?;
         let mut appends: Vec<&StorageTask> = Vec::new();
+        // Peers' sync states, written together at the end: no other task reads them, and
+        // a reconnect storm saves one per device and document (ADR 0187).
+        let mut states: Vec<&StorageTask> = Vec::new();
         for task in tasks {
             if matches!(task, StorageTask::Append { .. }) {
                 appends.push(task);
+                continue;
+            }
+            if matches!(task, StorageTask::SaveSyncState { .. }) {
+                states.push(task);
                 continue;
             }
             append_all(tx.tx(), &std::mem::take(&mut appends), now).await?;
@@ -191,20 +198,12 @@ impl Store {
                     }
                     delete_changes(tx.tx(), &id, delete).await?;
                 }
-                StorageTask::SaveSyncState { doc, peer, state } => {
-                    sqlx::query(
-                        "INSERT INTO sync_states (doc_id, peer_storage_id, state) VALUES ($1, $2, $3) \
-                         ON CONFLICT (doc_id, peer_storage_id) DO UPDATE SET state = excluded.state",
-                    )
-                    .bind(doc.to_string())
-                    .bind(peer)
-                    .bind(state.clone())
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                // Written below, with the others.
+                StorageTask::SaveSyncState { .. } => {}
             }
         }
         append_all(tx.tx(), &appends, now).await?;
+        save_sync_states(tx.tx(), &states).await?;
         if self.backend == crate::store::Backend::Postgres {
             // Delivered to the other nodes when (and only if) this commits, claims
             // before documents: a node learns who owns an actor id before it reads the
@@ -357,6 +356,43 @@ impl Store {
 
 /// Writes `Append` tasks: the documents' rows (kind, time, heads; the last task of a
 /// document wins) and their change rows, idempotent by (document, hash).
+/// Writes peers' sync states as multi-row upserts; of several for the same document and
+/// peer, the last.
+async fn save_sync_states(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tasks: &[&StorageTask],
+) -> Result<()> {
+    let mut latest: std::collections::HashMap<(DocumentId, &str), usize> =
+        std::collections::HashMap::new();
+    let mut rows: Vec<(String, &str, &[u8])> = Vec::new();
+    for task in tasks {
+        let StorageTask::SaveSyncState { doc, peer, state } = task else {
+            continue;
+        };
+        let row = (doc.to_string(), peer.as_str(), state.as_slice());
+        match latest.entry((*doc, peer.as_str())) {
+            std::collections::hash_map::Entry::Occupied(at) => rows[*at.get()] = row,
+            std::collections::hash_map::Entry::Vacant(at) => {
+                at.insert(rows.len());
+                rows.push(row);
+            }
+        }
+    }
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO sync_states (doc_id, peer_storage_id, state) VALUES {} \
+             ON CONFLICT (doc_id, peer_storage_id) DO UPDATE SET state = excluded.state",
+            placeholders(tx, chunk.len(), 3)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (doc, peer, state) in chunk {
+            q = q.bind(doc.clone()).bind(*peer).bind(state.to_vec());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 async fn append_all(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     tasks: &[&StorageTask],

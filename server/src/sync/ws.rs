@@ -16,6 +16,7 @@ use super::hub::{Outbound, SyncHub};
 use crate::accounts::{AuthError, DeviceIdentity, bearer_token};
 use crate::app_state::AppState;
 use crate::error::Error;
+use crate::store::ConnectFacts;
 
 /// Longest wait for one frame to go out to a peer that does not read.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -85,6 +86,7 @@ pub const PENDING_CHANGES_HEADER: &str = "x-kepu-pending-changes";
 async fn admit(
     state: &AppState,
     identity: &DeviceIdentity,
+    facts: &ConnectFacts,
     headers: &HeaderMap,
     query_version: Option<&str>,
 ) -> Result<(), Error> {
@@ -100,7 +102,13 @@ async fn admit(
             .record_device_report(device, version, pending)
             .await?;
     }
-    crate::fleet::admit_version(&state.store, device, identity.writer.role, version).await
+    crate::fleet::admit_version(
+        device,
+        identity.writer.role,
+        facts.min_app_version.as_deref(),
+        version,
+        facts.app_version.as_deref(),
+    )
 }
 
 /// The upgrade handler.
@@ -117,15 +125,25 @@ pub(crate) async fn upgrade(
     let Some(token) = token else {
         return Error::Auth(AuthError::Missing).into_response();
     };
-    let identity = match state.authenticator().authenticate(&token).await {
+    let (identity, facts) = match state.authenticator().authenticate_connect(&token).await {
         Ok(i) => i,
         Err(e) => return Error::Auth(e).into_response(),
     };
-    if let Err(e) = admit(&state, &identity, &headers, query.app_version.as_deref()).await {
+    if let Err(e) = admit(
+        &state,
+        &identity,
+        &facts,
+        &headers,
+        query.app_version.as_deref(),
+    )
+    .await
+    {
         return e.into_response();
     }
     // An edge box relays for its venue's roster (ADR 0150): set it before it syncs.
-    if let Err(e) = crate::edge::relay::register(&state.store, &ctx.hub, &identity).await {
+    if let Err(e) =
+        crate::edge::relay::register(&state.store, &ctx.hub, &identity, facts.edge_venue).await
+    {
         return e.into_response();
     }
     if ctx.hub.connections() >= ctx.limits.max_connections {

@@ -40,6 +40,8 @@ crate::support::on_both_databases!(
     a_snapshot_replaced_by_another_node_is_not_overwritten,
     changes_under_an_actor_id_claimed_by_another_device_are_not_stored,
     a_compaction_of_hundreds_of_changes_deletes_their_rows_only,
+    a_connect_reads_the_minimum_version_and_edge_venue_with_the_identity,
+    peers_sync_states_are_saved_together_the_last_of_each_winning,
 );
 
 /// Node A claimed an actor id for device X; node B, which never heard of it, admitted a
@@ -229,6 +231,119 @@ async fn identity_carries_role_school_venue_and_pupil_id(db: &TestDb) {
             .await,
         Err(AuthError::Invalid)
     ));
+}
+
+/// What admitting a sync connection checks (the device's last reported app version, its
+/// role's minimum, an edge box's venue) comes with the identity, from one read, and a
+/// minimum set or cleared is seen by the next connect (ADR 0187).
+async fn a_connect_reads_the_minimum_version_and_edge_venue_with_the_identity(db: &TestDb) {
+    let accounts = Accounts::new(db.store.clone());
+    let p = place(&db.store).await;
+    let pupil = user(&db.store, Role::Pupil, Some(p.school), None, None).await;
+    let edge = user(&db.store, Role::VenueStaff, None, Some(p.venue), None).await;
+    db.store
+        .mark_edge_user(edge, p.venue, now_ms())
+        .await
+        .unwrap();
+    let enroll = |who, version: Option<&'static str>| {
+        let accounts = accounts.clone();
+        async move {
+            let code = accounts.issue_enrollment_code(who, 7).await.unwrap();
+            accounts.enroll(code.code.expose(), version).await.unwrap()
+        }
+    };
+    let pupil_device = enroll(pupil, Some("1.4.0")).await;
+    let edge_device = enroll(edge, None).await;
+    let auth = accounts.authenticator();
+
+    let (identity, facts) = auth.authenticate_connect(&edge_device.token).await.unwrap();
+    assert_eq!(identity.writer.device, edge_device.device_id);
+    assert_eq!(facts.edge_venue, Some(p.venue));
+    assert_eq!(facts.min_app_version, None);
+    assert_eq!(facts.app_version, None);
+
+    db.store
+        .set_min_app_version(Role::Pupil, Some("2.0.0"), now_ms())
+        .await
+        .unwrap();
+    let (identity, facts) = auth
+        .authenticate_connect(&pupil_device.token)
+        .await
+        .unwrap();
+    assert_eq!(identity.writer.pupil, Some(PupilId(pupil)));
+    assert_eq!(facts.app_version.as_deref(), Some("1.4.0"));
+    assert_eq!(facts.min_app_version.as_deref(), Some("2.0.0"));
+    assert_eq!(facts.edge_venue, None);
+    // Another role's minimum is not this device's.
+    let (_, facts) = auth.authenticate_connect(&edge_device.token).await.unwrap();
+    assert_eq!(facts.min_app_version, None);
+
+    db.store
+        .set_min_app_version(Role::Pupil, None, now_ms())
+        .await
+        .unwrap();
+    let (_, facts) = auth
+        .authenticate_connect(&pupil_device.token)
+        .await
+        .unwrap();
+    assert_eq!(facts.min_app_version, None);
+}
+
+/// Sync states queued in one batch are written together: of two for the same document
+/// and peer the later one is kept, and the others beside it are all stored (ADR 0187).
+async fn peers_sync_states_are_saved_together_the_last_of_each_winning(db: &TestDb) {
+    use kepu_sync_core::doc_id::DocumentId;
+    let docs: Vec<DocumentId> = (0..3u8)
+        .map(|i| DocumentId::from_bytes([i + 40; 16]))
+        .collect();
+    let save = |doc, peer: &str, state: &[u8]| StorageTask::SaveSyncState {
+        doc,
+        peer: peer.to_owned(),
+        state: state.to_vec(),
+    };
+    let mut tasks = vec![
+        save(docs[0], "phone-a", b"first"),
+        save(docs[1], "phone-a", b"other doc"),
+        save(docs[0], "phone-b", b"other peer"),
+    ];
+    // Enough to need more than one statement.
+    for i in 0..450 {
+        tasks.push(save(docs[2], &format!("peer-{i}"), &[1, 2, 3]));
+    }
+    tasks.push(save(docs[0], "phone-a", b"second"));
+    let refs: Vec<&StorageTask> = tasks.iter().collect();
+    db.store.run_document_tasks(&refs, now_ms()).await.unwrap();
+
+    let state = |doc: DocumentId, peer: &'static str| {
+        let pool = db.store.pool().clone();
+        async move {
+            sqlx::query("SELECT state FROM sync_states WHERE doc_id = $1 AND peer_storage_id = $2")
+                .bind(doc.to_string())
+                .bind(peer)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                .get::<Vec<u8>, _>("state")
+        }
+    };
+    assert_eq!(state(docs[0], "phone-a").await, b"second");
+    assert_eq!(state(docs[1], "phone-a").await, b"other doc");
+    assert_eq!(state(docs[0], "phone-b").await, b"other peer");
+    let stored: i64 = sqlx::query("SELECT COUNT(*) AS n FROM sync_states WHERE doc_id = $1")
+        .bind(docs[2].to_string())
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap()
+        .get("n");
+    assert_eq!(stored, 450);
+
+    // A later batch replaces a stored state.
+    let again = save(docs[1], "phone-a", b"newer");
+    db.store
+        .run_document_tasks(&[&again], now_ms())
+        .await
+        .unwrap();
+    assert_eq!(state(docs[1], "phone-a").await, b"newer");
 }
 
 async fn revoked_device_is_refused_and_announced(db: &TestDb) {
