@@ -32,16 +32,24 @@ impl Store {
         .await?)
     }
 
-    /// This node holds no sync connection of `device` any more.
+    /// This node holds no sync connection of any of `devices` any more: their rows of
+    /// this node go, 200 devices a statement.
     ///
     /// # Errors
     /// A database failure.
-    pub async fn presence_gone(&self, device: Uuid) -> Result<()> {
-        sqlx::query("DELETE FROM device_presence WHERE node = $1 AND device_id = $2")
-            .bind(&*self.node)
-            .bind(device.to_string())
-            .execute(&self.pool)
-            .await?;
+    pub async fn presence_gone(&self, devices: &[Uuid]) -> Result<()> {
+        for chunk in devices.chunks(CHUNK) {
+            let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "DELETE FROM device_presence WHERE node = $1 AND device_id IN ({})",
+                list.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&*self.node);
+            for d in chunk {
+                q = q.bind(d.to_string());
+            }
+            q.execute(&self.pool).await?;
+        }
         Ok(())
     }
 

@@ -53,21 +53,25 @@ async fn write(state: &AppState, batch: &[Touch]) {
     }
     let shared = state.store.backend() == Backend::Postgres;
     let mut connected = Vec::new();
+    let mut gone = Vec::new();
     for t in batch {
         match *t {
             Touch::Connected(device, _) => connected.push(device),
             Touch::Gone(device, _) => {
                 state.live.device_disconnected(device);
-                if shared
-                    && !state.live.is_connected(device)
-                    && let Err(e) = state.store.presence_gone(device).await
-                {
-                    tracing::warn!(error = %e, "could not record a device as gone");
-                }
+                gone.push(device);
             }
         }
     }
     if shared {
+        // Gone and not back once the batch is through: one statement per 200 devices,
+        // not one each (a network blip ends thousands of connections at once).
+        gone.retain(|d| !state.live.is_connected(*d));
+        if !gone.is_empty()
+            && let Err(e) = state.store.presence_gone(&gone).await
+        {
+            tracing::warn!(devices = gone.len(), error = %e, "could not record devices as gone");
+        }
         // Still connected once the batch is through (not gone again in it).
         connected.retain(|d| state.live.is_connected(*d));
         if !connected.is_empty()

@@ -42,6 +42,7 @@ crate::support::on_both_databases!(
     a_compaction_of_hundreds_of_changes_deletes_their_rows_only,
     a_connect_reads_the_minimum_version_and_edge_venue_with_the_identity,
     peers_sync_states_are_saved_together_the_last_of_each_winning,
+    devices_gone_from_this_node_leave_its_presence_together,
 );
 
 /// Node A claimed an actor id for device X; node B, which never heard of it, admitted a
@@ -344,6 +345,45 @@ async fn peers_sync_states_are_saved_together_the_last_of_each_winning(db: &Test
         .await
         .unwrap();
     assert_eq!(state(docs[1], "phone-a").await, b"newer");
+}
+
+/// Devices whose connections to this node all left are taken out of its presence in one
+/// go (200 a statement): the others stay, and another node's row of the same device is
+/// that node's to remove.
+async fn devices_gone_from_this_node_leave_its_presence_together(db: &TestDb) {
+    let devices: Vec<uuid::Uuid> = (0..450).map(|_| new_id()).collect();
+    let now = now_ms();
+    db.store.presence_refresh(&devices, now).await.unwrap();
+    sqlx::query(
+        "INSERT INTO device_presence (node, device_id, seen_at) VALUES ('another node', $1, $2)",
+    )
+    .bind(devices[0].to_string())
+    .bind(now)
+    .execute(db.store.pool())
+    .await
+    .unwrap();
+    let elsewhere = db.store.present_elsewhere(&devices, now - 1).await.unwrap();
+    assert_eq!(elsewhere.into_iter().collect::<Vec<_>>(), vec![devices[0]]);
+
+    db.store.presence_gone(&devices[..300]).await.unwrap();
+    let rows: Vec<(String, String)> =
+        sqlx::query("SELECT node, device_id FROM device_presence ORDER BY device_id")
+            .fetch_all(db.store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get("node"), r.get("device_id")))
+            .collect();
+    assert_eq!(rows.len(), 151, "150 still here and the other node's one");
+    assert!(rows.contains(&("another node".to_owned(), devices[0].to_string())));
+    let here: std::collections::HashSet<String> = rows
+        .iter()
+        .filter(|(node, _)| node != "another node")
+        .map(|(_, d)| d.clone())
+        .collect();
+    let expected: std::collections::HashSet<String> =
+        devices[300..].iter().map(ToString::to_string).collect();
+    assert_eq!(here, expected);
 }
 
 async fn revoked_device_is_refused_and_announced(db: &TestDb) {
