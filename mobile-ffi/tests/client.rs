@@ -792,6 +792,28 @@ async fn a_second_open_of_a_store_in_the_same_process_is_refused() {
     assert_eq!(again.roster(&doc).unwrap().1.arrived, 2);
 }
 
+#[test]
+fn a_store_let_go_while_another_open_waits_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = Store::open(dir.path()).unwrap();
+    // The holder lets go a moment later (a dropped client whose last task is ending).
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        drop(held);
+    });
+    let started = Instant::now();
+    let opened = Store::open(dir.path());
+    holder.join().unwrap();
+    assert!(opened.is_ok(), "{opened:?}");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+
+    // Held for good: refused once the wait is over, not before.
+    let _kept = opened.unwrap();
+    let started = Instant::now();
+    assert!(matches!(Store::open(dir.path()), Err(Error::StoreInUse)));
+    assert!(started.elapsed() >= kepu_mobile_ffi::client::store::OPEN_WAIT);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_open_in_another_process_is_refused_until_that_process_ends() {
     let server = test_server::start().await.unwrap();

@@ -26,6 +26,12 @@ pub const FILE_NAME: &str = "kepu.sqlite3";
 /// the second `open` is refused). The OS drops the lock when the process dies.
 pub const LOCK_NAME: &str = "kepu.sqlite3.lock";
 
+/// How long `open` waits for a client that holds the store to let go before it answers
+/// [`Error::StoreInUse`]. A client the app just dropped (after a cancelled sync, say)
+/// lets go a moment later, when its last task has ended; an app that reopens at once
+/// gets the store, not a refusal. A store held for good is refused after this.
+pub const OPEN_WAIT: std::time::Duration = std::time::Duration::from_millis(1_500);
+
 /// Schema upgrades, applied in order; `user_version` is the number applied. Never edit
 /// one that shipped: add the next.
 const MIGRATIONS: &[&str] = &[
@@ -92,7 +98,8 @@ pub struct Store {
     _lock: Option<std::fs::File>,
 }
 
-/// Takes the store's exclusive lock, or says that another client holds it.
+/// Takes the store's exclusive lock, waiting up to [`OPEN_WAIT`] for a client that holds
+/// it to let go, or says that another client holds it.
 fn lock(dir: &Path) -> Result<Option<std::fs::File>> {
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -101,7 +108,23 @@ fn lock(dir: &Path) -> Result<Option<std::fs::File>> {
         .truncate(false)
         .open(dir.join(LOCK_NAME))
         .map_err(|e| Error::Storage(format!("cannot open the store's lock file: {e}")))?;
-    match file.try_lock() {
+    let deadline = std::time::Instant::now() + OPEN_WAIT;
+    loop {
+        match file.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return locked(file, other),
+        }
+    }
+}
+
+/// What one attempt at the store's lock means.
+fn locked(
+    file: std::fs::File,
+    attempt: std::result::Result<(), std::fs::TryLockError>,
+) -> Result<Option<std::fs::File>> {
+    match attempt {
         Ok(()) => Ok(Some(file)),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::StoreInUse),
         Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
