@@ -5,6 +5,7 @@
 //! Each concept's queries live in their own file under `store/` as an `impl Store` block.
 
 mod backend;
+mod claims;
 mod demo;
 mod devices;
 mod directory;
@@ -76,6 +77,8 @@ pub struct Store {
     node: Arc<str>,
     /// What this process last wrote of each booking's records (ADR 0180).
     written: Arc<written::WrittenRecords>,
+    /// The actor-id claims this process saw committed (ADR 0188).
+    claims: Arc<claims::Claims>,
     /// On SQLite, the turn to write (ADR 0183): SQLite has one writer at a time, and a
     /// writer that finds the file locked sleeps in growing steps and fails after its busy
     /// timeout. The process's write transactions take turns here instead, woken as soon
@@ -262,6 +265,7 @@ impl Store {
             url: Arc::from(url),
             node: Arc::from(hex::encode(rand::random::<[u8; 8]>())),
             written: Arc::default(),
+            claims: Arc::default(),
             write_turn: (backend == Backend::Sqlite).then(Arc::default),
         })
     }

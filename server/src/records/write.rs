@@ -11,7 +11,8 @@ use crate::store::Store;
 
 /// Replaces the records of one document, and with `at`, notes in the same transaction
 /// the heads they were computed at (`Store::mark_projected`). Returns the slot of a
-/// booking, whose capacity decision the caller should run again.
+/// booking whose capacity decision the caller should run again: when what the decision
+/// reads of the booking changed, or this process does not know (ADR 0188).
 ///
 /// # Errors
 /// A database failure.
@@ -31,8 +32,8 @@ pub async fn write(
         }
         Projection::Venue(v) => store.write_venue_records(doc, v, now, at).await?,
         Projection::Booking(b) => {
-            store.write_booking_records(doc, b, now, at).await?;
-            return Ok(Some(b.slot));
+            let due = store.write_booking_records(doc, b, now, at).await?;
+            return Ok(due.then_some(b.slot));
         }
         Projection::ActivityLog(log) => store.write_activity_records(doc, log, at).await?,
         Projection::SchoolLog(log) => store.write_school_log_records(doc, log, at).await?,

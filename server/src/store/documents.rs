@@ -144,7 +144,7 @@ impl Store {
                 _ => {}
             }
         }
-        let claimed = claim_actors(tx.tx(), &wanted, now).await?;
+        let claimed = self.claims.claim(tx.tx(), &wanted, now).await?;
         let mut appends: Vec<&StorageTask> = Vec::new();
         // Peers' sync states, written together at the end: no other task reads them, and
         // a reconnect storm saves one per device and document (ADR 0187).
@@ -238,6 +238,7 @@ impl Store {
             }
         }
         tx.commit().await?;
+        self.claims.confirmed(&wanted);
         Ok(())
     }
 
@@ -502,75 +503,4 @@ async fn delete_changes(
         q.bind(doc).execute(&mut **tx).await?;
     }
     Ok(())
-}
-
-/// Claims each actor id of `wanted` for its device where the claim table holds none, and
-/// checks the others: the claims made now, or [`crate::error::Error::ActorClaimed`] (with
-/// the table's owners) when one belongs to another device. Two transactions claiming one
-/// actor id take turns on its key, so the second sees the first's claim.
-async fn claim_actors(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    wanted: &[(Vec<u8>, DeviceId)],
-    now: i64,
-) -> Result<Vec<(Vec<u8>, DeviceId)>> {
-    let mut want: Vec<(Vec<u8>, DeviceId)> = Vec::new();
-    for (a, d) in wanted {
-        if !want.iter().any(|(x, y)| x == a && y == d) {
-            want.push((a.clone(), *d));
-        }
-    }
-    if want.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut made: Vec<(Vec<u8>, DeviceId)> = Vec::new();
-    for chunk in want.chunks(ROWS_PER_INSERT) {
-        let sql = format!(
-            "INSERT INTO device_actors (actor, device_id, first_seen) VALUES {} \
-             ON CONFLICT (actor) DO NOTHING RETURNING actor, device_id",
-            placeholders(tx, chunk.len(), 3)
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (a, d) in chunk {
-            q = q.bind(a.clone()).bind(d.to_string()).bind(now);
-        }
-        for row in q.fetch_all(&mut **tx).await? {
-            let actor: Vec<u8> = row.try_get(0)?;
-            let device: String = row.try_get(1)?;
-            if let Ok(device) = device.parse() {
-                made.push((actor, device));
-            }
-        }
-    }
-    let rest: Vec<&(Vec<u8>, DeviceId)> = want
-        .iter()
-        .filter(|w| !made.iter().any(|m| m.0 == w.0 && m.1 == w.1))
-        .collect();
-    let mut taken: Vec<(Vec<u8>, DeviceId)> = Vec::new();
-    for chunk in rest.chunks(ROWS_PER_INSERT) {
-        let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "SELECT actor, device_id FROM device_actors WHERE actor IN ({})",
-            list.join(", ")
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (a, _) in chunk {
-            q = q.bind(a.clone());
-        }
-        for row in q.fetch_all(&mut **tx).await? {
-            let actor: Vec<u8> = row.try_get(0)?;
-            let owner: String = row.try_get(1)?;
-            let Ok(owner) = owner.parse::<DeviceId>() else {
-                continue;
-            };
-            let conflicting = chunk.iter().any(|(a, d)| *a == actor && *d != owner);
-            if conflicting && !taken.iter().any(|(a, _)| *a == actor) {
-                taken.push((actor, owner));
-            }
-        }
-    }
-    if taken.is_empty() {
-        Ok(made)
-    } else {
-        Err(crate::error::Error::ActorClaimed(taken))
-    }
 }

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::store::Store;
+use crate::store::rows::numbered;
 
 /// Rows per multi-row statement.
 const CHUNK: usize = 200;
@@ -39,10 +40,9 @@ impl Store {
     /// A database failure.
     pub async fn presence_gone(&self, devices: &[Uuid]) -> Result<()> {
         for chunk in devices.chunks(CHUNK) {
-            let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
             let sql = format!(
                 "DELETE FROM device_presence WHERE node = $1 AND device_id IN ({})",
-                list.join(", ")
+                numbered(2, chunk.len())
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&*self.node);
             for d in chunk {
@@ -103,11 +103,10 @@ impl Store {
     pub async fn present_elsewhere(&self, devices: &[Uuid], since: i64) -> Result<HashSet<Uuid>> {
         let mut out = HashSet::new();
         for chunk in devices.chunks(CHUNK) {
-            let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
             let sql = format!(
                 "SELECT DISTINCT device_id FROM device_presence \
                  WHERE node <> $1 AND seen_at >= $2 AND device_id IN ({})",
-                list.join(", ")
+                numbered(3, chunk.len())
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(&*self.node)

@@ -168,7 +168,10 @@ impl Store {
 
     /// Replaces the records of a booking in one transaction: its row (keeping the arrival
     /// number it got when first written), roster, check-in and check-out scans and
-    /// anomalies, with the attendance computed against its slot as recorded.
+    /// anomalies, with the attendance computed against its slot as recorded. True when
+    /// what its slot's capacity decision reads of it (slot, party size, status, place on
+    /// the wait list) changed since this process last wrote it, or it does not know: the
+    /// decision is due again (ADR 0188). Check-ins alone change none of it.
     ///
     /// # Errors
     /// A database failure.
@@ -179,42 +182,17 @@ impl Store {
         b: &Booking,
         now: i64,
         at: Option<&[ChangeHash]>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let id = doc.to_string();
         let mut tx = self.begin_records_write(&id).await?;
         let slot = slot_of(tx.tx(), b.slot).await?;
         let a = attendance(b, slot.as_ref());
-        let seq: Option<i64> =
-            sqlx::query("SELECT received_seq FROM proj_bookings WHERE doc_id = $1")
-                .bind(&id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .and_then(|r| r.try_get(0).ok());
-        let seq = match seq {
-            Some(s) => s,
-            None => {
-                if self.backend == super::Backend::Postgres {
-                    // Nodes number arrivals one at a time: the next number is read once
-                    // the other node's numbered booking is committed.
-                    sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
-                        .bind(crate::cluster::ARRIVAL_LOCK_SPACE)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                sqlx::query("SELECT COALESCE(MAX(received_seq), 0) + 1 FROM proj_bookings")
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get::<i64, _>(0)?
-            }
-        };
-        sqlx::query("DELETE FROM proj_bookings WHERE doc_id = $1")
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO proj_bookings (doc_id, venue_id, slot_id, school_id, party_size, status, wait_position, \
-             requested_at, received_seq, expected, arrived, inside_now, updated_at, roster_key) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        // A booking already numbered keeps its arrival number: its row is updated in
+        // place, one statement (it was a read, a delete and an insert for every write).
+        let updated = sqlx::query(
+            "UPDATE proj_bookings SET venue_id = $2, slot_id = $3, school_id = $4, party_size = $5, \
+             status = $6, wait_position = $7, requested_at = $8, expected = $9, arrived = $10, \
+             inside_now = $11, updated_at = $12, roster_key = $13 WHERE doc_id = $1",
         )
         .bind(&id)
         .bind(b.venue.to_string())
@@ -224,20 +202,68 @@ impl Store {
         .bind(b.status.as_str())
         .bind(b.wait_position.map(i64::from))
         .bind(b.requested_at)
-        .bind(seq)
         .bind(i(a.expected))
         .bind(i(a.arrived))
         .bind(i(a.inside_now))
         .bind(now)
         .bind(roster_key(b))
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            if self.backend == super::Backend::Postgres {
+                // Nodes number arrivals one at a time: the next number is read once
+                // the other node's numbered booking is committed.
+                sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
+                    .bind(crate::cluster::ARRIVAL_LOCK_SPACE)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let seq = sqlx::query("SELECT COALESCE(MAX(received_seq), 0) + 1 FROM proj_bookings")
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get::<i64, _>(0)?;
+            sqlx::query(
+                "INSERT INTO proj_bookings (doc_id, venue_id, slot_id, school_id, party_size, status, wait_position, \
+                 requested_at, received_seq, expected, arrived, inside_now, updated_at, roster_key) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            )
+            .bind(&id)
+            .bind(b.venue.to_string())
+            .bind(b.slot.to_string())
+            .bind(b.school.to_string())
+            .bind(i64::from(b.party_size))
+            .bind(b.status.as_str())
+            .bind(b.wait_position.map(i64::from))
+            .bind(b.requested_at)
+            .bind(seq)
+            .bind(i(a.expected))
+            .bind(i(a.arrived))
+            .bind(i(a.inside_now))
+            .bind(now)
+            .bind(roster_key(b))
+            .execute(&mut *tx)
+            .await?;
+        }
         let tables = booking_tables(&id, b, &a);
-        let pending = self.written.write(&mut tx, &id, tables).await?;
+        let decided_on = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            (b.slot.0, b.party_size, b.status.as_str(), b.wait_position).hash(&mut h);
+            h.finish()
+        };
+        let pending = self.written.write(&mut tx, &id, tables, decided_on).await?;
+        let due = pending.decision_due;
         mark_projected_in(tx.tx(), &id, at).await?;
         tx.commit().await?;
         pending.committed();
-        Ok(())
+        Ok(due)
+    }
+
+    /// Forgets what this process wrote of a booking's records: its next write replaces
+    /// every row and asks for its slot's decision again (a decision that failed).
+    pub fn forget_written(&self, doc: DocumentId) {
+        self.written.forget(&doc.to_string());
     }
 
     /// Replaces the per-activity records of a volunteer's log.

@@ -52,6 +52,19 @@ pub(super) fn placeholders(conn: &sqlx::AnyConnection, rows: usize, width: usize
     sql
 }
 
+/// `n` numbered parameters from `$first` on, for an `IN (…)` list: `$3, $4, $5`.
+pub(super) fn numbered(first: usize, n: usize) -> String {
+    let mut out = String::with_capacity(n * 6);
+    for k in first..first + n {
+        if k > first {
+            out.push_str(", ");
+        }
+        out.push('$');
+        out.push_str(&k.to_string());
+    }
+    out
+}
+
 /// A value of a row for [`Insert`].
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 pub(super) enum Val {
@@ -128,5 +141,17 @@ impl Insert {
             q.execute(&mut *conn).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numbered;
+
+    #[test]
+    fn an_in_list_numbers_its_parameters_from_the_first_free_one() {
+        assert_eq!(numbered(3, 3), "$3, $4, $5");
+        assert_eq!(numbered(2, 1), "$2");
+        assert_eq!(numbered(2, 0), "");
     }
 }

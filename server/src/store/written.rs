@@ -161,6 +161,8 @@ impl TableRows {
 struct Written {
     token: i64,
     tables: Vec<HashMap<u64, u64>>,
+    /// The hash of what the slot's capacity decision reads of the booking.
+    decided_on: u64,
 }
 
 impl Written {
@@ -250,6 +252,12 @@ impl WrittenRecords {
         self.rows_written.clone()
     }
 
+    /// Forgets what it wrote of `doc`: its next write replaces every row and asks for its
+    /// slot's decision.
+    pub(super) fn forget(&self, doc: &str) {
+        let _ = self.take(doc);
+    }
+
     /// Forgets everything (the records were cleared).
     pub(super) fn forget_all(&self) {
         let mut m = self
@@ -273,15 +281,28 @@ impl WrittenRecords {
         conn: &mut sqlx::AnyConnection,
         doc: &str,
         tables: Vec<TableRows>,
+        decided_on: u64,
     ) -> Result<Pending<'_>> {
         let before = self.take(doc);
-        let stored: Option<i64> =
-            sqlx::query_scalar("SELECT token FROM records_writes WHERE doc_id = $1")
-                .bind(doc)
-                .fetch_optional(&mut *conn)
-                .await?;
+        let token: i64 = rand::random();
+        // The database holds what this process remembers when the stored token is the
+        // one it wrote last: swapping that token for the new one tells, in one statement.
+        let ours = match &before {
+            Some(b) => {
+                sqlx::query("UPDATE records_writes SET token = $3 WHERE doc_id = $1 AND token = $2")
+                    .bind(doc)
+                    .bind(b.token)
+                    .bind(token)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected()
+                    == 1
+            }
+            None => false,
+        };
+        let decision_due = before.as_ref().is_none_or(|b| b.decided_on != decided_on);
         let plan = before
-            .filter(|b| Some(b.token) == stored && b.tables.len() == tables.len())
+            .filter(|b| ours && b.tables.len() == tables.len())
             .and_then(|b| {
                 tables
                     .iter()
@@ -306,23 +327,26 @@ impl WrittenRecords {
                 Wrote::Everything(rows)
             }
         };
-        let token: i64 = rand::random();
-        sqlx::query(
-            "INSERT INTO records_writes (doc_id, token) VALUES ($1, $2) \
-             ON CONFLICT (doc_id) DO UPDATE SET token = excluded.token",
-        )
-        .bind(doc)
-        .bind(token)
-        .execute(&mut *conn)
-        .await?;
+        if !ours {
+            sqlx::query(
+                "INSERT INTO records_writes (doc_id, token) VALUES ($1, $2) \
+                 ON CONFLICT (doc_id) DO UPDATE SET token = excluded.token",
+            )
+            .bind(doc)
+            .bind(token)
+            .execute(&mut *conn)
+            .await?;
+        }
         Ok(Pending {
             memory: self,
             doc: doc.to_owned(),
             written: Written {
                 token,
                 tables: hashes,
+                decided_on,
             },
             wrote,
+            decision_due,
         })
     }
 }
@@ -333,6 +357,9 @@ pub(super) struct Pending<'a> {
     doc: String,
     written: Written,
     pub(super) wrote: Wrote,
+    /// What the slot's capacity decision reads of the booking changed since this
+    /// process last wrote it, or it does not know (ADR 0188).
+    pub(super) decision_due: bool,
 }
 
 impl Pending<'_> {
@@ -399,6 +426,7 @@ mod tests {
         let many = |n: u64| Written {
             token: 1,
             tables: vec![(0..n).map(|i| (i, i)).collect()],
+            decided_on: 0,
         };
         memory.put("a", many(200_000));
         memory.put("b", many(100_000));

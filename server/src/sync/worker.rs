@@ -240,11 +240,13 @@ async fn run(state: AppState, back: Back, mut rx: mpsc::Receiver<Job>) {
 }
 
 /// Tells the other nodes (PostgreSQL) that a venue's records or a slot's bookings
-/// changed.
-async fn tell_nodes(state: &AppState, tag: Tag, id: String) {
+/// changed. False when they could not be told.
+async fn tell_nodes(state: &AppState, tag: Tag, id: String) -> bool {
     if let Err(e) = state.store.notify_nodes(tag, &[id]).await {
         tracing::warn!(error = %e, "could not notify the other nodes");
+        return false;
     }
+    true
 }
 
 /// Writes a document's records computed from the state at `heads`, tells the live
@@ -264,10 +266,14 @@ async fn write_records(
                 tell_nodes(state, Tag::Venue, venue.to_string()).await;
             }
             if let Some(slot) = slot {
-                if state.leader.confirm(&state.store).await {
-                    decide_slot(state, hub, slot).await;
+                let asked = if state.leader.confirm(&state.store).await {
+                    decide_slot(state, hub, slot).await
                 } else {
-                    tell_nodes(state, Tag::Slot, slot.to_string()).await;
+                    tell_nodes(state, Tag::Slot, slot.to_string()).await
+                };
+                if !asked {
+                    // The booking's next write asks again.
+                    state.store.forget_written(doc);
                 }
             }
         }
@@ -277,14 +283,18 @@ async fn write_records(
 
 /// The capacity decision for a slot, first come first served, written back into the
 /// bookings whose status or wait-list place changes as the server's own change. Only
-/// the leading node decides (`crate::cluster`).
-pub(crate) async fn decide_slot(state: &AppState, hub: &SyncHub, slot: SlotId) {
+/// the leading node decides (`crate::cluster`). False when it could not be made.
+pub(crate) async fn decide_slot(state: &AppState, hub: &SyncHub, slot: SlotId) -> bool {
     match crate::records::capacity::slot_edits(&state.store, slot).await {
         Ok(edits) => {
             for (doc, edit) in edits {
                 hub.edit(doc, edit);
             }
+            true
         }
-        Err(e) => tracing::warn!(slot = %slot, error = %e, "could not decide the slot"),
+        Err(e) => {
+            tracing::warn!(slot = %slot, error = %e, "could not decide the slot");
+            false
+        }
     }
 }

@@ -43,6 +43,7 @@ crate::support::on_both_databases!(
     a_connect_reads_the_minimum_version_and_edge_venue_with_the_identity,
     peers_sync_states_are_saved_together_the_last_of_each_winning,
     devices_gone_from_this_node_leave_its_presence_together,
+    a_booking_asks_for_its_slot_decision_only_when_what_it_is_decided_on_changes,
 );
 
 /// Node A claimed an actor id for device X; node B, which never heard of it, admitted a
@@ -122,6 +123,23 @@ async fn changes_under_an_actor_id_claimed_by_another_device_are_not_stored(db: 
         .await
         .unwrap();
     assert_eq!(rows([1; 16]).await, 1);
+
+    // This store now answers from the claims it saw committed (ADR 0188); another
+    // process on the same database remembers none and asks the table: the same answer.
+    let other = Store::open(&db.url, None).await.unwrap();
+    for store in [&db.store, &other] {
+        let forged = append_as([3; 16], &actor, y);
+        let results = store
+            .run_document_tasks_isolated(&[&forged], now_ms())
+            .await;
+        assert!(
+            matches!(&results[0], Err(Error::ActorClaimed(o)) if *o == vec![(actor.to_bytes().to_vec(), x)]),
+            "{:?}",
+            results[0]
+        );
+    }
+    other.close().await;
+    assert_eq!(rows([3; 16]).await, 0, "nothing stored under X's actor id");
 }
 
 async fn reopening_keeps_the_server_seed(db: &TestDb) {
@@ -1079,6 +1097,95 @@ async fn a_bookings_attendance_is_read_from_one_snapshot(db: &TestDb) {
         store.booking_attendance("unknown").await.unwrap().is_none(),
         "an unknown booking has no attendance"
     );
+}
+
+/// Writes a booking's records as the storage worker does; the slot whose capacity
+/// decision is due.
+async fn write_booking(
+    store: &Store,
+    doc: kepu_sync_core::doc_id::DocumentId,
+    d: &automerge::Automerge,
+) -> Option<kepu_sync_core::ids::SlotId> {
+    let projection = kepu_server::records::project(doc, d);
+    kepu_server::records::write(store, doc, &projection, None, now_ms())
+        .await
+        .unwrap()
+}
+
+/// Check-ins change what a booking's records say but not what its slot's capacity
+/// decision reads (ADR 0188): the decision is asked for when the booking is new, when its
+/// status, party size or wait-list place changes, and when this process forgot what it
+/// wrote; the booking keeps its arrival number and its attendance is written each time.
+async fn a_booking_asks_for_its_slot_decision_only_when_what_it_is_decided_on_changes(db: &TestDb) {
+    use kepu_sync_core::edits::{Edit, apply_unchecked};
+    use kepu_sync_core::ids::SlotId;
+    use kepu_sync_core::schema::booking::{ScanMethod, Status};
+    use uuid::Uuid;
+
+    let store = &db.store;
+    let slot = Some(SlotId(Uuid::from_u128(5)));
+    let teacher = teacher_of_school_3();
+    let pupils: Vec<PupilId> = (200..203u128)
+        .map(|n| PupilId(Uuid::from_u128(n)))
+        .collect();
+    let first = kepu_sync_core::doc_id::DocumentId::from_bytes([12; 16]);
+    let d_first = booking_of_school_3(&teacher, 1, vec![PupilId(Uuid::from_u128(199))]);
+    assert_eq!(
+        write_booking(store, first, &d_first).await,
+        slot,
+        "a new booking"
+    );
+    let doc = kepu_sync_core::doc_id::DocumentId::from_bytes([11; 16]);
+    let mut d = booking_of_school_3(&teacher, 3, pupils.clone());
+    assert_eq!(write_booking(store, doc, &d).await, slot, "a new booking");
+    assert_eq!(write_booking(store, doc, &d).await, None, "nothing changed");
+
+    for (k, p) in pupils.iter().enumerate() {
+        let scan = Edit::CheckIn {
+            pupil: *p,
+            scan_id: format!("t{k}"),
+            method: ScanMethod::Manual,
+            proof: None,
+        };
+        apply_unchecked(&mut d, &teacher, now_ms(), &scan).unwrap();
+        assert_eq!(write_booking(store, doc, &d).await, None, "check-in {k}");
+    }
+    let a = store
+        .booking_attendance(&doc.to_string())
+        .await
+        .unwrap()
+        .expect("the booking's records");
+    assert_eq!(
+        a.booking.arrived, 3,
+        "every check-in's write reached the row"
+    );
+
+    let decide = Edit::Decide {
+        status: Status::Confirmed,
+        wait_position: None,
+    };
+    apply_unchecked(&mut d, &teacher, now_ms(), &decide).unwrap();
+    assert_eq!(
+        write_booking(store, doc, &d).await,
+        slot,
+        "the status changed"
+    );
+    assert_eq!(write_booking(store, doc, &d).await, None);
+
+    store.forget_written(doc);
+    assert_eq!(write_booking(store, doc, &d).await, slot, "forgotten");
+
+    apply_unchecked(&mut d, &teacher, now_ms(), &Edit::CancelBooking).unwrap();
+    assert_eq!(write_booking(store, doc, &d).await, slot, "cancelled");
+    let rows = store.bookings(None, None).await.unwrap();
+    let order: Vec<String> = rows.iter().map(|r| r.doc_id.clone()).collect();
+    assert_eq!(
+        order,
+        vec![first.to_string(), doc.to_string()],
+        "the bookings keep the order they arrived in"
+    );
+    assert_eq!(rows[1].status, "cancelled");
+    assert_eq!(rows[1].arrived, 3);
 }
 
 /// The teacher of school 3 who books in the roster and records tests.
