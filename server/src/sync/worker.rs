@@ -134,10 +134,51 @@ fn spawn_read(state: &AppState, hub: &Back, task: TaskId, doc: DocumentId, whole
     });
 }
 
+/// Records writes run between batches of storage tasks for at most about this long,
+/// then the worker looks for new tasks again: an acknowledgement waits for one slice of
+/// records at most, not for every document's (ADR 0189).
+const RECORDS_SLICE: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Documents whose records are due, each with its newest job, in the order they first
+/// became due.
+#[derive(Default)]
+struct Due {
+    order: std::collections::VecDeque<DocumentId>,
+    jobs: std::collections::HashMap<DocumentId, Job>,
+}
+
+impl Due {
+    /// A document's records are due from `job` (a `Project` or `Reproject`); a job
+    /// already due for it is replaced, so the records are written once, from the newest
+    /// state.
+    fn put(&mut self, doc: DocumentId, job: Job) {
+        if self.jobs.insert(doc, job).is_none() {
+            self.order.push_back(doc);
+        }
+    }
+
+    fn pop(&mut self) -> Option<(DocumentId, Job)> {
+        let doc = self.order.pop_front()?;
+        self.jobs.remove(&doc).map(|j| (doc, j))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
 async fn run(state: AppState, back: Back, mut rx: mpsc::Receiver<Job>) {
     let hub = &back.hub;
-    while let Some(first) = rx.recv().await {
-        let mut jobs = vec![first];
+    let mut due = Due::default();
+    loop {
+        // Wait for work only when no records are due.
+        let mut jobs = Vec::new();
+        if due.is_empty() {
+            match rx.recv().await {
+                Some(j) => jobs.push(j),
+                None => break,
+            }
+        }
         while jobs.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(j) => jobs.push(j),
@@ -145,20 +186,14 @@ async fn run(state: AppState, back: Back, mut rx: mpsc::Receiver<Job>) {
             }
         }
         let mut writes: Vec<(TaskId, StorageTask)> = Vec::new();
-        let mut later: Vec<Job> = Vec::new();
-        // A document's records are written once per batch, from its newest state.
-        let mut last_projection: std::collections::HashMap<DocumentId, usize> =
-            std::collections::HashMap::new();
-        for (i, job) in jobs.iter().enumerate() {
-            if let Job::Project { doc, .. } = job {
-                last_projection.insert(*doc, i);
-            }
-        }
-        for (i, job) in jobs.into_iter().enumerate() {
+        let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+        let mut refusals: Vec<Job> = Vec::new();
+        for job in jobs {
             match job {
                 Job::Tasks(tasks) => writes.extend(tasks),
-                Job::Project { doc, .. } if last_projection.get(&doc) != Some(&i) => {}
-                other => later.push(other),
+                Job::Project { doc, .. } | Job::Reproject { doc } => due.put(doc, job),
+                Job::Flush(done) => flushes.push(done),
+                Job::Refusal { .. } => refusals.push(job),
             }
         }
         if !writes.is_empty() {
@@ -193,49 +228,61 @@ async fn run(state: AppState, back: Back, mut rx: mpsc::Receiver<Job>) {
                 back.done(id, result);
             }
         }
-        for job in later {
-            match job {
-                Job::Project {
-                    doc,
-                    projection,
-                    heads,
-                } => write_records(&state, hub, doc, &projection, &heads).await,
-                Job::Reproject { doc } => match crate::records::load(&state.store, doc).await {
-                    Ok(d) => {
-                        state
-                            .metrics
-                            .projections_total
-                            .with_label_values(&["store"])
-                            .inc();
-                        let projection = crate::records::project(doc, &d);
-                        write_records(&state, hub, doc, &projection, &d.get_heads()).await;
-                    }
-                    Err(e) => tracing::error!(doc = %doc, error = %e, "projection failed"),
-                },
-                Job::Refusal {
-                    device,
-                    doc,
+        for job in refusals {
+            if let Job::Refusal {
+                device,
+                doc,
+                code,
+                detail,
+            } = job
+            {
+                let r = crate::store::Refusal {
+                    id: kepu_sync_core::ids::uuid_v7(now_ms(), rand::random()),
+                    device_id: device.0,
+                    doc_id: doc.to_string(),
                     code,
                     detail,
-                } => {
-                    let r = crate::store::Refusal {
-                        id: kepu_sync_core::ids::uuid_v7(now_ms(), rand::random()),
-                        device_id: device.0,
-                        doc_id: doc.to_string(),
-                        code,
-                        detail,
-                        at: now_ms(),
-                    };
-                    if let Err(e) = state.store.record_refusal(&r).await {
-                        tracing::warn!(error = %e, "could not record refusal");
-                    }
+                    at: now_ms(),
+                };
+                if let Err(e) = state.store.record_refusal(&r).await {
+                    tracing::warn!(error = %e, "could not record refusal");
                 }
-                Job::Flush(done) => {
-                    let _ = done.send(());
-                }
-                Job::Tasks(_) => {}
             }
         }
+        // Records: every due document's before a flush is answered (it answers once
+        // everything before it is written); otherwise one slice, then new tasks first.
+        let started = Instant::now();
+        while let Some((doc, job)) = due.pop() {
+            write_due(&state, hub, doc, job).await;
+            if flushes.is_empty() && started.elapsed() >= RECORDS_SLICE {
+                break;
+            }
+        }
+        for done in flushes {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Writes the records a `Project` or `Reproject` job asks for.
+async fn write_due(state: &AppState, hub: &SyncHub, doc: DocumentId, job: Job) {
+    match job {
+        Job::Project {
+            projection, heads, ..
+        } => write_records(state, hub, doc, &projection, &heads).await,
+        Job::Reproject { .. } => match crate::records::load(&state.store, doc).await {
+            Ok(d) => {
+                state
+                    .metrics
+                    .projections_total
+                    .with_label_values(&["store"])
+                    .inc();
+                let projection = crate::records::project(doc, &d);
+                write_records(state, hub, doc, &projection, &d.get_heads()).await;
+            }
+            Err(e) => tracing::error!(doc = %doc, error = %e, "projection failed"),
+        },
+        _ => {}
     }
 }
 
@@ -296,5 +343,43 @@ pub(crate) async fn decide_slot(state: &AppState, hub: &SyncHub, slot: SlotId) -
             tracing::warn!(slot = %slot, error = %e, "could not decide the slot");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reproject(n: u8) -> (DocumentId, Job) {
+        let doc = DocumentId::from_bytes([n; 16]);
+        (doc, Job::Reproject { doc })
+    }
+
+    fn project(n: u8, heads: u8) -> (DocumentId, Job) {
+        let doc = DocumentId::from_bytes([n; 16]);
+        let job = Job::Project {
+            doc,
+            projection: Box::new(Projection::Nothing),
+            heads: vec![automerge::ChangeHash([heads; 32])],
+        };
+        (doc, job)
+    }
+
+    #[test]
+    fn due_records_are_written_once_from_the_newest_job_in_the_order_first_due() {
+        let mut due = Due::default();
+        for (doc, job) in [project(1, 1), reproject(2), project(1, 2), project(3, 1)] {
+            due.put(doc, job);
+        }
+        let mut out = Vec::new();
+        while let Some((doc, job)) = due.pop() {
+            let heads = match job {
+                Job::Project { heads, .. } => heads.first().map(|h| h.0[0]),
+                _ => None,
+            };
+            out.push((doc.as_bytes()[0], heads));
+        }
+        assert_eq!(out, vec![(1, Some(2)), (2, None), (3, Some(1))]);
+        assert!(due.is_empty());
     }
 }
