@@ -3,7 +3,7 @@
 use automerge::ChangeHash;
 use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::ids::SlotId;
-use kepu_sync_core::rules::attendance::attendance;
+use kepu_sync_core::rules::attendance::{Attendance, attendance};
 use kepu_sync_core::rules::volunteer;
 use kepu_sync_core::schema::activity_log::ActivityLog;
 use kepu_sync_core::schema::booking::{Booking, Status};
@@ -189,24 +189,17 @@ impl Store {
         let a = attendance(b, slot.as_ref());
         // A booking already numbered keeps its arrival number: its row is updated in
         // place, one statement (it was a read, a delete and an insert for every write).
-        let updated = sqlx::query(
-            "UPDATE proj_bookings SET venue_id = $2, slot_id = $3, school_id = $4, party_size = $5, \
-             status = $6, wait_position = $7, requested_at = $8, expected = $9, arrived = $10, \
-             inside_now = $11, updated_at = $12, roster_key = $13 WHERE doc_id = $1",
+        let updated = bind_booking(
+            sqlx::query(
+                "UPDATE proj_bookings SET venue_id = $2, slot_id = $3, school_id = $4, party_size = $5, \
+                 status = $6, wait_position = $7, requested_at = $8, expected = $9, arrived = $10, \
+                 inside_now = $11, updated_at = $12, roster_key = $13 WHERE doc_id = $1",
+            ),
+            &id,
+            b,
+            &a,
+            now,
         )
-        .bind(&id)
-        .bind(b.venue.to_string())
-        .bind(b.slot.to_string())
-        .bind(b.school.to_string())
-        .bind(i64::from(b.party_size))
-        .bind(b.status.as_str())
-        .bind(b.wait_position.map(i64::from))
-        .bind(b.requested_at)
-        .bind(i(a.expected))
-        .bind(i(a.arrived))
-        .bind(i(a.inside_now))
-        .bind(now)
-        .bind(roster_key(b))
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -223,25 +216,18 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?
                 .try_get::<i64, _>(0)?;
-            sqlx::query(
-                "INSERT INTO proj_bookings (doc_id, venue_id, slot_id, school_id, party_size, status, wait_position, \
-                 requested_at, received_seq, expected, arrived, inside_now, updated_at, roster_key) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            bind_booking(
+                sqlx::query(
+                    "INSERT INTO proj_bookings (doc_id, venue_id, slot_id, school_id, party_size, status, \
+                     wait_position, requested_at, expected, arrived, inside_now, updated_at, roster_key, \
+                     received_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                ),
+                &id,
+                b,
+                &a,
+                now,
             )
-            .bind(&id)
-            .bind(b.venue.to_string())
-            .bind(b.slot.to_string())
-            .bind(b.school.to_string())
-            .bind(i64::from(b.party_size))
-            .bind(b.status.as_str())
-            .bind(b.wait_position.map(i64::from))
-            .bind(b.requested_at)
             .bind(seq)
-            .bind(i(a.expected))
-            .bind(i(a.arrived))
-            .bind(i(a.inside_now))
-            .bind(now)
-            .bind(roster_key(b))
             .execute(&mut *tx)
             .await?;
         }
@@ -631,6 +617,31 @@ async fn write_school_log(
         }
     }
     Ok(())
+}
+
+/// Binds a booking's row of `proj_bookings` as `$1` to `$13`: `doc_id`, venue, slot,
+/// school, party size, status, wait-list place, requested at, expected, arrived, inside
+/// now, updated at, roster key.
+fn bind_booking<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    id: &str,
+    b: &Booking,
+    a: &Attendance,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    q.bind(id.to_owned())
+        .bind(b.venue.to_string())
+        .bind(b.slot.to_string())
+        .bind(b.school.to_string())
+        .bind(i64::from(b.party_size))
+        .bind(b.status.as_str())
+        .bind(b.wait_position.map(i64::from))
+        .bind(b.requested_at)
+        .bind(i(a.expected))
+        .bind(i(a.arrived))
+        .bind(i(a.inside_now))
+        .bind(now)
+        .bind(roster_key(b))
 }
 
 async fn slot_of(tx: &mut sqlx::Transaction<'_, sqlx::Any>, slot: SlotId) -> Result<Option<Slot>> {
