@@ -278,9 +278,18 @@ async fn a_cancelled_sync_closes_its_connection() {
         None,
     )
     .expect("reopening the store right after dropping its client");
-    let cancelled = tokio::time::timeout(Duration::from_millis(300), client.sync_now()).await;
-    assert!(cancelled.is_err());
-    let (mut socket, _) = black_hole.accept().unwrap();
+    // Cancelled once its connection is open and waiting for the server's answer (a
+    // timeout alone could cancel it before it connects, on a loaded machine, and leave
+    // nothing to accept).
+    let hole = tokio::task::spawn_blocking(move || black_hole.accept().map(|(s, _)| s));
+    let mut sync = Box::pin(client.sync_now());
+    let mut socket = tokio::select! {
+        r = &mut sync => panic!("the sync to a silent server ended: {r:?}"),
+        s = tokio::time::timeout(Duration::from_secs(10), hole) => {
+            s.expect("the phone never connected").unwrap().unwrap()
+        }
+    };
+    drop(sync);
     socket
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
