@@ -27,7 +27,8 @@ use crate::error::{Error, Result};
 use crate::live::{self, Day, Snapshot, Viewer};
 use crate::sync::ws::SyncContext;
 
-/// Changes arriving closer together than this are answered with one snapshot.
+/// A stream reads snapshots at most this often: a change after a quiet spell is read at
+/// once, the changes that follow a read are read together this long after it.
 const DEBOUNCE: Duration = Duration::from_millis(150);
 /// Snapshots are read again this often even without a change (the band ages), and the
 /// viewer's login is checked again.
@@ -207,6 +208,7 @@ async fn feed(mut s: Watch, first: Snapshot, tx: mpsc::Sender<Event>) {
         return;
     }
     let mut last = first;
+    let mut last_read = tokio::time::Instant::now();
     let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + REFRESH, REFRESH);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown = s.shutdown.take();
@@ -220,13 +222,14 @@ async fn feed(mut s: Watch, first: Snapshot, tx: mpsc::Sender<Event>) {
                 }
             }
             change = changes.recv() => match change {
-                Ok(v) if v == s.venue => settle(&mut changes).await,
+                Ok(v) if v == s.venue => settle(&mut changes, last_read).await,
                 Ok(_) => continue,
-                Err(RecvError::Lagged(_)) => settle(&mut changes).await,
+                Err(RecvError::Lagged(_)) => settle(&mut changes, last_read).await,
                 Err(RecvError::Closed) => return,
             },
         }
         let now = now_ms();
+        last_read = tokio::time::Instant::now();
         let next = match live::snapshot(
             &s.state.store,
             &s.state.live,
@@ -270,10 +273,13 @@ async fn stopping(shutdown: Option<&mut tokio::sync::watch::Receiver<bool>>) {
     }
 }
 
-/// Lets a burst of changes pass before reading: waits [`DEBOUNCE`] and drops the
-/// notifications that arrived meanwhile.
-async fn settle(changes: &mut tokio::sync::broadcast::Receiver<Uuid>) {
-    tokio::time::sleep(DEBOUNCE).await;
+/// Waits until [`DEBOUNCE`] after the last read (not at all after a quiet spell), then
+/// drops the notifications that arrived meanwhile: the next read answers them all.
+async fn settle(
+    changes: &mut tokio::sync::broadcast::Receiver<Uuid>,
+    last_read: tokio::time::Instant,
+) {
+    tokio::time::sleep_until(last_read + DEBOUNCE).await;
     while !matches!(
         changes.try_recv(),
         Err(tokio::sync::broadcast::error::TryRecvError::Empty
@@ -376,4 +382,39 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         Caching::Revalidate,
         body,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_after_a_quiet_spell_is_read_at_once_and_those_after_a_read_together() {
+        let venue = Uuid::from_u128(7);
+        let (tx, mut changes) = tokio::sync::broadcast::channel(16);
+
+        // Nothing read for a while: the change is read at once.
+        let quiet_since = tokio::time::Instant::now();
+        tokio::time::sleep(DEBOUNCE * 3).await;
+        tx.send(venue).unwrap();
+        let _ = changes.recv().await;
+        let started = tokio::time::Instant::now();
+        settle(&mut changes, quiet_since).await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+
+        // Just read: the next changes wait for the rest of the interval and are read
+        // together (the notifications that came meanwhile are dropped).
+        let read = tokio::time::Instant::now();
+        tokio::time::sleep(DEBOUNCE / 3).await;
+        for _ in 0..3 {
+            tx.send(venue).unwrap();
+        }
+        let _ = changes.recv().await;
+        settle(&mut changes, read).await;
+        assert_eq!(read.elapsed(), DEBOUNCE);
+        assert!(matches!(
+            changes.try_recv(),
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty)
+        ));
+    }
 }
