@@ -179,18 +179,6 @@ impl Store {
             .collect()
     }
 
-    /// The minimum app version of one role, if it has one.
-    ///
-    /// # Errors
-    /// A database failure.
-    pub async fn min_app_version(&self, role: Role) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT version FROM min_app_versions WHERE role = $1")
-            .bind(role.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.try_get("version")).transpose()?)
-    }
-
     /// Sets (or with `None` clears) a role's minimum app version. The caller checked
     /// the version's form.
     ///

@@ -1,5 +1,7 @@
 //! Writes and reads the records projected from documents (see `crate::records`).
 
+use std::hash::Hash;
+
 use automerge::ChangeHash;
 use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::ids::SlotId;
@@ -16,7 +18,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::store::documents::mark_projected_in;
-use crate::store::written::TableRows;
+use crate::store::written::{TableRows, hash_of};
 
 /// A booking request in a slot, as the capacity decision needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,12 +234,9 @@ impl Store {
             .await?;
         }
         let tables = booking_tables(&id, b, &a);
-        let decided_on = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::hash::DefaultHasher::new();
-            (b.slot.0, b.party_size, b.status.as_str(), b.wait_position).hash(&mut h);
-            h.finish()
-        };
+        let decided_on = hash_of(|h| {
+            (b.slot.0, b.party_size, b.status.as_str(), b.wait_position).hash(h);
+        });
         let pending = self.written.write(&mut tx, &id, tables, decided_on).await?;
         let due = pending.decision_due;
         mark_projected_in(tx.tx(), &id, at).await?;

@@ -52,7 +52,7 @@ pub(super) struct TableRows {
 
 /// The hash of what `f` feeds: `DefaultHasher::new()` has fixed keys, so a row hashes the
 /// same in every process and run.
-fn hash_of(f: impl FnOnce(&mut DefaultHasher)) -> u64 {
+pub(super) fn hash_of(f: impl FnOnce(&mut DefaultHasher)) -> u64 {
     let mut h = DefaultHasher::new();
     f(&mut h);
     h.finish()

@@ -139,25 +139,35 @@ fn spawn_read(state: &AppState, hub: &Back, task: TaskId, doc: DocumentId, whole
 /// records at most, not for every document's (ADR 0189).
 const RECORDS_SLICE: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// Documents whose records are due, each with its newest job, in the order they first
-/// became due.
+/// Where a due document's records come from.
+enum Records {
+    /// Computed by the hub from the state at `heads` (`Job::Project`).
+    Computed {
+        projection: Box<Projection>,
+        heads: Vec<automerge::ChangeHash>,
+    },
+    /// To compute from the store (`Job::Reproject`).
+    FromStore,
+}
+
+/// Documents whose records are due, each with its newest records, in the order they
+/// first became due.
 #[derive(Default)]
 struct Due {
     order: std::collections::VecDeque<DocumentId>,
-    jobs: std::collections::HashMap<DocumentId, Job>,
+    jobs: std::collections::HashMap<DocumentId, Records>,
 }
 
 impl Due {
-    /// A document's records are due from `job` (a `Project` or `Reproject`); a job
-    /// already due for it is replaced, so the records are written once, from the newest
-    /// state.
-    fn put(&mut self, doc: DocumentId, job: Job) {
-        if self.jobs.insert(doc, job).is_none() {
+    /// A document's records are due; records already due for it are replaced, so they
+    /// are written once, from the newest state.
+    fn put(&mut self, doc: DocumentId, records: Records) {
+        if self.jobs.insert(doc, records).is_none() {
             self.order.push_back(doc);
         }
     }
 
-    fn pop(&mut self) -> Option<(DocumentId, Job)> {
+    fn pop(&mut self) -> Option<(DocumentId, Records)> {
         let doc = self.order.pop_front()?;
         self.jobs.remove(&doc).map(|j| (doc, j))
     }
@@ -187,13 +197,30 @@ async fn run(state: AppState, back: Back, mut rx: mpsc::Receiver<Job>) {
         }
         let mut writes: Vec<(TaskId, StorageTask)> = Vec::new();
         let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
-        let mut refusals: Vec<Job> = Vec::new();
+        let mut refusals: Vec<crate::store::Refusal> = Vec::new();
         for job in jobs {
             match job {
                 Job::Tasks(tasks) => writes.extend(tasks),
-                Job::Project { doc, .. } | Job::Reproject { doc } => due.put(doc, job),
+                Job::Project {
+                    doc,
+                    projection,
+                    heads,
+                } => due.put(doc, Records::Computed { projection, heads }),
+                Job::Reproject { doc } => due.put(doc, Records::FromStore),
                 Job::Flush(done) => flushes.push(done),
-                Job::Refusal { .. } => refusals.push(job),
+                Job::Refusal {
+                    device,
+                    doc,
+                    code,
+                    detail,
+                } => refusals.push(crate::store::Refusal {
+                    id: kepu_sync_core::ids::uuid_v7(now_ms(), rand::random()),
+                    device_id: device.0,
+                    doc_id: doc.to_string(),
+                    code,
+                    detail,
+                    at: now_ms(),
+                }),
             }
         }
         if !writes.is_empty() {
@@ -228,32 +255,16 @@ async fn run(state: AppState, back: Back, mut rx: mpsc::Receiver<Job>) {
                 back.done(id, result);
             }
         }
-        for job in refusals {
-            if let Job::Refusal {
-                device,
-                doc,
-                code,
-                detail,
-            } = job
-            {
-                let r = crate::store::Refusal {
-                    id: kepu_sync_core::ids::uuid_v7(now_ms(), rand::random()),
-                    device_id: device.0,
-                    doc_id: doc.to_string(),
-                    code,
-                    detail,
-                    at: now_ms(),
-                };
-                if let Err(e) = state.store.record_refusal(&r).await {
-                    tracing::warn!(error = %e, "could not record refusal");
-                }
+        for r in refusals {
+            if let Err(e) = state.store.record_refusal(&r).await {
+                tracing::warn!(error = %e, "could not record refusal");
             }
         }
         // Records: every due document's before a flush is answered (it answers once
         // everything before it is written); otherwise one slice, then new tasks first.
         let started = Instant::now();
-        while let Some((doc, job)) = due.pop() {
-            write_due(&state, hub, doc, job).await;
+        while let Some((doc, records)) = due.pop() {
+            write_due(&state, hub, doc, records).await;
             if flushes.is_empty() && started.elapsed() >= RECORDS_SLICE {
                 break;
             }
@@ -264,13 +275,13 @@ async fn run(state: AppState, back: Back, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
-/// Writes the records a `Project` or `Reproject` job asks for.
-async fn write_due(state: &AppState, hub: &SyncHub, doc: DocumentId, job: Job) {
-    match job {
-        Job::Project {
-            projection, heads, ..
-        } => write_records(state, hub, doc, &projection, &heads).await,
-        Job::Reproject { .. } => match crate::records::load(&state.store, doc).await {
+/// Writes a due document's records.
+async fn write_due(state: &AppState, hub: &SyncHub, doc: DocumentId, records: Records) {
+    match records {
+        Records::Computed { projection, heads } => {
+            write_records(state, hub, doc, &projection, &heads).await;
+        }
+        Records::FromStore => match crate::records::load(&state.store, doc).await {
             Ok(d) => {
                 state
                     .metrics
@@ -282,7 +293,6 @@ async fn write_due(state: &AppState, hub: &SyncHub, doc: DocumentId, job: Job) {
             }
             Err(e) => tracing::error!(doc = %doc, error = %e, "projection failed"),
         },
-        _ => {}
     }
 }
 
@@ -350,32 +360,29 @@ pub(crate) async fn decide_slot(state: &AppState, hub: &SyncHub, slot: SlotId) -
 mod tests {
     use super::*;
 
-    fn reproject(n: u8) -> (DocumentId, Job) {
-        let doc = DocumentId::from_bytes([n; 16]);
-        (doc, Job::Reproject { doc })
+    fn reproject(n: u8) -> (DocumentId, Records) {
+        (DocumentId::from_bytes([n; 16]), Records::FromStore)
     }
 
-    fn project(n: u8, heads: u8) -> (DocumentId, Job) {
-        let doc = DocumentId::from_bytes([n; 16]);
-        let job = Job::Project {
-            doc,
+    fn project(n: u8, heads: u8) -> (DocumentId, Records) {
+        let records = Records::Computed {
             projection: Box::new(Projection::Nothing),
             heads: vec![automerge::ChangeHash([heads; 32])],
         };
-        (doc, job)
+        (DocumentId::from_bytes([n; 16]), records)
     }
 
     #[test]
     fn due_records_are_written_once_from_the_newest_job_in_the_order_first_due() {
         let mut due = Due::default();
-        for (doc, job) in [project(1, 1), reproject(2), project(1, 2), project(3, 1)] {
-            due.put(doc, job);
+        for (doc, records) in [project(1, 1), reproject(2), project(1, 2), project(3, 1)] {
+            due.put(doc, records);
         }
         let mut out = Vec::new();
-        while let Some((doc, job)) = due.pop() {
-            let heads = match job {
-                Job::Project { heads, .. } => heads.first().map(|h| h.0[0]),
-                _ => None,
+        while let Some((doc, records)) = due.pop() {
+            let heads = match records {
+                Records::Computed { heads, .. } => heads.first().map(|h| h.0[0]),
+                Records::FromStore => None,
             };
             out.push((doc.as_bytes()[0], heads));
         }
