@@ -40,6 +40,15 @@ pub struct Metrics {
     /// (`kepu_booking_reads_total`): `whole`, or `changed` (only the keys touched since
     /// the last projection, ADR 0181).
     pub booking_reads_total: IntCounterVec,
+    /// Time from the oldest merge a document's records answer to until they are written
+    /// (`kepu_records_lag_seconds`): how far the records, and the live dashboard, trail
+    /// the merged documents.
+    pub records_lag_seconds: Histogram,
+    /// Time to write one transaction of records: one document, or several bookings
+    /// (`kepu_records_write_seconds`).
+    pub records_write_seconds: Histogram,
+    /// Time to read one live dashboard snapshot (`kepu_live_snapshot_seconds`).
+    pub live_snapshot_seconds: Histogram,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -119,6 +128,30 @@ impl Metrics {
             &["read"],
         )?;
         registry.register(Box::new(booking_reads_total.clone()))?;
+        let records_lag_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "kepu_records_lag_seconds",
+                "From the oldest merge a document's records answer to until they are written",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(records_lag_seconds.clone()))?;
+        let records_write_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "kepu_records_write_seconds",
+                "Write one transaction of records",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(records_write_seconds.clone()))?;
+        let live_snapshot_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "kepu_live_snapshot_seconds",
+                "Read one live dashboard snapshot",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(live_snapshot_seconds.clone()))?;
         // Make the labelled series visible before the first event.
         for direction in ["in", "out"] {
             sync_messages_total.with_label_values(&[direction]);
@@ -143,6 +176,9 @@ impl Metrics {
             stored_unreadable_total,
             projections_total,
             booking_reads_total,
+            records_lag_seconds,
+            records_write_seconds,
+            live_snapshot_seconds,
         })
     }
 

@@ -38,7 +38,7 @@ pub use fleet::{FleetDevice, FleetQuery, RefusalTally};
 pub use geo::{City, County, School, Venue};
 pub use live::{DayAnomaly, DayBooking, DayDevice, DayScan, DaySlot, VenueDay};
 pub use records::{
-    AnomalyRow, BookingAttendance, BookingRow, ScanRow, SlotBooking, VolunteerHours,
+    AnomalyRow, BookingAttendance, BookingRow, BookingWrite, ScanRow, SlotBooking, VolunteerHours,
 };
 pub use refusals::{MAX_DETAIL_CHARS, MAX_REFUSALS_PER_DEVICE, Refusal};
 pub use reports::{SchoolFacts, SchoolPlace, Scope};
@@ -51,7 +51,7 @@ use crate::error::{Error, Result};
 /// time (ADR 0183); the others read. Each is a thread of sqlx's with its own page cache
 /// and its own malloc arena: eight took 35–45 MiB more peak RSS at the end of day than
 /// four with small caches, for no CPU or latency (ADR 0184).
-pub const SQLITE_CONNECTIONS: u32 = 4;
+pub const SQLITE_CONNECTIONS: u32 = 3;
 
 /// Each SQLite connection's page cache: 256 KiB instead of SQLite's 2 MiB. The pages
 /// the server reads again are in the operating system's cache; a miss costs a copy from
@@ -68,6 +68,11 @@ pub struct Store {
     /// The connection the records are written on, on SQLite: its commits do not wait for
     /// the disk (`synchronous = NORMAL`, ADR 0182). On PostgreSQL, `pool`.
     records_pool: AnyPool,
+    /// The connection write transactions run on, on SQLite: they take turns anyway
+    /// (`write_turn`), and on a connection of their own a device's acknowledgement never
+    /// waits for one of the pool's, held by the dashboard's reads (ADR 0190). On
+    /// PostgreSQL, `pool`.
+    writer_pool: AnyPool,
     backend: Backend,
     server_seed: Arc<[u8; 32]>,
     /// The database URL (holds credentials: never log it), for the connections of
@@ -166,7 +171,7 @@ impl Store {
         };
         let turn = self.take_turn().await;
         Ok(WriteTx {
-            tx: self.pool.begin_with(statement).await?,
+            tx: self.writer_pool.begin_with(statement).await?,
             _turn: turn,
         })
     }
@@ -231,6 +236,19 @@ impl Store {
             })
             .connect(url)
             .await?;
+        let writer_pool = if backend == Backend::Sqlite {
+            pool_options(1)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute(SQLITE_CACHE).await?;
+                        Ok(())
+                    })
+                })
+                .connect(url)
+                .await?
+        } else {
+            pool.clone()
+        };
         let records_pool = if backend == Backend::Sqlite {
             // WAL is persistent in the file; setting it once is enough.
             pool.execute("PRAGMA journal_mode = WAL").await?;
@@ -260,6 +278,7 @@ impl Store {
         Ok(Self {
             pool,
             records_pool,
+            writer_pool,
             backend,
             server_seed: Arc::new(server_seed),
             url: Arc::from(url),
@@ -290,13 +309,30 @@ impl Store {
     /// # Errors
     /// A database failure.
     pub(crate) async fn begin_records_write(&self, doc: &str) -> Result<WriteTx> {
+        self.begin_records_write_many(&[doc]).await
+    }
+
+    /// Starts a write transaction that replaces several documents' records (ADR 0190).
+    /// On PostgreSQL it takes the documents' locks first, in the order of their ids, so
+    /// that two nodes writing overlapping sets wait for each other instead of deadlocking
+    /// (any lock taken later in the transaction, such as the arrival numbers', comes
+    /// after every document's).
+    ///
+    /// # Errors
+    /// A database failure.
+    pub(crate) async fn begin_records_write_many(&self, docs: &[&str]) -> Result<WriteTx> {
         let mut tx = self.begin_records_tx().await?;
         if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-                .bind(crate::cluster::RECORDS_LOCK_SPACE)
-                .bind(doc)
-                .execute(&mut *tx)
-                .await?;
+            let mut sorted = docs.to_vec();
+            sorted.sort_unstable();
+            sorted.dedup();
+            for doc in sorted {
+                sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                    .bind(crate::cluster::RECORDS_LOCK_SPACE)
+                    .bind(doc)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         Ok(tx)
     }
@@ -367,6 +403,8 @@ impl Store {
     /// Closes every connection (after the server stopped).
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer_pool.close().await;
+        self.records_pool.close().await;
     }
 }
 
@@ -382,8 +420,8 @@ mod write_turn_tests {
 
     use super::Store;
 
-    /// Every SQLite connection of the store, the records' own too, keeps the small page
-    /// cache (ADR 0184).
+    /// Every SQLite connection of the store, the records' and the writers' own too, keeps
+    /// the small page cache (ADR 0184).
     #[tokio::test]
     async fn sqlite_connections_keep_a_small_page_cache() {
         let dir = tempfile::tempdir().unwrap();
@@ -405,6 +443,48 @@ mod write_turn_tests {
             .await
             .unwrap();
         assert_eq!(kib, -256, "the records connection");
+        drop(tx);
+        let mut tx = store.begin_write().await.unwrap();
+        let kib: i64 = sqlx::query_scalar("PRAGMA cache_size")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(kib, -256, "the writers' connection");
+    }
+
+    /// A write transaction (a device's append waiting to be acknowledged) has a
+    /// connection of its own on SQLite: it starts while readers, the live dashboard's
+    /// snapshots say, hold every connection of the pool (ADR 0190).
+    #[tokio::test]
+    async fn a_write_starts_while_readers_hold_every_pool_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("k.db").display());
+        let store = Store::open(&url, None).await.unwrap();
+        let mut readers = Vec::new();
+        for _ in 0..super::SQLITE_CONNECTIONS {
+            let mut tx = store.begin_read().await.unwrap();
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM documents")
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+            assert_eq!(n, 0);
+            readers.push(tx);
+        }
+        let doc = DocumentId::from_bytes([9; 16]);
+        let (d, changes) = plain_changes(3);
+        let task = append(doc, changes, d.get_heads());
+        let write = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            store.run_document_tasks(&[&task], 1).await
+        })
+        .await
+        .expect("the write did not wait for a reader's connection");
+        write.unwrap();
+        drop(readers);
+        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM changes")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(stored, 3);
     }
 
     /// SQLite has one writer at a time. A write of the server's that takes longer than

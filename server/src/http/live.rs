@@ -230,7 +230,7 @@ async fn feed(mut s: Watch, first: Snapshot, tx: mpsc::Sender<Event>) {
         }
         let now = now_ms();
         last_read = tokio::time::Instant::now();
-        let next = match live::snapshot(
+        let read = live::snapshot(
             &s.state.store,
             &s.state.live,
             s.venue,
@@ -238,8 +238,12 @@ async fn feed(mut s: Watch, first: Snapshot, tx: mpsc::Sender<Event>) {
             s.viewer,
             now,
         )
-        .await
-        {
+        .await;
+        s.state
+            .metrics
+            .live_snapshot_seconds
+            .observe(last_read.elapsed().as_secs_f64());
+        let next = match read {
             Ok(snapshot) => snapshot,
             Err(Error::Forbidden(_) | Error::NotFound { .. }) => return,
             Err(e) => {

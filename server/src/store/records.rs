@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::store::documents::mark_projected_in;
-use crate::store::written::{TableRows, hash_of};
+use crate::store::written::{Pending, TableRows, hash_of};
 
 /// A booking request in a slot, as the capacity decision needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +102,18 @@ pub struct BookingAttendance {
     pub anomalies: Vec<AnomalyRow>,
 }
 
+/// One booking's records to write with others in one transaction
+/// ([`Store::write_bookings_records`]).
+#[derive(Debug, Clone, Copy)]
+pub struct BookingWrite<'a> {
+    /// The booking document.
+    pub doc: DocumentId,
+    /// Its records.
+    pub booking: &'a Booking,
+    /// The heads they were computed at, noted with them (`Store::mark_projected`).
+    pub at: Option<&'a [ChangeHash]>,
+}
+
 /// Volunteer minutes for the API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VolunteerHours {
@@ -177,7 +189,6 @@ impl Store {
     ///
     /// # Errors
     /// A database failure.
-    #[allow(clippy::too_many_lines)]
     pub async fn write_booking_records(
         &self,
         doc: DocumentId,
@@ -185,8 +196,62 @@ impl Store {
         now: i64,
         at: Option<&[ChangeHash]>,
     ) -> Result<bool> {
-        let id = doc.to_string();
-        let mut tx = self.begin_records_write(&id).await?;
+        let due = self
+            .write_bookings_records(
+                &[BookingWrite {
+                    doc,
+                    booking: b,
+                    at,
+                }],
+                now,
+            )
+            .await?;
+        Ok(due.first().copied().unwrap_or(true))
+    }
+
+    /// Replaces the records of several bookings in one transaction (ADR 0190), each as
+    /// [`Store::write_booking_records`] does; one answer per booking, in their order.
+    /// When it fails nothing of it is written, and what this process remembers of those
+    /// bookings is forgotten (their next write replaces every row).
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn write_bookings_records(
+        &self,
+        writes: &[BookingWrite<'_>],
+        now: i64,
+    ) -> Result<Vec<bool>> {
+        let ids: Vec<String> = writes.iter().map(|w| w.doc.to_string()).collect();
+        let locks: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let mut tx = self.begin_records_write_many(&locks).await?;
+        let mut pending = Vec::with_capacity(writes.len());
+        for (w, id) in writes.iter().zip(&ids) {
+            pending.push(
+                self.booking_records_in(&mut tx, id, w.booking, now, w.at)
+                    .await?,
+            );
+        }
+        tx.commit().await?;
+        Ok(pending
+            .into_iter()
+            .map(|p| {
+                let due = p.decision_due;
+                p.committed();
+                due
+            })
+            .collect())
+    }
+
+    /// Writes one booking's records in `tx`; what it wrote is remembered once the
+    /// transaction commits.
+    async fn booking_records_in(
+        &self,
+        tx: &mut super::WriteTx,
+        id: &str,
+        b: &Booking,
+        now: i64,
+        at: Option<&[ChangeHash]>,
+    ) -> Result<Pending<'_>> {
         let slot = slot_of(tx.tx(), b.slot).await?;
         let a = attendance(b, slot.as_ref());
         // A booking already numbered keeps its arrival number: its row is updated in
@@ -197,12 +262,12 @@ impl Store {
                  status = $6, wait_position = $7, requested_at = $8, expected = $9, arrived = $10, \
                  inside_now = $11, updated_at = $12, roster_key = $13 WHERE doc_id = $1",
             ),
-            &id,
+            id,
             b,
             &a,
             now,
         )
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected();
         if updated == 0 {
@@ -211,11 +276,11 @@ impl Store {
                 // the other node's numbered booking is committed.
                 sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
                     .bind(crate::cluster::ARRIVAL_LOCK_SPACE)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
             }
             let seq = sqlx::query("SELECT COALESCE(MAX(received_seq), 0) + 1 FROM proj_bookings")
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut **tx)
                 .await?
                 .try_get::<i64, _>(0)?;
             bind_booking(
@@ -224,25 +289,22 @@ impl Store {
                      wait_position, requested_at, expected, arrived, inside_now, updated_at, roster_key, \
                      received_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                 ),
-                &id,
+                id,
                 b,
                 &a,
                 now,
             )
             .bind(seq)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
-        let tables = booking_tables(&id, b, &a);
+        let tables = booking_tables(id, b, &a);
         let decided_on = hash_of(|h| {
             (b.slot.0, b.party_size, b.status.as_str(), b.wait_position).hash(h);
         });
-        let pending = self.written.write(&mut tx, &id, tables, decided_on).await?;
-        let due = pending.decision_due;
-        mark_projected_in(tx.tx(), &id, at).await?;
-        tx.commit().await?;
-        pending.committed();
-        Ok(due)
+        let pending = self.written.write(tx, id, tables, decided_on).await?;
+        mark_projected_in(tx.tx(), id, at).await?;
+        Ok(pending)
     }
 
     /// Forgets what this process wrote of a booking's records: its next write replaces

@@ -1,6 +1,6 @@
 //! The hub: a single task that owns the sync engine.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use kepu_sync_core::doc_id::DocumentId;
@@ -186,7 +186,8 @@ struct Shard {
 /// empty or the oldest change has waited [`HubConfig::projection_delay`], not once per
 /// frame.
 struct Dirty {
-    docs: BTreeSet<DocumentId>,
+    /// Each document with when it was first marked since its last projection.
+    docs: BTreeMap<DocumentId, Instant>,
     since: Option<Instant>,
     delay: Duration,
 }
@@ -194,15 +195,16 @@ struct Dirty {
 impl Dirty {
     const fn new(delay: Duration) -> Self {
         Self {
-            docs: BTreeSet::new(),
+            docs: BTreeMap::new(),
             since: None,
             delay,
         }
     }
 
     fn mark(&mut self, doc: DocumentId) {
-        self.docs.insert(doc);
-        self.since.get_or_insert_with(Instant::now);
+        let now = Instant::now();
+        self.docs.entry(doc).or_insert(now);
+        self.since.get_or_insert(now);
     }
 
     fn due(&self, queue_empty: bool) -> bool {
@@ -233,7 +235,7 @@ impl Shard {
     /// meanwhile is projected by the worker from the store.
     async fn project_dirty(&mut self) {
         self.dirty.since = None;
-        for doc in std::mem::take(&mut self.dirty.docs) {
+        for (doc, since) in std::mem::take(&mut self.dirty.docs) {
             let job = match self.engine.doc(&doc) {
                 Some(d) => {
                     let metrics = &self.state.metrics;
@@ -256,6 +258,7 @@ impl Shard {
                         doc,
                         projection: Box::new(projection),
                         heads: d.get_heads(),
+                        since,
                     }
                 }
                 None => {
@@ -495,7 +498,7 @@ impl Shard {
         let state = &self.state;
         match event {
             Event::DocChanged { doc, .. } => self.dirty.mark(doc),
-            Event::Evicted { doc } if self.dirty.docs.remove(&doc) => {
+            Event::Evicted { doc } if self.dirty.docs.remove(&doc).is_some() => {
                 let _ = self.jobs.send(Job::Reproject { doc }).await;
             }
             Event::Refused {

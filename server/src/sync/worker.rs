@@ -28,6 +28,8 @@ pub enum Job {
         projection: Box<Projection>,
         /// The heads of the state they were computed from.
         heads: Vec<automerge::ChangeHash>,
+        /// When the oldest merge they answer to was made.
+        since: Instant,
     },
     /// Compute and write the records of a document from the store: it left the hub's
     /// memory before its records were computed.
@@ -145,10 +147,27 @@ enum Records {
     Computed {
         projection: Box<Projection>,
         heads: Vec<automerge::ChangeHash>,
+        since: Instant,
     },
     /// To compute from the store (`Job::Reproject`).
     FromStore,
 }
+
+impl Records {
+    /// The booking, when these are a booking's records computed by the hub.
+    fn booking(&self) -> Option<&kepu_sync_core::schema::booking::Booking> {
+        match self {
+            Self::Computed { projection, .. } => match &**projection {
+                Projection::Booking(b) => Some(b),
+                _ => None,
+            },
+            Self::FromStore => None,
+        }
+    }
+}
+
+/// Bookings whose records are written together in one transaction at most (ADR 0190).
+const RECORDS_GROUP: usize = 4;
 
 /// Documents whose records are due, each with its newest records, in the order they
 /// first became due.
@@ -160,8 +179,14 @@ struct Due {
 
 impl Due {
     /// A document's records are due; records already due for it are replaced, so they
-    /// are written once, from the newest state.
-    fn put(&mut self, doc: DocumentId, records: Records) {
+    /// are written once, from the newest state (and answer to the oldest merge of the
+    /// two).
+    fn put(&mut self, doc: DocumentId, mut records: Records) {
+        if let (Records::Computed { since, .. }, Some(Records::Computed { since: before, .. })) =
+            (&mut records, self.jobs.get(&doc))
+        {
+            *since = (*since).min(*before);
+        }
         if self.jobs.insert(doc, records).is_none() {
             self.order.push_back(doc);
         }
@@ -170,6 +195,23 @@ impl Due {
     fn pop(&mut self) -> Option<(DocumentId, Records)> {
         let doc = self.order.pop_front()?;
         self.jobs.remove(&doc).map(|j| (doc, j))
+    }
+
+    /// The next due document, with the bookings due right after it when it is a booking
+    /// computed by the hub: at most `max` in all, written in one transaction (ADR 0190).
+    fn pop_group(&mut self, max: usize) -> Vec<(DocumentId, Records)> {
+        let mut group: Vec<(DocumentId, Records)> = self.pop().into_iter().collect();
+        while group.len() < max
+            && group.last().is_some_and(|(_, r)| r.booking().is_some())
+            && self
+                .order
+                .front()
+                .and_then(|d| self.jobs.get(d))
+                .is_some_and(|r| r.booking().is_some())
+        {
+            group.extend(self.pop());
+        }
+        group
     }
 
     fn is_empty(&self) -> bool {
@@ -205,7 +247,15 @@ async fn run(state: AppState, back: Back, mut rx: mpsc::Receiver<Job>) {
                     doc,
                     projection,
                     heads,
-                } => due.put(doc, Records::Computed { projection, heads }),
+                    since,
+                } => due.put(
+                    doc,
+                    Records::Computed {
+                        projection,
+                        heads,
+                        since,
+                    },
+                ),
                 Job::Reproject { doc } => due.put(doc, Records::FromStore),
                 Job::Flush(done) => flushes.push(done),
                 Job::Refusal {
@@ -263,8 +313,8 @@ async fn run(state: AppState, back: Back, mut rx: mpsc::Receiver<Job>) {
         // Records: every due document's before a flush is answered (it answers once
         // everything before it is written); otherwise one slice, then new tasks first.
         let started = Instant::now();
-        while let Some((doc, records)) = due.pop() {
-            write_due(&state, hub, doc, records).await;
+        while !due.is_empty() {
+            write_group(&state, hub, due.pop_group(RECORDS_GROUP)).await;
             if flushes.is_empty() && started.elapsed() >= RECORDS_SLICE {
                 break;
             }
@@ -275,11 +325,92 @@ async fn run(state: AppState, back: Back, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// Writes the records of a group of due documents: several bookings in one transaction,
+/// each alone if that fails (one booking's failure does not hold back the others), any
+/// other document alone.
+async fn write_group(state: &AppState, hub: &SyncHub, group: Vec<(DocumentId, Records)>) {
+    if group.len() < 2 {
+        for (doc, records) in group {
+            write_due(state, hub, doc, records).await;
+        }
+        return;
+    }
+    let started = Instant::now();
+    let writes: Vec<crate::store::BookingWrite<'_>> = group
+        .iter()
+        .filter_map(|(doc, records)| match records {
+            Records::Computed { heads, .. } => Some(crate::store::BookingWrite {
+                doc: *doc,
+                booking: records.booking()?,
+                at: Some(heads),
+            }),
+            Records::FromStore => None,
+        })
+        .collect();
+    // Every document of a group is a booking computed by the hub (`Due::pop_group`).
+    let written = if writes.len() == group.len() {
+        Some(state.store.write_bookings_records(&writes, now_ms()).await)
+    } else {
+        None
+    };
+    drop(writes);
+    match written {
+        Some(Ok(decisions)) => {
+            state
+                .metrics
+                .records_write_seconds
+                .observe(started.elapsed().as_secs_f64());
+            for ((doc, records), due) in group.into_iter().zip(decisions) {
+                if let Records::Computed {
+                    projection, since, ..
+                } = records
+                {
+                    let slot = records_slot(&projection, due);
+                    after_records(state, hub, doc, &projection, slot).await;
+                    state
+                        .metrics
+                        .records_lag_seconds
+                        .observe(since.elapsed().as_secs_f64());
+                }
+            }
+        }
+        failed => {
+            if let Some(Err(e)) = failed {
+                tracing::warn!(
+                    bookings = group.len(),
+                    error = %e,
+                    "records written together failed; writing each alone"
+                );
+            }
+            for (doc, records) in group {
+                write_due(state, hub, doc, records).await;
+            }
+        }
+    }
+}
+
+/// The slot whose decision is due after a booking's records were written.
+fn records_slot(projection: &Projection, due: bool) -> Option<SlotId> {
+    match projection {
+        Projection::Booking(b) if due => Some(b.slot),
+        _ => None,
+    }
+}
+
 /// Writes a due document's records.
 async fn write_due(state: &AppState, hub: &SyncHub, doc: DocumentId, records: Records) {
+    let started = Instant::now();
     match records {
-        Records::Computed { projection, heads } => {
+        Records::Computed {
+            projection,
+            heads,
+            since,
+        } => {
             write_records(state, hub, doc, &projection, &heads).await;
+            state
+                .metrics
+                .records_lag_seconds
+                .observe(since.elapsed().as_secs_f64());
         }
         Records::FromStore => match crate::records::load(&state.store, doc).await {
             Ok(d) => {
@@ -294,6 +425,10 @@ async fn write_due(state: &AppState, hub: &SyncHub, doc: DocumentId, records: Re
             Err(e) => tracing::error!(doc = %doc, error = %e, "projection failed"),
         },
     }
+    state
+        .metrics
+        .records_write_seconds
+        .observe(started.elapsed().as_secs_f64());
 }
 
 /// Tells the other nodes (PostgreSQL) that a venue's records or a slot's bookings
@@ -317,24 +452,34 @@ async fn write_records(
     heads: &[automerge::ChangeHash],
 ) {
     match crate::records::write(&state.store, doc, projection, Some(heads), now_ms()).await {
-        Ok(slot) => {
-            state.live.publish_projection(projection);
-            if let Some(venue) = crate::live::venue_of(projection) {
-                tell_nodes(state, Tag::Venue, venue.to_string()).await;
-            }
-            if let Some(slot) = slot {
-                let asked = if state.leader.confirm(&state.store).await {
-                    decide_slot(state, hub, slot).await
-                } else {
-                    tell_nodes(state, Tag::Slot, slot.to_string()).await
-                };
-                if !asked {
-                    // The booking's next write asks again.
-                    state.store.forget_written(doc);
-                }
-            }
-        }
+        Ok(slot) => after_records(state, hub, doc, projection, slot).await,
         Err(e) => tracing::error!(doc = %doc, error = %e, "projection failed"),
+    }
+}
+
+/// After a document's records were written: tells the live dashboard (and the other
+/// nodes), and has the slot's bookings decided when `slot` is due.
+async fn after_records(
+    state: &AppState,
+    hub: &SyncHub,
+    doc: DocumentId,
+    projection: &Projection,
+    slot: Option<SlotId>,
+) {
+    state.live.publish_projection(projection);
+    if let Some(venue) = crate::live::venue_of(projection) {
+        tell_nodes(state, Tag::Venue, venue.to_string()).await;
+    }
+    if let Some(slot) = slot {
+        let asked = if state.leader.confirm(&state.store).await {
+            decide_slot(state, hub, slot).await
+        } else {
+            tell_nodes(state, Tag::Slot, slot.to_string()).await
+        };
+        if !asked {
+            // The booking's next write asks again.
+            state.store.forget_written(doc);
+        }
     }
 }
 
@@ -368,8 +513,70 @@ mod tests {
         let records = Records::Computed {
             projection: Box::new(Projection::Nothing),
             heads: vec![automerge::ChangeHash([heads; 32])],
+            since: Instant::now(),
         };
         (DocumentId::from_bytes([n; 16]), records)
+    }
+
+    /// A booking's records as the hub computes them.
+    fn booking(n: u8) -> (DocumentId, Records) {
+        use kepu_sync_core::edits::{Edit, apply_unchecked};
+        use kepu_sync_core::ids::{DeviceId, SchoolId, SlotId, UserId, VenueId};
+        use uuid::Uuid;
+        let teacher = kepu_sync_core::writer::Writer {
+            device: DeviceId(Uuid::from_u128(1)),
+            user: UserId(Uuid::from_u128(2)),
+            role: kepu_sync_core::writer::Role::Teacher,
+            school: Some(SchoolId(Uuid::from_u128(3))),
+            venue: None,
+            pupil: None,
+        };
+        let mut d = automerge::Automerge::new();
+        let create = Edit::CreateBooking {
+            venue: VenueId(Uuid::from_u128(4)),
+            slot: SlotId(Uuid::from_u128(5)),
+            school: SchoolId(Uuid::from_u128(3)),
+            party_size: 1,
+            roster: Vec::new(),
+        };
+        apply_unchecked(&mut d, &teacher, 1, &create).unwrap();
+        let doc = DocumentId::from_bytes([n; 16]);
+        let records = Records::Computed {
+            projection: Box::new(crate::records::project(doc, &d)),
+            heads: d.get_heads(),
+            since: Instant::now(),
+        };
+        (doc, records)
+    }
+
+    #[test]
+    fn consecutive_due_bookings_are_written_together_and_other_documents_alone() {
+        let mut due = Due::default();
+        for (doc, records) in [
+            booking(1),
+            booking(2),
+            booking(3),
+            project(4, 1),
+            booking(5),
+            reproject(6),
+            booking(7),
+            booking(8),
+        ] {
+            due.put(doc, records);
+        }
+        let mut groups = Vec::new();
+        while !due.is_empty() {
+            let group: Vec<u8> = due
+                .pop_group(2)
+                .iter()
+                .map(|(doc, _)| doc.as_bytes()[0])
+                .collect();
+            groups.push(group);
+        }
+        assert_eq!(
+            groups,
+            vec![vec![1, 2], vec![3], vec![4], vec![5], vec![6], vec![7, 8]]
+        );
     }
 
     #[test]

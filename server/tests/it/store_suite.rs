@@ -44,6 +44,7 @@ crate::support::on_both_databases!(
     peers_sync_states_are_saved_together_the_last_of_each_winning,
     devices_gone_from_this_node_leave_its_presence_together,
     a_booking_asks_for_its_slot_decision_only_when_what_it_is_decided_on_changes,
+    bookings_written_together_are_written_as_each_alone,
 );
 
 /// Node A claimed an actor id for device X; node B, which never heard of it, admitted a
@@ -1189,6 +1190,111 @@ async fn a_booking_asks_for_its_slot_decision_only_when_what_it_is_decided_on_ch
 }
 
 /// The teacher of school 3 who books in the roster and records tests.
+/// Bookings whose records are written in one transaction (ADR 0190) get what each would
+/// get alone: their rows, arrival numbers in the order given, and a capacity decision
+/// asked for when new and not for check-ins; a second group rewrites only what changed.
+async fn bookings_written_together_are_written_as_each_alone(db: &TestDb) {
+    use kepu_sync_core::edits::{Edit, apply_unchecked};
+    use kepu_sync_core::schema::booking::ScanMethod;
+    use uuid::Uuid;
+
+    let store = &db.store;
+    let teacher = teacher_of_school_3();
+    let docs: Vec<kepu_sync_core::doc_id::DocumentId> = (21..24u8)
+        .map(|n| kepu_sync_core::doc_id::DocumentId::from_bytes([n; 16]))
+        .collect();
+    let mut bookings: Vec<automerge::Automerge> = (0..3u128)
+        .map(|k| {
+            let roster = (0..4u128)
+                .map(|p| PupilId(Uuid::from_u128(300 + 10 * k + p)))
+                .collect();
+            booking_of_school_3(&teacher, 4, roster)
+        })
+        .collect();
+    let check_in = |d: &mut automerge::Automerge, k: u128, p: u128| {
+        let scan = Edit::CheckIn {
+            pupil: PupilId(Uuid::from_u128(300 + 10 * k + p)),
+            scan_id: format!("s{k}-{p}"),
+            method: ScanMethod::Manual,
+            proof: None,
+        };
+        apply_unchecked(d, &teacher, now_ms(), &scan).unwrap();
+    };
+    for (k, d) in bookings.iter_mut().enumerate() {
+        for p in 0..=k as u128 {
+            check_in(d, k as u128, p);
+        }
+    }
+    assert_eq!(
+        write_together(store, &docs, &bookings).await,
+        vec![true; 3],
+        "new bookings: their slot's decision is due"
+    );
+    let arrived = |doc: kepu_sync_core::doc_id::DocumentId| async move {
+        store
+            .booking_attendance(&doc.to_string())
+            .await
+            .unwrap()
+            .expect("the booking's records")
+    };
+    for (k, doc) in docs.iter().enumerate() {
+        let a = arrived(*doc).await;
+        assert_eq!(a.booking.arrived, k as i64 + 1, "booking {k}");
+        assert_eq!(a.scans.len(), k + 1, "booking {k}'s scans");
+    }
+    let order: Vec<String> = store
+        .bookings(None, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.doc_id.clone())
+        .collect();
+    let expected: Vec<String> = docs.iter().map(ToString::to_string).collect();
+    assert_eq!(order, expected, "arrival numbers in the order given");
+
+    // A check-in to the second booking only: no decision asked for, its rows follow.
+    check_in(&mut bookings[1], 1, 3);
+    assert_eq!(
+        write_together(store, &docs, &bookings).await,
+        vec![false; 3],
+        "check-ins alone"
+    );
+    assert_eq!(arrived(docs[1]).await.booking.arrived, 3);
+    assert_eq!(arrived(docs[0]).await.booking.arrived, 1);
+    assert_eq!(arrived(docs[2]).await.booking.arrived, 3);
+}
+
+/// Writes the records of `bookings` (of documents `docs`) in one transaction.
+async fn write_together(
+    store: &Store,
+    docs: &[kepu_sync_core::doc_id::DocumentId],
+    bookings: &[automerge::Automerge],
+) -> Vec<bool> {
+    use kepu_server::records::Projection;
+    use kepu_server::store::BookingWrite;
+    let projections: Vec<Projection> = docs
+        .iter()
+        .zip(bookings)
+        .map(|(doc, d)| kepu_server::records::project(*doc, d))
+        .collect();
+    let writes: Vec<BookingWrite<'_>> = docs
+        .iter()
+        .zip(&projections)
+        .map(|(doc, p)| match p {
+            Projection::Booking(b) => BookingWrite {
+                doc: *doc,
+                booking: b,
+                at: None,
+            },
+            other => panic!("not a booking: {other:?}"),
+        })
+        .collect();
+    store
+        .write_bookings_records(&writes, now_ms())
+        .await
+        .unwrap()
+}
+
 fn teacher_of_school_3() -> kepu_sync_core::writer::Writer {
     use kepu_sync_core::ids::UserId;
     use uuid::Uuid;
