@@ -166,7 +166,10 @@ impl Records {
     }
 }
 
-/// Bookings whose records are written together in one transaction at most (ADR 0190).
+/// Bookings whose records are written together in one transaction at most, on SQLite
+/// (ADR 0190). On PostgreSQL each is written alone: its records transactions do not take
+/// turns with the appends, and a group only held the worker, and the acknowledgements
+/// behind it, longer.
 const RECORDS_GROUP: usize = 4;
 
 /// Documents whose records are due, each with its newest records, in the order they
@@ -313,8 +316,12 @@ async fn run(state: AppState, back: Back, mut rx: mpsc::Receiver<Job>) {
         // Records: every due document's before a flush is answered (it answers once
         // everything before it is written); otherwise one slice, then new tasks first.
         let started = Instant::now();
+        let group = match state.store.backend() {
+            crate::store::Backend::Sqlite => RECORDS_GROUP,
+            crate::store::Backend::Postgres => 1,
+        };
         while !due.is_empty() {
-            write_group(&state, hub, due.pop_group(RECORDS_GROUP)).await;
+            write_group(&state, hub, due.pop_group(group)).await;
             if flushes.is_empty() && started.elapsed() >= RECORDS_SLICE {
                 break;
             }
@@ -406,11 +413,12 @@ async fn write_due(state: &AppState, hub: &SyncHub, doc: DocumentId, records: Re
             heads,
             since,
         } => {
-            write_records(state, hub, doc, &projection, &heads).await;
-            state
-                .metrics
-                .records_lag_seconds
-                .observe(since.elapsed().as_secs_f64());
+            if write_records(state, hub, doc, &projection, &heads).await {
+                state
+                    .metrics
+                    .records_lag_seconds
+                    .observe(since.elapsed().as_secs_f64());
+            }
         }
         Records::FromStore => match crate::records::load(&state.store, doc).await {
             Ok(d) => {
@@ -420,7 +428,7 @@ async fn write_due(state: &AppState, hub: &SyncHub, doc: DocumentId, records: Re
                     .with_label_values(&["store"])
                     .inc();
                 let projection = crate::records::project(doc, &d);
-                write_records(state, hub, doc, &projection, &d.get_heads()).await;
+                let _ = write_records(state, hub, doc, &projection, &d.get_heads()).await;
             }
             Err(e) => tracing::error!(doc = %doc, error = %e, "projection failed"),
         },
@@ -443,17 +451,23 @@ async fn tell_nodes(state: &AppState, tag: Tag, id: String) -> bool {
 
 /// Writes a document's records computed from the state at `heads`, tells the live
 /// dashboard (and the other nodes), and has the slot's bookings decided when a booking
-/// changed.
+/// changed. False when the records could not be written (the error is logged).
 async fn write_records(
     state: &AppState,
     hub: &SyncHub,
     doc: DocumentId,
     projection: &Projection,
     heads: &[automerge::ChangeHash],
-) {
+) -> bool {
     match crate::records::write(&state.store, doc, projection, Some(heads), now_ms()).await {
-        Ok(slot) => after_records(state, hub, doc, projection, slot).await,
-        Err(e) => tracing::error!(doc = %doc, error = %e, "projection failed"),
+        Ok(slot) => {
+            after_records(state, hub, doc, projection, slot).await;
+            true
+        }
+        Err(e) => {
+            tracing::error!(doc = %doc, error = %e, "projection failed");
+            false
+        }
     }
 }
 
