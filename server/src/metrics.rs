@@ -54,6 +54,11 @@ pub struct Metrics {
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
+/// A histogram of seconds with [`LATENCY_BUCKETS`].
+fn latency(name: &str, help: &str) -> prometheus::Result<Histogram> {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()))
+}
+
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
 
 impl Metrics {
@@ -77,14 +82,8 @@ impl Metrics {
             Opts::new("kepu_refusals_total", "Changes refused before merge"),
             &["code"],
         )?;
-        let merge_seconds = Histogram::with_opts(
-            HistogramOpts::new("kepu_merge_seconds", "Validate and merge one sync message")
-                .buckets(LATENCY_BUCKETS.to_vec()),
-        )?;
-        let persist_seconds = Histogram::with_opts(
-            HistogramOpts::new("kepu_persist_seconds", "Persist one batch of changes")
-                .buckets(LATENCY_BUCKETS.to_vec()),
-        )?;
+        let merge_seconds = latency("kepu_merge_seconds", "Validate and merge one sync message")?;
+        let persist_seconds = latency("kepu_persist_seconds", "Persist one batch of changes")?;
         let docs_in_memory = IntGauge::new("kepu_docs_in_memory", "Documents held in memory")?;
         let batch_size = Histogram::with_opts(
             HistogramOpts::new("kepu_batch_size", "Changes per persisted batch")
@@ -128,28 +127,19 @@ impl Metrics {
             &["read"],
         )?;
         registry.register(Box::new(booking_reads_total.clone()))?;
-        let records_lag_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "kepu_records_lag_seconds",
-                "From the oldest merge a document's records answer to until they are written",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+        let records_lag_seconds = latency(
+            "kepu_records_lag_seconds",
+            "From the oldest merge a document's records answer to until they are written",
         )?;
         registry.register(Box::new(records_lag_seconds.clone()))?;
-        let records_write_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "kepu_records_write_seconds",
-                "Write one transaction of records",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+        let records_write_seconds = latency(
+            "kepu_records_write_seconds",
+            "Write one transaction of records",
         )?;
         registry.register(Box::new(records_write_seconds.clone()))?;
-        let live_snapshot_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "kepu_live_snapshot_seconds",
-                "Read one live dashboard snapshot",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+        let live_snapshot_seconds = latency(
+            "kepu_live_snapshot_seconds",
+            "Read one live dashboard snapshot",
         )?;
         registry.register(Box::new(live_snapshot_seconds.clone()))?;
         // Make the labelled series visible before the first event.
