@@ -24,6 +24,9 @@ pub struct Metrics {
     pub docs_in_memory: IntGauge,
     /// Changes per persisted batch (`kepu_batch_size`).
     pub batch_size: Histogram,
+    /// Sync messages of one document from several devices merged with one apply
+    /// (`kepu_merged_together`, ADR 0191).
+    pub merged_together: Histogram,
     /// HTTP API requests by status class (`kepu_http_requests_total`).
     pub http_requests_total: IntCounterVec,
     /// Connections closed because their outbound queue was full
@@ -89,6 +92,13 @@ impl Metrics {
             HistogramOpts::new("kepu_batch_size", "Changes per persisted batch")
                 .buckets(BATCH_BUCKETS.to_vec()),
         )?;
+        let merged_together = Histogram::with_opts(
+            HistogramOpts::new(
+                "kepu_merged_together",
+                "Sync messages of one document from several devices merged with one apply",
+            )
+            .buckets(BATCH_BUCKETS.to_vec()),
+        )?;
         let http_requests_total = IntCounterVec::new(
             Opts::new("kepu_http_requests_total", "HTTP requests by status class"),
             &["class"],
@@ -100,6 +110,7 @@ impl Metrics {
         registry.register(Box::new(persist_seconds.clone()))?;
         registry.register(Box::new(docs_in_memory.clone()))?;
         registry.register(Box::new(batch_size.clone()))?;
+        registry.register(Box::new(merged_together.clone()))?;
         let slow_peers_closed_total = IntCounter::new(
             "kepu_slow_peers_closed_total",
             "Connections closed because their outbound queue was full",
@@ -161,6 +172,7 @@ impl Metrics {
             persist_seconds,
             docs_in_memory,
             batch_size,
+            merged_together,
             http_requests_total,
             slow_peers_closed_total,
             stored_unreadable_total,
@@ -220,6 +232,7 @@ mod tests {
             "kepu_persist_seconds",
             "kepu_docs_in_memory",
             "kepu_batch_size",
+            "kepu_merged_together",
         ] {
             assert!(text.contains(name), "{name} missing");
         }

@@ -20,6 +20,7 @@
 //! - `connections`: handshake, frame dispatch, closing a peer with a reason;
 //! - `documents`: loading and queueing, applying sync messages, replies, local edits;
 //! - `merge`: server-side validation of a device's changes, change by change on refusal;
+//! - `together`: one document's sync messages read together, merged with one apply;
 //! - `storage`: storage tasks and their completions, retries, compaction;
 //! - `elsewhere`: merging changes another server node stored in the shared database;
 //! - `client`: what only a phone's engine does (announce, fetch, access lost, quarantine);
@@ -38,6 +39,7 @@ mod memory;
 mod merge;
 pub mod shared;
 mod storage;
+mod together;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -185,6 +187,14 @@ pub enum Input {
         /// The message.
         msg: Box<crate::wire::Message>,
     },
+    /// Messages the host decoded and read from its queue together, in the order they came
+    /// (server). Each is handled as [`Input::Message`] would; the sync messages of one
+    /// document from several devices are merged with one automerge apply and stored with
+    /// one append where that is the same as merging them one by one (ADR 0191).
+    Messages {
+        /// Each message with its connection.
+        msgs: Vec<(ConnId, Box<crate::wire::Message>)>,
+    },
     /// A connection closed.
     Disconnected {
         /// Connection.
@@ -273,6 +283,15 @@ impl Pending {
 struct DocMsg {
     request: bool,
     data: Vec<u8>,
+}
+
+/// A device's sync message for one document that passed the payload guard and admission.
+#[derive(Debug)]
+struct Admitted {
+    message: sync::Message,
+    writer: Option<Writer>,
+    /// The payload guard's reading of the message as admitted (server).
+    scan: Option<guard::Scan>,
 }
 
 #[derive(Debug)]
@@ -445,6 +464,7 @@ impl Engine {
             Input::Connected { conn, writer } => self.on_connected(conn, writer),
             Input::Received { conn, bytes } => self.on_frame(conn, &bytes),
             Input::Message { conn, msg } => self.on_message(conn, *msg),
+            Input::Messages { msgs } => self.on_messages(msgs),
             Input::Disconnected { conn } => self.on_disconnected(conn),
             Input::IoDone { task, result } => self.on_io(task, result),
             Input::Edit { doc, edit } => self.on_edit(doc, edit),

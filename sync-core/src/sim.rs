@@ -122,6 +122,10 @@ pub struct Faults {
     /// Hold the server's storage completions and release them at random points between
     /// deliveries, as a real storage worker does: documents are busy when frames arrive.
     pub hold_server_io: bool,
+    /// Now and then hand the server the next frame of every device at once, as the
+    /// server's hub does with the messages it read from its queue together
+    /// ([`Input::Messages`], ADR 0191).
+    pub read_together: bool,
 }
 
 #[derive(Debug)]
@@ -475,6 +479,10 @@ impl Sim {
         if ready.is_empty() {
             return self.release_one_server_io();
         }
+        if self.faults.read_together && self.rng.chance(30) && ready.iter().any(|(_, s)| *s) {
+            self.deliver_together();
+            return true;
+        }
         let pick = if self.faults.reorder {
             usize::try_from(self.rng.below(ready.len() as u64)).unwrap_or(0)
         } else {
@@ -522,6 +530,29 @@ impl Sim {
             }
         }
         true
+    }
+
+    /// The next frame from every device to the server, handed over as one input (a
+    /// frame that does not decode goes alone, as the server's sessions send it).
+    fn deliver_together(&mut self) {
+        let mut msgs = Vec::new();
+        let mut alone = Vec::new();
+        for l in &mut self.links {
+            if !l.online {
+                continue;
+            }
+            let Some(bytes) = l.to_server.pop_front() else {
+                continue;
+            };
+            match crate::wire::decode(&bytes) {
+                Ok(msg) => msgs.push((l.server_conn, Box::new(msg))),
+                Err(_) => alone.push((l.server_conn, bytes)),
+            }
+        }
+        self.feed(Who::Server, Input::Messages { msgs });
+        for (conn, bytes) in alone {
+            self.feed(Who::Server, Input::Received { conn, bytes });
+        }
     }
 
     /// Delivers frames until none is in flight (or `max` steps). Returns the steps taken.

@@ -5,7 +5,7 @@ use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
 use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::edits::Edit;
 use kepu_sync_core::engine::guard::hostile;
-use kepu_sync_core::engine::{Config, ConnId, Engine, Input, Mode};
+use kepu_sync_core::engine::{Config, ConnId, Engine, Input, Mode, StorageTask};
 use kepu_sync_core::ids::{DeviceId, SchoolId, UserId, VenueId};
 use kepu_sync_core::mem_store::MemStore;
 use kepu_sync_core::wire::{self, Message};
@@ -19,6 +19,8 @@ struct Server {
     store: MemStore,
     /// Frames sent, per connection.
     sent: Vec<(ConnId, Vec<u8>)>,
+    /// The number of changes of each append the engine asked for.
+    appends: Vec<usize>,
 }
 
 fn teacher(n: u128) -> Writer {
@@ -50,6 +52,7 @@ impl Server {
             engine: Engine::new(config),
             store: MemStore::default(),
             sent: Vec::new(),
+            appends: Vec::new(),
         }
     }
 
@@ -59,6 +62,9 @@ impl Server {
             let fx = self.engine.handle(NOW, input);
             self.sent.extend(fx.sends);
             for (task, t) in fx.tasks {
+                if let StorageTask::Append { changes, .. } = &t {
+                    self.appends.push(changes.len());
+                }
                 let result = self.store.run(&t);
                 inputs.push(Input::IoDone { task, result });
             }
@@ -100,6 +106,37 @@ impl Server {
                 data,
             },
         );
+    }
+
+    /// Sync messages read together, as the server's hub hands them over.
+    fn read_together(&mut self, doc: DocumentId, msgs: Vec<(ConnId, Vec<u8>)>) {
+        let msgs = msgs
+            .into_iter()
+            .map(|(conn, data)| {
+                let msg = Message::Sync {
+                    sender_id: format!("device-{}", conn.0),
+                    target_id: "server".into(),
+                    document_id: doc,
+                    data,
+                };
+                (conn, Box::new(msg))
+            })
+            .collect();
+        self.feed(Input::Messages { msgs });
+    }
+
+    /// The heads of each sync message sent to `conn`.
+    fn replies(&self, conn: ConnId) -> Vec<Vec<ChangeHash>> {
+        let mut heads = Vec::new();
+        for (c, bytes) in &self.sent {
+            if *c != conn {
+                continue;
+            }
+            if let Ok(Message::Sync { data, .. }) = wire::decode(bytes) {
+                heads.push(automerge::sync::Message::decode(&data).unwrap().heads);
+            }
+        }
+        heads
     }
 
     /// The refusal codes sent to `conn` since the last call.
@@ -664,4 +701,181 @@ fn an_edge_box_relays_only_its_rosters_actor_ids_in_every_shard_each_as_its_auth
         shards[1].errors(other).is_empty(),
         "the teacher's own actor id"
     );
+}
+
+fn staff(n: u128, venue: VenueId) -> Writer {
+    Writer {
+        device: DeviceId(uuid::Uuid::from_u128(600 + n)),
+        user: UserId(uuid::Uuid::from_u128(700 + n)),
+        role: Role::VenueStaff,
+        school: None,
+        venue: Some(venue),
+        pupil: None,
+    }
+}
+
+fn slot(n: u128) -> Edit {
+    Edit::PutSlot {
+        slot: kepu_sync_core::ids::SlotId(uuid::Uuid::from_u128(80 + n)),
+        start: NOW + 3_600_000,
+        end: NOW + 7_200_000,
+        capacity: 30,
+        label: format!("slot {n}"),
+    }
+}
+
+#[test]
+fn messages_of_several_devices_read_together_are_merged_in_one_append_and_each_acknowledged() {
+    // ADR 0191: a burst of one document's messages is merged with one apply and stored
+    // with one append; each device still hears back with its own change acknowledged.
+    let (mut s, doc, _) = server_with_doc();
+    let venue = VenueId(uuid::Uuid::from_u128(20));
+    let (a, b) = (s.join(7, staff(1, venue)), s.join(8, staff(2, venue)));
+    let (ha, ca) = written_change(&s, doc, &[5; 16], &staff(1, venue), &slot(1));
+    let (hb, cb) = written_change(&s, doc, &[6; 16], &staff(2, venue), &slot(2));
+    s.sent.clear();
+    s.appends.clear();
+    s.read_together(
+        doc,
+        vec![
+            (a, hostile::sync_message(vec![ha], vec![ca])),
+            (b, hostile::sync_message(vec![hb], vec![cb])),
+        ],
+    );
+    assert_eq!(s.appends, vec![2], "one append holds both devices' changes");
+    let d = s.engine.doc(&doc).unwrap();
+    assert!(d.get_change_by_hash(&ha).is_some() && d.get_change_by_hash(&hb).is_some());
+    let heads = d.get_heads();
+    for conn in [a, b] {
+        assert!(
+            s.replies(conn).contains(&heads),
+            "each device hears the server hold both changes"
+        );
+        assert!(s.errors(conn).is_empty());
+    }
+    assert_eq!(s.engine.actor_owner(&[5; 16]), Some(staff(1, venue).device));
+    assert_eq!(s.engine.actor_owner(&[6; 16]), Some(staff(2, venue).device));
+}
+
+#[test]
+fn a_refused_device_in_messages_read_together_loses_only_its_own_change() {
+    let (mut s, doc, _) = server_with_doc();
+    let venue = VenueId(uuid::Uuid::from_u128(20));
+    let (a, t, b) = (
+        s.join(7, staff(1, venue)),
+        s.join(9, teacher(1)),
+        s.join(8, staff(2, venue)),
+    );
+    let (ha, ca) = written_change(&s, doc, &[5; 16], &staff(1, venue), &slot(1));
+    // A teacher may not write a venue's slots, even as a venue's staff would.
+    let (ht, ct) = written_change(&s, doc, &[9; 16], &staff(1, venue), &slot(3));
+    let (hb, cb) = written_change(&s, doc, &[6; 16], &staff(2, venue), &slot(2));
+    s.sent.clear();
+    s.read_together(
+        doc,
+        vec![
+            (a, hostile::sync_message(vec![ha], vec![ca])),
+            (t, hostile::sync_message(vec![ht], vec![ct])),
+            (b, hostile::sync_message(vec![hb], vec![cb])),
+        ],
+    );
+    let errors = s.errors(t);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_ne!(errors[0], "foreign-actor", "validated as the teacher's");
+    assert!(s.errors(a).is_empty() && s.errors(b).is_empty());
+    let d = s.engine.doc(&doc).unwrap();
+    assert!(d.get_change_by_hash(&ha).is_some(), "staff 1's slot landed");
+    assert!(d.get_change_by_hash(&hb).is_some(), "staff 2's slot landed");
+    assert!(d.get_change_by_hash(&ht).is_none(), "the teacher's did not");
+    let stored = &s.store.docs[&doc].changes;
+    assert!(
+        stored.contains_key(&ha) && stored.contains_key(&hb),
+        "both slots stored"
+    );
+    assert!(!stored.contains_key(&ht), "the refused one is not");
+}
+
+#[test]
+fn one_devices_messages_read_together_keep_their_order() {
+    // The second message depends on the first: merged after it, nothing refused.
+    let (mut s, doc, _) = server_with_doc();
+    let venue = VenueId(uuid::Uuid::from_u128(20));
+    let (a, b) = (s.join(7, staff(1, venue)), s.join(8, staff(2, venue)));
+    let mut copy = s.engine.doc(&doc).unwrap().fork();
+    copy.set_actor(ActorId::from([5u8; 16].as_slice()));
+    let mut sent = Vec::new();
+    for n in 1..=2 {
+        let hash =
+            kepu_sync_core::edits::apply_unchecked(&mut copy, &staff(1, venue), NOW, &slot(n))
+                .unwrap()
+                .unwrap();
+        let bytes = copy.get_change_by_hash(&hash).unwrap().raw_bytes().to_vec();
+        sent.push((a, hostile::sync_message(vec![hash], vec![bytes])));
+    }
+    let (hb, cb) = written_change(&s, doc, &[6; 16], &staff(2, venue), &slot(5));
+    sent.insert(1, (b, hostile::sync_message(vec![hb], vec![cb])));
+    s.sent.clear();
+    s.read_together(doc, sent);
+    assert!(s.errors(a).is_empty() && s.errors(b).is_empty());
+    let d = s.engine.doc(&doc).unwrap();
+    for h in copy.get_heads().iter().chain([&hb]) {
+        assert!(d.get_change_by_hash(h).is_some());
+    }
+}
+
+/// A device's whole saved document: the server's copy of `doc` and slot `n` written
+/// under `actor` as `writer`; the slot's change and the sync message carrying it.
+fn saved_with_slot(
+    s: &Server,
+    doc: DocumentId,
+    actor: u8,
+    writer: &Writer,
+    n: u128,
+) -> (ChangeHash, Vec<u8>) {
+    let mut own = s.engine.doc(&doc).unwrap().fork();
+    own.set_actor(ActorId::from([actor; 16].as_slice()));
+    let hash = kepu_sync_core::edits::apply_unchecked(&mut own, writer, NOW, &slot(n))
+        .unwrap()
+        .unwrap();
+    (
+        hash,
+        hostile::sync_message(own.get_heads(), vec![own.save()]),
+    )
+}
+
+#[test]
+fn whole_documents_of_several_devices_read_together_are_merged_in_one_append() {
+    // A device far behind sends its whole saved document: what is new in it is merged
+    // together with the other devices' news, each validated as its sender's.
+    let (mut s, doc, _) = server_with_doc();
+    let venue = VenueId(uuid::Uuid::from_u128(20));
+    let (a, b, t) = (
+        s.join(7, staff(1, venue)),
+        s.join(8, staff(2, venue)),
+        s.join(9, teacher(1)),
+    );
+    let saved = |actor, writer: &Writer, n| saved_with_slot(&s, doc, actor, writer, n);
+    let (ha, ma) = saved(5, &staff(1, venue), 1);
+    let (hb, mb) = saved(6, &staff(2, venue), 2);
+    s.appends.clear();
+    s.read_together(doc, vec![(a, ma), (b, mb)]);
+    assert_eq!(s.appends, vec![2], "one append holds both devices' news");
+    let d = s.engine.doc(&doc).unwrap();
+    assert!(d.get_change_by_hash(&ha).is_some() && d.get_change_by_hash(&hb).is_some());
+    assert!(s.errors(a).is_empty() && s.errors(b).is_empty());
+
+    // A teacher's document carrying a slot among two staff documents: refused alone.
+    let saved = |actor, writer: &Writer, n| saved_with_slot(&s, doc, actor, writer, n);
+    let (ha, ma) = saved(5, &staff(1, venue), 3);
+    let (ht, mt) = saved(9, &staff(1, venue), 4);
+    let (hb, mb) = saved(6, &staff(2, venue), 5);
+    s.read_together(doc, vec![(a, ma), (t, mt), (b, mb)]);
+    let d = s.engine.doc(&doc).unwrap();
+    assert!(d.get_change_by_hash(&ha).is_some() && d.get_change_by_hash(&hb).is_some());
+    assert!(
+        d.get_change_by_hash(&ht).is_none(),
+        "the teacher's slot is refused"
+    );
+    assert_eq!(s.errors(t).len(), 1);
+    assert!(s.errors(a).is_empty() && s.errors(b).is_empty());
 }

@@ -671,6 +671,7 @@ fn faults_duplicates_and_reordering_do_not_break_convergence() {
         duplicate_pct: 5,
         reorder: true,
         hold_server_io: true,
+        read_together: true,
     };
     w.sim.settle();
     w.sim.faults = Faults::default();
@@ -703,7 +704,7 @@ mod convergence {
             }
             w.sim.settle();
             w.sim.disconnect_all();
-            w.sim.faults = Faults { drop_pct: seed % 4, duplicate_pct: (seed >> 8) % 6, reorder: true, hold_server_io: (seed >> 16) % 4 != 0 };
+            w.sim.faults = Faults { drop_pct: seed % 4, duplicate_pct: (seed >> 8) % 6, reorder: true, hold_server_io: (seed >> 16) % 4 != 0, read_together: (seed >> 24) % 2 == 0 };
             let devices = [t, gates[0], gates[1], gates[2]];
             for (dev, pupil, action) in ops {
                 let d = devices[dev];

@@ -9,7 +9,7 @@ use kepu_sync_core::ids::DeviceId;
 use kepu_sync_core::schema::booking_reader::ReadKind;
 use kepu_sync_core::wire::{self, Message};
 use kepu_sync_core::writer::Writer;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::inbox::HubMsg;
 pub use super::inbox::{INBOUND_BUDGET, Outbound, SyncHub};
@@ -213,11 +213,46 @@ impl Dirty {
     }
 }
 
+/// At most so many decoded messages are read from a shard's queue and handed to its
+/// engine together (ADR 0191): one document's sync messages among them are merged with
+/// one apply. Bounds the time one hand-over holds the shard.
+const READ_TOGETHER: usize = 64;
+
 async fn run(mut shard: Shard, mut rx: mpsc::UnboundedReceiver<HubMsg>) {
     load_actor_claims(&shard).await;
-    while let Some(msg) = rx.recv().await {
-        shard.handle_message(msg).await;
-        if shard.dirty.due(rx.is_empty()) {
+    let mut next: Option<HubMsg> = None;
+    loop {
+        let msg = match next.take() {
+            Some(m) => m,
+            None => match rx.recv().await {
+                Some(m) => m,
+                None => break,
+            },
+        };
+        if matches!(msg, HubMsg::Message { .. }) {
+            // The decoded messages queued behind it, up to the first of another kind
+            // (which is handled after them, in its order). A storage completion or a new
+            // connection among them is handled at once: as if the disk had been that
+            // much faster, or the device had connected that much earlier.
+            let mut read = vec![msg];
+            while read.len() < READ_TOGETHER {
+                match rx.try_recv() {
+                    Ok(m @ HubMsg::Message { .. }) => read.push(m),
+                    Ok(m @ (HubMsg::IoDone { .. } | HubMsg::Connect { .. })) => {
+                        shard.handle_message(m).await;
+                    }
+                    Ok(other) => {
+                        next = Some(other);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            shard.handle_messages(read).await;
+        } else {
+            shard.handle_message(msg).await;
+        }
+        if shard.dirty.due(next.is_none() && rx.is_empty()) {
             shard.project_dirty().await;
         }
     }
@@ -383,9 +418,35 @@ impl Shard {
                 return;
             }
         };
+        self.feed(now, input, budget.into_iter().collect()).await;
+    }
+
+    /// Decoded messages read from the queue together: one input for the engine.
+    async fn handle_messages(&mut self, read: Vec<HubMsg>) {
+        if read.len() == 1 {
+            for msg in read {
+                self.handle_message(msg).await;
+            }
+            return;
+        }
+        let mut budgets = Vec::with_capacity(read.len());
+        let mut msgs = Vec::with_capacity(read.len());
+        for m in read {
+            if let HubMsg::Message { conn, msg, budget } = m {
+                self.count_in();
+                budgets.extend(budget);
+                msgs.push((conn, msg));
+            }
+        }
+        self.feed(now_ms(), Input::Messages { msgs }, budgets).await;
+    }
+
+    /// One input into the engine; the frames' budgets given back once it has them, and
+    /// its effects carried out.
+    async fn feed(&mut self, now: i64, input: Input, budgets: Vec<OwnedSemaphorePermit>) {
         let started = Instant::now();
         let fx = self.engine.handle(now, input);
-        drop(budget);
+        drop(budgets);
         self.state
             .metrics
             .merge_seconds
@@ -498,6 +559,9 @@ impl Shard {
         let state = &self.state;
         match event {
             Event::DocChanged { doc, .. } => self.dirty.mark(doc),
+            Event::MergedTogether { messages, .. } => {
+                state.metrics.merged_together.observe(messages as f64);
+            }
             Event::Evicted { doc } if self.dirty.docs.remove(&doc).is_some() => {
                 let _ = self.jobs.send(Job::Reproject { doc }).await;
             }

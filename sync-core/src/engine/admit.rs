@@ -31,9 +31,12 @@ pub(super) struct Admission {
     /// Per document: changes waiting for missing dependencies, as far as we know them.
     queues: HashMap<DocumentId, Queue>,
     /// The message being handled: its connection, document and admitted changes.
-    current: Option<Current>,
+    pub(super) current: Option<Current>,
     /// Ephemeral messages per connection in the current second: (second start, count).
     ephemeral: HashMap<ConnId, (i64, u32)>,
+    /// Changes of messages read together and admitted, about to be merged as one
+    /// (`together`): admission counts them as the document's already.
+    pub(super) together: HashSet<ChangeHash>,
 }
 
 #[derive(Debug, Default)]
@@ -45,7 +48,7 @@ struct Queue {
 }
 
 #[derive(Debug)]
-struct Current {
+pub(super) struct Current {
     conn: ConnId,
     doc: DocumentId,
     /// Admitted change chunks: hash, dependencies, inflated size.
@@ -168,20 +171,21 @@ impl Engine {
 
     /// Checks `message` against the payload limits and, on the server, drops the changes
     /// written under another device's actor id (and those depending on them), answering
-    /// with `foreign-actor`. Returns what automerge may apply, or `None` if the whole
-    /// message is refused (the sender was told why).
+    /// with `foreign-actor`. Returns what automerge may apply, with the payload guard's
+    /// reading of it (server), or `None` if the whole message is refused (the sender was
+    /// told why).
     pub(super) fn admit(
         &mut self,
         conn: ConnId,
         doc: DocumentId,
         mut message: sync::Message,
         writer: Option<&Writer>,
-    ) -> Option<sync::Message> {
+    ) -> Option<(sync::Message, Option<Scan>)> {
         self.admission.current = None;
         // A phone trusts what its server sends (documents may be larger than what one
         // device may send); the limits protect the server from devices.
         if self.config.mode == Mode::Client {
-            return Some(message);
+            return Some((message, None));
         }
         let scan = match guard::scan(&message, &self.config.limits) {
             Ok(scan) => scan,
@@ -214,9 +218,11 @@ impl Engine {
                         // A peer may echo back changes it got from us: those are ours
                         // already, whoever wrote them.
                         let known = || {
-                            self.docs
-                                .get(&doc)
-                                .is_some_and(|e| holds(&e.doc, &queue_deps, m.hash))
+                            self.admission.together.contains(&m.hash)
+                                || self
+                                    .docs
+                                    .get(&doc)
+                                    .is_some_and(|e| holds(&e.doc, &queue_deps, m.hash))
                         };
                         let deps_bad = m.deps.iter().any(|d| bad.contains(d));
                         let code = match self.actor_status(&m.actor, w) {
@@ -265,7 +271,8 @@ impl Engine {
             self.keep_claims(doc, claims, w.device);
         }
         let dropped: HashSet<ChangeHash> = refused.iter().map(|(h, _)| *h).collect();
-        if !refused.is_empty() || !replaced.is_empty() {
+        let rewritten = !refused.is_empty() || !replaced.is_empty();
+        if rewritten {
             let elements: Vec<&[u8]> = message.changes.iter().collect();
             let mut kept: Vec<Vec<u8>> = Vec::new();
             for (i, chunk) in scan.chunks.iter().enumerate() {
@@ -294,7 +301,13 @@ impl Engine {
                 .map(|(c, m)| (m.hash, m.deps.clone(), c.inflated))
                 .collect(),
         });
-        Some(message)
+        // What was kept is read again (a whole document is kept as plain changes).
+        let scan = if rewritten {
+            guard::scan(&message, &self.config.limits).ok()
+        } else {
+            Some(scan)
+        };
+        Some((message, scan))
     }
 
     /// A device may own at most so many actor ids.
@@ -339,7 +352,8 @@ impl Engine {
         let mut kept = Vec::new();
         for change in scratch.get_changes(&[]) {
             let hash = change.hash();
-            let known = ours.is_some_and(|d| holds(d, &queue_deps, hash));
+            let known = self.admission.together.contains(&hash)
+                || ours.is_some_and(|d| holds(d, &queue_deps, hash));
             if known {
                 continue;
             }
@@ -433,23 +447,31 @@ impl Engine {
             else {
                 continue;
             };
-            if *d != doc {
-                continue;
-            }
-            for c in changes {
-                if let Some(a) = guard::change_actor(&c.bytes, &self.config.limits)
-                    && self.config.shared.actor_owner(&a).is_none()
-                    && !actors.contains(&a)
-                {
-                    actors.push(a);
-                }
+            if *d == doc {
+                self.unclaimed_actors(changes, &mut actors);
             }
         }
         self.keep_claims(doc, actors, device);
     }
 
+    /// Adds to `actors` the actor ids of `changes` that no device owns yet.
+    pub(super) fn unclaimed_actors(
+        &self,
+        changes: &[super::StoredChange],
+        actors: &mut Vec<Vec<u8>>,
+    ) {
+        for c in changes {
+            if let Some(a) = guard::change_actor(&c.bytes, &self.config.limits)
+                && self.config.shared.actor_owner(&a).is_none()
+                && !actors.contains(&a)
+            {
+                actors.push(a);
+            }
+        }
+    }
+
     /// Claims `actors` for `device` and asks the host to keep the claims.
-    fn keep_claims(&mut self, doc: DocumentId, actors: Vec<Vec<u8>>, device: DeviceId) {
+    pub(super) fn keep_claims(&mut self, doc: DocumentId, actors: Vec<Vec<u8>>, device: DeviceId) {
         if actors.is_empty() {
             return;
         }

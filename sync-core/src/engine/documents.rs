@@ -8,8 +8,8 @@ use automerge::sync::{self, SyncDoc};
 use automerge::{Automerge, Change, ChangeHash, ReadDoc};
 
 use super::{
-    ConnId, DocEntry, DocMsg, Engine, Event, Mode, Pending, StorageTask, StoredChange, TaskPurpose,
-    actor,
+    Admitted, ConnId, DocEntry, DocMsg, Engine, Event, Mode, Pending, StorageTask, StoredChange,
+    TaskPurpose, actor,
 };
 use crate::doc_id::DocumentId;
 use crate::edits::{self, Edit};
@@ -101,7 +101,9 @@ impl Engine {
         }
     }
 
-    pub(super) fn on_doc_frame(&mut self, conn: ConnId, doc: DocumentId, msg: DocMsg) {
+    /// May `conn` send a frame for `doc` (within its number of documents; not empty)?
+    /// Answers the sender when not.
+    pub(super) fn frame_allowed(&mut self, conn: ConnId, doc: DocumentId, msg: &DocMsg) -> bool {
         let over_limit = self.conns.get(&conn).is_some_and(|c| {
             !c.docs.contains(&doc) && c.docs.len() >= self.config.max_docs_per_conn
         });
@@ -111,27 +113,34 @@ impl Engine {
                 "too many documents on one connection",
                 Some(wire::Refusal::new(RefusalCode::TooManyDocuments, Some(doc))),
             );
+            return false;
+        }
+        !msg.data.is_empty()
+    }
+
+    pub(super) fn on_doc_frame(&mut self, conn: ConnId, doc: DocumentId, msg: DocMsg) {
+        if !self.frame_allowed(conn, doc, &msg) {
             return;
         }
-        if msg.data.is_empty() {
-            return;
-        }
-        // A document busy for longer than the bound stops taking new frames until its
-        // appends are written and its replies sent: acknowledgements are never starved.
-        let limit = self.config.max_ack_delay_ms;
-        let now = self.now;
-        let starving = self.config.mode == Mode::Server
-            && self
-                .docs
-                .get(&doc)
-                .is_some_and(|e| e.loaded && e.busy_since.is_some_and(|t| now - t >= limit));
-        if starving {
+        if self.starving(doc) {
             self.hold(doc, Pending::Frame { conn, doc_msg: msg });
             return;
         }
         if let Some(p) = self.ensure_loaded(doc, Pending::Frame { conn, doc_msg: msg }) {
             self.run_pending(doc, p);
         }
+    }
+
+    /// A document busy for longer than the bound stops taking new frames until its
+    /// appends are written and its replies sent: acknowledgements are never starved.
+    pub(super) fn starving(&self, doc: DocumentId) -> bool {
+        let limit = self.config.max_ack_delay_ms;
+        let now = self.now;
+        self.config.mode == Mode::Server
+            && self
+                .docs
+                .get(&doc)
+                .is_some_and(|e| e.loaded && e.busy_since.is_some_and(|t| now - t >= limit))
     }
 
     pub(super) fn unavailable(&mut self, conn: ConnId, doc: DocumentId) {
@@ -150,8 +159,21 @@ impl Engine {
     }
 
     pub(super) fn on_doc_message(&mut self, conn: ConnId, doc: DocumentId, msg: &DocMsg) {
+        if let Some(admitted) = self.admit_doc_message(conn, doc, msg) {
+            self.apply_admitted(conn, doc, admitted);
+        }
+    }
+
+    /// A device's sync message for `doc`, decoded, checked for access and through the
+    /// payload guard and admission; `None` if it goes no further (the sender was told).
+    pub(super) fn admit_doc_message(
+        &mut self,
+        conn: ConnId,
+        doc: DocumentId,
+        msg: &DocMsg,
+    ) -> Option<Admitted> {
         if !self.conns.contains_key(&conn) {
-            return;
+            return None;
         }
         let Ok(message) = sync::Message::decode(&msg.data) else {
             self.send_error(
@@ -159,33 +181,43 @@ impl Engine {
                 "malformed automerge sync message",
                 Some(wire::Refusal::new(RefusalCode::MalformedSync, Some(doc))),
             );
-            return;
+            return None;
         };
         let writer = self.conns.get(&conn).and_then(|c| c.writer.clone());
         let server = self.config.mode == Mode::Server;
-        let Some(e) = self.docs.get(&doc) else {
-            return;
-        };
+        let e = self.docs.get(&doc)?;
         let exists = !e.doc.get_heads().is_empty();
         if server {
             let Some(w) = writer.as_ref() else {
                 self.unavailable(conn, doc);
-                return;
+                return None;
             };
             if exists && !validate::can_read(w, &e.doc) {
                 self.unavailable(conn, doc);
-                return;
+                return None;
             }
             if !exists && message.heads.is_empty() {
                 self.unavailable(conn, doc);
-                return;
+                return None;
             }
         }
         // Nothing reaches automerge before the payload guard has read it.
-        let Some(message) = self.admit(conn, doc, message, writer.as_ref()) else {
-            return;
-        };
+        let (message, scan) = self.admit(conn, doc, message, writer.as_ref())?;
         let _ = msg.request;
+        Some(Admitted {
+            message,
+            writer,
+            scan,
+        })
+    }
+
+    /// Merges an admitted message into `doc` (validated, on the server), persists what it
+    /// brought and answers, or owes the answer while the document's appends are written.
+    pub(super) fn apply_admitted(&mut self, conn: ConnId, doc: DocumentId, admitted: Admitted) {
+        let Admitted {
+            message, writer, ..
+        } = admitted;
+        let server = self.config.mode == Mode::Server;
         let Some(peer) = self.peer_state(conn, doc) else {
             return;
         };

@@ -149,6 +149,14 @@ pub enum IoResult {
 /// Something the host may want to know or show.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
+    /// Server: the sync messages of several devices for one document, read together,
+    /// were merged with one apply and stored with one append (ADR 0191).
+    MergedTogether {
+        /// Document.
+        doc: DocumentId,
+        /// Messages merged.
+        messages: usize,
+    },
     /// Changes to a document were merged and are durable (after `Append` completed).
     DocChanged {
         /// Document.
