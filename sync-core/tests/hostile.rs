@@ -879,3 +879,37 @@ fn whole_documents_of_several_devices_read_together_are_merged_in_one_append() {
     assert_eq!(s.errors(t).len(), 1);
     assert!(s.errors(a).is_empty() && s.errors(b).is_empty());
 }
+
+#[test]
+fn a_refused_change_echoed_by_another_device_in_the_same_read_stays_refused() {
+    // Merged one by one, the teacher's slot is refused before the staff device's echo of
+    // it is admitted, which is then someone else's change: the same when read together.
+    let (mut s, doc, _) = server_with_doc();
+    let venue = VenueId(uuid::Uuid::from_u128(20));
+    let (a, t, b) = (
+        s.join(7, staff(1, venue)),
+        s.join(9, teacher(1)),
+        s.join(8, staff(2, venue)),
+    );
+    let (ha, ca) = written_change(&s, doc, &[5; 16], &staff(1, venue), &slot(1));
+    let (ht, ct) = written_change(&s, doc, &[9; 16], &staff(1, venue), &slot(3));
+    let (hb, cb) = written_change(&s, doc, &[6; 16], &staff(2, venue), &slot(2));
+    let mut b_heads = vec![hb, ht];
+    b_heads.sort();
+    s.sent.clear();
+    s.read_together(
+        doc,
+        vec![
+            (a, hostile::sync_message(vec![ha], vec![ca])),
+            (t, hostile::sync_message(vec![ht], vec![ct.clone()])),
+            (b, hostile::sync_message(b_heads, vec![ct, cb])),
+        ],
+    );
+    let d = s.engine.doc(&doc).unwrap();
+    assert!(
+        d.get_change_by_hash(&ht).is_none(),
+        "the teacher's slot stays out"
+    );
+    assert!(d.get_change_by_hash(&ha).is_some() && d.get_change_by_hash(&hb).is_some());
+    assert_eq!(s.errors(b), vec!["foreign-actor"]);
+}

@@ -37,6 +37,9 @@ pub(super) struct Admission {
     /// Changes of messages read together and admitted, about to be merged as one
     /// (`together`): admission counts them as the document's already.
     pub(super) together: HashSet<ChangeHash>,
+    /// The last admission counted a change as known because it was in `together`: if
+    /// the merge does not take that change, the message is admitted again after it.
+    pub(super) relied_on_together: bool,
 }
 
 #[derive(Debug, Default)]
@@ -182,6 +185,7 @@ impl Engine {
         writer: Option<&Writer>,
     ) -> Option<(sync::Message, Option<Scan>)> {
         self.admission.current = None;
+        self.admission.relied_on_together = false;
         // A phone trusts what its server sends (documents may be larger than what one
         // device may send); the limits protect the server from devices.
         if self.config.mode == Mode::Client {
@@ -202,6 +206,7 @@ impl Engine {
                 return None;
             }
             let mut claims: Vec<Vec<u8>> = Vec::new();
+            let mut relied = false;
             let queue_deps = self
                 .docs
                 .get(&doc)
@@ -217,8 +222,10 @@ impl Engine {
                     Kind::Change(m) => {
                         // A peer may echo back changes it got from us: those are ours
                         // already, whoever wrote them.
+                        let pending = self.admission.together.contains(&m.hash);
+                        relied |= pending;
                         let known = || {
-                            self.admission.together.contains(&m.hash)
+                            pending
                                 || self
                                     .docs
                                     .get(&doc)
@@ -253,9 +260,14 @@ impl Engine {
                         if d.actors.iter().any(|a| self.foreign(a, w)) {
                             let element = &message.changes.iter().nth(chunk.element)?;
                             let bytes = &element[chunk.range.clone()];
-                            let Some(kept) =
-                                self.split_document(doc, bytes, w, &mut bad, &mut refused)
-                            else {
+                            let Some(kept) = self.split_document(
+                                doc,
+                                bytes,
+                                w,
+                                &mut bad,
+                                &mut refused,
+                                &mut relied,
+                            ) else {
                                 let refused = Refused {
                                     code: RefusalCode::MalformedSync,
                                     detail: "a document chunk that does not load".into(),
@@ -269,6 +281,7 @@ impl Engine {
                 }
             }
             self.keep_claims(doc, claims, w.device);
+            self.admission.relied_on_together = relied;
         }
         let dropped: HashSet<ChangeHash> = refused.iter().map(|(h, _)| *h).collect();
         let rewritten = !refused.is_empty() || !replaced.is_empty();
@@ -345,6 +358,7 @@ impl Engine {
         writer: &Writer,
         bad: &mut HashSet<ChangeHash>,
         refused: &mut Vec<(ChangeHash, RefusalCode)>,
+        relied: &mut bool,
     ) -> Option<Vec<u8>> {
         let scratch = Automerge::load(bytes).ok()?;
         let ours = self.docs.get(&doc).map(|e| &e.doc);
@@ -352,8 +366,9 @@ impl Engine {
         let mut kept = Vec::new();
         for change in scratch.get_changes(&[]) {
             let hash = change.hash();
-            let known = self.admission.together.contains(&hash)
-                || ours.is_some_and(|d| holds(d, &queue_deps, hash));
+            let pending = self.admission.together.contains(&hash);
+            *relied |= pending;
+            let known = pending || ours.is_some_and(|d| holds(d, &queue_deps, hash));
             if known {
                 continue;
             }

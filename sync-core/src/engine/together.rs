@@ -50,6 +50,9 @@ struct Alone {
     conn: ConnId,
     admitted: Admitted,
     current: Option<Current>,
+    /// The message as it came, when its admission counted a change of the merge as
+    /// known: admitted again if the merge did not take it.
+    again: Option<DocMsg>,
 }
 
 impl Engine {
@@ -124,6 +127,7 @@ impl Engine {
                 continue;
             };
             let current = self.admission.current.take();
+            let again = self.admission.relied_on_together.then(|| m.clone());
             let first = !left_out.contains(&conn) && !joining.iter().any(|j| j.conn == conn);
             match self.joins(conn, doc, &admitted).filter(|_| first) {
                 Some((writer, incoming, actors)) => {
@@ -145,23 +149,34 @@ impl Engine {
                         conn,
                         admitted,
                         current,
+                        again,
                     });
                 }
             }
         }
         self.admission.together.clear();
-        if joining.len() > 1 && self.apply_together(doc, &mut joining) {
+        let merged = joining.len() > 1 && self.apply_together(doc, &mut joining);
+        if merged {
             joining.clear();
         }
         let rest = joining.into_iter().map(|j| Alone {
             conn: j.conn,
             admitted: j.admitted,
             current: j.current,
+            again: None,
         });
         for a in rest.chain(alone) {
             let mark = self.fx.tasks.len();
-            self.apply_admitted(a.conn, doc, a.admitted);
-            self.admission.current = a.current;
+            match a.again.filter(|_| !merged) {
+                // Admitted while a change it carries counted as the merge's, and the
+                // merge did not happen: admitted again against the document as it is
+                // (someone else's change refused meanwhile is foreign to this sender).
+                Some(m) => self.on_doc_message(a.conn, doc, &m),
+                None => {
+                    self.apply_admitted(a.conn, doc, a.admitted);
+                    self.admission.current = a.current;
+                }
+            }
             self.after_message(a.conn, doc, mark);
         }
     }
