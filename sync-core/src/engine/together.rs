@@ -33,6 +33,11 @@ use crate::validate;
 use crate::wire::Message;
 use crate::writer::Writer;
 
+/// The changes of one merge hold at most so many bytes (as stored): a message that
+/// would bring more is merged alone after it. Bounds the copy one merge holds on top of
+/// the frames themselves (which count against the server's inbound budget).
+const MERGE_BYTES: usize = 4 << 20;
+
 /// A message that joins the merge.
 struct Joining {
     conn: ConnId,
@@ -129,7 +134,15 @@ impl Engine {
             let current = self.admission.current.take();
             let again = self.admission.relied_on_together.then(|| m.clone());
             let first = !left_out.contains(&conn) && !joining.iter().any(|j| j.conn == conn);
-            match self.joins(conn, doc, &admitted).filter(|_| first) {
+            let held: usize = joining
+                .iter()
+                .flat_map(|j| j.incoming.iter().map(|c| c.bytes.len()))
+                .sum();
+            let joins = self.joins(conn, doc, &admitted).filter(|(_, incoming, _)| {
+                let bytes: usize = incoming.iter().map(|c| c.bytes.len()).sum();
+                first && held + bytes <= MERGE_BYTES
+            });
+            match joins {
                 Some((writer, incoming, actors)) => {
                     self.admission
                         .together
