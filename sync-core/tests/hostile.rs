@@ -757,19 +757,29 @@ fn messages_of_several_devices_read_together_are_merged_in_one_append_and_each_a
     assert_eq!(s.engine.actor_owner(&[6; 16]), Some(staff(2, venue).device));
 }
 
-#[test]
-fn a_refused_device_in_messages_read_together_loses_only_its_own_change() {
+/// Two staff devices and a teacher joined to a venue document, and a slot change of
+/// each: the staff's their own, the teacher's refused (a teacher may not write a venue's
+/// slots, even as a venue's staff would).
+#[allow(clippy::type_complexity)]
+fn two_staff_and_a_teacher() -> (Server, DocumentId, [ConnId; 3], [(ChangeHash, Vec<u8>); 3]) {
     let (mut s, doc, _) = server_with_doc();
     let venue = VenueId(uuid::Uuid::from_u128(20));
-    let (a, t, b) = (
+    let conns = [
         s.join(7, staff(1, venue)),
         s.join(9, teacher(1)),
         s.join(8, staff(2, venue)),
-    );
-    let (ha, ca) = written_change(&s, doc, &[5; 16], &staff(1, venue), &slot(1));
-    // A teacher may not write a venue's slots, even as a venue's staff would.
-    let (ht, ct) = written_change(&s, doc, &[9; 16], &staff(1, venue), &slot(3));
-    let (hb, cb) = written_change(&s, doc, &[6; 16], &staff(2, venue), &slot(2));
+    ];
+    let changes = [
+        written_change(&s, doc, &[5; 16], &staff(1, venue), &slot(1)),
+        written_change(&s, doc, &[9; 16], &staff(1, venue), &slot(3)),
+        written_change(&s, doc, &[6; 16], &staff(2, venue), &slot(2)),
+    ];
+    (s, doc, conns, changes)
+}
+
+#[test]
+fn a_refused_device_in_messages_read_together_loses_only_its_own_change() {
+    let (mut s, doc, [a, t, b], [(ha, ca), (ht, ct), (hb, cb)]) = two_staff_and_a_teacher();
     s.sent.clear();
     s.read_together(
         doc,
@@ -884,16 +894,7 @@ fn whole_documents_of_several_devices_read_together_are_merged_in_one_append() {
 fn a_refused_change_echoed_by_another_device_in_the_same_read_stays_refused() {
     // Merged one by one, the teacher's slot is refused before the staff device's echo of
     // it is admitted, which is then someone else's change: the same when read together.
-    let (mut s, doc, _) = server_with_doc();
-    let venue = VenueId(uuid::Uuid::from_u128(20));
-    let (a, t, b) = (
-        s.join(7, staff(1, venue)),
-        s.join(9, teacher(1)),
-        s.join(8, staff(2, venue)),
-    );
-    let (ha, ca) = written_change(&s, doc, &[5; 16], &staff(1, venue), &slot(1));
-    let (ht, ct) = written_change(&s, doc, &[9; 16], &staff(1, venue), &slot(3));
-    let (hb, cb) = written_change(&s, doc, &[6; 16], &staff(2, venue), &slot(2));
+    let (mut s, doc, [a, t, b], [(ha, ca), (ht, ct), (hb, cb)]) = two_staff_and_a_teacher();
     let mut b_heads = vec![hb, ht];
     b_heads.sort();
     s.sent.clear();
