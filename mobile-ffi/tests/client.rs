@@ -385,6 +385,32 @@ async fn a_device_revoked_while_connected_is_wiped_at_once() {
     assert!(t.core.booking(&doc).is_err());
 }
 
+/// The status an app shows never has a revoked device connected: the wipe ends the
+/// session's connections at once, before their tasks have noticed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_device_is_not_shown_connected_while_its_connection_closes() {
+    let server = test_server::start().await.unwrap();
+    let t = teacher_with_booking(&server).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (_conn, _) = t.core.attach(tx).unwrap();
+    assert!(t.core.status().unwrap().connected);
+    t.core.wipe_revoked().unwrap();
+    let status = t.core.status().unwrap();
+    assert!(status.revoked);
+    assert!(!status.enrolled, "identity forgotten");
+    assert!(!status.connected, "a revoked device is not shown connected");
+    assert!(!t.core.connected());
+    // The join frame went out first; then the connection is told to close.
+    let mut closed = false;
+    while let Some(out) = rx.recv().await {
+        if matches!(out, kepu_mobile_ffi::client::core::Outbound::Close) {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the open connection is told to close");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pupil_removed_from_the_roster_drops_the_booking() {
     let server = test_server::start().await.unwrap();

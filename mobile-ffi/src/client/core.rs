@@ -84,7 +84,6 @@ struct State {
 
 #[derive(Default)]
 struct Net {
-    connected: usize,
     last_error: Option<String>,
     revoked: bool,
 }
@@ -715,7 +714,7 @@ impl Core {
     /// # Errors
     /// Storage failed.
     pub fn status(&self) -> Result<Status> {
-        let (pending, last, refusals, enrolled) = {
+        let (pending, last, refusals, enrolled, connected) = {
             let st = lock(&self.state);
             (
                 st.store.pending_changes()?,
@@ -724,6 +723,7 @@ impl Core {
                     .and_then(|v| v.parse::<i64>().ok()),
                 st.store.refusals()?,
                 st.session.is_some(),
+                Self::open_conns(&st),
             )
         };
         let net = lock(&self.net);
@@ -731,7 +731,7 @@ impl Core {
             pending_changes: pending,
             last_sync_ms: last,
             refusals,
-            connected: net.connected > 0,
+            connected,
             last_error: net.last_error.clone(),
             revoked: net.revoked,
             enrolled,
@@ -757,7 +757,14 @@ impl Core {
     /// Is a connection open?
     #[must_use]
     pub fn connected(&self) -> bool {
-        lock(&self.net).connected > 0
+        Self::open_conns(&lock(&self.state))
+    }
+
+    /// Does the enrolled session have an open connection? A connection of a session
+    /// wiped (revoked, signed out) no longer counts, even before its task has ended: the
+    /// status never shows a revoked device as connected.
+    fn open_conns(st: &State) -> bool {
+        st.session.as_ref().is_some_and(|s| !s.conns.is_empty())
     }
 
     /// Attaches a new connection and sends `join`. Returns its id and the documents it
@@ -783,11 +790,7 @@ impl Core {
             );
             (events, docs)
         };
-        {
-            let mut net = lock(&self.net);
-            net.connected += 1;
-            net.last_error = None;
-        }
+        lock(&self.net).last_error = None;
         self.dispatch(&events);
         self.notify_sync();
         Ok((conn, docs))
@@ -831,10 +834,6 @@ impl Core {
                 )
             })
         };
-        {
-            let mut net = lock(&self.net);
-            net.connected = net.connected.saturating_sub(1);
-        }
         if let Some(events) = events {
             self.dispatch(&events);
         }
