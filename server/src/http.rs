@@ -31,6 +31,7 @@ use tower_http::trace::TraceLayer;
 
 pub use auth::{AdminDevice, AuthenticatedDevice};
 pub use error_response::ErrorBody;
+pub(crate) use error_response::error_response;
 pub use json::ApiJson;
 pub use session::{PageUser, SESSION_COOKIE, WebUser, session_cookie};
 

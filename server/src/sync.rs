@@ -9,6 +9,7 @@
 //! - [`inbox`]: the messages the hub takes and the handle ([`SyncHub`]) sessions, the
 //!   worker and the server's documents use to reach it without depending on the hub.
 //! - [`ws`]: authentication at the upgrade, limits, keepalive, graceful close.
+//! - [`socket`]: the websocket upgrade, and large messages sent in pieces (ADR 0192).
 //! - [`derived`]: the ids at which the server creates documents itself.
 //! - [`documents`]: documents the server itself creates (venues, the revocation list).
 //! - `touches`: devices' last sync times, written many at a time (ADR 0186).
@@ -17,6 +18,7 @@ pub mod derived;
 pub mod documents;
 pub mod hub;
 pub mod inbox;
+pub mod socket;
 pub(crate) mod touches;
 pub mod worker;
 pub mod ws;

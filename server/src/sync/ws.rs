@@ -5,14 +5,19 @@
 use std::time::Duration;
 
 use axum::Extension;
-use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::hub::{Outbound, SyncHub};
+use super::socket::{Socket, Upgrade, send_binary};
 use crate::accounts::{AuthError, DeviceIdentity, bearer_token};
 use crate::app_state::AppState;
 use crate::error::Error;
@@ -117,7 +122,7 @@ pub(crate) async fn upgrade(
     Extension(ctx): Extension<SyncContext>,
     Query(query): Query<TokenQuery>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Upgrade,
 ) -> Response {
     let token = bearer_token(&headers)
         .map(str::to_owned)
@@ -156,14 +161,15 @@ pub(crate) async fn upgrade(
         .into_response();
     };
     let limit = ctx.limits.max_frame;
-    ws.max_message_size(limit)
-        .max_frame_size(limit)
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit))
         .read_buffer_size(SOCKET_BUFFER)
-        .write_buffer_size(SOCKET_BUFFER)
-        .on_upgrade(move |socket| async move {
-            session(socket, ctx, state, identity).await;
-            drop(slot);
-        })
+        .write_buffer_size(SOCKET_BUFFER);
+    ws.on_upgrade(config, move |socket| async move {
+        session(socket, ctx, state, identity).await;
+        drop(slot);
+    })
 }
 
 /// A token bucket: `rate` per second sustained, at most `burst` saved up.
@@ -213,20 +219,18 @@ fn rate_limited() -> Vec<u8> {
 }
 
 /// Carries out one thing the hub queued for this session; false when the session ends.
-async fn deliver(socket: &mut WebSocket, out: Option<Outbound>) -> bool {
+async fn deliver(socket: &mut Socket, out: Option<Outbound>) -> bool {
     match out {
         Some(Outbound::Frame(bytes)) => {
             // A peer that stops reading is cut off: the hub has then closed its queue,
             // and the send must not wait forever.
-            let sent =
-                tokio::time::timeout(SEND_TIMEOUT, socket.send(WsMessage::Binary(bytes.into())))
-                    .await;
+            let sent = tokio::time::timeout(SEND_TIMEOUT, send_binary(socket, bytes)).await;
             matches!(sent, Ok(Ok(())))
         }
         Some(Outbound::Close(reason)) => {
             let _ = socket
                 .send(WsMessage::Close(Some(CloseFrame {
-                    code: 1008,
+                    code: CloseCode::Policy,
                     reason: reason.into(),
                 })))
                 .await;
@@ -237,7 +241,7 @@ async fn deliver(socket: &mut WebSocket, out: Option<Outbound>) -> bool {
 }
 
 async fn session(
-    mut socket: WebSocket,
+    mut socket: Socket,
     mut ctx: SyncContext,
     state: AppState,
     identity: DeviceIdentity,
@@ -259,18 +263,18 @@ async fn session(
     );
     loop {
         tokio::select! {
-            incoming = socket.recv() => {
+            incoming = socket.next() => {
                 let Some(Ok(msg)) = incoming else { break };
                 // Every frame counts, whatever its kind: one frame and its bytes.
                 let size = match &msg {
                     WsMessage::Binary(b) | WsMessage::Ping(b) | WsMessage::Pong(b) => b.len(),
                     WsMessage::Text(t) => t.len(),
-                    WsMessage::Close(_) => 0,
+                    WsMessage::Close(_) | WsMessage::Frame(_) => 0,
                 };
                 #[allow(clippy::cast_precision_loss)] // at most the 8 MiB frame limit
                 if !frames.take(1.0) || !bytes.take(size as f64) {
                     let _ = socket.send(WsMessage::Binary(rate_limited().into())).await;
-                    let _ = socket.send(WsMessage::Close(Some(CloseFrame { code: 1008, reason: "rate limit".into() }))).await;
+                    let _ = socket.send(WsMessage::Close(Some(CloseFrame { code: CloseCode::Policy, reason: "rate limit".into() }))).await;
                     break;
                 }
                 match msg {
@@ -314,6 +318,8 @@ async fn session(
                     WsMessage::Pong(_) => awaiting_pong = false,
                     WsMessage::Ping(_) => {}
                     WsMessage::Close(_) => break,
+                    // Only sent, never read: the library hands whole messages.
+                    WsMessage::Frame(_) => {}
                 }
             }
             out = out_rx.recv() => {
@@ -327,9 +333,9 @@ async fn session(
             _ = ctx.shutdown.changed() => {
                 // Let what the hub already queued for this peer go out, then close.
                 while let Ok(Outbound::Frame(bytes)) = out_rx.try_recv() {
-                    let _ = socket.send(WsMessage::Binary(bytes.into())).await;
+                    let _ = send_binary(&mut socket, bytes).await;
                 }
-                let _ = socket.send(WsMessage::Close(Some(CloseFrame { code: 1001, reason: "server shutting down".into() }))).await;
+                let _ = socket.send(WsMessage::Close(Some(CloseFrame { code: CloseCode::Away, reason: "server shutting down".into() }))).await;
                 break;
             }
         }

@@ -446,6 +446,22 @@ async fn wrong_and_revoked_tokens_are_refused_and_a_revoked_device_is_cut_off(se
         (401, "unauthenticated".into(), "missing_token".into()),
     );
     let mut t = device(server, Role::Teacher, Some(p.school), None, 1).await;
+    // Opened as a plain page, or with the wrong method, `/sync` answers what it wants.
+    for (method, status, code) in [
+        (reqwest::Method::GET, 426, "not_a_websocket_upgrade"),
+        (reqwest::Method::POST, 405, "method_not_allowed"),
+    ] {
+        let plain = server
+            .http
+            .request(method, server.url("/sync"))
+            .bearer_auth(&t.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(plain.status(), status);
+        let body: serde_json::Value = plain.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{body}");
+    }
     t.connect(server.addr).await;
     t.pump(Duration::from_millis(200)).await;
     let device_id = t.engine.config().writer.device;
