@@ -340,7 +340,10 @@ enum TaskPurpose {
     Append {
         doc: DocumentId,
         generation: u64,
-        changes: Vec<StoredChange>,
+        /// The changes' hashes and stored bytes: the task holds the changes themselves,
+        /// and a retry reads them again from the document, which keeps them.
+        hashes: Vec<ChangeHash>,
+        bytes: usize,
         kind: Option<DocKind>,
         /// Who owns the changes' actor ids, as admitted (the same on every retry).
         owners: Vec<(Vec<u8>, crate::ids::DeviceId)>,

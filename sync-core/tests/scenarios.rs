@@ -1265,6 +1265,48 @@ fn a_watching_device_hears_changes_after_the_server_evicts_the_booking() {
     );
 }
 
+/// A change whose write fails once is written by the retry, whole, and only then
+/// acknowledged: the retry reads the change again from the document.
+#[test]
+fn a_write_that_fails_once_is_retried_and_then_acknowledged() {
+    let mut w = World::new(84, 60);
+    let (t, _g1, b) = w.teacher_and_gate_on_a_booking();
+    w.sim.settle();
+    let stored_before = w.sim.server.store.docs[&b].changes.len();
+    w.sim.faults.hold_server_io = true;
+    w.sim.server.store.failing = true;
+    w.check_in(t, b, w.pupils[1], ScanMethod::Manual);
+    assert!(w.sim.deliver(t, true));
+    assert_eq!(w.sim.held_server_io(), 1);
+    assert!(w.sim.release_newest_server_io(), "the first write fails");
+    assert_eq!(w.sim.held_server_io(), 1, "and is tried again");
+    while w.sim.deliver(t, false) || w.sim.deliver(t, true) {}
+    assert!(
+        w.sim.unacknowledged().iter().any(|(d, _, _)| *d == t),
+        "nothing acknowledged while the write is failing"
+    );
+    w.sim.server.store.failing = false;
+    assert!(w.sim.release_newest_server_io(), "the retry is written");
+    w.sim.faults.hold_server_io = false;
+    w.sim.settle();
+    assert!(!w.sim.unacknowledged().iter().any(|(d, _, _)| *d == t));
+    let stored = &w.sim.server.store.docs[&b].changes;
+    assert_eq!(
+        stored.len(),
+        stored_before + 1,
+        "the check-in is stored once"
+    );
+    let mut reloaded = automerge::Automerge::new();
+    for bytes in stored.values() {
+        reloaded.load_incremental(bytes).unwrap();
+    }
+    assert_eq!(
+        reloaded.get_heads(),
+        w.sim.server.doc(&b).unwrap().get_heads(),
+        "the stored changes are the document's"
+    );
+}
+
 /// A completion from before a storage failure must not count for the reloaded document:
 /// the server would acknowledge heads that are not stored yet.
 #[test]

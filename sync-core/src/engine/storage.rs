@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use automerge::ChangeHash;
 use automerge::sync;
+use automerge::{ChangeHash, ReadDoc};
 
 use super::{
     ConnId, Engine, Event, IoResult, Loaded, Mode, PeerDoc, Pending, StorageTask, StoredChange,
@@ -15,6 +15,15 @@ use crate::doc_id::DocumentId;
 use crate::ids::DeviceId;
 use crate::refusal::RefusalCode;
 use crate::schema::{self, DocKind};
+
+/// What an `Append`'s completion needs: the task carried the changes themselves.
+pub(super) struct Appended {
+    hashes: Vec<ChangeHash>,
+    bytes: usize,
+    kind: Option<DocKind>,
+    owners: Vec<(Vec<u8>, DeviceId)>,
+    tries: u32,
+}
 
 impl Engine {
     pub(super) fn task(&mut self, purpose: TaskPurpose, task: StorageTask) -> TaskId {
@@ -36,10 +45,12 @@ impl Engine {
         tries: u32,
     ) {
         let generation = self.docs.get(&doc).map_or(0, |e| e.generation);
+        let hashes = changes.iter().map(|c| c.hash).collect();
+        let bytes = changes.iter().map(|c| c.bytes.len()).sum();
         let task = StorageTask::Append {
             doc,
             kind,
-            changes: changes.clone(),
+            changes,
             heads,
             owners: owners.clone(),
         };
@@ -47,7 +58,8 @@ impl Engine {
             TaskPurpose::Append {
                 doc,
                 generation,
-                changes,
+                hashes,
+                bytes,
                 kind,
                 owners,
                 tries,
@@ -113,7 +125,8 @@ impl Engine {
             TaskPurpose::Append {
                 doc,
                 generation,
-                changes,
+                hashes,
+                bytes,
                 kind,
                 owners,
                 tries,
@@ -123,7 +136,14 @@ impl Engine {
                     .get(&doc)
                     .is_some_and(|e| e.generation == generation)
                 {
-                    self.on_appended(doc, changes, kind, owners, tries, result);
+                    let appended = Appended {
+                        hashes,
+                        bytes,
+                        kind,
+                        owners,
+                        tries,
+                    };
+                    self.on_appended(doc, appended, result);
                 }
             }
             TaskPurpose::Compact {
@@ -217,21 +237,29 @@ impl Engine {
         self.refresh_if_owed(doc);
     }
 
-    pub(super) fn on_appended(
-        &mut self,
-        doc: DocumentId,
-        changes: Vec<StoredChange>,
-        kind: Option<DocKind>,
-        owners: Vec<(Vec<u8>, DeviceId)>,
-        tries: u32,
-        result: IoResult,
-    ) {
+    pub(super) fn on_appended(&mut self, doc: DocumentId, appended: Appended, result: IoResult) {
+        let Appended {
+            hashes,
+            bytes,
+            kind,
+            owners,
+            tries,
+        } = appended;
         let retries = self.config.append_retries;
         let Some(e) = self.docs.get_mut(&doc) else {
             return;
         };
         if let IoResult::Failed(error) = result {
             if tries < retries {
+                // The document holds every change it was asked to store.
+                let changes = hashes
+                    .iter()
+                    .filter_map(|h| e.doc.get_change_by_hash(h))
+                    .map(|c| StoredChange {
+                        hash: c.hash(),
+                        bytes: c.raw_bytes().to_vec(),
+                    })
+                    .collect();
                 let heads = e.doc.get_heads();
                 self.append(doc, kind, changes, heads, owners, tries + 1);
                 return;
@@ -248,8 +276,8 @@ impl Engine {
             return;
         }
         e.appends_in_flight = e.appends_in_flight.saturating_sub(1);
-        e.stored_rows.extend(changes.iter().map(|c| c.hash));
-        e.stored_bytes += changes.iter().map(|c| c.bytes.len()).sum::<usize>();
+        e.stored_rows.extend(hashes);
+        e.stored_bytes += bytes;
         if e.appends_in_flight > 0 {
             return;
         }
