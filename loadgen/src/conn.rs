@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use kepu_sync_core::wire::{self, Message, PROTOCOL_V1, PeerMetadata};
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -138,15 +138,15 @@ impl Conn {
         Ok(conn)
     }
 
-    /// Sends one message as one binary frame.
+    /// Sends one message as one binary websocket message.
     ///
     /// # Errors
     /// The socket is closed or broken.
     pub async fn send(&mut self, message: &Message) -> anyhow::Result<()> {
         let bytes = message.encode();
         let len = bytes.len() as u64;
-        self.socket
-            .send(Ws::Binary(bytes.into()))
+        // In pieces, as the phone library sends (ADR 0192).
+        kepu_sync_core::wire::socket::send_binary(&mut self.socket, bytes)
             .await
             .context("websocket send failed")?;
         self.counters.bytes_sent.fetch_add(len, Ordering::Relaxed);

@@ -1,4 +1,4 @@
-//! The automerge-repo websocket protocol, version 1: one binary websocket frame holds one
+//! The automerge-repo websocket protocol, version 1: one binary websocket message holds one
 //! CBOR map with camelCase text keys (`type`, `senderId`, `targetId`, `documentId`,
 //! `data`, …). See `docs/protocol.md` for the conversation built from these messages.
 //!
@@ -18,6 +18,8 @@
 
 mod decode;
 mod encode;
+#[cfg(feature = "socket")]
+pub mod socket;
 
 pub use crate::refusal::RefusalCode;
 pub use decode::{MAX_DEPTH, MAX_ID_LEN, decode};
@@ -26,6 +28,19 @@ use crate::doc_id::DocumentId;
 
 /// The only protocol version there is.
 pub const PROTOCOL_V1: &str = "1";
+
+/// Largest piece of a message that kepu's server, phones and load generator put in one
+/// websocket frame (ADR 0192). A longer message goes out as a fragmented websocket
+/// message (RFC 6455, section 5.4), which every client reassembles; the socket at either
+/// end then holds one piece at a time instead of keeping room for the largest message
+/// it ever wrote or read.
+pub const PIECE: usize = 16 * 1024;
+
+/// The frames of a `len`-byte message sent in pieces: their byte ranges, each at most
+/// [`PIECE`] long. One range when the message fits in one frame (an empty message too).
+pub fn pieces(len: usize) -> impl ExactSizeIterator<Item = std::ops::Range<usize>> {
+    (0..len.div_ceil(PIECE).max(1)).map(move |i| i * PIECE..len.min((i + 1) * PIECE))
+}
 
 /// The `type` of every message, as written on the wire.
 const TYPE_NAMES: [&str; 10] = [
@@ -259,6 +274,18 @@ mod tests {
 
     fn doc() -> DocumentId {
         DOC.parse().expect("valid id")
+    }
+
+    #[test]
+    fn a_message_is_cut_into_pieces_that_cover_it_once() {
+        let all = |len| pieces(len).collect::<Vec<_>>();
+        assert_eq!(all(0), vec![0..0], "an empty message is one frame");
+        assert_eq!(all(PIECE), vec![0..PIECE]);
+        assert_eq!(all(PIECE + 1), vec![0..PIECE, PIECE..PIECE + 1]);
+        let long = all(5 * PIECE - 7);
+        assert_eq!(long.len(), 5);
+        assert!(long.windows(2).all(|w| w[0].end == w[1].start));
+        assert_eq!((long[0].start, long[4].end), (0, 5 * PIECE - 7));
     }
 
     fn hex(text: &str) -> Vec<u8> {

@@ -242,7 +242,9 @@ pub async fn connect_and_sync(
         tokio::select! {
             out = rx.recv() => match out {
                 Some(Outbound::Frame(bytes)) => {
-                    if sink.send(tungstenite::Message::Binary(bytes.into())).await.is_err() {
+                    // A day of check-ins goes in pieces: the server's socket then holds
+                    // one piece at a time (ADR 0192).
+                    if kepu_sync_core::wire::socket::send_binary(&mut sink, bytes).await.is_err() {
                         break Err(Error::Network("connection lost".into()));
                     }
                 }

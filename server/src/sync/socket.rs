@@ -1,5 +1,6 @@
 //! The `/sync` websocket owned by the server (ADR 0192): the HTTP/1.1 upgrade checked
-//! here, and a message larger than [`PIECE`] sent as a fragmented message of pieces.
+//! here; a message larger than [`PIECE`] goes out as a fragmented message of pieces
+//! ([`send_binary`]).
 //!
 //! The websocket library writes a whole frame into a connection's write buffer before the
 //! socket takes it, and the buffer keeps that capacity while the connection lives. A
@@ -14,22 +15,18 @@ use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
-use futures_util::SinkExt;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{self, Bytes, Message};
 
 use crate::http::error_response;
 
 /// A server-side websocket on an upgraded HTTP connection.
 pub type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
-/// Largest piece of a message sent in one websocket frame, bytes.
-pub const PIECE: usize = 16 * 1024;
+pub use kepu_sync_core::wire::PIECE;
+pub use kepu_sync_core::wire::socket::send_binary;
 
 /// A request to open a websocket, checked: an HTTP/1.1 `GET` asking to upgrade to
 /// websocket version 13, with a key, on a connection that can be upgraded.
@@ -128,105 +125,5 @@ impl Upgrade {
             headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
         }
         response
-    }
-}
-
-/// Sends `bytes` as one binary message: in one frame up to [`PIECE`], else as a
-/// fragmented message of [`PIECE`]-sized frames (the last one shorter), each written out
-/// before the next is buffered.
-///
-/// # Errors
-/// The connection failed or is closed.
-pub async fn send_binary<S>(socket: &mut S, bytes: Vec<u8>) -> Result<(), tungstenite::Error>
-where
-    S: futures_util::Sink<Message, Error = tungstenite::Error> + Unpin,
-{
-    if bytes.len() <= PIECE {
-        return socket.send(Message::Binary(bytes.into())).await;
-    }
-    let bytes = Bytes::from(bytes);
-    let pieces = bytes.len().div_ceil(PIECE);
-    for i in 0..pieces {
-        let piece = bytes.slice(i * PIECE..bytes.len().min((i + 1) * PIECE));
-        let opcode = OpCode::Data(if i == 0 { Data::Binary } else { Data::Continue });
-        socket
-            .send(Message::Frame(Frame::message(
-                piece,
-                opcode,
-                i + 1 == pieces,
-            )))
-            .await?;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use futures_util::StreamExt;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    use super::*;
-
-    /// The frames a server wrote, read off the wire: (final, opcode, payload length).
-    fn frames(mut wire: &[u8]) -> Vec<(bool, u8, usize)> {
-        let mut out = Vec::new();
-        while wire.len() >= 2 {
-            let fin = wire[0] & 0x80 != 0;
-            let opcode = wire[0] & 0x0f;
-            assert_eq!(wire[1] & 0x80, 0, "a server's frames are not masked");
-            let (len, header) = match wire[1] & 0x7f {
-                126 => (usize::from(u16::from_be_bytes([wire[2], wire[3]])), 4),
-                127 => {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(&wire[2..10]);
-                    (usize::try_from(u64::from_be_bytes(b)).unwrap(), 10)
-                }
-                n => (usize::from(n), 2),
-            };
-            out.push((fin, opcode, len));
-            wire = &wire[header + len..];
-        }
-        out
-    }
-
-    async fn sent_on_the_wire(bytes: Vec<u8>) -> Vec<u8> {
-        let (server, mut client) = tokio::io::duplex(1 << 20);
-        let mut socket = WebSocketStream::from_raw_socket(server, Role::Server, None).await;
-        send_binary(&mut socket, bytes).await.unwrap();
-        drop(socket);
-        let mut wire = Vec::new();
-        client.read_to_end(&mut wire).await.unwrap();
-        wire
-    }
-
-    #[tokio::test]
-    async fn a_large_message_goes_out_in_pieces_and_arrives_whole() {
-        let message: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        let wire = sent_on_the_wire(message.clone()).await;
-        let frames = frames(&wire);
-        assert_eq!(frames.len(), 7, "{frames:?}");
-        assert_eq!(frames[0], (false, 2, PIECE), "a binary frame starts it");
-        for f in &frames[1..6] {
-            assert_eq!(*f, (false, 0, PIECE), "continuation frames");
-        }
-        assert_eq!(
-            frames[6],
-            (true, 0, 100_000 - 6 * PIECE),
-            "the last one ends it"
-        );
-        // A client reassembles one message.
-        let (mut feed, end) = tokio::io::duplex(1 << 20);
-        feed.write_all(&wire).await.unwrap();
-        let mut client = WebSocketStream::from_raw_socket(end, Role::Client, None).await;
-        match client.next().await {
-            Some(Ok(Message::Binary(got))) => assert!(got[..] == message[..], "the same bytes"),
-            other => panic!("one binary message, got {other:?}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn a_small_message_is_one_frame() {
-        let wire = sent_on_the_wire(vec![7; PIECE]).await;
-        assert_eq!(frames(&wire), vec![(true, 2, PIECE)]);
     }
 }
