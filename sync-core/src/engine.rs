@@ -50,7 +50,6 @@ pub use io::{ConnId, Effects, Event, IoResult, Loaded, StorageTask, StoredChange
 
 use crate::doc_id::DocumentId;
 use crate::edits::Edit;
-use crate::schema::DocKind;
 use crate::validate::{self};
 use crate::writer::Writer;
 
@@ -340,14 +339,8 @@ enum TaskPurpose {
     Append {
         doc: DocumentId,
         generation: u64,
-        /// The changes' hashes and stored bytes: the task holds the changes themselves,
-        /// and a retry reads them again from the document, which keeps them.
-        hashes: Vec<ChangeHash>,
-        bytes: usize,
-        kind: Option<DocKind>,
-        /// Who owns the changes' actor ids, as admitted (the same on every retry).
-        owners: Vec<(Vec<u8>, crate::ids::DeviceId)>,
-        tries: u32,
+        /// What the completion needs; the task itself carries the changes.
+        appended: storage::Appended,
     },
     Compact {
         doc: DocumentId,

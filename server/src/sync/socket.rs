@@ -1,14 +1,6 @@
 //! The `/sync` websocket owned by the server (ADR 0192): the HTTP/1.1 upgrade checked
-//! here; a message larger than [`PIECE`] goes out as a fragmented message of pieces
-//! ([`send_binary`]).
-//!
-//! The websocket library writes a whole frame into a connection's write buffer before the
-//! socket takes it, and the buffer keeps that capacity while the connection lives. A
-//! server's largest frames are whole saved documents for a device far behind; sent whole,
-//! every such connection kept a buffer of its largest document (21 MiB of the end of
-//! day's heap at its peak). Sent in pieces, a connection's buffer stays near one piece.
-//! Every websocket client reassembles a fragmented message (RFC 6455, section 5.4): the
-//! peer still receives one message.
+//! here, so that the session holds the library's stream itself and can send a large
+//! message in pieces (`kepu_sync_core::wire::socket::send_binary`, where the reason is).
 
 use axum::extract::FromRequestParts;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -24,9 +16,6 @@ use crate::http::error_response;
 
 /// A server-side websocket on an upgraded HTTP connection.
 pub type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
-
-pub use kepu_sync_core::wire::PIECE;
-pub use kepu_sync_core::wire::socket::send_binary;
 
 /// A request to open a websocket, checked: an HTTP/1.1 `GET` asking to upgrade to
 /// websocket version 13, with a key, on a connection that can be upgraded.

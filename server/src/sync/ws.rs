@@ -17,7 +17,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::hub::{Outbound, SyncHub};
-use super::socket::{Socket, Upgrade, send_binary};
+use kepu_sync_core::wire::socket::send_binary;
+
+use super::socket::{Socket, Upgrade};
 use crate::accounts::{AuthError, DeviceIdentity, bearer_token};
 use crate::app_state::AppState;
 use crate::error::Error;

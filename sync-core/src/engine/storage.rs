@@ -16,11 +16,15 @@ use crate::ids::DeviceId;
 use crate::refusal::RefusalCode;
 use crate::schema::{self, DocKind};
 
-/// What an `Append`'s completion needs: the task carried the changes themselves.
+/// What an `Append`'s completion needs. The task carries the changes themselves; a
+/// retry reads them again from the document, which keeps them.
+#[derive(Debug)]
 pub(super) struct Appended {
+    /// The changes' hashes and their stored size.
     hashes: Vec<ChangeHash>,
     bytes: usize,
     kind: Option<DocKind>,
+    /// Who owns the changes' actor ids, as admitted (the same on every retry).
     owners: Vec<(Vec<u8>, DeviceId)>,
     tries: u32,
 }
@@ -58,11 +62,13 @@ impl Engine {
             TaskPurpose::Append {
                 doc,
                 generation,
-                hashes,
-                bytes,
-                kind,
-                owners,
-                tries,
+                appended: Appended {
+                    hashes,
+                    bytes,
+                    kind,
+                    owners,
+                    tries,
+                },
             },
             task,
         );
@@ -125,24 +131,13 @@ impl Engine {
             TaskPurpose::Append {
                 doc,
                 generation,
-                hashes,
-                bytes,
-                kind,
-                owners,
-                tries,
+                appended,
             } => {
                 if self
                     .docs
                     .get(&doc)
                     .is_some_and(|e| e.generation == generation)
                 {
-                    let appended = Appended {
-                        hashes,
-                        bytes,
-                        kind,
-                        owners,
-                        tries,
-                    };
                     self.on_appended(doc, appended, result);
                 }
             }
