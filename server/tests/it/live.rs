@@ -913,7 +913,9 @@ async fn the_page_needs_a_login_and_loads_nothing_from_elsewhere(server: &TestSe
     .await;
     assert!(ended.is_ok(), "the stream outlived the session by 15 s");
     eprintln!("live: stream ended {:?} after logout", logged_out.elapsed());
-    let r = http
+    // A new client: the pooled connection the ended stream ran on may be closing, and a
+    // request sent on it can be reset instead of answered (seen once in CI).
+    let r = reqwest::Client::new()
         .get(server.url(&format!("/api/venues/{}/live/events", scene.venue)))
         .header("cookie", &cookie)
         .send()
