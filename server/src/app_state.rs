@@ -80,6 +80,7 @@ impl AppState {
         let metrics = Metrics::new();
         metrics.register(accounts.password_checks_running());
         metrics.register(store.records_rows_written());
+        metrics.register(store.live_booking_rows());
         Self {
             accounts,
             store,

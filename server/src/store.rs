@@ -6,6 +6,7 @@
 
 mod backend;
 mod claims;
+mod day_rows;
 mod demo;
 mod devices;
 mod directory;
@@ -31,6 +32,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
 
 pub use backend::Backend;
+pub use day_rows::VenueWatch;
 pub use devices::{ConnectFacts, DeviceAuthRecord, DeviceRecord};
 pub use directory::{DirectorySlot, DirectoryVenue};
 pub use edges::{Roster, RosterDevice, RosterUser};
@@ -84,6 +86,8 @@ pub struct Store {
     written: Arc<written::WrittenRecords>,
     /// The actor-id claims this process saw committed (ADR 0188).
     claims: Arc<claims::Claims>,
+    /// Bookings' rows for the live dashboard, with their records' tokens (ADR 0193).
+    day_rows: Arc<day_rows::DayRows>,
     /// On SQLite, the turn to write (ADR 0183): SQLite has one writer at a time, and a
     /// writer that finds the file locked sleeps in growing steps and fails after its busy
     /// timeout. The process's write transactions take turns here instead, woken as soon
@@ -285,6 +289,7 @@ impl Store {
             node: Arc::from(hex::encode(rand::random::<[u8; 8]>())),
             written: Arc::default(),
             claims: Arc::default(),
+            day_rows: Arc::default(),
             write_turn: (backend == Backend::Sqlite).then(Arc::default),
         })
     }
@@ -377,6 +382,27 @@ impl Store {
     #[must_use]
     pub fn records_rows_written(&self) -> prometheus::IntCounterVec {
         self.written.rows_written()
+    }
+
+    /// Has the records writes of `venue`'s bookings keep their rows in memory for its
+    /// live dashboard while the returned watch is held (ADR 0193).
+    #[must_use]
+    pub fn watch_venue(&self, venue: uuid::Uuid) -> VenueWatch {
+        VenueWatch::new(Arc::clone(&self.day_rows), venue.to_string())
+    }
+
+    /// Bookings whose dashboard rows (scans, anomalies, devices) were read from the
+    /// records so far, not taken from memory (ADR 0193).
+    #[must_use]
+    pub fn day_rows_read(&self) -> u64 {
+        self.day_rows.reads()
+    }
+
+    /// `kepu_live_booking_rows_total{from="memory"|"records"}`: bookings whose dashboard
+    /// rows were taken from memory or read from the records (ADR 0193).
+    #[must_use]
+    pub fn live_booking_rows(&self) -> prometheus::IntCounterVec {
+        self.day_rows.metric()
     }
 
     /// Which database this is.

@@ -119,6 +119,9 @@ async fn events(
     };
     let viewer = viewer(user);
     let now = now_ms();
+    // While the stream is open, the records writes of the venue's bookings keep the rows
+    // it reads in memory (ADR 0193).
+    let watching = state.store.watch_venue(venue);
     // The first snapshot is read here so that a refusal is an HTTP status, not a stream.
     let first = live::snapshot(
         &state.store,
@@ -140,6 +143,7 @@ async fn events(
     };
     tokio::spawn(async move {
         feed(watch, first, tx).await;
+        drop(watching);
         drop(slot);
     });
     let sse =

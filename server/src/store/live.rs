@@ -3,13 +3,19 @@
 //! viewer may see them, the booked pupils' display names.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
+use super::day_rows::{BookingDay, Unsorted};
+use super::rows::numbered;
 use crate::error::Result;
 use crate::store::Store;
+
+/// Documents or devices a statement names at most.
+const CHUNK: usize = 200;
 
 /// A slot of the day.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,14 +211,15 @@ async fn venue_day(store: &Store, venue: Uuid, day: (i64, i64), names: bool) -> 
     )
     .await?;
 
-    let bookings = day_query(store,
+    let booked = day_query(store,
         "SELECT b.doc_id, b.slot_id, b.school_id, sc.name, b.party_size, b.status, b.wait_position, \
-         b.expected, b.arrived, b.inside_now, b.updated_at, b.roster_key \
+         b.expected, b.arrived, b.inside_now, b.updated_at, b.roster_key, w.token \
          FROM proj_bookings b JOIN proj_slots s ON s.slot_id = b.slot_id AND s.venue_id = b.venue_id \
          LEFT JOIN schools sc ON sc.id = b.school_id \
+         LEFT JOIN records_writes w ON w.doc_id = b.doc_id \
          WHERE b.venue_id = $1 AND s.start_ms >= $2 AND s.start_ms < $3 \
          ORDER BY s.start_ms, b.received_seq", &v, day, |r| {
-        Ok(DayBooking {
+        Ok((DayBooking {
             doc_id: r.try_get(0)?,
             slot_id: r.try_get(1)?,
             school_id: r.try_get(2)?,
@@ -225,81 +232,29 @@ async fn venue_day(store: &Store, venue: Uuid, day: (i64, i64), names: bool) -> 
             inside: r.try_get(9)?,
             updated_at: r.try_get(10)?,
             roster_key: r.try_get(11)?,
-        })
+        }, r.try_get::<Option<i64>, _>(12)?))
     })
     .await?;
 
-    let scans = day_query(store, concat!(
-        "SELECT c.doc_id, c.pupil_id, c.device_id, c.at, c.method, c.counted FROM proj_check_ins c \
-         WHERE c.doc_id IN (",
-        day_bookings!(),
-        ") ORDER BY c.doc_id, c.pupil_id, c.at, c.device_id, c.scan_id"
-    ), &v, day, |r| {
-        Ok(DayScan {
-            doc_id: r.try_get(0)?,
-            pupil_id: r.try_get(1)?,
-            device_id: r.try_get(2)?,
-            at: r.try_get(3)?,
-            method: r.try_get(4)?,
-            counted: r.try_get::<i64, _>(5)? != 0,
-        })
-    })
-    .await?;
-
-    let anomalies = day_query(
-        store,
-        concat!(
-            "SELECT a.doc_id, a.pupil_id, a.device_id, a.kind, a.at FROM proj_anomalies a \
-         WHERE a.doc_id IN (",
-            day_bookings!(),
-            ") ORDER BY a.at, a.pupil_id, a.kind"
-        ),
-        &v,
-        day,
-        |r| {
-            Ok(DayAnomaly {
-                doc_id: r.try_get(0)?,
-                pupil_id: r.try_get(1)?,
-                device_id: r.try_get(2)?,
-                kind: r.try_get(3)?,
-                at: r.try_get(4)?,
-            })
-        },
-    )
-    .await?;
-
-    // Relevant: the venue's staff, teachers of the schools booked that day, and every
-    // device that scanned (in or out) for the day's bookings or at the venue that day.
-    // One indexed lookup per kind of relevance, not a scan of every device.
-    let devices = day_query(store, concat!(
-        "SELECT d.id, u.role, d.last_sync_at, d.revoked_at FROM devices d JOIN users u ON u.id = d.user_id \
-         WHERE d.id IN ( \
-           SELECT ds.id FROM users us JOIN devices ds ON ds.user_id = us.id \
-             WHERE us.role = 'venue_staff' AND us.venue_id = $1 \
-           UNION SELECT dt.id FROM users ut JOIN devices dt ON dt.user_id = ut.id \
-             WHERE ut.role = 'teacher' AND ut.school_id IN (SELECT bs.school_id FROM proj_bookings bs WHERE bs.doc_id IN (",
-        day_bookings!(),
-        ")) \
-           UNION SELECT c.device_id FROM proj_check_ins c WHERE c.doc_id IN (",
-        day_bookings!(),
-        ") \
-           UNION SELECT o.device_id FROM proj_check_outs o WHERE o.doc_id IN (",
-        day_bookings!(),
-        ") \
-           UNION SELECT cv.device_id FROM proj_check_ins cv JOIN proj_bookings bv ON bv.doc_id = cv.doc_id \
-             WHERE bv.venue_id = $1 AND cv.at >= $2 AND cv.at < $3) \
-         ORDER BY d.id"
-    ), &v, day, |r| {
-        Ok(DayDevice {
-            device_id: r.try_get(0)?,
-            role: r.try_get(1)?,
-            last_sync_at: r.try_get(2)?,
-            revoked: r.try_get::<Option<i64>, _>(3)?.is_some(),
-            relevant: true,
-            connected: false,
-        })
-    })
-    .await?;
+    // Each booking's scans, anomalies and scanning devices: from memory while its
+    // records' token is the one they were kept with, else from the records (ADR 0193).
+    let mut days = booking_days(store, &v, &booked).await?;
+    days.sort_by(|a, b| a.0.cmp(&b.0));
+    let bookings: Vec<DayBooking> = booked.into_iter().map(|(b, _)| b).collect();
+    let mut scans = Vec::with_capacity(days.iter().map(|(_, d)| d.scans.len()).sum());
+    let mut anomalies = Vec::new();
+    let mut scanned: Vec<&str> = Vec::new();
+    for (_, d) in &days {
+        scans.extend(d.scans.iter().cloned());
+        anomalies.extend(d.anomalies.iter().cloned());
+        scanned.extend(d.devices.iter().map(String::as_str));
+    }
+    anomalies.sort_by(|a: &DayAnomaly, b: &DayAnomaly| {
+        (a.at, &a.pupil_id, &a.kind).cmp(&(b.at, &b.pupil_id, &b.kind))
+    });
+    scanned.sort_unstable();
+    scanned.dedup();
+    let devices = day_devices(store, &v, day, &scanned).await?;
 
     let mut names_by_pupil = HashMap::new();
     if names {
@@ -328,4 +283,161 @@ async fn venue_day(store: &Store, venue: Uuid, day: (i64, i64), names: bool) -> 
         devices,
         names: names_by_pupil,
     })
+}
+
+/// The dashboard's rows of each of `booked` (with its records' token), by document id:
+/// from memory where kept with the stored token, the rest read from the records in a
+/// few statements and kept for the next read.
+async fn booking_days(
+    store: &Store,
+    venue: &str,
+    booked: &[(DayBooking, Option<i64>)],
+) -> Result<Vec<(String, Arc<BookingDay>)>> {
+    let mut out = Vec::with_capacity(booked.len());
+    let mut missing: Vec<(&str, Option<i64>)> = Vec::new();
+    for (b, token) in booked {
+        match token.and_then(|t| store.day_rows.get(&b.doc_id, t)) {
+            Some(d) => {
+                store.day_rows.count(true);
+                out.push((b.doc_id.clone(), d));
+            }
+            None => missing.push((b.doc_id.as_str(), *token)),
+        }
+    }
+    for chunk in missing.chunks(CHUNK) {
+        let ids: Vec<&str> = chunk.iter().map(|(d, _)| *d).collect();
+        let mut read: HashMap<&str, Unsorted> =
+            ids.iter().map(|d| (*d, Unsorted::default())).collect();
+        for r in by_docs(
+            store,
+            "SELECT doc_id, pupil_id, device_id, at, method, counted, scan_id FROM proj_check_ins \
+             WHERE doc_id IN",
+            &ids,
+        )
+        .await?
+        {
+            let doc: String = r.try_get(0)?;
+            if let Some(e) = read.get_mut(doc.as_str()) {
+                let scan = DayScan {
+                    doc_id: doc,
+                    pupil_id: r.try_get(1)?,
+                    device_id: r.try_get(2)?,
+                    at: r.try_get(3)?,
+                    method: r.try_get(4)?,
+                    counted: r.try_get::<i64, _>(5)? != 0,
+                };
+                e.devices.push(scan.device_id.clone());
+                e.scans.push((scan, r.try_get(6)?));
+            }
+        }
+        for r in by_docs(
+            store,
+            "SELECT doc_id, pupil_id, device_id, kind, at FROM proj_anomalies WHERE doc_id IN",
+            &ids,
+        )
+        .await?
+        {
+            let doc: String = r.try_get(0)?;
+            if let Some(e) = read.get_mut(doc.as_str()) {
+                e.anomalies.push(DayAnomaly {
+                    doc_id: doc,
+                    pupil_id: r.try_get(1)?,
+                    device_id: r.try_get(2)?,
+                    kind: r.try_get(3)?,
+                    at: r.try_get(4)?,
+                });
+            }
+        }
+        for r in by_docs(
+            store,
+            "SELECT DISTINCT doc_id, device_id FROM proj_check_outs WHERE doc_id IN",
+            &ids,
+        )
+        .await?
+        {
+            let doc: String = r.try_get(0)?;
+            if let Some(e) = read.get_mut(doc.as_str()) {
+                e.devices.push(r.try_get(1)?);
+            }
+        }
+        for (doc, token) in chunk {
+            let day = Arc::new(BookingDay::sorted(read.remove(doc).unwrap_or_default()));
+            store.day_rows.count(false);
+            if let Some(t) = token {
+                store.day_rows.keep(doc, venue, *t, Arc::clone(&day));
+            }
+            out.push(((*doc).to_owned(), day));
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `sql` (ending in `WHERE doc_id IN`) for the documents `docs`.
+async fn by_docs(store: &Store, sql: &str, docs: &[&str]) -> Result<Vec<AnyRow>> {
+    let sql = format!("{sql} ({})", numbered(1, docs.len()));
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for d in docs {
+        q = q.bind(*d);
+    }
+    Ok(q.fetch_all(&store.pool).await?)
+}
+
+/// The devices relevant to the day: the venue's staff's, the booked schools' teachers',
+/// those that scanned at the venue that day for a booking of another day, and `scanned`
+/// (those that scanned for the day's bookings), by id.
+async fn day_devices(
+    store: &Store,
+    venue: &str,
+    day: (i64, i64),
+    scanned: &[&str],
+) -> Result<Vec<DayDevice>> {
+    let device = |r: &AnyRow| {
+        Ok(DayDevice {
+            device_id: r.try_get(0)?,
+            role: r.try_get(1)?,
+            last_sync_at: r.try_get(2)?,
+            revoked: r.try_get::<Option<i64>, _>(3)?.is_some(),
+            relevant: true,
+            connected: false,
+        })
+    };
+    // One indexed lookup per kind of relevance, not a scan of every device.
+    let mut devices = day_query(store, concat!(
+        "SELECT d.id, u.role, d.last_sync_at, d.revoked_at FROM devices d JOIN users u ON u.id = d.user_id \
+         WHERE d.id IN ( \
+           SELECT ds.id FROM users us JOIN devices ds ON ds.user_id = us.id \
+             WHERE us.role = 'venue_staff' AND us.venue_id = $1 \
+           UNION SELECT dt.id FROM users ut JOIN devices dt ON dt.user_id = ut.id \
+             WHERE ut.role = 'teacher' AND ut.school_id IN (SELECT bs.school_id FROM proj_bookings bs WHERE bs.doc_id IN (",
+        day_bookings!(),
+        ")) \
+           UNION SELECT cv.device_id FROM proj_check_ins cv JOIN proj_bookings bv ON bv.doc_id = cv.doc_id \
+             WHERE bv.venue_id = $1 AND cv.at >= $2 AND cv.at < $3 AND bv.doc_id NOT IN (",
+        day_bookings!(),
+        "))"
+    ), venue, day, device)
+    .await?;
+    let known: std::collections::HashSet<String> =
+        devices.iter().map(|d| d.device_id.clone()).collect();
+    let others: Vec<&str> = scanned
+        .iter()
+        .copied()
+        .filter(|d| !known.contains(*d))
+        .collect();
+    for chunk in others.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT d.id, u.role, d.last_sync_at, d.revoked_at FROM devices d \
+             JOIN users u ON u.id = d.user_id WHERE d.id IN ({})",
+            numbered(1, chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for d in chunk {
+            q = q.bind(*d);
+        }
+        for r in q.fetch_all(&store.pool).await? {
+            devices.push(device(&r)?);
+        }
+    }
+    devices.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+    Ok(devices)
 }

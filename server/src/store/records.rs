@@ -1,6 +1,7 @@
 //! Writes and reads the records projected from documents (see `crate::records`).
 
 use std::hash::Hash;
+use std::sync::Arc;
 
 use automerge::ChangeHash;
 use kepu_sync_core::doc_id::DocumentId;
@@ -17,6 +18,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::store::Store;
+use crate::store::day_rows::BookingDay;
 use crate::store::documents::mark_projected_in;
 use crate::store::written::{Pending, TableRows, hash_of};
 
@@ -231,8 +233,19 @@ impl Store {
                     .await?,
             );
         }
+        // The dashboard's rows are kept before the commit, with the token it stores: a
+        // dashboard that reads the token once it is committed finds them, and one that
+        // reads the token before finds the rows kept with it (ADR 0193).
+        let mut pending_only = Vec::with_capacity(pending.len());
+        for ((p, day), (w, id)) in pending.into_iter().zip(writes.iter().zip(&ids)) {
+            if let Some(day) = day {
+                let venue = w.booking.venue.to_string();
+                self.day_rows.keep(id, &venue, p.token(), day);
+            }
+            pending_only.push(p);
+        }
         tx.commit().await?;
-        Ok(pending
+        Ok(pending_only
             .into_iter()
             .map(|p| {
                 let due = p.decision_due;
@@ -243,7 +256,8 @@ impl Store {
     }
 
     /// Writes one booking's records in `tx`; what it wrote is remembered once the
-    /// transaction commits.
+    /// transaction commits, with the dashboard's rows of it when its venue is watched
+    /// (ADR 0193).
     async fn booking_records_in(
         &self,
         tx: &mut super::WriteTx,
@@ -251,7 +265,7 @@ impl Store {
         b: &Booking,
         now: i64,
         at: Option<&[ChangeHash]>,
-    ) -> Result<Pending<'_>> {
+    ) -> Result<(Pending<'_>, Option<Arc<BookingDay>>)> {
         let slot = slot_of(tx.tx(), b.slot).await?;
         let a = attendance(b, slot.as_ref());
         // A booking already numbered keeps its arrival number: its row is updated in
@@ -299,12 +313,16 @@ impl Store {
             .await?;
         }
         let tables = booking_tables(id, b, &a);
+        let day = self
+            .day_rows
+            .watched(&b.venue.to_string())
+            .then(|| Arc::new(BookingDay::of(id, b, &a)));
         let decided_on = hash_of(|h| {
             (b.slot.0, b.party_size, b.status.as_str(), b.wait_position).hash(h);
         });
         let pending = self.written.write(tx, id, tables, decided_on).await?;
         mark_projected_in(tx.tx(), id, at).await?;
-        Ok(pending)
+        Ok((pending, day))
     }
 
     /// Forgets what this process wrote of a booking's records: its next write replaces

@@ -363,6 +363,11 @@ pub(super) struct Pending<'a> {
 }
 
 impl Pending<'_> {
+    /// The token the write stored beside the document's records.
+    pub(super) fn token(&self) -> i64 {
+        self.written.token
+    }
+
     /// The transaction committed: remember what it wrote.
     pub(super) fn committed(self) -> Wrote {
         let (label, rows) = match self.wrote {

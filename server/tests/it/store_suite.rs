@@ -45,6 +45,7 @@ crate::support::on_both_databases!(
     devices_gone_from_this_node_leave_its_presence_together,
     a_booking_asks_for_its_slot_decision_only_when_what_it_is_decided_on_changes,
     bookings_written_together_are_written_as_each_alone,
+    a_watched_venues_dashboard_takes_a_bookings_rows_from_its_records_write,
 );
 
 /// Node A claimed an actor id for device X; node B, which never heard of it, admitted a
@@ -1262,6 +1263,123 @@ async fn bookings_written_together_are_written_as_each_alone(db: &TestDb) {
     assert_eq!(arrived(docs[1]).await.booking.arrived, 3);
     assert_eq!(arrived(docs[0]).await.booking.arrived, 1);
     assert_eq!(arrived(docs[2]).await.booking.arrived, 3);
+}
+
+/// While a venue is watched, the records write of its booking keeps the rows the live
+/// dashboard reads (scans, anomalies, the devices that scanned) with the token it stores
+/// (ADR 0193): the next read of the venue's day takes them from memory, and they are what
+/// the records hold, as a node that never saw the write reads them. A write by another
+/// node stores another token: the booking is read from the records again.
+async fn a_watched_venues_dashboard_takes_a_bookings_rows_from_its_records_write(db: &TestDb) {
+    use kepu_sync_core::calendar::{china_day, china_day_start};
+    use kepu_sync_core::edits::{Edit, apply_unchecked};
+    use kepu_sync_core::schema::booking::ScanMethod;
+    use uuid::Uuid;
+
+    let store = &db.store;
+    let venue = Uuid::from_u128(4);
+    let start = china_day_start(china_day(now_ms()));
+    sqlx::query(
+        "INSERT INTO proj_slots (slot_id, venue_id, start_ms, end_ms, capacity, label) \
+         VALUES ($1, $2, $3, $4, 60, 'all day')",
+    )
+    .bind(Uuid::from_u128(5).to_string())
+    .bind(venue.to_string())
+    .bind(start)
+    .bind(start + DAY_MS - 1)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let teacher = teacher_of_school_3();
+    let pupil = |n: u128| PupilId(Uuid::from_u128(400 + n));
+    let doc = kepu_sync_core::doc_id::DocumentId::from_bytes([31; 16]);
+    let mut booking = booking_of_school_3(&teacher, 3, (0..3).map(pupil).collect());
+    let scan = |d: &mut automerge::Automerge, edit: Edit| {
+        apply_unchecked(d, &teacher, now_ms(), &edit).unwrap();
+    };
+    // Pupil 0 twice (a duplicate), pupil 1, a walk-in (an anomaly), a check-out.
+    for (p, id) in [(0, "a"), (0, "b"), (1, "c"), (9, "d")] {
+        scan(
+            &mut booking,
+            Edit::CheckIn {
+                pupil: pupil(p),
+                scan_id: id.into(),
+                method: ScanMethod::Manual,
+                proof: None,
+            },
+        );
+    }
+    scan(
+        &mut booking,
+        Edit::CheckOut {
+            pupil: pupil(1),
+            scan_id: "e".into(),
+            method: ScanMethod::Manual,
+        },
+    );
+    async fn day_of(s: &Store, venue: Uuid, start: i64) -> kepu_server::store::VenueDay {
+        s.venue_day(venue, start, start + DAY_MS, false)
+            .await
+            .unwrap()
+    }
+
+    let watch = store.watch_venue(venue);
+    write_together(store, &[doc], std::slice::from_ref(&booking)).await;
+    let reads = store.day_rows_read();
+    let from_memory = day_of(store, venue, start).await;
+    assert_eq!(
+        store.day_rows_read(),
+        reads,
+        "the booking's rows came from its records write"
+    );
+    assert_eq!(from_memory.bookings.len(), 1);
+    assert_eq!(from_memory.scans.len(), 4, "{:?}", from_memory.scans);
+    assert_eq!(from_memory.scans.iter().filter(|s| s.counted).count(), 3);
+    assert!(!from_memory.anomalies.is_empty(), "the walk-in");
+
+    let other = Store::open(&db.url, None).await.unwrap();
+    let from_records = day_of(&other, venue, start).await;
+    assert_eq!(
+        other.day_rows_read(),
+        1,
+        "a node that never saw the write reads them"
+    );
+    assert_eq!(from_memory, from_records, "memory and records agree");
+
+    // Another node writes a check-in: this node reads the booking again and shows it.
+    scan(
+        &mut booking,
+        Edit::CheckIn {
+            pupil: pupil(2),
+            scan_id: "f".into(),
+            method: ScanMethod::Manual,
+            proof: None,
+        },
+    );
+    write_together(&other, &[doc], std::slice::from_ref(&booking)).await;
+    let after = day_of(store, venue, start).await;
+    assert_eq!(
+        store.day_rows_read(),
+        reads + 1,
+        "another node's write is read"
+    );
+    assert_eq!(after.scans.iter().filter(|s| s.counted).count(), 4);
+    assert_eq!(after, day_of(&other, venue, start).await);
+
+    // Unwatched, a write keeps nothing: the next read goes to the records.
+    drop(watch);
+    scan(
+        &mut booking,
+        Edit::CheckOut {
+            pupil: pupil(2),
+            scan_id: "g".into(),
+            method: ScanMethod::Manual,
+        },
+    );
+    write_together(store, &[doc], std::slice::from_ref(&booking)).await;
+    day_of(store, venue, start).await;
+    assert_eq!(store.day_rows_read(), reads + 2);
+    other.close().await;
 }
 
 /// Writes the records of `bookings` (of documents `docs`) in one transaction.
