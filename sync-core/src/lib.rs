@@ -10,6 +10,7 @@ pub mod ids;
 #[cfg(feature = "testing")]
 pub mod mem_store;
 pub mod proof;
+pub mod receive;
 pub mod refusal;
 pub mod rules;
 pub mod schema;

@@ -248,9 +248,8 @@ impl Engine {
             }
         }
         let mut log = automerge::PatchLog::new(server);
-        if let Err(err) = e
-            .doc
-            .receive_sync_message_log_patches(&mut state, message, &mut log)
+        if let Err(err) =
+            crate::receive::receive_sync_message(&mut e.doc, &mut state, message, &mut log)
         {
             // Roll back whatever part was applied; the peer starts over.
             if let Ok(mut f) = e.doc.fork_at(&before) {

@@ -22,7 +22,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use automerge::sync::{self, ChunkList, SyncDoc};
+use automerge::sync::{self, ChunkList};
 use automerge::{ActorId, Automerge, ChangeHash, ObjId, Patch, PatchAction, ReadDoc};
 
 use super::admit::Current;
@@ -355,7 +355,8 @@ impl Engine {
         };
         // A message with changes never counts as the peer having seen our heads.
         let last_sent = p.state.last_sent_heads.clone();
-        if e.doc.receive_sync_message(&mut p.state, rest).is_err() {
+        let mut log = automerge::PatchLog::inactive();
+        if crate::receive::receive_sync_message(&mut e.doc, &mut p.state, rest, &mut log).is_err() {
             p.state = sync::State::new();
         }
         p.state.last_sent_heads = last_sent;
