@@ -36,18 +36,29 @@ pub fn may_see_names(viewer: Viewer, venue: Uuid) -> bool {
 /// random part of the uuid). Not secret, only not a name.
 #[must_use]
 pub fn pseudonym(pupil: &str) -> String {
-    let hex: String = pupil.chars().filter(char::is_ascii_hexdigit).collect();
-    let tail = hex.get(hex.len().saturating_sub(6)..).unwrap_or(&hex);
-    format!("#{tail}")
+    let mut out = String::with_capacity(7);
+    out.push('#');
+    push_last_hex(&mut out, pupil);
+    out
 }
 
 /// A short device id: the last six hex digits of its uuid.
 #[must_use]
 pub fn short_device(device: &str) -> String {
-    let hex: String = device.chars().filter(char::is_ascii_hexdigit).collect();
-    hex.get(hex.len().saturating_sub(6)..)
-        .unwrap_or(&hex)
-        .to_owned()
+    let mut out = String::with_capacity(6);
+    push_last_hex(&mut out, device);
+    out
+}
+
+/// Appends the last six hex digits of `id`, in their order (a dashboard labels every
+/// missing pupil with one, at every refresh).
+fn push_last_hex(out: &mut String, id: &str) {
+    let digits = id.bytes().filter(u8::is_ascii_hexdigit).count();
+    out.extend(
+        id.chars()
+            .filter(char::is_ascii_hexdigit)
+            .skip(digits.saturating_sub(6)),
+    );
 }
 
 #[cfg(test)]
