@@ -216,10 +216,16 @@ impl Device {
                 };
                 let before = replica.doc.get_heads();
                 let msg = sync::Message::decode(&data).context("automerge sync message")?;
-                replica
-                    .doc
-                    .receive_sync_message(&mut replica.state, msg)
-                    .context("receive sync message")?;
+                // As automerge's `receive_sync_message`, without its walk of the whole
+                // history for every message (ADR 0194): the devices share the server's
+                // cores, and every server faces the same devices.
+                kepu_sync_core::receive::receive_sync_message(
+                    &mut replica.doc,
+                    &mut replica.state,
+                    msg,
+                    &mut automerge::PatchLog::inactive(),
+                )
+                .context("receive sync message")?;
                 replica.unavailable = false;
                 let after = replica.doc.get_heads();
                 if after != before {
