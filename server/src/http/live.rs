@@ -28,8 +28,15 @@ use crate::live::{self, Day, Snapshot, Viewer};
 use crate::sync::ws::SyncContext;
 
 /// A stream reads snapshots at most this often: a change after a quiet spell is read at
-/// once, the changes that follow a read are read together this long after it.
-const DEBOUNCE: Duration = Duration::from_millis(150);
+/// once, the changes that follow a read are read together this long after it (ADR 0108;
+/// 150 ms until a read took bookings' rows from memory, ADR 0193).
+const DEBOUNCE: Duration = Duration::from_millis(60);
+/// A stream spends at most one part in this many of its time reading: after a read that
+/// took longer than a tenth of [`DEBOUNCE`] (a busy database, a busy machine), the next
+/// waits ten times as long as it took, up to [`MAX_PAUSE`].
+const READ_SHARE: u32 = 10;
+/// The longest wait between two reads of a stream that has changes to show.
+const MAX_PAUSE: Duration = Duration::from_secs(1);
 /// Snapshots are read again this often even without a change (the band ages), and the
 /// viewer's login is checked again.
 const REFRESH: Duration = Duration::from_secs(10);
@@ -212,7 +219,8 @@ async fn feed(mut s: Watch, first: Snapshot, tx: mpsc::Sender<Event>) {
         return;
     }
     let mut last = first;
-    let mut last_read = tokio::time::Instant::now();
+    // No read before the next one is due (the first was just read).
+    let mut next_read = tokio::time::Instant::now() + DEBOUNCE;
     let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + REFRESH, REFRESH);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown = s.shutdown.take();
@@ -226,14 +234,14 @@ async fn feed(mut s: Watch, first: Snapshot, tx: mpsc::Sender<Event>) {
                 }
             }
             change = changes.recv() => match change {
-                Ok(v) if v == s.venue => settle(&mut changes, last_read).await,
+                Ok(v) if v == s.venue => settle(&mut changes, next_read).await,
                 Ok(_) => continue,
-                Err(RecvError::Lagged(_)) => settle(&mut changes, last_read).await,
+                Err(RecvError::Lagged(_)) => settle(&mut changes, next_read).await,
                 Err(RecvError::Closed) => return,
             },
         }
         let now = now_ms();
-        last_read = tokio::time::Instant::now();
+        let last_read = tokio::time::Instant::now();
         let read = live::snapshot(
             &s.state.store,
             &s.state.live,
@@ -243,10 +251,12 @@ async fn feed(mut s: Watch, first: Snapshot, tx: mpsc::Sender<Event>) {
             now,
         )
         .await;
+        let took = last_read.elapsed();
+        next_read = last_read + pause_after(took);
         s.state
             .metrics
             .live_snapshot_seconds
-            .observe(last_read.elapsed().as_secs_f64());
+            .observe(took.as_secs_f64());
         let next = match read {
             Ok(snapshot) => snapshot,
             Err(Error::Forbidden(_) | Error::NotFound { .. }) => return,
@@ -281,13 +291,18 @@ async fn stopping(shutdown: Option<&mut tokio::sync::watch::Receiver<bool>>) {
     }
 }
 
-/// Waits until [`DEBOUNCE`] after the last read (not at all after a quiet spell), then
-/// drops the notifications that arrived meanwhile: the next read answers them all.
+/// How long after the start of a read that took `took` the next may start.
+fn pause_after(took: Duration) -> Duration {
+    (took * READ_SHARE).clamp(DEBOUNCE, MAX_PAUSE)
+}
+
+/// Waits until the next read is due (not at all after a quiet spell), then drops the
+/// notifications that arrived meanwhile: the next read answers them all.
 async fn settle(
     changes: &mut tokio::sync::broadcast::Receiver<Uuid>,
-    last_read: tokio::time::Instant,
+    next_read: tokio::time::Instant,
 ) {
-    tokio::time::sleep_until(last_read + DEBOUNCE).await;
+    tokio::time::sleep_until(next_read).await;
     while !matches!(
         changes.try_recv(),
         Err(tokio::sync::broadcast::error::TryRecvError::Empty
@@ -407,7 +422,7 @@ mod tests {
         tx.send(venue).unwrap();
         let _ = changes.recv().await;
         let started = tokio::time::Instant::now();
-        settle(&mut changes, quiet_since).await;
+        settle(&mut changes, quiet_since + pause_after(Duration::ZERO)).await;
         assert_eq!(started.elapsed(), Duration::ZERO);
 
         // Just read: the next changes wait for the rest of the interval and are read
@@ -418,11 +433,21 @@ mod tests {
             tx.send(venue).unwrap();
         }
         let _ = changes.recv().await;
-        settle(&mut changes, read).await;
+        settle(&mut changes, read + pause_after(Duration::from_millis(2))).await;
         assert_eq!(read.elapsed(), DEBOUNCE);
         assert!(matches!(
             changes.try_recv(),
             Err(tokio::sync::broadcast::error::TryRecvError::Empty)
         ));
+    }
+
+    #[test]
+    fn a_slow_read_makes_the_next_wait_longer() {
+        assert_eq!(pause_after(Duration::from_millis(3)), DEBOUNCE);
+        assert_eq!(
+            pause_after(Duration::from_millis(20)),
+            Duration::from_millis(200)
+        );
+        assert_eq!(pause_after(Duration::from_secs(3)), MAX_PAUSE);
     }
 }
