@@ -19,7 +19,7 @@
 //! capabilities) follows automerge 0.12 step by step; `tests` compares both on the same
 //! conversations.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use automerge::sync::{self, Capability, MessageFlags};
 use automerge::{Automerge, AutomergeError, ChangeHash, PatchLog};
@@ -65,7 +65,13 @@ pub fn receive_sync_message(
         doc.load_incremental_log_patches(&joined, log)?;
         state.shared_heads = advance_heads(&before, &doc.get_heads(), &state.shared_heads);
     }
-    let known: Vec<ChangeHash> = heads.iter().copied().filter(|h| holds(doc, h)).collect();
+    // Each distinct head is looked up once: a message may name one head many times.
+    let mut held: HashMap<ChangeHash, bool> = HashMap::new();
+    let known: Vec<ChangeHash> = heads
+        .iter()
+        .copied()
+        .filter(|h| *held.entry(*h).or_insert_with(|| holds(doc, h)))
+        .collect();
     forget_seen(doc, &known, &mut state.sent_hashes);
     if !brought && heads == before {
         state.last_sent_heads.clone_from(&heads);
@@ -102,6 +108,7 @@ fn forget_seen(doc: &Automerge, known: &[ChangeHash], sent: &mut BTreeSet<Change
     }
     let mut theirs = known.to_vec();
     theirs.sort_unstable();
+    theirs.dedup();
     if theirs == doc.get_heads() {
         sent.clear();
         return;
@@ -278,6 +285,36 @@ mod tests {
         for seed in [1, 2, 3, 0x9E37_79B9, 0xDEAD_BEEF] {
             converse(4, 30, seed);
         }
+    }
+
+    #[test]
+    fn a_head_named_many_times_is_looked_up_once_and_kept_as_sent() {
+        let mut server = Automerge::new().with_actor(ActorId::from(vec![1; 16]));
+        edit(&mut server, "k", 1);
+        let head = server.get_heads()[0];
+        let mut stock = server.fork();
+        let mut ours = server.fork();
+        let message = |n: usize| sync::Message {
+            heads: vec![head; n],
+            need: Vec::new(),
+            have: Vec::new(),
+            changes: sync::ChunkList::empty(),
+            flags: None,
+            version: sync::MessageVersion::V1,
+        };
+        let (mut a, mut b) = (sync::State::new(), sync::State::new());
+        stock
+            .receive_sync_message(&mut a, message(50_000))
+            .expect("stock");
+        receive_sync_message(
+            &mut ours,
+            &mut b,
+            message(50_000),
+            &mut PatchLog::inactive(),
+        )
+        .expect("ours");
+        assert_eq!(a, b);
+        assert_eq!(b.their_heads.map(|h| h.len()), Some(50_000));
     }
 
     #[test]
