@@ -126,9 +126,6 @@ async fn events(
     };
     let viewer = viewer(user);
     let now = now_ms();
-    // While the stream is open, the records writes of the venue's bookings keep the rows
-    // it reads in memory (ADR 0193).
-    let watching = state.store.watch_venue(venue);
     // The first snapshot is read here so that a refusal is an HTTP status, not a stream.
     let first = live::snapshot(
         &state.store,
@@ -139,6 +136,9 @@ async fn events(
         now,
     )
     .await?;
+    // Only now that the viewer may watch: while the stream is open, the records writes
+    // of the venue's bookings keep the rows it reads in memory (ADR 0193).
+    let watching = state.store.watch_venue(venue);
     let (tx, rx) = mpsc::channel::<Event>(8);
     let watch = Watch {
         state,

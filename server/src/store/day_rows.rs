@@ -230,11 +230,15 @@ impl DayRows {
     }
 
     /// Keeps the rows of `doc` (of `venue`) as of the records write that stores `token`,
-    /// as the newest of its two versions. A token that is never committed is never
-    /// asked for: its rows only take a place until the next write.
+    /// as the newest of its two versions, while someone watches the venue (checked here,
+    /// so that nothing is kept after its last stream closed). A token that is never
+    /// committed is never asked for: its rows only take a place until the next write.
     pub(super) fn keep(&self, doc: &str, venue: &str, token: i64, day: Arc<BookingDay>) {
         let mut inner = self.lock();
         let add = day.rows();
+        if !inner.watched.contains_key(venue) || add > MAX_ROWS {
+            return;
+        }
         if inner.rows + add > MAX_ROWS {
             inner.by_doc.clear();
             inner.rows = 0;

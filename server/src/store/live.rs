@@ -360,10 +360,24 @@ async fn booking_days(
                 e.devices.push(r.try_get(1)?);
             }
         }
+        // Rows are kept under their token only if it is still the stored one after they
+        // were read: a token that changed (or came back, after a database lost its last
+        // commit) names other rows.
+        let still: HashMap<String, i64> = by_docs(
+            store,
+            "SELECT doc_id, token FROM records_writes WHERE doc_id IN",
+            &ids,
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_>>()?;
         for (doc, token) in chunk {
             let day = Arc::new(BookingDay::sorted(read.remove(doc).unwrap_or_default()));
             store.day_rows.count(false);
-            if let Some(t) = token {
+            if let Some(t) = token
+                && still.get(*doc) == Some(t)
+            {
                 store.day_rows.keep(doc, venue, *t, Arc::clone(&day));
             }
             out.push(((*doc).to_owned(), day));

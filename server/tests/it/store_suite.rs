@@ -1379,6 +1379,13 @@ async fn a_watched_venues_dashboard_takes_a_bookings_rows_from_its_records_write
     write_together(store, &[doc], std::slice::from_ref(&booking)).await;
     day_of(store, venue, start).await;
     assert_eq!(store.day_rows_read(), reads + 2);
+    // Nor is what a read found kept: the next read goes to the records again.
+    day_of(store, venue, start).await;
+    assert_eq!(
+        store.day_rows_read(),
+        reads + 3,
+        "nothing is kept for a venue no one watches"
+    );
     other.close().await;
 }
 
