@@ -11,7 +11,8 @@
 //! - the records writer of this process keeps the rows it has just committed, with the
 //!   token it committed, for the bookings of venues someone is watching ([`VenueWatch`]);
 //! - a dashboard that finds no rows, or rows kept with another token (another node, a
-//!   rebuild or a restore wrote since), reads them from the records and keeps them.
+//!   rebuild or a restore wrote since), reads them from the records and keeps them while
+//!   the venue is watched, if the token is still the stored one after the read.
 //!
 //! Every write of a booking's records stores a new random token, so rows kept with the
 //! stored token are what the records hold. A dashboard reads the token before the rows:
