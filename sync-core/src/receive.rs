@@ -228,23 +228,48 @@ mod tests {
                         partly += 1;
                     }
                     let bytes = msg.encode();
+                    // Now and then the peer asks for a fresh sync, or says it is
+                    // read-only; now and then the server's side is read-only for a message.
+                    let mut flags = None;
+                    if next(7) == 0 {
+                        let mut f = MessageFlags::new();
+                        f.set(MessageFlags::SYNC_RESET);
+                        f.set(MessageFlags::SUPPORTS_SYNC_RESET);
+                        flags = Some(f);
+                    } else if next(9) == 0 {
+                        let mut f = MessageFlags::new();
+                        f.set(MessageFlags::READ_ONLY);
+                        flags = Some(f);
+                    }
+                    let decoded = || {
+                        let mut m = sync::Message::decode(&bytes).expect("decode");
+                        if flags.is_some() {
+                            m.flags = flags;
+                        }
+                        m
+                    };
+                    let read_only = next(11) == 0;
+                    twins.stock_states[p].read_only = read_only;
+                    twins.our_states[p].read_only = read_only;
                     let mut log_a = PatchLog::active();
                     let mut log_b = PatchLog::active();
                     twins
                         .stock
                         .receive_sync_message_log_patches(
                             &mut twins.stock_states[p],
-                            sync::Message::decode(&bytes).expect("decode"),
+                            decoded(),
                             &mut log_a,
                         )
                         .expect("stock");
                     receive_sync_message(
                         &mut twins.ours,
                         &mut twins.our_states[p],
-                        sync::Message::decode(&bytes).expect("decode"),
+                        decoded(),
                         &mut log_b,
                     )
                     .expect("ours");
+                    twins.stock_states[p].read_only = false;
+                    twins.our_states[p].read_only = false;
                     assert_eq!(twins.ours.get_heads(), twins.stock.get_heads());
                     assert_eq!(
                         twins.our_states[p], twins.stock_states[p],
