@@ -308,7 +308,7 @@ async fn booking_days(
         let ids: Vec<&str> = chunk.iter().map(|(d, _)| *d).collect();
         let mut read: HashMap<&str, Unsorted> =
             ids.iter().map(|d| (*d, Unsorted::default())).collect();
-        for r in by_docs(
+        for r in where_in(
             store,
             "SELECT doc_id, pupil_id, device_id, at, method, counted, scan_id FROM proj_check_ins \
              WHERE doc_id IN",
@@ -330,7 +330,7 @@ async fn booking_days(
                 e.scans.push((scan, r.try_get(6)?));
             }
         }
-        for r in by_docs(
+        for r in where_in(
             store,
             "SELECT doc_id, pupil_id, device_id, kind, at FROM proj_anomalies WHERE doc_id IN",
             &ids,
@@ -348,7 +348,7 @@ async fn booking_days(
                 });
             }
         }
-        for r in by_docs(
+        for r in where_in(
             store,
             "SELECT DISTINCT doc_id, device_id FROM proj_check_outs WHERE doc_id IN",
             &ids,
@@ -362,16 +362,21 @@ async fn booking_days(
         }
         // Rows are kept under their token only if it is still the stored one after they
         // were read: a token that changed (or came back, after a database lost its last
-        // commit) names other rows.
-        let still: HashMap<String, i64> = by_docs(
-            store,
-            "SELECT doc_id, token FROM records_writes WHERE doc_id IN",
-            &ids,
-        )
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-        .collect::<Result<_>>()?;
+        // commit) names other rows. Nothing is kept for a venue no one watches.
+        let watched = store.day_rows.watched(venue);
+        let still: HashMap<String, i64> = if !watched {
+            HashMap::new()
+        } else {
+            where_in(
+                store,
+                "SELECT doc_id, token FROM records_writes WHERE doc_id IN",
+                &ids,
+            )
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_>>()?
+        };
         for (doc, token) in chunk {
             let day = Arc::new(BookingDay::sorted(read.remove(doc).unwrap_or_default()));
             store.day_rows.count(false);
@@ -386,12 +391,12 @@ async fn booking_days(
     Ok(out)
 }
 
-/// Runs `sql` (ending in `WHERE doc_id IN`) for the documents `docs`.
-async fn by_docs(store: &Store, sql: &str, docs: &[&str]) -> Result<Vec<AnyRow>> {
-    let sql = format!("{sql} ({})", numbered(1, docs.len()));
+/// Runs `sql` (ending in `WHERE … IN`) for the ids `ids`.
+async fn where_in(store: &Store, sql: &str, ids: &[&str]) -> Result<Vec<AnyRow>> {
+    let sql = format!("{sql} ({})", numbered(1, ids.len()));
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for d in docs {
-        q = q.bind(*d);
+    for id in ids {
+        q = q.bind(*id);
     }
     Ok(q.fetch_all(&store.pool).await?)
 }
@@ -439,16 +444,14 @@ async fn day_devices(
         .filter(|d| !known.contains(*d))
         .collect();
     for chunk in others.chunks(CHUNK) {
-        let sql = format!(
+        for r in where_in(
+            store,
             "SELECT d.id, u.role, d.last_sync_at, d.revoked_at FROM devices d \
-             JOIN users u ON u.id = d.user_id WHERE d.id IN ({})",
-            numbered(1, chunk.len())
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for d in chunk {
-            q = q.bind(*d);
-        }
-        for r in q.fetch_all(&store.pool).await? {
+             JOIN users u ON u.id = d.user_id WHERE d.id IN",
+            chunk,
+        )
+        .await?
+        {
             devices.push(device(&r)?);
         }
     }
