@@ -80,8 +80,11 @@ case "$busy" in
 esac
 
 target_dir="${CARGO_TARGET_DIR:-target}"
-echo "== building release binaries" >&2
-cargo build --release --locked -p kepu-server -p kepu-loadgen >&2
+# Both binaries given (an A/B of two builds): the tree is not built.
+if [ -z "${KEPU_BENCH_SERVER_BIN:-}" ] || [ -z "${KEPU_BENCH_LOADGEN_BIN:-}" ]; then
+  echo "== building release binaries" >&2
+  cargo build --release --locked -p kepu-server -p kepu-loadgen >&2
+fi
 # KEPU_BENCH_SERVER_BIN runs another build of the server (an A/B of two commits).
 server_bin="${KEPU_BENCH_SERVER_BIN:-$target_dir/release/kepu-server}"
 loadgen_bin="${KEPU_BENCH_LOADGEN_BIN:-$target_dir/release/kepu-loadgen}"

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use automerge::ChangeHash;
 use kepu_sync_core::doc_id::DocumentId;
-use kepu_sync_core::ids::SlotId;
+use kepu_sync_core::ids::{PupilId, SlotId};
 use kepu_sync_core::rules::attendance::{Attendance, attendance};
 use kepu_sync_core::rules::volunteer;
 use kepu_sync_core::schema::activity_log::ActivityLog;
-use kepu_sync_core::schema::booking::{Booking, Status};
+use kepu_sync_core::schema::booking::{Booking, Scan, Status};
 use kepu_sync_core::schema::school_log::SchoolLog;
 use kepu_sync_core::schema::venue::{Slot, Venue};
 use serde::Serialize;
@@ -803,12 +803,14 @@ fn anomaly_row(r: &sqlx::any::AnyRow) -> Result<AnomalyRow> {
 }
 
 /// A booking's roster, check-in and check-out scans and anomalies as rows, in the order
-/// [`crate::store::written`] remembers them.
-fn booking_tables(
-    id: &str,
-    b: &Booking,
-    a: &kepu_sync_core::rules::attendance::Attendance,
-) -> Vec<TableRows> {
+/// [`crate::store::written`] remembers them. Each row is hashed from its typed values; its
+/// column values are built only if it is written (ADR 0195).
+fn booking_tables<'a>(
+    id: &'a str,
+    b: &'a Booking,
+    a: &'a kepu_sync_core::rules::attendance::Attendance,
+) -> Vec<TableRows<'a>> {
+    let roster_rows: Vec<(&PupilId, &i64)> = b.roster.iter().collect();
     let mut roster = TableRows::new(
         "INSERT INTO proj_rosters (doc_id, pupil_id, added_at) VALUES",
         "",
@@ -816,10 +818,29 @@ fn booking_tables(
         "DELETE FROM proj_rosters WHERE doc_id = $1 AND pupil_id = $2",
         3,
         &[1],
+        Box::new(move |i, out| {
+            let (pupil, added_at) = roster_rows[i];
+            out.extend([id.into(), pupil.to_string().into(), (*added_at).into()]);
+        }),
     );
-    for (pupil, added_at) in &b.roster {
-        roster.row([id.into(), pupil.to_string().into(), (*added_at).into()]);
+    // The same order as `roster_rows`.
+    for (i, (pupil, added_at)) in b.roster.iter().enumerate() {
+        roster.row(
+            i,
+            hash_of(|h| pupil.hash(h)),
+            hash_of(|h| (pupil, added_at).hash(h)),
+        );
     }
+
+    let all_scans = || {
+        a.pupils.iter().flat_map(|p| {
+            p.counted
+                .iter()
+                .map(|s| (s, 1i64))
+                .chain(p.duplicates.iter().map(|s| (s, 0i64)))
+        })
+    };
+    let scans: Vec<(&Scan, i64)> = all_scans().collect();
     let mut check_ins = TableRows::new(
         "INSERT INTO proj_check_ins (doc_id, pupil_id, device_id, scan_id, at, method, counted) VALUES",
         "",
@@ -827,15 +848,9 @@ fn booking_tables(
         "DELETE FROM proj_check_ins WHERE doc_id = $1 AND device_id = $2 AND scan_id = $3",
         7,
         &[2, 3],
-    );
-    for p in &a.pupils {
-        let scans = p
-            .counted
-            .iter()
-            .map(|s| (s, 1i64))
-            .chain(p.duplicates.iter().map(|s| (s, 0i64)));
-        for (s, counted) in scans {
-            check_ins.row([
+        Box::new(move |i, out| {
+            let (s, counted) = scans[i];
+            out.extend([
                 id.into(),
                 s.pupil.to_string().into(),
                 s.device.to_string().into(),
@@ -844,8 +859,27 @@ fn booking_tables(
                 s.method.as_str().into(),
                 counted.into(),
             ]);
-        }
+        }),
+    );
+    // The same order as `scans`.
+    for (i, (s, counted)) in all_scans().enumerate() {
+        check_ins.row(
+            i,
+            hash_of(|h| (s.device, &s.scan_id).hash(h)),
+            hash_of(|h| {
+                (
+                    s.pupil,
+                    s.device,
+                    &s.scan_id,
+                    s.at,
+                    s.method.as_str(),
+                    counted,
+                )
+                    .hash(h);
+            }),
+        );
     }
+
     let mut check_outs = TableRows::new(
         "INSERT INTO proj_check_outs (doc_id, pupil_id, device_id, scan_id, at) VALUES",
         "",
@@ -853,16 +887,25 @@ fn booking_tables(
         "DELETE FROM proj_check_outs WHERE doc_id = $1 AND device_id = $2 AND scan_id = $3",
         5,
         &[2, 3],
+        Box::new(move |i, out| {
+            let s = &b.check_outs[i];
+            out.extend([
+                id.into(),
+                s.pupil.to_string().into(),
+                s.device.to_string().into(),
+                s.scan_id.as_str().into(),
+                s.at.into(),
+            ]);
+        }),
     );
-    for s in &b.check_outs {
-        check_outs.row([
-            id.into(),
-            s.pupil.to_string().into(),
-            s.device.to_string().into(),
-            s.scan_id.as_str().into(),
-            s.at.into(),
-        ]);
+    for (i, s) in b.check_outs.iter().enumerate() {
+        check_outs.row(
+            i,
+            hash_of(|h| (s.device, &s.scan_id).hash(h)),
+            hash_of(|h| (s.pupil, s.device, &s.scan_id, s.at).hash(h)),
+        );
     }
+
     let mut anomalies = TableRows::new(
         "INSERT INTO proj_anomalies (doc_id, pupil_id, device_id, kind, at) VALUES",
         "",
@@ -870,15 +913,23 @@ fn booking_tables(
         "DELETE FROM proj_anomalies WHERE doc_id = $1 AND pupil_id = $2 AND kind = $3",
         5,
         &[1, 3],
+        Box::new(move |i, out| {
+            let an = &a.anomalies[i];
+            out.extend([
+                id.into(),
+                an.pupil.to_string().into(),
+                an.device.to_string().into(),
+                an.kind.as_str().into(),
+                an.at.into(),
+            ]);
+        }),
     );
-    for an in &a.anomalies {
-        anomalies.row([
-            id.into(),
-            an.pupil.to_string().into(),
-            an.device.to_string().into(),
-            an.kind.as_str().into(),
-            an.at.into(),
-        ]);
+    for (i, an) in a.anomalies.iter().enumerate() {
+        anomalies.row(
+            i,
+            hash_of(|h| (an.pupil, an.kind.as_str()).hash(h)),
+            hash_of(|h| (an.pupil, an.device, an.kind.as_str(), an.at).hash(h)),
+        );
     }
     vec![roster, check_ins, check_outs, anomalies]
 }

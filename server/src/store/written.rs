@@ -16,7 +16,7 @@
 //! replaces every row).
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{DefaultHasher, Hasher};
 use std::sync::Mutex;
 
 use prometheus::{IntCounterVec, Opts};
@@ -27,8 +27,14 @@ use crate::error::Result;
 /// At most this many rows are remembered across all bookings (about 10 MiB).
 pub(super) const MAX_REMEMBERED_ROWS: usize = 250_000;
 
-/// One table's rows of one document, as they are to be written.
-pub(super) struct TableRows {
+/// Builds the values of one row (`doc_id` first) from its index in the caller's source.
+pub(super) type BuildRow<'a> = Box<dyn Fn(usize, &mut Vec<Val>) + Send + Sync + 'a>;
+
+/// One table's rows of one document, as they are to be written. A row is known by its
+/// hashes first; its values (text columns are allocated strings) are built only when it is
+/// written: a write of a booking that changed by a few scans builds a few rows, not its
+/// every row (ADR 0195).
+pub(super) struct TableRows<'a> {
     /// `INSERT INTO t (doc_id, …) VALUES`
     insert: &'static str,
     /// After the values of an insert; may be empty.
@@ -42,12 +48,12 @@ pub(super) struct TableRows {
     /// Which columns (after `doc_id`, which is column 0) make the key, in `delete_one`'s
     /// order.
     key: &'static [usize],
-    values: Vec<Val>,
+    build: BuildRow<'a>,
     /// Key hash → row hash, for the rows kept (the first row of a key wins, as the
     /// database's `ON CONFLICT DO NOTHING` would).
     hashes: HashMap<u64, u64>,
-    /// The key hash of each row in `values`, in order.
-    keys: Vec<u64>,
+    /// The key hash of each row kept, in order, with its index in the caller's source.
+    keys: Vec<(u64, usize)>,
 }
 
 /// The hash of what `f` feeds: `DefaultHasher::new()` has fixed keys, so a row hashes the
@@ -58,7 +64,8 @@ pub(super) fn hash_of(f: impl FnOnce(&mut DefaultHasher)) -> u64 {
     h.finish()
 }
 
-impl TableRows {
+impl<'a> TableRows<'a> {
+    /// A table whose row `i` of the caller's source has the values `build(i, …)` pushes.
     pub(super) fn new(
         insert: &'static str,
         tail: &'static str,
@@ -66,6 +73,7 @@ impl TableRows {
         delete_one: &'static str,
         width: usize,
         key: &'static [usize],
+        build: BuildRow<'a>,
     ) -> Self {
         Self {
             insert,
@@ -74,31 +82,28 @@ impl TableRows {
             delete_one,
             width,
             key,
-            values: Vec::new(),
+            build,
             hashes: HashMap::new(),
             keys: Vec::new(),
         }
     }
 
-    /// One row, `doc_id` first.
-    pub(super) fn row<const N: usize>(&mut self, values: [Val; N]) {
-        debug_assert_eq!(N, self.width, "a row of {}", self.insert);
-        let key = hash_of(|h| {
-            for &k in self.key {
-                values[k].hash(h);
-            }
-        });
-        let row = hash_of(|h| values.hash(h));
+    /// Row `source` of the caller's source, known by the hash of its key's values and the
+    /// hash of all its values. The caller hashes them from its own typed values, the same
+    /// way for the same row each time (`doc_id`, the same for every row, may be left out).
+    pub(super) fn row(&mut self, source: usize, key: u64, row: u64) {
         if self.hashes.contains_key(&key) {
             return;
         }
         self.hashes.insert(key, row);
-        self.keys.push(key);
-        self.values.extend(values);
+        self.keys.push((key, source));
     }
 
-    fn row_values(&self, i: usize) -> &[Val] {
-        &self.values[i * self.width..(i + 1) * self.width]
+    /// The values of kept row `i`, appended to `out`.
+    fn values_into(&self, i: usize, out: &mut Vec<Val>) {
+        let before = out.len();
+        (self.build)(self.keys[i].1, out);
+        debug_assert_eq!(out.len() - before, self.width, "a row of {}", self.insert);
     }
 
     /// The rows to write over `before` (what the database holds): the rows whose key is
@@ -109,7 +114,7 @@ impl TableRows {
             return None;
         }
         let mut out = Vec::new();
-        for (i, key) in self.keys.iter().enumerate() {
+        for (i, (key, _)) in self.keys.iter().enumerate() {
             match before.get(key) {
                 None => out.push((i, false)),
                 Some(&row) if row != self.hashes[key] => out.push((i, true)),
@@ -126,7 +131,11 @@ impl TableRows {
             .execute(&mut *conn)
             .await?;
         let mut insert = Insert::new(self.insert, self.width, self.tail);
-        insert.extend(self.values);
+        let mut values = Vec::with_capacity(self.keys.len() * self.width);
+        for i in 0..self.keys.len() {
+            self.values_into(i, &mut values);
+        }
+        insert.extend(values);
         insert.run(conn).await?;
         Ok(self.hashes)
     }
@@ -138,8 +147,10 @@ impl TableRows {
         changes: Vec<(usize, bool)>,
     ) -> Result<HashMap<u64, u64>> {
         let mut insert = Insert::new(self.insert, self.width, self.tail);
+        let mut values = Vec::with_capacity(self.width);
         for (i, replaces) in changes {
-            let values = self.row_values(i);
+            values.clear();
+            self.values_into(i, &mut values);
             if replaces {
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(self.delete_one));
                 for v in std::iter::once(&values[0]).chain(self.key.iter().map(|&k| &values[k])) {
@@ -150,7 +161,7 @@ impl TableRows {
                 }
                 q.execute(&mut *conn).await?;
             }
-            insert.extend(values.iter().cloned());
+            insert.extend(values.drain(..));
         }
         insert.run(conn).await?;
         Ok(self.hashes)
@@ -280,7 +291,7 @@ impl WrittenRecords {
         &self,
         conn: &mut sqlx::AnyConnection,
         doc: &str,
-        tables: Vec<TableRows>,
+        tables: Vec<TableRows<'_>>,
         decided_on: u64,
     ) -> Result<Pending<'_>> {
         let before = self.take(doc);
@@ -385,44 +396,53 @@ impl Pending<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::hash::Hash;
+
     use super::*;
 
-    fn table() -> TableRows {
-        TableRows::new("INSERT", "", "DELETE", "DELETE ONE", 3, &[1])
+    /// A table of rows `(key, value)` of document "d", hashed from those typed values.
+    fn table(rows: &'static [(&'static str, i64)]) -> TableRows<'static> {
+        let mut t = TableRows::new(
+            "INSERT",
+            "",
+            "DELETE",
+            "DELETE ONE",
+            3,
+            &[1],
+            Box::new(move |i, out: &mut Vec<Val>| {
+                let (k, v) = rows[i];
+                out.extend(["d".into(), k.into(), v.into()]);
+            }),
+        );
+        for (i, (k, v)) in rows.iter().enumerate() {
+            t.row(i, hash_of(|h| k.hash(h)), hash_of(|h| (k, v).hash(h)));
+        }
+        t
     }
 
     #[test]
     fn only_new_and_changed_rows_are_written() {
-        let mut before = table();
-        before.row(["d".into(), "a".into(), 1.into()]);
-        before.row(["d".into(), "b".into(), 2.into()]);
-        let mut after = table();
-        after.row(["d".into(), "a".into(), 1.into()]);
-        after.row(["d".into(), "b".into(), 3.into()]);
-        after.row(["d".into(), "c".into(), 4.into()]);
+        let before = table(&[("a", 1), ("b", 2)]);
+        let after = table(&[("a", 1), ("b", 3), ("c", 4)]);
         let changes = after.changes(&before.hashes).expect("nothing removed");
         assert_eq!(changes, vec![(1, true), (2, false)]);
     }
 
     #[test]
     fn a_removed_row_means_every_row_again() {
-        let mut before = table();
-        before.row(["d".into(), "a".into(), 1.into()]);
-        before.row(["d".into(), "b".into(), 2.into()]);
-        let mut after = table();
-        after.row(["d".into(), "a".into(), 1.into()]);
+        let before = table(&[("a", 1), ("b", 2)]);
+        let after = table(&[("a", 1)]);
         assert_eq!(after.changes(&before.hashes), None);
     }
 
     #[test]
-    fn the_first_row_of_a_key_wins() {
-        let mut t = table();
-        t.row(["d".into(), "a".into(), 1.into()]);
-        t.row(["d".into(), "a".into(), 2.into()]);
-        t.row(["d".into(), "b".into(), 3.into()]);
+    fn the_first_row_of_a_key_wins_and_its_values_are_built_from_its_source_row() {
+        let t = table(&[("a", 1), ("a", 2), ("b", 3)]);
         assert_eq!(t.keys.len(), 2);
         assert_eq!(t.hashes.len(), 2);
-        assert!(matches!(t.row_values(1)[2], Val::Int(3)));
+        let mut out = Vec::new();
+        t.values_into(1, &mut out);
+        assert_eq!(out, vec![Val::from("d"), Val::from("b"), Val::Int(3)]);
     }
 
     #[test]
