@@ -69,11 +69,8 @@ fn pupil_label(names: &HashMap<String, (String, String)>, pupil: &str, school: &
 #[must_use]
 #[allow(clippy::too_many_lines)]
 pub fn assemble(venue: Uuid, day: Day, rows: &Rows, names_shown: bool, now: i64) -> Snapshot {
-    let devices: HashMap<&str, &DayDevice> = rows
-        .devices
-        .iter()
-        .map(|d| (d.device_id.as_str(), d))
-        .collect();
+    let devices: HashMap<&str, &DayDevice> =
+        rows.devices.iter().map(|d| (&*d.device_id, d)).collect();
     let bookings: HashMap<&str, &DayBooking> = rows
         .bookings
         .iter()
@@ -85,10 +82,7 @@ pub fn assemble(venue: Uuid, day: Day, rows: &Rows, names_shown: bool, now: i64)
     // Pupils counted per booking.
     let mut counted: HashMap<&str, BTreeSet<&str>> = HashMap::new();
     for s in rows.scans.iter().filter(|s| s.counted) {
-        counted
-            .entry(s.doc_id.as_str())
-            .or_default()
-            .insert(s.pupil_id.as_str());
+        counted.entry(&*s.doc_id).or_default().insert(&*s.pupil_id);
     }
 
     let mut totals = Totals::default();
@@ -165,7 +159,7 @@ pub fn assemble(venue: Uuid, day: Day, rows: &Rows, names_shown: bool, now: i64)
     let mut per_pupil: BTreeMap<(&str, &str), Vec<&DayScan>> = BTreeMap::new();
     for s in &rows.scans {
         per_pupil
-            .entry((s.doc_id.as_str(), s.pupil_id.as_str()))
+            .entry((&*s.doc_id, &*s.pupil_id))
             .or_default()
             .push(s);
     }
@@ -187,7 +181,7 @@ pub fn assemble(venue: Uuid, day: Day, rows: &Rows, names_shown: bool, now: i64)
                     .map(|s| ScanView {
                         device: device_label(&devices, &s.device_id),
                         at: s.at,
-                        method: s.method.clone(),
+                        method: s.method.to_string(),
                         counted: s.counted,
                     })
                     .collect(),
@@ -200,16 +194,16 @@ pub fn assemble(venue: Uuid, day: Day, rows: &Rows, names_shown: bool, now: i64)
         .anomalies
         .iter()
         .map(|a| {
-            let booking = bookings.get(a.doc_id.as_str());
+            let booking = bookings.get(&*a.doc_id);
             // A walk-in is not on the booking's roster: shown by pseudonym.
-            let school = if a.kind == "walk_in" {
+            let school = if &*a.kind == "walk_in" {
                 ""
             } else {
                 booking.map_or("", |b| b.school_id.as_str())
             };
             AnomalyView {
-                kind: a.kind.clone(),
-                doc_id: a.doc_id.clone(),
+                kind: a.kind.to_string(),
+                doc_id: a.doc_id.to_string(),
                 school_name: booking.map(|b| b.school_name.clone()).unwrap_or_default(),
                 pupil: pupil_label(names, &a.pupil_id, school),
                 device: device_label(&devices, &a.device_id),
@@ -291,7 +285,7 @@ fn band(devices: &[DayDevice], anomalies: &[DayAnomaly], totals: &Totals, now: i
     stale.sort_by(|a, b| {
         (a.last_sync_at, &a.device.short_id).cmp(&(b.last_sync_at, &b.device.short_id))
     });
-    let walk_ins = anomalies.iter().filter(|a| a.kind == "walk_in").count();
+    let walk_ins = anomalies.iter().filter(|a| &*a.kind == "walk_in").count();
     Band {
         threshold_minutes: STALE_AFTER_MS / 60_000,
         relevant_devices: i64::try_from(relevant.len()).unwrap_or(i64::MAX),

@@ -46,6 +46,7 @@ impl BookingDay {
     /// What the records writer writes for booking `doc` (the rows of `booking_tables`,
     /// the first of a key kept, as the database's `ON CONFLICT DO NOTHING` does).
     pub(super) fn of(doc: &str, b: &Booking, a: &Attendance) -> Self {
+        let doc: Arc<str> = doc.into();
         let mut keys = std::collections::HashSet::new();
         let mut scans: Vec<(DayScan, String)> = Vec::new();
         for p in &a.pupils {
@@ -60,11 +61,11 @@ impl BookingDay {
                 }
                 scans.push((
                     DayScan {
-                        doc_id: doc.to_owned(),
-                        pupil_id: s.pupil.to_string(),
-                        device_id: s.device.to_string(),
+                        doc_id: doc.clone(),
+                        pupil_id: s.pupil.to_string().into(),
+                        device_id: s.device.to_string().into(),
                         at: s.at,
-                        method: s.method.as_str().to_owned(),
+                        method: s.method.as_str().into(),
                         counted,
                     },
                     s.scan_id.clone(),
@@ -77,16 +78,16 @@ impl BookingDay {
             .iter()
             .filter(|an| kinds.insert((an.pupil, an.kind.as_str())))
             .map(|an| DayAnomaly {
-                doc_id: doc.to_owned(),
-                pupil_id: an.pupil.to_string(),
-                device_id: an.device.to_string(),
-                kind: an.kind.as_str().to_owned(),
+                doc_id: doc.clone(),
+                pupil_id: an.pupil.to_string().into(),
+                device_id: an.device.to_string().into(),
+                kind: an.kind.as_str().into(),
                 at: an.at,
             })
             .collect();
         let devices = scans
             .iter()
-            .map(|(s, _)| s.device_id.clone())
+            .map(|(s, _)| s.device_id.to_string())
             .chain(b.check_outs.iter().map(|s| s.device.to_string()))
             .collect();
         Self::sorted(Unsorted {

@@ -62,19 +62,21 @@ pub struct DayBooking {
     pub roster_key: Option<i64>,
 }
 
-/// A check-in scan of one of the day's bookings.
+/// A check-in scan of one of the day's bookings. Its text is shared (`Arc<str>`): a
+/// dashboard's every refresh copies a venue-day's scans out of the rows kept in memory
+/// (ADR 0193), and a copy is then a count, not four strings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DayScan {
     /// Booking document.
-    pub doc_id: String,
+    pub doc_id: Arc<str>,
     /// Pupil.
-    pub pupil_id: String,
+    pub pupil_id: Arc<str>,
     /// Device.
-    pub device_id: String,
+    pub device_id: Arc<str>,
     /// Time.
     pub at: i64,
     /// Method.
-    pub method: String,
+    pub method: Arc<str>,
     /// The scan that counts.
     pub counted: bool,
 }
@@ -83,13 +85,13 @@ pub struct DayScan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DayAnomaly {
     /// Booking document.
-    pub doc_id: String,
+    pub doc_id: Arc<str>,
     /// Pupil.
-    pub pupil_id: String,
+    pub pupil_id: Arc<str>,
     /// Device.
-    pub device_id: String,
+    pub device_id: Arc<str>,
     /// Kind.
-    pub kind: String,
+    pub kind: Arc<str>,
     /// Time.
     pub at: i64,
 }
@@ -319,14 +321,14 @@ async fn booking_days(
             let doc: String = r.try_get(0)?;
             if let Some(e) = read.get_mut(doc.as_str()) {
                 let scan = DayScan {
-                    doc_id: doc,
-                    pupil_id: r.try_get(1)?,
-                    device_id: r.try_get(2)?,
+                    doc_id: doc.as_str().into(),
+                    pupil_id: r.try_get::<String, _>(1)?.into(),
+                    device_id: r.try_get::<String, _>(2)?.into(),
                     at: r.try_get(3)?,
-                    method: r.try_get(4)?,
+                    method: r.try_get::<String, _>(4)?.into(),
                     counted: r.try_get::<i64, _>(5)? != 0,
                 };
-                e.devices.push(scan.device_id.clone());
+                e.devices.push(scan.device_id.to_string());
                 e.scans.push((scan, r.try_get(6)?));
             }
         }
@@ -340,10 +342,10 @@ async fn booking_days(
             let doc: String = r.try_get(0)?;
             if let Some(e) = read.get_mut(doc.as_str()) {
                 e.anomalies.push(DayAnomaly {
-                    doc_id: doc,
-                    pupil_id: r.try_get(1)?,
-                    device_id: r.try_get(2)?,
-                    kind: r.try_get(3)?,
+                    doc_id: doc.as_str().into(),
+                    pupil_id: r.try_get::<String, _>(1)?.into(),
+                    device_id: r.try_get::<String, _>(2)?.into(),
+                    kind: r.try_get::<String, _>(3)?.into(),
                     at: r.try_get(4)?,
                 });
             }
