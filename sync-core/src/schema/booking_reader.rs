@@ -14,6 +14,12 @@
 //! or `check_outs`, anything the reader cannot place, or more than [`MAX_CHANGES`]
 //! changes since the last read (placing each costs more than a whole read then) make it
 //! read everything again.
+//!
+//! Placing an object by asking the document for its path is the dear part, so the reader
+//! keeps each object's place: an object never moves, and one a change creates lies where
+//! the operation creating it says (under the key it was made at in a container, or
+//! wherever its parent lies). An operation on a container itself touches the key it
+//! names, whatever key an earlier operation on the container named.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -86,6 +92,20 @@ pub struct BookingReader {
     /// Whether `scans` holds the booking's scans at `heads`.
     kept: bool,
     scans: [Scans; 2],
+    /// Where the objects the changes read so far operated on or created lie. An object
+    /// stays where it was created, so a place once known holds; kept while `scans` is.
+    places: HashMap<legacy::OpId, Place>,
+}
+
+/// Where an object lies in a booking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Place {
+    /// Outside both containers of scans (the roster, the notes, …).
+    Outside,
+    /// The container `CONTAINERS[i]` itself: an operation on it touches the key it names.
+    Container(usize),
+    /// Under the scan key of container `i`.
+    Under(usize, String),
 }
 
 /// How a read went: for the server's metrics.
@@ -123,6 +143,7 @@ impl BookingReader {
         if small && self.kept && self.refresh(doc, &since) {
             return (self.booking(doc), ReadKind::Changed);
         }
+        self.places.clear();
         if small {
             self.scans = CONTAINERS.map(|c| Scans::read_all(doc, c));
             self.kept = true;
@@ -157,7 +178,11 @@ impl BookingReader {
                 return false;
             }
         }
-        let Some(touched) = touched_keys(doc, since) else {
+        // The places are few (a handful of objects a scan key): bounded all the same.
+        if self.places.len() > 4 * self.scans_kept() + 4_096 {
+            self.places.clear();
+        }
+        let Some(touched) = touched_keys(doc, since, &mut self.places) else {
             return false;
         };
         for (i, k) in touched {
@@ -168,63 +193,79 @@ impl BookingReader {
 }
 
 /// The `(container, key)` pairs of scans that the changes since `heads` touched; `None`
-/// when one of them cannot be placed, or touches a container as a whole.
-fn touched_keys(doc: &Automerge, heads: &[ChangeHash]) -> Option<BTreeSet<(usize, String)>> {
+/// when one of them cannot be placed, or touches a container as a whole. An object's
+/// place comes from `places`, from the operation that created it (a child lies where its
+/// parent lies, or under the key it was made at in a container), or else from the
+/// document; each found is kept in `places`.
+fn touched_keys(
+    doc: &Automerge,
+    heads: &[ChangeHash],
+    places: &mut HashMap<legacy::OpId, Place>,
+) -> Option<BTreeSet<(usize, String)>> {
     let mut touched = BTreeSet::new();
-    // Where each object lies: the container and key it is under, if any.
-    let mut placed: HashMap<legacy::OpId, Option<(usize, String)>> = HashMap::new();
     for change in doc.get_changes(heads) {
-        for op in change.decode().operations {
-            let legacy::ObjectId::Id(id) = &op.obj else {
-                // An operation on the root: a container replaced or removed is read whole.
-                if let legacy::Key::Map(k) = &op.key
-                    && CONTAINERS.contains(&k.as_str())
-                {
-                    return None;
+        let actor = change.actor_id().clone();
+        let start = change.start_op().get();
+        for (n, op) in change.decode().operations.into_iter().enumerate() {
+            let place = match &op.obj {
+                legacy::ObjectId::Root => {
+                    // An operation on the root: a container replaced or removed is read
+                    // whole; anything else made at the root lies outside.
+                    if let legacy::Key::Map(k) = &op.key
+                        && CONTAINERS.contains(&k.as_str())
+                    {
+                        return None;
+                    }
+                    Place::Outside
                 }
-                continue;
+                legacy::ObjectId::Id(id) => match places.get(id) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let p = place_of(doc, id)?;
+                        places.insert(id.clone(), p.clone());
+                        p
+                    }
+                },
             };
-            let place = match placed.get(id) {
-                Some(p) => p.clone(),
-                None => {
-                    let p = place_of(doc, id, &op.key)?;
-                    placed.insert(id.clone(), p.clone());
-                    p
-                }
+            // The key the operation touches, which is also where an object it makes lies.
+            let under = match (&place, &op.key) {
+                (Place::Outside, _) => None,
+                (Place::Container(i), legacy::Key::Map(k)) => Some((*i, k.to_string())),
+                (Place::Container(_), legacy::Key::Seq(_)) => return None,
+                (Place::Under(i, k), _) => Some((*i, k.clone())),
             };
-            if let Some(p) = place {
-                touched.insert(p);
+            if matches!(op.action, legacy::OpType::Make(_)) {
+                let made = legacy::OpId::new(start + n as u64, &actor);
+                let lies = under
+                    .clone()
+                    .map_or(Place::Outside, |(i, k)| Place::Under(i, k));
+                places.insert(made, lies);
+            }
+            if let Some(t) = under {
+                touched.insert(t);
             }
         }
     }
     Some(touched)
 }
 
-/// The container and key an operation on object `id` at `op_key` touches, `Some(None)`
-/// when it lies outside both containers, `None` when it cannot be placed.
-fn place_of(
-    doc: &Automerge,
-    id: &legacy::OpId,
-    op_key: &legacy::Key,
-) -> Option<Option<(usize, String)>> {
+/// Where object `id` lies, from the document; `None` when it cannot be placed (not
+/// visible, or under a list in a container).
+fn place_of(doc: &Automerge, id: &legacy::OpId) -> Option<Place> {
     let obj = doc
         .import_obj(&format!("{}@{}", id.counter(), id.actor()))
         .ok()?;
     let path = doc.parents(&obj).ok()?.path();
     let Some((_, Prop::Map(top))) = path.first() else {
-        return Some(None);
+        return Some(Place::Outside);
     };
     let Some(i) = CONTAINERS.iter().position(|c| c == top) else {
-        return Some(None);
+        return Some(Place::Outside);
     };
     match path.get(1) {
-        Some((_, Prop::Map(k))) => Some(Some((i, k.clone()))),
+        Some((_, Prop::Map(k))) => Some(Place::Under(i, k.clone())),
         Some(_) => None,
-        // The operation is on the container itself: its key is the scan key.
-        None => match op_key {
-            legacy::Key::Map(k) => Some(Some((i, k.to_string()))),
-            legacy::Key::Seq(_) => None,
-        },
+        None => Some(Place::Container(i)),
     }
 }
 

@@ -32,6 +32,17 @@ fn same(reader: &mut BookingReader, doc: &Automerge) -> ReadKind {
     let whole = Booking::read(doc);
     assert!(whole.is_some(), "a well-formed booking");
     assert_eq!(read, whole, "the reader's booking is the whole read's");
+    // Every place the reader keeps, many of them taken from the operation that made the
+    // object, is where the document puts that object.
+    for (id, place) in &reader.places {
+        let obj = doc
+            .import_obj(&format!("{}@{}", id.counter(), id.actor()))
+            .unwrap_or_else(|e| panic!("a place is kept for {id:?}, which is no object: {e}"));
+        assert!(doc.object_type(&obj).is_ok(), "{id:?} is an object");
+        if let Some(found) = super::place_of(doc, id) {
+            assert_eq!(&found, place, "the place kept for object {id:?}");
+        }
+    }
     kind
 }
 
@@ -227,6 +238,29 @@ fn raw_writes_and_conflicts_under_the_scan_keys_read_as_a_whole_read() {
             }
             d.merge(&mut a).unwrap();
             d.merge(&mut b).unwrap();
+        }),
+        // Two pupils scanned, then both of their device maps deleted in one change: two
+        // operations on the container itself, each naming its own key.
+        Box::new({
+            let g = g.clone();
+            move |d| {
+                for n in [8, 9] {
+                    let edit = Edit::CheckIn {
+                        pupil: pupil(n),
+                        scan_id: scan_id(80 + n as u64),
+                        method: ScanMethod::Manual,
+                        proof: None,
+                    };
+                    apply_unchecked(d, &g, NOW, &edit).expect("scan");
+                }
+            }
+        }),
+        Box::new(move |d| {
+            let c = check_ins(d);
+            let mut tx = d.transaction();
+            tx.delete(&c, scan_key(pupil(8), g.device)).unwrap();
+            tx.delete(&c, scan_key(pupil(9), g.device)).unwrap();
+            tx.commit();
         }),
     ];
     for edit in &edits {
