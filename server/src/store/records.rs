@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use automerge::ChangeHash;
 use kepu_sync_core::doc_id::DocumentId;
-use kepu_sync_core::ids::{PupilId, SlotId};
+use kepu_sync_core::ids::SlotId;
 use kepu_sync_core::rules::attendance::{Attendance, attendance};
 use kepu_sync_core::rules::volunteer;
 use kepu_sync_core::schema::activity_log::ActivityLog;
@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::store::day_rows::BookingDay;
 use crate::store::documents::mark_projected_in;
-use crate::store::written::{Pending, TableRows, hash_of};
+use crate::store::written::{Pending, Table, TableRows, hash_of};
 
 /// A booking request in a slot, as the capacity decision needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -802,6 +802,42 @@ fn anomaly_row(r: &sqlx::any::AnyRow) -> Result<AnomalyRow> {
     })
 }
 
+static ROSTERS: Table = Table {
+    insert: "INSERT INTO proj_rosters (doc_id, pupil_id, added_at) VALUES",
+    tail: "",
+    delete_all: "DELETE FROM proj_rosters WHERE doc_id = $1",
+    delete_one: "DELETE FROM proj_rosters WHERE doc_id = $1 AND pupil_id = $2",
+    width: 3,
+    key: &[1],
+};
+
+static CHECK_INS: Table = Table {
+    insert: "INSERT INTO proj_check_ins (doc_id, pupil_id, device_id, scan_id, at, method, counted) VALUES",
+    tail: "",
+    delete_all: "DELETE FROM proj_check_ins WHERE doc_id = $1",
+    delete_one: "DELETE FROM proj_check_ins WHERE doc_id = $1 AND device_id = $2 AND scan_id = $3",
+    width: 7,
+    key: &[2, 3],
+};
+
+static CHECK_OUTS: Table = Table {
+    insert: "INSERT INTO proj_check_outs (doc_id, pupil_id, device_id, scan_id, at) VALUES",
+    tail: "",
+    delete_all: "DELETE FROM proj_check_outs WHERE doc_id = $1",
+    delete_one: "DELETE FROM proj_check_outs WHERE doc_id = $1 AND device_id = $2 AND scan_id = $3",
+    width: 5,
+    key: &[2, 3],
+};
+
+static ANOMALIES: Table = Table {
+    insert: "INSERT INTO proj_anomalies (doc_id, pupil_id, device_id, kind, at) VALUES",
+    tail: "",
+    delete_all: "DELETE FROM proj_anomalies WHERE doc_id = $1",
+    delete_one: "DELETE FROM proj_anomalies WHERE doc_id = $1 AND pupil_id = $2 AND kind = $3",
+    width: 5,
+    key: &[1, 3],
+};
+
 /// A booking's roster, check-in and check-out scans and anomalies as rows, in the order
 /// [`crate::store::written`] remembers them. Each row is hashed from its typed values; its
 /// column values are built only if it is written (ADR 0195).
@@ -810,46 +846,34 @@ fn booking_tables<'a>(
     b: &'a Booking,
     a: &'a kepu_sync_core::rules::attendance::Attendance,
 ) -> Vec<TableRows<'a>> {
-    let roster_rows: Vec<(&PupilId, &i64)> = b.roster.iter().collect();
-    let mut roster = TableRows::new(
-        "INSERT INTO proj_rosters (doc_id, pupil_id, added_at) VALUES",
-        "",
-        "DELETE FROM proj_rosters WHERE doc_id = $1",
-        "DELETE FROM proj_rosters WHERE doc_id = $1 AND pupil_id = $2",
-        3,
-        &[1],
-        Box::new(move |i, out| {
-            let (pupil, added_at) = roster_rows[i];
-            out.extend([id.into(), pupil.to_string().into(), (*added_at).into()]);
-        }),
+    let roster = TableRows::of(
+        &ROSTERS,
+        b.roster.iter().collect(),
+        |(pupil, _)| hash_of(|h| pupil.hash(h)),
+        |row| hash_of(|h| row.hash(h)),
+        move |(pupil, added_at), out| {
+            out.extend([id.into(), pupil.to_string().into(), (**added_at).into()]);
+        },
     );
-    // The same order as `roster_rows`.
-    for (i, (pupil, added_at)) in b.roster.iter().enumerate() {
-        roster.row(
-            i,
-            hash_of(|h| pupil.hash(h)),
-            hash_of(|h| (pupil, added_at).hash(h)),
-        );
-    }
-
-    let all_scans = || {
-        a.pupils.iter().flat_map(|p| {
+    let scans: Vec<(&Scan, i64)> = a
+        .pupils
+        .iter()
+        .flat_map(|p| {
             p.counted
                 .iter()
                 .map(|s| (s, 1i64))
                 .chain(p.duplicates.iter().map(|s| (s, 0i64)))
         })
-    };
-    let scans: Vec<(&Scan, i64)> = all_scans().collect();
-    let mut check_ins = TableRows::new(
-        "INSERT INTO proj_check_ins (doc_id, pupil_id, device_id, scan_id, at, method, counted) VALUES",
-        "",
-        "DELETE FROM proj_check_ins WHERE doc_id = $1",
-        "DELETE FROM proj_check_ins WHERE doc_id = $1 AND device_id = $2 AND scan_id = $3",
-        7,
-        &[2, 3],
-        Box::new(move |i, out| {
-            let (s, counted) = scans[i];
+        .collect();
+    let check_ins = TableRows::of(
+        &CHECK_INS,
+        scans,
+        |(s, _)| hash_of(|h| (s.device, &s.scan_id).hash(h)),
+        |(s, counted)| {
+            let method = s.method.as_str();
+            hash_of(|h| (s.pupil, s.device, &s.scan_id, s.at, method, counted).hash(h))
+        },
+        move |(s, counted), out| {
             out.extend([
                 id.into(),
                 s.pupil.to_string().into(),
@@ -857,38 +881,16 @@ fn booking_tables<'a>(
                 s.scan_id.as_str().into(),
                 s.at.into(),
                 s.method.as_str().into(),
-                counted.into(),
+                (*counted).into(),
             ]);
-        }),
+        },
     );
-    // The same order as `scans`.
-    for (i, (s, counted)) in all_scans().enumerate() {
-        check_ins.row(
-            i,
-            hash_of(|h| (s.device, &s.scan_id).hash(h)),
-            hash_of(|h| {
-                (
-                    s.pupil,
-                    s.device,
-                    &s.scan_id,
-                    s.at,
-                    s.method.as_str(),
-                    counted,
-                )
-                    .hash(h);
-            }),
-        );
-    }
-
-    let mut check_outs = TableRows::new(
-        "INSERT INTO proj_check_outs (doc_id, pupil_id, device_id, scan_id, at) VALUES",
-        "",
-        "DELETE FROM proj_check_outs WHERE doc_id = $1",
-        "DELETE FROM proj_check_outs WHERE doc_id = $1 AND device_id = $2 AND scan_id = $3",
-        5,
-        &[2, 3],
-        Box::new(move |i, out| {
-            let s = &b.check_outs[i];
+    let check_outs = TableRows::of(
+        &CHECK_OUTS,
+        b.check_outs.iter().collect(),
+        |s| hash_of(|h| (s.device, &s.scan_id).hash(h)),
+        |s| hash_of(|h| (s.pupil, s.device, &s.scan_id, s.at).hash(h)),
+        move |s, out| {
             out.extend([
                 id.into(),
                 s.pupil.to_string().into(),
@@ -896,25 +898,14 @@ fn booking_tables<'a>(
                 s.scan_id.as_str().into(),
                 s.at.into(),
             ]);
-        }),
+        },
     );
-    for (i, s) in b.check_outs.iter().enumerate() {
-        check_outs.row(
-            i,
-            hash_of(|h| (s.device, &s.scan_id).hash(h)),
-            hash_of(|h| (s.pupil, s.device, &s.scan_id, s.at).hash(h)),
-        );
-    }
-
-    let mut anomalies = TableRows::new(
-        "INSERT INTO proj_anomalies (doc_id, pupil_id, device_id, kind, at) VALUES",
-        "",
-        "DELETE FROM proj_anomalies WHERE doc_id = $1",
-        "DELETE FROM proj_anomalies WHERE doc_id = $1 AND pupil_id = $2 AND kind = $3",
-        5,
-        &[1, 3],
-        Box::new(move |i, out| {
-            let an = &a.anomalies[i];
+    let anomalies = TableRows::of(
+        &ANOMALIES,
+        a.anomalies.iter().collect(),
+        |an| hash_of(|h| (an.pupil, an.kind.as_str()).hash(h)),
+        |an| hash_of(|h| (an.pupil, an.device, an.kind.as_str(), an.at).hash(h)),
+        move |an, out| {
             out.extend([
                 id.into(),
                 an.pupil.to_string().into(),
@@ -922,14 +913,7 @@ fn booking_tables<'a>(
                 an.kind.as_str().into(),
                 an.at.into(),
             ]);
-        }),
+        },
     );
-    for (i, an) in a.anomalies.iter().enumerate() {
-        anomalies.row(
-            i,
-            hash_of(|h| (an.pupil, an.kind.as_str()).hash(h)),
-            hash_of(|h| (an.pupil, an.device, an.kind.as_str(), an.at).hash(h)),
-        );
-    }
     vec![roster, check_ins, check_outs, anomalies]
 }

@@ -30,24 +30,29 @@ pub(super) const MAX_REMEMBERED_ROWS: usize = 250_000;
 /// Builds the values of one row (`doc_id` first) from its index in the caller's source.
 pub(super) type BuildRow<'a> = Box<dyn Fn(usize, &mut Vec<Val>) + Send + Sync + 'a>;
 
+/// The statements of one table of a document's rows.
+pub(super) struct Table {
+    /// `INSERT INTO t (doc_id, …) VALUES`
+    pub(super) insert: &'static str,
+    /// After the values of an insert; may be empty.
+    pub(super) tail: &'static str,
+    /// `DELETE FROM t WHERE doc_id = $1`
+    pub(super) delete_all: &'static str,
+    /// `DELETE FROM t WHERE doc_id = $1 AND k1 = $2 …`: one row by its key.
+    pub(super) delete_one: &'static str,
+    /// Columns of a row.
+    pub(super) width: usize,
+    /// Which columns (after `doc_id`, which is column 0) make the key, in `delete_one`'s
+    /// order.
+    pub(super) key: &'static [usize],
+}
+
 /// One table's rows of one document, as they are to be written. A row is known by its
 /// hashes first; its values (text columns are allocated strings) are built only when it is
 /// written: a write of a booking that changed by a few scans builds a few rows, not its
 /// every row (ADR 0195).
 pub(super) struct TableRows<'a> {
-    /// `INSERT INTO t (doc_id, …) VALUES`
-    insert: &'static str,
-    /// After the values of an insert; may be empty.
-    tail: &'static str,
-    /// `DELETE FROM t WHERE doc_id = $1`
-    delete_all: &'static str,
-    /// `DELETE FROM t WHERE doc_id = $1 AND k1 = $2 …`: one row by its key.
-    delete_one: &'static str,
-    /// Columns of a row.
-    width: usize,
-    /// Which columns (after `doc_id`, which is column 0) make the key, in `delete_one`'s
-    /// order.
-    key: &'static [usize],
+    table: &'static Table,
     build: BuildRow<'a>,
     /// Key hash → row hash, for the rows kept (the first row of a key wins, as the
     /// database's `ON CONFLICT DO NOTHING` would).
@@ -65,45 +70,46 @@ pub(super) fn hash_of(f: impl FnOnce(&mut DefaultHasher)) -> u64 {
 }
 
 impl<'a> TableRows<'a> {
-    /// A table whose row `i` of the caller's source has the values `build(i, …)` pushes.
-    pub(super) fn new(
-        insert: &'static str,
-        tail: &'static str,
-        delete_all: &'static str,
-        delete_one: &'static str,
-        width: usize,
-        key: &'static [usize],
-        build: BuildRow<'a>,
+    /// The rows of `items` in `table`: each known by the hash of its key's values
+    /// (`key`) and of all its values (`content`), computed from the caller's typed values
+    /// the same way for the same row each time (`doc_id`, the same for every row, may be
+    /// left out); `values` builds a row's column values, `doc_id` first, when it is
+    /// written.
+    pub(super) fn of<T: Send + Sync + 'a>(
+        table: &'static Table,
+        items: Vec<T>,
+        key: impl Fn(&T) -> u64,
+        content: impl Fn(&T) -> u64,
+        values: impl Fn(&T, &mut Vec<Val>) + Send + Sync + 'a,
     ) -> Self {
-        Self {
-            insert,
-            tail,
-            delete_all,
-            delete_one,
-            width,
-            key,
-            build,
-            hashes: HashMap::new(),
-            keys: Vec::new(),
+        let hashed: Vec<(u64, u64)> = items.iter().map(|t| (key(t), content(t))).collect();
+        let mut rows = Self {
+            table,
+            build: Box::new(move |i, out| values(&items[i], out)),
+            hashes: HashMap::with_capacity(hashed.len()),
+            keys: Vec::with_capacity(hashed.len()),
+        };
+        for (i, (key, row)) in hashed.into_iter().enumerate() {
+            // The first row of a key wins.
+            if rows.hashes.contains_key(&key) {
+                continue;
+            }
+            rows.hashes.insert(key, row);
+            rows.keys.push((key, i));
         }
-    }
-
-    /// Row `source` of the caller's source, known by the hash of its key's values and the
-    /// hash of all its values. The caller hashes them from its own typed values, the same
-    /// way for the same row each time (`doc_id`, the same for every row, may be left out).
-    pub(super) fn row(&mut self, source: usize, key: u64, row: u64) {
-        if self.hashes.contains_key(&key) {
-            return;
-        }
-        self.hashes.insert(key, row);
-        self.keys.push((key, source));
+        rows
     }
 
     /// The values of kept row `i`, appended to `out`.
     fn values_into(&self, i: usize, out: &mut Vec<Val>) {
         let before = out.len();
         (self.build)(self.keys[i].1, out);
-        debug_assert_eq!(out.len() - before, self.width, "a row of {}", self.insert);
+        debug_assert_eq!(
+            out.len() - before,
+            self.table.width,
+            "a row of {}",
+            self.table.insert
+        );
     }
 
     /// The rows to write over `before` (what the database holds): the rows whose key is
@@ -126,12 +132,13 @@ impl<'a> TableRows<'a> {
 
     /// Replaces every row of the document.
     async fn replace(self, conn: &mut sqlx::AnyConnection, doc: &str) -> Result<HashMap<u64, u64>> {
-        sqlx::query(sqlx::AssertSqlSafe(self.delete_all))
+        let t = self.table;
+        sqlx::query(sqlx::AssertSqlSafe(t.delete_all))
             .bind(doc)
             .execute(&mut *conn)
             .await?;
-        let mut insert = Insert::new(self.insert, self.width, self.tail);
-        let mut values = Vec::with_capacity(self.keys.len() * self.width);
+        let mut insert = Insert::new(t.insert, t.width, t.tail);
+        let mut values = Vec::with_capacity(self.keys.len() * t.width);
         for i in 0..self.keys.len() {
             self.values_into(i, &mut values);
         }
@@ -146,14 +153,15 @@ impl<'a> TableRows<'a> {
         conn: &mut sqlx::AnyConnection,
         changes: Vec<(usize, bool)>,
     ) -> Result<HashMap<u64, u64>> {
-        let mut insert = Insert::new(self.insert, self.width, self.tail);
-        let mut values = Vec::with_capacity(self.width);
+        let t = self.table;
+        let mut insert = Insert::new(t.insert, t.width, t.tail);
+        let mut values = Vec::with_capacity(t.width);
         for (i, replaces) in changes {
             values.clear();
             self.values_into(i, &mut values);
             if replaces {
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(self.delete_one));
-                for v in std::iter::once(&values[0]).chain(self.key.iter().map(|&k| &values[k])) {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(t.delete_one));
+                for v in std::iter::once(&values[0]).chain(t.key.iter().map(|&k| &values[k])) {
                     q = match v {
                         Val::Text(s) => q.bind(s.clone()),
                         Val::Int(n) => q.bind(*n),
@@ -400,24 +408,24 @@ mod tests {
 
     use super::*;
 
+    const TABLE: Table = Table {
+        insert: "INSERT",
+        tail: "",
+        delete_all: "DELETE",
+        delete_one: "DELETE ONE",
+        width: 3,
+        key: &[1],
+    };
+
     /// A table of rows `(key, value)` of document "d", hashed from those typed values.
     fn table(rows: &'static [(&'static str, i64)]) -> TableRows<'static> {
-        let mut t = TableRows::new(
-            "INSERT",
-            "",
-            "DELETE",
-            "DELETE ONE",
-            3,
-            &[1],
-            Box::new(move |i, out: &mut Vec<Val>| {
-                let (k, v) = rows[i];
-                out.extend(["d".into(), k.into(), v.into()]);
-            }),
-        );
-        for (i, (k, v)) in rows.iter().enumerate() {
-            t.row(i, hash_of(|h| k.hash(h)), hash_of(|h| (k, v).hash(h)));
-        }
-        t
+        TableRows::of(
+            &TABLE,
+            rows.to_vec(),
+            |(k, _)| hash_of(|h| k.hash(h)),
+            |r| hash_of(|h| r.hash(h)),
+            |(k, v), out| out.extend(["d".into(), (*k).into(), (*v).into()]),
+        )
     }
 
     #[test]
