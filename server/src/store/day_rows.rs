@@ -44,7 +44,7 @@ pub(super) struct BookingDay {
 
 impl BookingDay {
     /// What the records writer writes for booking `doc` (the rows of `booking_tables`,
-    /// the first of a key kept, as the database's `ON CONFLICT DO NOTHING` does).
+    /// the first of a key kept, as the records writer keeps it).
     pub(super) fn of(doc: &str, b: &Booking, a: &Attendance) -> Self {
         let doc: Arc<str> = doc.into();
         let mut keys = std::collections::HashSet::new();

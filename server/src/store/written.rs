@@ -54,8 +54,8 @@ pub(super) struct Table {
 pub(super) struct TableRows<'a> {
     table: &'static Table,
     build: BuildRow<'a>,
-    /// Key hash → row hash, for the rows kept (the first row of a key wins, as the
-    /// database's `ON CONFLICT DO NOTHING` would).
+    /// Key hash → row hash, for the rows kept (the first row of a key wins: the table's
+    /// key is its primary key, which would refuse a second row of it).
     hashes: HashMap<u64, u64>,
     /// The key hash of each row kept, in order, with its index in the caller's source.
     keys: Vec<(u64, usize)>,

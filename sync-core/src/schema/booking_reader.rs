@@ -31,6 +31,12 @@ use crate::doc_read as r;
 /// Past this many changes since the last read, the booking is read whole.
 pub const MAX_CHANGES: usize = 64;
 
+/// Places a reader keeps between reads: at most this many a scan it keeps, plus
+/// [`MIN_PLACES`].
+const MAX_PLACES_PER_SCAN: usize = 4;
+/// See [`MAX_PLACES_PER_SCAN`].
+const MIN_PLACES: usize = 256;
+
 /// The two containers of scans.
 const CONTAINERS: [&str; 2] = [key::CHECK_INS, key::CHECK_OUTS];
 
@@ -178,13 +184,14 @@ impl BookingReader {
                 return false;
             }
         }
-        // The places are few (a handful of objects a scan key): bounded all the same.
-        if self.places.len() > 4 * self.scans_kept() + 4_096 {
-            self.places.clear();
-        }
         let Some(touched) = touched_keys(doc, since, &mut self.places) else {
             return false;
         };
+        // A scan makes an object or two: past a few a scan kept, the changes made many
+        // objects no scan needs (a hostile device's, say), and the places are forgotten.
+        if self.places.len() > MAX_PLACES_PER_SCAN * self.scans_kept() + MIN_PLACES {
+            self.places.clear();
+        }
         for (i, k) in touched {
             self.scans[i].reread(doc, &k);
         }
@@ -234,12 +241,13 @@ fn touched_keys(
                 (Place::Container(_), legacy::Key::Seq(_)) => return None,
                 (Place::Under(i, k), _) => Some((*i, k.clone())),
             };
-            if matches!(op.action, legacy::OpType::Make(_)) {
+            // An object made under a scan key lies there; one made outside is placed
+            // only if an operation on it comes (the roster's, the notes': few).
+            if matches!(op.action, legacy::OpType::Make(_))
+                && let Some((i, k)) = &under
+            {
                 let made = legacy::OpId::new(start + n as u64, &actor);
-                let lies = under
-                    .clone()
-                    .map_or(Place::Outside, |(i, k)| Place::Under(i, k));
-                places.insert(made, lies);
+                places.insert(made, Place::Under(*i, k.clone()));
             }
             if let Some(t) = under {
                 touched.insert(t);

@@ -343,3 +343,43 @@ fn a_document_that_is_not_a_booking_reads_as_none() {
     apply_unchecked(&mut venue, &w, NOW, &Edit::CreateVenue { venue: VENUE }).expect("venue");
     assert_eq!(reader.read(&venue).0, None);
 }
+
+/// A change that makes many objects (a hostile device's) leaves no more places kept than
+/// the reader's bound: a few a scan it keeps.
+#[test]
+fn the_places_kept_stay_within_their_bound_after_a_change_of_many_objects() {
+    let mut doc = booking();
+    let g = gate(1);
+    let edit = Edit::CheckIn {
+        pupil: pupil(0),
+        scan_id: scan_id(1),
+        method: ScanMethod::Manual,
+        proof: None,
+    };
+    apply_unchecked(&mut doc, &g, NOW, &edit).expect("scan");
+    let mut reader = BookingReader::new();
+    same(&mut reader, &doc);
+    same(&mut reader, &doc);
+    let c = doc.get(ROOT, key::CHECK_INS).unwrap().unwrap().1;
+    let per = doc
+        .get(&c, scan_key(pupil(0), g.device))
+        .unwrap()
+        .unwrap()
+        .1;
+    let mut tx = doc.transaction();
+    let outside = tx.put_object(ROOT, "x", ObjType::Map).unwrap();
+    for n in 0..5_000 {
+        tx.put_object(&outside, format!("k{n}"), ObjType::Map)
+            .unwrap();
+        tx.put_object(&per, format!("junk-{n}"), ObjType::Map)
+            .unwrap();
+    }
+    tx.commit();
+    assert_eq!(same(&mut reader, &doc), ReadKind::Changed);
+    let bound = super::MAX_PLACES_PER_SCAN * reader.scans_kept() + super::MIN_PLACES;
+    assert!(
+        reader.places.len() <= bound,
+        "{} places kept, bound {bound}",
+        reader.places.len()
+    );
+}
