@@ -26,6 +26,17 @@ fn scan_id(n: u64) -> String {
     format!("0190aaaa-0000-7000-8000-{n:012}")
 }
 
+/// `gate` checks pupil `n` in by hand, as scan `scan`.
+fn check_in(doc: &mut Automerge, gate: &Writer, n: u128, scan: u64) {
+    let edit = Edit::CheckIn {
+        pupil: pupil(n),
+        scan_id: scan_id(scan),
+        method: ScanMethod::Manual,
+        proof: None,
+    };
+    apply_unchecked(doc, gate, NOW, &edit).expect("scan");
+}
+
 /// Asserts the reader gives what a whole read gives, and how it read.
 fn same(reader: &mut BookingReader, doc: &Automerge) -> ReadKind {
     let (read, kind) = reader.read(doc);
@@ -165,13 +176,7 @@ fn raw_writes_and_conflicts_under_the_scan_keys_read_as_a_whole_read() {
     let mut doc = booking();
     let g = gate(1);
     for n in 0..3 {
-        let edit = Edit::CheckIn {
-            pupil: pupil(n),
-            scan_id: scan_id(n as u64),
-            method: ScanMethod::Manual,
-            proof: None,
-        };
-        apply_unchecked(&mut doc, &g, NOW, &edit).expect("scan");
+        check_in(&mut doc, &g, n, n as u64);
     }
     let mut reader = BookingReader::new();
     same(&mut reader, &doc);
@@ -245,13 +250,7 @@ fn raw_writes_and_conflicts_under_the_scan_keys_read_as_a_whole_read() {
             let g = g.clone();
             move |d| {
                 for n in [8, 9] {
-                    let edit = Edit::CheckIn {
-                        pupil: pupil(n),
-                        scan_id: scan_id(80 + n as u64),
-                        method: ScanMethod::Manual,
-                        proof: None,
-                    };
-                    apply_unchecked(d, &g, NOW, &edit).expect("scan");
+                    check_in(d, &g, n, 80 + n as u64);
                 }
             }
         }),
@@ -280,13 +279,7 @@ fn raw_writes_and_conflicts_under_the_scan_keys_read_as_a_whole_read() {
 fn a_rolled_back_or_other_document_is_read_whole() {
     let mut doc = booking();
     let before = doc.get_heads();
-    let edit = Edit::CheckIn {
-        pupil: pupil(1),
-        scan_id: scan_id(1),
-        method: ScanMethod::Manual,
-        proof: None,
-    };
-    apply_unchecked(&mut doc, &gate(1), NOW, &edit).expect("scan");
+    check_in(&mut doc, &gate(1), 1, 1);
     let mut reader = BookingReader::new();
     same(&mut reader, &doc);
     // The server rolls a refused change back: the reader's heads are gone.
@@ -308,13 +301,7 @@ fn a_large_burst_is_read_whole_and_nothing_is_kept() {
     same(&mut reader, &doc);
     same(&mut reader, &doc);
     for n in 0..=super::MAX_CHANGES as u64 {
-        let edit = Edit::CheckIn {
-            pupil: pupil(u128::from(n % 10)),
-            scan_id: scan_id(n),
-            method: ScanMethod::Manual,
-            proof: None,
-        };
-        apply_unchecked(&mut doc, &gate(1), NOW, &edit).expect("scan");
+        check_in(&mut doc, &gate(1), u128::from(n % 10), n);
     }
     assert_eq!(same(&mut reader, &doc), ReadKind::Whole);
     assert_eq!(
@@ -350,13 +337,7 @@ fn a_document_that_is_not_a_booking_reads_as_none() {
 fn the_places_kept_stay_within_their_bound_after_a_change_of_many_objects() {
     let mut doc = booking();
     let g = gate(1);
-    let edit = Edit::CheckIn {
-        pupil: pupil(0),
-        scan_id: scan_id(1),
-        method: ScanMethod::Manual,
-        proof: None,
-    };
-    apply_unchecked(&mut doc, &g, NOW, &edit).expect("scan");
+    check_in(&mut doc, &g, 0, 1);
     let mut reader = BookingReader::new();
     same(&mut reader, &doc);
     same(&mut reader, &doc);
