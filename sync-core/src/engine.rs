@@ -380,6 +380,9 @@ pub struct Engine {
     now: i64,
     fx: Effects,
     admission: admit::Admission,
+    /// The whole document last sent to a peer, for the next peer missing as much at the
+    /// same heads (ADR 0196).
+    last_save: crate::generate::LastSave,
 }
 
 fn actor(config: &Config) -> ActorId {
@@ -403,6 +406,7 @@ impl Engine {
             now: 0,
             fx: Effects::default(),
             admission: admit::Admission::default(),
+            last_save: crate::generate::LastSave::default(),
         }
     }
 

@@ -4,6 +4,7 @@ pub mod doc_id;
 pub mod doc_read;
 pub mod edits;
 pub mod engine;
+pub mod generate;
 #[cfg(feature = "testing")]
 pub mod golden;
 pub mod ids;

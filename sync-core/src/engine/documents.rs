@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use automerge::sync::{self, SyncDoc};
+use automerge::sync;
 use automerge::{Automerge, Change, ChangeHash, ReadDoc};
 
 use super::{
@@ -13,6 +13,7 @@ use super::{
 };
 use crate::doc_id::DocumentId;
 use crate::edits::{self, Edit};
+use crate::generate;
 use crate::refusal::RefusalCode;
 use crate::validate::{self};
 use crate::wire::{self, Message};
@@ -325,7 +326,8 @@ impl Engine {
             // A reply is owed for a frame read while busy: make automerge answer.
             p.state.have_responded = false;
         }
-        if let Some(m) = e.doc.generate_sync_message(&mut p.state) {
+        if let Some(m) = generate::generate_sync_message(&e.doc, &mut p.state, &mut self.last_save)
+        {
             let data = m.encode();
             let msg = if as_request {
                 Message::Request {
