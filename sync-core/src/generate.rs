@@ -51,13 +51,6 @@ impl LastSave {
         self.bytes.capacity() + self.hashes.capacity() * std::mem::size_of::<ChangeHash>()
     }
 
-    /// Drops what is held.
-    pub fn clear(&mut self) {
-        self.heads = Vec::new();
-        self.bytes = Vec::new();
-        self.hashes = Vec::new();
-    }
-
     fn of(&mut self, doc: &Automerge, heads: &[ChangeHash]) -> (&[u8], &[ChangeHash]) {
         if self.heads == heads && !self.bytes.is_empty() {
             self.reused += 1;

@@ -1,16 +1,10 @@
 //! The server's answers through automerge's `generate_sync_message` and through
 //! [`generate_sync_message`], compared message by message on the same conversations.
 
-use automerge::transaction::Transactable;
-use automerge::{ActorId, Change, PatchLog, ROOT};
+use automerge::{ActorId, Change, PatchLog};
 
 use super::*;
-
-fn edit(doc: &mut Automerge, key: &str, n: i64) {
-    let mut tx = doc.transaction();
-    tx.put(ROOT, key, n).expect("put");
-    tx.commit();
-}
+use crate::test_conversations::{created, edit, seeded};
 
 /// The server twice, one side answering through automerge, the other through ours.
 struct Server {
@@ -69,18 +63,8 @@ impl Server {
 /// state, a message is lost, the server's side turns read-only for a message, or the
 /// server holds a change waiting for its dependency.
 fn converse(peers: usize, rounds: usize, seed: u64) -> (usize, u64, usize) {
-    let mut rng = seed;
-    let mut next = move |m: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % m
-    };
-    let base = {
-        let mut d = Automerge::new().with_actor(ActorId::from(vec![0xAA; 16]));
-        edit(&mut d, "created", 1);
-        d
-    };
+    let mut next = seeded(seed);
+    let base = created();
     let server_actor = ActorId::from(vec![0xAB; 16]);
     let mut server = Server {
         stock: base.fork().with_actor(server_actor.clone()),

@@ -19,6 +19,8 @@ pub mod schema;
 pub mod sim;
 pub mod stored;
 #[cfg(test)]
+mod test_conversations;
+#[cfg(test)]
 mod test_writers;
 pub mod validate;
 pub mod wire;

@@ -143,11 +143,11 @@ fn advance_heads(
 
 #[cfg(test)]
 mod tests {
+    use automerge::ActorId;
     use automerge::sync::SyncDoc;
-    use automerge::transaction::Transactable;
-    use automerge::{ActorId, ROOT};
 
     use super::*;
+    use crate::test_conversations::{created, edit, seeded};
 
     /// The server's side twice: one document and state per peer moved by automerge, the
     /// other by [`receive_sync_message`].
@@ -158,27 +158,11 @@ mod tests {
         our_states: Vec<sync::State>,
     }
 
-    fn edit(doc: &mut Automerge, key: &str, n: i64) {
-        let mut tx = doc.transaction();
-        tx.put(ROOT, key, n).expect("put");
-        tx.commit();
-    }
-
     /// Peers edit, sync with the server through both sides in rounds (some peers lag,
     /// one loses its state), and after every message the two sides must agree.
     fn converse(peers: usize, rounds: usize, seed: u64) {
-        let mut rng = seed;
-        let mut next = move |m: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % m
-        };
-        let base = {
-            let mut d = Automerge::new().with_actor(ActorId::from(vec![0xAA; 16]));
-            edit(&mut d, "created", 1);
-            d
-        };
+        let mut next = seeded(seed);
+        let base = created();
         let mut twins = Twins {
             stock: base.fork().with_actor(ActorId::from(vec![0xAB; 16])),
             ours: base.fork().with_actor(ActorId::from(vec![0xAB; 16])),
