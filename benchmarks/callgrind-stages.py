@@ -24,25 +24,33 @@ STAGES = [
      r"^tungstenite::protocol::WebSocketContext::(read|_write|flush)$", 0),
     ("decode: CBOR frame (wire::decode)", "incl", r"^kepu_sync_core::wire::decode::decode$", 0),
     ("engine: Engine::handle, whole", "incl", r"^kepu_sync_core::engine::Engine::handle$", 0),
+    ("admission: payload guard, actor ids, whole documents split", "incl",
+     r"^kepu_sync_core::engine::documents::<impl kepu_sync_core::engine::Engine>"
+     r"::admit_doc_message$", 1),
+    ("whole documents from devices loaded and split", "edge",
+     (r"::admit_doc_message$",
+      r"^automerge::automerge::Automerge::(load|get_changes)$"), 2),
     ("merge: receive_sync_message (apply changes)", "incl",
-     r"^<automerge::automerge::Automerge as automerge::sync::SyncDoc>"
-     r"::receive_sync_message_log_patches$", 1),
+     r"^(<automerge::automerge::Automerge as automerge::sync::SyncDoc>"
+     r"::receive_sync_message_log_patches|kepu_sync_core::receive::receive_sync_message)$", 1),
     ("patches for validation (make_patches)", "incl",
      r"^automerge::automerge::Automerge::make_patches$", 1),
     ("validate (validate_patches_with)", "incl",
      r"^kepu_sync_core::validate::validate_patches_with$", 1),
-    ("replies + fan-out: generate_sync_message", "incl",
-     r"^<automerge::automerge::Automerge as automerge::sync::SyncDoc>"
-     r"::generate_sync_message$", 1),
+    ("persist: the engine's appends (history walked if not read)", "incl", r"^kepu_sync_core::engine::storage::<impl kepu_sync_core::engine::Engine>::persist$",
+     1),
+    ("replies + fan-out: generate_sync_message (ADR 0196's, around automerge's)", "incl",
+     r"^kepu_sync_core::generate::generate_sync_message$", 1),
     ("whole-document saves inside generate_sync_message", "edge",
-     (r"::generate_sync_message$", r"^automerge::automerge::Automerge::save_with_options$"), 2),
+     (r"::generate_sync_message$", r"^automerge::automerge::Automerge::save(_with_options)?$"), 2),
     ("encode: CBOR frame (wire::Message::encode)", "incl",
      r"^kepu_sync_core::wire::Message::encode$", 1),
     ("compaction: snapshot saves by the engine (Automerge::save*)", "edge",
-     (r"^automerge::automerge::Automerge::save(_nocompress)?$",
-      r"^automerge::automerge::Automerge::save_with_options$"), 1),
+     (r"^kepu_sync_core::engine::storage::<impl kepu_sync_core::engine::Engine>::compact",
+      r"^automerge::automerge::Automerge::save(_nocompress|_with_options)?$"), 1),
     ("projections: compute (records::project, in the hub)", "incl",
-     r"^kepu_server::(projection|records::project)::project$", 0),
+     r"^kepu_server::(projection::project|records::project::project"
+     r"|records::project::Projector::project)$", 0),
     ("projections: write (Rust side of the store's record writes)", "incl",
      r"^kepu_server::store::(projections|records)::<impl kepu_server::store::Store>"
      r"::write_(projection|[a-z_]+_records)::\{\{closure\}\}$", 0),
@@ -56,6 +64,7 @@ STAGES = [
      r"|unlink_chunk.*|sysmalloc.*|__rustc::.*)$", 0),
     ("memset, memcpy, memmove (self)", "self", r"^__(memset|memcpy|memmove|mempcpy)", 0),
     ("tokio: runtime, channels, timers (self)", "file", r"/tokio-1\.[0-9.]+/", 0),
+    ("SHA-256 (self; in software: valgrind hides the SHA instructions)", "self", r"^sha2::sha256::", 0),
 ]
 
 

@@ -16,6 +16,11 @@ pub struct Metrics {
     pub sync_messages_total: IntCounterVec,
     /// Refused changes by reason code (`kepu_refusals_total`).
     pub refusals_total: IntCounterVec,
+    /// The engines' dearer steps (`kepu_engine_work_total{step}`): `history_walk` (an
+    /// append found by walking a document's history), `whole_save` (a whole document
+    /// saved for peers far behind), `whole_reused` (one sent from the save kept for an
+    /// earlier peer at the same heads).
+    pub engine_work_total: IntCounterVec,
     /// Time to validate and merge one incoming sync message (`kepu_merge_seconds`).
     pub merge_seconds: Histogram,
     /// Time to persist one batch of changes (`kepu_persist_seconds`).
@@ -62,6 +67,9 @@ fn latency(name: &str, help: &str) -> prometheus::Result<Histogram> {
     Histogram::with_opts(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()))
 }
 
+/// The labels of `kepu_engine_work_total`.
+pub const ENGINE_STEPS: [&str; 3] = ["history_walk", "whole_save", "whole_reused"];
+
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
 
 impl Metrics {
@@ -86,6 +94,14 @@ impl Metrics {
             &["code"],
         )?;
         let merge_seconds = latency("kepu_merge_seconds", "Validate and merge one sync message")?;
+        let engine_work_total = IntCounterVec::new(
+            Opts::new(
+                "kepu_engine_work_total",
+                "The sync engines' dearer steps: history walks, whole documents saved and reused",
+            ),
+            &["step"],
+        )?;
+        registry.register(Box::new(engine_work_total.clone()))?;
         let persist_seconds = latency("kepu_persist_seconds", "Persist one batch of changes")?;
         let docs_in_memory = IntGauge::new("kepu_docs_in_memory", "Documents held in memory")?;
         let batch_size = Histogram::with_opts(
@@ -163,11 +179,15 @@ impl Metrics {
         for read in ["whole", "changed"] {
             booking_reads_total.with_label_values(&[read]);
         }
+        for step in ENGINE_STEPS {
+            engine_work_total.with_label_values(&[step]);
+        }
         Ok(Self {
             registry,
             ws_connections,
             sync_messages_total,
             refusals_total,
+            engine_work_total,
             merge_seconds,
             persist_seconds,
             docs_in_memory,
@@ -233,6 +253,7 @@ mod tests {
             "kepu_docs_in_memory",
             "kepu_batch_size",
             "kepu_merged_together",
+            "kepu_engine_work_total",
         ] {
             assert!(text.contains(name), "{name} missing");
         }

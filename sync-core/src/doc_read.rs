@@ -94,6 +94,11 @@ impl Fields {
         )
     }
 
+    /// Entries already read (by a walk of the document).
+    pub(crate) fn from(entries: Vec<(String, ScalarValue)>) -> Self {
+        Self(entries)
+    }
+
     fn get(&self, key: &str) -> Option<&ScalarValue> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }

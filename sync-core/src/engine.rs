@@ -383,6 +383,21 @@ pub struct Engine {
     /// The whole document last sent to a peer, for the next peer missing as much at the
     /// same heads (ADR 0196).
     last_save: crate::generate::LastSave,
+    /// Appends whose changes were found by walking the document's history.
+    history_walks: u64,
+}
+
+/// Counts of the engine's dearer steps since it started, for the server's metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Work {
+    /// Appends whose changes were found by asking the document for every change since
+    /// the heads before the merge (a walk of its history) instead of being read from the
+    /// message that brought them.
+    pub history_walks: u64,
+    /// Whole documents saved for peers far behind (ADR 0196).
+    pub whole_saves: u64,
+    /// Whole documents sent from a save kept for an earlier peer at the same heads.
+    pub whole_reused: u64,
 }
 
 fn actor(config: &Config) -> ActorId {
@@ -407,6 +422,17 @@ impl Engine {
             fx: Effects::default(),
             admission: admit::Admission::default(),
             last_save: crate::generate::LastSave::default(),
+            history_walks: 0,
+        }
+    }
+
+    /// Counts of the engine's dearer steps so far.
+    #[must_use]
+    pub fn work(&self) -> Work {
+        Work {
+            history_walks: self.history_walks,
+            whole_saves: self.last_save.saves(),
+            whole_reused: self.last_save.reused(),
         }
     }
 

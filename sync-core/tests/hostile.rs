@@ -421,13 +421,15 @@ fn a_device_may_own_only_so_many_actor_ids() {
 #[test]
 fn a_whole_document_carrying_a_forged_change_loses_only_that_change() {
     // A device that sends more than a third of a document sends it whole (`save()`): the
-    // forged change inside it is refused, the device's own change lands.
+    // forged change inside it is refused, the device's own changes land, and are stored
+    // as the document was split, without a walk of the server's history.
     let (mut s, doc, heads) = server_with_doc();
     let conn = s.join(7, teacher(1));
     let server_copy = s.engine.doc(&doc).unwrap().clone();
     let mut own = server_copy.fork();
     own.set_actor(ActorId::from([0x77u8; 16].as_slice()));
     let own_hash = own.empty_commit(automerge::transaction::CommitOptions::default());
+    let own_next = own.empty_commit(automerge::transaction::CommitOptions::default());
     let mut forged = server_copy.fork();
     forged.set_actor(ActorId::from(SERVER_ACTOR.as_slice()));
     let forged_hash = forged.empty_commit(automerge::transaction::CommitOptions::default());
@@ -439,10 +441,22 @@ fn a_whole_document_carrying_a_forged_change_loses_only_that_change() {
         hostile::sync_message(own.get_heads(), vec![whole]),
     );
     assert_eq!(s.errors(conn), vec!["foreign-actor"]);
+    assert_eq!(
+        s.appends.last(),
+        Some(&2),
+        "the own changes stored by themselves"
+    );
+    assert_eq!(
+        s.engine.work().history_walks,
+        0,
+        "stored from the changes the document was split into, not by walking its history"
+    );
     let d = s.engine.doc(&doc).unwrap();
     assert!(
-        d.get_change_by_hash(&own_hash).is_some(),
-        "the own change landed"
+        [own_hash, own_next]
+            .iter()
+            .all(|h| d.get_change_by_hash(h).is_some()),
+        "the own changes landed"
     );
     assert!(
         d.get_change_by_hash(&forged_hash).is_none(),

@@ -112,6 +112,7 @@ impl SyncHub {
                     jobs,
                     state: state.clone(),
                     docs_counted: 0,
+                    work_counted: kepu_sync_core::engine::Work::default(),
                     claims_loaded: claims_loaded.clone(),
                     touches: touches.clone(),
                 },
@@ -174,6 +175,8 @@ struct Shard {
     state: AppState,
     /// Documents in memory as last added to the gauge.
     docs_counted: usize,
+    /// The engine's work as last added to `kepu_engine_work_total`.
+    work_counted: kepu_sync_core::engine::Work,
     /// Set once the actor claims are loaded (by any shard).
     claims_loaded: std::sync::Arc<tokio::sync::OnceCell<()>>,
     /// Devices' connections opening and leaving, for their last sync times (the first
@@ -463,7 +466,8 @@ impl Shard {
             .inc();
     }
 
-    /// Adds this shard's change of documents in memory to the gauge of all shards.
+    /// Adds this shard's change of documents in memory to the gauge of all shards, and
+    /// its engine's work since to `kepu_engine_work_total`.
     fn count_docs(&mut self) {
         let now = self.engine.docs_in_memory();
         if now != self.docs_counted {
@@ -471,6 +475,24 @@ impl Shard {
                 - i64::try_from(self.docs_counted).unwrap_or(i64::MAX);
             self.state.metrics.docs_in_memory.add(delta);
             self.docs_counted = now;
+        }
+        let work = self.engine.work();
+        if work != self.work_counted {
+            let was = std::mem::replace(&mut self.work_counted, work);
+            let steps = [
+                (work.history_walks, was.history_walks),
+                (work.whole_saves, was.whole_saves),
+                (work.whole_reused, was.whole_reused),
+            ];
+            for (step, (now, before)) in crate::metrics::ENGINE_STEPS.iter().zip(steps) {
+                if now > before {
+                    self.state
+                        .metrics
+                        .engine_work_total
+                        .with_label_values(&[step])
+                        .inc_by(now - before);
+                }
+            }
         }
     }
 

@@ -216,7 +216,9 @@ impl Engine {
     /// brought and answers, or owes the answer while the document's appends are written.
     pub(super) fn apply_admitted(&mut self, conn: ConnId, doc: DocumentId, admitted: Admitted) {
         let Admitted {
-            message, writer, ..
+            message,
+            writer,
+            scan,
         } = admitted;
         let server = self.config.mode == Mode::Server;
         let Some(peer) = self.peer_state(conn, doc) else {
@@ -235,17 +237,44 @@ impl Engine {
         } else {
             None
         };
-        for chunk in message.changes.iter() {
-            let Some(list) = incoming.as_mut() else { break };
-            match Change::try_from(chunk) {
-                Ok(c) if !e.doc.get_missing_deps(&[c.hash()]).is_empty() => {
-                    list.push(StoredChange {
-                        hash: c.hash(),
-                        bytes: chunk.to_vec(),
-                    });
+        match scan.as_ref() {
+            // On the server the payload guard has read every chunk, with its hash: also
+            // the changes of an element that holds many (a whole document split, or a
+            // message that concatenates its changes).
+            Some(scan) if scan.has_documents() => incoming = None,
+            Some(scan) => {
+                let elements: Vec<&[u8]> = message.changes.iter().collect();
+                for (chunk, m) in scan.changes() {
+                    let Some(list) = incoming.as_mut() else { break };
+                    let bytes = elements
+                        .get(chunk.element)
+                        .and_then(|el| el.get(chunk.range.clone()));
+                    match bytes {
+                        Some(b) if !e.doc.get_missing_deps(&[m.hash]).is_empty() => {
+                            list.push(StoredChange {
+                                hash: m.hash,
+                                bytes: b.to_vec(),
+                            });
+                        }
+                        Some(_) => {}
+                        None => incoming = None,
+                    }
                 }
-                Ok(_) => {}
-                Err(_) => incoming = None,
+            }
+            None => {
+                for chunk in message.changes.iter() {
+                    let Some(list) = incoming.as_mut() else { break };
+                    match Change::try_from(chunk) {
+                        Ok(c) if !e.doc.get_missing_deps(&[c.hash()]).is_empty() => {
+                            list.push(StoredChange {
+                                hash: c.hash(),
+                                bytes: chunk.to_vec(),
+                            });
+                        }
+                        Ok(_) => {}
+                        Err(_) => incoming = None,
+                    }
+                }
             }
         }
         let mut log = automerge::PatchLog::new(server);

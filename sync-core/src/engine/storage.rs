@@ -87,6 +87,9 @@ impl Engine {
         before: &[ChangeHash],
         known: Option<Vec<StoredChange>>,
     ) {
+        if known.is_none() && self.docs.contains_key(&doc) {
+            self.history_walks += 1;
+        }
         let Some(e) = self.docs.get_mut(&doc) else {
             return;
         };

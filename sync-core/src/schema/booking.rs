@@ -228,10 +228,105 @@ fn read_scans<D: ReadDoc>(doc: &D, container: &str, out: &mut Vec<Scan>) {
     let Some(obj) = r::map(doc, &ROOT, container) else {
         return;
     };
-    // One pass over each map: a booking holds thousands of scans by the end of a day,
-    // and a lookup by key costs more the bigger the document.
-    for (key, per_device) in r::maps(doc, &obj) {
-        read_key_scans(doc, &key, &per_device, out);
+    walk_scans(doc, &obj, |_, scan| out.push(scan));
+}
+
+/// The scans of `container` read key by key, each map by itself: what [`walk_scans`]
+/// must give.
+#[cfg(test)]
+pub(crate) fn read_scans_by_key<D: ReadDoc>(doc: &D, container: &str) -> Vec<Scan> {
+    let mut out = Vec::new();
+    if let Some(obj) = r::map(doc, &ROOT, container) {
+        for (key, per_device) in r::maps(doc, &obj) {
+            read_key_scans(doc, &key, &per_device, &mut out);
+        }
+    }
+    out
+}
+
+/// The scans under the container `obj`, each with its `"<pupil>/<device>"` key, as
+/// [`read_key_scans`] reads them key by key, in (key, scan id) order, read in one walk of the container and every object below it
+/// (ADR 0197). Reading each map by itself starts a new search of the document's columns
+/// for every per-device map and every scan record; the walk moves forward through them.
+pub(crate) fn walk_scans<D: ReadDoc>(
+    doc: &D,
+    obj: &automerge::ObjId,
+    mut each: impl FnMut(&str, Scan),
+) {
+    use automerge::iter::DocItem;
+    use automerge::{ObjType, Value, ValueRef};
+    use std::collections::HashMap;
+
+    /// A scan record being read: its place and the fields seen so far.
+    struct Partial<'k> {
+        key: &'k str,
+        pupil: PupilId,
+        device: DeviceId,
+        scan_id: String,
+        fields: Vec<(String, automerge::ScalarValue)>,
+    }
+    let is_map = |v: &ValueRef<'_>| matches!(v, ValueRef::Object(ObjType::Map | ObjType::Table));
+    // Per-device maps by object, then scan records by object: a parent is always made
+    // before its children, and the walk visits objects in the order they were made.
+    let mut keys: HashMap<automerge::ObjId, (String, PupilId, DeviceId)> = HashMap::new();
+    let mut records: HashMap<automerge::ObjId, (automerge::ObjId, String)> = HashMap::new();
+    let mut fields: HashMap<automerge::ObjId, Vec<(String, automerge::ScalarValue)>> =
+        HashMap::new();
+    for item in doc.iter_at(obj, None) {
+        let DocItem::Map(m) = item.item else {
+            continue;
+        };
+        if *item.obj == *obj {
+            if is_map(&m.value)
+                && let Some((pupil, device)) = split_scan_key(&m.key)
+            {
+                keys.insert(m.id(), (m.key.into_owned(), pupil, device));
+            }
+        } else if keys.contains_key(&item.obj) {
+            if is_map(&m.value) {
+                records.insert(m.id(), ((*item.obj).clone(), m.key.into_owned()));
+            }
+        } else if records.contains_key(&item.obj)
+            && let Value::Scalar(v) = m.value.into_value()
+        {
+            fields
+                .entry((*item.obj).clone())
+                .or_default()
+                .push((m.key.into_owned(), v.into_owned()));
+        }
+    }
+    let mut found: Vec<Partial<'_>> = records
+        .iter()
+        .filter_map(|(rec, (per_device, scan_id))| {
+            let (key, pupil, device) = keys.get(per_device)?;
+            Some(Partial {
+                key,
+                pupil: *pupil,
+                device: *device,
+                scan_id: scan_id.clone(),
+                fields: fields.remove(rec).unwrap_or_default(),
+            })
+        })
+        .collect();
+    found.sort_unstable_by(|a, b| (a.key, &a.scan_id).cmp(&(b.key, &b.scan_id)));
+    for p in found {
+        let rec = r::Fields::from(p.fields);
+        let (Some(at), Some(method)) = (
+            rec.int("at"),
+            rec.string("method").and_then(|m| ScanMethod::parse(&m)),
+        ) else {
+            continue;
+        };
+        let scan = Scan {
+            pupil: p.pupil,
+            device: p.device,
+            scan_id: p.scan_id,
+            at,
+            method,
+            proof: rec.string("proof"),
+            by: rec.parsed("by"),
+        };
+        each(p.key, scan);
     }
 }
 

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use automerge::{Automerge, ChangeHash, ObjId, Prop, ROOT, ReadDoc, legacy};
 
-use super::booking::{Booking, Scan, key, read_key_scans};
+use super::booking::{Booking, Scan, key, read_key_scans, walk_scans};
 use crate::doc_read as r;
 
 /// Past this many changes since the last read, the booking is read whole.
@@ -55,10 +55,18 @@ impl Scans {
             ..Self::default()
         };
         if let Some(obj) = out.obj.clone() {
-            for (k, per_device) in r::maps(doc, &obj) {
-                let mut scans = Vec::new();
-                read_key_scans(doc, &k, &per_device, &mut scans);
-                out.put(k, scans);
+            // In key order: each key's scans come together.
+            let mut current: Option<(String, Vec<Scan>)> = None;
+            walk_scans(doc, &obj, |k, scan| match current.as_mut() {
+                Some((key, scans)) if key == k => scans.push(scan),
+                _ => {
+                    if let Some((key, scans)) = current.replace((k.to_owned(), vec![scan])) {
+                        out.put(key, scans);
+                    }
+                }
+            });
+            if let Some((key, scans)) = current {
+                out.put(key, scans);
             }
         }
         out

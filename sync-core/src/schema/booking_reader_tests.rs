@@ -43,6 +43,15 @@ fn same(reader: &mut BookingReader, doc: &Automerge) -> ReadKind {
     let whole = Booking::read(doc);
     assert!(whole.is_some(), "a well-formed booking");
     assert_eq!(read, whole, "the reader's booking is the whole read's");
+    // The whole read walks the scans in one pass; each map read by itself gives the same.
+    let whole = whole.as_ref().expect("a booking");
+    for (container, walked) in [
+        (key::CHECK_INS, &whole.check_ins),
+        (key::CHECK_OUTS, &whole.check_outs),
+    ] {
+        let by_key = crate::schema::booking::read_scans_by_key(doc, container);
+        assert_eq!(walked, &by_key, "{container} walked as read map by map");
+    }
     // Every place the reader keeps, many of them taken from the operation that made the
     // object, is where the document puts that object.
     for (id, place) in &reader.places {
@@ -260,6 +269,33 @@ fn raw_writes_and_conflicts_under_the_scan_keys_read_as_a_whole_read() {
             tx.delete(&c, scan_key(pupil(8), g.device)).unwrap();
             tx.delete(&c, scan_key(pupil(9), g.device)).unwrap();
             tx.commit();
+        }),
+        // One key's scans written out of scan id order, an object where a field was, a
+        // list where a record was, and two copies setting one record's time at once.
+        Box::new({
+            let g = g.clone();
+            move |d| {
+                for scan in [33, 31, 32] {
+                    check_in(d, &g, 3, scan);
+                }
+                let c = check_ins(d);
+                let per = d.get(&c, scan_key(pupil(3), g.device)).unwrap().unwrap().1;
+                let rec = d.get(&per, scan_id(31)).unwrap().unwrap().1;
+                let mut tx = d.transaction();
+                tx.put_object(&rec, "proof", ObjType::Map).unwrap();
+                tx.put_object(&per, scan_id(30), ObjType::List).unwrap();
+                tx.commit();
+                let rec = d.get(&per, scan_id(32)).unwrap().unwrap().1;
+                let mut a = d.fork().with_actor(ActorId::from(vec![0x0c; 16]));
+                let mut b = d.fork().with_actor(ActorId::from(vec![0xfc; 16]));
+                for (copy, at) in [(&mut a, NOW + 1), (&mut b, NOW + 2)] {
+                    let mut tx = copy.transaction();
+                    tx.put(&rec, "at", at).unwrap();
+                    tx.commit();
+                }
+                d.merge(&mut a).unwrap();
+                d.merge(&mut b).unwrap();
+            }
         }),
     ];
     for edit in &edits {
