@@ -124,7 +124,7 @@ python3 - "$port" <<'PY' || true
 import sys, urllib.request
 text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=10).read().decode()
 for line in text.splitlines():
-    if line.startswith(("kepu_slow_peers_closed_total", "kepu_ws_connections", "kepu_projections_total", "kepu_booking_reads_total", "kepu_records_rows_written_total", "kepu_sync_messages_total", "kepu_batch_size_count", "kepu_merged_together_count", "kepu_merged_together_sum", "kepu_merge_seconds_count", "kepu_merge_seconds_sum", "kepu_batch_size_sum", "kepu_persist_seconds_count", "kepu_persist_seconds_sum", "kepu_records_lag_seconds_sum", "kepu_records_lag_seconds_count", "kepu_records_write_seconds_sum", "kepu_records_write_seconds_count", "kepu_live_snapshot_seconds_sum", "kepu_live_snapshot_seconds_count", "kepu_live_booking_rows_total")):
+    if line.startswith(("kepu_slow_peers_closed_total", "kepu_ws_connections", "kepu_projections_total", "kepu_booking_reads_total", "kepu_records_rows_written_total", "kepu_sync_messages_total", "kepu_batch_size_count", "kepu_merged_together_count", "kepu_merged_together_sum", "kepu_merge_seconds_count", "kepu_merge_seconds_sum", "kepu_batch_size_sum", "kepu_persist_seconds_count", "kepu_persist_seconds_sum", "kepu_records_lag_seconds_sum", "kepu_records_lag_seconds_count", "kepu_records_write_seconds_sum", "kepu_records_write_seconds_count", "kepu_live_snapshot_seconds_sum", "kepu_live_snapshot_seconds_count", "kepu_live_booking_rows_total", "kepu_engine_work_total")):
         print("server metric:", line)
 PY
 if [ "$status" != 0 ] && [ -s "$work/kepu.log" ]; then
