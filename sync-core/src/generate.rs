@@ -15,7 +15,7 @@
 //! the last such message. Every other message is automerge's own. `tests` compares both
 //! on the same conversations, byte for byte and state for state.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use automerge::sync::{self, BloomFilter, Capability, Have, MessageFlags, MessageVersion, SyncDoc};
 use automerge::{Automerge, ChangeHash, ReadDoc};
@@ -179,6 +179,12 @@ fn whole_document(doc: &Automerge, state: &sync::State) -> Option<Option<Whole>>
 /// The changes automerge would send a peer with this have and need, before it leaves out
 /// those already sent: what it asked for that we hold, and every change since its last
 /// sync that its bloom filters do not hold, with the changes that depend on them.
+///
+/// automerge finds the dependents by a map from each change to those depending on it and
+/// a walk from the changes the filters lack. The changes since the last sync come in the
+/// order they were applied (`get_changes_meta` lists them so), each after its
+/// dependencies, so one pass in that order marks the same changes: a change is sent when
+/// the filters lack it or when a change it depends on is sent.
 fn hashes_to_send(doc: &Automerge, have: &[Have], need: &[ChangeHash]) -> Vec<ChangeHash> {
     let need: Vec<ChangeHash> = need.iter().filter(|h| holds(doc, h)).copied().collect();
     if have.is_empty() {
@@ -191,27 +197,18 @@ fn hashes_to_send(doc: &Automerge, have: &[Have], need: &[ChangeHash]) -> Vec<Ch
         .into_iter()
         .collect();
     let since = doc.get_changes_meta(&last_sync);
-    let mut dependents: HashMap<ChangeHash, Vec<ChangeHash>> = HashMap::new();
-    let mut send: HashSet<ChangeHash> = HashSet::new();
+    let mut send: HashSet<ChangeHash> = HashSet::with_capacity(since.len());
+    let mut out: Vec<ChangeHash> = Vec::new();
     for m in &since {
-        for dep in &m.deps {
-            dependents.entry(*dep).or_default().push(m.hash);
-        }
-        if have.iter().all(|h| !h.bloom.contains_hash(&m.hash)) {
+        let lacked = have.iter().all(|h| !h.bloom.contains_hash(&m.hash));
+        if lacked || m.deps.iter().any(|d| send.contains(d)) {
             send.insert(m.hash);
+            out.push(m.hash);
         }
     }
-    let mut stack: Vec<ChangeHash> = send.iter().copied().collect();
-    while let Some(hash) = stack.pop() {
-        for dep in dependents.get(&hash).into_iter().flatten() {
-            if send.insert(*dep) {
-                stack.push(*dep);
-            }
-        }
-    }
-    let mut out: Vec<ChangeHash> = need.into_iter().filter(|h| !send.contains(h)).collect();
-    out.extend(since.iter().map(|m| m.hash).filter(|h| send.contains(h)));
-    out
+    let mut all: Vec<ChangeHash> = need.into_iter().filter(|h| !send.contains(h)).collect();
+    all.append(&mut out);
+    all
 }
 
 /// Is `hash` a change applied to `doc`?
