@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use automerge::sync;
 use automerge::{Automerge, Change, ChangeHash, ReadDoc};
 
+use super::guard;
 use super::{
     Admitted, ConnId, DocEntry, DocMsg, Engine, Event, Mode, Pending, StorageTask, StoredChange,
     TaskPurpose, actor,
@@ -230,53 +231,8 @@ impl Engine {
         };
         let before = e.doc.get_heads();
         // The changes this message brings, read from its chunks, so that persisting them
-        // needs no walk of the document's history. Only when nothing is queued and every
-        // chunk is a plain change; otherwise `persist_new` asks the document.
-        let mut incoming = if e.doc.get_missing_deps(&[]).is_empty() {
-            Some(Vec::new())
-        } else {
-            None
-        };
-        match scan.as_ref() {
-            // On the server the payload guard has read every chunk, with its hash: also
-            // the changes of an element that holds many (a whole document split, or a
-            // message that concatenates its changes).
-            Some(scan) if scan.has_documents() => incoming = None,
-            Some(scan) => {
-                let elements: Vec<&[u8]> = message.changes.iter().collect();
-                for (chunk, m) in scan.changes() {
-                    let Some(list) = incoming.as_mut() else { break };
-                    let bytes = elements
-                        .get(chunk.element)
-                        .and_then(|el| el.get(chunk.range.clone()));
-                    match bytes {
-                        Some(b) if !e.doc.get_missing_deps(&[m.hash]).is_empty() => {
-                            list.push(StoredChange {
-                                hash: m.hash,
-                                bytes: b.to_vec(),
-                            });
-                        }
-                        Some(_) => {}
-                        None => incoming = None,
-                    }
-                }
-            }
-            None => {
-                for chunk in message.changes.iter() {
-                    let Some(list) = incoming.as_mut() else { break };
-                    match Change::try_from(chunk) {
-                        Ok(c) if !e.doc.get_missing_deps(&[c.hash()]).is_empty() => {
-                            list.push(StoredChange {
-                                hash: c.hash(),
-                                bytes: chunk.to_vec(),
-                            });
-                        }
-                        Ok(_) => {}
-                        Err(_) => incoming = None,
-                    }
-                }
-            }
-        }
+        // needs no walk of the document's history.
+        let mut incoming = incoming_changes(&e.doc, &message, scan.as_ref());
         let mut log = automerge::PatchLog::new(server);
         if let Err(err) =
             crate::receive::receive_sync_message(&mut e.doc, &mut state, message, &mut log)
@@ -470,4 +426,48 @@ impl Engine {
         }
         std::mem::take(&mut self.fx)
     }
+}
+
+/// The changes `message` brings that `doc` lacks, as they are to be stored: `None` when
+/// `persist` must ask the document instead (changes wait in its queue, a whole document
+/// came, or a chunk does not read). On the server the payload guard has read every chunk
+/// with its hash, also the changes of an element that holds many (a whole document
+/// split, or a message that concatenates its changes); a phone reads each element.
+fn incoming_changes(
+    doc: &Automerge,
+    message: &sync::Message,
+    scan: Option<&guard::Scan>,
+) -> Option<Vec<StoredChange>> {
+    let new = |hash: &ChangeHash| !doc.get_missing_deps(&[*hash]).is_empty();
+    if !doc.get_missing_deps(&[]).is_empty() {
+        return None;
+    }
+    let mut out = Vec::new();
+    match scan {
+        Some(scan) if scan.has_documents() => return None,
+        Some(scan) => {
+            let elements: Vec<&[u8]> = message.changes.iter().collect();
+            for (chunk, m) in scan.changes() {
+                let bytes = elements.get(chunk.element)?.get(chunk.range.clone())?;
+                if new(&m.hash) {
+                    out.push(StoredChange {
+                        hash: m.hash,
+                        bytes: bytes.to_vec(),
+                    });
+                }
+            }
+        }
+        None => {
+            for chunk in message.changes.iter() {
+                let c = Change::try_from(chunk).ok()?;
+                if new(&c.hash()) {
+                    out.push(StoredChange {
+                        hash: c.hash(),
+                        bytes: chunk.to_vec(),
+                    });
+                }
+            }
+        }
+    }
+    Some(out)
 }

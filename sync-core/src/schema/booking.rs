@@ -245,33 +245,26 @@ pub(crate) fn read_scans_by_key<D: ReadDoc>(doc: &D, container: &str) -> Vec<Sca
 }
 
 /// The scans under the container `obj`, each with its `"<pupil>/<device>"` key, as
-/// [`read_key_scans`] reads them key by key, in (key, scan id) order, read in one walk of the container and every object below it
-/// (ADR 0197). Reading each map by itself starts a new search of the document's columns
-/// for every per-device map and every scan record; the walk moves forward through them.
+/// [`read_key_scans`] reads them key by key, in (key, scan id) order, read in one walk of
+/// the container and every object below it (ADR 0197). Reading each map by itself starts
+/// a new search of the document's columns for every per-device map and every scan
+/// record; the walk moves forward through them.
 pub(crate) fn walk_scans<D: ReadDoc>(
     doc: &D,
     obj: &automerge::ObjId,
     mut each: impl FnMut(&str, Scan),
 ) {
     use automerge::iter::DocItem;
-    use automerge::{ObjType, Value, ValueRef};
+    use automerge::{ObjId, ObjType, ScalarValue, Value, ValueRef};
     use std::collections::HashMap;
 
-    /// A scan record being read: its place and the fields seen so far.
-    struct Partial<'k> {
-        key: &'k str,
-        pupil: PupilId,
-        device: DeviceId,
-        scan_id: String,
-        fields: Vec<(String, automerge::ScalarValue)>,
-    }
+    /// A scan record: its device map, its scan id and the fields read so far.
+    type Record = (ObjId, String, Vec<(String, ScalarValue)>);
     let is_map = |v: &ValueRef<'_>| matches!(v, ValueRef::Object(ObjType::Map | ObjType::Table));
     // Per-device maps by object, then scan records by object: a parent is always made
     // before its children, and the walk visits objects in the order they were made.
-    let mut keys: HashMap<automerge::ObjId, (String, PupilId, DeviceId)> = HashMap::new();
-    let mut records: HashMap<automerge::ObjId, (automerge::ObjId, String)> = HashMap::new();
-    let mut fields: HashMap<automerge::ObjId, Vec<(String, automerge::ScalarValue)>> =
-        HashMap::new();
+    let mut keys: HashMap<ObjId, (String, PupilId, DeviceId)> = HashMap::new();
+    let mut records: HashMap<ObjId, Record> = HashMap::new();
     for item in doc.iter_at(obj, None) {
         let DocItem::Map(m) = item.item else {
             continue;
@@ -284,50 +277,40 @@ pub(crate) fn walk_scans<D: ReadDoc>(
             }
         } else if keys.contains_key(&item.obj) {
             if is_map(&m.value) {
-                records.insert(m.id(), ((*item.obj).clone(), m.key.into_owned()));
+                let id = m.id();
+                records.insert(id, ((*item.obj).clone(), m.key.into_owned(), Vec::new()));
             }
-        } else if records.contains_key(&item.obj)
+        } else if let Some((_, _, fields)) = records.get_mut(&item.obj)
             && let Value::Scalar(v) = m.value.into_value()
         {
-            fields
-                .entry((*item.obj).clone())
-                .or_default()
-                .push((m.key.into_owned(), v.into_owned()));
+            fields.push((m.key.into_owned(), v.into_owned()));
         }
     }
-    let mut found: Vec<Partial<'_>> = records
-        .iter()
-        .filter_map(|(rec, (per_device, scan_id))| {
-            let (key, pupil, device) = keys.get(per_device)?;
-            Some(Partial {
-                key,
-                pupil: *pupil,
-                device: *device,
-                scan_id: scan_id.clone(),
-                fields: fields.remove(rec).unwrap_or_default(),
-            })
+    let mut found: Vec<(&str, Scan)> = records
+        .into_values()
+        .filter_map(|(per_device, scan_id, fields)| {
+            let (key, pupil, device) = keys.get(&per_device)?;
+            let scan = scan_of(*pupil, *device, scan_id, &r::Fields::from(fields))?;
+            Some((key.as_str(), scan))
         })
         .collect();
-    found.sort_unstable_by(|a, b| (a.key, &a.scan_id).cmp(&(b.key, &b.scan_id)));
-    for p in found {
-        let rec = r::Fields::from(p.fields);
-        let (Some(at), Some(method)) = (
-            rec.int("at"),
-            rec.string("method").and_then(|m| ScanMethod::parse(&m)),
-        ) else {
-            continue;
-        };
-        let scan = Scan {
-            pupil: p.pupil,
-            device: p.device,
-            scan_id: p.scan_id,
-            at,
-            method,
-            proof: rec.string("proof"),
-            by: rec.parsed("by"),
-        };
-        each(p.key, scan);
+    found.sort_unstable_by(|(a, x), (b, y)| (*a, &x.scan_id).cmp(&(*b, &y.scan_id)));
+    for (key, scan) in found {
+        each(key, scan);
     }
+}
+
+/// The scan a record's fields make, if they make one (a time and a known method).
+fn scan_of(pupil: PupilId, device: DeviceId, scan_id: String, rec: &r::Fields) -> Option<Scan> {
+    Some(Scan {
+        pupil,
+        device,
+        scan_id,
+        at: rec.int("at")?,
+        method: rec.string("method").and_then(|m| ScanMethod::parse(&m))?,
+        proof: rec.string("proof"),
+        by: rec.parsed("by"),
+    })
 }
 
 /// The scans of one `"<pupil>/<device>"` entry whose map is `per_device`, in scan id
@@ -342,22 +325,7 @@ pub(crate) fn read_key_scans<D: ReadDoc>(
         return;
     };
     for (scan_id, rec) in r::maps(doc, per_device) {
-        let rec = r::Fields::of(doc, &rec);
-        let (Some(at), Some(method)) = (
-            rec.int("at"),
-            rec.string("method").and_then(|m| ScanMethod::parse(&m)),
-        ) else {
-            continue;
-        };
-        out.push(Scan {
-            pupil,
-            device,
-            scan_id,
-            at,
-            method,
-            proof: rec.string("proof"),
-            by: rec.parsed("by"),
-        });
+        out.extend(scan_of(pupil, device, scan_id, &r::Fields::of(doc, &rec)));
     }
 }
 
