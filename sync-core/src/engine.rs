@@ -50,6 +50,7 @@ pub use io::{ConnId, Effects, Event, IoResult, Loaded, StorageTask, StoredChange
 
 use crate::doc_id::DocumentId;
 use crate::edits::Edit;
+use crate::ids::DeviceId;
 use crate::validate::{self};
 use crate::writer::Writer;
 
@@ -247,6 +248,9 @@ struct PeerDoc {
     /// Shared heads when this state was last saved, and when.
     saved_heads: Vec<ChangeHash>,
     saved_at: i64,
+    /// When this peer last brought changes to the document (server): a device writing
+    /// now hears others' changes with its own acknowledgements, not before them.
+    wrote_at: Option<i64>,
 }
 
 impl PeerDoc {
@@ -256,6 +260,7 @@ impl PeerDoc {
             state,
             owed: false,
             saved_at: now,
+            wrote_at: None,
         }
     }
 }
@@ -310,6 +315,10 @@ struct DocEntry {
     /// them (see [`Loaded::snapshot_heads`]).
     snapshot_heads: Option<Vec<ChangeHash>>,
     appends_in_flight: usize,
+    /// Devices (by the connection that brought the changes, and by the owners of their
+    /// actor ids) with changes in those appends, each with its number of appends: a
+    /// device is not sent heads that cover its own unwritten changes (ADR 0198).
+    unwritten: HashMap<DeviceId, u32>,
     compacting: bool,
     last_used: i64,
     refused: HashSet<ChangeHash>,
@@ -361,6 +370,10 @@ enum TaskPurpose {
     },
 }
 
+/// A device that brought changes to a document this recently (ms) is a writer of it: it
+/// is not sent others' changes ahead of its own acknowledgement (ADR 0198).
+pub(crate) const WRITER_QUIET_MS: i64 = 10_000;
+
 /// The engine. See the module docs.
 #[derive(Debug)]
 pub struct Engine {
@@ -385,6 +398,9 @@ pub struct Engine {
     last_save: crate::generate::LastSave,
     /// Appends whose changes were found by walking the document's history.
     history_walks: u64,
+    /// Documents merged into during this input: their answerable peers hear the new
+    /// changes once the input is handled, before the appends are written (ADR 0198).
+    fan_out_due: BTreeSet<DocumentId>,
 }
 
 /// Counts of the engine's dearer steps since it started, for the server's metrics.
@@ -423,6 +439,7 @@ impl Engine {
             admission: admit::Admission::default(),
             last_save: crate::generate::LastSave::default(),
             history_walks: 0,
+            fan_out_due: BTreeSet::new(),
         }
     }
 
@@ -502,6 +519,7 @@ impl Engine {
             }
             Input::StoredElsewhere { doc } => self.on_stored_elsewhere(doc),
         }
+        self.run_due_fan_outs();
         self.evict();
         self.publish_revocations();
         std::mem::take(&mut self.fx)

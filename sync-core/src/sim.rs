@@ -3,9 +3,9 @@
 //! and reorder frames, and peers that crash and restart with their store. Tests written
 //! against it read like the product: "two phones scan the same pupil offline…".
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 
-use automerge::Automerge;
+use automerge::{Automerge, ChangeHash};
 
 use crate::doc_id::DocumentId;
 use crate::edits::Edit;
@@ -152,6 +152,11 @@ pub struct Sim {
     /// Simulated time, unix ms.
     pub now: i64,
     next_conn: u64,
+    /// Changes whose append the server has been told is written (or that its store held
+    /// when it crashed): what it may acknowledge.
+    written: HashSet<ChangeHash>,
+    /// The server's appends in flight: their changes.
+    appends: HashMap<TaskId, Vec<ChangeHash>>,
 }
 
 /// Whose effects are being applied.
@@ -181,6 +186,8 @@ impl Sim {
             faults: Faults::default(),
             now: 1_767_225_600_000,
             next_conn: 1,
+            written: HashSet::new(),
+            appends: HashMap::new(),
         }
     }
 
@@ -242,6 +249,12 @@ impl Sim {
     }
 
     fn feed(&mut self, who: Who, input: Input) {
+        if let (Who::Server, Input::IoDone { task, result }) = (who, &input)
+            && let Some(hashes) = self.appends.remove(task)
+            && matches!(result, IoResult::Done)
+        {
+            self.written.extend(hashes);
+        }
         let now = self.now;
         let fx = self.node(who).engine.handle(now, input);
         self.apply(who, fx);
@@ -260,6 +273,10 @@ impl Sim {
         }
         let hold = who == Who::Server && self.faults.hold_server_io;
         for (id, task) in tasks {
+            if let (Who::Server, StorageTask::Append { changes, .. }) = (who, &task) {
+                self.appends
+                    .insert(id, changes.iter().map(|c| c.hash).collect());
+            }
             let node = self.node(who);
             let result = node.store.run(&task);
             // Actor claims gate no acknowledgement: they are never held.
@@ -455,6 +472,28 @@ impl Sim {
         out
     }
 
+    /// Every (device, document, change) where an online device believes the server holds
+    /// a change of its own that the server was never told is written: the promise
+    /// "acknowledged means stored" broken (issue 6).
+    #[must_use]
+    pub fn acknowledged_unwritten(&self) -> Vec<(usize, DocumentId, ChangeHash)> {
+        let mut out = Vec::new();
+        for (i, node) in self.devices.iter().enumerate() {
+            let l = &self.links[i];
+            if !l.online {
+                continue;
+            }
+            for doc in node.engine.local_docs() {
+                for h in node.engine.acknowledged(l.device_conn, doc) {
+                    if !self.written.contains(&h) {
+                        out.push((i, *doc, h));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Delivers one frame (or, with held storage completions, releases one at a random
     /// point); false if nothing was in flight.
     pub fn step(&mut self) -> bool {
@@ -616,6 +655,16 @@ impl Sim {
         }
         let config = self.server.config.clone();
         let store = std::mem::take(&mut self.server.store);
+        self.appends.clear();
+        for stored in store.docs.values() {
+            self.written.extend(stored.changes.keys().copied());
+            if let Some(snapshot) = stored.snapshot.as_deref()
+                && let Ok(d) = Automerge::load(snapshot)
+            {
+                self.written
+                    .extend(d.get_changes(&[]).iter().map(|c| c.hash()));
+            }
+        }
         self.server = Node::new(config, store);
     }
 

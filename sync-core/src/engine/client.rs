@@ -51,6 +51,31 @@ impl Engine {
             .count()
     }
 
+    /// Client: our own changes to `doc` that the server (on `conn`) is known to hold,
+    /// those its last advertised heads cover.
+    #[must_use]
+    pub fn acknowledged(&self, conn: ConnId, doc: &DocumentId) -> Vec<ChangeHash> {
+        let Some(e) = self.docs.get(doc).filter(|e| e.loaded) else {
+            return Vec::new();
+        };
+        let Some(p) = e.peers.get(&conn) else {
+            return Vec::new();
+        };
+        let ours = actor(&self.config);
+        let unacknowledged: HashSet<ChangeHash> = e
+            .doc
+            .get_changes(&p.state.shared_heads)
+            .iter()
+            .map(|c| c.hash())
+            .collect();
+        e.doc
+            .get_changes(&[])
+            .iter()
+            .filter(|c| c.actor_id() == &ours && !unacknowledged.contains(&c.hash()))
+            .map(|c| c.hash())
+            .collect()
+    }
+
     /// Client: start syncing `doc` with the server on `conn`.
     pub(super) fn announce(&mut self, conn: ConnId, doc: DocumentId) {
         if !self.conns.get(&conn).is_some_and(|c| c.joined) {

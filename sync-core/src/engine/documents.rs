@@ -39,6 +39,7 @@ impl Engine {
             snapshot_bytes: 0,
             snapshot_heads: None,
             appends_in_flight: 0,
+            unwritten: HashMap::new(),
             compacting: false,
             last_used: now,
             refused: HashSet::new(),
@@ -222,6 +223,7 @@ impl Engine {
             scan,
         } = admitted;
         let server = self.config.mode == Mode::Server;
+        let device = writer.as_ref().map(|w| w.device);
         let Some(peer) = self.peer_state(conn, doc) else {
             return;
         };
@@ -268,17 +270,85 @@ impl Engine {
                 let patches = e.doc.make_patches(&mut log);
                 self.merge_validated(conn, doc, &before, &patches, &w, incoming);
             } else {
-                self.persist(doc, &before, incoming);
+                self.persist(doc, &before, incoming, device.as_slice());
+            }
+            if server {
+                self.fan_out_due.insert(doc);
+                let now = self.now;
+                if let Some(p) = self.docs.get_mut(&doc).and_then(|e| e.peers.get_mut(&conn)) {
+                    p.wrote_at = Some(now);
+                }
             }
         }
-        let busy = self.docs.get(&doc).is_some_and(|e| e.appends_in_flight > 0);
-        if busy {
-            // Persist before acknowledge: the reply waits for the append, and is owed.
-            if let Some(p) = self.docs.get_mut(&doc).and_then(|e| e.peers.get_mut(&conn)) {
-                p.owed = true;
-            }
-        } else {
+        self.answer_or_owe(conn, doc);
+    }
+
+    /// Answers `conn` now if it may be (see [`Self::answerable`]); else the reply waits
+    /// for the append that holds its changes, and is owed.
+    pub(super) fn answer_or_owe(&mut self, conn: ConnId, doc: DocumentId) {
+        if self.answerable(conn, doc) {
             self.generate(conn, doc, false);
+        } else if let Some(p) = self.docs.get_mut(&doc).and_then(|e| e.peers.get_mut(&conn)) {
+            p.owed = true;
+        }
+    }
+
+    /// May `conn` be sent our heads of `doc` now? Persist before acknowledge: never
+    /// heads that cover a change of its device not yet written. On the server that is
+    /// decided per device, so that a device watching a busy document hears others'
+    /// changes as they are merged (ADR 0198); on a phone, whose one peer is the server,
+    /// only when nothing is being written.
+    pub(super) fn answerable(&self, conn: ConnId, doc: DocumentId) -> bool {
+        let Some(e) = self.docs.get(&doc) else {
+            return false;
+        };
+        if e.appends_in_flight == 0 {
+            return true;
+        }
+        if self.config.mode != Mode::Server {
+            return false;
+        }
+        self.conns
+            .get(&conn)
+            .and_then(|c| c.writer.as_ref())
+            .is_some_and(|w| !e.unwritten.contains_key(&w.device))
+    }
+
+    /// The fan-outs due after this input's merges and writes.
+    pub(super) fn run_due_fan_outs(&mut self) {
+        while let Some(doc) = self.fan_out_due.pop_first() {
+            let busy = self.docs.get(&doc).is_some_and(|e| e.appends_in_flight > 0);
+            if busy {
+                self.fan_out_early(doc);
+            } else {
+                self.fan_out(doc);
+            }
+        }
+    }
+
+    /// While `doc`'s appends are written (ADR 0198): replies owed to devices whose own
+    /// changes are written now, and the merged changes to devices that watch without
+    /// writing. Devices writing to it hear
+    /// others' changes with their acknowledgements, so that a busy document's writers
+    /// are not sent a message (and do not answer one) per merge.
+    pub(super) fn fan_out_early(&mut self, doc: DocumentId) {
+        let now = self.now;
+        let Some(e) = self.docs.get(&doc) else {
+            return;
+        };
+        let conns: Vec<ConnId> = e
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                let writing = p.wrote_at.is_some_and(|t| now - t < super::WRITER_QUIET_MS);
+                p.owed || !writing
+            })
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in conns {
+            if self.answerable(conn, doc) {
+                self.generate(conn, doc, false);
+            }
         }
     }
 
@@ -351,7 +421,9 @@ impl Engine {
             conns.extend(self.conns.iter().filter(|(_, c)| c.joined).map(|(k, _)| *k));
         }
         for conn in conns {
-            self.generate(conn, doc, false);
+            if self.answerable(conn, doc) {
+                self.generate(conn, doc, false);
+            }
         }
     }
 
@@ -408,7 +480,8 @@ impl Engine {
                     bytes: c.raw_bytes().to_vec(),
                 }]
             });
-        self.persist(doc, &before, known);
+        let by = [self.config.writer.device];
+        self.persist(doc, &before, known, &by);
     }
 
     /// Writes `edit` without validating it first, as a tampered or outdated app would.
@@ -420,7 +493,7 @@ impl Engine {
         if let Some(e) = self.docs.get_mut(&doc).filter(|e| e.loaded) {
             let before = e.doc.get_heads();
             match edits::apply_unchecked(&mut e.doc, &writer, now, edit) {
-                Ok(_) => self.persist_new(doc, &before),
+                Ok(_) => self.persist_new(doc, &before, &[writer.device]),
                 Err(err) => self.fx.events.push(Event::EditFailed { doc, error: err }),
             }
         }

@@ -172,6 +172,9 @@ impl Engine {
                 self.fx.events.push(Event::DocChanged { doc, kind });
             }
             self.fan_out(doc);
+        } else if changed {
+            // Written elsewhere: peers whose own changes are all written hear them now.
+            self.fan_out_due.insert(doc);
         }
     }
 }

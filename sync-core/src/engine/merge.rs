@@ -40,7 +40,7 @@ impl Engine {
             validate::validate_patches_with(&e.doc, before.is_empty(), patches, writer, &checks)
         };
         if verdict.is_ok() {
-            self.persist(doc, before, incoming);
+            self.persist(doc, before, incoming, &[writer.device]);
             return;
         }
         let new_changes: Vec<Change> = e.doc.get_changes(before);
@@ -116,7 +116,7 @@ impl Engine {
         e.doc = rolled;
         e.refused.extend(refused_set.iter().copied());
         if relayed_all {
-            self.persist(doc, before, incoming);
+            self.persist(doc, before, incoming, &[writer.device]);
             return;
         }
         // The peer's sync state described a document we no longer hold; start over.
@@ -149,7 +149,7 @@ impl Engine {
                 }),
             );
         }
-        self.persist_new(doc, before);
+        self.persist_new(doc, before, &[writer.device]);
     }
 
     /// What the server verifies beyond the document rules, for a merge into `doc`.

@@ -26,6 +26,8 @@ pub(super) struct Appended {
     kind: Option<DocKind>,
     /// Who owns the changes' actor ids, as admitted (the same on every retry).
     owners: Vec<(Vec<u8>, DeviceId)>,
+    /// The devices counted in the document's `unwritten` for this append.
+    devices: Vec<DeviceId>,
     tries: u32,
 }
 
@@ -38,54 +40,49 @@ impl Engine {
         id
     }
 
-    /// Hands an `Append` of `changes` to storage (attempt number `tries`).
+    /// Hands an `Append` of `changes` to storage; `appended` says who brought them and
+    /// which attempt this is (its hashes and size are filled in from `changes`).
     pub(super) fn append(
         &mut self,
         doc: DocumentId,
-        kind: Option<DocKind>,
         changes: Vec<StoredChange>,
         heads: Vec<ChangeHash>,
-        owners: Vec<(Vec<u8>, DeviceId)>,
-        tries: u32,
+        mut appended: Appended,
     ) {
         let generation = self.docs.get(&doc).map_or(0, |e| e.generation);
-        let hashes = changes.iter().map(|c| c.hash).collect();
-        let bytes = changes.iter().map(|c| c.bytes.len()).sum();
+        appended.hashes = changes.iter().map(|c| c.hash).collect();
+        appended.bytes = changes.iter().map(|c| c.bytes.len()).sum();
         let task = StorageTask::Append {
             doc,
-            kind,
+            kind: appended.kind,
             changes,
             heads,
-            owners: owners.clone(),
+            owners: appended.owners.clone(),
         };
         self.task(
             TaskPurpose::Append {
                 doc,
                 generation,
-                appended: Appended {
-                    hashes,
-                    bytes,
-                    kind,
-                    owners,
-                    tries,
-                },
+                appended,
             },
             task,
         );
     }
 
-    /// Emits an `Append` for every change added since `before`.
-    pub(super) fn persist_new(&mut self, doc: DocumentId, before: &[ChangeHash]) {
-        self.persist(doc, before, None);
+    /// Emits an `Append` for every change added since `before`, brought by `by`.
+    pub(super) fn persist_new(&mut self, doc: DocumentId, before: &[ChangeHash], by: &[DeviceId]) {
+        self.persist(doc, before, None, by);
     }
 
     /// Emits an `Append` for the changes added since `before`: `known` when the caller
-    /// already holds exactly those, else read from the document.
+    /// already holds exactly those, else read from the document. `by`: the devices whose
+    /// messages brought them (or the writer of our own edit).
     pub(super) fn persist(
         &mut self,
         doc: DocumentId,
         before: &[ChangeHash],
         known: Option<Vec<StoredChange>>,
+        by: &[DeviceId],
     ) {
         if known.is_none() && self.docs.contains_key(&doc) {
             self.history_walks += 1;
@@ -113,7 +110,24 @@ impl Engine {
         let kind = schema::kind_of(&e.doc);
         let heads = e.doc.get_heads();
         let owners = self.owners_of(&changes);
-        self.append(doc, kind, changes, heads, owners, 0);
+        let mut devices: Vec<DeviceId> = by.to_vec();
+        devices.extend(owners.iter().map(|(_, d)| *d));
+        devices.sort_unstable();
+        devices.dedup();
+        if let Some(e) = self.docs.get_mut(&doc) {
+            for d in &devices {
+                *e.unwritten.entry(*d).or_default() += 1;
+            }
+        }
+        let appended = Appended {
+            hashes: Vec::new(),
+            bytes: 0,
+            kind,
+            owners,
+            devices,
+            tries: 0,
+        };
+        self.append(doc, changes, heads, appended);
     }
 
     pub(super) fn on_io(&mut self, task: TaskId, result: IoResult) {
@@ -241,6 +255,7 @@ impl Engine {
             bytes,
             kind,
             owners,
+            devices,
             tries,
         } = appended;
         let retries = self.config.append_retries;
@@ -259,7 +274,15 @@ impl Engine {
                     })
                     .collect();
                 let heads = e.doc.get_heads();
-                self.append(doc, kind, changes, heads, owners, tries + 1);
+                let again = Appended {
+                    hashes: Vec::new(),
+                    bytes: 0,
+                    kind,
+                    owners,
+                    devices,
+                    tries: tries + 1,
+                };
+                self.append(doc, changes, heads, again);
                 return;
             }
             // Give up on this copy: nothing it held beyond storage was acknowledged, so
@@ -276,7 +299,18 @@ impl Engine {
         e.appends_in_flight = e.appends_in_flight.saturating_sub(1);
         e.stored_rows.extend(hashes);
         e.stored_bytes += bytes;
+        for d in devices {
+            if let Some(n) = e.unwritten.get_mut(&d) {
+                *n -= 1;
+                if *n == 0 {
+                    e.unwritten.remove(&d);
+                }
+            }
+        }
         if e.appends_in_flight > 0 {
+            // The devices whose changes are all written now hear the merged changes,
+            // and their owed replies (ADR 0198).
+            self.fan_out_due.insert(doc);
             return;
         }
         e.busy_since = None;

@@ -29,6 +29,7 @@ use super::admit::Current;
 use super::guard::Kind;
 use super::{Admitted, ConnId, DocMsg, Engine, Event, Mode, StoredChange, actor};
 use crate::doc_id::DocumentId;
+use crate::ids::DeviceId;
 use crate::validate;
 use crate::wire::Message;
 use crate::writer::Writer;
@@ -320,12 +321,22 @@ impl Engine {
             .iter()
             .flat_map(|j| j.incoming.iter().cloned())
             .collect();
-        self.persist(doc, &before, Some(incoming));
+        let by: Vec<DeviceId> = joining.iter().map(|j| j.writer.device).collect();
+        self.persist(doc, &before, Some(incoming), &by);
+        self.fan_out_due.insert(doc);
         self.fx.events.push(Event::MergedTogether {
             doc,
             messages: joining.len(),
         });
+        let now = self.now;
         for j in joining.iter_mut() {
+            if let Some(p) = self
+                .docs
+                .get_mut(&doc)
+                .and_then(|e| e.peers.get_mut(&j.conn))
+            {
+                p.wrote_at = Some(now);
+            }
             let mut actors = Vec::new();
             self.unclaimed_actors(&j.incoming, &mut actors);
             self.keep_claims(doc, actors, j.writer.device);
@@ -338,7 +349,6 @@ impl Engine {
     /// automerge would have made of the message alone. Its changes are in the document
     /// now; the rest of the message (heads, need, have, flags) is read as usual.
     fn learn_sent(&mut self, conn: ConnId, doc: DocumentId, message: &sync::Message) {
-        let busy = self.docs.get(&doc).is_some_and(|e| e.appends_in_flight > 0);
         let Some(e) = self.docs.get_mut(&doc) else {
             return;
         };
@@ -360,12 +370,8 @@ impl Engine {
             p.state = sync::State::new();
         }
         p.state.last_sent_heads = last_sent;
-        if busy {
-            // Persist before acknowledge: answered when the append is written.
-            p.owed = true;
-        } else {
-            self.generate(conn, doc, false);
-        }
+        // Persist before acknowledge: answered when the append is written.
+        self.answer_or_owe(conn, doc);
     }
 }
 
