@@ -1244,6 +1244,38 @@ fn a_watching_device_hears_a_check_in_before_it_is_written_and_the_gate_only_aft
     assert_eq!(w.sim.unacknowledged(), vec![]);
 }
 
+/// A watching device that has not answered our last message is not sent another per
+/// merge: it hears the rest when it answers, so a busy booking sends a slow watcher one
+/// message at a time.
+#[test]
+fn a_watching_device_is_sent_one_message_at_a_time_while_it_has_not_answered() {
+    let mut w = World::new(93, 60);
+    let (t, g, b) = w.teacher_and_gate_on_a_booking();
+    w.sim.advance(60_000);
+    w.sim.faults.hold_server_io = true;
+    for k in 0..3 {
+        w.check_in(g, b, w.pupils[k], ScanMethod::PassScan);
+        assert!(w.sim.deliver(g, true));
+    }
+    assert_eq!(w.sim.held_server_io(), 3, "three appends being written");
+    assert_eq!(
+        w.sim.in_flight(t).1,
+        1,
+        "one message on its way to the watching teacher, not one per merge"
+    );
+    // The teacher reads it and answers; the answer brings the rest at once.
+    while w.sim.deliver(t, false) || w.sim.deliver(t, true) {}
+    assert_eq!(
+        attendance(&booking_on(&w.sim, Some(t), &b), None).arrived,
+        3,
+        "the teacher's phone has all three while they are being written"
+    );
+    w.sim.faults.hold_server_io = false;
+    w.sim.release_server_io();
+    w.sim.settle();
+    assert_eq!(w.sim.unacknowledged(), vec![]);
+}
+
 /// A device whose own change is still being written hears nothing early: the heads it
 /// would be sent cover its unwritten change. Nor does it on a new connection.
 #[test]

@@ -283,14 +283,26 @@ impl Engine {
         self.answer_or_owe(conn, doc);
     }
 
-    /// Answers `conn` now if it may be (see [`Self::answerable`]); else the reply waits
-    /// for the append that holds its changes, and is owed.
+    /// Answers `conn` now if it may be (see [`Self::answerable`]) and is not writing to
+    /// a busy document; else the reply is owed and goes when the document's appends are
+    /// written, carrying all that was merged meanwhile.
     pub(super) fn answer_or_owe(&mut self, conn: ConnId, doc: DocumentId) {
-        if self.answerable(conn, doc) {
+        let busy = self.docs.get(&doc).is_some_and(|e| e.appends_in_flight > 0);
+        if self.answerable(conn, doc) && !(busy && self.writing(conn, doc)) {
             self.generate(conn, doc, false);
         } else if let Some(p) = self.docs.get_mut(&doc).and_then(|e| e.peers.get_mut(&conn)) {
             p.owed = true;
         }
+    }
+
+    /// Has `conn` brought changes to `doc` recently ([`super::WRITER_QUIET_MS`])?
+    fn writing(&self, conn: ConnId, doc: DocumentId) -> bool {
+        let now = self.now;
+        self.docs
+            .get(&doc)
+            .and_then(|e| e.peers.get(&conn))
+            .and_then(|p| p.wrote_at)
+            .is_some_and(|t| now - t < super::WRITER_QUIET_MS)
     }
 
     /// May `conn` be sent our heads of `doc` now? Persist before acknowledge: never
@@ -326,27 +338,28 @@ impl Engine {
         }
     }
 
-    /// While `doc`'s appends are written (ADR 0198): replies owed to devices whose own
-    /// changes are written now, and the merged changes to devices that watch without
-    /// writing. Devices writing to it hear
+    /// While `doc`'s appends are written (ADR 0198): the merged changes to devices that
+    /// watch without writing and had confirmed all we sent them. Devices writing to it hear
     /// others' changes with their acknowledgements, so that a busy document's writers
     /// are not sent a message (and do not answer one) per merge.
     pub(super) fn fan_out_early(&mut self, doc: DocumentId) {
-        let now = self.now;
         let Some(e) = self.docs.get(&doc) else {
             return;
         };
+        // At rest: it confirmed everything we sent. A device still catching up, or not
+        // yet answering our last message, hears the rest when it answers.
         let conns: Vec<ConnId> = e
             .peers
             .iter()
             .filter(|(_, p)| {
-                let writing = p.wrote_at.is_some_and(|t| now - t < super::WRITER_QUIET_MS);
-                p.owed || !writing
+                !p.owed
+                    && !p.state.shared_heads.is_empty()
+                    && p.state.shared_heads == p.state.last_sent_heads
             })
             .map(|(c, _)| *c)
             .collect();
         for conn in conns {
-            if self.answerable(conn, doc) {
+            if self.answerable(conn, doc) && !self.writing(conn, doc) {
                 self.generate(conn, doc, false);
             }
         }

@@ -308,9 +308,8 @@ impl Engine {
             }
         }
         if e.appends_in_flight > 0 {
-            // The devices whose changes are all written now hear the merged changes,
-            // and their owed replies (ADR 0198).
-            self.fan_out_due.insert(doc);
+            // Replies owed wait for the last: one message then carries all that was
+            // merged meanwhile, instead of one now and another then (ADR 0198).
             return;
         }
         e.busy_since = None;
