@@ -452,24 +452,31 @@ impl Sim {
         self.server.held.len()
     }
 
+    /// Each online device's documents: (device, its engine, its connection, document).
+    fn online_docs(&self) -> impl Iterator<Item = (usize, &Engine, ConnId, &DocumentId)> {
+        self.devices
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.links[*i].online)
+            .flat_map(|(i, node)| {
+                let conn = self.links[i].device_conn;
+                node.engine
+                    .local_docs()
+                    .iter()
+                    .map(move |doc| (i, &node.engine, conn, doc))
+            })
+    }
+
     /// Every (device, document) where an online device does not know that the server
     /// holds every change it made: the promise "synced means the server has it" broken.
     #[must_use]
     pub fn unacknowledged(&self) -> Vec<(usize, DocumentId, usize)> {
-        let mut out = Vec::new();
-        for (i, node) in self.devices.iter().enumerate() {
-            let l = &self.links[i];
-            if !l.online {
-                continue;
-            }
-            for doc in node.engine.local_docs() {
-                let n = node.engine.unacknowledged(l.device_conn, doc);
-                if n > 0 {
-                    out.push((i, *doc, n));
-                }
-            }
-        }
-        out
+        self.online_docs()
+            .filter_map(|(i, engine, conn, doc)| {
+                let n = engine.unacknowledged(conn, doc);
+                (n > 0).then_some((i, *doc, n))
+            })
+            .collect()
     }
 
     /// Every (device, document, change) where an online device believes the server holds
@@ -477,21 +484,15 @@ impl Sim {
     /// "acknowledged means stored" broken (issue 6).
     #[must_use]
     pub fn acknowledged_unwritten(&self) -> Vec<(usize, DocumentId, ChangeHash)> {
-        let mut out = Vec::new();
-        for (i, node) in self.devices.iter().enumerate() {
-            let l = &self.links[i];
-            if !l.online {
-                continue;
-            }
-            for doc in node.engine.local_docs() {
-                for h in node.engine.acknowledged(l.device_conn, doc) {
-                    if !self.written.contains(&h) {
-                        out.push((i, *doc, h));
-                    }
-                }
-            }
-        }
-        out
+        self.online_docs()
+            .flat_map(|(i, engine, conn, doc)| {
+                engine
+                    .acknowledged(conn, doc)
+                    .into_iter()
+                    .filter(|h| !self.written.contains(h))
+                    .map(move |h| (i, *doc, h))
+            })
+            .collect()
     }
 
     /// Delivers one frame (or, with held storage completions, releases one at a random
