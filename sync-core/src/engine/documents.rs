@@ -273,11 +273,7 @@ impl Engine {
                 self.persist(doc, &before, incoming, device.as_slice());
             }
             if server {
-                self.fan_out_due.insert(doc);
-                let now = self.now;
-                if let Some(p) = self.docs.get_mut(&doc).and_then(|e| e.peers.get_mut(&conn)) {
-                    p.wrote_at = Some(now);
-                }
+                self.wrote(conn, doc);
             }
         }
         self.answer_or_owe(conn, doc);
@@ -292,6 +288,16 @@ impl Engine {
             self.generate(conn, doc, false);
         } else if let Some(p) = self.docs.get_mut(&doc).and_then(|e| e.peers.get_mut(&conn)) {
             p.owed = true;
+        }
+    }
+
+    /// `conn` brought changes to `doc` now (server): it is a writer of it for a while, and
+    /// the document's watchers are due to hear them.
+    pub(super) fn wrote(&mut self, conn: ConnId, doc: DocumentId) {
+        self.fan_out_due.insert(doc);
+        let now = self.now;
+        if let Some(p) = self.docs.get_mut(&doc).and_then(|e| e.peers.get_mut(&conn)) {
+            p.wrote_at = Some(now);
         }
     }
 
@@ -434,9 +440,7 @@ impl Engine {
             conns.extend(self.conns.iter().filter(|(_, c)| c.joined).map(|(k, _)| *k));
         }
         for conn in conns {
-            if self.answerable(conn, doc) {
-                self.generate(conn, doc, false);
-            }
+            self.generate(conn, doc, false);
         }
     }
 

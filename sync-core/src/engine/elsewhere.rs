@@ -173,7 +173,7 @@ impl Engine {
             }
             self.fan_out(doc);
         } else if changed {
-            // Written elsewhere: peers whose own changes are all written hear them now.
+            // Written elsewhere: the watchers at rest hear them now (ADR 0198).
             self.fan_out_due.insert(doc);
         }
     }

@@ -249,23 +249,21 @@ impl Engine {
         self.refresh_if_owed(doc);
     }
 
-    pub(super) fn on_appended(&mut self, doc: DocumentId, appended: Appended, result: IoResult) {
-        let Appended {
-            hashes,
-            bytes,
-            kind,
-            owners,
-            devices,
-            tries,
-        } = appended;
+    pub(super) fn on_appended(
+        &mut self,
+        doc: DocumentId,
+        mut appended: Appended,
+        result: IoResult,
+    ) {
         let retries = self.config.append_retries;
         let Some(e) = self.docs.get_mut(&doc) else {
             return;
         };
         if let IoResult::Failed(error) = result {
-            if tries < retries {
+            if appended.tries < retries {
                 // The document holds every change it was asked to store.
-                let changes = hashes
+                let changes = appended
+                    .hashes
                     .iter()
                     .filter_map(|h| e.doc.get_change_by_hash(h))
                     .map(|c| StoredChange {
@@ -274,15 +272,8 @@ impl Engine {
                     })
                     .collect();
                 let heads = e.doc.get_heads();
-                let again = Appended {
-                    hashes: Vec::new(),
-                    bytes: 0,
-                    kind,
-                    owners,
-                    devices,
-                    tries: tries + 1,
-                };
-                self.append(doc, changes, heads, again);
+                appended.tries += 1;
+                self.append(doc, changes, heads, appended);
                 return;
             }
             // Give up on this copy: nothing it held beyond storage was acknowledged, so
@@ -296,6 +287,12 @@ impl Engine {
             self.drop_peers_after_failure(doc, conns);
             return;
         }
+        let Appended {
+            hashes,
+            bytes,
+            devices,
+            ..
+        } = appended;
         e.appends_in_flight = e.appends_in_flight.saturating_sub(1);
         e.stored_rows.extend(hashes);
         e.stored_bytes += bytes;

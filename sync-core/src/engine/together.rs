@@ -323,20 +323,12 @@ impl Engine {
             .collect();
         let by: Vec<DeviceId> = joining.iter().map(|j| j.writer.device).collect();
         self.persist(doc, &before, Some(incoming), &by);
-        self.fan_out_due.insert(doc);
         self.fx.events.push(Event::MergedTogether {
             doc,
             messages: joining.len(),
         });
-        let now = self.now;
         for j in joining.iter_mut() {
-            if let Some(p) = self
-                .docs
-                .get_mut(&doc)
-                .and_then(|e| e.peers.get_mut(&j.conn))
-            {
-                p.wrote_at = Some(now);
-            }
+            self.wrote(j.conn, doc);
             let mut actors = Vec::new();
             self.unclaimed_actors(&j.incoming, &mut actors);
             self.keep_claims(doc, actors, j.writer.device);
