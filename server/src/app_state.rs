@@ -81,11 +81,13 @@ impl AppState {
         metrics.register(accounts.password_checks_running());
         metrics.register(store.records_rows_written());
         metrics.register(store.live_booking_rows());
+        let live = crate::live::LiveFeed::new();
+        metrics.register(live.venue_rows_metric());
         Self {
             accounts,
             store,
             metrics: Arc::new(metrics),
-            live: crate::live::LiveFeed::new(),
+            live,
             guards: Arc::new(guards),
             leader: crate::cluster::Leadership::always(),
         }

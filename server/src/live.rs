@@ -28,6 +28,7 @@ mod roster;
 mod view;
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
@@ -41,7 +42,7 @@ pub use view::{
 };
 
 use crate::error::{Error, Result};
-use crate::store::{Store, VenueDay};
+use crate::store::{DayBookings, Store, VenueRows};
 
 /// Is there a venue with this id?
 ///
@@ -49,6 +50,62 @@ use crate::store::{Store, VenueDay};
 /// A database failure.
 pub async fn venue_exists(store: &Store, venue: Uuid) -> Result<bool> {
     Ok(store.venue_name(venue).await?.is_some())
+}
+
+/// The rows of a venue-day that change seldom (the venue's name, its slots, the devices
+/// relevant to the day, the pupils' names), kept by one dashboard stream from one read to
+/// the next (ADR 0199). They are read again when they are [`Kept::max_age`] old, when the
+/// feed says the venue's own records changed (or another node wrote, or anything it cannot
+/// tell apart), when the day's bookings are of other schools than before, and for another
+/// day. A booking's numbers, scans and anomalies are taken afresh at every read.
+#[derive(Debug)]
+pub struct Kept {
+    max_age: Duration,
+    rows: Option<KeptRows>,
+}
+
+#[derive(Debug)]
+struct KeptRows {
+    read_at: Instant,
+    generation: u64,
+    day: Day,
+    names_shown: bool,
+    schools: Vec<String>,
+    rows: VenueRows,
+}
+
+impl Kept {
+    /// Nothing kept yet; rows are kept for at most `max_age`.
+    #[must_use]
+    pub fn new(max_age: Duration) -> Self {
+        Self {
+            max_age,
+            rows: None,
+        }
+    }
+}
+
+impl KeptRows {
+    /// Why these rows cannot serve a read of `day` for `schools`, if they cannot (the
+    /// `source` label of `kepu_live_venue_rows_total`).
+    fn stale(
+        &self,
+        generation: u64,
+        day: Day,
+        names_shown: bool,
+        schools: &[String],
+        max_age: Duration,
+    ) -> Option<&'static str> {
+        if self.generation != generation || self.day != day || self.names_shown != names_shown {
+            Some("venue")
+        } else if self.schools != schools {
+            Some("schools")
+        } else if self.read_at.elapsed() >= max_age {
+            Some("aged")
+        } else {
+            None
+        }
+    }
 }
 
 /// Reads the snapshot of `venue` on `day` for `viewer`.
@@ -64,33 +121,84 @@ pub async fn snapshot(
     viewer: Viewer,
     now: i64,
 ) -> Result<Snapshot> {
-    let Some(venue_name) = store.venue_name(venue).await? else {
-        return Err(Error::not_found("venue", venue));
-    };
+    let mut nothing_kept = Kept::new(Duration::ZERO);
+    snapshot_with(store, feed, venue, day, viewer, now, &mut nothing_kept).await
+}
+
+/// Reads the snapshot of `venue` on `day` for `viewer`, with the seldom rows `kept`
+/// from the stream's last read where they still hold (ADR 0199), and keeps them for the
+/// next.
+///
+/// # Errors
+/// As [`snapshot`].
+pub async fn snapshot_with(
+    store: &Store,
+    feed: &LiveFeed,
+    venue: Uuid,
+    day: Day,
+    viewer: Viewer,
+    now: i64,
+    kept: &mut Kept,
+) -> Result<Snapshot> {
     if !may_watch(viewer, venue) {
-        return Err(Error::Forbidden(
-            "only this venue's staff and bureau administrators",
-        ));
+        // Whether the venue exists is not told to those who may not watch it… unless
+        // it does not: an unknown venue is not found for everyone.
+        return match store.venue_name(venue).await? {
+            Some(_) => Err(Error::Forbidden(
+                "only this venue's staff and bureau administrators",
+            )),
+            None => Err(Error::not_found("venue", venue)),
+        };
     }
     let names_shown = may_see_names(viewer, venue);
     let (start, end) = day.bounds();
-    let VenueDay {
-        slots,
+    // The count first: a change published while the rows are read makes the next read
+    // read them again.
+    let generation = feed.generation(venue);
+    let booked = store.day_bookings(venue, start, end).await?;
+    let schools = booked.schools();
+    let why = kept.rows.as_ref().map_or(Some("first"), |k| {
+        k.stale(generation, day, names_shown, &schools, kept.max_age)
+    });
+    let k: &KeptRows = match (why, &mut kept.rows) {
+        (None, Some(k)) => {
+            feed.count_venue_rows("memory");
+            k
+        }
+        (why, slot) => {
+            let rows = store.venue_rows(venue, start, end, names_shown).await?;
+            feed.count_venue_rows(why.unwrap_or("first"));
+            slot.insert(KeptRows {
+                read_at: Instant::now(),
+                generation,
+                day,
+                names_shown,
+                schools,
+                rows,
+            })
+        }
+    };
+    let Some(venue_name) = k.rows.venue_name.clone() else {
+        return Err(Error::not_found("venue", venue));
+    };
+    let devices = store
+        .with_scanners(k.rows.devices.clone(), &booked.scanned)
+        .await?;
+    let DayBookings {
         bookings,
         scans,
         anomalies,
-        devices,
-        names,
-    } = store.venue_day(venue, start, end, names_shown).await?;
+        ..
+    } = booked;
     let mut rows = Rows {
         venue_name,
-        slots,
+        slots: k.rows.slots.clone(),
         bookings,
         rosters: HashMap::new(),
         scans,
         anomalies,
         devices,
-        names,
+        names: k.rows.names.clone(),
     };
     for d in &mut rows.devices {
         d.connected = d

@@ -38,7 +38,9 @@ pub use directory::{DirectorySlot, DirectoryVenue};
 pub use edges::{Roster, RosterDevice, RosterUser};
 pub use fleet::{FleetDevice, FleetQuery, RefusalTally};
 pub use geo::{City, County, School, Venue};
-pub use live::{DayAnomaly, DayBooking, DayDevice, DayScan, DaySlot, VenueDay};
+pub use live::{
+    DayAnomaly, DayBooking, DayBookings, DayDevice, DayScan, DaySlot, VenueDay, VenueRows,
+};
 pub use records::{
     AnomalyRow, BookingAttendance, BookingRow, BookingWrite, ScanRow, SlotBooking, VolunteerHours,
 };

@@ -40,6 +40,10 @@ const MAX_PAUSE: Duration = Duration::from_secs(1);
 /// Snapshots are read again this often even without a change (the band ages), and the
 /// viewer's login is checked again.
 const REFRESH: Duration = Duration::from_secs(10);
+/// A stream keeps the venue's rows that change seldom (name, slots, relevant devices,
+/// pupils' names) at most this long between reads, and reads them again at once when the
+/// venue's own records change (ADR 0199).
+const VENUE_ROWS_MAX_AGE: Duration = Duration::from_secs(1);
 /// A comment line this often keeps proxies from closing an idle stream.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// The page's main part, which the script fills in; its texts marked `data-i18n` are
@@ -126,14 +130,16 @@ async fn events(
     };
     let viewer = viewer(user);
     let now = now_ms();
+    let mut kept = live::Kept::new(VENUE_ROWS_MAX_AGE);
     // The first snapshot is read here so that a refusal is an HTTP status, not a stream.
-    let first = live::snapshot(
+    let first = live::snapshot_with(
         &state.store,
         &state.live,
         venue,
         day.unwrap_or_else(|| Day::containing(now)),
         viewer,
         now,
+        &mut kept,
     )
     .await?;
     // Only now that the viewer may watch: while the stream is open, the records writes
@@ -147,6 +153,7 @@ async fn events(
         viewer,
         headers,
         shutdown: sync.map(|Extension(ctx)| ctx.shutdown),
+        kept,
     };
     tokio::spawn(async move {
         feed(watch, first, tx).await;
@@ -193,6 +200,8 @@ struct Watch {
     /// The server's shutdown signal: open streams end with it, or a graceful shutdown
     /// would wait for them forever.
     shutdown: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The venue's seldom rows from the last read (ADR 0199).
+    kept: live::Kept,
 }
 
 impl Watch {
@@ -242,13 +251,14 @@ async fn feed(mut s: Watch, first: Snapshot, tx: mpsc::Sender<Event>) {
         }
         let now = now_ms();
         let last_read = tokio::time::Instant::now();
-        let read = live::snapshot(
+        let read = live::snapshot_with(
             &s.state.store,
             &s.state.live,
             s.venue,
             s.day.unwrap_or_else(|| Day::containing(now)),
             s.viewer,
             now,
+            &mut s.kept,
         )
         .await;
         let took = last_read.elapsed();

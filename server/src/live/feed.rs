@@ -1,9 +1,11 @@
 //! The dashboard's change feed: which venues' records changed (the storage worker
-//! publishes them) and which devices hold an open sync connection (the hub tells it).
+//! publishes them), whether the change may touch the rows of a venue that change seldom
+//! (ADR 0199), and which devices hold an open sync connection (the hub tells it).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use prometheus::{IntCounterVec, Opts};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -17,6 +19,13 @@ pub struct LiveFeed {
     changes: broadcast::Sender<Uuid>,
     connected: Arc<Mutex<HashMap<Uuid, u32>>>,
     rosters: RosterCache,
+    /// Per venue, a count raised by every change that may touch the rows that change
+    /// seldom (its name, slots, relevant devices, pupils' names): a stream reads them
+    /// again when the count differs from the one it read them with (ADR 0199).
+    generations: Arc<Mutex<HashMap<Uuid, u64>>>,
+    /// `kepu_live_venue_rows_total{source}`: how a dashboard stream's read came by the
+    /// venue's seldom rows (ADR 0199).
+    venue_rows: IntCounterVec,
 }
 
 impl Default for LiveFeed {
@@ -30,24 +39,80 @@ impl LiveFeed {
     #[must_use]
     pub fn new() -> Self {
         let (changes, _) = broadcast::channel(1024);
+        let venue_rows = IntCounterVec::new(
+            Opts::new(
+                "kepu_live_venue_rows_total",
+                "Reads of live dashboard streams by how they came by the venue's rows that \
+                 change seldom: kept in memory, or read because the stream is new, they were \
+                 a second old, the venue changed or the day's schools did (ADR 0199).",
+            ),
+            &["source"],
+        )
+        .expect("a valid metric");
         Self {
             changes,
             connected: Arc::new(Mutex::new(HashMap::new())),
             rosters: RosterCache::default(),
+            generations: Arc::new(Mutex::new(HashMap::new())),
+            venue_rows,
         }
     }
 
-    /// Tells every dashboard of `venue` that its records changed.
+    /// Tells every dashboard of `venue` that its records changed in a way not known
+    /// here (another node wrote them): the venue's seldom rows are read again too.
     pub fn publish(&self, venue: Uuid) {
+        self.changed(venue, true);
+    }
+
+    /// Publishes the venue a document's records belong to, if it has one. Only the
+    /// venue's own document changes its seldom rows; a booking's changes its numbers and
+    /// scans, which every read takes afresh.
+    pub fn publish_projection(&self, projection: &Projection) {
+        if let Some(venue) = venue_of(projection) {
+            self.changed(venue, matches!(projection, Projection::Venue(_)));
+        }
+    }
+
+    fn changed(&self, venue: Uuid, seldom_rows: bool) {
+        // Raised before the notification: a stream woken by it reads the new count.
+        if seldom_rows {
+            *self
+                .generations
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(venue)
+                .or_insert(0) += 1;
+        }
         // No receiver is not an error: nobody is watching.
         let _ = self.changes.send(venue);
     }
 
-    /// Publishes the venue a document's records belong to, if it has one.
-    pub fn publish_projection(&self, projection: &Projection) {
-        if let Some(venue) = venue_of(projection) {
-            self.publish(venue);
-        }
+    /// How many changes that may touch `venue`'s seldom rows were published so far.
+    #[must_use]
+    pub fn generation(&self, venue: Uuid) -> u64 {
+        self.generations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&venue)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// `kepu_live_venue_rows_total` (ADR 0199).
+    #[must_use]
+    pub fn venue_rows_metric(&self) -> IntCounterVec {
+        self.venue_rows.clone()
+    }
+
+    /// Reads that came by the venue's seldom rows this way so far: `memory`, `first`,
+    /// `aged`, `venue` or `schools`.
+    #[must_use]
+    pub fn venue_rows(&self, source: &str) -> u64 {
+        self.venue_rows.with_label_values(&[source]).get()
+    }
+
+    pub(super) fn count_venue_rows(&self, source: &str) {
+        self.venue_rows.with_label_values(&[source]).inc();
     }
 
     /// Receives the ids of venues whose records changed.

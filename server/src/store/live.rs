@@ -131,6 +131,53 @@ pub struct VenueDay {
     pub names: HashMap<String, (String, String)>,
 }
 
+/// What changes with every check-in of a venue-day: its bookings with their numbers,
+/// their scans and anomalies, and the devices that recorded them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DayBookings {
+    /// The day's bookings.
+    pub bookings: Vec<DayBooking>,
+    /// Their check-in scans.
+    pub scans: Vec<DayScan>,
+    /// Their anomalies.
+    pub anomalies: Vec<DayAnomaly>,
+    /// Every device that recorded a check-in or a check-out for them, once, sorted.
+    pub scanned: Vec<String>,
+}
+
+impl DayBookings {
+    /// The schools of the day's bookings, once each, sorted: the devices relevant to the
+    /// day and the pupils' names depend on them.
+    #[must_use]
+    pub fn schools(&self) -> Vec<String> {
+        let mut schools: Vec<String> = self.bookings.iter().map(|b| b.school_id.clone()).collect();
+        schools.sort_unstable();
+        schools.dedup();
+        schools
+    }
+}
+
+/// What changes seldom in a venue-day (ADR 0199): the venue's name, the slots of its
+/// document, the devices relevant to the day and the booked schools' pupils' names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VenueRows {
+    /// The venue's name; `None` if there is no such venue.
+    pub venue_name: Option<String>,
+    /// The day's slots.
+    pub slots: Vec<DaySlot>,
+    /// The venue's staff's devices, the booked schools' teachers' and those that scanned
+    /// at the venue that day for a booking of another day, by id.
+    pub devices: Vec<DayDevice>,
+    /// Pupil id to (display name, school id), only when names were asked for.
+    pub names: HashMap<String, (String, String)>,
+}
+
+/// A device's row: id, its owner's role, last sync, revocation (`d` devices, `u` users).
+macro_rules! device_columns {
+    () => {
+        "SELECT d.id, u.role, d.last_sync_at, d.revoked_at FROM devices d JOIN users u ON u.id = d.user_id"
+    };
+}
 /// The day's bookings of a venue: `$1` venue, `$2`..`$3` the day's bounds, by slot start.
 macro_rules! day_bookings {
     () => {
@@ -188,31 +235,75 @@ impl Store {
         end: i64,
         names: bool,
     ) -> Result<VenueDay> {
-        venue_day(self, venue, (start, end), names).await
+        let booked = self.day_bookings(venue, start, end).await?;
+        let seldom = self.venue_rows(venue, start, end, names).await?;
+        let devices = self.with_scanners(seldom.devices, &booked.scanned).await?;
+        Ok(VenueDay {
+            slots: seldom.slots,
+            bookings: booked.bookings,
+            scans: booked.scans,
+            anomalies: booked.anomalies,
+            devices,
+            names: seldom.names,
+        })
+    }
+
+    /// The bookings of `venue` on the day from `start` to `end` with their numbers,
+    /// scans, anomalies and the devices that recorded them: one statement, the rest from
+    /// memory while the bookings' records are the ones kept (ADR 0193).
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn day_bookings(&self, venue: Uuid, start: i64, end: i64) -> Result<DayBookings> {
+        day_bookings(self, &venue.to_string(), (start, end)).await
+    }
+
+    /// The rows of `venue`'s day from `start` to `end` that change seldom: its name,
+    /// slots, relevant devices and, with `names`, the booked schools' pupils' names.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn venue_rows(
+        &self,
+        venue: Uuid,
+        start: i64,
+        end: i64,
+        names: bool,
+    ) -> Result<VenueRows> {
+        venue_rows(self, venue, (start, end), names).await
+    }
+
+    /// `devices` (sorted by id) with the devices of `scanned` that are not among them
+    /// read and added, still sorted.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn with_scanners(
+        &self,
+        mut devices: Vec<DayDevice>,
+        scanned: &[String],
+    ) -> Result<Vec<DayDevice>> {
+        let known: std::collections::HashSet<&str> =
+            devices.iter().map(|d| d.device_id.as_str()).collect();
+        let others: Vec<&str> = scanned
+            .iter()
+            .map(String::as_str)
+            .filter(|d| !known.contains(*d))
+            .collect();
+        if others.is_empty() {
+            return Ok(devices);
+        }
+        for chunk in others.chunks(CHUNK) {
+            for r in where_in(self, concat!(device_columns!(), " WHERE d.id IN"), chunk).await? {
+                devices.push(device_row(&r)?);
+            }
+        }
+        devices.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+        Ok(devices)
     }
 }
 
-async fn venue_day(store: &Store, venue: Uuid, day: (i64, i64), names: bool) -> Result<VenueDay> {
-    let v = venue.to_string();
-
-    let slots = day_query(
-        store,
-        "SELECT slot_id, start_ms, end_ms, capacity, label FROM proj_slots \
-         WHERE venue_id = $1 AND start_ms >= $2 AND start_ms < $3 ORDER BY start_ms, slot_id",
-        &v,
-        day,
-        |r| {
-            Ok(DaySlot {
-                slot_id: r.try_get(0)?,
-                start: r.try_get(1)?,
-                end: r.try_get(2)?,
-                capacity: r.try_get(3)?,
-                label: r.try_get(4)?,
-            })
-        },
-    )
-    .await?;
-
+async fn day_bookings(store: &Store, v: &str, day: (i64, i64)) -> Result<DayBookings> {
     let booked = day_query(store,
         "SELECT b.doc_id, b.slot_id, b.school_id, sc.name, b.party_size, b.status, b.wait_position, \
          b.expected, b.arrived, b.inside_now, b.updated_at, b.roster_key, w.token \
@@ -220,7 +311,7 @@ async fn venue_day(store: &Store, venue: Uuid, day: (i64, i64), names: bool) -> 
          LEFT JOIN schools sc ON sc.id = b.school_id \
          LEFT JOIN records_writes w ON w.doc_id = b.doc_id \
          WHERE b.venue_id = $1 AND s.start_ms >= $2 AND s.start_ms < $3 \
-         ORDER BY s.start_ms, b.received_seq", &v, day, |r| {
+         ORDER BY s.start_ms, b.received_seq", v, day, |r| {
         Ok((DayBooking {
             doc_id: r.try_get(0)?,
             slot_id: r.try_get(1)?,
@@ -240,7 +331,7 @@ async fn venue_day(store: &Store, venue: Uuid, day: (i64, i64), names: bool) -> 
 
     // Each booking's scans, anomalies and scanning devices: from memory while its
     // records' token is the one they were kept with, else from the records (ADR 0193).
-    let mut days = booking_days(store, &v, &booked).await?;
+    let mut days = booking_days(store, v, &booked).await?;
     days.sort_by(|a, b| a.0.cmp(&b.0));
     let bookings: Vec<DayBooking> = booked.into_iter().map(|(b, _)| b).collect();
     let mut scans = Vec::with_capacity(days.iter().map(|(_, d)| d.scans.len()).sum());
@@ -256,8 +347,36 @@ async fn venue_day(store: &Store, venue: Uuid, day: (i64, i64), names: bool) -> 
     });
     scanned.sort_unstable();
     scanned.dedup();
-    let devices = day_devices(store, &v, day, &scanned).await?;
+    let scanned = scanned.into_iter().map(str::to_owned).collect();
+    Ok(DayBookings {
+        bookings,
+        scans,
+        anomalies,
+        scanned,
+    })
+}
 
+async fn venue_rows(store: &Store, venue: Uuid, day: (i64, i64), names: bool) -> Result<VenueRows> {
+    let v = venue.to_string();
+    let venue_name = store.venue_name(venue).await?;
+    let slots = day_query(
+        store,
+        "SELECT slot_id, start_ms, end_ms, capacity, label FROM proj_slots \
+         WHERE venue_id = $1 AND start_ms >= $2 AND start_ms < $3 ORDER BY start_ms, slot_id",
+        &v,
+        day,
+        |r| {
+            Ok(DaySlot {
+                slot_id: r.try_get(0)?,
+                start: r.try_get(1)?,
+                end: r.try_get(2)?,
+                capacity: r.try_get(3)?,
+                label: r.try_get(4)?,
+            })
+        },
+    )
+    .await?;
+    let devices = day_devices(store, &v, day).await?;
     let mut names_by_pupil = HashMap::new();
     if names {
         let rows = day_query(
@@ -276,12 +395,9 @@ async fn venue_day(store: &Store, venue: Uuid, day: (i64, i64), names: bool) -> 
         .await?;
         names_by_pupil.extend(rows);
     }
-
-    Ok(VenueDay {
+    Ok(VenueRows {
+        venue_name,
         slots,
-        bookings,
-        scans,
-        anomalies,
         devices,
         names: names_by_pupil,
     })
@@ -403,29 +519,24 @@ async fn where_in(store: &Store, sql: &str, ids: &[&str]) -> Result<Vec<AnyRow>>
     Ok(q.fetch_all(&store.pool).await?)
 }
 
-/// The devices relevant to the day: the venue's staff's, the booked schools' teachers',
-/// those that scanned at the venue that day for a booking of another day, and `scanned`
-/// (those that scanned for the day's bookings), by id.
-async fn day_devices(
-    store: &Store,
-    venue: &str,
-    day: (i64, i64),
-    scanned: &[&str],
-) -> Result<Vec<DayDevice>> {
-    let device = |r: &AnyRow| {
-        Ok(DayDevice {
-            device_id: r.try_get(0)?,
-            role: r.try_get(1)?,
-            last_sync_at: r.try_get(2)?,
-            revoked: r.try_get::<Option<i64>, _>(3)?.is_some(),
-            relevant: true,
-            connected: false,
-        })
-    };
+fn device_row(r: &AnyRow) -> Result<DayDevice> {
+    Ok(DayDevice {
+        device_id: r.try_get(0)?,
+        role: r.try_get(1)?,
+        last_sync_at: r.try_get(2)?,
+        revoked: r.try_get::<Option<i64>, _>(3)?.is_some(),
+        relevant: true,
+        connected: false,
+    })
+}
+
+/// The devices relevant to the day: the venue's staff's, the booked schools' teachers'
+/// and those that scanned at the venue that day for a booking of another day, by id.
+async fn day_devices(store: &Store, venue: &str, day: (i64, i64)) -> Result<Vec<DayDevice>> {
     // One indexed lookup per kind of relevance, not a scan of every device.
     let mut devices = day_query(store, concat!(
-        "SELECT d.id, u.role, d.last_sync_at, d.revoked_at FROM devices d JOIN users u ON u.id = d.user_id \
-         WHERE d.id IN ( \
+        device_columns!(),
+        " WHERE d.id IN ( \
            SELECT ds.id FROM users us JOIN devices ds ON ds.user_id = us.id \
              WHERE us.role = 'venue_staff' AND us.venue_id = $1 \
            UNION SELECT dt.id FROM users ut JOIN devices dt ON dt.user_id = ut.id \
@@ -436,27 +547,8 @@ async fn day_devices(
              WHERE bv.venue_id = $1 AND cv.at >= $2 AND cv.at < $3 AND bv.doc_id NOT IN (",
         day_bookings!(),
         "))"
-    ), venue, day, device)
+    ), venue, day, device_row)
     .await?;
-    let known: std::collections::HashSet<String> =
-        devices.iter().map(|d| d.device_id.clone()).collect();
-    let others: Vec<&str> = scanned
-        .iter()
-        .copied()
-        .filter(|d| !known.contains(*d))
-        .collect();
-    for chunk in others.chunks(CHUNK) {
-        for r in where_in(
-            store,
-            "SELECT d.id, u.role, d.last_sync_at, d.revoked_at FROM devices d \
-             JOIN users u ON u.id = d.user_id WHERE d.id IN",
-            chunk,
-        )
-        .await?
-        {
-            devices.push(device(&r)?);
-        }
-    }
     devices.sort_by(|a, b| a.device_id.cmp(&b.device_id));
     Ok(devices)
 }

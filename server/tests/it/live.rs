@@ -28,6 +28,7 @@ crate::support::on_both_databases!(
     the_page_needs_a_login_and_loads_nothing_from_elsewhere,
     a_busy_day_is_read_quickly,
     a_check_in_does_not_make_the_dashboard_read_the_roster_again,
+    a_stream_reads_the_venues_seldom_rows_again_only_when_they_may_have_changed,
 );
 
 /// Names the tests look for (and must not find where they are not allowed).
@@ -460,6 +461,45 @@ async fn the_event_stream_sends_a_new_snapshot_within_a_second_of_a_sync(server:
         burst.elapsed()
     );
     assert!(seen <= 5, "{seen} snapshots for one burst");
+
+    // A new slot at the venue: its document's records tell the stream the venue changed,
+    // and its next snapshot reads the slots again (ADR 0199).
+    publish_slot(
+        &mut scene.staff,
+        server.addr,
+        VenueId(scene.venue),
+        first["slots"][0]["start"].as_i64().expect("slot start") + 1,
+        30,
+    )
+    .await;
+    loop {
+        let (_, data, _) = events
+            .next(Duration::from_secs(5))
+            .await
+            .expect("a snapshot with the new slot");
+        let v: Value = serde_json::from_str(&data).expect("snapshot JSON");
+        if v["slots"].as_array().map(Vec::len) == Some(2) {
+            break;
+        }
+    }
+    let metrics = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics.contains("kepu_live_venue_rows_total{source=\"venue\"} 1"),
+        "the stream read the venue's rows again because the venue changed: {}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("kepu_live_venue_rows_total"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
 
     // Other venues' changes do not wake the stream: nothing but heartbeats follows.
     let mut other_staff = scene
@@ -1124,6 +1164,141 @@ async fn a_check_in_does_not_make_the_dashboard_read_the_roster_again(server: &T
         2,
         "the changed roster was read once more"
     );
+}
+
+/// A stream's reads take the bookings afresh and keep the venue's name, slots, relevant
+/// devices and pupils' names from one read to the next until the feed tells of a change
+/// of the venue, the day's bookings are of other schools, or they are too old (ADR 0199).
+async fn a_stream_reads_the_venues_seldom_rows_again_only_when_they_may_have_changed(
+    server: &TestServer,
+) {
+    let mut scene = Scene::new(&server.db.store, server.addr).await;
+    let store = &server.db.store;
+    let viewer = kepu_server::live::Viewer {
+        role: Role::BureauAdmin,
+        venue_id: None,
+    };
+    let day = Day::parse(&scene.day).expect("day");
+    let feed = kepu_server::live::LiveFeed::new();
+    let venue = scene.venue;
+    // Kept for an hour: within this test only a change has them read again.
+    let mut kept = kepu_server::live::Kept::new(Duration::from_secs(3600));
+    let first =
+        kepu_server::live::snapshot_with(store, &feed, venue, day, viewer, now_ms(), &mut kept)
+            .await
+            .expect("snapshot");
+    assert_eq!(first.slots.len(), 1);
+    assert_eq!(feed.venue_rows("first"), 1);
+
+    // Check-ins change the booking's records: its numbers and scans are read afresh, the
+    // venue's rows are kept.
+    scene.scan_first_arrivals(server.addr).await;
+    let after =
+        kepu_server::live::snapshot_with(store, &feed, venue, day, viewer, now_ms(), &mut kept)
+            .await
+            .expect("snapshot");
+    assert_eq!(after.slots[0].bookings[0].arrived, 3);
+    assert_eq!(after.duplicates.len(), 1);
+    let roles: Vec<&str> = after.duplicates[0]
+        .scans
+        .iter()
+        .map(|s| s.device.role.as_str())
+        .collect();
+    assert_eq!(
+        roles,
+        ["venue_staff", "teacher"],
+        "scanning devices keep their labels"
+    );
+    assert_eq!(
+        (feed.venue_rows("first"), feed.venue_rows("memory")),
+        (1, 1),
+        "check-ins had the venue's rows read again"
+    );
+
+    // A second slot at the venue. Until the feed tells of a change of the venue, the
+    // stream shows the slots it kept; then it reads them again.
+    publish_slot(
+        &mut scene.staff,
+        server.addr,
+        VenueId(venue),
+        first.slots[0].start + 1,
+        30,
+    )
+    .await;
+    scene
+        .eventually(|s| s["slots"].as_array().map(Vec::len) == Some(2))
+        .await;
+    let kept_read =
+        kepu_server::live::snapshot_with(store, &feed, venue, day, viewer, now_ms(), &mut kept)
+            .await
+            .expect("snapshot");
+    assert_eq!(kept_read.slots.len(), 1, "kept until a change is told");
+    feed.publish(venue);
+    let told =
+        kepu_server::live::snapshot_with(store, &feed, venue, day, viewer, now_ms(), &mut kept)
+            .await
+            .expect("snapshot");
+    assert_eq!(
+        told.slots.len(),
+        2,
+        "a change of the venue has its slots read again"
+    );
+    assert_eq!(feed.venue_rows("venue"), 1);
+
+    // A booking of another school, with the walk-in (a pupil of that school, named) on
+    // its roster: the day's schools changed, so the names are read again and the pupil
+    // is shown by name on that booking.
+    let mut other_teacher = scene
+        .enroller
+        .device(Role::Teacher, Some(scene.other_school), None, 6)
+        .await;
+    let other_booking = new_doc();
+    other_teacher.edit(
+        other_booking,
+        create_booking(
+            VenueId(venue),
+            scene.slot,
+            SchoolId(scene.other_school),
+            vec![PupilId(scene.walk_in)],
+        ),
+    );
+    other_teacher.sync(server.addr).await;
+    let other_id = other_booking.to_string();
+    scene
+        .eventually(|s| {
+            s["slots"][0]["bookings"]
+                .as_array()
+                .is_some_and(|b| b.iter().any(|b| b["doc_id"] == other_id.as_str()))
+        })
+        .await;
+    let schools =
+        kepu_server::live::snapshot_with(store, &feed, venue, day, viewer, now_ms(), &mut kept)
+            .await
+            .expect("snapshot");
+    assert_eq!(feed.venue_rows("schools"), 1);
+    let theirs = schools.slots[0]
+        .bookings
+        .iter()
+        .find(|b| b.doc_id == other_id)
+        .expect("the other school's booking");
+    assert_eq!(
+        theirs
+            .missing
+            .iter()
+            .map(|l| l.label.as_str())
+            .collect::<Vec<_>>(),
+        [WALK_IN_NAME],
+        "the other school's pupil by name"
+    );
+
+    // Rows kept for no time are read at every read.
+    let mut none = kepu_server::live::Kept::new(Duration::ZERO);
+    for _ in 0..2 {
+        kepu_server::live::snapshot_with(store, &feed, venue, day, viewer, now_ms(), &mut none)
+            .await
+            .expect("snapshot");
+    }
+    assert_eq!((feed.venue_rows("first"), feed.venue_rows("aged")), (2, 1));
 }
 
 /// A dashboard left open must not keep the server from stopping: its stream ends with
