@@ -27,7 +27,8 @@ mod feed;
 mod roster;
 mod view;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
@@ -72,6 +73,10 @@ struct KeptRows {
     names_shown: bool,
     schools: Vec<String>,
     rows: VenueRows,
+    /// On PostgreSQL: the devices asked whether another node holds their connection
+    /// since the rows were read, and those it does (kept with the rows, ADR 0199).
+    asked_elsewhere: HashSet<Uuid>,
+    present_elsewhere: HashSet<Uuid>,
 }
 
 impl Kept {
@@ -160,7 +165,7 @@ pub async fn snapshot_with(
     let why = kept.rows.as_ref().map_or(Some("first"), |k| {
         k.stale(generation, day, names_shown, &schools, kept.max_age)
     });
-    let k: &KeptRows = match (why, &mut kept.rows) {
+    let k: &mut KeptRows = match (why, &mut kept.rows) {
         (None, Some(k)) => {
             feed.count_venue_rows("memory");
             k
@@ -175,6 +180,8 @@ pub async fn snapshot_with(
                 names_shown,
                 schools,
                 rows,
+                asked_elsewhere: HashSet::new(),
+                present_elsewhere: HashSet::new(),
             })
         }
     };
@@ -184,6 +191,10 @@ pub async fn snapshot_with(
     let devices = store
         .with_scanners(k.rows.devices.clone(), &booked.scanned)
         .await?;
+    if devices.len() != k.rows.devices.len() {
+        // Devices that scanned without being relevant to the day: kept with the rest.
+        k.rows.devices.clone_from(&devices);
+    }
     let DayBookings {
         bookings,
         scans,
@@ -198,7 +209,7 @@ pub async fn snapshot_with(
         scans,
         anomalies,
         devices,
-        names: k.rows.names.clone(),
+        names: Arc::clone(&k.rows.names),
     };
     for d in &mut rows.devices {
         d.connected = d
@@ -206,21 +217,29 @@ pub async fn snapshot_with(
             .parse::<Uuid>()
             .is_ok_and(|id| feed.is_connected(id));
     }
-    // Devices connected to the other nodes sharing the database (PostgreSQL).
+    // Devices connected to the other nodes sharing the database (PostgreSQL), asked
+    // once for each device while the seldom rows are kept.
     if store.backend() == crate::store::Backend::Postgres {
-        let others: Vec<Uuid> = rows
+        let unasked: Vec<Uuid> = rows
             .devices
             .iter()
             .filter(|d| !d.connected)
             .filter_map(|d| d.device_id.parse().ok())
+            .filter(|id| !k.asked_elsewhere.contains(id))
             .collect();
-        if !others.is_empty() {
+        if !unasked.is_empty() {
             let since = crate::clock::now_ms() - crate::cluster::PRESENCE_STALE_MS;
-            let present = store.present_elsewhere(&others, since).await?;
-            for d in &mut rows.devices {
-                if !d.connected && d.device_id.parse().is_ok_and(|id| present.contains(&id)) {
-                    d.connected = true;
-                }
+            let present = store.present_elsewhere(&unasked, since).await?;
+            k.asked_elsewhere.extend(unasked);
+            k.present_elsewhere.extend(present);
+        }
+        for d in &mut rows.devices {
+            if !d.connected
+                && d.device_id
+                    .parse()
+                    .is_ok_and(|id| k.present_elsewhere.contains(&id))
+            {
+                d.connected = true;
             }
         }
     }

@@ -39,7 +39,8 @@ pub struct Rows {
     /// Devices that scanned, and every relevant device.
     pub devices: Vec<DayDevice>,
     /// Pupil id to (display name, school id), only when names may be shown.
-    pub names: HashMap<String, (String, String)>,
+    /// (Shared: a stream keeps them from one read to the next, ADR 0199.)
+    pub names: Arc<HashMap<String, (String, String)>>,
 }
 
 fn device_label(devices: &HashMap<&str, &DayDevice>, id: &str) -> DeviceLabel {
@@ -379,7 +380,7 @@ mod tests {
         };
         rows.rosters
             .insert("b1".into(), Arc::new(vec![p(0), p(1), p(2)]));
-        rows.names
+        Arc::make_mut(&mut rows.names)
             .insert(p(2).to_string(), ("小明".to_owned(), "school".to_owned()));
         let s = assemble(venue, day, &rows, true, now);
         assert_eq!(s.totals.expected, 3);

@@ -169,7 +169,7 @@ pub struct VenueRows {
     /// at the venue that day for a booking of another day, by id.
     pub devices: Vec<DayDevice>,
     /// Pupil id to (display name, school id), only when names were asked for.
-    pub names: HashMap<String, (String, String)>,
+    pub names: Arc<HashMap<String, (String, String)>>,
 }
 
 /// A device's row: id, its owner's role, last sync, revocation (`d` devices, `u` users).
@@ -244,7 +244,7 @@ impl Store {
             scans: booked.scans,
             anomalies: booked.anomalies,
             devices,
-            names: seldom.names,
+            names: Arc::unwrap_or_clone(seldom.names),
         })
     }
 
@@ -399,7 +399,7 @@ async fn venue_rows(store: &Store, venue: Uuid, day: (i64, i64), names: bool) ->
         venue_name,
         slots,
         devices,
-        names: names_by_pupil,
+        names: Arc::new(names_by_pupil),
     })
 }
 
