@@ -13,7 +13,7 @@ use kepu_sync_core::ids::{PupilId, SchoolId, SlotId, VenueId};
 use kepu_sync_core::schema::booking::{Booking, Status};
 use uuid::Uuid;
 
-use crate::support::{TestServer, place};
+use crate::support::{TestServer, metric, place};
 use crate::sync_client::Device;
 use crate::world::{Enroller, check_in, create_booking, new_doc, pupils, scan_ids};
 
@@ -26,25 +26,6 @@ const VENUES: usize = 3;
 const PER_VENUE: usize = 10;
 const CHECK_INS: usize = 20;
 const ROSTER: usize = 40;
-
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
-async fn metrics(server: &TestServer) -> String {
-    server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text")
-}
 
 struct Group {
     booking: DocumentId,
@@ -158,7 +139,7 @@ async fn thirty_offline_devices_reconnecting_at_once_converge_and_metrics_show_i
         }
         expected.push(ids);
     }
-    let before = metrics(server).await;
+    let before = server.metrics().await;
 
     // All thirty reconnect at once.
     let mut tasks = Vec::new();
@@ -185,7 +166,7 @@ async fn thirty_offline_devices_reconnecting_at_once_converge_and_metrics_show_i
         let (gi, d) = t.await.expect("device task");
         groups[gi].devices.push(d);
     }
-    let during = metrics(server).await;
+    let during = server.metrics().await;
     assert_eq!(
         metric(&during, "kepu_ws_connections"),
         (VENUES * PER_VENUE) as f64,
@@ -249,7 +230,7 @@ async fn thirty_offline_devices_reconnecting_at_once_converge_and_metrics_show_i
             break;
         }
     }
-    let after = metrics(server).await;
+    let after = server.metrics().await;
     assert_eq!(
         metric(
             &after,

@@ -324,6 +324,18 @@ impl TestServer {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The server's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Enrolls a device for `user` over HTTP; returns (device id, token).
     pub async fn enroll(&self, user: Uuid) -> (String, String) {
         let code = self.accounts.issue_enrollment_code(user, 7).await.unwrap();
@@ -375,4 +387,13 @@ pub async fn error_code(response: reqwest::Response, status: u16) -> String {
         "error.message in {body}"
     );
     code
+}
+
+/// The value of `series` (a metric's name with its labels) in a `/metrics` text; 0 when
+/// absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
