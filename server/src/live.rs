@@ -171,10 +171,12 @@ pub async fn snapshot_with(
             k
         }
         (why, slot) => {
+            // Their age counts from before the read.
+            let read_at = Instant::now();
             let rows = store.venue_rows(venue, start, end, names_shown).await?;
             feed.count_venue_rows(why.unwrap_or("first"));
             slot.insert(KeptRows {
-                read_at: Instant::now(),
+                read_at,
                 generation,
                 day,
                 names_shown,

@@ -296,6 +296,8 @@ async fn erase_pupil(
 ) -> Result<ApiJson<Erased>> {
     let pupil_id = PupilId(path_uuid(&id, "pupil")?);
     let erased = state.accounts.erase_pupil(pupil_id).await?;
+    // Open dashboards drop the name at their next read (ADR 0199).
+    state.live.people_changed();
     Ok(ApiJson(Erased {
         pupil_id,
         erased: erased.changed,

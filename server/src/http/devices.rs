@@ -72,5 +72,7 @@ pub(super) async fn revoke_device(
         return Err(Error::not_found("device", device_id));
     }
     let revoked = state.authenticator().revoke(device_id).await?;
+    // Open dashboards take the device out of their band at their next read (ADR 0199).
+    state.live.people_changed();
     Ok(ApiJson(Revoked { device_id, revoked }))
 }

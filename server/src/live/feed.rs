@@ -23,6 +23,9 @@ pub struct LiveFeed {
     /// seldom (its name, slots, relevant devices, pupils' names): a stream reads them
     /// again when the count differs from the one it read them with (ADR 0199).
     generations: Arc<Mutex<HashMap<Uuid, u64>>>,
+    /// A count raised when a pupil is erased or a device revoked, wherever: every
+    /// stream's kept names and devices are read again at its next read (ADR 0199).
+    people: Arc<std::sync::atomic::AtomicU64>,
     /// `kepu_live_venue_rows_total{source}`: how a dashboard stream's read came by the
     /// venue's seldom rows (ADR 0199).
     venue_rows: IntCounterVec,
@@ -42,9 +45,10 @@ impl LiveFeed {
         let venue_rows = IntCounterVec::new(
             Opts::new(
                 "kepu_live_venue_rows_total",
-                "Reads of live dashboard streams by how they came by the venue's rows that \
-                 change seldom: kept in memory, or read because the stream is new, they were \
-                 a second old, the venue changed or the day's schools did (ADR 0199).",
+                "Reads of live dashboard snapshots by how they came by the venue's rows that \
+                 change seldom: kept in memory, or read because nothing was kept (first), \
+                 they were a second old (aged), a change was told (venue: the venue's, or \
+                 an erasure or revocation anywhere) or the day's schools changed (ADR 0199).",
             ),
             &["source"],
         )
@@ -54,6 +58,7 @@ impl LiveFeed {
             connected: Arc::new(Mutex::new(HashMap::new())),
             rosters: RosterCache::default(),
             generations: Arc::new(Mutex::new(HashMap::new())),
+            people: Arc::default(),
             venue_rows,
         }
     }
@@ -87,15 +92,25 @@ impl LiveFeed {
         let _ = self.changes.send(venue);
     }
 
-    /// How many changes that may touch `venue`'s seldom rows were published so far.
+    /// A pupil was erased or a device revoked: no stream shows the rows it kept of
+    /// them after its next read.
+    pub fn people_changed(&self) {
+        self.people
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many changes that may touch `venue`'s seldom rows were published so far
+    /// (those of the venue and those of people anywhere; both only grow).
     #[must_use]
     pub fn generation(&self, venue: Uuid) -> u64 {
-        self.generations
+        let venue_changes = self
+            .generations
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&venue)
             .copied()
-            .unwrap_or(0)
+            .unwrap_or(0);
+        venue_changes.wrapping_add(self.people.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     /// `kepu_live_venue_rows_total` (ADR 0199).

@@ -480,6 +480,24 @@ async fn the_event_stream_sends_a_new_snapshot_within_a_second_of_a_sync(server:
     );
     assert!(seen <= 5, "{seen} snapshots for one burst");
 
+    // Other venues' changes do not wake the stream: nothing but heartbeats follows.
+    let mut other_staff = scene
+        .enroller
+        .device(Role::VenueStaff, None, Some(scene.other_venue), 201)
+        .await;
+    publish_slot(
+        &mut other_staff,
+        server.addr,
+        VenueId(scene.other_venue),
+        now_ms(),
+        60,
+    )
+    .await;
+    assert!(
+        events.next(Duration::from_millis(1500)).await.is_none(),
+        "a change at another venue sent a snapshot"
+    );
+
     // The check-ins' records are the bookings': the stream kept the venue's rows.
     assert_eq!(
         venue_rows_reads(server, "venue").await,
@@ -509,24 +527,6 @@ async fn the_event_stream_sends_a_new_snapshot_within_a_second_of_a_sync(server:
     assert!(
         venue_rows_reads(server, "venue").await >= 1.0,
         "the stream read the venue's rows again because the venue changed"
-    );
-
-    // Other venues' changes do not wake the stream: nothing but heartbeats follows.
-    let mut other_staff = scene
-        .enroller
-        .device(Role::VenueStaff, None, Some(scene.other_venue), 201)
-        .await;
-    publish_slot(
-        &mut other_staff,
-        server.addr,
-        VenueId(scene.other_venue),
-        now_ms(),
-        60,
-    )
-    .await;
-    assert!(
-        events.next(Duration::from_millis(1500)).await.is_none(),
-        "a change at another venue sent a snapshot"
     );
 
     // Without login, or for another venue's staff, there is no stream.
@@ -1296,6 +1296,23 @@ async fn a_stream_reads_the_venues_seldom_rows_again_only_when_they_may_have_cha
         [WALK_IN_NAME],
         "the other school's pupil by name"
     );
+
+    // A pupil erased anywhere: once the feed is told, the next read drops the name.
+    server
+        .accounts
+        .erase_pupil(PupilId(scene.walk_in))
+        .await
+        .expect("erase");
+    feed.people_changed();
+    let erased =
+        kepu_server::live::snapshot_with(store, &feed, venue, day, viewer, now_ms(), &mut kept)
+            .await
+            .expect("snapshot");
+    assert!(
+        !format!("{erased:?}").contains(WALK_IN_NAME),
+        "an erased pupil's name was still shown"
+    );
+    assert_eq!(feed.venue_rows("venue"), 2);
 
     // Rows kept for no time are read at every read.
     let mut none = kepu_server::live::Kept::new(Duration::ZERO);
