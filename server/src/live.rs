@@ -27,7 +27,7 @@ mod feed;
 mod roster;
 mod view;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,7 +55,7 @@ pub async fn venue_exists(store: &Store, venue: Uuid) -> Result<bool> {
 
 /// The rows of a venue-day that change seldom (the venue's name, its slots, the devices
 /// relevant to the day, the pupils' names), kept by one dashboard stream from one read to
-/// the next (ADR 0199). They are read again when they are [`Kept::max_age`] old, when the
+/// the next (ADR 0199). They are read again when they are `max_age` old, when the
 /// feed says the venue's own records changed (or another node wrote, or anything it cannot
 /// tell apart), when the day's bookings are of other schools than before, and for another
 /// day. A booking's numbers, scans and anomalies are taken afresh at every read.
@@ -74,9 +74,8 @@ struct KeptRows {
     schools: Vec<String>,
     rows: VenueRows,
     /// On PostgreSQL: the devices asked whether another node holds their connection
-    /// since the rows were read, and those it does (kept with the rows, ADR 0199).
-    asked_elsewhere: HashSet<Uuid>,
-    present_elsewhere: HashSet<Uuid>,
+    /// since the rows were read, with the answer (kept with the rows, ADR 0199).
+    elsewhere: HashMap<Uuid, bool>,
 }
 
 impl Kept {
@@ -146,8 +145,7 @@ pub async fn snapshot_with(
     kept: &mut Kept,
 ) -> Result<Snapshot> {
     if !may_watch(viewer, venue) {
-        // Whether the venue exists is not told to those who may not watch it… unless
-        // it does not: an unknown venue is not found for everyone.
+        // An unknown venue is not found, for everyone; a known one is forbidden.
         return match store.venue_name(venue).await? {
             Some(_) => Err(Error::Forbidden(
                 "only this venue's staff and bureau administrators",
@@ -182,8 +180,7 @@ pub async fn snapshot_with(
                 names_shown,
                 schools,
                 rows,
-                asked_elsewhere: HashSet::new(),
-                present_elsewhere: HashSet::new(),
+                elsewhere: HashMap::new(),
             })
         }
     };
@@ -227,19 +224,20 @@ pub async fn snapshot_with(
             .iter()
             .filter(|d| !d.connected)
             .filter_map(|d| d.device_id.parse().ok())
-            .filter(|id| !k.asked_elsewhere.contains(id))
+            .filter(|id| !k.elsewhere.contains_key(id))
             .collect();
         if !unasked.is_empty() {
             let since = crate::clock::now_ms() - crate::cluster::PRESENCE_STALE_MS;
             let present = store.present_elsewhere(&unasked, since).await?;
-            k.asked_elsewhere.extend(unasked);
-            k.present_elsewhere.extend(present);
+            for id in unasked {
+                k.elsewhere.insert(id, present.contains(&id));
+            }
         }
         for d in &mut rows.devices {
             if !d.connected
                 && d.device_id
                     .parse()
-                    .is_ok_and(|id| k.present_elsewhere.contains(&id))
+                    .is_ok_and(|id| k.elsewhere.get(&id) == Some(&true))
             {
                 d.connected = true;
             }
