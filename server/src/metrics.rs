@@ -68,7 +68,13 @@ fn latency(name: &str, help: &str) -> prometheus::Result<Histogram> {
 }
 
 /// The labels of `kepu_engine_work_total`.
-pub const ENGINE_STEPS: [&str; 3] = ["history_walk", "whole_save", "whole_reused"];
+pub const ENGINE_STEPS: [&str; 5] = [
+    "history_walk",
+    "whole_save",
+    "whole_reused",
+    "document_split",
+    "change_rebuilt",
+];
 
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
 

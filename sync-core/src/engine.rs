@@ -414,6 +414,11 @@ pub struct Work {
     pub whole_saves: u64,
     /// Whole documents sent from a save kept for an earlier peer at the same heads.
     pub whole_reused: u64,
+    /// Whole documents from devices that listed another's actor id, loaded on the side
+    /// and split into the changes the server lacked.
+    pub documents_split: u64,
+    /// Changes rebuilt from those documents.
+    pub changes_rebuilt: u64,
 }
 
 fn actor(config: &Config) -> ActorId {
@@ -450,6 +455,8 @@ impl Engine {
             history_walks: self.history_walks,
             whole_saves: self.last_save.saves(),
             whole_reused: self.last_save.reused(),
+            documents_split: self.admission.documents_split,
+            changes_rebuilt: self.admission.changes_rebuilt,
         }
     }
 

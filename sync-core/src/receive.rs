@@ -70,7 +70,7 @@ pub fn receive_sync_message(
     let known: Vec<ChangeHash> = heads
         .iter()
         .copied()
-        .filter(|h| *held.entry(*h).or_insert_with(|| holds(doc, h)))
+        .filter(|h| *held.entry(*h).or_insert_with(|| applied(doc, h)))
         .collect();
     forget_seen(doc, &known, &mut state.sent_hashes);
     if !brought && heads == before {
@@ -97,7 +97,7 @@ pub fn receive_sync_message(
 }
 
 /// Is `hash` a change applied to `doc` (not one waiting for its dependencies)?
-fn holds(doc: &Automerge, hash: &ChangeHash) -> bool {
+pub(crate) fn applied(doc: &Automerge, hash: &ChangeHash) -> bool {
     doc.get_change_meta_by_hash(hash).is_some()
 }
 
@@ -205,7 +205,7 @@ mod tests {
                     // Sent changes the peer has only part of: the clock path, not a
                     // shortcut.
                     if !twins.stock_states[p].sent_hashes.is_empty()
-                        && msg.heads.iter().all(|h| holds(&twins.stock, h))
+                        && msg.heads.iter().all(|h| applied(&twins.stock, h))
                         && !msg.heads.is_empty()
                         && msg.heads != twins.stock.get_heads()
                     {

@@ -868,6 +868,49 @@ fn saved_with_slot(
 }
 
 #[test]
+fn a_whole_document_is_rebuilt_only_in_the_changes_the_server_lacks() {
+    // At the end of day a gate sends its whole copy: the document as it had it when it
+    // went offline and its own new change, while the server has merged another gate's
+    // since. Only the gate's own change is rebuilt from the copy; sent again, the copy
+    // brings nothing and is not even loaded.
+    let (mut s, doc, heads) = server_with_doc();
+    let venue = VenueId(uuid::Uuid::from_u128(20));
+    let (a, b) = (s.join(7, staff(1, venue)), s.join(8, staff(2, venue)));
+    for n in 1..=3 {
+        let (_, m) = saved_with_slot(&s, doc, 6, &staff(2, venue), 10 + n);
+        s.sync(b, doc, m);
+    }
+    let (ha, ma) = saved_with_slot(&s, doc, 5, &staff(1, venue), 1);
+    let (_, mb) = saved_with_slot(&s, doc, 6, &staff(2, venue), 2);
+    s.sync(b, doc, mb);
+    let before = s.engine.work();
+    s.appends.clear();
+    s.sync(a, doc, ma.clone());
+    assert!(s.errors(a).is_empty() && s.errors(b).is_empty());
+    assert_eq!(s.appends, vec![1], "the gate's one change stored");
+    let d = s.engine.doc(&doc).unwrap();
+    assert!(d.get_change_by_hash(&ha).is_some());
+    assert!(heads.iter().all(|h| d.get_change_by_hash(h).is_some()));
+    let after = s.engine.work();
+    assert_eq!(after.documents_split - before.documents_split, 1);
+    assert_eq!(
+        after.changes_rebuilt - before.changes_rebuilt,
+        1,
+        "the server's change and the other gate's were not rebuilt"
+    );
+
+    s.appends.clear();
+    s.sync(a, doc, ma);
+    assert!(s.errors(a).is_empty());
+    assert!(s.appends.is_empty(), "nothing new to store");
+    assert_eq!(
+        s.engine.work().documents_split,
+        after.documents_split,
+        "a copy whose heads the server holds is not loaded"
+    );
+}
+
+#[test]
 fn whole_documents_of_several_devices_read_together_are_merged_in_one_append() {
     // A device far behind sends its whole saved document: what is new in it is merged
     // together with the other devices' news, each validated as its sender's.

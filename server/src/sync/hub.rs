@@ -483,6 +483,8 @@ impl Shard {
                 (work.history_walks, was.history_walks),
                 (work.whole_saves, was.whole_saves),
                 (work.whole_reused, was.whole_reused),
+                (work.documents_split, was.documents_split),
+                (work.changes_rebuilt, was.changes_rebuilt),
             ];
             for (step, (now, before)) in crate::metrics::ENGINE_STEPS.iter().zip(steps) {
                 if now > before {

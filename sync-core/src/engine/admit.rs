@@ -21,6 +21,7 @@ use super::shared::Claim;
 use super::{ConnId, Engine, Event, Mode, StorageTask, TaskPurpose, actor};
 use crate::doc_id::DocumentId;
 use crate::ids::DeviceId;
+use crate::receive::applied;
 use crate::validate::{self, Refusal, RefusalCode};
 use crate::wire;
 use crate::writer::Writer;
@@ -40,6 +41,11 @@ pub(super) struct Admission {
     /// The last admission counted a change as known because it was in `together`: if
     /// the merge does not take that change, the message is admitted again after it.
     pub(super) relied_on_together: bool,
+    /// Whole documents loaded and split, and the changes rebuilt from them ([`Work`]).
+    ///
+    /// [`Work`]: super::Work
+    pub(super) documents_split: u64,
+    pub(super) changes_rebuilt: u64,
 }
 
 #[derive(Debug, Default)]
@@ -81,6 +87,26 @@ fn holds(doc: &Automerge, queue_deps: &[ChangeHash], hash: ChangeHash) -> bool {
     let mut base = queue_deps.to_vec();
     base.sort_unstable();
     missing == base
+}
+
+/// The changes of `other` that `doc` has applied and that no other such change depends
+/// on, found walking back from `other`'s heads: `other.get_changes` of them lists exactly
+/// the changes `doc` has not applied (what `doc` applied, it applied with every ancestor).
+fn applied_frontier(doc: &Automerge, other: &Automerge) -> Vec<ChangeHash> {
+    let mut frontier = Vec::new();
+    let mut seen: HashSet<ChangeHash> = HashSet::new();
+    let mut stack = other.get_heads();
+    while let Some(hash) = stack.pop() {
+        if !seen.insert(hash) {
+            continue;
+        }
+        if applied(doc, &hash) {
+            frontier.push(hash);
+        } else if let Some(meta) = other.get_change_meta_by_hash(&hash) {
+            stack.extend(meta.deps);
+        }
+    }
+    frontier
 }
 
 impl Engine {
@@ -260,9 +286,10 @@ impl Engine {
                         if d.actors.iter().any(|a| self.foreign(a, w)) {
                             let element = &message.changes.iter().nth(chunk.element)?;
                             let bytes = &element[chunk.range.clone()];
-                            let Some(kept) = self.split_document(
+                            let Some((kept, rebuilt)) = self.split_document(
                                 doc,
                                 bytes,
+                                &d.heads,
                                 w,
                                 &mut bad,
                                 &mut refused,
@@ -275,6 +302,10 @@ impl Engine {
                                 self.refuse_frame(conn, doc, &refused);
                                 return None;
                             };
+                            if let Some(rebuilt) = rebuilt {
+                                self.admission.documents_split += 1;
+                                self.admission.changes_rebuilt += rebuilt;
+                            }
                             replaced.insert(i, kept);
                         }
                     }
@@ -350,21 +381,38 @@ impl Engine {
 
     /// A document chunk that lists actor ids of other devices: load it on the side and
     /// keep, as plain changes, those that are new to the server and not foreign (nor
-    /// depending on a refused change). `None` if it does not load.
+    /// depending on a refused change), and how many changes were rebuilt from it if it
+    /// was loaded. `None` if it does not load.
+    ///
+    /// Only the changes our copy lacks are rebuilt from the loaded one (rebuilding a
+    /// change from a document costs about what applying it does): at the end of day a
+    /// gate sends its whole copy, the booking's roster and earlier scans with its own new
+    /// ones. A document whose declared heads we hold brings nothing and is not loaded.
     fn split_document(
         &self,
         doc: DocumentId,
         bytes: &[u8],
+        heads: &[ChangeHash],
         writer: &Writer,
         bad: &mut HashSet<ChangeHash>,
         refused: &mut Vec<(ChangeHash, RefusalCode)>,
         relied: &mut bool,
-    ) -> Option<Vec<u8>> {
-        let scratch = Automerge::load(bytes).ok()?;
+    ) -> Option<(Vec<u8>, Option<u64>)> {
         let ours = self.docs.get(&doc).map(|e| &e.doc);
+        if let Some(d) = ours
+            && heads.iter().all(|h| applied(d, h))
+        {
+            return Some((Vec::new(), None));
+        }
+        let scratch = Automerge::load(bytes).ok()?;
         let queue_deps = ours.map(|d| d.get_missing_deps(&[])).unwrap_or_default();
+        let changes = match ours {
+            Some(d) => scratch.get_changes(&applied_frontier(d, &scratch)),
+            None => scratch.get_changes(&[]),
+        };
+        let rebuilt = changes.len() as u64;
         let mut kept = Vec::new();
-        for change in scratch.get_changes(&[]) {
+        for change in changes {
             let hash = change.hash();
             let pending = self.admission.together.contains(&hash);
             *relied |= pending;
@@ -383,7 +431,7 @@ impl Engine {
             bad.insert(hash);
             refused.push((hash, code));
         }
-        Some(kept)
+        Some((kept, Some(rebuilt)))
     }
 
     fn report_refused(

@@ -153,6 +153,8 @@ pub struct ChangeMeta {
 pub struct DocumentMeta {
     /// Every actor id the document lists.
     pub actors: Vec<Vec<u8>>,
+    /// The heads it declares (automerge checks them when it loads the document).
+    pub heads: Vec<ChangeHash>,
     /// Changes it declares.
     pub changes: u64,
     /// Operations it declares.
@@ -560,7 +562,7 @@ fn read_document(
     for _ in 0..n {
         actors.push(actor_id(&mut c, limits)?.to_vec());
     }
-    hashes(&mut c)?;
+    let heads = hashes(&mut c)?;
     let change_columns = columns(&mut c)?;
     let op_columns = columns(&mut c)?;
     let change_len: u64 = change_columns.iter().map(|(_, len)| *len).sum();
@@ -632,6 +634,7 @@ fn read_document(
     Ok((
         DocumentMeta {
             actors,
+            heads,
             changes,
             ops,
         },
