@@ -8,6 +8,7 @@
 #
 #   --devices  also sample the load generator (its tokio threads: the devices)
 #   --freq HZ  samples per second and thread (default 99)
+#   --keep DIR keep the samples as text (`perf script`) in DIR, for reading further
 #
 # The profile covers each process from the moment the load generator starts, so the
 # server's share includes enrolling the devices and creating the bookings (a few percent
@@ -19,6 +20,7 @@ cd "$(dirname "$0")/.."
 
 devices=0
 freq=99
+keep=""
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -28,7 +30,12 @@ while [ $# -gt 0 ]; do
       freq="$2"
       shift
       ;;
-    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    --keep)
+      [ $# -ge 2 ] || { echo "sample-end-of-day.sh: --keep needs a directory" >&2; exit 2; }
+      keep="$2"
+      shift
+      ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
     *) args+=("$1") ;;
   esac
   shift
@@ -87,10 +94,12 @@ echo
 echo "== the server, by stage"
 perf script -i "$out/server.data" 2>/dev/null >"$out/server.txt"
 python3 benchmarks/perf-stages.py "$out/server.txt" --freq "$freq" --check-ins "$check_ins" --kind server
+[ -z "$keep" ] || { mkdir -p "$keep" && cp "$out/server.txt" "$keep/"; }
 if [ "$devices" = 1 ]; then
   echo
   echo "== the devices (the load generator's tokio threads), by stage"
   perf script -i "$out/devices.data" 2>/dev/null >"$out/devices.txt"
   python3 benchmarks/perf-stages.py "$out/devices.txt" --freq "$freq" --check-ins "$check_ins" \
     --kind devices --threads tokio-rt-worker
+  [ -z "$keep" ] || cp "$out/devices.txt" "$keep/"
 fi

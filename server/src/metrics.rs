@@ -68,10 +68,11 @@ fn latency(name: &str, help: &str) -> prometheus::Result<Histogram> {
 }
 
 /// The labels of `kepu_engine_work_total`.
-pub const ENGINE_STEPS: [&str; 5] = [
+pub const ENGINE_STEPS: [&str; 6] = [
     "history_walk",
     "whole_save",
     "whole_reused",
+    "change_reused",
     "document_split",
     "change_rebuilt",
 ];

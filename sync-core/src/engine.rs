@@ -395,7 +395,7 @@ pub struct Engine {
     admission: admit::Admission,
     /// The whole document last sent to a peer, for the next peer missing as much at the
     /// same heads (ADR 0196).
-    last_save: crate::generate::LastSave,
+    replies: crate::generate::Replies,
     /// Appends whose changes were found by walking the document's history.
     history_walks: u64,
     /// Documents merged into during this input: their answerable peers hear the new
@@ -414,6 +414,8 @@ pub struct Work {
     pub whole_saves: u64,
     /// Whole documents sent from a save kept for an earlier peer at the same heads.
     pub whole_reused: u64,
+    /// Changes sent to a peer as built for an earlier answer (ADR 0200).
+    pub changes_reused: u64,
     /// Whole documents from devices that listed another's actor id, loaded on the side
     /// and split into the changes the server lacked.
     pub documents_split: u64,
@@ -442,7 +444,7 @@ impl Engine {
             now: 0,
             fx: Effects::default(),
             admission: admit::Admission::default(),
-            last_save: crate::generate::LastSave::default(),
+            replies: crate::generate::Replies::default(),
             history_walks: 0,
             fan_out_due: BTreeSet::new(),
         }
@@ -453,8 +455,9 @@ impl Engine {
     pub fn work(&self) -> Work {
         Work {
             history_walks: self.history_walks,
-            whole_saves: self.last_save.saves(),
-            whole_reused: self.last_save.reused(),
+            whole_saves: self.replies.saves(),
+            whole_reused: self.replies.reused(),
+            changes_reused: self.replies.changes_reused(),
             documents_split: self.admission.documents_split,
             changes_rebuilt: self.admission.changes_rebuilt,
         }

@@ -1,6 +1,5 @@
-//! Generating a sync message: automerge's `generate_sync_message`, except that a whole
-//! document sent to a peer is saved once for every peer that needs it at the same heads
-//! (ADR 0196).
+//! Generating a sync message: automerge's `generate_sync_message`, except that what one
+//! peer's answer needed is built once for every peer that needs the same (ADR 0196, 0200).
 //!
 //! automerge 0.12 sends a peer the whole document, saved and compressed, when the peer has
 //! nothing or is missing more than a third of the document's changes. It saves the
@@ -8,31 +7,107 @@
 //! with a day of check-ins: after each device's day is merged, each of the booking's other
 //! devices misses most of the document, and the server saved the same document at the
 //! same heads once per device (a tenth of its CPU, 210 of 327 saves repeated in one run).
+//! Later in the same end of day the other devices miss less than a third, and automerge
+//! builds the same new changes from the document once per device (`get_changes_by_hashes`,
+//! a tenth of the server's CPU in the sixteenth session's profile), and lists the changes
+//! since the peer's last sync twice per answer (once for its bloom filter, once for what to
+//! send).
 //!
 //! Here the message automerge would send is recognised before it is built, following
 //! automerge 0.12 step by step (the changes the peer lacks, counted as automerge counts
-//! them), and built from [`LastSave`]: the document saved at its current heads, kept from
-//! the last such message. Every other message is automerge's own. `tests` compares both
-//! on the same conversations, byte for byte and state for state.
+//! them), and built from [`Replies`]: the document saved at its current heads, kept from
+//! the last such message; the changes automerge built for earlier answers, kept by hash
+//! (a change's bytes are the same whoever they are sent to); and the last bloom filter of
+//! our changes since a peer's last sync, at the document's heads. When a change the answer
+//! needs was not built yet, or the answer is of a kind this does not follow, it is
+//! automerge's own, and the changes in it are kept. `tests` compares both on the same
+//! conversations, byte for byte and state for state.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use automerge::sync::{self, BloomFilter, Capability, Have, MessageFlags, MessageVersion, SyncDoc};
 use automerge::{Automerge, ChangeHash, ReadDoc};
 
-/// The document last saved for a peer: its heads, the saved bytes and the hashes of every
-/// change they hold. One is kept (per engine): the saves worth sharing are those of the
-/// peers of one document answered one after the other.
+/// At most so many bytes of built changes are kept, per engine: a booking's day from one
+/// gate is about 75 KB, and the changes worth sharing are those of the answers to one
+/// document's peers, given one after the other.
+const BUILT_BUDGET: usize = 2 << 20;
+
+/// What the server's answers share between peers (per engine): the document last saved
+/// for a peer, with its heads and the hashes of every change it holds; changes built for
+/// earlier answers; the last bloom filter made.
 #[derive(Debug, Default)]
-pub struct LastSave {
+pub struct Replies {
     heads: Vec<ChangeHash>,
     bytes: Vec<u8>,
     hashes: Vec<ChangeHash>,
     saves: u64,
     reused: u64,
+    built: Built,
+    /// The document's heads, the peer's shared heads and the filter of our changes since.
+    bloom: Option<(Vec<ChangeHash>, Vec<ChangeHash>, BloomFilter)>,
 }
 
-impl LastSave {
+/// Changes as automerge built them for an answer, by hash, oldest dropped first beyond
+/// [`BUILT_BUDGET`].
+#[derive(Debug, Default)]
+struct Built {
+    bytes: HashMap<ChangeHash, Vec<u8>>,
+    order: VecDeque<ChangeHash>,
+    held: usize,
+    reused: u64,
+}
+
+impl Built {
+    fn keep(&mut self, hash: ChangeHash, bytes: &[u8]) {
+        if bytes.len() > BUILT_BUDGET || self.bytes.contains_key(&hash) {
+            return;
+        }
+        self.bytes.insert(hash, bytes.to_vec());
+        self.order.push_back(hash);
+        self.held += bytes.len();
+        while self.held > BUILT_BUDGET {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(b) = self.bytes.remove(&old) {
+                self.held -= b.len();
+            }
+        }
+    }
+
+    /// The changes of an answer automerge made, kept for the next ones. Only plain change
+    /// chunks are kept, each under the hash of its own bytes.
+    fn keep_message(&mut self, message: &sync::Message) {
+        if message.version != MessageVersion::V2 {
+            return;
+        }
+        for element in message.changes.iter() {
+            let Some(chunks) = crate::engine::guard::change_chunks(element) else {
+                continue;
+            };
+            for (hash, range) in chunks {
+                self.keep(hash, &element[range]);
+            }
+        }
+    }
+
+    /// The bytes of `hashes` one after the other, if every one is kept.
+    fn join(&mut self, hashes: &[ChangeHash]) -> Option<Vec<u8>> {
+        let mut size = 0;
+        for h in hashes {
+            size += self.bytes.get(h)?.len();
+        }
+        let mut out = Vec::with_capacity(size);
+        for h in hashes {
+            out.extend_from_slice(&self.bytes[h]);
+        }
+        self.reused += hashes.len() as u64;
+        Some(out)
+    }
+}
+
+impl Replies {
     /// Whole documents saved for peers so far.
     #[must_use]
     pub fn saves(&self) -> u64 {
@@ -45,10 +120,18 @@ impl LastSave {
         self.reused
     }
 
+    /// Changes sent as built for an earlier answer.
+    #[must_use]
+    pub fn changes_reused(&self) -> u64 {
+        self.built.reused
+    }
+
     /// Bytes held.
     #[must_use]
     pub fn held(&self) -> usize {
-        self.bytes.capacity() + self.hashes.capacity() * std::mem::size_of::<ChangeHash>()
+        self.bytes.capacity()
+            + self.hashes.capacity() * std::mem::size_of::<ChangeHash>()
+            + self.built.held
     }
 
     fn of(&mut self, doc: &Automerge, heads: &[ChangeHash]) -> (&[u8], &[ChangeHash]) {
@@ -66,24 +149,57 @@ impl LastSave {
         }
         (&self.bytes, &self.hashes)
     }
+
+    /// The filter of our changes since `shared` (a peer's shared heads), as automerge
+    /// makes it, kept for the next peer with the same shared heads at the same heads.
+    fn bloom(&mut self, doc: &Automerge, heads: &[ChangeHash], shared: &[ChangeHash]) -> Have {
+        if let Some((h, s, bloom)) = &self.bloom
+            && h == heads
+            && s == shared
+        {
+            return Have {
+                last_sync: shared.to_vec(),
+                bloom: bloom.clone(),
+            };
+        }
+        let known = doc.get_changes_meta(shared);
+        let bloom = BloomFilter::from_hashes(known.iter().map(|m| m.hash));
+        self.bloom = Some((heads.to_vec(), shared.to_vec(), bloom.clone()));
+        Have {
+            last_sync: shared.to_vec(),
+            bloom,
+        }
+    }
 }
 
 /// Our next sync message for the peer of `state`, as automerge's `generate_sync_message`
-/// makes it; a whole document comes from `last` when it was saved at `doc`'s heads.
+/// makes it; what `replies` holds from earlier answers is not built again.
 pub fn generate_sync_message(
     doc: &Automerge,
     state: &mut sync::State,
-    last: &mut LastSave,
+    replies: &mut Replies,
 ) -> Option<sync::Message> {
-    let Some(plan) = whole_document(doc, state) else {
-        return doc.generate_sync_message(state);
+    let plan = match plan(doc, state, replies) {
+        Plan::Automerge => {
+            let message = doc.generate_sync_message(state);
+            if let Some(m) = &message {
+                replies.built.keep_message(m);
+            }
+            return message;
+        }
+        Plan::Nothing => return None,
+        Plan::Send(plan) => plan,
     };
-    let Whole { heads, need, have } = plan?;
-    let (bytes, hashes) = last.of(doc, &heads);
-    let changes = bytes.to_vec();
+    let Answer {
+        heads,
+        need,
+        have,
+        hashes,
+        changes,
+    } = plan;
     state.have_responded = true;
     state.last_sent_heads.clone_from(&heads);
-    state.sent_hashes.extend(hashes.iter().copied());
+    state.sent_hashes.extend(hashes);
     let mut flags = MessageFlags::new();
     flags.set(MessageFlags::SUPPORTS_SYNC_RESET);
     if state.read_only {
@@ -105,59 +221,88 @@ pub fn generate_sync_message(
         heads,
         need,
         have,
-        changes: vec![changes].into(),
+        changes: if changes.is_empty() {
+            Vec::<Vec<u8>>::new().into()
+        } else {
+            vec![changes].into()
+        },
         flags: Some(flags),
         version: MessageVersion::V2,
     })
 }
 
-/// The parts of a whole-document message besides the document.
-struct Whole {
+/// What to answer.
+enum Plan {
+    /// automerge's own answer (a kind of answer this does not follow, or changes not yet
+    /// built).
+    Automerge,
+    /// automerge would send nothing (a message is in flight and our heads have not moved).
+    Nothing,
+    /// automerge would send this.
+    Send(Answer),
+}
+
+/// An answer's parts: our heads, need and have, the hashes of the changes it carries (all
+/// of the document's for a whole document) and their bytes.
+struct Answer {
     heads: Vec<ChangeHash>,
     need: Vec<ChangeHash>,
     have: Vec<Have>,
+    hashes: Vec<ChangeHash>,
+    changes: Vec<u8>,
 }
 
-/// `None`: automerge's own message (not a whole document, or a case this does not
-/// follow). `Some(None)`: automerge would save the whole document and then send nothing
-/// (a message is in flight and our heads have not moved). `Some(Some(_))`: it would send
-/// the whole document with these heads, need and have.
-fn whole_document(doc: &Automerge, state: &sync::State) -> Option<Option<Whole>> {
+/// The answer automerge 0.12 would give the peer of `state`, step by step, where it can
+/// be made from what `replies` holds or from a save it may keep.
+fn plan(doc: &Automerge, state: &sync::State, replies: &mut Replies) -> Plan {
     let heads = doc.get_heads();
     if heads.is_empty() || state.is_peer_read_only() {
-        return None;
+        return Plan::Automerge;
     }
     let (Some(their_have), Some(their_need)) = (&state.their_have, &state.their_need) else {
-        return None;
+        return Plan::Automerge;
     };
     if !has_capability(state, &Capability::MessageV2) {
-        return None;
+        return Plan::Automerge;
     }
     // Changes waiting for their dependencies change what we need; automerge's own answer.
     if !doc.get_missing_deps(&[]).is_empty() {
-        return None;
+        return Plan::Automerge;
     }
     // A peer naming a last sync we do not hold gets automerge's reset message.
     if let Some(first) = their_have.first()
-        && !first.last_sync.iter().all(|h| holds(doc, h))
+        && !first
+            .last_sync
+            .iter()
+            .all(|h| crate::receive::applied(doc, h))
     {
-        return None;
+        return Plan::Automerge;
     }
     let send_doc = state.their_heads.as_deref() == Some(&[]);
-    if !send_doc {
+    let mut to_send = Vec::new();
+    let whole = send_doc || {
         let sent = &state.sent_hashes;
-        let to_send = hashes_to_send(doc, their_have, their_need)
-            .into_iter()
-            .filter(|h| !sent.contains(h))
-            .count();
+        to_send = hashes_to_send(doc, their_have, their_need);
+        to_send.retain(|h| !sent.contains(h));
         let changes = usize::try_from(doc.stats().num_changes).unwrap_or(usize::MAX);
-        if to_send <= changes / 3 {
-            return None;
+        to_send.len() > changes / 3
+    };
+    if state.last_sent_heads == heads && state.have_responded {
+        let heads_equal = state.their_heads.as_deref() == Some(&heads[..]);
+        let empty = !whole && to_send.is_empty();
+        if ((heads_equal || state.read_only) && empty) || state.in_flight {
+            return Plan::Nothing;
         }
     }
-    if state.last_sent_heads == heads && state.have_responded && state.in_flight {
-        return Some(None);
-    }
+    let (hashes, changes) = if whole {
+        let (bytes, hashes) = replies.of(doc, &heads);
+        (hashes.to_vec(), bytes.to_vec())
+    } else {
+        let Some(changes) = replies.built.join(&to_send) else {
+            return Plan::Automerge;
+        };
+        (to_send, changes)
+    };
     let need = if state.read_only {
         Vec::new()
     } else {
@@ -165,15 +310,17 @@ fn whole_document(doc: &Automerge, state: &sync::State) -> Option<Option<Whole>>
     };
     let theirs: HashSet<&ChangeHash> = state.their_heads.iter().flatten().collect();
     let have = if need.iter().all(|h| theirs.contains(h)) {
-        let known = doc.get_changes_meta(&state.shared_heads);
-        vec![Have {
-            last_sync: state.shared_heads.clone(),
-            bloom: BloomFilter::from_hashes(known.iter().map(|m| m.hash)),
-        }]
+        vec![replies.bloom(doc, &heads, &state.shared_heads)]
     } else {
         Vec::new()
     };
-    Some(Some(Whole { heads, need, have }))
+    Plan::Send(Answer {
+        heads,
+        need,
+        have,
+        hashes,
+        changes,
+    })
 }
 
 /// The changes automerge would send a peer with this have and need, before it leaves out
@@ -186,7 +333,11 @@ fn whole_document(doc: &Automerge, state: &sync::State) -> Option<Option<Whole>>
 /// dependencies, so one pass in that order marks the same changes: a change is sent when
 /// the filters lack it or when a change it depends on is sent.
 fn hashes_to_send(doc: &Automerge, have: &[Have], need: &[ChangeHash]) -> Vec<ChangeHash> {
-    let need: Vec<ChangeHash> = need.iter().filter(|h| holds(doc, h)).copied().collect();
+    let need: Vec<ChangeHash> = need
+        .iter()
+        .filter(|h| crate::receive::applied(doc, h))
+        .copied()
+        .collect();
     if have.is_empty() {
         return need;
     }
@@ -209,11 +360,6 @@ fn hashes_to_send(doc: &Automerge, have: &[Have], need: &[ChangeHash]) -> Vec<Ch
     let mut all: Vec<ChangeHash> = need.into_iter().filter(|h| !send.contains(h)).collect();
     all.append(&mut out);
     all
-}
-
-/// Is `hash` a change applied to `doc`?
-fn holds(doc: &Automerge, hash: &ChangeHash) -> bool {
-    doc.get_change_meta_by_hash(hash).is_some()
 }
 
 fn has_capability(state: &sync::State, cap: &Capability) -> bool {

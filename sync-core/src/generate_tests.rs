@@ -12,7 +12,7 @@ struct Server {
     ours: Automerge,
     stock_states: Vec<sync::State>,
     our_states: Vec<sync::State>,
-    last: LastSave,
+    last: Replies,
     whole: usize,
     deferred_with_a_queue: usize,
 }
@@ -62,7 +62,7 @@ impl Server {
 /// and sync through the server; now and then a device loses its document or its sync
 /// state, a message is lost, the server's side turns read-only for a message, or the
 /// server holds a change waiting for its dependency.
-fn converse(peers: usize, rounds: usize, seed: u64) -> (usize, u64, usize) {
+fn converse(peers: usize, rounds: usize, seed: u64) -> (usize, u64, usize, u64) {
     let mut next = seeded(seed);
     let base = created();
     let server_actor = ActorId::from(vec![0xAB; 16]);
@@ -71,7 +71,7 @@ fn converse(peers: usize, rounds: usize, seed: u64) -> (usize, u64, usize) {
         ours: base.fork().with_actor(server_actor),
         stock_states: vec![sync::State::new(); peers],
         our_states: vec![sync::State::new(); peers],
-        last: LastSave::default(),
+        last: Replies::default(),
         whole: 0,
         deferred_with_a_queue: 0,
     };
@@ -170,18 +170,24 @@ fn converse(peers: usize, rounds: usize, seed: u64) -> (usize, u64, usize) {
         server.whole,
         server.last.reused(),
         server.deferred_with_a_queue,
+        server.last.changes_reused(),
     )
 }
 
 #[test]
 fn the_server_answers_as_automerge_does_on_every_message() {
-    let (mut whole, mut reused, mut queued) = (0, 0, 0);
+    let (mut whole, mut reused, mut queued, mut changes) = (0, 0, 0, 0);
     for seed in [1, 2, 3, 0x9E37_79B9, 0xDEAD_BEEF, 0x5EED] {
-        let (w, r, q) = converse(6, 24, seed);
+        let (w, r, q, c) = converse(6, 24, seed);
         whole += w;
         reused += r;
         queued += q;
+        changes += c;
     }
+    assert!(
+        changes > 50,
+        "changes sent as built for an earlier answer: {changes}"
+    );
     assert!(whole > 20, "whole documents sent: {whole}");
     assert!(reused > 5, "saves shared between peers: {reused}");
     assert!(
@@ -200,7 +206,7 @@ fn the_peers_of_a_document_missing_most_of_it_share_one_save() {
             (d, sync::State::new(), sync::State::new())
         })
         .collect();
-    let mut last = LastSave::default();
+    let mut last = Replies::default();
     // Everyone in sync on the created document.
     for _ in 0..3 {
         for (doc, mine, theirs) in &mut peers {
@@ -240,11 +246,71 @@ fn the_peers_of_a_document_missing_most_of_it_share_one_save() {
     assert!(last.held() > sizes[0]);
 }
 
+#[test]
+fn the_peers_of_a_document_share_the_changes_built_for_the_first() {
+    // A booking well into its day: ten gates in sync. One gate sends twenty check-ins;
+    // each other gate is sent those twenty, built once from the document, and every
+    // answer is automerge's, byte for byte.
+    let mut server = Automerge::new().with_actor(ActorId::from(vec![1; 16]));
+    for n in 0..100 {
+        edit(&mut server, &format!("earlier-{n}"), n);
+    }
+    let mut peers: Vec<(Automerge, sync::State, sync::State)> = (2..12u8)
+        .map(|a| {
+            let d = server.fork().with_actor(ActorId::from(vec![a; 16]));
+            (d, sync::State::new(), sync::State::new())
+        })
+        .collect();
+    let mut replies = Replies::default();
+    let exchange = |peers: &mut Vec<(Automerge, sync::State, sync::State)>,
+                    server: &mut Automerge,
+                    replies: &mut Replies| {
+        for (doc, mine, theirs) in peers.iter_mut() {
+            if let Some(m) = doc.generate_sync_message(mine) {
+                crate::receive::receive_sync_message(server, theirs, m, &mut PatchLog::inactive())
+                    .expect("server");
+            }
+            let mut stock = theirs.clone();
+            let expected = server.generate_sync_message(&mut stock);
+            let m = generate_sync_message(server, theirs, replies);
+            assert_eq!(
+                expected.map(sync::Message::encode),
+                m.clone().map(sync::Message::encode)
+            );
+            assert_eq!(&stock, theirs);
+            if let Some(m) = m {
+                doc.receive_sync_message(mine, m).expect("device");
+            }
+        }
+    };
+    for _ in 0..3 {
+        exchange(&mut peers, &mut server, &mut replies);
+    }
+    for n in 0..20 {
+        edit(&mut peers[0].0, &format!("scan-{n}"), n);
+    }
+    let before = replies.changes_reused();
+    exchange(&mut peers, &mut server, &mut replies);
+    exchange(&mut peers, &mut server, &mut replies);
+    for (doc, _, _) in &peers {
+        assert_eq!(
+            doc.get_heads(),
+            server.get_heads(),
+            "every gate has the news"
+        );
+    }
+    assert_eq!(
+        replies.changes_reused() - before,
+        8 * 20,
+        "the twenty changes built for the first of nine gates, sent as built to the others"
+    );
+}
+
 /// automerge's answer and ours to a peer in `state`, compared.
 fn same_answer(doc: &Automerge, state: &sync::State) -> Option<sync::Message> {
     let (mut a, mut b) = (state.clone(), state.clone());
     let stock = doc.generate_sync_message(&mut a);
-    let ours = generate_sync_message(doc, &mut b, &mut LastSave::default());
+    let ours = generate_sync_message(doc, &mut b, &mut Replies::default());
     assert_eq!(
         stock.clone().map(sync::Message::encode),
         ours.map(sync::Message::encode)

@@ -483,6 +483,7 @@ impl Shard {
                 (work.history_walks, was.history_walks),
                 (work.whole_saves, was.whole_saves),
                 (work.whole_reused, was.whole_reused),
+                (work.changes_reused, was.changes_reused),
                 (work.documents_split, was.documents_split),
                 (work.changes_rebuilt, was.changes_rebuilt),
             ];

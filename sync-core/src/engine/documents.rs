@@ -400,8 +400,7 @@ impl Engine {
             // A reply is owed for a frame read while busy: make automerge answer.
             p.state.have_responded = false;
         }
-        if let Some(m) = generate::generate_sync_message(&e.doc, &mut p.state, &mut self.last_save)
-        {
+        if let Some(m) = generate::generate_sync_message(&e.doc, &mut p.state, &mut self.replies) {
             let data = m.encode();
             let msg = if as_request {
                 Message::Request {

@@ -390,6 +390,29 @@ fn read_chunk(
     })
 }
 
+/// Splits `bytes` into plain change chunks, each with its hash and its place; `None` if
+/// anything in them is not a whole plain change chunk. For changes automerge built (the
+/// server's own answers), not for what devices send.
+pub(crate) fn change_chunks(bytes: &[u8]) -> Option<Vec<(ChangeHash, Range<usize>)>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let mut c = Cursor::new(&bytes[at..]);
+        if c.take(4).ok()? != MAGIC {
+            return None;
+        }
+        c.take(4).ok()?;
+        if c.byte().ok()? != TYPE_CHANGE {
+            return None;
+        }
+        let len = c.uleb().ok()?;
+        let data = c.take(len).ok()?;
+        out.push((hash_of(TYPE_CHANGE, data), at..at + c.pos));
+        at += c.pos;
+    }
+    Some(out)
+}
+
 /// Inflates DEFLATE `data`, refusing (without allocating it) anything beyond `bound`.
 fn inflate(data: &[u8], bound: u64) -> Result<Vec<u8>, Refused> {
     // Measure first, into nothing; then inflate exactly that much.
