@@ -414,7 +414,7 @@ pub struct Work {
     pub whole_saves: u64,
     /// Whole documents sent from a save kept for an earlier peer at the same heads.
     pub whole_reused: u64,
-    /// Changes sent to a peer as built for an earlier answer (ADR 0200).
+    /// Changes sent to a peer as built for an earlier answer (ADR 0201).
     pub changes_reused: u64,
     /// Whole documents from devices that listed another's actor id, loaded on the side
     /// and split into the changes the server lacked.

@@ -1,5 +1,5 @@
 //! Generating a sync message: automerge's `generate_sync_message`, except that what one
-//! peer's answer needed is built once for every peer that needs the same (ADR 0196, 0200).
+//! peer's answer needed is built once for every peer that needs the same (ADR 0196, 0201).
 //!
 //! automerge 0.12 sends a peer the whole document, saved and compressed, when the peer has
 //! nothing or is missing more than a third of the document's changes. It saves the
@@ -24,6 +24,7 @@
 //! conversations, byte for byte and state for state.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use automerge::sync::{self, BloomFilter, Capability, Have, MessageFlags, MessageVersion, SyncDoc};
 use automerge::{Automerge, ChangeHash, ReadDoc};
@@ -32,6 +33,15 @@ use automerge::{Automerge, ChangeHash, ReadDoc};
 /// gate is about 75 KB, and the changes worth sharing are those of the answers to one
 /// document's peers, given one after the other.
 const BUILT_BUDGET: usize = 2 << 20;
+
+/// Lists of the changes since some heads kept, and the longest kept: a peer's answer
+/// lists the changes since its last sync (what it lacks) and since our shared heads (our
+/// bloom filter), most often the same heads, and a booking's gates often share both.
+const SINCE_KEPT: usize = 4;
+const SINCE_LONGEST: usize = 10_000;
+
+/// The changes since some heads, in the document's order: each hash with its dependencies.
+type Since = Arc<Vec<(ChangeHash, Vec<ChangeHash>)>>;
 
 /// What the server's answers share between peers (per engine): the document last saved
 /// for a peer, with its heads and the hashes of every change it holds; changes built for
@@ -46,6 +56,8 @@ pub struct Replies {
     built: Built,
     /// The document's heads, the peer's shared heads and the filter of our changes since.
     bloom: Option<(Vec<ChangeHash>, Vec<ChangeHash>, BloomFilter)>,
+    /// The document's heads, some heads (sorted) and the changes since them.
+    since: VecDeque<(Vec<ChangeHash>, Vec<ChangeHash>, Since)>,
 }
 
 /// Changes as automerge built them for an answer, by hash, oldest dropped first beyond
@@ -132,6 +144,17 @@ impl Replies {
         self.bytes.capacity()
             + self.hashes.capacity() * std::mem::size_of::<ChangeHash>()
             + self.built.held
+            + self
+                .since
+                .iter()
+                .map(|(_, _, list)| {
+                    list.len() * std::mem::size_of::<(ChangeHash, Vec<ChangeHash>)>()
+                        + list
+                            .iter()
+                            .map(|(_, deps)| deps.len() * std::mem::size_of::<ChangeHash>())
+                            .sum::<usize>()
+                })
+                .sum::<usize>()
     }
 
     fn of(&mut self, doc: &Automerge, heads: &[ChangeHash]) -> (&[u8], &[ChangeHash]) {
@@ -150,6 +173,29 @@ impl Replies {
         (&self.bytes, &self.hashes)
     }
 
+    /// The changes of `doc` (at `heads`) since `from`, as `get_changes_meta` lists them.
+    fn since(&mut self, doc: &Automerge, heads: &[ChangeHash], from: &[ChangeHash]) -> Since {
+        let mut from = from.to_vec();
+        from.sort_unstable();
+        from.dedup();
+        if let Some((_, _, since)) = self.since.iter().find(|(h, f, _)| h == heads && *f == from) {
+            return since.clone();
+        }
+        let since: Since = Arc::new(
+            doc.get_changes_meta(&from)
+                .into_iter()
+                .map(|m| (m.hash, m.deps))
+                .collect(),
+        );
+        if since.len() <= SINCE_LONGEST {
+            if self.since.len() == SINCE_KEPT {
+                self.since.pop_front();
+            }
+            self.since.push_back((heads.to_vec(), from, since.clone()));
+        }
+        since
+    }
+
     /// The filter of our changes since `shared` (a peer's shared heads), as automerge
     /// makes it, kept for the next peer with the same shared heads at the same heads.
     fn bloom(&mut self, doc: &Automerge, heads: &[ChangeHash], shared: &[ChangeHash]) -> Have {
@@ -162,8 +208,8 @@ impl Replies {
                 bloom: bloom.clone(),
             };
         }
-        let known = doc.get_changes_meta(shared);
-        let bloom = BloomFilter::from_hashes(known.iter().map(|m| m.hash));
+        let known = self.since(doc, heads, shared);
+        let bloom = BloomFilter::from_hashes(known.iter().map(|(h, _)| h));
         self.bloom = Some((heads.to_vec(), shared.to_vec(), bloom.clone()));
         Have {
             last_sync: shared.to_vec(),
@@ -282,7 +328,7 @@ fn plan(doc: &Automerge, state: &sync::State, replies: &mut Replies) -> Plan {
     let mut to_send = Vec::new();
     let whole = send_doc || {
         let sent = &state.sent_hashes;
-        to_send = hashes_to_send(doc, their_have, their_need);
+        to_send = hashes_to_send(doc, &heads, their_have, their_need, replies);
         to_send.retain(|h| !sent.contains(h));
         let changes = usize::try_from(doc.stats().num_changes).unwrap_or(usize::MAX);
         to_send.len() > changes / 3
@@ -332,7 +378,13 @@ fn plan(doc: &Automerge, state: &sync::State, replies: &mut Replies) -> Plan {
 /// order they were applied (`get_changes_meta` lists them so), each after its
 /// dependencies, so one pass in that order marks the same changes: a change is sent when
 /// the filters lack it or when a change it depends on is sent.
-fn hashes_to_send(doc: &Automerge, have: &[Have], need: &[ChangeHash]) -> Vec<ChangeHash> {
+fn hashes_to_send(
+    doc: &Automerge,
+    heads: &[ChangeHash],
+    have: &[Have],
+    need: &[ChangeHash],
+    replies: &mut Replies,
+) -> Vec<ChangeHash> {
     let need: Vec<ChangeHash> = need
         .iter()
         .filter(|h| crate::receive::applied(doc, h))
@@ -344,17 +396,15 @@ fn hashes_to_send(doc: &Automerge, have: &[Have], need: &[ChangeHash]) -> Vec<Ch
     let last_sync: Vec<ChangeHash> = have
         .iter()
         .flat_map(|h| h.last_sync.iter().copied())
-        .collect::<HashSet<_>>()
-        .into_iter()
         .collect();
-    let since = doc.get_changes_meta(&last_sync);
+    let since = replies.since(doc, heads, &last_sync);
     let mut send: HashSet<ChangeHash> = HashSet::with_capacity(since.len());
     let mut out: Vec<ChangeHash> = Vec::new();
-    for m in &since {
-        let lacked = have.iter().all(|h| !h.bloom.contains_hash(&m.hash));
-        if lacked || m.deps.iter().any(|d| send.contains(d)) {
-            send.insert(m.hash);
-            out.push(m.hash);
+    for (hash, deps) in since.iter() {
+        let lacked = have.iter().all(|h| !h.bloom.contains_hash(hash));
+        if lacked || deps.iter().any(|d| send.contains(d)) {
+            send.insert(*hash);
+            out.push(*hash);
         }
     }
     let mut all: Vec<ChangeHash> = need.into_iter().filter(|h| !send.contains(h)).collect();

@@ -56,6 +56,16 @@ struct Queue {
     bytes: HashMap<ConnId, u64>,
 }
 
+/// A whole document split on admission.
+struct Split {
+    /// The changes kept, as plain change chunks one after the other.
+    kept: Vec<u8>,
+    /// How many changes were rebuilt from it, if it was loaded.
+    rebuilt: Option<u64>,
+    /// A change counted as known because it was among messages read together.
+    relied: bool,
+}
+
 #[derive(Debug)]
 pub(super) struct Current {
     conn: ConnId,
@@ -286,14 +296,13 @@ impl Engine {
                         if d.actors.iter().any(|a| self.foreign(a, w)) {
                             let element = &message.changes.iter().nth(chunk.element)?;
                             let bytes = &element[chunk.range.clone()];
-                            let Some((kept, rebuilt)) = self.split_document(
+                            let Some(split) = self.split_document(
                                 doc,
                                 bytes,
                                 &d.heads,
                                 w,
                                 &mut bad,
                                 &mut refused,
-                                &mut relied,
                             ) else {
                                 let refused = Refused {
                                     code: RefusalCode::MalformedSync,
@@ -302,11 +311,12 @@ impl Engine {
                                 self.refuse_frame(conn, doc, &refused);
                                 return None;
                             };
-                            if let Some(rebuilt) = rebuilt {
+                            relied |= split.relied;
+                            if let Some(rebuilt) = split.rebuilt {
                                 self.admission.documents_split += 1;
                                 self.admission.changes_rebuilt += rebuilt;
                             }
-                            replaced.insert(i, kept);
+                            replaced.insert(i, split.kept);
                         }
                     }
                 }
@@ -381,13 +391,13 @@ impl Engine {
 
     /// A document chunk that lists actor ids of other devices: load it on the side and
     /// keep, as plain changes, those that are new to the server and not foreign (nor
-    /// depending on a refused change), and how many changes were rebuilt from it if it
-    /// was loaded. `None` if it does not load.
+    /// depending on a refused change). `None` if it does not load.
     ///
     /// Only the changes our copy lacks are rebuilt from the loaded one (rebuilding a
     /// change from a document costs about what applying it does): at the end of day a
     /// gate sends its whole copy, the booking's roster and earlier scans with its own new
-    /// ones. A document whose declared heads we hold brings nothing and is not loaded.
+    /// ones. A document whose declared heads we hold brings nothing and is not loaded
+    /// (ADR 0200).
     fn split_document(
         &self,
         doc: DocumentId,
@@ -396,13 +406,16 @@ impl Engine {
         writer: &Writer,
         bad: &mut HashSet<ChangeHash>,
         refused: &mut Vec<(ChangeHash, RefusalCode)>,
-        relied: &mut bool,
-    ) -> Option<(Vec<u8>, Option<u64>)> {
+    ) -> Option<Split> {
         let ours = self.docs.get(&doc).map(|e| &e.doc);
         if let Some(d) = ours
             && heads.iter().all(|h| applied(d, h))
         {
-            return Some((Vec::new(), None));
+            return Some(Split {
+                kept: Vec::new(),
+                rebuilt: None,
+                relied: false,
+            });
         }
         let scratch = Automerge::load(bytes).ok()?;
         let queue_deps = ours.map(|d| d.get_missing_deps(&[])).unwrap_or_default();
@@ -412,10 +425,11 @@ impl Engine {
         };
         let rebuilt = changes.len() as u64;
         let mut kept = Vec::new();
+        let mut relied = false;
         for change in changes {
             let hash = change.hash();
             let pending = self.admission.together.contains(&hash);
-            *relied |= pending;
+            relied |= pending;
             let known = pending || ours.is_some_and(|d| holds(d, &queue_deps, hash));
             if known {
                 continue;
@@ -431,7 +445,11 @@ impl Engine {
             bad.insert(hash);
             refused.push((hash, code));
         }
-        Some((kept, Some(rebuilt)))
+        Some(Split {
+            kept,
+            rebuilt: Some(rebuilt),
+            relied,
+        })
     }
 
     fn report_refused(
