@@ -14,10 +14,11 @@
 //!   does not have, which automerge reads from a clock, not from a walk.
 //!
 //! A sent hash the document no longer holds (a merge rolled back) is forgotten too, where
-//! automerge keeps it; it names a change that cannot be sent again either way. Everything
-//! else (shared heads, the heads last sent, their heads, need and have, the flags and
-//! capabilities) follows automerge 0.12 step by step; `tests` compares both on the same
-//! conversations.
+//! automerge keeps it; it names a change that cannot be sent again either way. A hash the
+//! peer needs is kept once, where automerge keeps every repeat and then panics building
+//! the answer. Everything else (shared heads, the heads last sent, their heads, need and
+//! have, the flags and capabilities) follows automerge 0.12 step by step; `tests`
+//! compares both on the same conversations.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -92,7 +93,10 @@ pub fn receive_sync_message(
     }
     state.their_have = Some(have);
     state.their_heads = Some(heads);
-    state.their_need = Some(need);
+    // Each hash asked for once: automerge builds the changes asked for by hash and panics
+    // on one asked for twice (its change collector finds no operations for the copy).
+    let mut asked = HashSet::with_capacity(need.len());
+    state.their_need = Some(need.into_iter().filter(|h| asked.insert(*h)).collect());
     Ok(())
 }
 

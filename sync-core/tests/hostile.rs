@@ -1,6 +1,7 @@
 //! Hostile sync payloads sent straight to a server engine: each gets an `error` with a
 //! refusal code, nothing else of the connection is lost, and the server keeps serving.
 
+use automerge::sync;
 use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
 use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::edits::Edit;
@@ -865,6 +866,40 @@ fn saved_with_slot(
         hash,
         hostile::sync_message(own.get_heads(), vec![own.save()]),
     )
+}
+
+#[test]
+fn a_peer_asking_for_one_change_twice_gets_it_once() {
+    // automerge builds the changes a peer asks for by hash; asked for one change twice it
+    // fails to build them and panics. A device's need is read once per hash.
+    let (mut s, doc, heads) = server_with_doc();
+    let conn = s.join(7, teacher(1));
+    for version in [sync::MessageVersion::V1, sync::MessageVersion::V2] {
+        s.sent.clear();
+        let ask = sync::Message {
+            heads: Vec::new(),
+            need: vec![heads[0], heads[0], heads[0]],
+            have: Vec::new(),
+            changes: sync::ChunkList::from(Vec::<Vec<u8>>::new()),
+            flags: None,
+            version,
+        };
+        s.sync(conn, doc, ask.encode());
+        let mut got = Vec::new();
+        for (c, bytes) in std::mem::take(&mut s.sent) {
+            if let (true, Ok(Message::Sync { data, .. })) = (c == conn, wire::decode(&bytes)) {
+                let m = sync::Message::decode(&data).unwrap();
+                got.extend(m.changes.iter().map(<[u8]>::to_vec));
+            }
+        }
+        let mut fresh = Automerge::new();
+        for chunk in got {
+            fresh.load_incremental(&chunk).unwrap();
+        }
+        assert_eq!(fresh.get_heads(), heads, "the change, once");
+        assert_eq!(fresh.get_changes(&[]).len(), 1);
+    }
+    still_serves(&mut s, conn, doc);
 }
 
 #[test]

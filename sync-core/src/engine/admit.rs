@@ -100,10 +100,14 @@ fn holds(doc: &Automerge, queue_deps: &[ChangeHash], hash: ChangeHash) -> bool {
 }
 
 /// The changes of `other` that `doc` has applied and that no other such change depends
-/// on, found walking back from `other`'s heads: `other.get_changes` of them lists exactly
-/// the changes `doc` has not applied (what `doc` applied, it applied with every ancestor).
-fn applied_frontier(doc: &Automerge, other: &Automerge) -> Vec<ChangeHash> {
+/// on, found walking back from `other`'s heads, and how many changes of `other` `doc` has
+/// not applied (those the walk passed). `other.get_changes` of the frontier lists the
+/// changes `doc` has not applied (what `doc` applied, it applied with every ancestor),
+/// unless an actor's changes in `other` do not depend on one another: automerge leaves
+/// out an actor's changes by sequence number, and a hand-made copy need not chain them.
+fn applied_frontier(doc: &Automerge, other: &Automerge) -> (Vec<ChangeHash>, usize) {
     let mut frontier = Vec::new();
+    let mut lacking = 0;
     let mut seen: HashSet<ChangeHash> = HashSet::new();
     let mut stack = other.get_heads();
     while let Some(hash) = stack.pop() {
@@ -113,10 +117,11 @@ fn applied_frontier(doc: &Automerge, other: &Automerge) -> Vec<ChangeHash> {
         if applied(doc, &hash) {
             frontier.push(hash);
         } else if let Some(meta) = other.get_change_meta_by_hash(&hash) {
+            lacking += 1;
             stack.extend(meta.deps);
         }
     }
-    frontier
+    (frontier, lacking)
 }
 
 impl Engine {
@@ -346,21 +351,24 @@ impl Engine {
         if !refused.is_empty() {
             self.report_refused(conn, doc, writer, &refused);
         }
+        // What was kept is read again (a whole document is kept as plain changes), and
+        // counted against the queue's bounds as such.
+        let kept = if rewritten {
+            guard::scan(&message, &self.config.limits).ok()
+        } else {
+            None
+        };
+        let counted = kept.as_ref().unwrap_or(&scan);
         self.admission.current = Some(Current {
             conn,
             doc,
-            changes: scan
+            changes: counted
                 .changes()
                 .filter(|(_, m)| !dropped.contains(&m.hash))
                 .map(|(c, m)| (m.hash, m.deps.clone(), c.inflated))
                 .collect(),
         });
-        // What was kept is read again (a whole document is kept as plain changes).
-        let scan = if rewritten {
-            guard::scan(&message, &self.config.limits).ok()
-        } else {
-            Some(scan)
-        };
+        let scan = if rewritten { kept } else { Some(scan) };
         Some((message, scan))
     }
 
@@ -420,7 +428,17 @@ impl Engine {
         let scratch = Automerge::load(bytes).ok()?;
         let queue_deps = ours.map(|d| d.get_missing_deps(&[])).unwrap_or_default();
         let changes = match ours {
-            Some(d) => scratch.get_changes(&applied_frontier(d, &scratch)),
+            Some(d) => {
+                let (frontier, lacking) = applied_frontier(d, &scratch);
+                let since = scratch.get_changes(&frontier);
+                // Fewer than the walk passed: an actor's changes not chained one after
+                // the other left one out; every change is read then.
+                if since.len() == lacking {
+                    since
+                } else {
+                    scratch.get_changes(&[])
+                }
+            }
             None => scratch.get_changes(&[]),
         };
         let rebuilt = changes.len() as u64;
@@ -432,6 +450,11 @@ impl Engine {
             relied |= pending;
             let known = pending || ours.is_some_and(|d| holds(d, &queue_deps, hash));
             if known {
+                // Waiting in our queue for a change refused now: what depends on it is
+                // refused too.
+                if change.deps().iter().any(|d| bad.contains(d)) {
+                    bad.insert(hash);
+                }
                 continue;
             }
             let code = if self.foreign(change.actor_id().to_bytes(), writer) {
