@@ -18,6 +18,7 @@
 #                     and drops a fresh database per run (default: SQLite)
 #   --no-build        use the release binaries already built
 #   KEPU_BENCH_SERVER_BIN=path  profile that server binary instead of this tree's build
+#   KEPU_BENCH_LOADGEN_BIN=path run that load generator instead of this tree's build
 #
 # Needs valgrind. Takes a few minutes: the server runs about 50 times slower under it.
 set -euo pipefail
@@ -66,7 +67,7 @@ if [ "$build" = 1 ]; then
 fi
 # KEPU_BENCH_SERVER_BIN runs another build of the server (an A/B of two commits).
 server_bin="${KEPU_BENCH_SERVER_BIN:-$target_dir/release/kepu-server}"
-loadgen_bin="$target_dir/release/kepu-loadgen"
+loadgen_bin="${KEPU_BENCH_LOADGEN_BIN:-$target_dir/release/kepu-loadgen}"
 
 work="$(mktemp -d)"
 [ -n "$out" ] || out="$work/out"

@@ -5,10 +5,12 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, anyhow};
-use automerge::sync::{self, SyncDoc};
+use automerge::sync;
 use automerge::{ActorId, Automerge, ChangeHash};
 use kepu_sync_core::doc_id::DocumentId;
 use kepu_sync_core::edits::{self, Edit};
+use kepu_sync_core::engine::guard::Limits;
+use kepu_sync_core::generate;
 use kepu_sync_core::wire::Message;
 use kepu_sync_core::writer::Writer;
 
@@ -153,14 +155,18 @@ impl Device {
     }
 
     /// The message to send for `doc`, if any: `request` while the device has nothing,
-    /// otherwise `sync`.
+    /// otherwise `sync`. Like the phone's engine, the device sends its changes, not its
+    /// whole copy (ADR 0202).
     pub fn outgoing(&mut self, conn_peer: &str, server: &str, doc: DocumentId) -> Option<Message> {
         let replica = self.docs.get_mut(&doc)?;
         let empty = replica.doc.get_heads().is_empty();
-        let data = replica
-            .doc
-            .generate_sync_message(&mut replica.state)?
-            .encode();
+        let data = generate::generate_as_changes(
+            &replica.doc,
+            &mut replica.state,
+            &mut generate::Replies::default(),
+            &Limits::default(),
+        )?
+        .encode();
         Some(if empty {
             Message::Request {
                 sender_id: conn_peer.to_owned(),

@@ -277,6 +277,80 @@ pub fn generate_sync_message(
     })
 }
 
+/// Our next sync message for the server, from a device: as automerge makes it, except
+/// that the changes the server lacks go as changes, never as the whole document, as long
+/// as a server with these `limits` would take them as changes (ADR 0202). Beyond them
+/// (a device back after weeks away), or when the server is not known to read the whole
+/// document, the message is [`generate_sync_message`]'s.
+///
+/// The server checks every change's author; a whole document that lists another's actor
+/// id it must load on the side and split into the changes it lacks (ADR 0200), which cost
+/// it more than the merge of those changes at the end of day. The device asks automerge
+/// for its answer as to a peer that does not read whole documents: the same changes, each
+/// its own chunk of a message that still carries our flags.
+pub fn generate_as_changes(
+    doc: &Automerge,
+    state: &mut sync::State,
+    replies: &mut Replies,
+    limits: &crate::engine::guard::Limits,
+) -> Option<sync::Message> {
+    let Some(caps) = state.their_capabilities.clone() else {
+        return generate_sync_message(doc, state, replies);
+    };
+    if !caps.contains(&Capability::MessageV2) {
+        return generate_sync_message(doc, state, replies);
+    }
+    let before = Undo::of(state);
+    state.their_capabilities = Some(
+        caps.iter()
+            .filter(|c| **c != Capability::MessageV2)
+            .cloned()
+            .collect(),
+    );
+    let message = doc.generate_sync_message(state);
+    state.their_capabilities = Some(caps);
+    match message {
+        Some(m) if crate::engine::guard::scan(&m, limits).is_err() => {
+            before.undo(state, &m);
+            generate_sync_message(doc, state, replies)
+        }
+        m => m,
+    }
+}
+
+/// What automerge's `generate_sync_message` changes in a sync state, to put back when its
+/// message is not sent. The hashes it adds to those sent are the message's own changes
+/// (automerge leaves out those already sent), so they are taken out again by hash.
+struct Undo {
+    have_responded: bool,
+    last_sent_heads: Vec<ChangeHash>,
+    in_flight: bool,
+    needs_reset: bool,
+}
+
+impl Undo {
+    fn of(state: &sync::State) -> Self {
+        Self {
+            have_responded: state.have_responded,
+            last_sent_heads: state.last_sent_heads.clone(),
+            in_flight: state.in_flight,
+            needs_reset: state.needs_reset,
+        }
+    }
+
+    fn undo(self, state: &mut sync::State, message: &sync::Message) {
+        state.have_responded = self.have_responded;
+        state.last_sent_heads = self.last_sent_heads;
+        state.in_flight = self.in_flight;
+        state.needs_reset = self.needs_reset;
+        for element in message.changes.iter() {
+            for (hash, _) in crate::engine::guard::change_chunks(element).unwrap_or_default() {
+                state.sent_hashes.remove(&hash);
+            }
+        }
+    }
+}
+
 /// What to answer.
 enum Plan {
     /// automerge's own answer (a kind of answer this does not follow, or changes not yet

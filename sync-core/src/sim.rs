@@ -207,14 +207,20 @@ impl Sim {
 
     /// Adds an offline device for `writer`; returns its index.
     pub fn add_device(&mut self, writer: Writer) -> usize {
+        self.add_device_with(writer, |_| {})
+    }
+
+    /// Adds an offline device for `writer` with its settings changed by `adjust`.
+    pub fn add_device_with(&mut self, writer: Writer, adjust: impl FnOnce(&mut Config)) -> usize {
         let i = self.devices.len();
-        let cfg = Config::new(
+        let mut cfg = Config::new(
             Mode::Client,
             format!("device-{}", writer.device),
             format!("storage-{}", writer.device),
             self.rng.bytes(),
             writer,
         );
+        adjust(&mut cfg);
         self.devices.push(Node::new(cfg, MemStore::default()));
         self.links.push(Link {
             online: false,

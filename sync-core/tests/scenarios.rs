@@ -609,6 +609,61 @@ fn reconnecting_after_a_day_offline_sends_only_what_is_new() {
     assert_eq!(attendance(&booking_on(&w.sim, None, &b), None).arrived, 1);
 }
 
+/// A booking of every pupil with a gate that went offline after it synced and checked
+/// every pupil in; the gate made with `adjust` to its settings. (world, gate, booking)
+fn a_gate_back_from_a_day_offline(
+    seed: u64,
+    adjust: impl FnOnce(&mut kepu_sync_core::engine::Config),
+) -> (World, usize, DocumentId) {
+    let mut w = World::new(seed, 60);
+    let t = w.teacher(1);
+    let writer = w.writer(2, Role::VenueStaff);
+    let g = w.sim.add_device_with(writer, adjust);
+    let b = w.book(t, 30, w.pupils.clone());
+    w.sim.settle();
+    w.sim.want(g, b);
+    w.sim.settle();
+    w.sim.disconnect_all();
+    for p in w.pupils.clone() {
+        w.check_in(g, b, p, ScanMethod::PassScan);
+    }
+    w.sim.reconnect_all();
+    w.sim.settle();
+    (w, g, b)
+}
+
+#[test]
+fn a_gate_back_from_a_day_offline_sends_its_changes_not_its_whole_copy() {
+    // The gate's day is most of its copy: automerge would send the whole document, which
+    // the server must load on the side to split by author (ADR 0200). The gate sends its
+    // changes (ADR 0202).
+    let (w, g, b) = a_gate_back_from_a_day_offline(59, |_| {});
+    assert_eq!(attendance(&booking_on(&w.sim, None, &b), None).arrived, 8);
+    assert_eq!(
+        attendance(&booking_on(&w.sim, Some(g), &b), None).arrived,
+        8
+    );
+    assert_eq!(
+        w.sim.server.engine.work().documents_split,
+        0,
+        "no whole copy loaded on the side"
+    );
+}
+
+#[test]
+fn a_day_too_large_for_one_message_of_changes_goes_as_the_whole_copy() {
+    // Beyond what the server takes in one message of changes the gate sends its whole
+    // copy, as automerge would, rather than a message the server would refuse.
+    let (w, g, b) = a_gate_back_from_a_day_offline(61, |c| c.limits.changes_per_message = 4);
+    assert_eq!(attendance(&booking_on(&w.sim, None, &b), None).arrived, 8);
+    assert_eq!(
+        attendance(&booking_on(&w.sim, Some(g), &b), None).arrived,
+        8
+    );
+    assert_eq!(w.sim.server.engine.work().documents_split, 1);
+    assert!(w.sim.server.refusals().next().is_none());
+}
+
 #[test]
 fn idle_documents_leave_server_memory_and_come_back_on_demand() {
     let mut w = World::new(47, 60);

@@ -400,7 +400,18 @@ impl Engine {
             // A reply is owed for a frame read while busy: make automerge answer.
             p.state.have_responded = false;
         }
-        if let Some(m) = generate::generate_sync_message(&e.doc, &mut p.state, &mut self.replies) {
+        let message = if server {
+            generate::generate_sync_message(&e.doc, &mut p.state, &mut self.replies)
+        } else {
+            // A device sends the server its changes, not its whole copy (ADR 0202).
+            generate::generate_as_changes(
+                &e.doc,
+                &mut p.state,
+                &mut self.replies,
+                &self.config.limits,
+            )
+        };
+        if let Some(m) = message {
             let data = m.encode();
             let msg = if as_request {
                 Message::Request {
