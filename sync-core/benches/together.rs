@@ -7,8 +7,9 @@
 //! Two shapes: the live day (each message one check-in, 50 rounds of ten gates) and the
 //! end of day (each gate's 250 offline check-ins in one message, as changes or as the
 //! gate's whole document, which admission splits: it lists the teacher's actor id).
-//! Prints µs per check-in through the engine, best of three, and how many messages were
-//! merged together.
+//! Prints µs per check-in through the engine, best of three, how many messages were
+//! merged together, and the bytes a check-in takes in the gates' sync messages (ADR 0202:
+//! a gate now sends its day as changes).
 
 #![allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
 
@@ -183,11 +184,12 @@ fn messages(
 }
 
 /// Seconds to hand every round to a fresh server, one message at a time or a round at
-/// once; and the messages merged together.
-fn run(per_message: usize, rounds: usize, whole: bool, together: bool) -> (f64, usize) {
+/// once; the messages merged together; the bytes of the gates' sync messages.
+fn run(per_message: usize, rounds: usize, whole: bool, together: bool) -> (f64, usize, usize) {
     let doc = DocumentId::from_bytes([9; 16]);
     let (mut s, booking) = server(doc);
     let rounds = messages(&booking, per_message, rounds, whole);
+    let bytes = rounds.iter().flatten().map(Vec::len).sum();
     let t = Instant::now();
     for round in rounds {
         let msgs: Vec<(ConnId, Box<Message>)> = round
@@ -213,7 +215,7 @@ fn run(per_message: usize, rounds: usize, whole: bool, together: bool) -> (f64, 
         .map(Automerge::get_heads)
         .unwrap_or_default();
     assert_eq!(heads.len(), GATES, "every gate's check-ins merged");
-    (secs, s.together)
+    (secs, s.together, bytes)
 }
 
 fn main() {
@@ -221,8 +223,8 @@ fn main() {
         "{GATES} gates, a {PUPILS}-pupil booking; µs per check-in through the engine, best of 3"
     );
     println!(
-        "{:>34} {:>14} {:>14} {:>18}",
-        "shape", "one by one", "together", "merged together"
+        "{:>34} {:>14} {:>14} {:>18} {:>16}",
+        "shape", "one by one", "together", "merged together", "bytes/check-in"
     );
     for (name, per_message, rounds, whole) in [
         ("live day: 1 check-in a message", 1, 50, false),
@@ -233,16 +235,17 @@ fn main() {
         let best = |together| {
             (0..3)
                 .map(|_| run(per_message, rounds, whole, together))
-                .fold((f64::MAX, 0), |a, b| (a.0.min(b.0), b.1))
+                .fold((f64::MAX, 0, 0), |a, b| (a.0.min(b.0), b.1, b.2))
         };
-        let (alone, _) = best(false);
-        let (with, merged) = best(true);
+        let (alone, _, bytes) = best(false);
+        let (with, merged, _) = best(true);
         println!(
-            "{name:>34} {:>14.1} {:>14.1} {:>11} of {:>4}",
+            "{name:>34} {:>14.1} {:>14.1} {:>11} of {:>4} {:>16.0}",
             alone * 1e6 / total,
             with * 1e6 / total,
             merged,
-            rounds * GATES
+            rounds * GATES,
+            bytes as f64 / total
         );
     }
 }
