@@ -278,10 +278,12 @@ pub fn generate_sync_message(
 }
 
 /// Our next sync message for the server, from a device: as automerge makes it, except
-/// that the changes the server lacks go as changes, never as the whole document, as long
-/// as a server with these `limits` would take them as changes (ADR 0202). Beyond them
-/// (a device back after weeks away), or when the server is not known to read the whole
-/// document, the message is [`generate_sync_message`]'s.
+/// that the changes the server lacks go as changes, never as the whole document (ADR
+/// 0202). When the server (with these `limits`, its defaults) would refuse so many in one
+/// message, the message carries the longest run of them from the start that it takes, and
+/// the server asks for the rest in the next round. When the server is not known to read
+/// whole documents, or not even the first change fits, the message is
+/// [`generate_sync_message`]'s.
 ///
 /// The server checks every change's author; a whole document that lists another's actor
 /// id it must load on the side and split into the changes it lacks (ADR 0200), which cost
@@ -300,7 +302,7 @@ pub fn generate_as_changes(
     if !caps.contains(&Capability::MessageV2) {
         return generate_sync_message(doc, state, replies);
     }
-    let before = Undo::of(state);
+    let before = state.clone();
     state.their_capabilities = Some(
         caps.iter()
             .filter(|c| **c != Capability::MessageV2)
@@ -309,44 +311,46 @@ pub fn generate_as_changes(
     );
     let message = doc.generate_sync_message(state);
     state.their_capabilities = Some(caps);
-    match message {
-        Some(m) if crate::engine::guard::scan(&m, limits).is_err() => {
-            before.undo(state, &m);
-            generate_sync_message(doc, state, replies)
-        }
-        m => m,
+    let mut message = message?;
+    if crate::engine::guard::scan(&message, limits).is_ok() {
+        return Some(message);
     }
-}
-
-/// What automerge's `generate_sync_message` changes in a sync state, to put back when its
-/// message is not sent. The hashes it adds to those sent are the message's own changes
-/// (automerge leaves out those already sent), so they are taken out again by hash.
-struct Undo {
-    have_responded: bool,
-    last_sent_heads: Vec<ChangeHash>,
-    in_flight: bool,
-    needs_reset: bool,
-}
-
-impl Undo {
-    fn of(state: &sync::State) -> Self {
-        Self {
-            have_responded: state.have_responded,
-            last_sent_heads: state.last_sent_heads.clone(),
-            in_flight: state.in_flight,
-            needs_reset: state.needs_reset,
+    // Too much for one message: the longest run from the start that the server takes
+    // (automerge lists the changes after those they depend on); the others are taken out
+    // of those sent, so that the next round sends them.
+    let chunks: Vec<Vec<u8>> = message.changes.iter().map(<[u8]>::to_vec).collect();
+    let fits = |n: usize, message: &mut sync::Message| {
+        message.changes = chunks[..n].to_vec().into();
+        crate::engine::guard::scan(message, limits).is_ok()
+    };
+    let (mut ok, mut too_many) = (0, chunks.len());
+    while too_many - ok > 1 {
+        let mid = ok + (too_many - ok) / 2;
+        if fits(mid, &mut message) {
+            ok = mid;
+        } else {
+            too_many = mid;
         }
     }
-
-    fn undo(self, state: &mut sync::State, message: &sync::Message) {
-        state.have_responded = self.have_responded;
-        state.last_sent_heads = self.last_sent_heads;
-        state.in_flight = self.in_flight;
-        state.needs_reset = self.needs_reset;
-        for element in message.changes.iter() {
-            for (hash, _) in crate::engine::guard::change_chunks(element).unwrap_or_default() {
-                state.sent_hashes.remove(&hash);
+    let left_out: Option<Vec<ChangeHash>> = chunks[ok..]
+        .iter()
+        .map(
+            |c| match crate::engine::guard::change_chunks(c)?.as_slice() {
+                [(hash, _)] => Some(*hash),
+                _ => None,
+            },
+        )
+        .collect();
+    match left_out {
+        Some(hashes) if ok > 0 && fits(ok, &mut message) => {
+            for h in hashes {
+                state.sent_hashes.remove(&h);
             }
+            Some(message)
+        }
+        _ => {
+            *state = before;
+            generate_sync_message(doc, state, replies)
         }
     }
 }

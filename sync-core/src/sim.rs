@@ -205,6 +205,14 @@ impl Sim {
         self.server = Node::new(config, store);
     }
 
+    /// Changes the server's settings with `adjust`. Call before anything else happens.
+    pub fn adjust_server(&mut self, adjust: impl FnOnce(&mut Config)) {
+        let mut config = self.server.config.clone();
+        adjust(&mut config);
+        let store = std::mem::take(&mut self.server.store);
+        self.server = Node::new(config, store);
+    }
+
     /// Adds an offline device for `writer`; returns its index.
     pub fn add_device(&mut self, writer: Writer) -> usize {
         self.add_device_with(writer, |_| {})
