@@ -198,11 +198,10 @@ impl Sim {
         key: crate::proof::ServerPublicKey,
         revocations: Option<DocumentId>,
     ) {
-        let mut config = self.server.config.clone();
-        config.proof_key = Some(key);
-        config.revocations_doc = revocations;
-        let store = std::mem::take(&mut self.server.store);
-        self.server = Node::new(config, store);
+        self.adjust_server(|config| {
+            config.proof_key = Some(key);
+            config.revocations_doc = revocations;
+        });
     }
 
     /// Changes the server's settings with `adjust`. Call before anything else happens.
