@@ -377,12 +377,20 @@ fn write<T: Transactable>(
             roster,
         } => {
             use booking::key;
-            skeleton(
-                tx,
-                DocKind::Booking,
-                &[key::ROSTER, key::CHECK_INS, key::CHECK_OUTS, key::NOTES],
-                schema_version,
-            )?;
+            // Schema 3 adds a container per kind of scan keyed by device (ADR 0203).
+            let containers: &[&str] = if schema_version >= 3 {
+                &[
+                    key::ROSTER,
+                    key::CHECK_INS,
+                    key::CHECK_OUTS,
+                    key::CHECK_INS_BY_DEVICE,
+                    key::CHECK_OUTS_BY_DEVICE,
+                    key::NOTES,
+                ]
+            } else {
+                &[key::ROSTER, key::CHECK_INS, key::CHECK_OUTS, key::NOTES]
+            };
+            skeleton(tx, DocKind::Booking, containers, schema_version)?;
             tx.put(ROOT, key::VENUE, venue.to_string())?;
             tx.put(ROOT, key::SLOT, slot.to_string())?;
             tx.put(ROOT, key::SCHOOL, school.to_string())?;
@@ -449,7 +457,7 @@ fn write<T: Transactable>(
         } => {
             write_scan(
                 tx,
-                writer,
+                (writer, schema_version),
                 now,
                 booking::key::CHECK_INS,
                 *pupil,
@@ -465,7 +473,7 @@ fn write<T: Transactable>(
         } => {
             write_scan(
                 tx,
-                writer,
+                (writer, schema_version),
                 now,
                 booking::key::CHECK_OUTS,
                 *pupil,
@@ -642,10 +650,13 @@ fn write<T: Transactable>(
     Ok(())
 }
 
+/// Writes a scan by `writer`, an engine of `schema_version`: into the device's own map
+/// where the booking has the per-device container and the engine knows it (ADR 0203),
+/// else under `"<pupil>/<device>"` in `container`, as every version writes.
 #[allow(clippy::too_many_arguments)]
 fn write_scan<T: Transactable>(
     tx: &mut T,
-    writer: &Writer,
+    (writer, schema_version): (&Writer, i64),
     now: i64,
     container: &str,
     pupil: PupilId,
@@ -653,8 +664,19 @@ fn write_scan<T: Transactable>(
     method: ScanMethod,
     proof: Option<&str>,
 ) -> TxResult {
-    let c = root_map(tx, container)?;
-    let per_device = ensure_map(tx, &c, &booking::scan_key(pupil, writer.device))?;
+    let per_device = match booking::by_device(container)
+        .filter(|_| schema_version >= 3)
+        .and_then(|c| crate::doc_read::map(tx, &ROOT, c))
+    {
+        Some(by_device) => {
+            let mine = ensure_map(tx, &by_device, &writer.device.to_string())?;
+            ensure_map(tx, &mine, &pupil.to_string())?
+        }
+        None => {
+            let c = root_map(tx, container)?;
+            ensure_map(tx, &c, &booking::scan_key(pupil, writer.device))?
+        }
+    };
     let rec = tx.put_object(&per_device, scan_id, ObjType::Map)?;
     tx.put(&rec, "at", ts(now))?;
     tx.put(&rec, "method", method.as_str())?;

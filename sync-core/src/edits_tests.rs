@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{Edit, EditError, apply_unchecked, check_applies};
 use crate::doc_read as r;
-use crate::ids::DeviceId;
+use crate::ids::{DeviceId, PupilId};
 use crate::schema::activity_log::{ActivityLog, Confirmation};
 use crate::schema::booking::{Booking, Scan, ScanMethod, Status};
 use crate::schema::school_log::{Entry, SchoolLog};
@@ -109,7 +109,9 @@ fn create_booking_writes_the_request_its_author_and_the_roster() {
         root_keys(&doc),
         [
             "check_ins",
+            "check_ins_by_device",
             "check_outs",
+            "check_outs_by_device",
             "kind",
             "notes",
             "party_size",
@@ -266,15 +268,72 @@ fn check_in_records_a_scan_under_the_writers_device_and_user() {
         ]
     );
     assert!(b.check_outs.is_empty());
-    // Keyed "<pupil>/<device>" so that two devices never create the same key offline.
-    let ins = r::map(&doc, &ROOT, "check_ins").unwrap();
+    // Each device's scans in a map of its own (schema 3, ADR 0203), which only that
+    // device creates: merging a scan walks that device's pupils, not every scan key.
+    let by_device = r::map(&doc, &ROOT, "check_ins_by_device").unwrap();
+    let mut devices = [gate.device.to_string(), teacher().device.to_string()];
+    devices.sort();
+    assert_eq!(r::keys(&doc, &by_device), devices);
+    let gates = r::map(&doc, &by_device, &gate.device.to_string()).unwrap();
+    assert_eq!(r::keys(&doc, &gates), [pupil(1).to_string()]);
+    let pupils_scans = r::map(&doc, &gates, &pupil(1).to_string()).unwrap();
+    assert_eq!(r::keys(&doc, &pupils_scans), ["s-1"]);
+    let old_layout = r::map(&doc, &ROOT, "check_ins").unwrap();
+    assert!(r::keys(&doc, &old_layout).is_empty());
+}
+
+#[test]
+fn a_booking_of_version_2_keeps_its_layout_and_both_layouts_are_read_together() {
+    use crate::edits::apply_unchecked_as_schema;
+    let gate = writer(5, Role::VenueStaff);
+    let scan = |n: u128, id: &str| Edit::CheckIn {
+        pupil: pupil(n),
+        scan_id: id.into(),
+        method: ScanMethod::Manual,
+        proof: None,
+    };
+    // A booking made by a version-2 engine: no per-device containers, so today's gate
+    // writes where version 2 does ("<pupil>/<device>"), and a version-2 device reads it.
+    let mut old = Automerge::new();
+    let create = Edit::CreateBooking {
+        venue: VENUE,
+        slot: SLOT,
+        school: SCHOOL,
+        party_size: 2,
+        roster: vec![pupil(1), pupil(2)],
+    };
+    apply_unchecked_as_schema(&mut old, &teacher(), NOW, &create, 2).unwrap();
+    assert!(r::map(&old, &ROOT, "check_ins_by_device").is_none());
+    then(&mut old, &gate, LATER, &scan(1, "s-1"));
+    let ins = r::map(&old, &ROOT, "check_ins").unwrap();
     assert_eq!(
-        r::keys(&doc, &ins),
-        [
-            format!("{}/{}", pupil(1), gate.device),
-            format!("{}/{}", pupil(2), teacher().device)
-        ]
+        r::keys(&old, &ins),
+        [format!("{}/{}", pupil(1), gate.device)]
     );
+    assert_eq!(booking(&old).check_ins.len(), 1);
+    // Today's booking takes a version-2 device's scan where that device writes it, and
+    // reads it with today's scans, in (pupil, device, scan id) order either way.
+    let mut doc = new_booking();
+    then(&mut doc, &gate, LATER, &scan(2, "s-2"));
+    apply_unchecked_as_schema(&mut doc, &teacher(), LATER + 1, &scan(2, "s-3"), 2).unwrap();
+    apply_unchecked_as_schema(&mut doc, &teacher(), LATER + 2, &scan(1, "s-4"), 2).unwrap();
+    let ins = r::map(&doc, &ROOT, "check_ins").unwrap();
+    assert_eq!(r::keys(&doc, &ins).len(), 2, "the version-2 writes");
+    let read: Vec<(PupilId, DeviceId, String)> = booking(&doc)
+        .check_ins
+        .into_iter()
+        .map(|s| (s.pupil, s.device, s.scan_id))
+        .collect();
+    let mut expected = vec![
+        (pupil(2), gate.device, "s-2".to_owned()),
+        (pupil(2), teacher().device, "s-3".to_owned()),
+        (pupil(1), teacher().device, "s-4".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(read, expected);
+    assert!(crate::schema::booking::has_check_in(&doc, pupil(1)));
+    assert!(crate::schema::booking::has_check_in(&doc, pupil(2)));
+    assert!(!crate::schema::booking::has_check_in(&doc, pupil(3)));
 }
 
 #[test]

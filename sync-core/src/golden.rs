@@ -6,7 +6,10 @@
 //! (`sync-core/tests/schema_compat.rs`, `server/tests/it/compat.rs`,
 //! `mobile-ffi/tests/old_documents.rs`) read the saved files back with today's engine.
 //! Version 1 is written by today's edits with `schema` stamped 1 and without the
-//! version-2 fields (ADR 0170): the only thing version 2 changed.
+//! version-2 fields (ADR 0170): the only thing version 2 changed. Version 3 (ADR 0203)
+//! adds the bookings' per-device containers; its booking also holds the scans of a gate
+//! still on version 2 ([`old_gate`]), written where that gate writes them, so that the
+//! layout every version reads is in the fixtures of the latest.
 //!
 //! Fixed ids, actors and times, so that recording a version again gives the same bytes.
 
@@ -27,7 +30,7 @@ use crate::writer::{Role, Writer};
 
 /// Every schema version kepu released, oldest first. A version is added here when it is
 /// released, together with its recorded fixtures; none is ever removed.
-pub const RELEASED: &[i64] = &[1, 2];
+pub const RELEASED: &[i64] = &[1, 2, 3];
 
 /// 2026-03-02 09:00 China time.
 pub const T: i64 = 1_772_413_200_000;
@@ -58,6 +61,13 @@ pub fn writer(n: u128, role: Role) -> Writer {
         venue: (role == Role::VenueStaff).then_some(VENUE),
         pupil: (role == Role::Pupil).then_some(pupil(n)),
     }
+}
+
+/// A gate whose app is still on schema version 2 when version 3 is released: in the
+/// fixtures of version 3 its edits are written as a version-2 engine writes them.
+#[must_use]
+pub fn old_gate() -> Writer {
+    writer(5, Role::VenueStaff)
 }
 
 /// The server of the fixtures.
@@ -104,7 +114,7 @@ pub fn documents(version: i64) -> Vec<Golden> {
     let v2 = version >= 2;
     vec![
         written("venue", DocKind::Venue, version, &venue(v2)),
-        written("booking", DocKind::Booking, version, &booking(v2)),
+        written("booking", DocKind::Booking, version, &booking(version)),
         written(
             "cancelled_booking",
             DocKind::Booking,
@@ -134,7 +144,12 @@ fn written(name: &'static str, kind: DocKind, version: i64, edits: &Script) -> G
     let mut rows = Vec::new();
     for (who, at, edit) in edits {
         doc.set_actor(ActorId::from(who.device.as_bytes().as_slice()));
-        let hash = apply_unchecked_as_schema(&mut doc, who, *at, edit, version)
+        let engine = if who.device == old_gate().device {
+            version.min(2)
+        } else {
+            version
+        };
+        let hash = apply_unchecked_as_schema(&mut doc, who, *at, edit, engine)
             .expect("a golden edit applies")
             .expect("a golden edit changes something");
         let change = doc.get_change_by_hash(&hash).expect("the change just made");
@@ -230,7 +245,8 @@ fn scan(pupil: PupilId, id: &str, method: ScanMethod) -> Edit {
     }
 }
 
-fn booking(v2: bool) -> Script {
+fn booking(version: i64) -> Script {
+    let v2 = version >= 2;
     let teacher = writer(1, Role::Teacher);
     let gate = writer(2, Role::VenueStaff);
     let phone = writer(4, Role::Pupil);
@@ -300,6 +316,26 @@ fn booking(v2: bool) -> Script {
             Edit::RemoveFromRoster { pupil: pupil(2) },
         ),
     ]);
+    if version >= 3 {
+        // A gate still on version 2 scans into this booking where version 2 writes
+        // (`"<pupil>/<device>"`); today's engines read both layouts (ADR 0203).
+        script.extend([
+            (
+                old_gate(),
+                T + 58 * MIN,
+                scan(pupil(3), "scan-6", ScanMethod::PassScan),
+            ),
+            (
+                old_gate(),
+                T + 174 * MIN,
+                Edit::CheckOut {
+                    pupil: pupil(3),
+                    scan_id: "scan-7".into(),
+                    method: ScanMethod::PassScan,
+                },
+            ),
+        ]);
+    }
     script
 }
 
@@ -459,6 +495,12 @@ pub fn entry_maps(kind: DocKind) -> &'static [&'static str] {
             "check_ins/*",
             "check_outs",
             "check_outs/*",
+            "check_ins_by_device",
+            "check_ins_by_device/*",
+            "check_ins_by_device/*/*",
+            "check_outs_by_device",
+            "check_outs_by_device/*",
+            "check_outs_by_device/*/*",
             "notes",
         ],
         DocKind::ActivityLog => &["activities", "confirmations"],

@@ -6,7 +6,8 @@
 //! - the skeleton (every container) is created once, in the creator's first change;
 //! - entries are keyed by UUID v7 or by natural keys, never by list position;
 //! - a container that several devices may add to is keyed so that each device creates
-//!   its own (`check_ins["<pupil>/<device>"]`), never the same key twice.
+//!   its own (`check_ins_by_device["<device>"]`, `check_ins["<pupil>/<device>"]` before
+//!   schema 3), never the same key twice.
 
 pub mod activity_log;
 pub mod booking;
@@ -24,7 +25,10 @@ use crate::doc_read;
 /// - 2: bookings gain `guide` (venue staff name a guide group label) and venue profiles
 ///   gain `after_school` (opening hours aligned with after-school time). Engines at 2
 ///   read and accept everything version 1 devices write.
-pub const SCHEMA_VERSION: i64 = 2;
+/// - 3: bookings gain `check_ins_by_device` and `check_outs_by_device`, where engines of
+///   version 3 write each device's scans in a map of its own (ADR 0203). Scans under
+///   `"<pupil>/<device>"` keep being written by older devices and read as before.
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Root key holding the kind.
 pub const KIND: &str = "kind";

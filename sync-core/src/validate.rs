@@ -15,7 +15,7 @@ use automerge::{
 
 use crate::doc_id::DocumentId;
 use crate::doc_read as r;
-use crate::ids::{PupilId, SchoolId, UserId, VenueId};
+use crate::ids::{DeviceId, PupilId, SchoolId, UserId, VenueId};
 use crate::schema::{self, DocKind, activity_log, booking, school_log, venue};
 use crate::writer::{Role, Writer};
 
@@ -146,8 +146,9 @@ struct Ctx<'a> {
     writer: &'a Writer,
     created: bool,
     new_objects: HashSet<ObjId>,
-    /// The scan records this merge created: (pupil and device key, scan id, the record).
-    new_scans: Vec<(String, String, ObjId)>,
+    /// The check-in records this merge created: (pupil, device, the record's path, the
+    /// record).
+    new_scans: Vec<(PupilId, DeviceId, String, ObjId)>,
     /// May the writer write this booking at all (school or venue): the same for every
     /// patch of a merge, read from the document once.
     booking_scope: std::cell::OnceCell<Rule>,
@@ -311,28 +312,28 @@ pub fn validate_patches_with(
             .map_err(|code| Refusal::at(code, &path))?;
         if kind == DocKind::Booking
             && act == Act::PutObject
-            && let [c, key, scan] = path.as_slice()
-            && c == booking::key::CHECK_INS
             && let PatchAction::PutMap {
                 value: (_, record), ..
             } = &p.action
+            && let Some((pupil, device)) = new_check_in(&path)
         {
             ctx.new_scans
-                .push((key.clone(), scan.clone(), record.clone()));
+                .push((pupil, device, path.join("/"), record.clone()));
         }
     }
     if let Some(server_key) = &proofs.server_key {
         let venue = std::cell::OnceCell::new();
-        for (key, scan, record) in &ctx.new_scans {
+        for (pupil, device, path, record) in &ctx.new_scans {
             let to_check = ScanToCheck {
-                key,
+                pupil: *pupil,
+                device: *device,
                 record,
                 venue: &venue,
             };
             check_scan_proof(doc, writer, server_key, &proofs.revoked, &to_check).map_err(
                 |code| Refusal {
                     code,
-                    path: format!("{}/{key}/{scan}", booking::key::CHECK_INS),
+                    path: path.clone(),
                 },
             )?;
         }
@@ -340,12 +341,24 @@ pub fn validate_patches_with(
     Ok(())
 }
 
+/// The pupil and device of the check-in record a put of an object at `path` creates, in
+/// either layout (ADR 0203); `None` for any other path. The path passed the rules.
+fn new_check_in(path: &[String]) -> Option<(PupilId, DeviceId)> {
+    match path {
+        [c, key, _scan] if c == booking::key::CHECK_INS => booking::split_scan_key(key),
+        [c, device, pupil, _scan] if c == booking::key::CHECK_INS_BY_DEVICE => {
+            Some((pupil.parse().ok()?, device.parse().ok()?))
+        }
+        _ => None,
+    }
+}
+
 /// A scan record this merge created, as its patch named it: the record's object itself,
 /// so that checking it reads its three fields and not the path down to it again (three
 /// lookups by key, one of them in the map of every pupil's scans).
 struct ScanToCheck<'a> {
-    /// `pupil:device`.
-    key: &'a str,
+    pupil: PupilId,
+    device: DeviceId,
     record: &'a ObjId,
     /// The booking's venue, read once for every gate-code scan of the merge.
     venue: &'a std::cell::OnceCell<Option<VenueId>>,
@@ -360,9 +373,7 @@ fn check_scan_proof(
     revoked: &std::collections::BTreeMap<(PupilId, u32), i64>,
     scan: &ScanToCheck<'_>,
 ) -> Rule {
-    let Some((pupil, device)) = booking::split_scan_key(scan.key) else {
-        return Err(RefusalCode::MalformedValue);
-    };
+    let (pupil, device) = (scan.pupil, scan.device);
     // The record's fields in one read of its map, as the records read them: each lookup
     // by key is a search of the document's columns of its own.
     let rec = r::Fields::of(doc, scan.record);
@@ -615,6 +626,8 @@ fn is_container(kind: DocKind, field: &str) -> bool {
             booking::key::ROSTER,
             booking::key::CHECK_INS,
             booking::key::CHECK_OUTS,
+            booking::key::CHECK_INS_BY_DEVICE,
+            booking::key::CHECK_OUTS_BY_DEVICE,
             booking::key::NOTES,
         ]
         .contains(&field),
@@ -745,9 +758,25 @@ fn check_booking(
             )?;
             require(act != Act::PutObject, RefusalCode::MalformedValue)
         }
-        [key::CHECK_INS | key::CHECK_OUTS, rest @ ..] => {
-            check_scan(ctx, rest, act, parent_is_new, action)
-        }
+        [key::CHECK_INS | key::CHECK_OUTS, rest @ ..] => check_scan(
+            ctx,
+            booking::Layout::ByPupilDevice,
+            rest,
+            act,
+            parent_is_new,
+            action,
+        ),
+        [
+            key::CHECK_INS_BY_DEVICE | key::CHECK_OUTS_BY_DEVICE,
+            rest @ ..,
+        ] => check_scan(
+            ctx,
+            booking::Layout::ByDevice,
+            rest,
+            act,
+            parent_is_new,
+            action,
+        ),
         [key::NOTES, _id, rest @ ..] => {
             require(w.role != Role::Pupil, RefusalCode::RoleMayNotWrite)?;
             require(act != Act::Delete, RefusalCode::NoDelete)?;
@@ -775,8 +804,12 @@ fn check_booking(
     }
 }
 
+/// A write below a container of scans: `rest` is the path below the container, in its
+/// layout (ADR 0203). Either layout names a device and a pupil before the scan records;
+/// the per-device layout's keys are ids as kepu spells them, one key per device and pupil.
 fn check_scan(
     ctx: &Ctx<'_>,
+    layout: booking::Layout,
     rest: &[&str],
     act: Act,
     parent_is_new: bool,
@@ -784,22 +817,42 @@ fn check_scan(
 ) -> Rule {
     let w = ctx.writer;
     require(act != Act::Delete, RefusalCode::NoDelete)?;
-    let Some(key) = rest.first() else {
-        return Err(RefusalCode::UnknownField);
-    };
-    let Some((pupil, device)) = booking::split_scan_key(key) else {
-        return Err(RefusalCode::MalformedValue);
+    // The device and pupil the path names (the pupil once it is that deep), and the path
+    // below the map of one pupil's scans by one device.
+    let (device, pupil, below) = match (layout, rest) {
+        (_, []) => return Err(RefusalCode::UnknownField),
+        (booking::Layout::ByPupilDevice, [key, below @ ..]) => {
+            let (pupil, device) =
+                booking::split_scan_key(key).ok_or(RefusalCode::MalformedValue)?;
+            (device, Some(pupil), below)
+        }
+        (booking::Layout::ByDevice, [device, rest @ ..]) => {
+            let device =
+                booking::canonical::<DeviceId>(device).ok_or(RefusalCode::MalformedValue)?;
+            match rest {
+                [] => (device, None, rest),
+                [pupil, below @ ..] => {
+                    let pupil =
+                        booking::canonical::<PupilId>(pupil).ok_or(RefusalCode::MalformedValue)?;
+                    (device, Some(pupil), below)
+                }
+            }
+        }
     };
     if w.role != Role::Server {
         require(device == w.device, RefusalCode::NotOwnDevice)?;
     }
-    if w.role == Role::Pupil {
+    if w.role == Role::Pupil
+        && let Some(pupil) = pupil
+    {
         require(w.pupil == Some(pupil), RefusalCode::NotOwnPupil)?;
         require(on_roster(ctx.doc, pupil), RefusalCode::NotOnRoster)?;
     }
-    match rest {
-        [_] | [_, _] => require(act == Act::PutObject, RefusalCode::MalformedValue),
-        [_, _, field] => {
+    match (pupil, below) {
+        (None, []) | (Some(_), [] | [_]) => {
+            require(act == Act::PutObject, RefusalCode::MalformedValue)
+        }
+        (Some(_), [_, field]) => {
             // Scan records are written once, in the change that creates them.
             require(parent_is_new, RefusalCode::ScanImmutable)?;
             match *field {

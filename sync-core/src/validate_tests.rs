@@ -171,7 +171,7 @@ fn not_own_pupil_a_pupil_checks_in_a_classmate() {
     refused(
         result,
         RefusalCode::NotOwnPupil,
-        &format!("check_ins/{}/{}", pupil(2), phone.device),
+        &format!("check_ins_by_device/{}/{}", phone.device, pupil(2)),
     );
 }
 
@@ -186,7 +186,7 @@ fn not_on_roster_a_pupil_checks_in_on_someone_elses_visit() {
     refused(
         result,
         RefusalCode::NotOnRoster,
-        &format!("check_ins/{}/{}", pupil(3), phone.device),
+        &format!("check_ins_by_device/{}/{}", phone.device, pupil(3)),
     );
 }
 
@@ -238,58 +238,148 @@ fn not_owner_a_volunteer_logs_into_someone_elses_log() {
     );
 }
 
+/// `gate`'s check-in of pupil 1 as scan `s-1`, written by an engine of `version`: in its
+/// device's own map (schema 3, ADR 0203) or, by a version-2 device, under
+/// `"<pupil>/<device>"`. Returns the booking and the path of the scan record.
+fn checked_in(gate: &Writer, version: i64) -> (Automerge, Vec<String>) {
+    let mut doc = booking();
+    crate::edits::apply_unchecked_as_schema(
+        &mut doc,
+        gate,
+        NOW,
+        &check_in(pupil(1), ScanMethod::Manual, None),
+        version,
+    )
+    .unwrap();
+    let path = if version >= 3 {
+        vec![
+            "check_ins_by_device".to_owned(),
+            gate.device.to_string(),
+            pupil(1).to_string(),
+        ]
+    } else {
+        vec![
+            "check_ins".to_owned(),
+            format!("{}/{}", pupil(1), gate.device),
+        ]
+    };
+    (doc, path)
+}
+
+fn map_at(tx: &Transaction<'_>, path: &[String]) -> ObjId {
+    path.iter().fold(ROOT, |obj, key| map(tx, &obj, key))
+}
+
 #[test]
 fn scan_immutable_a_recorded_scan_time_is_rewritten() {
     let gate = staff();
-    let mut doc = booking();
-    apply_unchecked(
-        &mut doc,
-        &gate,
-        NOW,
-        &check_in(pupil(1), ScanMethod::Manual, None),
-    )
-    .unwrap();
-    let key = format!("{}/{}", pupil(1), gate.device);
-    let result = raw(&doc, &gate, |tx| {
-        let ins = map(tx, &ROOT, "check_ins");
-        let per = map(tx, &ins, &key);
-        let scan = map(tx, &per, "s-1");
-        tx.put(
-            &scan,
-            "at",
-            automerge::ScalarValue::Timestamp(NOW - 3_600_000),
-        )
-        .unwrap();
-    });
-    refused(
-        result,
-        RefusalCode::ScanImmutable,
-        &format!("check_ins/{key}/s-1/at"),
-    );
+    for version in [2, 3] {
+        let (doc, path) = checked_in(&gate, version);
+        let result = raw(&doc, &gate, |tx| {
+            let scan = map(tx, &map_at(tx, &path), "s-1");
+            tx.put(
+                &scan,
+                "at",
+                automerge::ScalarValue::Timestamp(NOW - 3_600_000),
+            )
+            .unwrap();
+        });
+        refused(
+            result,
+            RefusalCode::ScanImmutable,
+            &format!("{}/s-1/at", path.join("/")),
+        );
+    }
 }
 
 #[test]
 fn no_delete_a_check_in_is_removed() {
     let gate = staff();
-    let mut doc = booking();
-    apply_unchecked(
-        &mut doc,
-        &gate,
-        NOW,
-        &check_in(pupil(1), ScanMethod::Manual, None),
-    )
-    .unwrap();
-    let key = format!("{}/{}", pupil(1), gate.device);
+    for version in [2, 3] {
+        let (doc, path) = checked_in(&gate, version);
+        let result = raw(&doc, &gate, |tx| {
+            tx.delete(&map_at(tx, &path), "s-1").unwrap();
+        });
+        refused(
+            result,
+            RefusalCode::NoDelete,
+            &format!("{}/s-1", path.join("/")),
+        );
+    }
+    // Nor a device's whole map, nor the pupil's map in it.
+    let (doc, path) = checked_in(&gate, 3);
     let result = raw(&doc, &gate, |tx| {
-        let ins = map(tx, &ROOT, "check_ins");
-        let per = map(tx, &ins, &key);
-        tx.delete(&per, "s-1").unwrap();
+        tx.delete(&map_at(tx, &path[..2]), path[2].as_str())
+            .unwrap();
+    });
+    refused(result, RefusalCode::NoDelete, &path.join("/"));
+    let result = raw(&doc, &gate, |tx| {
+        tx.delete(&map_at(tx, &path[..1]), path[1].as_str())
+            .unwrap();
+    });
+    refused(result, RefusalCode::NoDelete, &path[..2].join("/"));
+}
+
+#[test]
+fn a_devices_map_of_scans_is_its_own_and_named_as_ids_are_written() {
+    let gate = staff();
+    let other = DeviceId(Uuid::from_u128(555));
+    // Another device's map.
+    let result = raw(&booking(), &gate, |tx| {
+        let c = map(tx, &ROOT, "check_ins_by_device");
+        tx.put_object(&c, other.to_string(), ObjType::Map).unwrap();
     });
     refused(
         result,
-        RefusalCode::NoDelete,
-        &format!("check_ins/{key}/s-1"),
+        RefusalCode::NotOwnDevice,
+        &format!("check_ins_by_device/{other}"),
     );
+    // Its own device's id written another way (upper case): one device, one map.
+    let lettered = Writer {
+        device: DeviceId(Uuid::from_u128(0xabcd)),
+        ..staff()
+    };
+    let upper = lettered.device.to_string().to_uppercase();
+    let result = raw(&booking(), &lettered, |tx| {
+        let c = map(tx, &ROOT, "check_ins_by_device");
+        tx.put_object(&c, upper.as_str(), ObjType::Map).unwrap();
+    });
+    refused(
+        result,
+        RefusalCode::MalformedValue,
+        &format!("check_ins_by_device/{upper}"),
+    );
+    // A pupil key that is no pupil id, and a scalar where the pupil's map goes.
+    let result = raw(&booking(), &gate, |tx| {
+        let c = map(tx, &ROOT, "check_ins_by_device");
+        let mine = tx
+            .put_object(&c, gate.device.to_string(), ObjType::Map)
+            .unwrap();
+        tx.put_object(&mine, "someone", ObjType::Map).unwrap();
+    });
+    refused(
+        result,
+        RefusalCode::MalformedValue,
+        &format!("check_ins_by_device/{}/someone", gate.device),
+    );
+    let result = raw(&booking(), &gate, |tx| {
+        let c = map(tx, &ROOT, "check_outs_by_device");
+        let mine = tx
+            .put_object(&c, gate.device.to_string(), ObjType::Map)
+            .unwrap();
+        tx.put(&mine, pupil(1).to_string(), 1).unwrap();
+    });
+    refused(
+        result,
+        RefusalCode::MalformedValue,
+        &format!("check_outs_by_device/{}/{}", gate.device, pupil(1)),
+    );
+    // The containers come with the booking, never later.
+    let result = raw(&booking(), &gate, |tx| {
+        tx.put_object(ROOT, "check_ins_by_device", ObjType::Map)
+            .unwrap();
+    });
+    refused(result, RefusalCode::ImmutableField, "check_ins_by_device");
 }
 
 #[test]
@@ -374,7 +464,7 @@ fn bad_proof_a_gate_code_check_in_whose_proof_does_not_verify() {
     refused(
         validate_patches_with(&doc, false, &patches, &phone, &checks),
         RefusalCode::BadProof,
-        &format!("check_ins/{}/{}/s-1", pupil(1), phone.device),
+        &format!("check_ins_by_device/{}/{}/s-1", phone.device, pupil(1)),
     );
 }
 

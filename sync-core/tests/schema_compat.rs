@@ -376,3 +376,37 @@ fn the_inventory_holds_every_venue_profile_field() {
         );
     }
 }
+
+/// Version 3 is version 2 plus the bookings' per-device containers of scans (ADR 0203),
+/// and a gate still on version 2 writes into a version-3 booking where it always did.
+#[test]
+fn version_3_differs_from_version_2_only_by_the_per_device_containers() {
+    let v2 = inventory_file(2);
+    let v3 = inventory_file(3);
+    for (kind, fields) in &v3 {
+        for path in fields.keys() {
+            let before = v2.get(kind).is_some_and(|f| f.contains_key(path));
+            let added = kind == "booking"
+                && (path.starts_with("check_ins_by_device")
+                    || path.starts_with("check_outs_by_device"));
+            assert!(before || added, "{kind}.{path} is new in version 3");
+        }
+    }
+    let booking = &v3["booking"];
+    for (path, ty) in [
+        ("check_ins_by_device/*/*/*/at", "timestamp"),
+        ("check_ins_by_device/*/*/*/method", "str"),
+        ("check_outs_by_device/*/*/*/at", "timestamp"),
+        // The version-2 gate's scan in the version-3 booking.
+        ("check_ins/*/*/at", "timestamp"),
+    ] {
+        assert_eq!(booking.get(path).map(String::as_str), Some(ty), "{path}");
+    }
+    let (f, doc) = fixture(3, "booking");
+    let read = Booking::read(&doc).expect("a booking");
+    assert_eq!(f.schema, 3);
+    let old_gate = golden::old_gate().device;
+    assert!(read.check_ins.iter().any(|s| s.device == old_gate));
+    assert!(read.check_ins.iter().any(|s| s.device != old_gate));
+    assert!(read.check_outs.iter().any(|s| s.device == old_gate));
+}

@@ -7,8 +7,17 @@
 //!   roster:     { "<pupil>": <added_at> },
 //!   check_ins:  { "<pupil>/<device>": { "<scan id>": { at, method, proof, by } } },
 //!   check_outs: { "<pupil>/<device>": { "<scan id>": { at, method, by } } },
+//!   check_ins_by_device:  { "<device>": { "<pupil>": { "<scan id>": { … } } } } (schema 3)
+//!   check_outs_by_device: { "<device>": { "<pupil>": { "<scan id>": { … } } } } (schema 3)
 //!   notes:      { "<note id>": { at, by, role, text } } }   (text: one of NOTE_CODES)
 //! ```
+//!
+//! A booking's scans are those of both layouts (ADR 0203): an engine of schema 3 writes
+//! a scan into its device's own map when the booking has the per-device containers
+//! (bookings created at schema 3), and under `"<pupil>/<device>"` otherwise, as devices
+//! of schema 1 and 2 write everywhere. Each device creates its own map, never another's,
+//! so two devices offline never create the same key; merging a scan into a booking walks
+//! the scanning device's pupils instead of every scan key of the booking.
 
 use std::collections::BTreeMap;
 
@@ -49,6 +58,10 @@ pub mod key {
     pub const CHECK_INS: &str = "check_ins";
     /// Check-out scans.
     pub const CHECK_OUTS: &str = "check_outs";
+    /// Check-in scans, one map per device (schema 3, ADR 0203).
+    pub const CHECK_INS_BY_DEVICE: &str = "check_ins_by_device";
+    /// Check-out scans, one map per device (schema 3, ADR 0203).
+    pub const CHECK_OUTS_BY_DEVICE: &str = "check_outs_by_device";
     /// Notes.
     pub const NOTES: &str = "notes";
 }
@@ -224,45 +237,134 @@ pub fn scan_key(pupil: PupilId, device: DeviceId) -> String {
     format!("{pupil}/{device}")
 }
 
-fn read_scans<D: ReadDoc>(doc: &D, container: &str, out: &mut Vec<Scan>) {
-    let Some(obj) = r::map(doc, &ROOT, container) else {
-        return;
-    };
-    walk_scans(doc, &obj, |_, scan| out.push(scan));
+/// How a container of scans is keyed (ADR 0203).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// `{ "<pupil>/<device>": { "<scan id>": record } }` (every schema).
+    ByPupilDevice,
+    /// `{ "<device>": { "<pupil>": { "<scan id>": record } } }` (schema 3).
+    ByDevice,
 }
 
-/// The scans of `container` read key by key, each map by itself: what [`walk_scans`]
-/// must give.
-#[cfg(test)]
-pub(crate) fn read_scans_by_key<D: ReadDoc>(doc: &D, container: &str) -> Vec<Scan> {
-    let mut out = Vec::new();
-    if let Some(obj) = r::map(doc, &ROOT, container) {
-        for (key, per_device) in r::maps(doc, &obj) {
-            read_key_scans(doc, &key, &per_device, &mut out);
+/// The containers of scans: (root key, layout, holds check-ins).
+pub(crate) const CONTAINERS: [(&str, Layout, bool); 4] = [
+    (key::CHECK_INS, Layout::ByPupilDevice, true),
+    (key::CHECK_OUTS, Layout::ByPupilDevice, false),
+    (key::CHECK_INS_BY_DEVICE, Layout::ByDevice, true),
+    (key::CHECK_OUTS_BY_DEVICE, Layout::ByDevice, false),
+];
+
+/// The per-device container beside `container` (`check_ins` → `check_ins_by_device`).
+#[must_use]
+pub fn by_device(container: &str) -> Option<&'static str> {
+    match container {
+        key::CHECK_INS => Some(key::CHECK_INS_BY_DEVICE),
+        key::CHECK_OUTS => Some(key::CHECK_OUTS_BY_DEVICE),
+        _ => None,
+    }
+}
+
+/// An id as kepu writes it: lower-case hyphenated text, the one spelling of each id.
+/// A per-device map's keys must be spelt so (validation refuses any other), so that one
+/// device or pupil is one key; readers skip any other spelling.
+pub(crate) fn canonical<T: std::str::FromStr + std::fmt::Display>(key: &str) -> Option<T> {
+    let well_spelt = key.len() == 36
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'-');
+    let id: T = key.parse().ok().filter(|_| well_spelt)?;
+    (id.to_string() == key).then_some(id)
+}
+
+/// The scans of one kind (check-ins when `ins`) of both layouts, in (pupil, device, scan
+/// id) order.
+fn read_scans<D: ReadDoc>(doc: &D, ins: bool) -> Vec<Scan> {
+    let mut parts = [Vec::new(), Vec::new()];
+    for (i, (container, layout, _)) in CONTAINERS.iter().filter(|c| c.2 == ins).enumerate() {
+        if let Some(obj) = r::map(doc, &ROOT, container) {
+            walk_scans(doc, &obj, *layout, |_, scan| parts[i].push(scan));
         }
     }
-    out
+    let [old, new] = parts;
+    together(old, new)
 }
 
-/// The scans under the container `obj`, each with its `"<pupil>/<device>"` key, as
-/// [`read_key_scans`] reads them key by key, in (key, scan id) order, read in one walk of
+/// The scans of both layouts as one list: `old` (in `"<pupil>/<device>"` key order, then
+/// scan id) as it is when there is nothing in the per-device layout, else both in
+/// (pupil, device, scan id) order.
+pub(crate) fn together(mut old: Vec<Scan>, new: Vec<Scan>) -> Vec<Scan> {
+    if new.is_empty() {
+        return old;
+    }
+    if old.is_empty() {
+        return new;
+    }
+    old.extend(new);
+    old.sort_by(|a, b| (a.pupil, a.device, &a.scan_id).cmp(&(b.pupil, b.device, &b.scan_id)));
+    old
+}
+
+/// The scans of one kind read map by map, each by itself: what [`walk_scans`] must give.
+#[cfg(test)]
+pub(crate) fn read_scans_by_key<D: ReadDoc>(doc: &D, ins: bool) -> Vec<Scan> {
+    let mut parts = [Vec::new(), Vec::new()];
+    for (i, (container, layout, _)) in CONTAINERS.iter().filter(|c| c.2 == ins).enumerate() {
+        let Some(obj) = r::map(doc, &ROOT, container) else {
+            continue;
+        };
+        let out = &mut parts[i];
+        match layout {
+            Layout::ByPupilDevice => {
+                for (key, per_device) in r::maps(doc, &obj) {
+                    read_key_scans(doc, &key, &per_device, out);
+                }
+            }
+            Layout::ByDevice => {
+                for (device, mine) in r::maps(doc, &obj) {
+                    let Some(device) = canonical::<DeviceId>(&device) else {
+                        continue;
+                    };
+                    for (pupil, scans) in r::maps(doc, &mine) {
+                        if let Some(pupil) = canonical::<PupilId>(&pupil) {
+                            read_key_scans(doc, &scan_key(pupil, device), &scans, out);
+                        }
+                    }
+                }
+                // Read device by device; listed by pupil, device and scan id.
+                out.sort_by(|a, b| {
+                    (a.pupil, a.device, &a.scan_id).cmp(&(b.pupil, b.device, &b.scan_id))
+                });
+            }
+        }
+    }
+    let [old, new] = parts;
+    together(old, new)
+}
+
+/// The scans under the container `obj` of `layout`, each with its `"<pupil>/<device>"`
+/// key (for the per-device layout the key its pupil and device would have), as
+/// [`read_key_scans`] reads them map by map, in (key, scan id) order, read in one walk of
 /// the container and every object below it (ADR 0197). Reading each map by itself starts
-/// a new search of the document's columns for every per-device map and every scan
-/// record; the walk moves forward through them.
+/// a new search of the document's columns for every map and every scan record; the walk
+/// moves forward through them.
 pub(crate) fn walk_scans<D: ReadDoc>(
     doc: &D,
     obj: &automerge::ObjId,
+    layout: Layout,
     mut each: impl FnMut(&str, Scan),
 ) {
     use automerge::iter::DocItem;
     use automerge::{ObjId, ObjType, ScalarValue, Value, ValueRef};
     use std::collections::HashMap;
 
-    /// A scan record: its device map, its scan id and the fields read so far.
+    /// A scan record: its map of one pupil's scans by one device, its scan id and the
+    /// fields read so far.
     type Record = (ObjId, String, Vec<(String, ScalarValue)>);
     let is_map = |v: &ValueRef<'_>| matches!(v, ValueRef::Object(ObjType::Map | ObjType::Table));
-    // Per-device maps by object, then scan records by object: a parent is always made
-    // before its children, and the walk visits objects in the order they were made.
+    // Per-device maps (per-device layout), maps of one pupil's scans by one device, then
+    // scan records, by object: a parent is always made before its children, and the walk
+    // visits objects in the order they were made.
+    let mut devices: HashMap<ObjId, DeviceId> = HashMap::new();
     let mut keys: HashMap<ObjId, (String, PupilId, DeviceId)> = HashMap::new();
     let mut records: HashMap<ObjId, Record> = HashMap::new();
     for item in doc.iter_at(obj, None) {
@@ -270,10 +372,26 @@ pub(crate) fn walk_scans<D: ReadDoc>(
             continue;
         };
         if *item.obj == *obj {
+            if !is_map(&m.value) {
+                continue;
+            }
+            match layout {
+                Layout::ByPupilDevice => {
+                    if let Some((pupil, device)) = split_scan_key(&m.key) {
+                        keys.insert(m.id(), (m.key.into_owned(), pupil, device));
+                    }
+                }
+                Layout::ByDevice => {
+                    if let Some(device) = canonical::<DeviceId>(&m.key) {
+                        devices.insert(m.id(), device);
+                    }
+                }
+            }
+        } else if let Some(device) = devices.get(&item.obj) {
             if is_map(&m.value)
-                && let Some((pupil, device)) = split_scan_key(&m.key)
+                && let Some(pupil) = canonical::<PupilId>(&m.key)
             {
-                keys.insert(m.id(), (m.key.into_owned(), pupil, device));
+                keys.insert(m.id(), (scan_key(pupil, *device), pupil, *device));
             }
         } else if keys.contains_key(&item.obj) {
             if is_map(&m.value) {
@@ -330,22 +448,31 @@ pub(crate) fn read_key_scans<D: ReadDoc>(
 }
 
 /// Has any device recorded a check-in of `pupil` that [`Booking::read`] would list? Looks
-/// up the pupil's keys (`"<pupil>/…"`, adjacent in key order) instead of reading every
-/// scan: a phone answers "already counted" at the gate without walking the booking.
+/// up the pupil's keys (`"<pupil>/…"`, adjacent in key order, and the pupil in each
+/// device's map) instead of reading every scan: a phone answers "already counted" at the
+/// gate without walking the booking.
 pub fn has_check_in<D: ReadDoc>(doc: &D, pupil: PupilId) -> bool {
-    let Some(obj) = r::map(doc, &ROOT, key::CHECK_INS) else {
-        return false;
-    };
-    // '/' is followed by '0' in byte order: the range holds exactly this pupil's keys.
-    let (from, to) = (format!("{pupil}/"), format!("{pupil}0"));
-    let devices: Vec<automerge::ObjId> = doc
-        .map_range(&obj, from..to)
-        .filter(|item| split_scan_key(&item.key).is_some_and(|(p, _)| p == pupil))
-        .filter(|item| matches!(item.value, automerge::ValueRef::Object(_)))
-        .map(|item| item.id())
-        .collect();
-    devices.iter().any(|per_device| {
-        r::maps(doc, per_device).iter().any(|(_, rec)| {
+    let mut maps: Vec<automerge::ObjId> = Vec::new();
+    if let Some(obj) = r::map(doc, &ROOT, key::CHECK_INS) {
+        // '/' is followed by '0' in byte order: the range holds exactly this pupil's keys.
+        let (from, to) = (format!("{pupil}/"), format!("{pupil}0"));
+        maps.extend(
+            doc.map_range(&obj, from..to)
+                .filter(|item| split_scan_key(&item.key).is_some_and(|(p, _)| p == pupil))
+                .filter(|item| matches!(item.value, automerge::ValueRef::Object(_)))
+                .map(|item| item.id()),
+        );
+    }
+    if let Some(obj) = r::map(doc, &ROOT, key::CHECK_INS_BY_DEVICE) {
+        let name = pupil.to_string();
+        for (device, mine) in r::maps(doc, &obj) {
+            if canonical::<DeviceId>(&device).is_some() {
+                maps.extend(r::map(doc, &mine, &name));
+            }
+        }
+    }
+    maps.iter().any(|scans| {
+        r::maps(doc, scans).iter().any(|(_, rec)| {
             let rec = r::Fields::of(doc, rec);
             rec.int("at").is_some()
                 && rec
@@ -367,13 +494,7 @@ pub fn venue_of<D: ReadDoc>(doc: &D) -> Option<VenueId> {
 impl Booking {
     /// Reads a booking; `None` if the document is not a well-formed booking.
     pub fn read<D: ReadDoc>(doc: &D) -> Option<Self> {
-        Self::read_with(doc, |doc| {
-            let mut check_ins = Vec::new();
-            read_scans(doc, key::CHECK_INS, &mut check_ins);
-            let mut check_outs = Vec::new();
-            read_scans(doc, key::CHECK_OUTS, &mut check_outs);
-            (check_ins, check_outs)
-        })
+        Self::read_with(doc, |doc| (read_scans(doc, true), read_scans(doc, false)))
     }
 
     /// Reads a booking whose check-ins and check-outs `scans` reads.

@@ -8,10 +8,16 @@
 //! touched; the rest of the booking (its root fields, roster and notes: small) is read
 //! whole each time. The result is always what [`Booking::read`] gives (ADR 0181).
 //!
+//! Scans kept in a device's own map (schema 3, ADR 0203) are kept by the key their pupil
+//! and device would have in `check_ins`: an operation on a device's map touches the key
+//! of the pupil it names, and one on the per-device container itself touches every key
+//! of the device it names.
+//!
 //! Why the keys touched are enough: what a key shows can only change by an operation on
-//! the key itself (in `check_ins` or `check_outs`) or on an object below it, and each such
-//! operation is in a change made since the heads. An operation on the root's `check_ins`
-//! or `check_outs`, anything the reader cannot place, or more than [`MAX_CHANGES`]
+//! the key itself (in `check_ins` or `check_outs`, or the pupil in a device's map), on
+//! the device's map in the per-device containers, or on an object below the key, and
+//! each such operation is in a change made since the heads. An operation on a container
+//! of scans at the root, anything the reader cannot place, or more than [`MAX_CHANGES`]
 //! changes since the last read (placing each costs more than a whole read then) make it
 //! read everything again.
 //!
@@ -25,8 +31,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use automerge::{Automerge, ChangeHash, ObjId, Prop, ROOT, ReadDoc, legacy};
 
-use super::booking::{Booking, Scan, key, read_key_scans, walk_scans};
+use super::booking::{
+    self, Booking, CONTAINERS, Layout, Scan, canonical, read_key_scans, scan_key, split_scan_key,
+    walk_scans,
+};
 use crate::doc_read as r;
+use crate::ids::{DeviceId, PupilId};
 
 /// Past this many changes since the last read, the booking is read whole.
 pub const MAX_CHANGES: usize = 64;
@@ -37,10 +47,8 @@ const MAX_PLACES_PER_SCAN: usize = 4;
 /// See [`MAX_PLACES_PER_SCAN`].
 const MIN_PLACES: usize = 256;
 
-/// The two containers of scans.
-const CONTAINERS: [&str; 2] = [key::CHECK_INS, key::CHECK_OUTS];
-
-/// The scans of one container, by `"<pupil>/<device>"` key, and the container's object.
+/// The scans of one container, by `"<pupil>/<device>"` key (in the per-device layout,
+/// the key its pupil and device would have), and the container's object.
 #[derive(Debug, Default, Clone)]
 struct Scans {
     obj: Option<ObjId>,
@@ -49,7 +57,7 @@ struct Scans {
 }
 
 impl Scans {
-    fn read_all(doc: &Automerge, container: &str) -> Self {
+    fn read_all(doc: &Automerge, (container, layout): (&str, Layout)) -> Self {
         let mut out = Self {
             obj: r::map(doc, &ROOT, container),
             ..Self::default()
@@ -57,7 +65,7 @@ impl Scans {
         if let Some(obj) = out.obj.clone() {
             // In key order: each key's scans come together.
             let mut current: Option<(String, Vec<Scan>)> = None;
-            walk_scans(doc, &obj, |k, scan| match current.as_mut() {
+            walk_scans(doc, &obj, layout, |k: &str, scan| match current.as_mut() {
                 Some((key, scans)) if key == k => scans.push(scan),
                 _ => {
                     if let Some((key, scans)) = current.replace((k.to_owned(), vec![scan])) {
@@ -73,12 +81,51 @@ impl Scans {
     }
 
     /// Reads `k` again.
-    fn reread(&mut self, doc: &Automerge, k: &str) {
+    fn reread(&mut self, doc: &Automerge, layout: Layout, k: &str) {
         let mut scans = Vec::new();
-        if let Some(per_device) = self.obj.as_ref().and_then(|c| r::map(doc, c, k)) {
+        let Some(c) = self.obj.as_ref() else {
+            return self.put(k.to_owned(), scans);
+        };
+        let per_device = match layout {
+            Layout::ByPupilDevice => r::map(doc, c, k),
+            Layout::ByDevice => split_scan_key(k).and_then(|(pupil, device)| {
+                r::map(
+                    doc,
+                    &r::map(doc, c, &device.to_string())?,
+                    &pupil.to_string(),
+                )
+            }),
+        };
+        if let Some(per_device) = per_device {
             read_key_scans(doc, k, &per_device, &mut scans);
         }
         self.put(k.to_owned(), scans);
+    }
+
+    /// Reads again every key of `device` in the per-device layout: those kept, and those
+    /// its map now holds.
+    fn reread_device(&mut self, doc: &Automerge, device: DeviceId) {
+        let mut keys: BTreeSet<String> = self
+            .by_key
+            .keys()
+            .filter(|k| split_scan_key(k).is_some_and(|(_, d)| d == device))
+            .cloned()
+            .collect();
+        if let Some(mine) = self
+            .obj
+            .as_ref()
+            .and_then(|c| r::map(doc, c, &device.to_string()))
+        {
+            keys.extend(
+                r::keys(doc, &mine)
+                    .iter()
+                    .filter_map(|p| canonical::<PupilId>(p))
+                    .map(|p| scan_key(p, device)),
+            );
+        }
+        for k in keys {
+            self.reread(doc, Layout::ByDevice, &k);
+        }
     }
 
     fn put(&mut self, k: String, scans: Vec<Scan>) {
@@ -105,7 +152,8 @@ pub struct BookingReader {
     heads: Vec<ChangeHash>,
     /// Whether `scans` holds the booking's scans at `heads`.
     kept: bool,
-    scans: [Scans; 2],
+    /// The scans of each of [`CONTAINERS`].
+    scans: [Scans; 4],
     /// Where the objects the changes read so far operated on or created lie. An object
     /// stays where it was created, so a place once known holds; kept while `scans` is.
     places: HashMap<legacy::OpId, Place>,
@@ -114,12 +162,26 @@ pub struct BookingReader {
 /// Where an object lies in a booking.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Place {
-    /// Outside both containers of scans (the roster, the notes, …).
+    /// Outside the containers of scans (the roster, the notes, …), or below a key of
+    /// theirs that holds no scans.
     Outside,
-    /// The container `CONTAINERS[i]` itself: an operation on it touches the key it names.
+    /// The container `CONTAINERS[i]` itself: an operation on it touches the key it names
+    /// (every key of the device it names, in the per-device layout).
     Container(usize),
+    /// The map of one device in the per-device container `i`: an operation on it
+    /// touches the key of the pupil it names.
+    Device(usize, DeviceId),
     /// Under the scan key of container `i`.
     Under(usize, String),
+}
+
+/// What the changes since a read touched.
+#[derive(Debug, Default)]
+struct Touched {
+    /// `(container, key)` pairs.
+    keys: BTreeSet<(usize, String)>,
+    /// `(container, device)` pairs of per-device containers: every key of the device.
+    devices: BTreeSet<(usize, DeviceId)>,
 }
 
 /// How a read went: for the server's metrics.
@@ -159,7 +221,7 @@ impl BookingReader {
         }
         self.places.clear();
         if small {
-            self.scans = CONTAINERS.map(|c| Scans::read_all(doc, c));
+            self.scans = CONTAINERS.map(|(c, layout, _)| Scans::read_all(doc, (c, layout)));
             self.kept = true;
             return (self.booking(doc), ReadKind::Whole);
         }
@@ -169,7 +231,10 @@ impl BookingReader {
     }
 
     fn booking(&self, doc: &Automerge) -> Option<Booking> {
-        Booking::read_with(doc, |_| (self.scans[0].list(), self.scans[1].list()))
+        // CONTAINERS: check-ins, check-outs, then the same by device.
+        let ins = booking::together(self.scans[0].list(), self.scans[2].list());
+        let outs = booking::together(self.scans[1].list(), self.scans[3].list());
+        Booking::read_with(doc, |_| (ins, outs))
     }
 
     /// Does `doc` hold the heads of the last read, with at most [`MAX_CHANGES`] changes
@@ -187,7 +252,7 @@ impl BookingReader {
     /// whole must be read instead.
     fn refresh(&mut self, doc: &Automerge, since: &[ChangeHash]) -> bool {
         // The containers must still be the objects the scans were read from.
-        for (i, c) in CONTAINERS.iter().enumerate() {
+        for (i, (c, _, _)) in CONTAINERS.iter().enumerate() {
             if r::map(doc, &ROOT, c) != self.scans[i].obj {
                 return false;
             }
@@ -200,24 +265,27 @@ impl BookingReader {
         if self.places.len() > MAX_PLACES_PER_SCAN * self.scans_kept() + MIN_PLACES {
             self.places.clear();
         }
-        for (i, k) in touched {
-            self.scans[i].reread(doc, &k);
+        for (i, device) in touched.devices {
+            self.scans[i].reread_device(doc, device);
+        }
+        for (i, k) in touched.keys {
+            self.scans[i].reread(doc, CONTAINERS[i].1, &k);
         }
         true
     }
 }
 
-/// The `(container, key)` pairs of scans that the changes since `heads` touched; `None`
-/// when one of them cannot be placed, or touches a container as a whole. An object's
-/// place comes from `places`, from the operation that created it (a child lies where its
-/// parent lies, or under the key it was made at in a container), or else from the
+/// The keys of scans that the changes since `heads` touched; `None` when one of them
+/// cannot be placed, or touches a container as a whole. An object's place comes from
+/// `places`, from the operation that created it (a child lies where its parent lies, or
+/// under the key it was made at in a container or a device's map), or else from the
 /// document; each found is kept in `places`.
 fn touched_keys(
     doc: &Automerge,
     heads: &[ChangeHash],
     places: &mut HashMap<legacy::OpId, Place>,
-) -> Option<BTreeSet<(usize, String)>> {
-    let mut touched = BTreeSet::new();
+) -> Option<Touched> {
+    let mut touched = Touched::default();
     for change in doc.get_changes(heads) {
         let actor = change.actor_id().clone();
         let start = change.start_op().get();
@@ -227,7 +295,7 @@ fn touched_keys(
                     // An operation on the root: a container replaced or removed is read
                     // whole; anything else made at the root lies outside.
                     if let legacy::Key::Map(k) = &op.key
-                        && CONTAINERS.contains(&k.as_str())
+                        && CONTAINERS.iter().any(|(c, _, _)| c == k)
                     {
                         return None;
                     }
@@ -242,23 +310,54 @@ fn touched_keys(
                     }
                 },
             };
-            // The key the operation touches, which is also where an object it makes lies.
-            let under = match (&place, &op.key) {
-                (Place::Outside, _) => None,
-                (Place::Container(i), legacy::Key::Map(k)) => Some((*i, k.to_string())),
-                (Place::Container(_), legacy::Key::Seq(_)) => return None,
-                (Place::Under(i, k), _) => Some((*i, k.clone())),
+            let legacy::Key::Map(k) = &op.key else {
+                match place {
+                    Place::Outside | Place::Under(..) => {}
+                    Place::Container(_) | Place::Device(..) => return None,
+                }
+                if let Place::Under(i, k) = place {
+                    if matches!(op.action, legacy::OpType::Make(_)) {
+                        let made = legacy::OpId::new(start + n as u64, &actor);
+                        places.insert(made, Place::Under(i, k.clone()));
+                    }
+                    touched.keys.insert((i, k));
+                }
+                continue;
             };
-            // An object made under a scan key lies there; one made outside is placed
-            // only if an operation on it comes (the roster's, the notes': few).
-            if matches!(op.action, legacy::OpType::Make(_))
-                && let Some((i, k)) = &under
-            {
-                let made = legacy::OpId::new(start + n as u64, &actor);
-                places.insert(made, Place::Under(*i, k.clone()));
-            }
-            if let Some(t) = under {
-                touched.insert(t);
+            // Where an object the operation makes lies, and what the operation touches.
+            let made = match place {
+                Place::Outside => Place::Outside,
+                Place::Container(i) => match CONTAINERS[i].1 {
+                    Layout::ByPupilDevice => {
+                        touched.keys.insert((i, k.to_string()));
+                        Place::Under(i, k.to_string())
+                    }
+                    Layout::ByDevice => match canonical::<DeviceId>(k) {
+                        Some(device) => {
+                            touched.devices.insert((i, device));
+                            Place::Device(i, device)
+                        }
+                        None => Place::Outside,
+                    },
+                },
+                Place::Device(i, device) => match canonical::<PupilId>(k) {
+                    Some(pupil) => {
+                        let key = scan_key(pupil, device);
+                        touched.keys.insert((i, key.clone()));
+                        Place::Under(i, key)
+                    }
+                    None => Place::Outside,
+                },
+                Place::Under(i, key) => {
+                    touched.keys.insert((i, key.clone()));
+                    Place::Under(i, key)
+                }
+            };
+            // An object made in a container of scans lies where it was made; one made
+            // outside is placed only if an operation on it comes (the roster's, the
+            // notes': few).
+            if matches!(op.action, legacy::OpType::Make(_)) && made != Place::Outside {
+                places.insert(legacy::OpId::new(start + n as u64, &actor), made);
             }
         }
     }
@@ -275,14 +374,26 @@ fn place_of(doc: &Automerge, id: &legacy::OpId) -> Option<Place> {
     let Some((_, Prop::Map(top))) = path.first() else {
         return Some(Place::Outside);
     };
-    let Some(i) = CONTAINERS.iter().position(|c| c == top) else {
+    let Some(i) = CONTAINERS.iter().position(|(c, _, _)| c == top) else {
         return Some(Place::Outside);
     };
-    match path.get(1) {
-        Some((_, Prop::Map(k))) => Some(Place::Under(i, k.clone())),
+    let key = |n: usize| match path.get(n) {
+        Some((_, Prop::Map(k))) => Some(Some(k.as_str())),
         Some(_) => None,
-        None => Some(Place::Container(i)),
-    }
+        None => Some(None),
+    };
+    Some(match (CONTAINERS[i].1, key(1)?) {
+        (_, None) => Place::Container(i),
+        (Layout::ByPupilDevice, Some(k)) => Place::Under(i, k.to_owned()),
+        (Layout::ByDevice, Some(d)) => match (canonical::<DeviceId>(d), key(2)?) {
+            (None, _) => Place::Outside,
+            (Some(device), None) => Place::Device(i, device),
+            (Some(device), Some(p)) => match canonical::<PupilId>(p) {
+                Some(pupil) => Place::Under(i, scan_key(pupil, device)),
+                None => Place::Outside,
+            },
+        },
+    })
 }
 
 #[cfg(test)]

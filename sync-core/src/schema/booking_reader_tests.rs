@@ -6,7 +6,7 @@ use automerge::transaction::Transactable;
 use automerge::{ActorId, Automerge, ObjType, ROOT, ReadDoc};
 
 use super::{BookingReader, ReadKind};
-use crate::edits::{Edit, apply_unchecked};
+use crate::edits::{Edit, apply_unchecked, apply_unchecked_as_schema};
 use crate::ids::UserId;
 use crate::schema::booking::{Booking, ScanMethod, key, scan_key};
 use crate::test_writers::{NOW, VENUE, pupil, teacher, writer};
@@ -16,6 +16,35 @@ const PUPILS: u128 = 12;
 
 fn booking() -> Automerge {
     crate::test_writers::booking_for((0..PUPILS).map(pupil).collect())
+}
+
+/// The same booking made by an engine of schema 2: no per-device containers, so every
+/// scan goes under `"<pupil>/<device>"` (ADR 0203).
+fn old_booking() -> Automerge {
+    let mut doc = Automerge::new();
+    let edit = Edit::CreateBooking {
+        venue: VENUE,
+        slot: crate::test_writers::SLOT,
+        school: crate::test_writers::SCHOOL,
+        party_size: 12,
+        roster: (0..PUPILS).map(pupil).collect(),
+    };
+    apply_unchecked_as_schema(&mut doc, &teacher(), NOW, &edit, 2).expect("created");
+    assert!(doc.get(ROOT, key::CHECK_INS_BY_DEVICE).unwrap().is_none());
+    doc
+}
+
+/// The map of `gate`'s scans of pupil `n`, in whichever layout holds it.
+fn scans_map(d: &Automerge, gate: &Writer, n: u128) -> automerge::ObjId {
+    let at = |obj: &automerge::ObjId, k: &str| d.get(obj, k).unwrap().map(|(_, id)| id);
+    if let Some(by_device) = at(&ROOT, key::CHECK_INS_BY_DEVICE)
+        && let Some(mine) = at(&by_device, &gate.device.to_string())
+        && let Some(scans) = at(&mine, &pupil(n).to_string())
+    {
+        return scans;
+    }
+    let c = at(&ROOT, key::CHECK_INS).expect("check_ins");
+    at(&c, &scan_key(pupil(n), gate.device)).expect("the pupil's scans")
 }
 
 fn gate(n: u128) -> Writer {
@@ -45,12 +74,12 @@ fn same(reader: &mut BookingReader, doc: &Automerge) -> ReadKind {
     assert_eq!(read, whole, "the reader's booking is the whole read's");
     // The whole read walks the scans in one pass; each map read by itself gives the same.
     let whole = whole.as_ref().expect("a booking");
-    for (container, walked) in [
-        (key::CHECK_INS, &whole.check_ins),
-        (key::CHECK_OUTS, &whole.check_outs),
-    ] {
-        let by_key = crate::schema::booking::read_scans_by_key(doc, container);
-        assert_eq!(walked, &by_key, "{container} walked as read map by map");
+    for (ins, walked) in [(true, &whole.check_ins), (false, &whole.check_outs)] {
+        let by_key = crate::schema::booking::read_scans_by_key(doc, ins);
+        assert_eq!(
+            walked, &by_key,
+            "check-ins {ins}: walked as read map by map"
+        );
     }
     // Every place the reader keeps, many of them taken from the operation that made the
     // object, is where the document puts that object.
@@ -81,7 +110,17 @@ impl Steps {
 
 #[test]
 fn a_day_of_gates_merged_in_any_grouping_reads_as_a_whole_read() {
-    let mut server = booking();
+    // Today's booking and gates (each gate's scans in its own map).
+    a_day_of_gates(booking(), |_| 3);
+    // Today's booking, two gates still on schema 2 (both layouts in one booking).
+    a_day_of_gates(booking(), |g| if g < 2 { 2 } else { 3 });
+    // A booking of schema 2: every scan under "<pupil>/<device>".
+    a_day_of_gates(old_booking(), |_| 3);
+}
+
+/// Four gates, each an engine of `version(gate)`, scan into copies of `server` and are
+/// merged in uneven bursts; the reader reads as a whole read after each.
+fn a_day_of_gates(mut server: Automerge, version: impl Fn(usize) -> i64) {
     let mut reader = BookingReader::new();
     assert_eq!(same(&mut reader, &server), ReadKind::Whole);
     // The second read keeps the scans; from then on only what changed is read.
@@ -112,7 +151,8 @@ fn a_day_of_gates_merged_in_any_grouping_reads_as_a_whole_read() {
                     }
                 };
                 let at = NOW + i64::from(round) * 1_000 + i64::try_from(next_scan).expect("small");
-                apply_unchecked(doc, &gate(g as u128), at, &edit).expect("scan");
+                apply_unchecked_as_schema(doc, &gate(g as u128), at, &edit, version(g))
+                    .expect("scan");
             }
         }
         // Some gates reach the server this round, in a varying order.
@@ -182,7 +222,7 @@ type RawEdit = dyn Fn(&mut Automerge);
 /// Writes no edit makes, each on a copy that the reader read before.
 #[test]
 fn raw_writes_and_conflicts_under_the_scan_keys_read_as_a_whole_read() {
-    let mut doc = booking();
+    let mut doc = old_booking();
     let g = gate(1);
     for n in 0..3 {
         check_in(&mut doc, &g, n, n as u64);
@@ -371,18 +411,18 @@ fn a_document_that_is_not_a_booking_reads_as_none() {
 /// the reader's bound: a few a scan it keeps.
 #[test]
 fn the_places_kept_stay_within_their_bound_after_a_change_of_many_objects() {
-    let mut doc = booking();
+    for doc in [booking(), old_booking()] {
+        places_kept_within_bound(doc);
+    }
+}
+
+fn places_kept_within_bound(mut doc: Automerge) {
     let g = gate(1);
     check_in(&mut doc, &g, 0, 1);
     let mut reader = BookingReader::new();
     same(&mut reader, &doc);
     same(&mut reader, &doc);
-    let c = doc.get(ROOT, key::CHECK_INS).unwrap().unwrap().1;
-    let per = doc
-        .get(&c, scan_key(pupil(0), g.device))
-        .unwrap()
-        .unwrap()
-        .1;
+    let per = scans_map(&doc, &g, 0);
     let mut tx = doc.transaction();
     let outside = tx.put_object(ROOT, "x", ObjType::Map).unwrap();
     for n in 0..5_000 {
@@ -399,4 +439,157 @@ fn the_places_kept_stay_within_their_bound_after_a_change_of_many_objects() {
         "{} places kept, bound {bound}",
         reader.places.len()
     );
+}
+
+/// Writes no edit makes in the per-device layout (ADR 0203), each on a copy that the
+/// reader read before: conflicts over a device's map and a pupil's, deletions, keys
+/// spelt otherwise than kepu spells ids.
+#[test]
+fn raw_writes_and_conflicts_in_the_devices_maps_read_as_a_whole_read() {
+    let mut doc = booking();
+    let g = gate(1);
+    let h = gate(2);
+    for n in 0..3 {
+        check_in(&mut doc, &g, n, n as u64);
+        check_in(&mut doc, &h, n, 10 + n as u64);
+    }
+    let mut reader = BookingReader::new();
+    same(&mut reader, &doc);
+    same(&mut reader, &doc);
+    fn container(d: &Automerge) -> automerge::ObjId {
+        d.get(ROOT, key::CHECK_INS_BY_DEVICE).unwrap().unwrap().1
+    }
+    fn devices_map(d: &Automerge, w: &Writer) -> automerge::ObjId {
+        d.get(&container(d), w.device.to_string())
+            .unwrap()
+            .unwrap()
+            .1
+    }
+    let edits: Vec<Box<RawEdit>> = vec![
+        // A record's time rewritten, then removed.
+        Box::new({
+            let g = g.clone();
+            move |d| {
+                let rec = d.get(&scans_map(d, &g, 0), scan_id(0)).unwrap().unwrap().1;
+                let mut tx = d.transaction();
+                tx.put(&rec, "at", 5_i64).unwrap();
+                tx.commit();
+                let mut tx = d.transaction();
+                tx.delete(&rec, "at").unwrap();
+                tx.commit();
+            }
+        }),
+        // A pupil's map replaced by a scalar, a key that is no pupil id, and the same
+        // pupil spelt in upper case.
+        Box::new({
+            let g = g.clone();
+            move |d| {
+                let mine = devices_map(d, &g);
+                let mut tx = d.transaction();
+                tx.put(&mine, pupil(1).to_string(), "not a map").unwrap();
+                for k in [
+                    "no-pupil".to_owned(),
+                    pupil(10).to_string().to_uppercase() + "Z",
+                ] {
+                    let m = tx.put_object(&mine, k.as_str(), ObjType::Map).unwrap();
+                    let rec = tx.put_object(&m, scan_id(9), ObjType::Map).unwrap();
+                    tx.put(&rec, "at", NOW).unwrap();
+                    tx.put(&rec, "method", "manual").unwrap();
+                }
+                tx.commit();
+            }
+        }),
+        // A device's whole map deleted, then made again and filled in a later change.
+        Box::new({
+            let h = h.clone();
+            move |d| {
+                let c = container(d);
+                let mut tx = d.transaction();
+                tx.delete(&c, h.device.to_string()).unwrap();
+                tx.commit();
+                let mut tx = d.transaction();
+                let mine = tx
+                    .put_object(&c, h.device.to_string(), ObjType::Map)
+                    .unwrap();
+                tx.commit();
+                let mut tx = d.transaction();
+                let scans = tx
+                    .put_object(&mine, pupil(5).to_string(), ObjType::Map)
+                    .unwrap();
+                let rec = tx.put_object(&scans, scan_id(50), ObjType::Map).unwrap();
+                tx.put(&rec, "at", NOW + 50).unwrap();
+                tx.put(&rec, "method", "pass_scan").unwrap();
+                tx.commit();
+            }
+        }),
+        // Two copies create the same new device's map concurrently: the winner's scans
+        // are listed; then the device scans again on the merged copy.
+        Box::new(move |d| {
+            let newcomer = gate(3);
+            let mut a = d.fork().with_actor(ActorId::from(vec![0x0a; 16]));
+            let mut b = d.fork().with_actor(ActorId::from(vec![0xfb; 16]));
+            for (copy, n) in [(&mut a, 60), (&mut b, 61)] {
+                check_in(copy, &newcomer, 6, n);
+            }
+            d.merge(&mut a).unwrap();
+            d.merge(&mut b).unwrap();
+            check_in(d, &newcomer, 7, 62);
+        }),
+        // Two copies create one device's map for the same pupil concurrently.
+        Box::new({
+            let g = g.clone();
+            move |d| {
+                let mut a = d.fork().with_actor(ActorId::from(vec![0x0b; 16]));
+                let mut b = d.fork().with_actor(ActorId::from(vec![0xfa; 16]));
+                for (copy, n) in [(&mut a, 80), (&mut b, 81)] {
+                    check_in(copy, &g, 8, n);
+                }
+                d.merge(&mut a).unwrap();
+                d.merge(&mut b).unwrap();
+            }
+        }),
+        // A device's map spelt in upper case beside the real one, with a scan in it.
+        Box::new(move |d| {
+            let c = container(d);
+            let lettered = crate::ids::DeviceId(uuid::Uuid::from_u128(0xabcd_ef01));
+            let mut tx = d.transaction();
+            let m = tx
+                .put_object(&c, lettered.to_string().to_uppercase(), ObjType::Map)
+                .unwrap();
+            let scans = tx
+                .put_object(&m, pupil(2).to_string(), ObjType::Map)
+                .unwrap();
+            let rec = tx.put_object(&scans, scan_id(70), ObjType::Map).unwrap();
+            tx.put(&rec, "at", NOW).unwrap();
+            tx.put(&rec, "method", "manual").unwrap();
+            tx.commit();
+        }),
+        // A pupil's map deleted from a device's map.
+        Box::new({
+            let g = g.clone();
+            move |d| {
+                let mine = devices_map(d, &g);
+                let mut tx = d.transaction();
+                tx.delete(&mine, pupil(2).to_string()).unwrap();
+                tx.commit();
+            }
+        }),
+    ];
+    for edit in &edits {
+        edit(&mut doc);
+        assert_eq!(same(&mut reader, &doc), ReadKind::Changed);
+    }
+    let read = reader.read(&doc).0.expect("a booking");
+    assert!(
+        read.check_ins.iter().any(|s| s.scan_id == scan_id(62)),
+        "the newcomer's scan after the conflict over its map"
+    );
+    assert!(!read.check_ins.iter().any(|s| s.scan_id == scan_id(70)));
+    // The per-device container replaced at the root: everything is read again.
+    let mut tx = doc.transaction();
+    tx.put_object(ROOT, key::CHECK_INS_BY_DEVICE, ObjType::Map)
+        .unwrap();
+    tx.commit();
+    assert_eq!(same(&mut reader, &doc), ReadKind::Whole);
+    assert!(reader.read(&doc).0.expect("a booking").check_ins.len() < read.check_ins.len());
 }
