@@ -141,11 +141,15 @@ fn nobody_deletes_or_rewrites_a_check_in() {
     for (writer, rewrite) in [(teacher(), false), (teacher(), true), (server, false)] {
         let mut e = d.clone();
         let before = e.get_heads();
-        let ins = kepu_sync_core::doc_read::map(&e, &automerge::ROOT, "check_ins").unwrap();
+        // Today's layout: the teacher's device's map, then the pupil's (ADR 0203).
+        let ins =
+            kepu_sync_core::doc_read::map(&e, &automerge::ROOT, "check_ins_by_device").unwrap();
         let key = e.keys(&ins).next().unwrap();
         let mut tx = e.transaction();
         if rewrite {
-            let per = kepu_sync_core::doc_read::map(&tx, &ins, &key).unwrap();
+            let mine = kepu_sync_core::doc_read::map(&tx, &ins, &key).unwrap();
+            let pupil = tx.keys(&mine).next().unwrap();
+            let per = kepu_sync_core::doc_read::map(&tx, &mine, &pupil).unwrap();
             let rec = kepu_sync_core::doc_read::map(&tx, &per, "s1").unwrap();
             tx.put(&rec, "at", automerge::ScalarValue::Timestamp(NOW - 1))
                 .unwrap();
