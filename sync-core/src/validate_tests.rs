@@ -298,7 +298,7 @@ fn no_delete_a_check_in_is_removed() {
     for version in [2, 3] {
         let (doc, path) = checked_in(&gate, version);
         let result = raw(&doc, &gate, |tx| {
-            tx.delete(&map_at(tx, &path), "s-1").unwrap();
+            tx.delete(map_at(tx, &path), "s-1").unwrap();
         });
         refused(
             result,
@@ -309,13 +309,11 @@ fn no_delete_a_check_in_is_removed() {
     // Nor a device's whole map, nor the pupil's map in it.
     let (doc, path) = checked_in(&gate, 3);
     let result = raw(&doc, &gate, |tx| {
-        tx.delete(&map_at(tx, &path[..2]), path[2].as_str())
-            .unwrap();
+        tx.delete(map_at(tx, &path[..2]), path[2].as_str()).unwrap();
     });
     refused(result, RefusalCode::NoDelete, &path.join("/"));
     let result = raw(&doc, &gate, |tx| {
-        tx.delete(&map_at(tx, &path[..1]), path[1].as_str())
-            .unwrap();
+        tx.delete(map_at(tx, &path[..1]), path[1].as_str()).unwrap();
     });
     refused(result, RefusalCode::NoDelete, &path[..2].join("/"));
 }

@@ -460,7 +460,7 @@ fn raw_writes_and_conflicts_in_the_devices_maps_read_as_a_whole_read() {
         d.get(ROOT, key::CHECK_INS_BY_DEVICE).unwrap().unwrap().1
     }
     fn devices_map(d: &Automerge, w: &Writer) -> automerge::ObjId {
-        d.get(&container(d), w.device.to_string())
+        d.get(container(d), w.device.to_string())
             .unwrap()
             .unwrap()
             .1
@@ -470,7 +470,7 @@ fn raw_writes_and_conflicts_in_the_devices_maps_read_as_a_whole_read() {
         Box::new({
             let g = g.clone();
             move |d| {
-                let rec = d.get(&scans_map(d, &g, 0), scan_id(0)).unwrap().unwrap().1;
+                let rec = d.get(scans_map(d, &g, 0), scan_id(0)).unwrap().unwrap().1;
                 let mut tx = d.transaction();
                 tx.put(&rec, "at", 5_i64).unwrap();
                 tx.commit();
