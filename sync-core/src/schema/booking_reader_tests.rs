@@ -492,9 +492,7 @@ fn raw_writes_and_conflicts_in_the_devices_maps_read_as_a_whole_read() {
                     pupil(10).to_string().to_uppercase() + "Z",
                 ] {
                     let m = tx.put_object(&mine, k.as_str(), ObjType::Map).unwrap();
-                    let rec = tx.put_object(&m, scan_id(9), ObjType::Map).unwrap();
-                    tx.put(&rec, "at", NOW).unwrap();
-                    tx.put(&rec, "method", "manual").unwrap();
+                    put_manual_scan(&mut tx, &m, 9);
                 }
                 tx.commit();
             }
@@ -559,9 +557,7 @@ fn raw_writes_and_conflicts_in_the_devices_maps_read_as_a_whole_read() {
             let scans = tx
                 .put_object(&m, pupil(2).to_string(), ObjType::Map)
                 .unwrap();
-            let rec = tx.put_object(&scans, scan_id(70), ObjType::Map).unwrap();
-            tx.put(&rec, "at", NOW).unwrap();
-            tx.put(&rec, "method", "manual").unwrap();
+            put_manual_scan(&mut tx, &scans, 70);
             tx.commit();
         }),
         // A pupil's map deleted from a device's map.
@@ -592,4 +588,15 @@ fn raw_writes_and_conflicts_in_the_devices_maps_read_as_a_whole_read() {
     tx.commit();
     assert_eq!(same(&mut reader, &doc), ReadKind::Whole);
     assert!(reader.read(&doc).0.expect("a booking").check_ins.len() < read.check_ins.len());
+}
+
+/// A raw scan record `scan` (by hand, at [`NOW`]) in the map `scans`.
+fn put_manual_scan(
+    tx: &mut automerge::transaction::Transaction<'_>,
+    scans: &automerge::ObjId,
+    scan: u64,
+) {
+    let rec = tx.put_object(scans, scan_id(scan), ObjType::Map).unwrap();
+    tx.put(&rec, "at", NOW).unwrap();
+    tx.put(&rec, "method", "manual").unwrap();
 }
