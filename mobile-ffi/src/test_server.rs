@@ -77,7 +77,6 @@ struct Inner {
 pub struct Shared {
     inner: Mutex<Inner>,
     signer: ServerSigner,
-    gate: GateSigner,
     world: Mutex<World>,
     /// How far the server's clock (its `Date` header) is ahead of this machine's (ms).
     clock_offset_ms: std::sync::atomic::AtomicI64,
@@ -220,16 +219,19 @@ impl Shared {
         lock(&self.inner).codes.contains_key(code)
     }
 
-    /// The gate's code at `at_ms` (a gate whose clock shows that time).
+    /// The gate's code at `at_ms` (a gate whose clock shows that time). Like a real
+    /// gate, which is certified each morning, it holds the certificate of the UTC day its
+    /// clock shows, so a gate clock ahead across midnight still makes a genuine code (its
+    /// window is only off the phone's clock).
     #[must_use]
     pub fn gate_code_at(&self, at_ms: i64) -> String {
-        self.gate.code_at(at_ms)
+        gate_for_day(&self.signer, self.venue, at_ms).code_at(at_ms)
     }
 
     /// The gate's rotating code now.
     #[must_use]
     pub fn gate_code(&self) -> String {
-        self.gate.code_at(now_ms())
+        self.gate_code_at(now_ms())
     }
 
     /// The seeded world.
@@ -252,6 +254,18 @@ impl Shared {
     }
 }
 
+/// The venue's gate, certified for the UTC day of `at_ms` until that day ends.
+fn gate_for_day(signer: &ServerSigner, venue: VenueId, at_ms: i64) -> GateSigner {
+    let day = utc_day(at_ms).unwrap_or(0);
+    let cert = signer.certify_gate(GateDayCert {
+        venue,
+        day,
+        gate_key: gate_public_key(&GATE_SEED),
+        expires_ms: (i64::from(day) + 1) * DAY_MS,
+    });
+    GateSigner::new(GATE_SEED, cert).expect("the gate's key is the one its certificate names")
+}
+
 /// Starts a test server on `127.0.0.1:0` with the seeded world.
 ///
 /// # Errors
@@ -262,15 +276,6 @@ pub async fn start() -> std::io::Result<TestServer> {
     let venue = VenueId(uuid(20));
     let slot = SlotId(uuid(30));
     let now = now_ms();
-    let day = utc_day(now).unwrap_or(0);
-    let cert = signer.certify_gate(GateDayCert {
-        venue,
-        day,
-        gate_key: gate_public_key(&GATE_SEED),
-        expires_ms: (i64::from(day) + 1) * DAY_MS,
-    });
-    let gate = GateSigner::new(GATE_SEED, cert)
-        .map_err(|_| std::io::Error::other("gate key does not match its certificate"))?;
     let server_writer = Writer::server(DeviceId(uuid(1)));
     let engine = Engine::new(Config::new(
         Mode::Server,
@@ -311,7 +316,6 @@ pub async fn start() -> std::io::Result<TestServer> {
             revoked: HashSet::new(),
         }),
         signer,
-        gate,
         world: Mutex::new(world),
         enroll_delay_ms: std::sync::atomic::AtomicU64::new(0),
         clock_offset_ms: std::sync::atomic::AtomicI64::new(0),

@@ -121,6 +121,38 @@ async fn a_gate_whose_clock_is_ten_minutes_ahead_is_clock_skew_with_the_offset()
     assert_eq!(pupil.client.sync_status().unwrap().pending_changes, 0);
 }
 
+/// A gate whose clock has passed midnight (UTC) before the phone's does shows a code of
+/// tomorrow, under tomorrow's certificate: the phone tells the skew, not a forgery. (The
+/// test above, run in the last minutes of a UTC day, is this case too.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_clock_ahead_past_midnight_is_clock_skew_not_invalid_input() {
+    const DAY_MS: i64 = 86_400_000;
+    let server = test_server::start().await.unwrap();
+    let pupil = with_booking(&server, CoreRole::Pupil, Some(first_pupil(&server))).await;
+    let w = server.shared.world();
+    let tomorrow = (now_ms() / DAY_MS + 1) * DAY_MS + 5 * 60 * 1000;
+    let ahead = tomorrow - now_ms();
+    let err = pupil
+        .client
+        .check_in_with_gate_code(w.booking_doc.clone(), server.shared.gate_code_at(tomorrow))
+        .unwrap_err();
+    match err {
+        ApiError::ClockSkew { offset_ms } => {
+            assert!(
+                (offset_ms - ahead).abs() <= 30_000,
+                "{offset_ms} vs {ahead}"
+            );
+        }
+        other => panic!("expected ClockSkew, got {other:?}"),
+    }
+    assert_eq!(pupil.client.sync_status().unwrap().pending_changes, 0);
+    let receipt = pupil
+        .client
+        .check_in_with_gate_code(w.booking_doc, server.shared.gate_code())
+        .unwrap();
+    assert!(!receipt.already_counted);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_booking_added_but_not_synced_is_not_synced_yet() {
     let server = test_server::start().await.unwrap();
