@@ -1127,8 +1127,8 @@ impl KepuClient {
     }
 
     /// Gate (venue staff device): certify a fresh day key with the server (online, once a
-    /// day); afterwards [`KepuClient::gate_code`] works offline. Returns the certificate's
-    /// expiry, unix ms.
+    /// day, for today's UTC day and the coming one); afterwards [`KepuClient::gate_code`]
+    /// works offline until the returned time (unix ms: the later certificate's expiry).
     ///
     /// # Errors
     /// `InvalidInput` (not venue staff), `Network`, `Rejected`.

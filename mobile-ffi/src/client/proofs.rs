@@ -15,9 +15,12 @@ use super::core::{Core, now_ms, random};
 use super::enroll::call;
 use super::error::{Error, Result};
 
-/// Meta keys of the gate's secret day seed (hex) and the server's certificate for it.
+/// Meta keys of the gate's secret day seed (hex) and the server's certificates for it:
+/// the UTC day it was certified on and the coming one (the UTC day turns at 08:00 Beijing
+/// time, so a gate prepared before opening needs the next day's).
 const GATE_SEED_KEY: &str = "gate_day_seed";
 const GATE_CERT_KEY: &str = "gate_day_cert";
+const GATE_NEXT_CERT_KEY: &str = "gate_next_day_cert";
 
 #[derive(Serialize)]
 struct DayCertRequest {
@@ -26,6 +29,13 @@ struct DayCertRequest {
 
 #[derive(Deserialize)]
 struct DayCert {
+    cert: String,
+    /// The coming UTC day's certificate (absent from servers before it was added).
+    next: Option<NextDayCert>,
+}
+
+#[derive(Deserialize)]
+struct NextDayCert {
     cert: String,
 }
 
@@ -39,8 +49,9 @@ impl Core {
         Ok(request.bearer_auth(self.require_identity()?.token))
     }
 
-    /// Gate (venue staff device): makes a fresh day key, has the server certify it
-    /// (online) and keeps both on the device. Returns the certificate's expiry (unix ms).
+    /// Gate (venue staff device): makes a fresh day key, has the server certify it for
+    /// today's UTC day and the coming one (online, ADR 0204) and keeps them on the device.
+    /// Returns the later certificate's expiry (unix ms).
     ///
     /// # Errors
     /// Not venue staff, network, refusal, or a certificate that does not verify.
@@ -59,21 +70,32 @@ impl Core {
             gate_key: public.to_base64(),
         }))?;
         let answer: DayCert = call(request, "gate certificate").await?;
-        let cert = SignedGateCert::decode(answer.cert.trim())
-            .map_err(|_| Error::Other("malformed gate certificate".into()))?;
         let key = self
             .server_key()
             .ok_or_else(|| Error::InvalidInput("no server public key configured".into()))?;
-        cert.verify(&key)
-            .map_err(|_| Error::Other("the gate certificate does not verify".into()))?;
-        let expires = cert.cert().expires_ms;
-        GateSigner::new(seed, cert)
-            .map_err(|_| Error::Other("the server certified another key".into()))?;
+        let checked = |text: &str| {
+            let cert = SignedGateCert::decode(text.trim())
+                .map_err(|_| Error::Other("malformed gate certificate".into()))?;
+            cert.verify(&key)
+                .map_err(|_| Error::Other("the gate certificate does not verify".into()))?;
+            GateSigner::new(seed, cert)
+                .map_err(|_| Error::Other("the server certified another key".into()))?;
+            Ok::<_, Error>(cert)
+        };
+        let cert = checked(&answer.cert)?;
+        let next = answer
+            .next
+            .map(|n| checked(&n.cert))
+            .transpose()?
+            .filter(|n| Some(n.cert().day) == cert.cert().day.checked_add(1));
+        let expires = next.as_ref().unwrap_or(&cert).cert().expires_ms;
         let seed_hex = hex::encode(seed);
         let cert_text = cert.encode();
+        let next_text = next.map(|n| n.encode());
         self.set_metas(&[
             (GATE_SEED_KEY, Some(seed_hex.as_str())),
             (GATE_CERT_KEY, Some(cert_text.as_str())),
+            (GATE_NEXT_CERT_KEY, next_text.as_deref()),
         ])?;
         Ok(expires)
     }
@@ -90,15 +112,12 @@ impl Core {
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| Error::Storage("stored gate key is corrupt".into()))?;
-        let cert = SignedGateCert::decode(&self.meta(GATE_CERT_KEY)?.ok_or_else(missing)?)
-            .map_err(|_| Error::Storage("stored gate certificate is corrupt".into()))?;
-        let signer = GateSigner::new(seed, cert)
-            .map_err(|_| Error::Storage("stored gate key is corrupt".into()))?;
+        let mut certs = vec![self.meta(GATE_CERT_KEY)?.ok_or_else(missing)?];
+        certs.extend(self.meta(GATE_NEXT_CERT_KEY)?);
         let now = now_ms();
-        if !signer.covers(now) {
-            return Err(missing());
-        }
-        Ok(signer.code_at(now))
+        signer_covering(seed, &certs, now)?
+            .map(|signer| signer.code_at(now))
+            .ok_or_else(missing)
     }
 
     /// Fetches a pupil's current pass (online): `pupil` `None` is the pupil of this
@@ -122,5 +141,76 @@ impl Core {
                 .map_err(|_| Error::Other("the pupil pass does not verify".into()))?;
         }
         Ok(answer.pass.trim().to_owned())
+    }
+}
+
+/// The gate signer of the stored certificate whose day and validity cover `now`, if any.
+fn signer_covering(seed: [u8; 32], certs: &[String], now: i64) -> Result<Option<GateSigner>> {
+    for text in certs {
+        let cert = SignedGateCert::decode(text)
+            .map_err(|_| Error::Storage("stored gate certificate is corrupt".into()))?;
+        let signer = GateSigner::new(seed, cert)
+            .map_err(|_| Error::Storage("stored gate key is corrupt".into()))?;
+        if signer.covers(now) {
+            return Ok(Some(signer));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use kepu_sync_core::ids::VenueId;
+    use kepu_sync_core::proof::{DAY_MS, GateDayCert, ServerSigner, verify_gate_code};
+
+    use super::*;
+
+    const SEED: [u8; 32] = [5; 32];
+    const DAY: u32 = 20_500;
+
+    fn cert(server: &ServerSigner, day: u32) -> String {
+        server
+            .certify_gate(GateDayCert {
+                venue: VenueId::from_bytes([7; 16]),
+                day,
+                gate_key: gate_public_key(&SEED),
+                expires_ms: (i64::from(day) + 1) * DAY_MS + 3_600_000,
+            })
+            .encode()
+    }
+
+    /// A gate certified at 07:30 Beijing time (23:30 UTC) with today's and the coming
+    /// day's certificates shows genuine codes on both sides of 08:00, and none once both
+    /// days are over.
+    #[test]
+    fn a_gate_certified_before_eight_shows_codes_after_eight() {
+        let server = ServerSigner::from_seed([9; 32]);
+        let certs = [cert(&server, DAY), cert(&server, DAY + 1)];
+        let start_of_next = i64::from(DAY + 1) * DAY_MS;
+        for now in [
+            start_of_next - 30 * 60_000,
+            start_of_next + 60_000,
+            start_of_next + 20 * 3_600_000,
+        ] {
+            let signer = signer_covering(SEED, &certs, now)
+                .unwrap()
+                .expect("a certificate covers it");
+            verify_gate_code(&signer.code_at(now), &server.public(), now, None)
+                .expect("the code verifies at the gate's time");
+        }
+        // Only today's (a server before the coming day's was added): none after 08:00.
+        assert!(
+            signer_covering(SEED, &certs[..1], start_of_next + 60_000)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            signer_covering(SEED, &certs, start_of_next + DAY_MS + 60_000)
+                .unwrap()
+                .is_none()
+        );
+        // A corrupt stored certificate is a storage error, not a code.
+        let err = signer_covering(SEED, &["KPC1.x".to_owned()], start_of_next).unwrap_err();
+        assert!(matches!(err, Error::Storage(_)), "{err:?}");
     }
 }

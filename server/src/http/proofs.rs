@@ -40,14 +40,31 @@ struct DayCert {
     day: u32,
     expires_ms: i64,
     server_public_key: String,
+    /// The same key certified for the coming UTC day: the UTC day turns at 08:00 Beijing
+    /// time, so a gate certified before a venue opens (or the evening before) keeps
+    /// showing codes offline after 08:00.
+    next: NextDayCert,
+}
+
+#[derive(Serialize)]
+struct NextDayCert {
+    cert: String,
+    day: u32,
+    expires_ms: i64,
+}
+
+/// A day's certificate lasts until an hour after its UTC day ends.
+fn day_expiry(day: u32) -> i64 {
+    (i64::from(day) + 1) * 86_400_000 + 3_600_000
 }
 
 fn signer(state: &AppState) -> ServerSigner {
     ServerSigner::from_seed(*state.store.server_seed())
 }
 
-/// `POST /api/gates/day-cert`: venue staff devices get today's gate key certified for
-/// their venue; the gate then shows rotating codes signed with it.
+/// `POST /api/gates/day-cert`: venue staff devices get their gate key certified for their
+/// venue for today's UTC day and the coming one; the gate then shows rotating codes
+/// signed with it.
 async fn day_cert(
     State(state): State<AppState>,
     AuthenticatedDevice(id): AuthenticatedDevice,
@@ -69,20 +86,31 @@ async fn day_cert(
         .map_err(|_| Error::InvalidInput("gate_key must be 32 bytes".into()))?;
     let now = now_ms();
     let day = utc_day(now).ok_or_else(|| Error::InvalidInput("clock out of range".into()))?;
-    let expires_ms = (i64::from(day) + 1) * 86_400_000 + 3_600_000;
+    let next_day = day
+        .checked_add(1)
+        .ok_or_else(|| Error::InvalidInput("clock out of range".into()))?;
     let signer = signer(&state);
-    let cert = signer.certify_gate(GateDayCert {
-        venue,
-        day,
-        gate_key,
-        expires_ms,
-    });
+    let certify = |day: u32| {
+        signer
+            .certify_gate(GateDayCert {
+                venue,
+                day,
+                gate_key,
+                expires_ms: day_expiry(day),
+            })
+            .encode()
+    };
     Ok(ApiJson(DayCert {
-        cert: cert.encode(),
+        cert: certify(day),
         venue_id: venue,
         day,
-        expires_ms,
+        expires_ms: day_expiry(day),
         server_public_key: signer.public().to_base64(),
+        next: NextDayCert {
+            cert: certify(next_day),
+            day: next_day,
+            expires_ms: day_expiry(next_day),
+        },
     }))
 }
 

@@ -629,6 +629,33 @@ async fn a_pupil_checks_in_with_a_gate_code_certified_by_the_server(server: &Tes
     let server_key =
         ServerPublicKey::from_base64(body["server_public_key"].as_str().unwrap()).unwrap();
     let signer = GateSigner::new(seed, cert).unwrap();
+    // The same key for the coming UTC day, which starts at 08:00 Beijing time: a gate
+    // certified before the venue opens goes on showing genuine codes after 08:00.
+    let day = body["day"].as_u64().unwrap();
+    assert_eq!(body["next"]["day"].as_u64(), Some(day + 1));
+    let next = SignedGateCert::decode(body["next"]["cert"].as_str().unwrap()).unwrap();
+    next.verify(&server_key)
+        .expect("the server signed the coming day");
+    assert_eq!(next.cert().venue, c.venue);
+    assert_eq!(
+        body["next"]["expires_ms"].as_i64(),
+        Some(next.cert().expires_ms)
+    );
+    let tomorrow = i64::try_from(day + 1).unwrap() * 86_400_000 + 60_000;
+    assert!(next.cert().expires_ms > tomorrow + 86_300_000);
+    let next_gate = GateSigner::new(seed, next).unwrap();
+    assert!(
+        !signer.covers(tomorrow),
+        "today's certificate ends with its day"
+    );
+    assert!(next_gate.covers(tomorrow));
+    verify_gate_code(
+        &next_gate.code_at(tomorrow),
+        &server_key,
+        tomorrow,
+        Some(c.venue),
+    )
+    .expect("tomorrow's code verifies tomorrow");
     // A teacher may not certify gates.
     let r = server
         .http
