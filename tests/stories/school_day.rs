@@ -57,8 +57,8 @@ stories! {
         let first = stream.until("the visit expected", |s| s["totals"]["expected"] == 4).await;
         assert_eq!(first["totals"]["arrived"], 0);
         // The gate certifies its day key once, online; its codes then work offline.
-        let cert_expiry = v.gate.certify_gate_day().await.unwrap();
         let now = crate::harness::now_ms();
+        let cert_expiry = v.gate.certify_gate_day().await.unwrap();
         assert!(cert_expiry > now);
         // Through the coming UTC day too (it starts at 08:00 Beijing time): a gate made
         // ready before opening, or the evening before, shows codes offline all day.

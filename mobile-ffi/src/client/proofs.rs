@@ -73,22 +73,10 @@ impl Core {
         let key = self
             .server_key()
             .ok_or_else(|| Error::InvalidInput("no server public key configured".into()))?;
-        let checked = |text: &str| {
-            let cert = SignedGateCert::decode(text.trim())
-                .map_err(|_| Error::Other("malformed gate certificate".into()))?;
-            cert.verify(&key)
-                .map_err(|_| Error::Other("the gate certificate does not verify".into()))?;
-            GateSigner::new(seed, cert)
-                .map_err(|_| Error::Other("the server certified another key".into()))?;
-            Ok::<_, Error>(cert)
-        };
-        let cert = checked(&answer.cert)?;
-        let next = answer
-            .next
-            .map(|n| checked(&n.cert))
-            .transpose()?
-            .filter(|n| Some(n.cert().day) == cert.cert().day.checked_add(1));
-        let expires = next.as_ref().unwrap_or(&cert).cert().expires_ms;
+        let (cert, next) = checked_certs(&answer, &key, seed)?;
+        let expires = next.as_ref().map_or(cert.cert().expires_ms, |n| {
+            n.cert().expires_ms.max(cert.cert().expires_ms)
+        });
         let seed_hex = hex::encode(seed);
         let cert_text = cert.encode();
         let next_text = next.map(|n| n.encode());
@@ -144,6 +132,36 @@ impl Core {
     }
 }
 
+/// The server's answer to a day-certificate request, checked: each certificate signed by
+/// the server for this gate's key; the coming day's (if sent) for the same venue and the
+/// day after today's. A server before ADR 0204 sends no coming day's certificate.
+fn checked_certs(
+    answer: &DayCert,
+    key: &ServerPublicKey,
+    seed: [u8; 32],
+) -> Result<(SignedGateCert, Option<SignedGateCert>)> {
+    let checked = |text: &str| {
+        let cert = SignedGateCert::decode(text.trim())
+            .map_err(|_| Error::Other("malformed gate certificate".into()))?;
+        cert.verify(key)
+            .map_err(|_| Error::Other("the gate certificate does not verify".into()))?;
+        GateSigner::new(seed, cert)
+            .map_err(|_| Error::Other("the server certified another key".into()))?;
+        Ok::<_, Error>(cert)
+    };
+    let cert = checked(&answer.cert)?;
+    let next = answer.next.as_ref().map(|n| checked(&n.cert)).transpose()?;
+    if let Some(n) = &next
+        && (n.cert().venue != cert.cert().venue
+            || Some(n.cert().day) != cert.cert().day.checked_add(1))
+    {
+        return Err(Error::Other(
+            "the coming day's gate certificate is for another venue or day".into(),
+        ));
+    }
+    Ok((cert, next))
+}
+
 /// The gate signer of the stored certificate whose day and validity cover `now`, if any.
 fn signer_covering(seed: [u8; 32], certs: &[String], now: i64) -> Result<Option<GateSigner>> {
     for text in certs {
@@ -177,6 +195,59 @@ mod tests {
                 expires_ms: (i64::from(day) + 1) * DAY_MS + 3_600_000,
             })
             .encode()
+    }
+
+    fn answer(cert: String, next: Option<String>) -> DayCert {
+        DayCert {
+            cert,
+            next: next.map(|cert| NextDayCert { cert }),
+        }
+    }
+
+    /// The coming day's certificate is kept only when it is the server's, for this key,
+    /// this venue and the day after; an answer without it (an older server) keeps one.
+    #[test]
+    fn the_coming_days_certificate_must_follow_today_at_the_same_venue() {
+        let server = ServerSigner::from_seed([9; 32]);
+        let key = server.public();
+        let (today, next) = checked_certs(
+            &answer(cert(&server, DAY), Some(cert(&server, DAY + 1))),
+            &key,
+            SEED,
+        )
+        .unwrap();
+        assert_eq!(
+            (today.cert().day, next.map(|n| n.cert().day)),
+            (DAY, Some(DAY + 1))
+        );
+        let (_, none) = checked_certs(&answer(cert(&server, DAY), None), &key, SEED).unwrap();
+        assert!(none.is_none());
+        let elsewhere = server
+            .certify_gate(GateDayCert {
+                venue: VenueId::from_bytes([8; 16]),
+                day: DAY + 1,
+                gate_key: gate_public_key(&SEED),
+                expires_ms: (i64::from(DAY) + 2) * DAY_MS,
+            })
+            .encode();
+        let forger = ServerSigner::from_seed([3; 32]);
+        for (what, bad) in [
+            ("the day after tomorrow", cert(&server, DAY + 2)),
+            ("today again", cert(&server, DAY)),
+            ("another venue", elsewhere),
+            ("another server", cert(&forger, DAY + 1)),
+            ("not a certificate", "KPC1.x".to_owned()),
+        ] {
+            let got = checked_certs(&answer(cert(&server, DAY), Some(bad)), &key, SEED);
+            assert!(matches!(got, Err(Error::Other(_))), "{what}: {got:?}");
+        }
+        // Another gate's key: refused too.
+        let got = checked_certs(
+            &answer(cert(&server, DAY), Some(cert(&server, DAY + 1))),
+            &key,
+            [6; 32],
+        );
+        assert!(got.is_err());
     }
 
     /// A gate certified at 07:30 Beijing time (23:30 UTC) with today's and the coming
