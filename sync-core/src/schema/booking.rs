@@ -267,13 +267,18 @@ pub fn by_device(container: &str) -> Option<&'static str> {
 /// An id as kepu writes it: lower-case hyphenated text, the one spelling of each id.
 /// A per-device map's keys must be spelt so (validation refuses any other), so that one
 /// device or pupil is one key; readers skip any other spelling.
+/// The spelling is checked byte by byte (hyphens at 8, 13, 18 and 23, lower-case hex
+/// elsewhere: the text a UUID displays as), without writing the id out again: readers
+/// and validation check every scan key they meet.
 pub(crate) fn canonical<T: std::str::FromStr + std::fmt::Display>(key: &str) -> Option<T> {
     let well_spelt = key.len() == 36
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'-');
+        && key.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+        });
     let id: T = key.parse().ok().filter(|_| well_spelt)?;
-    (id.to_string() == key).then_some(id)
+    debug_assert_eq!(id.to_string(), key, "ids display as hyphenated lower-case UUIDs");
+    Some(id)
 }
 
 /// The scans of one kind (check-ins when `ins`) of both layouts, in (pupil, device, scan
@@ -568,5 +573,32 @@ impl Booking {
         r::string(doc, &ROOT, key::STATUS)
             .and_then(|s| Status::parse(&s))
             .unwrap_or(Status::Requested)
+    }
+}
+
+#[cfg(test)]
+mod spelling_tests {
+    use super::canonical;
+    use crate::ids::PupilId;
+
+    /// One spelling per id: the hyphenated lower-case text; every other text a UUID
+    /// parser takes, and every near miss of 36 characters, is not an id here.
+    #[test]
+    fn only_the_hyphenated_lower_case_spelling_is_an_id() {
+        let id = "0190aa5b-2c3d-7e4f-8a9b-0c1d2e3f4a5b";
+        assert_eq!(canonical::<PupilId>(id).map(|p| p.to_string()).as_deref(), Some(id));
+        for other in [
+            "0190AA5B-2C3D-7E4F-8A9B-0C1D2E3F4A5B",
+            "0190aa5b2c3d7e4f8a9b0c1d2e3f4a5b",
+            "{0190aa5b-2c3d-7e4f-8a9b-0c1d2e3f4a5b}",
+            "urn:uuid:0190aa5b-2c3d-7e4f-8a9b-0c1d2e3f4a5b",
+            "0190aa5b2-c3d-7e4f-8a9b-0c1d2e3f4a5b",
+            "0190aa5b-2c3d-7e4f-8a9b-0c1d2e3f4a5-",
+            "0190aa5b-2c3d-7e4f-8a9b-0c1d2e3f4a5g",
+            "-190aa5b-2c3d-7e4f-8a9b-0c1d2e3f4a5b",
+            "",
+        ] {
+            assert!(canonical::<PupilId>(other).is_none(), "{other}");
+        }
     }
 }
