@@ -277,7 +277,11 @@ pub(crate) fn canonical<T: std::str::FromStr + std::fmt::Display>(key: &str) -> 
             _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
         });
     let id: T = key.parse().ok().filter(|_| well_spelt)?;
-    debug_assert_eq!(id.to_string(), key, "ids display as hyphenated lower-case UUIDs");
+    debug_assert_eq!(
+        id.to_string(),
+        key,
+        "ids display as hyphenated lower-case UUIDs"
+    );
     Some(id)
 }
 
@@ -586,7 +590,10 @@ mod spelling_tests {
     #[test]
     fn only_the_hyphenated_lower_case_spelling_is_an_id() {
         let id = "0190aa5b-2c3d-7e4f-8a9b-0c1d2e3f4a5b";
-        assert_eq!(canonical::<PupilId>(id).map(|p| p.to_string()).as_deref(), Some(id));
+        assert_eq!(
+            canonical::<PupilId>(id).map(|p| p.to_string()).as_deref(),
+            Some(id)
+        );
         for other in [
             "0190AA5B-2C3D-7E4F-8A9B-0C1D2E3F4A5B",
             "0190aa5b2c3d7e4f8a9b0c1d2e3f4a5b",
