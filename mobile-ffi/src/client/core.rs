@@ -693,6 +693,16 @@ impl Core {
         lock(&self.state).store.meta(key)
     }
 
+    /// Several meta values read together, so that values written together by
+    /// [`Core::set_metas`] are read as one set.
+    ///
+    /// # Errors
+    /// Storage failed.
+    pub fn metas(&self, keys: &[&str]) -> Result<Vec<Option<String>>> {
+        let st = lock(&self.state);
+        keys.iter().map(|k| st.store.meta(k)).collect()
+    }
+
     /// Sets a meta value.
     ///
     /// # Errors

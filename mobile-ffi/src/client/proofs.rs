@@ -96,12 +96,17 @@ impl Core {
         self.require_identity()?;
         let missing =
             || Error::InvalidInput("no gate certificate for today; certify online".into());
-        let seed: [u8; 32] = hex::decode(self.meta(GATE_SEED_KEY)?.ok_or_else(missing)?)
+        // Read as one set: a certification written at the same moment is all or nothing.
+        let [seed, cert, next]: [Option<String>; 3] = self
+            .metas(&[GATE_SEED_KEY, GATE_CERT_KEY, GATE_NEXT_CERT_KEY])?
+            .try_into()
+            .map_err(|_| Error::Storage("stored gate key is corrupt".into()))?;
+        let seed: [u8; 32] = hex::decode(seed.ok_or_else(missing)?)
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| Error::Storage("stored gate key is corrupt".into()))?;
-        let mut certs = vec![self.meta(GATE_CERT_KEY)?.ok_or_else(missing)?];
-        certs.extend(self.meta(GATE_NEXT_CERT_KEY)?);
+        let mut certs = vec![cert.ok_or_else(missing)?];
+        certs.extend(next);
         let now = now_ms();
         signer_covering(seed, &certs, now)?
             .map(|signer| signer.code_at(now))
