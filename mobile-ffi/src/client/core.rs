@@ -698,9 +698,13 @@ impl Core {
     ///
     /// # Errors
     /// Storage failed.
-    pub fn metas(&self, keys: &[&str]) -> Result<Vec<Option<String>>> {
+    pub fn metas<const N: usize>(&self, keys: [&str; N]) -> Result<[Option<String>; N]> {
         let st = lock(&self.state);
-        keys.iter().map(|k| st.store.meta(k)).collect()
+        let mut values = [const { None }; N];
+        for (value, key) in values.iter_mut().zip(keys) {
+            *value = st.store.meta(key)?;
+        }
+        Ok(values)
     }
 
     /// Sets a meta value.

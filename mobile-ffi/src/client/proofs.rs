@@ -97,10 +97,7 @@ impl Core {
         let missing =
             || Error::InvalidInput("no gate certificate for today; certify online".into());
         // Read as one set: a certification written at the same moment is all or nothing.
-        let [seed, cert, next]: [Option<String>; 3] = self
-            .metas(&[GATE_SEED_KEY, GATE_CERT_KEY, GATE_NEXT_CERT_KEY])?
-            .try_into()
-            .map_err(|_| Error::Storage("stored gate key is corrupt".into()))?;
+        let [seed, cert, next] = self.metas([GATE_SEED_KEY, GATE_CERT_KEY, GATE_NEXT_CERT_KEY])?;
         let seed: [u8; 32] = hex::decode(seed.ok_or_else(missing)?)
             .ok()
             .and_then(|b| b.try_into().ok())

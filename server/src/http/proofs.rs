@@ -13,7 +13,7 @@ use super::ApiJson;
 use super::auth::AuthenticatedDevice;
 use crate::accounts::Role;
 use crate::app_state::AppState;
-use crate::clock::now_ms;
+use crate::clock::{DAY_MS, now_ms};
 use crate::error::{Error, Result};
 
 /// A pass is valid this long after it is fetched.
@@ -55,7 +55,7 @@ struct NextDayCert {
 
 /// A day's certificate lasts until an hour after its UTC day ends.
 fn day_expiry(day: u32) -> i64 {
-    (i64::from(day) + 1) * 86_400_000 + 3_600_000
+    (i64::from(day) + 1) * DAY_MS + 3_600_000
 }
 
 fn signer(state: &AppState) -> ServerSigner {
