@@ -270,7 +270,7 @@ async fn a_pupil_may_not_scan_another_pupils_pass() {
     let err = pupil.core.scan_pupil_pass(doc, other).unwrap_err();
     assert!(
         matches!(&err, Error::Refused { code, path }
-            if code.as_str() == "not-own-pupil" && path.starts_with("check_ins_by_device/")),
+            if code.as_str() == "not-own-pupil" && path.starts_with("check_in_records/")),
         "{err:?}"
     );
 }

@@ -86,7 +86,7 @@ async fn a_refused_scan_names_the_rule_and_where() {
     match err {
         ApiError::Refused { code, path } => {
             assert_eq!(code, "not-own-pupil");
-            assert!(path.starts_with("check_ins_by_device/"), "{path}");
+            assert!(path.starts_with("check_in_records/"), "{path}");
             assert!(!path.contains(&w.passes[1][5..20]), "no pass in the path");
         }
         other => panic!("expected Refused, got {other:?}"),

@@ -377,8 +377,20 @@ fn write<T: Transactable>(
             roster,
         } => {
             use booking::key;
-            // Schema 3 adds a container per kind of scan keyed by device (ADR 0203).
-            let containers: &[&str] = if schema_version >= 3 {
+            // Schema 3 adds a container per kind of scan keyed by device (ADR 0203),
+            // schema 4 one of scans kept as one value each (ADR 0205).
+            let containers: &[&str] = if schema_version >= 4 {
+                &[
+                    key::ROSTER,
+                    key::CHECK_INS,
+                    key::CHECK_OUTS,
+                    key::CHECK_INS_BY_DEVICE,
+                    key::CHECK_OUTS_BY_DEVICE,
+                    key::CHECK_IN_RECORDS,
+                    key::CHECK_OUT_RECORDS,
+                    key::NOTES,
+                ]
+            } else if schema_version >= 3 {
                 &[
                     key::ROSTER,
                     key::CHECK_INS,
@@ -650,9 +662,10 @@ fn write<T: Transactable>(
     Ok(())
 }
 
-/// Writes a scan by `writer`, an engine of `schema_version`: into the device's own map
-/// where the booking has the per-device container and the engine knows it (ADR 0203),
-/// else under `"<pupil>/<device>"` in `container`, as every version writes.
+/// Writes a scan by `writer`, an engine of `schema_version`, into the newest layout both
+/// the booking and the engine know: one value in the device's map of records (schema 4,
+/// ADR 0205), a record in the device's own map (schema 3, ADR 0203), else under
+/// `"<pupil>/<device>"` in `container`, as every version writes.
 #[allow(clippy::too_many_arguments)]
 fn write_scan<T: Transactable>(
     tx: &mut T,
@@ -664,6 +677,29 @@ fn write_scan<T: Transactable>(
     method: ScanMethod,
     proof: Option<&str>,
 ) -> TxResult {
+    // A gate proof is stored bound to this pupil, device and time, so that a classmate
+    // who reads the booking cannot reuse it (docs/proofs.md).
+    let proof = proof.map(|p| {
+        (method == ScanMethod::GateCode)
+            .then(|| crate::proof::GateProof::decode(p).ok())
+            .flatten()
+            .and_then(|g| g.bind(pupil, writer.device, now))
+            .map_or_else(|| p.to_owned(), |b| b.encode())
+    });
+    if let Some(records) = booking::records(container)
+        .filter(|_| schema_version >= 4)
+        .and_then(|c| crate::doc_read::map(tx, &ROOT, c))
+    {
+        let mine = ensure_map(tx, &records, &writer.device.to_string())?;
+        let record = booking::ScanRecord {
+            at: now,
+            method,
+            by: Some(writer.user.to_string()),
+            proof,
+        };
+        tx.put(&mine, booking::record_key(pupil, scan_id), record.encode())?;
+        return Ok(());
+    }
     let per_device = match booking::by_device(container)
         .filter(|_| schema_version >= 3)
         .and_then(|c| crate::doc_read::map(tx, &ROOT, c))
@@ -682,14 +718,7 @@ fn write_scan<T: Transactable>(
     tx.put(&rec, "method", method.as_str())?;
     tx.put(&rec, "by", writer.user.to_string())?;
     if let Some(p) = proof {
-        // A gate proof is stored bound to this pupil, device and time, so that a
-        // classmate who reads the booking cannot reuse it (docs/proofs.md).
-        let bound = (method == ScanMethod::GateCode)
-            .then(|| crate::proof::GateProof::decode(p).ok())
-            .flatten()
-            .and_then(|g| g.bind(pupil, writer.device, now))
-            .map(|b| b.encode());
-        tx.put(&rec, "proof", bound.as_deref().unwrap_or(p))?;
+        tx.put(&rec, "proof", p)?;
     }
     Ok(())
 }

@@ -108,8 +108,10 @@ fn create_booking_writes_the_request_its_author_and_the_roster() {
     assert_eq!(
         root_keys(&doc),
         [
+            "check_in_records",
             "check_ins",
             "check_ins_by_device",
+            "check_out_records",
             "check_outs",
             "check_outs_by_device",
             "kind",
@@ -268,18 +270,61 @@ fn check_in_records_a_scan_under_the_writers_device_and_user() {
         ]
     );
     assert!(b.check_outs.is_empty());
-    // Each device's scans in a map of its own (schema 3, ADR 0203), which only that
-    // device creates: merging a scan walks that device's pupils, not every scan key.
-    let by_device = r::map(&doc, &ROOT, "check_ins_by_device").unwrap();
+    // Each device's scans in a map of its own, which only that device creates, each scan
+    // one value at "<pupil>/<scan id>" (schema 4, ADR 0205): merging a scan walks that
+    // device's map and makes no object.
+    let records = r::map(&doc, &ROOT, "check_in_records").unwrap();
     let mut devices = [gate.device.to_string(), teacher().device.to_string()];
     devices.sort();
-    assert_eq!(r::keys(&doc, &by_device), devices);
-    let gates = r::map(&doc, &by_device, &gate.device.to_string()).unwrap();
-    assert_eq!(r::keys(&doc, &gates), [pupil(1).to_string()]);
-    let pupils_scans = r::map(&doc, &gates, &pupil(1).to_string()).unwrap();
-    assert_eq!(r::keys(&doc, &pupils_scans), ["s-1"]);
-    let old_layout = r::map(&doc, &ROOT, "check_ins").unwrap();
-    assert!(r::keys(&doc, &old_layout).is_empty());
+    assert_eq!(r::keys(&doc, &records), devices);
+    let gates = r::map(&doc, &records, &gate.device.to_string()).unwrap();
+    let key = format!("{}/s-1", pupil(1));
+    assert_eq!(r::keys(&doc, &gates), [key.clone()]);
+    let text = r::string(&doc, &gates, &key).expect("a scan is one text value");
+    let fields: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        fields,
+        serde_json::json!({
+            "at": LATER,
+            "method": "pass_scan",
+            "by": gate.user.to_string(),
+            "proof": "PASS-TEXT",
+        })
+    );
+    for older in ["check_ins", "check_ins_by_device"] {
+        let c = r::map(&doc, &ROOT, older).unwrap();
+        assert!(r::keys(&doc, &c).is_empty(), "nothing written in {older}");
+    }
+}
+
+#[test]
+fn a_devices_check_in_after_its_first_is_one_operation() {
+    let mut doc = new_booking();
+    let gate = staff();
+    let mut ops = Vec::new();
+    for (n, id) in [(1, "s-1"), (2, "s-2"), (1, "s-3")] {
+        let before = doc.get_heads();
+        then(
+            &mut doc,
+            &gate,
+            LATER + n,
+            &Edit::CheckIn {
+                pupil: pupil(n as u128),
+                scan_id: id.into(),
+                method: ScanMethod::Manual,
+                proof: None,
+            },
+        );
+        let changes = doc.get_changes(&before);
+        ops.push(changes[0].len());
+    }
+    // The first makes the device's map; each one after writes one value, whoever the
+    // pupil and however many scans the pupil already has.
+    assert_eq!(ops, [2, 1, 1]);
+    assert_eq!(booking(&doc).check_ins.len(), 3);
+    assert!(crate::schema::booking::has_check_in(&doc, pupil(1)));
+    assert!(crate::schema::booking::has_check_in(&doc, pupil(2)));
+    assert!(!crate::schema::booking::has_check_in(&doc, pupil(3)));
 }
 
 #[test]

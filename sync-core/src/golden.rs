@@ -9,7 +9,9 @@
 //! version-2 fields (ADR 0170): the only thing version 2 changed. Version 3 (ADR 0203)
 //! adds the bookings' per-device containers; its booking also holds the scans of a gate
 //! still on version 2 ([`old_gate`]), written where that gate writes them, so that the
-//! layout every version reads is in the fixtures of the latest.
+//! layout every version reads is in the fixtures of the latest. Version 4 (ADR 0205)
+//! adds the bookings' containers of one-value scan records; its booking also holds the
+//! scans of a gate still on version 3 ([`v3_gate`]).
 //!
 //! Fixed ids, actors and times, so that recording a version again gives the same bytes.
 
@@ -30,7 +32,7 @@ use crate::writer::{Role, Writer};
 
 /// Every schema version kepu released, oldest first. A version is added here when it is
 /// released, together with its recorded fixtures; none is ever removed.
-pub const RELEASED: &[i64] = &[1, 2, 3];
+pub const RELEASED: &[i64] = &[1, 2, 3, 4];
 
 /// 2026-03-02 09:00 China time.
 pub const T: i64 = 1_772_413_200_000;
@@ -68,6 +70,13 @@ pub fn writer(n: u128, role: Role) -> Writer {
 #[must_use]
 pub fn old_gate() -> Writer {
     writer(5, Role::VenueStaff)
+}
+
+/// A gate whose app is still on schema version 3 when version 4 is released: in the
+/// fixtures of version 4 its edits are written as a version-3 engine writes them.
+#[must_use]
+pub fn v3_gate() -> Writer {
+    writer(6, Role::VenueStaff)
 }
 
 /// The server of the fixtures.
@@ -146,6 +155,8 @@ fn written(name: &'static str, kind: DocKind, version: i64, edits: &Script) -> G
         doc.set_actor(ActorId::from(who.device.as_bytes().as_slice()));
         let engine = if who.device == old_gate().device {
             version.min(2)
+        } else if who.device == v3_gate().device {
+            version.min(3)
         } else {
             version
         };
@@ -336,6 +347,27 @@ fn booking(version: i64) -> Script {
             ),
         ]);
     }
+    if version >= 4 {
+        // A gate still on version 3 scans into this booking where version 3 writes (its
+        // own map, a record object per scan); today's engines read every layout (ADR
+        // 0205).
+        script.extend([
+            (
+                v3_gate(),
+                T + 59 * MIN,
+                scan(pupil(3), "scan-8", ScanMethod::PassScan),
+            ),
+            (
+                v3_gate(),
+                T + 175 * MIN,
+                Edit::CheckOut {
+                    pupil: pupil(3),
+                    scan_id: "scan-9".into(),
+                    method: ScanMethod::PassScan,
+                },
+            ),
+        ]);
+    }
     script
 }
 
@@ -501,6 +533,10 @@ pub fn entry_maps(kind: DocKind) -> &'static [&'static str] {
             "check_outs_by_device",
             "check_outs_by_device/*",
             "check_outs_by_device/*/*",
+            "check_in_records",
+            "check_in_records/*",
+            "check_out_records",
+            "check_out_records/*",
             "notes",
         ],
         DocKind::ActivityLog => &["activities", "confirmations"],

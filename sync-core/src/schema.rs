@@ -28,7 +28,11 @@ use crate::doc_read;
 /// - 3: bookings gain `check_ins_by_device` and `check_outs_by_device`, where engines of
 ///   version 3 write each device's scans in a map of its own (ADR 0203). Scans under
 ///   `"<pupil>/<device>"` keep being written by older devices and read as before.
-pub const SCHEMA_VERSION: i64 = 3;
+/// - 4: bookings gain `check_in_records` and `check_out_records`, where engines of
+///   version 4 write each scan as one value (a JSON object's text) at
+///   `"<pupil>/<scan id>"` in a map of the device's own (ADR 0205): a scan is one
+///   operation and makes no object. Scans of versions 1 to 3 are read as before.
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Root key holding the kind.
 pub const KIND: &str = "kind";

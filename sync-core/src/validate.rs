@@ -51,6 +51,9 @@ pub const MAX_PROOF_CHARS: usize = 512;
 pub const MAX_TEXT_CHARS: usize = 500;
 /// Longest map key (entry ids, `"<pupil>/<device>"` scan keys and the like).
 pub const MAX_KEY_CHARS: usize = 200;
+/// The longest scan record kept as one value (schema 4): a proof, an id and the rest of
+/// its fields.
+pub const MAX_RECORD_CHARS: usize = MAX_PROOF_CHARS + MAX_ID_CHARS + 128;
 
 pub(crate) fn bounded_path(path: &str) -> String {
     if path.chars().count() <= MAX_PATH_CHARS {
@@ -61,8 +64,18 @@ pub(crate) fn bounded_path(path: &str) -> String {
     out
 }
 
-/// The longest text a field may hold, by its key.
-fn max_chars(field: &str) -> usize {
+/// The longest text the value at `path` may hold: a scan record of schema 4 by where it
+/// lies, any other field by its key.
+fn max_chars(path: &[String]) -> usize {
+    let field = path.last().map_or("", String::as_str);
+    if let [c, _, _] = path
+        && matches!(
+            c.as_str(),
+            booking::key::CHECK_IN_RECORDS | booking::key::CHECK_OUT_RECORDS
+        )
+    {
+        return MAX_RECORD_CHARS;
+    }
     match field {
         "by" | "cancelled_by" | "requested_by" | "volunteer" | "school" | "venue" | "slot"
         | "role" | "method" | "status" | "activity_kind" | "kind" => MAX_ID_CHARS,
@@ -72,8 +85,9 @@ fn max_chars(field: &str) -> usize {
 }
 
 /// Every value now at the patched key (the visible one and concurrent ones) must fit.
-fn check_lengths(doc: &Automerge, p: &Patch, field: &str) -> Rule {
-    let limit = max_chars(field);
+fn check_lengths(doc: &Automerge, p: &Patch, path: &[String]) -> Rule {
+    let limit = max_chars(path);
+    let field = path.last().map_or("", String::as_str);
     // A put with no concurrent value carries the only value at the key: no lookup.
     if let PatchAction::PutMap {
         value: (Value::Scalar(s), _),
@@ -148,7 +162,7 @@ struct Ctx<'a> {
     new_objects: HashSet<ObjId>,
     /// The check-in records this merge created: (pupil, device, the record's path, the
     /// record).
-    new_scans: Vec<(PupilId, DeviceId, String, ObjId)>,
+    new_scans: Vec<(PupilId, DeviceId, String, NewRecord)>,
     /// May the writer write this booking at all (school or venue): the same for every
     /// patch of a merge, read from the document once.
     booking_scope: std::cell::OnceCell<Rule>,
@@ -293,10 +307,8 @@ pub fn validate_patches_with(
         if path.iter().any(|k| k.chars().count() > MAX_KEY_CHARS) {
             return Err(Refusal::at(RefusalCode::TooLong, &path));
         }
-        if matches!(act, Act::PutScalar | Act::Conflict)
-            && let Some(field) = path.last()
-        {
-            check_lengths(doc, p, field).map_err(|code| Refusal::at(code, &path))?;
+        if matches!(act, Act::PutScalar | Act::Conflict) && !path.is_empty() {
+            check_lengths(doc, p, &path).map_err(|code| Refusal::at(code, &path))?;
         }
         // The object a put lands in, to tell new entries from edits of existing ones.
         let parent_is_new = ctx.new_objects.contains(&p.obj);
@@ -317,8 +329,25 @@ pub fn validate_patches_with(
             } = &p.action
             && let Some((pupil, device)) = new_check_in(&path)
         {
+            ctx.new_scans.push((
+                pupil,
+                device,
+                path.join("/"),
+                NewRecord::Object(record.clone()),
+            ));
+        }
+        if kind == DocKind::Booking
+            && act == Act::PutScalar
+            && let [c, device, key] = path.as_slice()
+            && c == booking::key::CHECK_IN_RECORDS
+            && let (Some(device), Some((pupil, _))) = (
+                booking::canonical::<DeviceId>(device),
+                booking::split_record_key(key),
+            )
+            && let Some(record) = str_value(&p.action).and_then(|t| booking::ScanRecord::parse(&t))
+        {
             ctx.new_scans
-                .push((pupil, device, path.join("/"), record.clone()));
+                .push((pupil, device, path.join("/"), NewRecord::Value(record)));
         }
     }
     if let Some(server_key) = &proofs.server_key {
@@ -353,13 +382,20 @@ fn new_check_in(path: &[String]) -> Option<(PupilId, DeviceId)> {
     }
 }
 
-/// A scan record this merge created, as its patch named it: the record's object itself,
-/// so that checking it reads its three fields and not the path down to it again (three
-/// lookups by key, one of them in the map of every pupil's scans).
+/// A check-in record a merge created.
+enum NewRecord {
+    /// A record's object (schema 1 to 3), as its patch named it: checking it reads its
+    /// fields and not the path down to it again.
+    Object(ObjId),
+    /// A record kept as one value (schema 4), as validation read it.
+    Value(booking::ScanRecord),
+}
+
+/// A scan record this merge created.
 struct ScanToCheck<'a> {
     pupil: PupilId,
     device: DeviceId,
-    record: &'a ObjId,
+    record: &'a NewRecord,
     /// The booking's venue, read once for every gate-code scan of the merge.
     venue: &'a std::cell::OnceCell<Option<VenueId>>,
 }
@@ -374,15 +410,20 @@ fn check_scan_proof(
     scan: &ScanToCheck<'_>,
 ) -> Rule {
     let (pupil, device) = (scan.pupil, scan.device);
-    // The record's fields in one read of its map, as the records read them: each lookup
-    // by key is a search of the document's columns of its own.
-    let rec = r::Fields::of(doc, scan.record);
-    let at = rec.int("at").ok_or(RefusalCode::MalformedValue)?;
-    let method = rec
-        .string("method")
-        .and_then(|m| booking::ScanMethod::parse(&m))
-        .ok_or(RefusalCode::MalformedValue)?;
-    let proof = rec.string("proof");
+    let (at, method, proof) = match scan.record {
+        NewRecord::Object(obj) => {
+            // The record's fields in one read of its map, as the records read them: each
+            // lookup by key is a search of the document's columns of its own.
+            let rec = r::Fields::of(doc, obj);
+            let at = rec.int("at").ok_or(RefusalCode::MalformedValue)?;
+            let method = rec
+                .string("method")
+                .and_then(|m| booking::ScanMethod::parse(&m))
+                .ok_or(RefusalCode::MalformedValue)?;
+            (at, method, rec.string("proof"))
+        }
+        NewRecord::Value(rec) => (rec.at, rec.method, rec.proof.clone()),
+    };
     match method {
         booking::ScanMethod::GateCode => {
             let venue = (*scan
@@ -628,6 +669,8 @@ fn is_container(kind: DocKind, field: &str) -> bool {
             booking::key::CHECK_OUTS,
             booking::key::CHECK_INS_BY_DEVICE,
             booking::key::CHECK_OUTS_BY_DEVICE,
+            booking::key::CHECK_IN_RECORDS,
+            booking::key::CHECK_OUT_RECORDS,
             booking::key::NOTES,
         ]
         .contains(&field),
@@ -777,6 +820,14 @@ fn check_booking(
             parent_is_new,
             action,
         ),
+        [key::CHECK_IN_RECORDS | key::CHECK_OUT_RECORDS, rest @ ..] => check_scan(
+            ctx,
+            booking::Layout::Records,
+            rest,
+            act,
+            parent_is_new,
+            action,
+        ),
         [key::NOTES, _id, rest @ ..] => {
             require(w.role != Role::Pupil, RefusalCode::RoleMayNotWrite)?;
             require(act != Act::Delete, RefusalCode::NoDelete)?;
@@ -815,7 +866,6 @@ fn check_scan(
     parent_is_new: bool,
     action: &PatchAction,
 ) -> Rule {
-    let w = ctx.writer;
     require(act != Act::Delete, RefusalCode::NoDelete)?;
     // The device and pupil the path names (the pupil once it is that deep), and the path
     // below the map of one pupil's scans by one device.
@@ -838,16 +888,35 @@ fn check_scan(
                 }
             }
         }
+        (booking::Layout::Records, [device, rest @ ..]) => {
+            let device =
+                booking::canonical::<DeviceId>(device).ok_or(RefusalCode::MalformedValue)?;
+            match rest {
+                [] => (device, None, rest),
+                [key] => {
+                    let (pupil, _) =
+                        booking::split_record_key(key).ok_or(RefusalCode::MalformedValue)?;
+                    check_owner(ctx, device, Some(pupil))?;
+                    // A scan is one value: a record's text, read as every reader reads it.
+                    require(act == Act::PutScalar, RefusalCode::MalformedValue)?;
+                    return require(
+                        str_value(action)
+                            .and_then(|t| booking::ScanRecord::parse(&t))
+                            .is_some_and(|r| {
+                                r.by.as_ref()
+                                    .is_none_or(|b| b.chars().count() <= MAX_ID_CHARS)
+                                    && r.proof
+                                        .as_ref()
+                                        .is_none_or(|p| p.chars().count() <= MAX_PROOF_CHARS)
+                            }),
+                        RefusalCode::MalformedValue,
+                    );
+                }
+                _ => return Err(RefusalCode::UnknownField),
+            }
+        }
     };
-    if w.role != Role::Server {
-        require(device == w.device, RefusalCode::NotOwnDevice)?;
-    }
-    if w.role == Role::Pupil
-        && let Some(pupil) = pupil
-    {
-        require(w.pupil == Some(pupil), RefusalCode::NotOwnPupil)?;
-        require(on_roster(ctx.doc, pupil), RefusalCode::NotOnRoster)?;
-    }
+    check_owner(ctx, device, pupil)?;
     match (pupil, below) {
         (None, []) | (Some(_), [] | [_]) => {
             require(act == Act::PutObject, RefusalCode::MalformedValue)
@@ -869,6 +938,22 @@ fn check_scan(
         }
         _ => Err(RefusalCode::UnknownField),
     }
+}
+
+/// Only a device writes its scans (the server any device's), and a pupil's phone only
+/// the pupil's own, who must be on the roster.
+fn check_owner(ctx: &Ctx<'_>, device: DeviceId, pupil: Option<PupilId>) -> Rule {
+    let w = ctx.writer;
+    if w.role != Role::Server {
+        require(device == w.device, RefusalCode::NotOwnDevice)?;
+    }
+    if w.role == Role::Pupil
+        && let Some(pupil) = pupil
+    {
+        require(w.pupil == Some(pupil), RefusalCode::NotOwnPupil)?;
+        require(on_roster(ctx.doc, pupil), RefusalCode::NotOnRoster)?;
+    }
+    Ok(())
 }
 
 fn check_venue(ctx: &Ctx<'_>, p: &[&str], act: Act) -> Rule {

@@ -171,7 +171,7 @@ fn not_own_pupil_a_pupil_checks_in_a_classmate() {
     refused(
         result,
         RefusalCode::NotOwnPupil,
-        &format!("check_ins_by_device/{}/{}", phone.device, pupil(2)),
+        &format!("check_in_records/{}/{}/s-1", phone.device, pupil(2)),
     );
 }
 
@@ -186,7 +186,7 @@ fn not_on_roster_a_pupil_checks_in_on_someone_elses_visit() {
     refused(
         result,
         RefusalCode::NotOnRoster,
-        &format!("check_ins_by_device/{}/{}", phone.device, pupil(3)),
+        &format!("check_in_records/{}/{}/s-1", phone.device, pupil(3)),
     );
 }
 
@@ -295,6 +295,25 @@ fn scan_immutable_a_recorded_scan_time_is_rewritten() {
 #[test]
 fn no_delete_a_check_in_is_removed() {
     let gate = staff();
+    // Schema 4 keeps a scan as one value at "<pupil>/<scan id>" in the device's map.
+    let mut doc = booking();
+    apply_unchecked(
+        &mut doc,
+        &gate,
+        NOW,
+        &check_in(pupil(1), ScanMethod::Manual, None),
+    )
+    .unwrap();
+    let result = raw(&doc, &gate, |tx| {
+        let c = map(tx, &ROOT, "check_in_records");
+        let mine = map(tx, &c, &gate.device.to_string());
+        tx.delete(&mine, format!("{}/s-1", pupil(1))).unwrap();
+    });
+    refused(
+        result,
+        RefusalCode::NoDelete,
+        &format!("check_in_records/{}/{}/s-1", gate.device, pupil(1)),
+    );
     for version in [2, 3] {
         let (doc, path) = checked_in(&gate, version);
         let result = raw(&doc, &gate, |tx| {
@@ -380,6 +399,106 @@ fn a_devices_map_of_scans_is_its_own_and_named_as_ids_are_written() {
     refused(result, RefusalCode::ImmutableField, "check_ins_by_device");
 }
 
+/// A scan kept as one value (schema 4, ADR 0205) is taken only as a record every reader
+/// reads: the text of a JSON object with a time, a known method and nothing else unknown,
+/// in the device's own map, at `"<pupil>/<scan id>"` with the pupil spelt as ids are.
+#[test]
+fn a_scan_kept_as_one_value_is_a_well_formed_record_in_its_devices_map() {
+    let gate = staff();
+    let key = format!("{}/s-1", pupil(1));
+    let put = |device: DeviceId, key: &str, value: automerge::ScalarValue| {
+        let key = key.to_owned();
+        raw(&booking(), &gate, move |tx| {
+            let c = map(tx, &ROOT, "check_in_records");
+            let mine = tx.put_object(&c, device.to_string(), ObjType::Map).unwrap();
+            tx.put(&mine, key.as_str(), value).unwrap();
+        })
+    };
+    let text = |t: &str| automerge::ScalarValue::Str(t.into());
+    let good =
+        r#"{"at":1772413200000,"method":"manual","by":"00000000-0000-0000-0000-000000000001"}"#;
+    assert_eq!(put(gate.device, &key, text(good)), Ok(()));
+    let path = format!("check_in_records/{}/{key}", gate.device);
+    for bad in [
+        "",
+        "not json",
+        "[1,2]",
+        r#"{"method":"manual"}"#,
+        r#"{"at":"1772413200000","method":"manual"}"#,
+        r#"{"at":1772413200000.5,"method":"manual"}"#,
+        r#"{"at":1772413200000,"method":"wave"}"#,
+        r#"{"at":1772413200000,"method":"manual","seat":"3A"}"#,
+        r#"{"at":1772413200000,"method":"manual","at":1}"#,
+        r#"{"at":1772413200000,"method":"manual","by":7}"#,
+    ] {
+        refused(
+            put(gate.device, &key, text(bad)),
+            RefusalCode::MalformedValue,
+            &path,
+        );
+    }
+    // Not text at all, or an object where the value goes.
+    refused(
+        put(gate.device, &key, automerge::ScalarValue::Int(1)),
+        RefusalCode::MalformedValue,
+        &path,
+    );
+    let result = raw(&booking(), &gate, |tx| {
+        let c = map(tx, &ROOT, "check_in_records");
+        let mine = tx
+            .put_object(&c, gate.device.to_string(), ObjType::Map)
+            .unwrap();
+        tx.put_object(&mine, key.as_str(), ObjType::Map).unwrap();
+    });
+    refused(result, RefusalCode::MalformedValue, &path);
+    // A proof longer than any proof, inside a record short enough for the key's limit.
+    let long = format!(
+        r#"{{"at":1772413200000,"method":"pass_scan","proof":"{}"}}"#,
+        "p".repeat(super::MAX_PROOF_CHARS + 1)
+    );
+    refused(
+        put(gate.device, &key, text(&long)),
+        RefusalCode::MalformedValue,
+        &path,
+    );
+    let longer = format!(
+        r#"{{"at":1772413200000,"method":"pass_scan","proof":"{}"}}"#,
+        "p".repeat(super::MAX_RECORD_CHARS)
+    );
+    refused(
+        put(gate.device, &key, text(&longer)),
+        RefusalCode::TooLong,
+        &path,
+    );
+    // Keys that name no pupil and scan: upper case, no scan id, no pupil.
+    let upper = format!("{}/s-1", pupil(1).to_string().to_uppercase());
+    for k in [
+        upper.as_str(),
+        &format!("{}/", pupil(1)),
+        "s-1",
+        &pupil(1).to_string(),
+    ] {
+        refused(
+            put(gate.device, k, text(good)),
+            RefusalCode::MalformedValue,
+            &format!("check_in_records/{}/{k}", gate.device),
+        );
+    }
+    // Another device's map.
+    let other = DeviceId(Uuid::from_u128(555));
+    refused(
+        put(other, &key, text(good)),
+        RefusalCode::NotOwnDevice,
+        &format!("check_in_records/{other}"),
+    );
+    // The containers come with the booking, never later.
+    let result = raw(&booking(), &gate, |tx| {
+        tx.put_object(ROOT, "check_out_records", ObjType::Map)
+            .unwrap();
+    });
+    refused(result, RefusalCode::ImmutableField, "check_out_records");
+}
+
 #[test]
 fn unknown_field_a_field_the_schema_does_not_have() {
     let result = raw(&booking(), &teacher(), |tx| {
@@ -462,7 +581,7 @@ fn bad_proof_a_gate_code_check_in_whose_proof_does_not_verify() {
     refused(
         validate_patches_with(&doc, false, &patches, &phone, &checks),
         RefusalCode::BadProof,
-        &format!("check_ins_by_device/{}/{}/s-1", phone.device, pupil(1)),
+        &format!("check_in_records/{}/{}/s-1", phone.device, pupil(1)),
     );
 }
 

@@ -410,3 +410,50 @@ fn version_3_differs_from_version_2_only_by_the_per_device_containers() {
     assert!(read.check_ins.iter().any(|s| s.device != old_gate));
     assert!(read.check_outs.iter().any(|s| s.device == old_gate));
 }
+
+/// Version 4 is version 3 plus the bookings' containers of one-value scan records (ADR
+/// 0205), and gates still on versions 2 and 3 write into a version-4 booking where they
+/// always did.
+#[test]
+fn version_4_differs_from_version_3_only_by_the_containers_of_records() {
+    let v3 = inventory_file(3);
+    let v4 = inventory_file(4);
+    for (kind, fields) in &v4 {
+        for path in fields.keys() {
+            let before = v3.get(kind).is_some_and(|f| f.contains_key(path));
+            let added = kind == "booking"
+                && (path.starts_with("check_in_records") || path.starts_with("check_out_records"));
+            assert!(before || added, "{kind}.{path} is new in version 4");
+        }
+    }
+    let booking = &v4["booking"];
+    for (path, ty) in [
+        ("check_in_records/*/*", "str"),
+        ("check_out_records/*/*", "str"),
+        // The version-3 gate's scans and the version-2 gate's in the version-4 booking.
+        ("check_ins_by_device/*/*/*/at", "timestamp"),
+        ("check_outs_by_device/*/*/*/method", "str"),
+        ("check_ins/*/*/at", "timestamp"),
+    ] {
+        assert_eq!(booking.get(path).map(String::as_str), Some(ty), "{path}");
+    }
+    let (f, doc) = fixture(4, "booking");
+    let read = Booking::read(&doc).expect("a booking");
+    assert_eq!(f.schema, 4);
+    let (v2, v3) = (golden::old_gate().device, golden::v3_gate().device);
+    for gate in [v2, v3] {
+        assert!(read.check_ins.iter().any(|s| s.device == gate));
+        assert!(read.check_outs.iter().any(|s| s.device == gate));
+    }
+    let today: Vec<_> = read
+        .check_ins
+        .iter()
+        .filter(|s| s.device != v2 && s.device != v3)
+        .collect();
+    assert_eq!(
+        today.len(),
+        3,
+        "the scans of today's devices, one value each"
+    );
+    assert!(today.iter().all(|s| s.by.is_some() && s.at > golden::T));
+}

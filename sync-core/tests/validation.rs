@@ -28,16 +28,19 @@ fn teacher() -> Writer {
     }
 }
 
-fn booking() -> Automerge {
-    let mut d = Automerge::new();
-    let edit = Edit::CreateBooking {
+fn create() -> Edit {
+    Edit::CreateBooking {
         venue: VenueId(Uuid::from_u128(2)),
         slot: SlotId(Uuid::from_u128(3)),
         school: SchoolId(Uuid::from_u128(1)),
         party_size: 10,
         roster: vec![PupilId(Uuid::from_u128(305))],
-    };
-    apply_unchecked(&mut d, &teacher(), NOW, &edit).unwrap();
+    }
+}
+
+fn booking() -> Automerge {
+    let mut d = Automerge::new();
+    apply_unchecked(&mut d, &teacher(), NOW, &create()).unwrap();
     d
 }
 
@@ -135,13 +138,35 @@ fn venue_staff_of_another_venue_and_volunteers_cannot_touch_a_booking() {
 fn nobody_deletes_or_rewrites_a_check_in() {
     use automerge::ReadDoc;
     use automerge::transaction::Transactable;
+    let server = Writer::server(DeviceId(Uuid::from_u128(9)));
+    // Today's layout (ADR 0205): the teacher's device's map of one-value records. A
+    // record is never deleted, by its device or the server.
     let mut d = booking();
     apply_unchecked(&mut d, &teacher(), NOW, &scan(305)).unwrap();
-    let server = Writer::server(DeviceId(Uuid::from_u128(9)));
+    for writer in [teacher(), server.clone()] {
+        let mut e = d.clone();
+        let before = e.get_heads();
+        let records =
+            kepu_sync_core::doc_read::map(&e, &automerge::ROOT, "check_in_records").unwrap();
+        let device = e.keys(&records).next().unwrap();
+        let mine = kepu_sync_core::doc_read::map(&e, &records, &device).unwrap();
+        let key = e.keys(&mine).next().unwrap();
+        assert!(key.ends_with("/s1"), "{key}");
+        let mut tx = e.transaction();
+        tx.delete(&mine, key.as_str()).unwrap();
+        tx.commit();
+        let code = validate(&e, &before, &writer).unwrap_err().code;
+        assert_eq!(code, RefusalCode::NoDelete, "{:?}", writer.role);
+    }
+    // A booking of schema 3: the device's map, then the pupil's (ADR 0203); a record's
+    // field is written once.
+    let mut d = Automerge::new();
+    kepu_sync_core::edits::apply_unchecked_as_schema(&mut d, &teacher(), NOW, &create(), 3)
+        .unwrap();
+    apply_unchecked(&mut d, &teacher(), NOW, &scan(305)).unwrap();
     for (writer, rewrite) in [(teacher(), false), (teacher(), true), (server, false)] {
         let mut e = d.clone();
         let before = e.get_heads();
-        // Today's layout: the teacher's device's map, then the pupil's (ADR 0203).
         let ins =
             kepu_sync_core::doc_read::map(&e, &automerge::ROOT, "check_ins_by_device").unwrap();
         let key = e.keys(&ins).next().unwrap();

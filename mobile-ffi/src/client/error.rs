@@ -22,7 +22,7 @@ pub enum Error {
     Refused {
         /// Why.
         code: kepu_sync_core::refusal::RefusalCode,
-        /// Where (`check_ins_by_device/<device>/<pupil>`), never a value.
+        /// Where (`check_in_records/<device>/<pupil>/<scan id>`), never a value.
         path: String,
     },
     /// The device's clock is off: a code valid at the gate's time is outside its window

@@ -291,7 +291,7 @@ fun main() {
                 error("a pupil scanned another pupil's pass")
             } catch (e: ApiException.Refused) {
                 check(e.code == "not-own-pupil") { e.code }
-                check(e.path.startsWith("check_ins_by_device/")) { e.path }
+                check(e.path.startsWith("check_in_records/")) { e.path }
             }
         },
         "a gate clock ten minutes ahead is ApiException.ClockSkew with the offset" to {

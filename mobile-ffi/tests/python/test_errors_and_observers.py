@@ -49,7 +49,7 @@ class ErrorsAndObservers(unittest.TestCase):
         with self.assertRaises(k.ApiError.Refused) as caught:
             client.scan_pupil_pass(self.booking, w["passes"][1])
         self.assertEqual(caught.exception.code, "not-own-pupil")
-        self.assertTrue(caught.exception.path.startswith("check_ins_by_device/"))
+        self.assertTrue(caught.exception.path.startswith("check_in_records/"))
 
     def test_a_gate_clock_ten_minutes_ahead_is_clock_skew_with_the_offset(self):
         w = self.server.world

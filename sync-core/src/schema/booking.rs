@@ -9,6 +9,8 @@
 //!   check_outs: { "<pupil>/<device>": { "<scan id>": { at, method, by } } },
 //!   check_ins_by_device:  { "<device>": { "<pupil>": { "<scan id>": { … } } } } (schema 3)
 //!   check_outs_by_device: { "<device>": { "<pupil>": { "<scan id>": { … } } } } (schema 3)
+//!   check_in_records:  { "<device>": { "<pupil>/<scan id>": "<record>" } }   (schema 4)
+//!   check_out_records: { "<device>": { "<pupil>/<scan id>": "<record>" } }   (schema 4)
 //!   notes:      { "<note id>": { at, by, role, text } } }   (text: one of NOTE_CODES)
 //! ```
 //!
@@ -18,6 +20,12 @@
 //! of schema 1 and 2 write everywhere. Each device creates its own map, never another's,
 //! so two devices offline never create the same key; merging a scan into a booking walks
 //! the scanning device's pupils instead of every scan key of the booking.
+//!
+//! Bookings created at schema 4 (ADR 0205) have a third layout, which engines of 4 write:
+//! each scan is one text value in its device's map, the record's fields as a JSON object
+//! (`{"at":…,"method":…,"by":…,"proof":…}`). A scan is then one operation and makes no
+//! object: automerge merges operations into an existing map many times faster than it
+//! makes objects and fills them.
 
 use std::collections::BTreeMap;
 
@@ -62,6 +70,10 @@ pub mod key {
     pub const CHECK_INS_BY_DEVICE: &str = "check_ins_by_device";
     /// Check-out scans, one map per device (schema 3, ADR 0203).
     pub const CHECK_OUTS_BY_DEVICE: &str = "check_outs_by_device";
+    /// Check-in scans, one map per device, each scan one value (schema 4, ADR 0205).
+    pub const CHECK_IN_RECORDS: &str = "check_in_records";
+    /// Check-out scans, one map per device, each scan one value (schema 4, ADR 0205).
+    pub const CHECK_OUT_RECORDS: &str = "check_out_records";
     /// Notes.
     pub const NOTES: &str = "notes";
 }
@@ -244,14 +256,18 @@ pub(crate) enum Layout {
     ByPupilDevice,
     /// `{ "<device>": { "<pupil>": { "<scan id>": record } } }` (schema 3).
     ByDevice,
+    /// `{ "<device>": { "<pupil>/<scan id>": "<record as JSON>" } }` (schema 4).
+    Records,
 }
 
 /// The containers of scans: (root key, layout, holds check-ins).
-pub(crate) const CONTAINERS: [(&str, Layout, bool); 4] = [
+pub(crate) const CONTAINERS: [(&str, Layout, bool); 6] = [
     (key::CHECK_INS, Layout::ByPupilDevice, true),
     (key::CHECK_OUTS, Layout::ByPupilDevice, false),
     (key::CHECK_INS_BY_DEVICE, Layout::ByDevice, true),
     (key::CHECK_OUTS_BY_DEVICE, Layout::ByDevice, false),
+    (key::CHECK_IN_RECORDS, Layout::Records, true),
+    (key::CHECK_OUT_RECORDS, Layout::Records, false),
 ];
 
 /// The per-device container beside `container` (`check_ins` → `check_ins_by_device`).
@@ -262,6 +278,86 @@ pub fn by_device(container: &str) -> Option<&'static str> {
         key::CHECK_OUTS => Some(key::CHECK_OUTS_BY_DEVICE),
         _ => None,
     }
+}
+
+/// The container of one-value scan records beside `container` (`check_ins` →
+/// `check_in_records`).
+#[must_use]
+pub fn records(container: &str) -> Option<&'static str> {
+    match container {
+        key::CHECK_INS => Some(key::CHECK_IN_RECORDS),
+        key::CHECK_OUTS => Some(key::CHECK_OUT_RECORDS),
+        _ => None,
+    }
+}
+
+/// The key of a scan in its device's map of records: `"<pupil>/<scan id>"`.
+#[must_use]
+pub fn record_key(pupil: PupilId, scan_id: &str) -> String {
+    format!("{pupil}/{scan_id}")
+}
+
+/// Splits a key of a device's map of records into the pupil (spelt as kepu writes ids)
+/// and the scan id (not empty); `None` for any other key.
+#[must_use]
+pub fn split_record_key(key: &str) -> Option<(PupilId, &str)> {
+    let pupil = key.get(..36)?;
+    let scan_id = key.get(36..)?.strip_prefix('/')?;
+    if scan_id.is_empty() {
+        return None;
+    }
+    Some((canonical::<PupilId>(pupil)?, scan_id))
+}
+
+/// A scan's fields as one value (schema 4): the text of a JSON object. Written once, by
+/// the scanning device, in the change that records the scan.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanRecord {
+    /// Device time of the scan, unix ms.
+    pub at: i64,
+    /// How (`gate_code`, `pass_scan`, `manual`).
+    pub method: ScanMethod,
+    /// The user of the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// The encoded proof (gate proof or pass), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
+}
+
+impl ScanRecord {
+    /// The text stored in the document.
+    #[must_use]
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("a scan record serializes")
+    }
+
+    /// Reads a stored record; `None` unless it is exactly such an object (no other
+    /// field, `at` an integer, a known method, `by` and `proof` texts when present).
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        serde_json::from_str(text).ok()
+    }
+
+    fn scan(self, pupil: PupilId, device: DeviceId, scan_id: String) -> Scan {
+        Scan {
+            pupil,
+            device,
+            scan_id,
+            at: self.at,
+            method: self.method,
+            proof: self.proof,
+            by: self.by.and_then(|b| b.parse().ok()),
+        }
+    }
+}
+
+/// The scan a device's map of records holds at `key` with the value `value`, if both
+/// make one.
+pub(crate) fn record_scan(device: DeviceId, key: &str, value: &str) -> Option<Scan> {
+    let (pupil, scan_id) = split_record_key(key)?;
+    Some(ScanRecord::parse(value)?.scan(pupil, device, scan_id.to_owned()))
 }
 
 /// An id as kepu writes it: lower-case hyphenated text, the one spelling of each id.
@@ -285,17 +381,18 @@ pub(crate) fn canonical<T: std::str::FromStr + std::fmt::Display>(key: &str) -> 
     Some(id)
 }
 
-/// The scans of one kind (check-ins when `ins`) of both layouts, in (pupil, device, scan
+/// The scans of one kind (check-ins when `ins`) of every layout, in (pupil, device, scan
 /// id) order.
 fn read_scans<D: ReadDoc>(doc: &D, ins: bool) -> Vec<Scan> {
-    let mut parts = [Vec::new(), Vec::new()];
-    for (i, (container, layout, _)) in CONTAINERS.iter().filter(|c| c.2 == ins).enumerate() {
+    let mut all = Vec::new();
+    for (container, layout, _) in CONTAINERS.iter().filter(|c| c.2 == ins) {
+        let mut part = Vec::new();
         if let Some(obj) = r::map(doc, &ROOT, container) {
-            walk_scans(doc, &obj, *layout, |_, scan| parts[i].push(scan));
+            walk_scans(doc, &obj, *layout, |_, scan| part.push(scan));
         }
+        all = together(all, part);
     }
-    let [old, new] = parts;
-    together(old, new)
+    all
 }
 
 /// The scans of both layouts as one list: `old` (in `"<pupil>/<device>"` key order, then
@@ -316,16 +413,16 @@ pub(crate) fn together(mut old: Vec<Scan>, new: Vec<Scan>) -> Vec<Scan> {
 /// The scans of one kind read map by map, each by itself: what [`walk_scans`] must give.
 #[cfg(test)]
 pub(crate) fn read_scans_by_key<D: ReadDoc>(doc: &D, ins: bool) -> Vec<Scan> {
-    let mut parts = [Vec::new(), Vec::new()];
-    for (i, (container, layout, _)) in CONTAINERS.iter().filter(|c| c.2 == ins).enumerate() {
+    let mut all = Vec::new();
+    for (container, layout, _) in CONTAINERS.iter().filter(|c| c.2 == ins) {
         let Some(obj) = r::map(doc, &ROOT, container) else {
             continue;
         };
-        let out = &mut parts[i];
+        let mut out = Vec::new();
         match layout {
             Layout::ByPupilDevice => {
                 for (key, per_device) in r::maps(doc, &obj) {
-                    read_key_scans(doc, &key, &per_device, out);
+                    read_key_scans(doc, &key, &per_device, &mut out);
                 }
             }
             Layout::ByDevice => {
@@ -335,19 +432,33 @@ pub(crate) fn read_scans_by_key<D: ReadDoc>(doc: &D, ins: bool) -> Vec<Scan> {
                     };
                     for (pupil, scans) in r::maps(doc, &mine) {
                         if let Some(pupil) = canonical::<PupilId>(&pupil) {
-                            read_key_scans(doc, &scan_key(pupil, device), &scans, out);
+                            read_key_scans(doc, &scan_key(pupil, device), &scans, &mut out);
                         }
                     }
                 }
-                // Read device by device; listed by pupil, device and scan id.
-                out.sort_by(|a, b| {
-                    (a.pupil, a.device, &a.scan_id).cmp(&(b.pupil, b.device, &b.scan_id))
-                });
+            }
+            Layout::Records => {
+                for (device, mine) in r::maps(doc, &obj) {
+                    let Some(device) = canonical::<DeviceId>(&device) else {
+                        continue;
+                    };
+                    for key in r::keys(doc, &mine) {
+                        if let Some(text) = r::string(doc, &mine, &key) {
+                            out.extend(record_scan(device, &key, &text));
+                        }
+                    }
+                }
             }
         }
+        // Read device by device; listed by pupil, device and scan id.
+        if *layout != Layout::ByPupilDevice {
+            out.sort_by(|a, b| {
+                (a.pupil, a.device, &a.scan_id).cmp(&(b.pupil, b.device, &b.scan_id))
+            });
+        }
+        all = together(all, out);
     }
-    let [old, new] = parts;
-    together(old, new)
+    all
 }
 
 /// The scans under the container `obj` of `layout`, each with its `"<pupil>/<device>"`
@@ -376,6 +487,8 @@ pub(crate) fn walk_scans<D: ReadDoc>(
     let mut devices: HashMap<ObjId, DeviceId> = HashMap::new();
     let mut keys: HashMap<ObjId, (String, PupilId, DeviceId)> = HashMap::new();
     let mut records: HashMap<ObjId, Record> = HashMap::new();
+    // Scans of one value each (schema 4), with their keys.
+    let (mut flat_keys, mut flat): (Vec<String>, Vec<Scan>) = (Vec::new(), Vec::new());
     for item in doc.iter_at(obj, None) {
         let DocItem::Map(m) = item.item else {
             continue;
@@ -390,14 +503,21 @@ pub(crate) fn walk_scans<D: ReadDoc>(
                         keys.insert(m.id(), (m.key.into_owned(), pupil, device));
                     }
                 }
-                Layout::ByDevice => {
+                Layout::ByDevice | Layout::Records => {
                     if let Some(device) = canonical::<DeviceId>(&m.key) {
                         devices.insert(m.id(), device);
                     }
                 }
             }
         } else if let Some(device) = devices.get(&item.obj) {
-            if is_map(&m.value)
+            if layout == Layout::Records {
+                if let ValueRef::Scalar(automerge::ScalarValueRef::Str(text)) = &m.value
+                    && let Some(scan) = record_scan(*device, &m.key, text)
+                {
+                    flat_keys.push(scan_key(scan.pupil, scan.device));
+                    flat.push(scan);
+                }
+            } else if is_map(&m.value)
                 && let Some(pupil) = canonical::<PupilId>(&m.key)
             {
                 keys.insert(m.id(), (scan_key(pupil, *device), pupil, *device));
@@ -421,6 +541,7 @@ pub(crate) fn walk_scans<D: ReadDoc>(
             Some((key.as_str(), scan))
         })
         .collect();
+    found.extend(flat_keys.iter().map(String::as_str).zip(flat));
     found.sort_unstable_by(|(a, x), (b, y)| (*a, &x.scan_id).cmp(&(*b, &y.scan_id)));
     for (key, scan) in found {
         each(key, scan);
@@ -477,6 +598,21 @@ pub fn has_check_in<D: ReadDoc>(doc: &D, pupil: PupilId) -> bool {
         for (device, mine) in r::maps(doc, &obj) {
             if canonical::<DeviceId>(&device).is_some() {
                 maps.extend(r::map(doc, &mine, &name));
+            }
+        }
+    }
+    if let Some(obj) = r::map(doc, &ROOT, key::CHECK_IN_RECORDS) {
+        let (from, to) = (format!("{pupil}/"), format!("{pupil}0"));
+        for (device, mine) in r::maps(doc, &obj) {
+            let Some(device) = canonical::<DeviceId>(&device) else {
+                continue;
+            };
+            let counted = doc.map_range(&mine, from.clone()..to.clone()).any(|item| {
+                matches!(&item.value, automerge::ValueRef::Scalar(automerge::ScalarValueRef::Str(t))
+                    if record_scan(device, &item.key, t).is_some_and(|s| s.pupil == pupil))
+            });
+            if counted {
+                return true;
             }
         }
     }

@@ -32,8 +32,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use automerge::{Automerge, ChangeHash, ObjId, Prop, ROOT, ReadDoc, legacy};
 
 use super::booking::{
-    self, Booking, CONTAINERS, Layout, Scan, canonical, read_key_scans, scan_key, split_scan_key,
-    walk_scans,
+    Booking, CONTAINERS, Layout, Scan, canonical, read_key_scans, record_scan, scan_key,
+    split_record_key, split_scan_key, together, walk_scans,
 };
 use crate::doc_read as r;
 use crate::ids::{DeviceId, PupilId};
@@ -95,6 +95,25 @@ impl Scans {
                     &pupil.to_string(),
                 )
             }),
+            Layout::Records => {
+                // The pupil's keys in the device's map, adjacent in key order ('/' is
+                // followed by '0'), in scan id order.
+                if let Some((pupil, device)) = split_scan_key(k)
+                    && let Some(mine) = r::map(doc, c, &device.to_string())
+                {
+                    let range = format!("{pupil}/")..format!("{pupil}0");
+                    for item in doc.map_range(&mine, range) {
+                        if let automerge::ValueRef::Scalar(automerge::ScalarValueRef::Str(t)) =
+                            &item.value
+                        {
+                            scans.extend(
+                                record_scan(device, &item.key, t).filter(|s| s.pupil == pupil),
+                            );
+                        }
+                    }
+                }
+                None
+            }
         };
         if let Some(per_device) = per_device {
             read_key_scans(doc, k, &per_device, &mut scans);
@@ -102,9 +121,9 @@ impl Scans {
         self.put(k.to_owned(), scans);
     }
 
-    /// Reads again every key of `device` in the per-device layout: those kept, and those
+    /// Reads again every key of `device` in a per-device layout: those kept, and those
     /// its map now holds.
-    fn reread_device(&mut self, doc: &Automerge, device: DeviceId) {
+    fn reread_device(&mut self, doc: &Automerge, layout: Layout, device: DeviceId) {
         let mut keys: BTreeSet<String> = self
             .by_key
             .keys()
@@ -119,12 +138,12 @@ impl Scans {
             keys.extend(
                 r::keys(doc, &mine)
                     .iter()
-                    .filter_map(|p| canonical::<PupilId>(p))
+                    .filter_map(|k| pupil_of(layout, k))
                     .map(|p| scan_key(p, device)),
             );
         }
         for k in keys {
-            self.reread(doc, Layout::ByDevice, &k);
+            self.reread(doc, layout, &k);
         }
     }
 
@@ -153,7 +172,7 @@ pub struct BookingReader {
     /// Whether `scans` holds the booking's scans at `heads`.
     kept: bool,
     /// The scans of each of [`CONTAINERS`].
-    scans: [Scans; 4],
+    scans: [Scans; 6],
     /// Where the objects the changes read so far operated on or created lie. An object
     /// stays where it was created, so a place once known holds; kept while `scans` is.
     places: HashMap<legacy::OpId, Place>,
@@ -231,9 +250,14 @@ impl BookingReader {
     }
 
     fn booking(&self, doc: &Automerge) -> Option<Booking> {
-        // CONTAINERS: check-ins, check-outs, then the same by device.
-        let ins = booking::together(self.scans[0].list(), self.scans[2].list());
-        let outs = booking::together(self.scans[1].list(), self.scans[3].list());
+        let (mut ins, mut outs) = (Vec::new(), Vec::new());
+        for (scans, (_, _, is_in)) in self.scans.iter().zip(CONTAINERS) {
+            if is_in {
+                ins = together(ins, scans.list());
+            } else {
+                outs = together(outs, scans.list());
+            }
+        }
         Booking::read_with(doc, |_| (ins, outs))
     }
 
@@ -266,7 +290,7 @@ impl BookingReader {
             self.places.clear();
         }
         for (i, device) in touched.devices {
-            self.scans[i].reread_device(doc, device);
+            self.scans[i].reread_device(doc, CONTAINERS[i].1, device);
         }
         for (i, k) in touched.keys {
             self.scans[i].reread(doc, CONTAINERS[i].1, &k);
@@ -332,7 +356,7 @@ fn touched_keys(
                         touched.keys.insert((i, k.to_string()));
                         Place::Under(i, k.to_string())
                     }
-                    Layout::ByDevice => match canonical::<DeviceId>(k) {
+                    Layout::ByDevice | Layout::Records => match canonical::<DeviceId>(k) {
                         Some(device) => {
                             touched.devices.insert((i, device));
                             Place::Device(i, device)
@@ -340,7 +364,7 @@ fn touched_keys(
                         None => Place::Outside,
                     },
                 },
-                Place::Device(i, device) => match canonical::<PupilId>(k) {
+                Place::Device(i, device) => match pupil_of(CONTAINERS[i].1, k) {
                     Some(pupil) => {
                         let key = scan_key(pupil, device);
                         touched.keys.insert((i, key.clone()));
@@ -385,15 +409,26 @@ fn place_of(doc: &Automerge, id: &legacy::OpId) -> Option<Place> {
     Some(match (CONTAINERS[i].1, key(1)?) {
         (_, None) => Place::Container(i),
         (Layout::ByPupilDevice, Some(k)) => Place::Under(i, k.to_owned()),
-        (Layout::ByDevice, Some(d)) => match (canonical::<DeviceId>(d), key(2)?) {
-            (None, _) => Place::Outside,
-            (Some(device), None) => Place::Device(i, device),
-            (Some(device), Some(p)) => match canonical::<PupilId>(p) {
-                Some(pupil) => Place::Under(i, scan_key(pupil, device)),
-                None => Place::Outside,
-            },
-        },
+        (layout @ (Layout::ByDevice | Layout::Records), Some(d)) => {
+            match (canonical::<DeviceId>(d), key(2)?) {
+                (None, _) => Place::Outside,
+                (Some(device), None) => Place::Device(i, device),
+                (Some(device), Some(p)) => match pupil_of(layout, p) {
+                    Some(pupil) => Place::Under(i, scan_key(pupil, device)),
+                    None => Place::Outside,
+                },
+            }
+        }
     })
+}
+
+/// The pupil a key of a device's map names: the key itself (schema 3), or the pupil of
+/// `"<pupil>/<scan id>"` (schema 4).
+fn pupil_of(layout: Layout, key: &str) -> Option<PupilId> {
+    match layout {
+        Layout::Records => split_record_key(key).map(|(pupil, _)| pupil),
+        _ => canonical::<PupilId>(key),
+    }
 }
 
 #[cfg(test)]

@@ -34,9 +34,31 @@ fn old_booking() -> Automerge {
     doc
 }
 
-/// The map of `gate`'s scans of pupil `n`, in whichever layout holds it.
+/// The same booking made by an engine of schema 3: a record object per scan in the
+/// device's own map (ADR 0203).
+fn v3_booking() -> Automerge {
+    let mut doc = Automerge::new();
+    let edit = Edit::CreateBooking {
+        venue: VENUE,
+        slot: crate::test_writers::SLOT,
+        school: crate::test_writers::SCHOOL,
+        party_size: 12,
+        roster: (0..PUPILS).map(pupil).collect(),
+    };
+    apply_unchecked_as_schema(&mut doc, &teacher(), NOW, &edit, 3).expect("created");
+    assert!(doc.get(ROOT, key::CHECK_IN_RECORDS).unwrap().is_none());
+    doc
+}
+
+/// The map holding `gate`'s scans of pupil `n`, in whichever layout holds them (the
+/// device's map of one-value records in schema 4).
 fn scans_map(d: &Automerge, gate: &Writer, n: u128) -> automerge::ObjId {
     let at = |obj: &automerge::ObjId, k: &str| d.get(obj, k).unwrap().map(|(_, id)| id);
+    if let Some(records) = at(&ROOT, key::CHECK_IN_RECORDS)
+        && let Some(mine) = at(&records, &gate.device.to_string())
+    {
+        return mine;
+    }
     if let Some(by_device) = at(&ROOT, key::CHECK_INS_BY_DEVICE)
         && let Some(mine) = at(&by_device, &gate.device.to_string())
         && let Some(scans) = at(&mine, &pupil(n).to_string())
@@ -110,10 +132,12 @@ impl Steps {
 
 #[test]
 fn a_day_of_gates_merged_in_any_grouping_reads_as_a_whole_read() {
-    // Today's booking and gates (each gate's scans in its own map).
-    a_day_of_gates(booking(), |_| 3);
-    // Today's booking, two gates still on schema 2 (both layouts in one booking).
-    a_day_of_gates(booking(), |g| if g < 2 { 2 } else { 3 });
+    // Today's booking and gates (each gate's scans one value each in its own map).
+    a_day_of_gates(booking(), |_| 4);
+    // Today's booking, gates still on schema 2 and 3 (every layout in one booking).
+    a_day_of_gates(booking(), |g| [2, 3, 4, 4][g]);
+    // A booking of schema 3 (each gate's scans in its own map), today's gates.
+    a_day_of_gates(v3_booking(), |g| if g < 2 { 3 } else { 4 });
     // A booking of schema 2: every scan under "<pupil>/<device>".
     a_day_of_gates(old_booking(), |_| 3);
 }
@@ -411,7 +435,7 @@ fn a_document_that_is_not_a_booking_reads_as_none() {
 /// the reader's bound: a few a scan it keeps.
 #[test]
 fn the_places_kept_stay_within_their_bound_after_a_change_of_many_objects() {
-    for doc in [booking(), old_booking()] {
+    for doc in [booking(), v3_booking(), old_booking()] {
         places_kept_within_bound(doc);
     }
 }
@@ -446,7 +470,7 @@ fn places_kept_within_bound(mut doc: Automerge) {
 /// spelt otherwise than kepu spells ids.
 #[test]
 fn raw_writes_and_conflicts_in_the_devices_maps_read_as_a_whole_read() {
-    let mut doc = booking();
+    let mut doc = v3_booking();
     let g = gate(1);
     let h = gate(2);
     for n in 0..3 {
@@ -584,6 +608,166 @@ fn raw_writes_and_conflicts_in_the_devices_maps_read_as_a_whole_read() {
     // The per-device container replaced at the root: everything is read again.
     let mut tx = doc.transaction();
     tx.put_object(ROOT, key::CHECK_INS_BY_DEVICE, ObjType::Map)
+        .unwrap();
+    tx.commit();
+    assert_eq!(same(&mut reader, &doc), ReadKind::Whole);
+    assert!(reader.read(&doc).0.expect("a booking").check_ins.len() < read.check_ins.len());
+}
+
+/// Writes no edit makes in the devices' maps of one-value records (schema 4, ADR 0205),
+/// each on a copy that the reader read before: records rewritten, replaced by what is no
+/// record or by an object, deleted; keys that name no pupil; conflicts over a device's
+/// map and over one record; a device's map deleted and made again.
+#[test]
+fn raw_writes_and_conflicts_in_the_devices_records_read_as_a_whole_read() {
+    let mut doc = booking();
+    let g = gate(1);
+    let h = gate(2);
+    for n in 0..3 {
+        check_in(&mut doc, &g, n, n as u64);
+        check_in(&mut doc, &h, n, 10 + n as u64);
+    }
+    let mut reader = BookingReader::new();
+    same(&mut reader, &doc);
+    same(&mut reader, &doc);
+    fn container(d: &Automerge) -> automerge::ObjId {
+        d.get(ROOT, key::CHECK_IN_RECORDS).unwrap().unwrap().1
+    }
+    fn devices_map(d: &Automerge, w: &Writer) -> automerge::ObjId {
+        d.get(container(d), w.device.to_string())
+            .unwrap()
+            .unwrap()
+            .1
+    }
+    let record = |at: i64| format!(r#"{{"at":{at},"method":"manual"}}"#);
+    let edits: Vec<Box<RawEdit>> = vec![
+        // A record rewritten, then replaced by text that is no record, then deleted.
+        Box::new({
+            let g = g.clone();
+            move |d| {
+                let mine = devices_map(d, &g);
+                let k = format!("{}/{}", pupil(0), scan_id(0));
+                for value in [record(5), "not a record".to_owned()] {
+                    let mut tx = d.transaction();
+                    tx.put(&mine, k.as_str(), value).unwrap();
+                    tx.commit();
+                }
+                let mut tx = d.transaction();
+                tx.delete(&mine, k.as_str()).unwrap();
+                tx.commit();
+            }
+        }),
+        // An object at a record's key; keys that name no pupil, or a pupil spelt in upper
+        // case; a record of a pupil beside the device's map of the older layout.
+        Box::new({
+            let g = g.clone();
+            move |d| {
+                let mine = devices_map(d, &g);
+                let mut tx = d.transaction();
+                let k = format!("{}/{}", pupil(1), scan_id(1));
+                let m = tx.put_object(&mine, k.as_str(), ObjType::Map).unwrap();
+                tx.put(&m, "at", NOW).unwrap();
+                for k in [
+                    "no-pupil/s".to_owned(),
+                    format!("{}/{}", pupil(4).to_string().to_uppercase(), scan_id(40)),
+                    format!("{}/", pupil(4)),
+                    pupil(4).to_string(),
+                ] {
+                    tx.put(&mine, k.as_str(), record(NOW)).unwrap();
+                }
+                tx.put(&mine, format!("{}/{}", pupil(4), scan_id(41)), record(NOW))
+                    .unwrap();
+                tx.commit();
+            }
+        }),
+        // A device's whole map deleted, then made again and filled in a later change.
+        Box::new({
+            let h = h.clone();
+            move |d| {
+                let c = container(d);
+                let mut tx = d.transaction();
+                tx.delete(&c, h.device.to_string()).unwrap();
+                tx.commit();
+                let mut tx = d.transaction();
+                let mine = tx
+                    .put_object(&c, h.device.to_string(), ObjType::Map)
+                    .unwrap();
+                tx.commit();
+                let mut tx = d.transaction();
+                tx.put(
+                    &mine,
+                    format!("{}/{}", pupil(5), scan_id(50)),
+                    record(NOW + 50),
+                )
+                .unwrap();
+                tx.commit();
+            }
+        }),
+        // Two copies create the same new device's map concurrently: the winner's scans
+        // are listed; then the device scans again on the merged copy.
+        Box::new(move |d| {
+            let newcomer = gate(3);
+            let mut a = d.fork().with_actor(ActorId::from(vec![0x0a; 16]));
+            let mut b = d.fork().with_actor(ActorId::from(vec![0xfb; 16]));
+            for (copy, n) in [(&mut a, 60), (&mut b, 61)] {
+                check_in(copy, &newcomer, 6, n);
+            }
+            d.merge(&mut a).unwrap();
+            d.merge(&mut b).unwrap();
+            check_in(d, &newcomer, 7, 62);
+        }),
+        // Two copies write one record concurrently: one value wins.
+        Box::new({
+            let g = g.clone();
+            move |d| {
+                let mine = devices_map(d, &g);
+                let k = format!("{}/{}", pupil(8), scan_id(80));
+                let mut a = d.fork().with_actor(ActorId::from(vec![0x0b; 16]));
+                let mut b = d.fork().with_actor(ActorId::from(vec![0xfa; 16]));
+                for (copy, at) in [(&mut a, NOW + 1), (&mut b, NOW + 2)] {
+                    let mut tx = copy.transaction();
+                    tx.put(&mine, k.as_str(), record(at)).unwrap();
+                    tx.commit();
+                }
+                d.merge(&mut a).unwrap();
+                d.merge(&mut b).unwrap();
+            }
+        }),
+        // A device's map spelt in upper case beside the real one, with a record in it.
+        Box::new(move |d| {
+            let c = container(d);
+            let lettered = crate::ids::DeviceId(uuid::Uuid::from_u128(0xabcd_ef01));
+            let mut tx = d.transaction();
+            let m = tx
+                .put_object(&c, lettered.to_string().to_uppercase(), ObjType::Map)
+                .unwrap();
+            tx.put(&m, format!("{}/{}", pupil(2), scan_id(70)), record(NOW))
+                .unwrap();
+            tx.commit();
+        }),
+    ];
+    for edit in &edits {
+        edit(&mut doc);
+        assert_eq!(same(&mut reader, &doc), ReadKind::Changed);
+    }
+    let read = reader.read(&doc).0.expect("a booking");
+    assert!(
+        read.check_ins.iter().any(|s| s.scan_id == scan_id(62)),
+        "the newcomer's scan after the conflict over its map"
+    );
+    assert!(read.check_ins.iter().any(|s| s.scan_id == scan_id(41)));
+    assert!(!read.check_ins.iter().any(|s| s.scan_id == scan_id(70)));
+    assert!(!read.check_ins.iter().any(|s| s.scan_id == scan_id(0)));
+    assert_eq!(
+        read.check_ins
+            .iter()
+            .filter(|s| s.scan_id == scan_id(80))
+            .count(),
+        1
+    );
+    // The container replaced at the root: everything is read again.
+    let mut tx = doc.transaction();
+    tx.put_object(ROOT, key::CHECK_IN_RECORDS, ObjType::Map)
         .unwrap();
     tx.commit();
     assert_eq!(same(&mut reader, &doc), ReadKind::Whole);
