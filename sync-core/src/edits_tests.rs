@@ -279,7 +279,7 @@ fn check_in_records_a_scan_under_the_writers_device_and_user() {
     assert_eq!(r::keys(&doc, &records), devices);
     let gates = r::map(&doc, &records, &gate.device.to_string()).unwrap();
     let key = format!("{}/s-1", pupil(1));
-    assert_eq!(r::keys(&doc, &gates), [key.clone()]);
+    assert_eq!(r::keys(&doc, &gates), std::slice::from_ref(&key));
     let text = r::string(&doc, &gates, &key).expect("a scan is one text value");
     let fields: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(
