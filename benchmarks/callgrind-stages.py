@@ -32,7 +32,7 @@ STAGES = [
       r"^automerge::automerge::Automerge::(load|get_changes)$"), 2),
     ("merge: receive_sync_message (apply changes)", "incl",
      r"^(<automerge::automerge::Automerge as automerge::sync::SyncDoc>"
-     r"::receive_sync_message_log_patches|kepu_sync_core::receive::receive_sync_message)$", 1),
+     r"::receive_sync_message_log_patches|kepu_sync_core::receive::receive_sync_message(_with)?)$", 1),
     ("patches for validation (make_patches)", "incl",
      r"^automerge::automerge::Automerge::make_patches$", 1),
     ("validate (validate_patches_with)", "incl",

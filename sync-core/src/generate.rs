@@ -36,8 +36,11 @@ const BUILT_BUDGET: usize = 2 << 20;
 
 /// Lists of the changes since some heads kept, and the longest kept: a peer's answer
 /// lists the changes since its last sync (what it lacks) and since our shared heads (our
-/// bloom filter), most often the same heads, and a booking's gates often share both.
-const SINCE_KEPT: usize = 4;
+/// bloom filter), most often the same heads, and a booking's gates often share both;
+/// receiving a peer's message lists the changes its heads lack, which are our shared
+/// heads when its answer is made. Kept for a few peers' messages and answers of one
+/// merge: at most [`SINCE_KEPT`] lists of [`SINCE_LONGEST`] changes.
+const SINCE_KEPT: usize = 8;
 const SINCE_LONGEST: usize = 10_000;
 
 /// The changes since some heads, in the document's order: each hash with its dependencies.
@@ -174,7 +177,12 @@ impl Replies {
     }
 
     /// The changes of `doc` (at `heads`) since `from`, as `get_changes_meta` lists them.
-    fn since(&mut self, doc: &Automerge, heads: &[ChangeHash], from: &[ChangeHash]) -> Since {
+    pub(crate) fn since(
+        &mut self,
+        doc: &Automerge,
+        heads: &[ChangeHash],
+        from: &[ChangeHash],
+    ) -> Since {
         let mut from = from.to_vec();
         from.sort_unstable();
         from.dedup();

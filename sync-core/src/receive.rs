@@ -36,6 +36,28 @@ pub fn receive_sync_message(
     message: sync::Message,
     log: &mut PatchLog,
 ) -> Result<(), AutomergeError> {
+    receive_sync_message_with(
+        doc,
+        state,
+        message,
+        log,
+        &mut crate::generate::Replies::default(),
+    )
+}
+
+/// [`receive_sync_message`], listing the changes the peer's heads lack through `replies`:
+/// the answer to the same peer lists the same changes for its bloom filter (the peer's
+/// heads are then our shared heads), and a list made for one is kept for the other.
+///
+/// # Errors
+/// automerge's, when the changes cannot be loaded (some may have been applied).
+pub fn receive_sync_message_with(
+    doc: &mut Automerge,
+    state: &mut sync::State,
+    message: sync::Message,
+    log: &mut PatchLog,
+    replies: &mut crate::generate::Replies,
+) -> Result<(), AutomergeError> {
     state.in_flight = false;
     let before = doc.get_heads();
     let sync::Message {
@@ -73,7 +95,7 @@ pub fn receive_sync_message(
         .copied()
         .filter(|h| *held.entry(*h).or_insert_with(|| applied(doc, h)))
         .collect();
-    forget_seen(doc, &known, &mut state.sent_hashes);
+    forget_seen(doc, &known, &mut state.sent_hashes, replies);
     if !brought && heads == before {
         state.last_sent_heads.clone_from(&heads);
     }
@@ -106,22 +128,25 @@ pub(crate) fn applied(doc: &Automerge, hash: &ChangeHash) -> bool {
 }
 
 /// Forgets the sent changes that the heads `known` (all held by `doc`) include.
-fn forget_seen(doc: &Automerge, known: &[ChangeHash], sent: &mut BTreeSet<ChangeHash>) {
+fn forget_seen(
+    doc: &Automerge,
+    known: &[ChangeHash],
+    sent: &mut BTreeSet<ChangeHash>,
+    replies: &mut crate::generate::Replies,
+) {
     if sent.is_empty() || known.is_empty() {
         return;
     }
     let mut theirs = known.to_vec();
     theirs.sort_unstable();
     theirs.dedup();
-    if theirs == doc.get_heads() {
+    let heads = doc.get_heads();
+    if theirs == heads {
         sent.clear();
         return;
     }
-    let missing: HashSet<ChangeHash> = doc
-        .get_changes_meta(known)
-        .into_iter()
-        .map(|m| m.hash)
-        .collect();
+    let since = replies.since(doc, &heads, known);
+    let missing: HashSet<&ChangeHash> = since.iter().map(|(h, _)| h).collect();
     sent.retain(|h| missing.contains(h));
 }
 
@@ -180,6 +205,7 @@ mod tests {
             })
             .collect();
         let mut partly = 0;
+        let mut replies = crate::generate::Replies::default();
         for round in 0..rounds {
             for (p, (doc, state)) in devices.iter_mut().enumerate() {
                 // Some devices sit a round out; one forgets its sync state now and then.
@@ -249,11 +275,14 @@ mod tests {
                             &mut log_a,
                         )
                         .expect("stock");
-                    receive_sync_message(
+                    // Our side shares what one answer listed with the next message and
+                    // answer, of any peer, as the server's engine does.
+                    receive_sync_message_with(
                         &mut twins.ours,
                         &mut twins.our_states[p],
                         decoded(),
                         &mut log_b,
+                        &mut replies,
                     )
                     .expect("ours");
                     twins.stock_states[p].read_only = false;
@@ -271,7 +300,11 @@ mod tests {
                     let reply_a = twins
                         .stock
                         .generate_sync_message(&mut twins.stock_states[p]);
-                    let reply_b = twins.ours.generate_sync_message(&mut twins.our_states[p]);
+                    let reply_b = crate::generate::generate_sync_message(
+                        &twins.ours,
+                        &mut twins.our_states[p],
+                        &mut replies,
+                    );
                     assert_eq!(
                         reply_a.as_ref().map(|m| m.clone().encode()),
                         reply_b.as_ref().map(|m| m.clone().encode()),

@@ -236,9 +236,13 @@ impl Engine {
         // needs no walk of the document's history.
         let mut incoming = incoming_changes(&e.doc, &message, scan.as_ref());
         let mut log = automerge::PatchLog::new(server);
-        if let Err(err) =
-            crate::receive::receive_sync_message(&mut e.doc, &mut state, message, &mut log)
-        {
+        if let Err(err) = crate::receive::receive_sync_message_with(
+            &mut e.doc,
+            &mut state,
+            message,
+            &mut log,
+            &mut self.replies,
+        ) {
             // Roll back whatever part was applied; the peer starts over.
             if let Ok(mut f) = e.doc.fork_at(&before) {
                 f.set_actor(actor(&self.config));

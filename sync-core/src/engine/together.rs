@@ -358,7 +358,15 @@ impl Engine {
         // A message with changes never counts as the peer having seen our heads.
         let last_sent = p.state.last_sent_heads.clone();
         let mut log = automerge::PatchLog::inactive();
-        if crate::receive::receive_sync_message(&mut e.doc, &mut p.state, rest, &mut log).is_err() {
+        if crate::receive::receive_sync_message_with(
+            &mut e.doc,
+            &mut p.state,
+            rest,
+            &mut log,
+            &mut self.replies,
+        )
+        .is_err()
+        {
             p.state = sync::State::new();
         }
         p.state.last_sent_heads = last_sent;
