@@ -920,9 +920,13 @@ fn check_scan(
     };
     check_owner(ctx, device, pupil)?;
     match (pupil, below) {
-        (None, []) | (Some(_), [] | [_]) => {
-            require(act == Act::PutObject, RefusalCode::MalformedValue)
+        (None, []) => {
+            // A device's own map, made once: made again over the old one, it would hide
+            // every scan the device recorded, which is a delete.
+            require(act == Act::PutObject, RefusalCode::MalformedValue)?;
+            require(!replaces_a_value(ctx.doc, action), RefusalCode::NoDelete)
         }
+        (Some(_), [] | [_]) => require(act == Act::PutObject, RefusalCode::MalformedValue),
         (Some(_), [_, field]) => {
             // Scan records are written once, in the change that creates them.
             require(parent_is_new, RefusalCode::ScanImmutable)?;
@@ -940,6 +944,41 @@ fn check_scan(
         }
         _ => Err(RefusalCode::UnknownField),
     }
+}
+
+/// Did the put of `action` (a new object) replace a value at its key? Read from the
+/// operation that made the object: one with a predecessor replaced one. Reading it makes
+/// automerge build the change that holds it, so this is asked only of a device's own map
+/// in a per-device container, made once a booking and device. `true` when the operation
+/// cannot be read.
+fn replaces_a_value(doc: &Automerge, action: &PatchAction) -> bool {
+    let PatchAction::PutMap {
+        value: (Value::Object(_), id),
+        ..
+    } = action
+    else {
+        return true;
+    };
+    let ObjId::Id(counter, _, _) = id else {
+        return true;
+    };
+    let Some(change) = doc
+        .hash_for_opid(id)
+        .and_then(|hash| doc.get_change_by_hash(&hash))
+    else {
+        return true;
+    };
+    let Some(n) = counter
+        .checked_sub(change.start_op().get())
+        .and_then(|n| usize::try_from(n).ok())
+    else {
+        return true;
+    };
+    change
+        .decode()
+        .operations
+        .get(n)
+        .is_none_or(|op| !op.pred.is_empty())
 }
 
 /// Only a device writes its scans (the server any device's), and a pupil's phone only

@@ -399,6 +399,41 @@ fn a_devices_map_of_scans_is_its_own_and_named_as_ids_are_written() {
     refused(result, RefusalCode::ImmutableField, "check_ins_by_device");
 }
 
+/// A device's map in a per-device container is made once: made again over the old one,
+/// it would hide every scan the device recorded there, so it is refused as a delete.
+#[test]
+fn no_delete_a_device_makes_its_map_again_over_its_scans() {
+    let gate = staff();
+    for (container, version) in [("check_in_records", 4), ("check_ins_by_device", 3)] {
+        let mut doc = booking();
+        crate::edits::apply_unchecked_as_schema(
+            &mut doc,
+            &gate,
+            NOW,
+            &check_in(pupil(1), ScanMethod::Manual, None),
+            version,
+        )
+        .unwrap();
+        let result = raw(&doc, &gate, |tx| {
+            let c = map(tx, &ROOT, container);
+            tx.put_object(&c, gate.device.to_string(), ObjType::Map)
+                .unwrap();
+        });
+        refused(
+            result,
+            RefusalCode::NoDelete,
+            &format!("{container}/{}", gate.device),
+        );
+        // Made the first time, it is taken.
+        let result = raw(&booking(), &gate, |tx| {
+            let c = map(tx, &ROOT, container);
+            tx.put_object(&c, gate.device.to_string(), ObjType::Map)
+                .unwrap();
+        });
+        assert_eq!(result, Ok(()), "{container}");
+    }
+}
+
 /// A scan kept as one value (schema 4, ADR 0205) is taken only as a record every reader
 /// reads: the text of a JSON object with a time, a known method and nothing else unknown,
 /// in the device's own map, at `"<pupil>/<scan id>"` with the pupil spelt as ids are.
