@@ -18,9 +18,8 @@ fn booking() -> Automerge {
     crate::test_writers::booking_for((0..PUPILS).map(pupil).collect())
 }
 
-/// The same booking made by an engine of schema 2: no per-device containers, so every
-/// scan goes under `"<pupil>/<device>"` (ADR 0203).
-fn old_booking() -> Automerge {
+/// The same booking made by an engine of schema `version`.
+fn booking_of_schema(version: i64) -> Automerge {
     let mut doc = Automerge::new();
     let edit = Edit::CreateBooking {
         venue: VENUE,
@@ -29,7 +28,14 @@ fn old_booking() -> Automerge {
         party_size: 12,
         roster: (0..PUPILS).map(pupil).collect(),
     };
-    apply_unchecked_as_schema(&mut doc, &teacher(), NOW, &edit, 2).expect("created");
+    apply_unchecked_as_schema(&mut doc, &teacher(), NOW, &edit, version).expect("created");
+    doc
+}
+
+/// The same booking made by an engine of schema 2: no per-device containers, so every
+/// scan goes under `"<pupil>/<device>"` (ADR 0203).
+fn old_booking() -> Automerge {
+    let doc = booking_of_schema(2);
     assert!(doc.get(ROOT, key::CHECK_INS_BY_DEVICE).unwrap().is_none());
     doc
 }
@@ -37,15 +43,7 @@ fn old_booking() -> Automerge {
 /// The same booking made by an engine of schema 3: a record object per scan in the
 /// device's own map (ADR 0203).
 fn v3_booking() -> Automerge {
-    let mut doc = Automerge::new();
-    let edit = Edit::CreateBooking {
-        venue: VENUE,
-        slot: crate::test_writers::SLOT,
-        school: crate::test_writers::SCHOOL,
-        party_size: 12,
-        roster: (0..PUPILS).map(pupil).collect(),
-    };
-    apply_unchecked_as_schema(&mut doc, &teacher(), NOW, &edit, 3).expect("created");
+    let doc = booking_of_schema(3);
     assert!(doc.get(ROOT, key::CHECK_IN_RECORDS).unwrap().is_none());
     doc
 }
@@ -471,23 +469,12 @@ fn places_kept_within_bound(mut doc: Automerge) {
 #[test]
 fn raw_writes_and_conflicts_in_the_devices_maps_read_as_a_whole_read() {
     let mut doc = v3_booking();
-    let g = gate(1);
-    let h = gate(2);
-    for n in 0..3 {
-        check_in(&mut doc, &g, n, n as u64);
-        check_in(&mut doc, &h, n, 10 + n as u64);
-    }
-    let mut reader = BookingReader::new();
-    same(&mut reader, &doc);
-    same(&mut reader, &doc);
+    let (g, h, mut reader) = two_gates_read(&mut doc);
     fn container(d: &Automerge) -> automerge::ObjId {
         d.get(ROOT, key::CHECK_INS_BY_DEVICE).unwrap().unwrap().1
     }
     fn devices_map(d: &Automerge, w: &Writer) -> automerge::ObjId {
-        d.get(container(d), w.device.to_string())
-            .unwrap()
-            .unwrap()
-            .1
+        device_map_in(d, &container(d), w)
     }
     let edits: Vec<Box<RawEdit>> = vec![
         // A record's time rewritten, then removed.
@@ -525,15 +512,7 @@ fn raw_writes_and_conflicts_in_the_devices_maps_read_as_a_whole_read() {
         Box::new({
             let h = h.clone();
             move |d| {
-                let c = container(d);
-                let mut tx = d.transaction();
-                tx.delete(&c, h.device.to_string()).unwrap();
-                tx.commit();
-                let mut tx = d.transaction();
-                let mine = tx
-                    .put_object(&c, h.device.to_string(), ObjType::Map)
-                    .unwrap();
-                tx.commit();
+                let mine = device_map_made_again(d, &container(d), &h);
                 let mut tx = d.transaction();
                 let scans = tx
                     .put_object(&mine, pupil(5).to_string(), ObjType::Map)
@@ -544,19 +523,8 @@ fn raw_writes_and_conflicts_in_the_devices_maps_read_as_a_whole_read() {
                 tx.commit();
             }
         }),
-        // Two copies create the same new device's map concurrently: the winner's scans
-        // are listed; then the device scans again on the merged copy.
-        Box::new(move |d| {
-            let newcomer = gate(3);
-            let mut a = d.fork().with_actor(ActorId::from(vec![0x0a; 16]));
-            let mut b = d.fork().with_actor(ActorId::from(vec![0xfb; 16]));
-            for (copy, n) in [(&mut a, 60), (&mut b, 61)] {
-                check_in(copy, &newcomer, 6, n);
-            }
-            d.merge(&mut a).unwrap();
-            d.merge(&mut b).unwrap();
-            check_in(d, &newcomer, 7, 62);
-        }),
+        // Two copies create the same new device's map concurrently.
+        Box::new(newcomers_map_made_twice),
         // Two copies create one device's map for the same pupil concurrently.
         Box::new({
             let g = g.clone();
@@ -621,23 +589,12 @@ fn raw_writes_and_conflicts_in_the_devices_maps_read_as_a_whole_read() {
 #[test]
 fn raw_writes_and_conflicts_in_the_devices_records_read_as_a_whole_read() {
     let mut doc = booking();
-    let g = gate(1);
-    let h = gate(2);
-    for n in 0..3 {
-        check_in(&mut doc, &g, n, n as u64);
-        check_in(&mut doc, &h, n, 10 + n as u64);
-    }
-    let mut reader = BookingReader::new();
-    same(&mut reader, &doc);
-    same(&mut reader, &doc);
+    let (g, h, mut reader) = two_gates_read(&mut doc);
     fn container(d: &Automerge) -> automerge::ObjId {
         d.get(ROOT, key::CHECK_IN_RECORDS).unwrap().unwrap().1
     }
     fn devices_map(d: &Automerge, w: &Writer) -> automerge::ObjId {
-        d.get(container(d), w.device.to_string())
-            .unwrap()
-            .unwrap()
-            .1
+        device_map_in(d, &container(d), w)
     }
     let record = |at: i64| format!(r#"{{"at":{at},"method":"manual"}}"#);
     let edits: Vec<Box<RawEdit>> = vec![
@@ -684,15 +641,7 @@ fn raw_writes_and_conflicts_in_the_devices_records_read_as_a_whole_read() {
         Box::new({
             let h = h.clone();
             move |d| {
-                let c = container(d);
-                let mut tx = d.transaction();
-                tx.delete(&c, h.device.to_string()).unwrap();
-                tx.commit();
-                let mut tx = d.transaction();
-                let mine = tx
-                    .put_object(&c, h.device.to_string(), ObjType::Map)
-                    .unwrap();
-                tx.commit();
+                let mine = device_map_made_again(d, &container(d), &h);
                 let mut tx = d.transaction();
                 tx.put(
                     &mine,
@@ -703,19 +652,8 @@ fn raw_writes_and_conflicts_in_the_devices_records_read_as_a_whole_read() {
                 tx.commit();
             }
         }),
-        // Two copies create the same new device's map concurrently: the winner's scans
-        // are listed; then the device scans again on the merged copy.
-        Box::new(move |d| {
-            let newcomer = gate(3);
-            let mut a = d.fork().with_actor(ActorId::from(vec![0x0a; 16]));
-            let mut b = d.fork().with_actor(ActorId::from(vec![0xfb; 16]));
-            for (copy, n) in [(&mut a, 60), (&mut b, 61)] {
-                check_in(copy, &newcomer, 6, n);
-            }
-            d.merge(&mut a).unwrap();
-            d.merge(&mut b).unwrap();
-            check_in(d, &newcomer, 7, 62);
-        }),
+        // Two copies create the same new device's map concurrently.
+        Box::new(newcomers_map_made_twice),
         // Two copies write one record concurrently: one value wins.
         Box::new({
             let g = g.clone();
@@ -772,6 +710,53 @@ fn raw_writes_and_conflicts_in_the_devices_records_read_as_a_whole_read() {
     tx.commit();
     assert_eq!(same(&mut reader, &doc), ReadKind::Whole);
     assert!(reader.read(&doc).0.expect("a booking").check_ins.len() < read.check_ins.len());
+}
+
+/// Gates 1 and 2 scan pupils 0 to 2 into `doc` (scans 0-2 and 10-12), and a reader
+/// reads it twice, keeping its scans.
+fn two_gates_read(doc: &mut Automerge) -> (Writer, Writer, BookingReader) {
+    let (g, h) = (gate(1), gate(2));
+    for n in 0..3 {
+        check_in(doc, &g, n, n as u64);
+        check_in(doc, &h, n, 10 + n as u64);
+    }
+    let mut reader = BookingReader::new();
+    same(&mut reader, doc);
+    same(&mut reader, doc);
+    (g, h, reader)
+}
+
+/// `w`'s device's map in the container `c` deleted, then made again (empty) in a change
+/// of its own.
+fn device_map_made_again(d: &mut Automerge, c: &automerge::ObjId, w: &Writer) -> automerge::ObjId {
+    let mut tx = d.transaction();
+    tx.delete(c, w.device.to_string()).unwrap();
+    tx.commit();
+    let mut tx = d.transaction();
+    let mine = tx
+        .put_object(c, w.device.to_string(), ObjType::Map)
+        .unwrap();
+    tx.commit();
+    mine
+}
+
+/// The map of `w`'s device in the container `c`.
+fn device_map_in(d: &Automerge, c: &automerge::ObjId, w: &Writer) -> automerge::ObjId {
+    d.get(c, w.device.to_string()).unwrap().unwrap().1
+}
+
+/// Two copies create the same new device's map concurrently: the winner's scans are
+/// listed; then the device scans again on the merged copy (scans 60 to 62).
+fn newcomers_map_made_twice(d: &mut Automerge) {
+    let newcomer = gate(3);
+    let mut a = d.fork().with_actor(ActorId::from(vec![0x0a; 16]));
+    let mut b = d.fork().with_actor(ActorId::from(vec![0xfb; 16]));
+    for (copy, n) in [(&mut a, 60), (&mut b, 61)] {
+        check_in(copy, &newcomer, 6, n);
+    }
+    d.merge(&mut a).unwrap();
+    d.merge(&mut b).unwrap();
+    check_in(d, &newcomer, 7, 62);
 }
 
 /// A raw scan record `scan` (by hand, at [`NOW`]) in the map `scans`.
