@@ -510,7 +510,6 @@ fn raw_writes_and_conflicts_in_the_devices_maps_read_as_a_whole_read() {
         }),
         // A device's whole map deleted, then made again and filled in a later change.
         Box::new({
-            let h = h.clone();
             move |d| {
                 let mine = device_map_made_again(d, &container(d), &h);
                 let mut tx = d.transaction();
@@ -554,7 +553,6 @@ fn raw_writes_and_conflicts_in_the_devices_maps_read_as_a_whole_read() {
         }),
         // A pupil's map deleted from a device's map.
         Box::new({
-            let g = g.clone();
             move |d| {
                 let mine = devices_map(d, &g);
                 let mut tx = d.transaction();
@@ -639,7 +637,6 @@ fn raw_writes_and_conflicts_in_the_devices_records_read_as_a_whole_read() {
         }),
         // A device's whole map deleted, then made again and filled in a later change.
         Box::new({
-            let h = h.clone();
             move |d| {
                 let mine = device_map_made_again(d, &container(d), &h);
                 let mut tx = d.transaction();
@@ -656,7 +653,6 @@ fn raw_writes_and_conflicts_in_the_devices_records_read_as_a_whole_read() {
         Box::new(newcomers_map_made_twice),
         // Two copies write one record concurrently: one value wins.
         Box::new({
-            let g = g.clone();
             move |d| {
                 let mine = devices_map(d, &g);
                 let k = format!("{}/{}", pupil(8), scan_id(80));
