@@ -309,8 +309,9 @@ pub fn split_record_key(key: &str) -> Option<(PupilId, &str)> {
     Some((canonical::<PupilId>(pupil)?, scan_id))
 }
 
-/// A scan's fields as one value (schema 4): the text of a JSON object. Written once, by
-/// the scanning device, in the change that records the scan.
+/// A scan's fields as one value (schema 4): the text of a JSON object, written by the
+/// scanning device in the change that records the scan (written again only as a new
+/// scan's checks allow, `docs/ARCHITECTURE.md` gap 77).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScanRecord {
@@ -351,6 +352,24 @@ impl ScanRecord {
             by: self.by.and_then(|b| b.parse().ok()),
         }
     }
+}
+
+/// The scans of `pupil` in `device`'s map of records `mine` (schema 4), in scan id
+/// order: the pupil's keys, adjacent in key order ('/' is followed by '0').
+pub(crate) fn pupils_records<D: ReadDoc>(
+    doc: &D,
+    mine: &automerge::ObjId,
+    device: DeviceId,
+    pupil: PupilId,
+) -> Vec<Scan> {
+    doc.map_range(mine, format!("{pupil}/")..format!("{pupil}0"))
+        .filter_map(|item| match &item.value {
+            automerge::ValueRef::Scalar(automerge::ScalarValueRef::Str(t)) => {
+                record_scan(device, &item.key, t).filter(|s| s.pupil == pupil)
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// The scan a device's map of records holds at `key` with the value `value`, if both
@@ -602,16 +621,10 @@ pub fn has_check_in<D: ReadDoc>(doc: &D, pupil: PupilId) -> bool {
         }
     }
     if let Some(obj) = r::map(doc, &ROOT, key::CHECK_IN_RECORDS) {
-        let (from, to) = (format!("{pupil}/"), format!("{pupil}0"));
         for (device, mine) in r::maps(doc, &obj) {
-            let Some(device) = canonical::<DeviceId>(&device) else {
-                continue;
-            };
-            let counted = doc.map_range(&mine, from.clone()..to.clone()).any(|item| {
-                matches!(&item.value, automerge::ValueRef::Scalar(automerge::ScalarValueRef::Str(t))
-                    if record_scan(device, &item.key, t).is_some_and(|s| s.pupil == pupil))
-            });
-            if counted {
+            if let Some(device) = canonical::<DeviceId>(&device)
+                && !pupils_records(doc, &mine, device, pupil).is_empty()
+            {
                 return true;
             }
         }

@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use automerge::{Automerge, ChangeHash, ObjId, Prop, ROOT, ReadDoc, legacy};
 
 use super::booking::{
-    Booking, CONTAINERS, Layout, Scan, canonical, read_key_scans, record_scan, scan_key,
+    Booking, CONTAINERS, Layout, Scan, canonical, pupils_records, read_key_scans, scan_key,
     split_record_key, split_scan_key, together, walk_scans,
 };
 use crate::doc_read as r;
@@ -96,21 +96,10 @@ impl Scans {
                 )
             }),
             Layout::Records => {
-                // The pupil's keys in the device's map, adjacent in key order ('/' is
-                // followed by '0'), in scan id order.
                 if let Some((pupil, device)) = split_scan_key(k)
                     && let Some(mine) = r::map(doc, c, &device.to_string())
                 {
-                    let range = format!("{pupil}/")..format!("{pupil}0");
-                    for item in doc.map_range(&mine, range) {
-                        if let automerge::ValueRef::Scalar(automerge::ScalarValueRef::Str(t)) =
-                            &item.value
-                        {
-                            scans.extend(
-                                record_scan(device, &item.key, t).filter(|s| s.pupil == pupil),
-                            );
-                        }
-                    }
+                    scans = pupils_records(doc, &mine, device, pupil);
                 }
                 None
             }
