@@ -382,6 +382,42 @@ fn a_booking_of_version_2_keeps_its_layout_and_both_layouts_are_read_together() 
 }
 
 #[test]
+fn a_scan_under_a_pupil_spelt_in_capitals_is_already_counted_as_it_is_read() {
+    use crate::edits::apply_unchecked_as_schema;
+    use automerge::transaction::Transactable;
+    // A version-2 booking: its scans are kept under "<pupil>/<device>", and validation
+    // takes any spelling of the ids there (they parse), so a device may have written
+    // the pupil's id in capitals. The phone's "already counted?" must answer as the
+    // booking's read counts.
+    let mut doc = Automerge::new();
+    let create = Edit::CreateBooking {
+        venue: VENUE,
+        slot: SLOT,
+        school: SCHOOL,
+        party_size: 2,
+        roster: vec![pupil(1), pupil(2)],
+    };
+    apply_unchecked_as_schema(&mut doc, &teacher(), NOW, &create, 2).unwrap();
+    let gate = staff();
+    let shouted = format!("{}/{}", pupil(1).to_string().to_uppercase(), gate.device);
+    let mut tx = doc.transaction();
+    let ins = r::map(&tx, &ROOT, "check_ins").unwrap();
+    let mine = tx
+        .put_object(&ins, &shouted, automerge::ObjType::Map)
+        .unwrap();
+    let record = tx
+        .put_object(&mine, "s-1", automerge::ObjType::Map)
+        .unwrap();
+    tx.put(&record, "at", LATER).unwrap();
+    tx.put(&record, "method", "manual").unwrap();
+    tx.commit();
+    let counted: Vec<PupilId> = booking(&doc).check_ins.iter().map(|s| s.pupil).collect();
+    assert_eq!(counted, [pupil(1)]);
+    assert!(crate::schema::booking::has_check_in(&doc, pupil(1)));
+    assert!(!crate::schema::booking::has_check_in(&doc, pupil(2)));
+}
+
+#[test]
 fn a_gate_code_that_does_not_decode_is_kept_as_it_was_scanned() {
     let mut doc = new_booking();
     let p = writer(1, Role::Pupil);

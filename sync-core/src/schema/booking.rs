@@ -599,14 +599,17 @@ pub(crate) fn read_key_scans<D: ReadDoc>(
 /// Has any device recorded a check-in of `pupil` that [`Booking::read`] would list? Looks
 /// up the pupil's keys (`"<pupil>/…"`, adjacent in key order, and the pupil in each
 /// device's map) instead of reading every scan: a phone answers "already counted" at the
-/// gate without walking the booking.
+/// gate without walking the booking. Only a "no" in a booking holding scans of the oldest
+/// layout looks at all of those, for ids spelt otherwise than kepu spells them.
 pub fn has_check_in<D: ReadDoc>(doc: &D, pupil: PupilId) -> bool {
     let mut maps: Vec<automerge::ObjId> = Vec::new();
-    if let Some(obj) = r::map(doc, &ROOT, key::CHECK_INS) {
-        // '/' is followed by '0' in byte order: the range holds exactly this pupil's keys.
+    let old = r::map(doc, &ROOT, key::CHECK_INS);
+    if let Some(obj) = &old {
+        // '/' is followed by '0' in byte order: the range holds exactly this pupil's keys
+        // as kepu spells them.
         let (from, to) = (format!("{pupil}/"), format!("{pupil}0"));
         maps.extend(
-            doc.map_range(&obj, from..to)
+            doc.map_range(obj, from..to)
                 .filter(|item| split_scan_key(&item.key).is_some_and(|(p, _)| p == pupil))
                 .filter(|item| matches!(item.value, automerge::ValueRef::Object(_)))
                 .map(|item| item.id()),
@@ -629,7 +632,7 @@ pub fn has_check_in<D: ReadDoc>(doc: &D, pupil: PupilId) -> bool {
             }
         }
     }
-    maps.iter().any(|scans| {
+    let holds_a_scan = |scans: &automerge::ObjId| {
         r::maps(doc, scans).iter().any(|(_, rec)| {
             let rec = r::Fields::of(doc, rec);
             rec.int("at").is_some()
@@ -638,6 +641,21 @@ pub fn has_check_in<D: ReadDoc>(doc: &D, pupil: PupilId) -> bool {
                     .and_then(|m| ScanMethod::parse(&m))
                     .is_some()
         })
+    };
+    if maps.iter().any(holds_a_scan) {
+        return true;
+    }
+    // The old layout's keys are read in any spelling that parses (a version-2 device
+    // may have written an id in capitals): look at those too before answering no, as
+    // `Booking::read` counts them. Only a "no" in a booking with old-layout scans pays
+    // for the whole map.
+    old.is_some_and(|obj| {
+        let spelt = format!("{pupil}/");
+        doc.map_range(&obj, ..)
+            .filter(|item| !item.key.starts_with(&spelt))
+            .filter(|item| split_scan_key(&item.key).is_some_and(|(p, _)| p == pupil))
+            .filter(|item| matches!(item.value, automerge::ValueRef::Object(_)))
+            .any(|item| holds_a_scan(&item.id()))
     })
 }
 
