@@ -163,7 +163,7 @@ fn main() {
             doc.apply_changes_log_patches(b.clone(), &mut log)
                 .expect("apply");
             let patches = doc.make_patches(&mut log);
-            validate_patches(&doc, false, &patches, &writer_of(b)).expect("valid");
+            validate_patches(&doc, &before, &patches, &writer_of(b)).expect("valid");
             // As the engine does: rows come from the message's own chunks.
             let rows: Vec<Change> = b
                 .iter()

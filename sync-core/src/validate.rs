@@ -5,7 +5,7 @@
 //! well-behaved device is never refused. The rules are stated once in
 //! `docs/conflict-rules.md`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use automerge::{
@@ -159,6 +159,11 @@ struct Ctx<'a> {
     doc: &'a Automerge,
     writer: &'a Writer,
     created: bool,
+    /// The document's heads before this merge (empty when it creates the document).
+    before: &'a [ChangeHash],
+    /// Keys that held a value before this merge, by object, read once per object for the
+    /// containers of scans (`held_before`).
+    held: HashMap<ObjId, HashSet<String>>,
     new_objects: HashSet<ObjId>,
     /// The check-in records this merge created: (pupil, device, the record's path, the
     /// record).
@@ -248,7 +253,7 @@ pub fn validate(
         return Ok(());
     }
     let patches = doc.diff(before_heads, &after_heads);
-    validate_patches(doc, before_heads.is_empty(), &patches, writer)
+    validate_patches(doc, before_heads, &patches, writer)
 }
 
 /// Validates already computed patches. See [`validate`].
@@ -257,11 +262,11 @@ pub fn validate(
 /// The first [`Refusal`] found.
 pub fn validate_patches(
     doc: &Automerge,
-    created: bool,
+    before: &[ChangeHash],
     patches: &[Patch],
     writer: &Writer,
 ) -> Result<(), Refusal> {
-    validate_patches_with(doc, created, patches, writer, &ProofCheck::default())
+    validate_patches_with(doc, before, patches, writer, &ProofCheck::default())
 }
 
 /// Validates patches and, with a server key, the proofs of the new check-ins.
@@ -270,7 +275,7 @@ pub fn validate_patches(
 /// The first [`Refusal`] found.
 pub fn validate_patches_with(
     doc: &Automerge,
-    created: bool,
+    before: &[ChangeHash],
     patches: &[Patch],
     writer: &Writer,
     proofs: &ProofCheck,
@@ -290,12 +295,14 @@ pub fn validate_patches_with(
     let mut ctx = Ctx {
         doc,
         writer,
-        created,
+        created: before.is_empty(),
+        before,
+        held: HashMap::new(),
         new_objects: HashSet::new(),
         new_scans: Vec::new(),
         booking_scope: std::cell::OnceCell::new(),
     };
-    if created {
+    if ctx.created {
         check_schema_version(doc)?;
         check_create(&ctx, kind, proofs)?;
     }
@@ -322,6 +329,17 @@ pub fn validate_patches_with(
         }
         check(&ctx, kind, &path, act, parent_is_new, &p.action)
             .map_err(|code| Refusal::at(code, &path))?;
+        // A key in a container of scans is written once: written again, it would hide or
+        // replace what the device recorded (ARCHITECTURE gap 77 closed).
+        if kind == DocKind::Booking
+            && !parent_is_new
+            && matches!(act, Act::PutScalar | Act::PutObject | Act::Conflict)
+            && let Some(code) = written_once(&path)
+            && let Some(key) = path.last()
+            && ctx.held_before(&p.obj, key)
+        {
+            return Err(Refusal::at(code, &path));
+        }
         if kind == DocKind::Booking
             && act == Act::PutObject
             && let PatchAction::PutMap {
@@ -370,6 +388,50 @@ pub fn validate_patches_with(
         }
     }
     Ok(())
+}
+
+impl Ctx<'_> {
+    /// Did `key` of `obj` hold a value before this merge? Each object's keys are read
+    /// once a merge, at the heads before it (a clock from automerge's cache, not a walk
+    /// of the history).
+    fn held_before(&mut self, obj: &ObjId, key: &str) -> bool {
+        if self.before.is_empty() {
+            return false;
+        }
+        let (doc, before) = (self.doc, self.before);
+        self.held
+            .entry(obj.clone())
+            .or_insert_with(|| {
+                doc.map_range_at(obj, .., before)
+                    .map(|item| item.key.into_owned())
+                    .collect()
+            })
+            .contains(key)
+    }
+}
+
+/// What writing a key of a container of scans again is refused as, in every layout
+/// (ADR 0203, 0205): a device's map, a pupil's map or a pupil's map by one device, made
+/// again, would hide the scans in it (`no-delete`); a scan record written again would
+/// replace a scan already taken (`scan-immutable`). `None` for any other path.
+fn written_once(path: &[String]) -> Option<RefusalCode> {
+    use booking::key::{
+        CHECK_IN_RECORDS, CHECK_INS, CHECK_INS_BY_DEVICE, CHECK_OUT_RECORDS, CHECK_OUTS,
+        CHECK_OUTS_BY_DEVICE,
+    };
+    let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    match p.as_slice() {
+        // "<pupil>/<device>"; "<device>"; "<device>" / "<pupil>"; "<device>" (records).
+        [CHECK_INS | CHECK_OUTS, _]
+        | [CHECK_INS_BY_DEVICE | CHECK_OUTS_BY_DEVICE, _]
+        | [CHECK_INS_BY_DEVICE | CHECK_OUTS_BY_DEVICE, _, _]
+        | [CHECK_IN_RECORDS | CHECK_OUT_RECORDS, _] => Some(RefusalCode::NoDelete),
+        // A scan record: its object, or its one value (schema 4).
+        [CHECK_INS | CHECK_OUTS, _, _]
+        | [CHECK_INS_BY_DEVICE | CHECK_OUTS_BY_DEVICE, _, _, _]
+        | [CHECK_IN_RECORDS | CHECK_OUT_RECORDS, _, _] => Some(RefusalCode::ScanImmutable),
+        _ => None,
+    }
 }
 
 /// The pupil and device of the check-in record a put of an object at `path` creates, in
@@ -923,8 +985,8 @@ fn check_scan(
         (None, []) => {
             // A device's own map, made once: made again over the old one, it would hide
             // every scan the device recorded, which is a delete.
-            require(act == Act::PutObject, RefusalCode::MalformedValue)?;
-            require(!replaces_a_value(ctx.doc, action), RefusalCode::NoDelete)
+            // (Made again over the old one it is refused as `no-delete`: `written_once`.)
+            require(act == Act::PutObject, RefusalCode::MalformedValue)
         }
         (Some(_), [] | [_]) => require(act == Act::PutObject, RefusalCode::MalformedValue),
         (Some(_), [_, field]) => {
@@ -944,41 +1006,6 @@ fn check_scan(
         }
         _ => Err(RefusalCode::UnknownField),
     }
-}
-
-/// Did the put of `action` (a new object) replace a value at its key? Read from the
-/// operation that made the object: one with a predecessor replaced one. Reading it makes
-/// automerge build the change that holds it, so this is asked only of a device's own map
-/// in a per-device container, made once a booking and device. `true` when the operation
-/// cannot be read.
-fn replaces_a_value(doc: &Automerge, action: &PatchAction) -> bool {
-    let PatchAction::PutMap {
-        value: (Value::Object(_), id),
-        ..
-    } = action
-    else {
-        return true;
-    };
-    let ObjId::Id(counter, _, _) = id else {
-        return true;
-    };
-    let Some(change) = doc
-        .hash_for_opid(id)
-        .and_then(|hash| doc.get_change_by_hash(&hash))
-    else {
-        return true;
-    };
-    let Some(n) = counter
-        .checked_sub(change.start_op().get())
-        .and_then(|n| usize::try_from(n).ok())
-    else {
-        return true;
-    };
-    change
-        .decode()
-        .operations
-        .get(n)
-        .is_none_or(|op| !op.pred.is_empty())
 }
 
 /// Only a device writes its scans (the server any device's), and a pupil's phone only

@@ -292,6 +292,77 @@ fn scan_immutable_a_recorded_scan_time_is_rewritten() {
     }
 }
 
+/// A device's scans are written once in every layout: its record written again at its
+/// key would replace a scan already taken, and a map of its scans made again would hide
+/// them (ARCHITECTURE gap 77). A new scan beside them is still taken.
+#[test]
+fn a_device_writes_one_of_its_scans_or_their_maps_again() {
+    let gate = staff();
+    let good = |at: i64| format!(r#"{{"at":{at},"method":"manual"}}"#);
+    for out in [false, true] {
+        for version in [2, 3, 4] {
+            let mut doc = booking();
+            let scan = if out {
+                Edit::CheckOut {
+                    pupil: pupil(1),
+                    scan_id: "s-1".into(),
+                    method: ScanMethod::Manual,
+                }
+            } else {
+                check_in(pupil(1), ScanMethod::Manual, None)
+            };
+            crate::edits::apply_unchecked_as_schema(&mut doc, &gate, NOW, &scan, version).unwrap();
+            let (ins, by_device, records) = if out {
+                ("check_outs", "check_outs_by_device", "check_out_records")
+            } else {
+                ("check_ins", "check_ins_by_device", "check_in_records")
+            };
+            let device = gate.device.to_string();
+            let p1 = pupil(1).to_string();
+            // The maps that hold the scan, each made again over the old one.
+            let maps: Vec<Vec<String>> = match version {
+                2 => vec![vec![ins.into(), format!("{p1}/{device}")]],
+                3 => vec![
+                    vec![by_device.into(), device.clone()],
+                    vec![by_device.into(), device.clone(), p1.clone()],
+                ],
+                _ => vec![vec![records.into(), device.clone()]],
+            };
+            for path in &maps {
+                let (parent, key) = path.split_at(path.len() - 1);
+                let result = raw(&doc, &gate, |tx| {
+                    let parent = map_at(tx, parent);
+                    tx.put_object(&parent, key[0].as_str(), ObjType::Map)
+                        .unwrap();
+                });
+                refused(result, RefusalCode::NoDelete, &path.join("/"));
+            }
+            // The scan record written again, with a time of its own.
+            let holder = maps.last().unwrap().clone();
+            let again = |key: &str| {
+                raw(&doc, &gate, |tx| {
+                    let parent = map_at(tx, &holder);
+                    if version == 4 {
+                        tx.put(&parent, format!("{p1}/{key}"), good(NOW - 60_000))
+                            .unwrap();
+                    } else {
+                        let rec = tx.put_object(&parent, key, ObjType::Map).unwrap();
+                        tx.put(&rec, "at", NOW - 60_000).unwrap();
+                        tx.put(&rec, "method", "manual").unwrap();
+                    }
+                })
+            };
+            let record = if version == 4 {
+                format!("{}/{p1}/s-1", holder.join("/"))
+            } else {
+                format!("{}/s-1", holder.join("/"))
+            };
+            refused(again("s-1"), RefusalCode::ScanImmutable, &record);
+            assert_eq!(again("s-2"), Ok(()), "{ins} version {version}: a new scan");
+        }
+    }
+}
+
 #[test]
 fn no_delete_a_check_in_is_removed() {
     let gate = staff();
@@ -614,7 +685,7 @@ fn bad_proof_a_gate_code_check_in_whose_proof_does_not_verify() {
         "without the server's key the phone trusts its own scan"
     );
     refused(
-        validate_patches_with(&doc, false, &patches, &phone, &checks),
+        validate_patches_with(&doc, &before, &patches, &phone, &checks),
         RefusalCode::BadProof,
         &format!("check_in_records/{}/{}/s-1", phone.device, pupil(1)),
     );

@@ -231,7 +231,7 @@ fn an_unbound_gate_proof_is_refused() {
         tx.put(&rec, "proof", proof).unwrap();
         tx.commit();
         let patches = d.diff(&before, &d.get_heads());
-        validate_patches_with(&d, false, &patches, &phone, &checks).map_err(|r| r.code)
+        validate_patches_with(&d, &before, &patches, &phone, &checks).map_err(|r| r.code)
     };
     assert_eq!(write(plain.encode()), Err(RefusalCode::BadProof));
     let bound = plain.bind(pupil, phone.device, now).unwrap().encode();

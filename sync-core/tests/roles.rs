@@ -320,19 +320,19 @@ fn a_booking_at_another_schools_log_id_is_refused() {
     let patches = d.diff(&[], &d.get_heads());
     let teacher = who(1, Role::Teacher);
     assert_eq!(
-        validate_patches_with(&d, true, &patches, &teacher, &checks(target))
+        validate_patches_with(&d, &[], &patches, &teacher, &checks(target))
             .unwrap_err()
             .code,
         RefusalCode::MayNotCreate
     );
     let random = DocumentId::from_bytes([5; 16]);
     assert_eq!(
-        validate_patches_with(&d, true, &patches, &teacher, &checks(random)),
+        validate_patches_with(&d, &[], &patches, &teacher, &checks(random)),
         Ok(())
     );
     // The server itself creates there.
     assert_eq!(
-        validate_patches_with(&d, true, &patches, &server(), &checks(target)),
+        validate_patches_with(&d, &[], &patches, &server(), &checks(target)),
         Ok(())
     );
 }

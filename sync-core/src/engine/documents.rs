@@ -484,9 +484,7 @@ impl Engine {
                 return;
             }
         };
-        if let Err(refusal) =
-            validate::validate_patches(&e.doc, before.is_empty(), &patches, &writer)
-        {
+        if let Err(refusal) = validate::validate_patches(&e.doc, &before, &patches, &writer) {
             if let Ok(mut f) = e.doc.fork_at(&before) {
                 f.set_actor(actor);
                 e.doc = f;

@@ -37,7 +37,7 @@ impl Engine {
                 path: String::new(),
             })
         } else {
-            validate::validate_patches_with(&e.doc, before.is_empty(), patches, writer, &checks)
+            validate::validate_patches_with(&e.doc, before, patches, writer, &checks)
         };
         if verdict.is_ok() {
             self.persist(doc, before, incoming, &[writer.device]);
@@ -100,8 +100,7 @@ impl Engine {
                 continue;
             }
             let patches = rolled.make_patches(&mut log);
-            if let Err(r) =
-                validate::validate_patches_with(&rolled, b.is_empty(), &patches, &author, &checks)
+            if let Err(r) = validate::validate_patches_with(&rolled, &b, &patches, &author, &checks)
             {
                 refused_set.insert(hash);
                 refused.push((hash, r));

@@ -303,7 +303,8 @@ impl Engine {
             let patches = e.doc.make_patches(&mut log);
             match by_writer(patches, joining) {
                 Some(parts) => parts.iter().zip(joining.iter()).all(|(part, j)| {
-                    validate::validate_patches_with(&e.doc, false, part, &j.writer, &checks).is_ok()
+                    validate::validate_patches_with(&e.doc, &before, part, &j.writer, &checks)
+                        .is_ok()
                 }),
                 None => false,
             }

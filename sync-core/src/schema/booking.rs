@@ -310,8 +310,8 @@ pub fn split_record_key(key: &str) -> Option<(PupilId, &str)> {
 }
 
 /// A scan's fields as one value (schema 4): the text of a JSON object, written by the
-/// scanning device in the change that records the scan (written again only as a new
-/// scan's checks allow, `docs/ARCHITECTURE.md` gap 77).
+/// scanning device in the change that records the scan, and never written again
+/// (`scan-immutable`, ADR 0206).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScanRecord {
