@@ -330,10 +330,11 @@ pub fn validate_patches_with(
         check(&ctx, kind, &path, act, parent_is_new, &p.action)
             .map_err(|code| Refusal::at(code, &path))?;
         // A key in a container of scans is written once: written again, it would hide or
-        // replace what the device recorded (ARCHITECTURE gap 77 closed).
+        // replace what the device recorded (ADR 0206). A concurrent write that lost at such
+        // a key is refused by `check_scan` already (`malformed-value`).
         if kind == DocKind::Booking
             && !parent_is_new
-            && matches!(act, Act::PutScalar | Act::PutObject | Act::Conflict)
+            && matches!(act, Act::PutScalar | Act::PutObject)
             && let Some(code) = written_once(&path)
             && let Some(key) = path.last()
             && ctx.held_before(&p.obj, key)

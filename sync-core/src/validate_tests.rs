@@ -363,6 +363,59 @@ fn a_device_writes_one_of_its_scans_or_their_maps_again() {
     }
 }
 
+/// A scan written at the same key concurrently, by a copy of the booking that already
+/// held the device's map but not yet the scan, is refused whether its value wins the
+/// key or loses it.
+#[test]
+fn a_device_writes_one_of_its_scans_again_concurrently() {
+    let gate = staff();
+    let mut doc = booking();
+    apply_unchecked(
+        &mut doc,
+        &gate,
+        NOW,
+        &check_in(pupil(2), ScanMethod::Manual, None),
+    )
+    .unwrap();
+    let key = format!("{}/s-9", pupil(1));
+    let mut codes = Vec::new();
+    for actor in [[0x01u8; 16], [0xfe; 16]] {
+        let mut taken = doc.fork();
+        taken.set_actor(automerge::ActorId::from([0x80u8; 16].as_slice()));
+        let mut other = doc.fork();
+        other.set_actor(automerge::ActorId::from(actor.as_slice()));
+        for (copy, at) in [(&mut taken, NOW), (&mut other, NOW - 60_000)] {
+            let mut tx = copy.transaction();
+            let mine = map_at(
+                &tx,
+                &["check_in_records".to_owned(), gate.device.to_string()],
+            );
+            tx.put(
+                &mine,
+                key.as_str(),
+                format!(r#"{{"at":{at},"method":"manual"}}"#),
+            )
+            .unwrap();
+            tx.commit();
+        }
+        let before = taken.get_heads();
+        taken.merge(&mut other).unwrap();
+        let refusal = validate(&taken, &before, &gate).expect_err("refused");
+        assert_eq!(
+            refusal.path,
+            format!("check_in_records/{}/{key}", gate.device)
+        );
+        codes.push(refusal.code);
+    }
+    // The actor ids order the two writes: one copy's value wins, the other's loses.
+    codes.sort_by_key(|c| c.to_string());
+    assert_eq!(
+        codes,
+        [RefusalCode::MalformedValue, RefusalCode::ScanImmutable],
+        "a losing write, then a winning one"
+    );
+}
+
 #[test]
 fn no_delete_a_check_in_is_removed() {
     let gate = staff();

@@ -1006,3 +1006,98 @@ fn a_refused_change_echoed_by_another_device_in_the_same_read_stays_refused() {
     assert!(d.get_change_by_hash(&ha).is_some() && d.get_change_by_hash(&hb).is_some());
     assert_eq!(s.errors(b), vec!["foreign-actor"]);
 }
+
+#[test]
+fn a_gate_writing_its_scan_again_is_refused_and_the_other_gates_scan_read_with_it_lands() {
+    // ADR 0206: a scan, once taken, is not written again, also when the rewrite comes in
+    // a burst the server reads together with another device's messages.
+    use automerge::transaction::Transactable;
+    use kepu_sync_core::edits::apply_unchecked;
+    use kepu_sync_core::ids::{PupilId, SlotId};
+    use kepu_sync_core::schema::booking::{Booking, ScanMethod};
+    let mut s = Server::new();
+    let doc = DocumentId::from_bytes([9; 16]);
+    let venue = VenueId(uuid::Uuid::from_u128(20));
+    let pupil = PupilId(uuid::Uuid::from_u128(31));
+    s.feed(Input::Edit {
+        doc,
+        edit: Edit::CreateBooking {
+            venue,
+            slot: SlotId(uuid::Uuid::from_u128(40)),
+            school: SchoolId(uuid::Uuid::from_u128(10)),
+            party_size: 1,
+            roster: vec![pupil],
+        },
+    });
+    let (a, b) = (s.join(7, staff(1, venue)), s.join(8, staff(2, venue)));
+    let scan = |id: &str| Edit::CheckIn {
+        pupil,
+        scan_id: id.into(),
+        method: ScanMethod::Manual,
+        proof: None,
+    };
+    let mut gate = s.engine.doc(&doc).unwrap().fork();
+    gate.set_actor(ActorId::from([5u8; 16].as_slice()));
+    let first = apply_unchecked(&mut gate, &staff(1, venue), NOW, &scan("s-1"))
+        .unwrap()
+        .unwrap();
+    let bytes = gate
+        .get_change_by_hash(&first)
+        .unwrap()
+        .raw_bytes()
+        .to_vec();
+    s.sync(a, doc, hostile::sync_message(vec![first], vec![bytes]));
+    assert!(s.errors(a).is_empty(), "the first scan is taken");
+    let taken = Booking::read(s.engine.doc(&doc).unwrap())
+        .unwrap()
+        .check_ins;
+    assert_eq!(taken.len(), 1);
+    // The same gate writes its record again, an hour earlier.
+    let key = format!("{pupil}/s-1");
+    let earlier = format!(r#"{{"at":{},"method":"manual"}}"#, NOW - 3_600_000);
+    let mut tx = gate.transaction();
+    let records = tx
+        .get(automerge::ROOT, "check_in_records")
+        .unwrap()
+        .unwrap()
+        .1;
+    let mine = tx
+        .get(&records, staff(1, venue).device.to_string())
+        .unwrap()
+        .unwrap()
+        .1;
+    tx.put(&mine, key.as_str(), earlier).unwrap();
+    let again = tx.commit().0.unwrap();
+    let again_bytes = gate
+        .get_change_by_hash(&again)
+        .unwrap()
+        .raw_bytes()
+        .to_vec();
+    let (other, other_bytes) = written_change(&s, doc, &[6; 16], &staff(2, venue), &scan("s-9"));
+    s.sent.clear();
+    s.read_together(
+        doc,
+        vec![
+            (a, hostile::sync_message(vec![again], vec![again_bytes])),
+            (b, hostile::sync_message(vec![other], vec![other_bytes])),
+        ],
+    );
+    assert_eq!(s.errors(a), vec!["scan-immutable"]);
+    assert!(s.errors(b).is_empty());
+    let d = s.engine.doc(&doc).unwrap();
+    assert!(
+        d.get_change_by_hash(&again).is_none(),
+        "the rewrite is not merged"
+    );
+    assert!(
+        d.get_change_by_hash(&other).is_some(),
+        "the other gate's scan is"
+    );
+    let now = Booking::read(d).unwrap().check_ins;
+    assert_eq!(now.len(), 2);
+    assert!(now.contains(&taken[0]), "the first scan is as it was taken");
+    assert!(
+        !s.store.docs[&doc].changes.contains_key(&again),
+        "nor stored"
+    );
+}
