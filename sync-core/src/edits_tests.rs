@@ -327,6 +327,20 @@ fn a_devices_check_in_after_its_first_is_one_operation() {
     assert!(!crate::schema::booking::has_check_in(&doc, pupil(3)));
 }
 
+/// A booking of pupils 1 and 2 made by a version-2 engine: no per-device containers.
+fn booking_of_version_2() -> Automerge {
+    let mut doc = Automerge::new();
+    let create = Edit::CreateBooking {
+        venue: VENUE,
+        slot: SLOT,
+        school: SCHOOL,
+        party_size: 2,
+        roster: vec![pupil(1), pupil(2)],
+    };
+    crate::edits::apply_unchecked_as_schema(&mut doc, &teacher(), NOW, &create, 2).unwrap();
+    doc
+}
+
 #[test]
 fn a_booking_of_version_2_keeps_its_layout_and_both_layouts_are_read_together() {
     use crate::edits::apply_unchecked_as_schema;
@@ -339,15 +353,7 @@ fn a_booking_of_version_2_keeps_its_layout_and_both_layouts_are_read_together() 
     };
     // A booking made by a version-2 engine: no per-device containers, so today's gate
     // writes where version 2 does ("<pupil>/<device>"), and a version-2 device reads it.
-    let mut old = Automerge::new();
-    let create = Edit::CreateBooking {
-        venue: VENUE,
-        slot: SLOT,
-        school: SCHOOL,
-        party_size: 2,
-        roster: vec![pupil(1), pupil(2)],
-    };
-    apply_unchecked_as_schema(&mut old, &teacher(), NOW, &create, 2).unwrap();
+    let mut old = booking_of_version_2();
     assert!(r::map(&old, &ROOT, "check_ins_by_device").is_none());
     then(&mut old, &gate, LATER, &scan(1, "s-1"));
     let ins = r::map(&old, &ROOT, "check_ins").unwrap();
@@ -383,21 +389,12 @@ fn a_booking_of_version_2_keeps_its_layout_and_both_layouts_are_read_together() 
 
 #[test]
 fn a_scan_under_a_pupil_spelt_in_capitals_is_already_counted_as_it_is_read() {
-    use crate::edits::apply_unchecked_as_schema;
     use automerge::transaction::Transactable;
     // A version-2 booking: its scans are kept under "<pupil>/<device>", and validation
     // takes any spelling of the ids there (they parse), so a device may have written
     // the pupil's id in capitals. The phone's "already counted?" must answer as the
     // booking's read counts.
-    let mut doc = Automerge::new();
-    let create = Edit::CreateBooking {
-        venue: VENUE,
-        slot: SLOT,
-        school: SCHOOL,
-        party_size: 2,
-        roster: vec![pupil(1), pupil(2)],
-    };
-    apply_unchecked_as_schema(&mut doc, &teacher(), NOW, &create, 2).unwrap();
+    let mut doc = booking_of_version_2();
     let gate = staff();
     let shouted = format!("{}/{}", pupil(1).to_string().to_uppercase(), gate.device);
     let mut tx = doc.transaction();

@@ -369,14 +369,7 @@ fn a_device_writes_one_of_its_scans_or_their_maps_again() {
 #[test]
 fn a_device_writes_one_of_its_scans_again_concurrently() {
     let gate = staff();
-    let mut doc = booking();
-    apply_unchecked(
-        &mut doc,
-        &gate,
-        NOW,
-        &check_in(pupil(2), ScanMethod::Manual, None),
-    )
-    .unwrap();
+    let (doc, _) = checked_in(&gate, 4);
     let key = format!("{}/s-9", pupil(1));
     let mut codes = Vec::new();
     for actor in [[0x01u8; 16], [0xfe; 16]] {
