@@ -61,7 +61,7 @@ refusal_codes! {
     OtherSchool = "other-school",
     /// The writer is not the owner of this log.
     NotOwner = "not-owner",
-    /// A recorded scan is never changed.
+    /// A recorded scan is never changed, and its id names no other scan of its device.
     ScanImmutable = "scan-immutable",
     /// Nothing is deleted from this part of the document (check-ins above all).
     NoDelete = "no-delete",

@@ -165,6 +165,9 @@ struct Ctx<'a> {
     /// containers of scans (`held_before`).
     held: HashMap<ObjId, HashSet<String>>,
     new_objects: HashSet<ObjId>,
+    /// The scans this merge wrote, by family (check-outs or not) and device: their scan
+    /// ids and paths, each id to name one scan of its device (`scan_ids_once`).
+    new_ids: Vec<(bool, DeviceId, String, Vec<String>)>,
     /// The check-in records this merge created: (pupil, device, the record's path, the
     /// record).
     new_scans: Vec<(PupilId, DeviceId, String, NewRecord)>,
@@ -299,6 +302,7 @@ pub fn validate_patches_with(
         before,
         held: HashMap::new(),
         new_objects: HashSet::new(),
+        new_ids: Vec::new(),
         new_scans: Vec::new(),
         booking_scope: std::cell::OnceCell::new(),
     };
@@ -342,6 +346,11 @@ pub fn validate_patches_with(
             return Err(Refusal::at(code, &path));
         }
         if kind == DocKind::Booking
+            && let Some((out, device, id)) = new_scan_id(&path, act)
+        {
+            ctx.new_ids.push((out, device, id, path.clone()));
+        }
+        if kind == DocKind::Booking
             && act == Act::PutObject
             && let PatchAction::PutMap {
                 value: (_, record), ..
@@ -371,6 +380,7 @@ pub fn validate_patches_with(
                 .push((pupil, device, path.join("/"), NewRecord::Value(record)));
         }
     }
+    scan_ids_once(doc, &ctx.new_ids)?;
     if let Some(server_key) = &proofs.server_key {
         let venue = std::cell::OnceCell::new();
         for (pupil, device, path, record) in &ctx.new_scans {
@@ -409,6 +419,70 @@ impl Ctx<'_> {
             })
             .contains(key)
     }
+}
+
+/// The family (check-outs or not), device and scan id of the scan a write at `path`
+/// creates, in any layout; `None` for any other write. The path passed the rules.
+fn new_scan_id(path: &[String], act: Act) -> Option<(bool, DeviceId, String)> {
+    use booking::key::{
+        CHECK_IN_RECORDS, CHECK_INS, CHECK_INS_BY_DEVICE, CHECK_OUT_RECORDS, CHECK_OUTS,
+        CHECK_OUTS_BY_DEVICE,
+    };
+    let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    match (p.as_slice(), act) {
+        ([c @ (CHECK_INS | CHECK_OUTS), key, id], Act::PutObject) => {
+            let (_, device) = booking::split_scan_key(key)?;
+            Some((*c == CHECK_OUTS, device, (*id).to_owned()))
+        }
+        (
+            [
+                c @ (CHECK_INS_BY_DEVICE | CHECK_OUTS_BY_DEVICE),
+                device,
+                _,
+                id,
+            ],
+            Act::PutObject,
+        ) => Some((
+            *c == CHECK_OUTS_BY_DEVICE,
+            device.parse().ok()?,
+            (*id).to_owned(),
+        )),
+        ([c @ (CHECK_IN_RECORDS | CHECK_OUT_RECORDS), device, key], Act::PutScalar) => {
+            let (_, id) = booking::split_record_key(key)?;
+            Some((*c == CHECK_OUT_RECORDS, device.parse().ok()?, id.to_owned()))
+        }
+        _ => None,
+    }
+}
+
+/// Each new scan's id names one scan of its device among its family's scans, in every
+/// layout (ARCHITECTURE gap 78): the server's rows of scans are keyed by device and
+/// scan id, and a second scan under one id would be missing from them. Reads each
+/// device's scan ids once a merge that wrote scans for it.
+fn scan_ids_once(
+    doc: &Automerge,
+    new_ids: &[(bool, DeviceId, String, Vec<String>)],
+) -> Result<(), Refusal> {
+    let mut families: Vec<(bool, DeviceId)> = new_ids.iter().map(|(o, d, ..)| (*o, *d)).collect();
+    families.sort_unstable();
+    families.dedup();
+    for (out, device) in families {
+        let mine: Vec<&(bool, DeviceId, String, Vec<String>)> = new_ids
+            .iter()
+            .filter(|(o, d, ..)| (*o, *d) == (out, device))
+            .collect();
+        let mut seen: HashMap<&str, usize> =
+            mine.iter().map(|(_, _, id, _)| (id.as_str(), 0)).collect();
+        booking::device_scan_ids(doc, out, device, |id| {
+            if let Some(n) = seen.get_mut(id) {
+                *n += 1;
+            }
+        });
+        if let Some((.., path)) = mine.iter().find(|(_, _, id, _)| seen[id.as_str()] > 1) {
+            return Err(Refusal::at(RefusalCode::ScanImmutable, path));
+        }
+    }
+    Ok(())
 }
 
 /// What writing a key of a container of scans again is refused as, in every layout

@@ -409,6 +409,56 @@ fn a_device_writes_one_of_its_scans_again_concurrently() {
     );
 }
 
+/// A scan id names one scan of its device (ARCHITECTURE gap 78): the server's rows of
+/// scans are keyed by device and scan id, so a second pupil recorded under an id the
+/// device already used, in any layout, would be missing from them.
+#[test]
+fn scan_immutable_a_device_reuses_a_scan_id_for_another_pupil() {
+    let gate = staff();
+    let second = |doc: &Automerge, version: i64, edit: &Edit| {
+        let mut d = doc.fork();
+        let before = d.get_heads();
+        crate::edits::apply_unchecked_as_schema(&mut d, &gate, NOW + 1, edit, version).unwrap();
+        validate(&d, &before, &gate)
+    };
+    let scan = |n: u128, id: &str| Edit::CheckIn {
+        pupil: pupil(n),
+        scan_id: id.into(),
+        method: ScanMethod::Manual,
+        proof: None,
+    };
+    let device = gate.device;
+    for version in [2, 3, 4] {
+        let (doc, _) = checked_in(&gate, version);
+        // The same id again, for pupil 2, in each layout the booking takes.
+        for (layout, path) in [
+            (2, format!("check_ins/{}/{device}/s-1", pupil(2))),
+            (3, format!("check_ins_by_device/{device}/{}/s-1", pupil(2))),
+            (4, format!("check_in_records/{device}/{}/s-1", pupil(2))),
+        ] {
+            if layout > version {
+                continue;
+            }
+            refused(
+                second(&doc, layout, &scan(2, "s-1")),
+                RefusalCode::ScanImmutable,
+                &path,
+            );
+        }
+        assert_eq!(second(&doc, version, &scan(2, "s-2")), Ok(()), "a new id");
+        let out = Edit::CheckOut {
+            pupil: pupil(2),
+            scan_id: "s-1".into(),
+            method: ScanMethod::Manual,
+        };
+        assert_eq!(
+            second(&doc, version, &out),
+            Ok(()),
+            "check-outs have ids of their own"
+        );
+    }
+}
+
 #[test]
 fn no_delete_a_check_in_is_removed() {
     let gate = staff();

@@ -354,6 +354,52 @@ impl ScanRecord {
     }
 }
 
+/// Calls `each` with the scan id of every key `device` holds in the containers of
+/// check-ins (`out`: of check-outs), in all three layouts, whatever the key holds: the
+/// server's rows of scans are keyed by device and scan id, and validation keeps one
+/// scan to each (ADR 0206). The old layout's container is read whole: its keys start
+/// with the pupil.
+pub(crate) fn device_scan_ids<D: ReadDoc>(
+    doc: &D,
+    out: bool,
+    device: DeviceId,
+    mut each: impl FnMut(&str),
+) {
+    let (old, by_device, records) = if out {
+        (
+            key::CHECK_OUTS,
+            key::CHECK_OUTS_BY_DEVICE,
+            key::CHECK_OUT_RECORDS,
+        )
+    } else {
+        (
+            key::CHECK_INS,
+            key::CHECK_INS_BY_DEVICE,
+            key::CHECK_IN_RECORDS,
+        )
+    };
+    let name = device.to_string();
+    if let Some(c) = r::map(doc, &ROOT, old) {
+        for (k, scans) in r::maps(doc, &c) {
+            if split_scan_key(&k).is_some_and(|(_, d)| d == device) {
+                doc.keys(&scans).for_each(|id| each(&id));
+            }
+        }
+    }
+    if let Some(mine) = r::map(doc, &ROOT, by_device).and_then(|c| r::map(doc, &c, &name)) {
+        for (_, scans) in r::maps(doc, &mine) {
+            doc.keys(&scans).for_each(|id| each(&id));
+        }
+    }
+    if let Some(mine) = r::map(doc, &ROOT, records).and_then(|c| r::map(doc, &c, &name)) {
+        for k in doc.keys(&mine) {
+            if let Some((_, id)) = split_record_key(&k) {
+                each(id);
+            }
+        }
+    }
+}
+
 /// The scans of `pupil` in `device`'s map of records `mine` (schema 4), in scan id
 /// order: the pupil's keys, adjacent in key order ('/' is followed by '0').
 pub(crate) fn pupils_records<D: ReadDoc>(
