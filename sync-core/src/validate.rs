@@ -165,9 +165,8 @@ struct Ctx<'a> {
     /// containers of scans (`held_before`).
     held: HashMap<ObjId, HashSet<String>>,
     new_objects: HashSet<ObjId>,
-    /// The scans this merge wrote, by family (check-outs or not) and device: their scan
-    /// ids and paths, each id to name one scan of its device (`scan_ids_once`).
-    new_ids: Vec<(bool, DeviceId, String, Vec<String>)>,
+    /// The scans this merge wrote (`scan_ids_once`).
+    new_ids: Vec<NewId>,
     /// The check-in records this merge created: (pupil, device, the record's path, the
     /// record).
     new_scans: Vec<(PupilId, DeviceId, String, NewRecord)>,
@@ -348,7 +347,13 @@ pub fn validate_patches_with(
         if kind == DocKind::Booking
             && let Some((out, device, id)) = new_scan_id(&path, act)
         {
-            ctx.new_ids.push((out, device, id, path.clone()));
+            ctx.new_ids.push(NewId {
+                out,
+                device,
+                id,
+                path: path.clone(),
+                in_new_map: parent_is_new,
+            });
         }
         if kind == DocKind::Booking
             && act == Act::PutObject
@@ -380,7 +385,7 @@ pub fn validate_patches_with(
                 .push((pupil, device, path.join("/"), NewRecord::Value(record)));
         }
     }
-    scan_ids_once(doc, &ctx.new_ids)?;
+    scan_ids_once(doc, &ctx.new_objects, &ctx.new_ids)?;
     if let Some(server_key) = &proofs.server_key {
         let venue = std::cell::OnceCell::new();
         for (pupil, device, path, record) in &ctx.new_scans {
@@ -455,31 +460,54 @@ fn new_scan_id(path: &[String], act: Act) -> Option<(bool, DeviceId, String)> {
     }
 }
 
+/// A scan a merge wrote, for `scan_ids_once`.
+struct NewId {
+    /// A check-out (else a check-in).
+    out: bool,
+    device: DeviceId,
+    /// Its scan id.
+    id: String,
+    path: Vec<String>,
+    /// Written into a map of scans this merge made.
+    in_new_map: bool,
+}
+
 /// Each new scan's id names one scan of its device among its family's scans, in every
-/// layout (ARCHITECTURE gap 78): the server's rows of scans are keyed by device and
-/// scan id, and a second scan under one id would be missing from them. Reads each
-/// device's scan ids once a merge that wrote scans for it.
+/// layout (ARCHITECTURE gap 78, ADR 0207): the server's rows of scans are keyed by device
+/// and scan id, and a second scan under one id would be missing from them. Per device
+/// and family the merge wrote scans for, the scan ids of the maps that existed before it
+/// are read once (they hold the old scans and the merge's new ones there; nothing in them
+/// is deleted or written again) and the new scans in maps the merge made are added.
 fn scan_ids_once(
     doc: &Automerge,
-    new_ids: &[(bool, DeviceId, String, Vec<String>)],
+    new_objects: &HashSet<ObjId>,
+    new_ids: &[NewId],
 ) -> Result<(), Refusal> {
-    let mut families: Vec<(bool, DeviceId)> = new_ids.iter().map(|(o, d, ..)| (*o, *d)).collect();
+    let mut families: Vec<(bool, DeviceId)> = new_ids.iter().map(|n| (n.out, n.device)).collect();
     families.sort_unstable();
     families.dedup();
     for (out, device) in families {
-        let mine: Vec<&(bool, DeviceId, String, Vec<String>)> = new_ids
+        let mine: Vec<&NewId> = new_ids
             .iter()
-            .filter(|(o, d, ..)| (*o, *d) == (out, device))
+            .filter(|n| (n.out, n.device) == (out, device))
             .collect();
-        let mut seen: HashMap<&str, usize> =
-            mine.iter().map(|(_, _, id, _)| (id.as_str(), 0)).collect();
-        booking::device_scan_ids(doc, out, device, |id| {
-            if let Some(n) = seen.get_mut(id) {
-                *n += 1;
-            }
-        });
-        if let Some((.., path)) = mine.iter().find(|(_, _, id, _)| seen[id.as_str()] > 1) {
-            return Err(Refusal::at(RefusalCode::ScanImmutable, path));
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for n in &mine {
+            *seen.entry(n.id.as_str()).or_default() += usize::from(n.in_new_map);
+        }
+        booking::device_scan_ids(
+            doc,
+            out,
+            device,
+            |obj| new_objects.contains(obj),
+            |id| {
+                if let Some(n) = seen.get_mut(id) {
+                    *n += 1;
+                }
+            },
+        );
+        if let Some(n) = mine.iter().find(|n| seen[n.id.as_str()] > 1) {
+            return Err(Refusal::at(RefusalCode::ScanImmutable, &n.path));
         }
     }
     Ok(())

@@ -457,6 +457,25 @@ fn scan_immutable_a_device_reuses_a_scan_id_for_another_pupil() {
             "check-outs have ids of their own"
         );
     }
+    // Two pupils under one new id in one merge: in the device's map made by the merge,
+    // and in the map it already had.
+    let record = format!(r#"{{"at":{NOW},"method":"manual"}}"#);
+    let (had, _) = checked_in(&gate, 4);
+    for doc in [booking(), had] {
+        let result = raw(&doc, &gate, |tx| {
+            let c = map(tx, &ROOT, "check_in_records");
+            let mine = match crate::doc_read::map(tx, &c, &device.to_string()) {
+                Some(m) => m,
+                None => tx.put_object(&c, device.to_string(), ObjType::Map).unwrap(),
+            };
+            for n in [1, 2] {
+                tx.put(&mine, format!("{}/s-7", pupil(n)), record.as_str())
+                    .unwrap();
+            }
+        });
+        let refusal = result.expect_err("one id, two pupils");
+        assert_eq!(refusal.code, RefusalCode::ScanImmutable);
+    }
 }
 
 #[test]

@@ -355,14 +355,16 @@ impl ScanRecord {
 }
 
 /// Calls `each` with the scan id of every key `device` holds in the containers of
-/// check-ins (`out`: of check-outs), in all three layouts, whatever the key holds: the
-/// server's rows of scans are keyed by device and scan id, and validation keeps one
-/// scan to each (ADR 0206). The old layout's container is read whole: its keys start
-/// with the pupil.
+/// check-ins (`out`: of check-outs), in all three layouts, whatever the key holds,
+/// leaving out the maps of scans for which `skip` is true: the server's rows of scans
+/// are keyed by device and scan id, and validation keeps one scan to each (ADR 0207).
+/// The old layout's container is read whole (its keys start with the pupil); a record's
+/// key is cut after the pupil, not parsed.
 pub(crate) fn device_scan_ids<D: ReadDoc>(
     doc: &D,
     out: bool,
     device: DeviceId,
+    skip: impl Fn(&automerge::ObjId) -> bool,
     mut each: impl FnMut(&str),
 ) {
     let (old, by_device, records) = if out {
@@ -381,19 +383,23 @@ pub(crate) fn device_scan_ids<D: ReadDoc>(
     let name = device.to_string();
     if let Some(c) = r::map(doc, &ROOT, old) {
         for (k, scans) in r::maps(doc, &c) {
-            if split_scan_key(&k).is_some_and(|(_, d)| d == device) {
+            if !skip(&scans) && split_scan_key(&k).is_some_and(|(_, d)| d == device) {
                 doc.keys(&scans).for_each(|id| each(&id));
             }
         }
     }
     if let Some(mine) = r::map(doc, &ROOT, by_device).and_then(|c| r::map(doc, &c, &name)) {
         for (_, scans) in r::maps(doc, &mine) {
-            doc.keys(&scans).for_each(|id| each(&id));
+            if !skip(&scans) {
+                doc.keys(&scans).for_each(|id| each(&id));
+            }
         }
     }
-    if let Some(mine) = r::map(doc, &ROOT, records).and_then(|c| r::map(doc, &c, &name)) {
+    if let Some(mine) = r::map(doc, &ROOT, records).and_then(|c| r::map(doc, &c, &name))
+        && !skip(&mine)
+    {
         for k in doc.keys(&mine) {
-            if let Some((_, id)) = split_record_key(&k) {
+            if let Some(id) = k.get(37..).filter(|_| k.as_bytes().get(36) == Some(&b'/')) {
                 each(id);
             }
         }
