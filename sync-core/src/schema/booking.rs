@@ -384,21 +384,22 @@ pub(crate) fn device_scan_ids<D: ReadDoc>(
     if let Some(c) = r::map(doc, &ROOT, old) {
         for (k, scans) in r::maps(doc, &c) {
             if !skip(&scans) && split_scan_key(&k).is_some_and(|(_, d)| d == device) {
-                doc.keys(&scans).for_each(|id| each(&id));
+                doc.map_range(&scans, ..).for_each(|item| each(&item.key));
             }
         }
     }
     if let Some(mine) = r::map(doc, &ROOT, by_device).and_then(|c| r::map(doc, &c, &name)) {
         for (_, scans) in r::maps(doc, &mine) {
             if !skip(&scans) {
-                doc.keys(&scans).for_each(|id| each(&id));
+                doc.map_range(&scans, ..).for_each(|item| each(&item.key));
             }
         }
     }
     if let Some(mine) = r::map(doc, &ROOT, records).and_then(|c| r::map(doc, &c, &name))
         && !skip(&mine)
     {
-        for k in doc.keys(&mine) {
+        for item in doc.map_range(&mine, ..) {
+            let k = &item.key;
             if let Some(id) = k.get(37..).filter(|_| k.as_bytes().get(36) == Some(&b'/')) {
                 each(id);
             }
