@@ -158,7 +158,6 @@ enum Act {
 struct Ctx<'a> {
     doc: &'a Automerge,
     writer: &'a Writer,
-    created: bool,
     /// The document's heads before this merge (empty when it creates the document).
     before: &'a [ChangeHash],
     /// Keys that held a value before this merge, by object, read once per object for the
@@ -297,7 +296,6 @@ pub fn validate_patches_with(
     let mut ctx = Ctx {
         doc,
         writer,
-        created: before.is_empty(),
         before,
         held: HashMap::new(),
         new_objects: HashSet::new(),
@@ -305,7 +303,7 @@ pub fn validate_patches_with(
         new_scans: Vec::new(),
         booking_scope: std::cell::OnceCell::new(),
     };
-    if ctx.created {
+    if ctx.created() {
         check_schema_version(doc)?;
         check_create(&ctx, kind, proofs)?;
     }
@@ -407,11 +405,16 @@ pub fn validate_patches_with(
 }
 
 impl Ctx<'_> {
+    /// Does this merge create the document?
+    fn created(&self) -> bool {
+        self.before.is_empty()
+    }
+
     /// Did `key` of `obj` hold a value before this merge? Each object's keys are read
     /// once a merge, at the heads before it (a clock from automerge's cache, not a walk
     /// of the history).
     fn held_before(&mut self, obj: &ObjId, key: &str) -> bool {
-        if self.before.is_empty() {
+        if self.created() {
             return false;
         }
         let (doc, before) = (self.doc, self.before);
@@ -780,14 +783,14 @@ fn check(
     if let [field] = p.as_slice()
         && (*field == schema::KIND || is_identity(kind, field))
     {
-        return require(ctx.created, RefusalCode::ImmutableField);
+        return require(ctx.created(), RefusalCode::ImmutableField);
     }
     if let [field] = p.as_slice()
         && *field == schema::SCHEMA
     {
         require(is_int(action), RefusalCode::MalformedValue)?;
         return require(
-            ctx.created || ctx.writer.role == Role::Server,
+            ctx.created() || ctx.writer.role == Role::Server,
             RefusalCode::ImmutableField,
         );
     }
@@ -869,7 +872,7 @@ fn container_rule(ctx: &Ctx<'_>, kind: DocKind, p: &[&str], act: Act) -> Option<
     if let [field] = p
         && is_container(kind, field)
     {
-        return Some(if act == Act::PutObject && ctx.created {
+        return Some(if act == Act::PutObject && ctx.created() {
             Ok(())
         } else if act == Act::Delete {
             Err(RefusalCode::NoDelete)
@@ -935,7 +938,7 @@ fn check_booking(
                 RefusalCode::RoleMayNotWrite,
             )?;
             require(
-                ctx.created || w.role == Role::Server,
+                ctx.created() || w.role == Role::Server,
                 RefusalCode::ImmutableField,
             )?;
             require(is_int(action), RefusalCode::MalformedValue)
